@@ -1,0 +1,434 @@
+//! What happened to a job. Event type strings and versions are stable wire names.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::commands::{
+    ChecklistResult, CheckInMethod, CheckOutcome, CloseoutItemResult, Contact, Door,
+    DoorLeftState, IfmOrder, Part, Site,
+};
+use super::invoice::Invoice;
+use crate::domain::actor::Actor;
+use crate::domain::policy::Priority;
+
+/// How the job came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// A phone call.
+    Phone,
+    /// A text message.
+    Sms,
+    /// An email.
+    Email,
+    /// An IFM network work order.
+    Ifm,
+}
+
+/// Kinds of evidence a technician attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// Photo before work.
+    PhotoBefore,
+    /// Photo after work.
+    PhotoAfter,
+    /// Customer signature.
+    Signature,
+    /// A completed checklist form.
+    ChecklistForm,
+    /// A receipt for parts.
+    PartsReceipt,
+    /// A DASMA drop-test form.
+    DropTestForm,
+    /// A photo of a fire-door label.
+    LabelPhoto,
+    /// Anything else.
+    Other,
+}
+
+impl EvidenceKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::PhotoBefore => "photo_before",
+            EvidenceKind::PhotoAfter => "photo_after",
+            EvidenceKind::Signature => "signature",
+            EvidenceKind::ChecklistForm => "checklist_form",
+            EvidenceKind::PartsReceipt => "parts_receipt",
+            EvidenceKind::DropTestForm => "drop_test_form",
+            EvidenceKind::LabelPhoto => "label_photo",
+            EvidenceKind::Other => "other",
+        }
+    }
+}
+
+/// Which SLA a breach is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaKind {
+    /// No technician on site by the response due time.
+    Response,
+    /// The work not completed by the completion due time.
+    Completion,
+}
+
+/// What an approval, once granted, carries out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApprovalAction {
+    /// Replace the NTE with `amount_cents`.
+    NteIncrease {
+        /// The new NTE.
+        amount_cents: i64,
+    },
+    /// Cancel the job.
+    CancelJob {
+        /// Why.
+        reason: String,
+    },
+    /// Dismiss the possible duplicate.
+    DismissDuplicate {
+        /// The job it was thought to duplicate.
+        possible_duplicate_of: String,
+    },
+}
+
+/// The kind of an invoice line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceLineKind {
+    /// Technician time.
+    Labor,
+    /// A part.
+    Part,
+    /// A trip charge.
+    Trip,
+}
+
+/// One invoice line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    /// Labor, part or trip.
+    pub kind: InvoiceLineKind,
+    /// For people.
+    pub description: String,
+    /// Minutes (labor), pieces (part) or 1 (trip).
+    pub quantity: i64,
+    /// Cents per hour (labor) or per unit.
+    pub unit_cents: i64,
+    /// The line's amount.
+    pub amount_cents: i64,
+}
+
+/// Every event of a job. Payloads carry the times the state needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    /// `open_job`.
+    JobOpened {
+        /// The job's id.
+        job_id: String,
+        /// Incident type (a SOP library key).
+        incident_type: String,
+        /// How it came in.
+        channel: Channel,
+        /// The client.
+        client_id: String,
+        /// Where.
+        site: Site,
+        /// Onsite contact.
+        contact: Contact,
+        /// Which door.
+        door: Door,
+        /// What the caller said.
+        description: String,
+        /// IFM work order.
+        ifm: Option<IfmOrder>,
+        /// The call time (SLA clocks start here).
+        opened_at: DateTime<Utc>,
+        /// An open job at the same site and door.
+        possible_duplicate_of: Option<String>,
+        /// A job at the same site and door completed in the last 30 days.
+        recall_of: Option<String>,
+        /// The recall's original technician.
+        preferred_technician_id: Option<String>,
+        /// The NTE in force (IFM's, or 0 for a recall).
+        nte_cents: Option<i64>,
+    },
+    /// `record_intake`.
+    IntakeRecorded {
+        /// Field → value, typed per SOP.
+        fields: BTreeMap<String, Value>,
+    },
+    /// `triage_job`.
+    JobTriaged {
+        /// The priority fixed.
+        priority: Priority,
+        /// Why it is P1, from the SOP's rules.
+        p1_reasons: Vec<String>,
+        /// Response due (check-in).
+        sla_due_at: Option<DateTime<Utc>>,
+        /// Completion due.
+        completion_due_at: Option<DateTime<Utc>>,
+        /// Whether the technician must confirm a make-safe.
+        make_safe_required: bool,
+    },
+    /// `set_priority`.
+    PriorityChanged {
+        /// Before.
+        from: Priority,
+        /// After.
+        to: Priority,
+        /// Why.
+        reason: String,
+        /// Recomputed from the call time.
+        sla_due_at: Option<DateTime<Utc>>,
+        /// Recomputed from the call time.
+        completion_due_at: Option<DateTime<Utc>>,
+    },
+    /// `resolve_duplicate` with `link`.
+    JobLinkedAsDuplicate {
+        /// The job this one duplicates.
+        duplicate_of: String,
+    },
+    /// `resolve_duplicate` with `not_duplicate` (or its approval).
+    DuplicateDismissed {
+        /// The job it was thought to duplicate.
+        possible_duplicate_of: String,
+        /// The approval that carried it out.
+        approval_id: Option<String>,
+    },
+    /// `offer_job`.
+    JobOffered {
+        /// Visit number (1-based).
+        visit: u32,
+        /// Who.
+        technician_id: String,
+        /// Their labor rate at offer time.
+        labor_rate_cents: i64,
+        /// When.
+        offered_at: DateTime<Utc>,
+        /// When the offer expires unanswered.
+        ack_due_at: DateTime<Utc>,
+        /// Whether this is the recall's preferred technician.
+        preferred: bool,
+    },
+    /// `accept_offer`.
+    OfferAccepted {
+        /// Who.
+        technician_id: String,
+        /// Promised arrival.
+        eta: DateTime<Utc>,
+        /// ETA after the response SLA.
+        eta_beyond_sla: bool,
+    },
+    /// `decline_offer`.
+    OfferDeclined {
+        /// Who.
+        technician_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// `expire_offer` (system).
+    OfferExpired {
+        /// Who did not answer.
+        technician_id: String,
+    },
+    /// `start_travel`.
+    TravelStarted {
+        /// Who.
+        technician_id: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// `check_in`.
+    CheckedIn {
+        /// Who.
+        technician_id: String,
+        /// How.
+        method: CheckInMethod,
+        /// Latitude.
+        lat: Option<f64>,
+        /// Longitude.
+        lon: Option<f64>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// `complete_checklist_item`.
+    ChecklistItemCompleted {
+        /// SOP checklist item id.
+        item_id: String,
+        /// The result.
+        result: ChecklistResult,
+        /// Remark.
+        note: Option<String>,
+    },
+    /// `attach_evidence`.
+    EvidenceAttached {
+        /// Kind.
+        kind: EvidenceKind,
+        /// SHA-256 of the stored content.
+        sha256: String,
+        /// Remark.
+        note: Option<String>,
+    },
+    /// `check_out`.
+    CheckedOut {
+        /// Who.
+        technician_id: String,
+        /// Outcome.
+        outcome: CheckOutcome,
+        /// How the door was left.
+        door_left_state: DoorLeftState,
+        /// Make-safe confirmed.
+        make_safe_confirmed: bool,
+        /// What was done.
+        resolution: String,
+        /// Parts used.
+        parts: Vec<Part>,
+        /// When.
+        at: DateTime<Utc>,
+        /// Billable minutes of this visit (rounded per SOP).
+        labor_minutes: i64,
+    },
+    /// `schedule_return_visit`.
+    ReturnVisitScheduled {
+        /// Why.
+        reason: Option<String>,
+    },
+    /// `verify_closeout`.
+    CloseoutVerified {
+        /// The SOP closeout items and their results.
+        items: Vec<CloseoutItemResult>,
+    },
+    /// `reopen_unsatisfactory`.
+    JobReopened {
+        /// Why.
+        reason: String,
+    },
+    /// `mark_billing_ready`.
+    BillingReadyMarked {
+        /// Lines and total.
+        invoice: Invoice,
+        /// The NTE it was checked against.
+        nte_cents: Option<i64>,
+    },
+    /// `close_job`.
+    JobClosed {
+        /// The downstream invoice number.
+        invoice_number: String,
+    },
+    /// `cancel_job` (or its approval).
+    JobCancelled {
+        /// Why.
+        reason: String,
+        /// A trip charge once en route.
+        trip_charge_cents: i64,
+        /// The approval that carried it out.
+        approval_id: Option<String>,
+    },
+    /// `add_note`.
+    NoteAdded {
+        /// The text, stored as data and never interpreted.
+        text: String,
+    },
+    /// A risky action waits for a person.
+    ApprovalRequested {
+        /// The approval's id.
+        approval_id: String,
+        /// What it would carry out.
+        action: ApprovalAction,
+        /// Why.
+        reason: String,
+        /// Who asked.
+        requested_by: Actor,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A person approved; the effect event follows.
+    ApprovalGranted {
+        /// Which.
+        approval_id: String,
+        /// Who.
+        decided_by: Actor,
+        /// Remark.
+        reason: Option<String>,
+    },
+    /// A person rejected.
+    ApprovalRejected {
+        /// Which.
+        approval_id: String,
+        /// Who.
+        decided_by: Actor,
+        /// Remark.
+        reason: Option<String>,
+    },
+    /// An approved NTE increase: replaces the NTE.
+    NteIncreased {
+        /// Before.
+        from_cents: Option<i64>,
+        /// After.
+        to_cents: i64,
+        /// The approval.
+        approval_id: String,
+    },
+    /// `flag_sla_breach` (system).
+    SlaBreached {
+        /// Which SLA.
+        kind: SlaKind,
+        /// Its due time.
+        due_at: DateTime<Utc>,
+    },
+}
+
+impl JobEvent {
+    /// The stable event type string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            JobEvent::JobOpened { .. } => "JobOpened",
+            JobEvent::IntakeRecorded { .. } => "IntakeRecorded",
+            JobEvent::JobTriaged { .. } => "JobTriaged",
+            JobEvent::PriorityChanged { .. } => "PriorityChanged",
+            JobEvent::JobLinkedAsDuplicate { .. } => "JobLinkedAsDuplicate",
+            JobEvent::DuplicateDismissed { .. } => "DuplicateDismissed",
+            JobEvent::JobOffered { .. } => "JobOffered",
+            JobEvent::OfferAccepted { .. } => "OfferAccepted",
+            JobEvent::OfferDeclined { .. } => "OfferDeclined",
+            JobEvent::OfferExpired { .. } => "OfferExpired",
+            JobEvent::TravelStarted { .. } => "TravelStarted",
+            JobEvent::CheckedIn { .. } => "CheckedIn",
+            JobEvent::ChecklistItemCompleted { .. } => "ChecklistItemCompleted",
+            JobEvent::EvidenceAttached { .. } => "EvidenceAttached",
+            JobEvent::CheckedOut { .. } => "CheckedOut",
+            JobEvent::ReturnVisitScheduled { .. } => "ReturnVisitScheduled",
+            JobEvent::CloseoutVerified { .. } => "CloseoutVerified",
+            JobEvent::JobReopened { .. } => "JobReopened",
+            JobEvent::BillingReadyMarked { .. } => "BillingReadyMarked",
+            JobEvent::JobClosed { .. } => "JobClosed",
+            JobEvent::JobCancelled { .. } => "JobCancelled",
+            JobEvent::NoteAdded { .. } => "NoteAdded",
+            JobEvent::ApprovalRequested { .. } => "ApprovalRequested",
+            JobEvent::ApprovalGranted { .. } => "ApprovalGranted",
+            JobEvent::ApprovalRejected { .. } => "ApprovalRejected",
+            JobEvent::NteIncreased { .. } => "NteIncreased",
+            JobEvent::SlaBreached { .. } => "SlaBreached",
+        }
+    }
+}
+
+/// The current version of every job event's payload shape.
+pub const JOB_EVENT_VERSION: &str = "1.0";
+
+impl DomainEvent for JobEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        JOB_EVENT_VERSION.to_string()
+    }
+}

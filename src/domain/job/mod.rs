@@ -1,0 +1,32 @@
+//! The `Job` aggregate: one work order from first call to billing.
+//!
+//! `commands` holds what may be asked (by wire name), `events` what happened,
+//! `errors` every guard that can refuse, `aggregate` the decisions, and
+//! `state` the state the events build up.
+
+mod aggregate;
+mod commands;
+mod errors;
+mod events;
+mod invoice;
+mod state;
+
+pub use aggregate::{Job, JobServices};
+pub use commands::{
+    AcceptOffer, AddNote, AttachEvidence, CancelJob, ChecklistResult, CheckIn, CheckInMethod,
+    CheckOut, CheckOutcome, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
+    DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution, ExpireOffer,
+    FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob, OpenJob, Part, RecallOf,
+    RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease, ResolveDuplicate,
+    ScheduleReturnVisit, SetPriority, Site, StartTravel, TechnicianProfile, TriageJob,
+    VerifyCloseout, JOB_COMMANDS,
+};
+pub use errors::JobError;
+pub use events::{
+    ApprovalAction, Channel, EvidenceKind, InvoiceLine, InvoiceLineKind, JobEvent, SlaKind,
+};
+pub use invoice::Invoice;
+pub use state::{
+    Approval, ApprovalStatus, ChecklistEntry, EvidenceRef, Flags, JobData, JobState, Note, Visit,
+    VisitStatus,
+};

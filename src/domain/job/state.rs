@@ -1,0 +1,582 @@
+//! The state a job's events build up, and how each event changes it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::commands::{
+    ChecklistResult, CheckInMethod, CheckOutcome, CloseoutItemResult, Contact, Door,
+    DoorLeftState, IfmOrder, Part, Site,
+};
+use super::events::{ApprovalAction, Channel, EvidenceKind, JobEvent, SlaKind};
+use super::invoice::Invoice;
+use crate::domain::actor::Actor;
+use crate::domain::policy::Priority;
+
+/// The job states of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Collecting intake.
+    Intake,
+    /// Waiting for a technician.
+    Triaged,
+    /// Offered, unanswered.
+    Offered,
+    /// Accepted with an ETA.
+    Confirmed,
+    /// Travelling.
+    EnRoute,
+    /// Checked in.
+    OnSite,
+    /// Checked out without finishing.
+    OnHold,
+    /// Checked out, work done.
+    WorkCompleted,
+    /// Closeout verified.
+    CloseoutVerified,
+    /// Billing gate passed.
+    BillingReady,
+    /// Invoiced downstream (final).
+    Closed,
+    /// Cancelled (final).
+    Cancelled,
+    /// A duplicate of another job (final).
+    Duplicate,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 13] = [
+        JobState::Intake,
+        JobState::Triaged,
+        JobState::Offered,
+        JobState::Confirmed,
+        JobState::EnRoute,
+        JobState::OnSite,
+        JobState::OnHold,
+        JobState::WorkCompleted,
+        JobState::CloseoutVerified,
+        JobState::BillingReady,
+        JobState::Closed,
+        JobState::Cancelled,
+        JobState::Duplicate,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Intake => "intake",
+            JobState::Triaged => "triaged",
+            JobState::Offered => "offered",
+            JobState::Confirmed => "confirmed",
+            JobState::EnRoute => "en_route",
+            JobState::OnSite => "on_site",
+            JobState::OnHold => "on_hold",
+            JobState::WorkCompleted => "work_completed",
+            JobState::CloseoutVerified => "closeout_verified",
+            JobState::BillingReady => "billing_ready",
+            JobState::Closed => "closed",
+            JobState::Cancelled => "cancelled",
+            JobState::Duplicate => "duplicate",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Closed, cancelled and duplicate are final.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Closed | JobState::Cancelled | JobState::Duplicate)
+    }
+
+    /// Not final.
+    pub fn is_open(self) -> bool {
+        !self.is_final()
+    }
+
+    /// States before `work_completed` (where cancelling is allowed).
+    pub fn before_work_completed(self) -> bool {
+        matches!(
+            self,
+            JobState::Intake
+                | JobState::Triaged
+                | JobState::Offered
+                | JobState::Confirmed
+                | JobState::EnRoute
+                | JobState::OnSite
+                | JobState::OnHold
+        )
+    }
+}
+
+/// Where an offer or visit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitStatus {
+    /// Offered, unanswered.
+    Offered,
+    /// Declined.
+    Declined,
+    /// Expired unanswered.
+    Expired,
+    /// Accepted.
+    Confirmed,
+    /// Travelling.
+    EnRoute,
+    /// On site.
+    OnSite,
+    /// Checked out.
+    CheckedOut,
+    /// The job was cancelled during the visit.
+    Cancelled,
+}
+
+/// One offer and, once accepted, one technician trip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Visit {
+    /// 1-based.
+    pub number: u32,
+    /// Who.
+    pub technician_id: String,
+    /// Their rate, cents per hour.
+    pub labor_rate_cents: i64,
+    /// Where it stands.
+    pub status: VisitStatus,
+    /// Offered at.
+    pub offered_at: DateTime<Utc>,
+    /// Offer expires at.
+    pub ack_due_at: DateTime<Utc>,
+    /// The recall's preferred technician.
+    pub preferred: bool,
+    /// Promised arrival.
+    pub eta: Option<DateTime<Utc>>,
+    /// Why declined.
+    pub decline_reason: Option<String>,
+    /// Travel started.
+    pub travel_started_at: Option<DateTime<Utc>>,
+    /// Checked in.
+    pub checked_in_at: Option<DateTime<Utc>>,
+    /// How.
+    pub check_in_method: Option<CheckInMethod>,
+    /// Checked out.
+    pub checked_out_at: Option<DateTime<Utc>>,
+    /// Outcome.
+    pub outcome: Option<CheckOutcome>,
+    /// How the door was left.
+    pub door_left_state: Option<DoorLeftState>,
+    /// What was done.
+    pub resolution: Option<String>,
+    /// Parts used.
+    pub parts: Vec<Part>,
+    /// Billable minutes.
+    pub labor_minutes: i64,
+}
+
+/// A checklist result as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecklistEntry {
+    /// Result.
+    pub result: ChecklistResult,
+    /// Remark.
+    pub note: Option<String>,
+}
+
+/// Evidence attached to the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    /// Kind.
+    pub kind: EvidenceKind,
+    /// SHA-256 of the stored content.
+    pub sha256: String,
+    /// Remark.
+    pub note: Option<String>,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved and carried out.
+    Granted,
+    /// Rejected.
+    Rejected,
+}
+
+/// A risky action waiting for (or decided by) a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Id.
+    pub approval_id: String,
+    /// What it carries out.
+    pub action: ApprovalAction,
+    /// Why it was asked.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: Actor,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Who decided.
+    pub decided_by: Option<Actor>,
+    /// Their remark.
+    pub decision_reason: Option<String>,
+}
+
+/// A note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// The text (data).
+    pub text: String,
+}
+
+/// Flags shown on the board.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Flags {
+    /// An open job at the same site and door, unresolved.
+    pub possible_duplicate_of: Option<String>,
+    /// This job is a duplicate of.
+    pub duplicate_of: Option<String>,
+    /// A recall of a recently completed job.
+    pub recall_of: Option<String>,
+    /// The recall's original technician.
+    pub preferred_technician_id: Option<String>,
+    /// Triage required a make-safe.
+    pub make_safe_required: bool,
+    /// The accepted ETA is after the response SLA.
+    pub eta_beyond_sla: bool,
+    /// SLA breaches flagged.
+    pub sla_breached: Vec<SlaKind>,
+    /// Why the job is on hold.
+    pub hold_reason: Option<CheckOutcome>,
+    /// A needs-quote job's quote (NTE increase) was approved.
+    pub quote_approved: bool,
+}
+
+/// Everything known about an opened job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobData {
+    /// Id.
+    pub job_id: String,
+    /// State.
+    pub state: JobState,
+    /// Incident type.
+    pub incident_type: String,
+    /// Channel.
+    pub channel: Channel,
+    /// Client.
+    pub client_id: String,
+    /// Site.
+    pub site: Site,
+    /// Contact.
+    pub contact: Contact,
+    /// Door.
+    pub door: Door,
+    /// Description.
+    pub description: String,
+    /// IFM work order.
+    pub ifm: Option<IfmOrder>,
+    /// Call time.
+    pub opened_at: DateTime<Utc>,
+    /// Priority, once triaged.
+    pub priority: Option<Priority>,
+    /// Why P1.
+    pub p1_reasons: Vec<String>,
+    /// Response due.
+    pub sla_due_at: Option<DateTime<Utc>>,
+    /// Completion due.
+    pub completion_due_at: Option<DateTime<Utc>>,
+    /// Current NTE (None: no cap).
+    pub nte_cents: Option<i64>,
+    /// Intake answers.
+    pub intake: BTreeMap<String, Value>,
+    /// Flags.
+    pub flags: Flags,
+    /// Offers and trips.
+    pub visits: Vec<Visit>,
+    /// Checklist results by item id.
+    pub checklist: BTreeMap<String, ChecklistEntry>,
+    /// Evidence.
+    pub evidence: Vec<EvidenceRef>,
+    /// Approvals.
+    pub approvals: Vec<Approval>,
+    /// Notes.
+    pub notes: Vec<Note>,
+    /// Closeout results, once verified.
+    pub closeout: Option<Vec<CloseoutItemResult>>,
+    /// The invoice fixed at billing readiness.
+    pub invoice: Option<Invoice>,
+    /// Downstream invoice number.
+    pub invoice_number: Option<String>,
+    /// Why cancelled.
+    pub cancel_reason: Option<String>,
+    /// Trip charge on cancellation.
+    pub cancel_trip_charge_cents: i64,
+}
+
+impl JobData {
+    /// The latest offer or visit.
+    pub fn current_visit(&self) -> Option<&Visit> {
+        self.visits.last()
+    }
+
+    fn current_visit_mut(&mut self) -> Option<&mut Visit> {
+        self.visits.last_mut()
+    }
+
+    /// The approval with this id.
+    pub fn approval(&self, id: &str) -> Option<&Approval> {
+        self.approvals.iter().find(|a| a.approval_id == id)
+    }
+
+    /// Whether evidence of a kind is attached.
+    pub fn has_evidence(&self, kind: EvidenceKind) -> bool {
+        self.evidence.iter().any(|e| e.kind == kind)
+    }
+
+    pub(super) fn opened(event: &JobEvent) -> Option<JobData> {
+        let JobEvent::JobOpened {
+            job_id,
+            incident_type,
+            channel,
+            client_id,
+            site,
+            contact,
+            door,
+            description,
+            ifm,
+            opened_at,
+            possible_duplicate_of,
+            recall_of,
+            preferred_technician_id,
+            nte_cents,
+        } = event.clone()
+        else {
+            return None;
+        };
+        Some(JobData {
+            job_id,
+            state: JobState::Intake,
+            incident_type,
+            channel,
+            client_id,
+            site,
+            contact,
+            door,
+            description,
+            ifm,
+            opened_at,
+            priority: None,
+            p1_reasons: Vec::new(),
+            sla_due_at: None,
+            completion_due_at: None,
+            nte_cents,
+            intake: BTreeMap::new(),
+            flags: Flags {
+                possible_duplicate_of,
+                recall_of,
+                preferred_technician_id,
+                ..Flags::default()
+            },
+            visits: Vec::new(),
+            checklist: BTreeMap::new(),
+            evidence: Vec::new(),
+            approvals: Vec::new(),
+            notes: Vec::new(),
+            closeout: None,
+            invoice: None,
+            invoice_number: None,
+            cancel_reason: None,
+            cancel_trip_charge_cents: 0,
+        })
+    }
+
+    /// Applies one event (never fails: events are facts).
+    pub(super) fn apply(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::JobOpened { .. } => {}
+            JobEvent::IntakeRecorded { fields } => self.intake.extend(fields),
+            JobEvent::JobTriaged { priority, p1_reasons, sla_due_at, completion_due_at, make_safe_required } => {
+                self.state = JobState::Triaged;
+                self.priority = Some(priority);
+                self.p1_reasons = p1_reasons;
+                self.sla_due_at = sla_due_at;
+                self.completion_due_at = completion_due_at;
+                self.flags.make_safe_required = make_safe_required;
+            }
+            JobEvent::PriorityChanged { to, sla_due_at, completion_due_at, .. } => {
+                self.priority = Some(to);
+                self.sla_due_at = sla_due_at;
+                self.completion_due_at = completion_due_at;
+            }
+            JobEvent::JobLinkedAsDuplicate { duplicate_of } => {
+                self.state = JobState::Duplicate;
+                self.flags.duplicate_of = Some(duplicate_of);
+                self.flags.possible_duplicate_of = None;
+            }
+            JobEvent::DuplicateDismissed { .. } => self.flags.possible_duplicate_of = None,
+            JobEvent::JobOffered { visit, technician_id, labor_rate_cents, offered_at, ack_due_at, preferred } => {
+                self.state = JobState::Offered;
+                self.visits.push(Visit {
+                    number: visit,
+                    technician_id,
+                    labor_rate_cents,
+                    status: VisitStatus::Offered,
+                    offered_at,
+                    ack_due_at,
+                    preferred,
+                    eta: None,
+                    decline_reason: None,
+                    travel_started_at: None,
+                    checked_in_at: None,
+                    check_in_method: None,
+                    checked_out_at: None,
+                    outcome: None,
+                    door_left_state: None,
+                    resolution: None,
+                    parts: Vec::new(),
+                    labor_minutes: 0,
+                });
+            }
+            JobEvent::OfferAccepted { eta, eta_beyond_sla, .. } => {
+                self.state = JobState::Confirmed;
+                self.flags.eta_beyond_sla = eta_beyond_sla;
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::Confirmed;
+                    v.eta = Some(eta);
+                }
+            }
+            JobEvent::OfferDeclined { reason, .. } => {
+                self.state = JobState::Triaged;
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::Declined;
+                    v.decline_reason = Some(reason);
+                }
+            }
+            JobEvent::OfferExpired { .. } => {
+                self.state = JobState::Triaged;
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::Expired;
+                }
+            }
+            JobEvent::TravelStarted { at, .. } => {
+                self.state = JobState::EnRoute;
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::EnRoute;
+                    v.travel_started_at = Some(at);
+                }
+            }
+            JobEvent::CheckedIn { method, at, .. } => {
+                self.state = JobState::OnSite;
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::OnSite;
+                    v.checked_in_at = Some(at);
+                    v.check_in_method = Some(method);
+                }
+            }
+            JobEvent::ChecklistItemCompleted { item_id, result, note } => {
+                self.checklist.insert(item_id, ChecklistEntry { result, note });
+            }
+            JobEvent::EvidenceAttached { kind, sha256, note } => {
+                self.evidence.push(EvidenceRef { kind, sha256, note });
+            }
+            JobEvent::CheckedOut { outcome, door_left_state, resolution, parts, at, labor_minutes, .. } => {
+                if outcome == CheckOutcome::Completed {
+                    self.state = JobState::WorkCompleted;
+                    self.flags.hold_reason = None;
+                } else {
+                    self.state = JobState::OnHold;
+                    self.flags.hold_reason = Some(outcome);
+                    self.flags.quote_approved = false;
+                }
+                if let Some(v) = self.current_visit_mut() {
+                    v.status = VisitStatus::CheckedOut;
+                    v.checked_out_at = Some(at);
+                    v.outcome = Some(outcome);
+                    v.door_left_state = Some(door_left_state);
+                    v.resolution = Some(resolution);
+                    v.parts = parts;
+                    v.labor_minutes = labor_minutes;
+                }
+            }
+            JobEvent::ReturnVisitScheduled { .. } => {
+                self.state = JobState::Triaged;
+                self.flags.hold_reason = None;
+            }
+            JobEvent::CloseoutVerified { items } => {
+                self.state = JobState::CloseoutVerified;
+                self.closeout = Some(items);
+            }
+            JobEvent::JobReopened { .. } => {
+                self.state = JobState::Triaged;
+                self.closeout = None;
+            }
+            JobEvent::BillingReadyMarked { invoice, .. } => {
+                self.state = JobState::BillingReady;
+                self.invoice = Some(invoice);
+            }
+            JobEvent::JobClosed { invoice_number } => {
+                self.state = JobState::Closed;
+                self.invoice_number = Some(invoice_number);
+            }
+            JobEvent::JobCancelled { reason, trip_charge_cents, .. } => {
+                self.state = JobState::Cancelled;
+                self.cancel_reason = Some(reason);
+                self.cancel_trip_charge_cents = trip_charge_cents;
+                if let Some(v) = self.current_visit_mut() {
+                    if v.status != VisitStatus::CheckedOut
+                        && v.status != VisitStatus::Declined
+                        && v.status != VisitStatus::Expired
+                    {
+                        v.status = VisitStatus::Cancelled;
+                    }
+                }
+            }
+            JobEvent::NoteAdded { text } => self.notes.push(Note { text }),
+            JobEvent::ApprovalRequested { approval_id, action, reason, requested_by, at } => {
+                self.approvals.push(Approval {
+                    approval_id,
+                    action,
+                    reason,
+                    requested_by,
+                    requested_at: at,
+                    status: ApprovalStatus::Pending,
+                    decided_by: None,
+                    decision_reason: None,
+                });
+            }
+            JobEvent::ApprovalGranted { approval_id, decided_by, reason } => {
+                self.decide(&approval_id, ApprovalStatus::Granted, decided_by, reason);
+            }
+            JobEvent::ApprovalRejected { approval_id, decided_by, reason } => {
+                self.decide(&approval_id, ApprovalStatus::Rejected, decided_by, reason);
+            }
+            JobEvent::NteIncreased { to_cents, .. } => {
+                self.nte_cents = Some(to_cents);
+                if self.state == JobState::OnHold && self.flags.hold_reason == Some(CheckOutcome::NeedsQuote) {
+                    self.flags.quote_approved = true;
+                }
+            }
+            JobEvent::SlaBreached { kind, .. } => {
+                if !self.flags.sla_breached.contains(&kind) {
+                    self.flags.sla_breached.push(kind);
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, id: &str, status: ApprovalStatus, by: Actor, reason: Option<String>) {
+        if let Some(a) = self.approvals.iter_mut().find(|a| a.approval_id == id) {
+            a.status = status;
+            a.decided_by = Some(by);
+            a.decision_reason = reason;
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure domain: aggregates, commands, events, guards and the SOP library.
+//!
+//! Nothing here knows about HTTP or the database. Every rule of the job
+//! lifecycle is decided here, deterministically, from the events already
+//! applied, the command, and the facts the application resolved for it.
+
+pub mod actor;
+pub mod job;
+pub mod money;
+pub mod policy;
+pub mod sop;
+pub mod technician;
+
+pub use actor::{Actor, ActorKind, Issued, Role};
+pub use money::Cents;
