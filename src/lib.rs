@@ -10,3 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod domain;
+pub mod app;
+pub mod clock;
+pub mod error;
+pub mod store;

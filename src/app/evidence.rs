@@ -1,0 +1,102 @@
+//! Evidence files: content-addressed in an object store (a local directory by
+//! default, S3-compatible by configuration), described in `evidence_objects`.
+
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::error::{ApiError, Result};
+use crate::store::hash::sha256_hex;
+
+/// The object store evidence lives in.
+#[derive(Debug, Clone)]
+pub struct EvidenceStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// What an upload answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceInfo {
+    /// SHA-256 of the content.
+    pub sha256: String,
+    /// Bytes.
+    pub size: i64,
+    /// Media type as uploaded.
+    pub content_type: String,
+}
+
+impl EvidenceStore {
+    /// A local directory (created if absent).
+    pub fn local(dir: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(EvidenceStore { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
+    }
+
+    /// An `s3://bucket/prefix` URL; credentials and endpoint from the AWS_* environment.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url)?;
+        let opts: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_lowercase(), v)).collect();
+        let (store, _) = object_store::parse_url_opts(&parsed, opts)?;
+        Ok(EvidenceStore { store: Arc::from(store) })
+    }
+
+    /// In memory (tests).
+    pub fn in_memory() -> Self {
+        EvidenceStore { store: Arc::new(InMemory::new()) }
+    }
+
+    fn path(sha256: &str) -> ObjectPath {
+        ObjectPath::from(format!("evidence/{}/{}", &sha256[..2], sha256))
+    }
+
+    /// Stores content (idempotent: the same bytes are the same object).
+    pub async fn put(&self, pool: &PgPool, bytes: bytes::Bytes, content_type: &str, uploaded_by: &str) -> Result<EvidenceInfo> {
+        if content_type.is_empty() || content_type.len() > 127 || !content_type.contains('/') || content_type.chars().any(|c| c.is_control()) {
+            return Err(ApiError::Validation { detail: "a valid Content-Type is required".into(), field: Some("content_type".into()) });
+        }
+        if bytes.is_empty() {
+            return Err(ApiError::Validation { detail: "the file is empty".into(), field: Some("file".into()) });
+        }
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len() as i64;
+        self.store
+            .put(&Self::path(&sha256), PutPayload::from(bytes))
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("object store: {e}")))?;
+        sqlx::query(
+            "INSERT INTO evidence_objects (sha256, size_bytes, content_type, uploaded_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&sha256)
+        .bind(size)
+        .bind(content_type)
+        .bind(uploaded_by)
+        .execute(pool)
+        .await?;
+        let row = sqlx::query("SELECT size_bytes, content_type FROM evidence_objects WHERE sha256 = $1").bind(&sha256).fetch_one(pool).await?;
+        Ok(EvidenceInfo { sha256, size: row.try_get("size_bytes")?, content_type: row.try_get("content_type")? })
+    }
+
+    /// Reads content back.
+    pub async fn get(&self, sha256: &str) -> Result<Option<bytes::Bytes>> {
+        if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        match self.store.get(&Self::path(sha256)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| ApiError::Internal(e.into()))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ApiError::Internal(e.into())),
+        }
+    }
+}
+
+/// Whether content with this hash was uploaded.
+pub async fn exists(conn: &mut PgConnection, sha256: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT 1 AS one FROM evidence_objects WHERE sha256 = $1").bind(sha256).fetch_optional(conn).await?;
+    Ok(row.is_some())
+}

@@ -1,0 +1,106 @@
+//! API keys: made by the CLI, stored as SHA-256 only, resolved per request.
+
+use rand::RngCore;
+use sqlx::{PgPool, Row};
+
+use crate::domain::{Actor, Role};
+use crate::error::{ApiError, Result};
+use crate::store::hash::sha256_hex;
+
+/// Who is calling: resolved from the bearer key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name (recorded as the actor id).
+    pub key_name: String,
+    /// The key's role.
+    pub role: Role,
+    /// For technician keys.
+    pub technician_id: Option<String>,
+}
+
+impl Caller {
+    /// The actor recorded on events.
+    pub fn actor(&self) -> Actor {
+        match (&self.technician_id, self.role) {
+            (Some(t), Role::Technician) => Actor::technician(self.key_name.clone(), t.clone()),
+            _ => Actor::new(self.role, self.key_name.clone()),
+        }
+    }
+}
+
+/// Makes a new key: `dak_` and 32 random bytes, hex.
+fn new_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("dak_{}", hex::encode(bytes))
+}
+
+/// Why a key could not be made or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The name is taken.
+    #[error("a key named `{0}` already exists")]
+    NameTaken(String),
+    /// No such key.
+    #[error("no active key named `{0}`")]
+    NotFound(String),
+    /// Bad arguments.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Creates a key and returns it (shown once; only its hash is kept).
+pub async fn create_key(pool: &PgPool, role: Role, name: &str, technician_id: Option<&str>) -> Result<String, KeyError> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(KeyError::Invalid("the name must be 1-200 printable characters".into()));
+    }
+    if (role == Role::Technician) != technician_id.is_some() {
+        return Err(KeyError::Invalid("--technician is required for, and only for, the technician role".into()));
+    }
+    let key = new_key();
+    let res = sqlx::query("INSERT INTO api_keys (name, key_hash, role, technician_id) VALUES ($1, $2, $3, $4)")
+        .bind(name)
+        .bind(sha256_hex(key.as_bytes()))
+        .bind(role.as_str())
+        .bind(technician_id)
+        .execute(pool)
+        .await;
+    match res {
+        Ok(_) => Ok(key),
+        Err(e) if crate::store::is_unique_violation(&e) => Err(KeyError::NameTaken(name.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Revokes a key by name.
+pub async fn revoke_key(pool: &PgPool, name: &str) -> Result<(), KeyError> {
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(KeyError::NotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Resolves a bearer key to its caller; unknown or revoked keys are `Unauthorized`.
+pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Caller> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(ApiError::Unauthorized);
+    }
+    let row = sqlx::query("SELECT name, role, technician_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+        .bind(sha256_hex(key.as_bytes()))
+        .fetch_optional(pool)
+        .await?;
+    let row = row.ok_or(ApiError::Unauthorized)?;
+    let role: String = row.try_get("role")?;
+    Ok(Caller {
+        key_name: row.try_get("name")?,
+        role: Role::parse(&role).ok_or(ApiError::Unauthorized)?,
+        technician_id: row.try_get("technician_id")?,
+    })
+}

@@ -1,0 +1,62 @@
+//! The application layer: what a request does, independent of HTTP.
+//!
+//! It resolves the facts a command needs (technician profiles, jobs at the
+//! same door, uploaded evidence), runs the aggregate's decision, and appends
+//! the events with the idempotency record in one transaction.
+
+mod commands;
+pub mod evidence;
+pub mod keys;
+pub mod queries;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use commands::Reply;
+pub use keys::Caller;
+
+use crate::clock::Clock;
+use crate::domain::job::JobServices;
+use crate::domain::policy::DispatchPolicy;
+use crate::domain::sop::SopLibrary;
+
+/// Per-request metadata that travels onto every event.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// The caller's idempotency key.
+    pub idempotency_key: String,
+    /// SHA-256 of what was asked (method, path, canonical body).
+    pub request_hash: String,
+    /// `If-Match`: the job version the caller expects.
+    pub if_match: Option<i64>,
+    /// Correlation id (from `X-Correlation-Id` or made per request).
+    pub correlation_id: Uuid,
+    /// Causation id (from `X-Causation-Id`).
+    pub causation_id: Option<Uuid>,
+    /// The tool call, when a tool caused it.
+    pub tool_invocation_id: Option<Uuid>,
+}
+
+/// The application: shared by every request.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The database.
+    pub pool: PgPool,
+    /// The SOP library.
+    pub sops: Arc<SopLibrary>,
+    /// SLA and acknowledgement policy.
+    pub policy: Arc<DispatchPolicy>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Evidence object store.
+    pub evidence: evidence::EvidenceStore,
+}
+
+impl App {
+    /// The services the job aggregate consults.
+    pub fn job_services(&self) -> JobServices {
+        JobServices { sops: self.sops.clone(), policy: self.policy.clone() }
+    }
+}

@@ -1,0 +1,224 @@
+//! `ApiError`: every refusal and failure, mapped once to the contract's
+//! problem+json (RFC 9457) with its stable `code`.
+
+use serde_json::{json, Value};
+
+use crate::domain::job::JobError;
+use crate::domain::technician::TechnicianError;
+use crate::store::StoreError;
+
+/// Everything a request can end in other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `validation_error`: malformed body, unknown field, bad parameter.
+    #[error("{detail}")]
+    Validation {
+        /// What is wrong.
+        detail: String,
+        /// The offending field, where known.
+        field: Option<String>,
+    },
+    /// 400 `idempotency_key_required`.
+    #[error("Idempotency-Key header is required (1-200 printable characters)")]
+    IdempotencyKeyRequired,
+    /// 401 `unauthorized`.
+    #[error("missing, unknown or revoked API key")]
+    Unauthorized,
+    /// 403 `forbidden`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409 `version_conflict`.
+    #[error("the job changed since version {expected:?}")]
+    VersionConflict {
+        /// The version the caller expected.
+        expected: Option<i64>,
+        /// The current version, if known.
+        current: Option<i64>,
+    },
+    /// 409 `idempotency_key_reused`.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    /// 413 `payload_too_large`.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// 415 `unsupported_media_type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A job command refused by the domain (422 mostly).
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A technician command refused by the domain.
+    #[error(transparent)]
+    Technician(#[from] TechnicianError),
+    /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
+    #[error("no evidence with sha256 {0} was uploaded")]
+    UnknownEvidence(String),
+    /// 503 `unavailable`: the database cannot be reached.
+    #[error("the service's database is unavailable; retry shortly")]
+    Unavailable,
+    /// 500: a bug. Logged with its cause; answered opaquely.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// `Result` with [`ApiError`].
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ApiError::VersionConflict { expected: None, current: None },
+            StoreError::Database(db) => ApiError::from(db),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => ApiError::Unavailable,
+            sqlx::Error::Database(d) => {
+                // Class 08 (connection), 53 (resources), 57 (operator intervention: shutdown).
+                let code = d.code().map(|c| c.to_string()).unwrap_or_default();
+                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") {
+                    ApiError::Unavailable
+                } else {
+                    ApiError::Internal(e.into())
+                }
+            }
+            _ => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Validation { .. } | ApiError::IdempotencyKeyRequired => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::VersionConflict { .. } | ApiError::IdempotencyKeyReused => 409,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Job(e) => match e {
+                JobError::JobNotFound | JobError::ApprovalNotFound(_) => 404,
+                JobError::NotYourJob | JobError::Forbidden | JobError::SelfApproval => 403,
+                JobError::JobAlreadyExists => 409,
+                JobError::Validation { .. } => 400,
+                _ => 422,
+            },
+            ApiError::Technician(e) => match e {
+                TechnicianError::NotFound => 404,
+                TechnicianError::Forbidden => 403,
+                TechnicianError::AlreadyRegistered => 409,
+                TechnicianError::Validation { .. } => 400,
+            },
+            ApiError::UnknownEvidence(_) => 422,
+            ApiError::Unavailable => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "validation_error",
+            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::VersionConflict { .. } => "version_conflict",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Job(e) => e.code(),
+            ApiError::Technician(e) => e.code(),
+            ApiError::UnknownEvidence(_) => "unknown_evidence",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the answer is final for its idempotency key: domain decisions
+    /// are replayed; conflicts, outages and bugs are not (a retry re-executes).
+    pub fn is_final_answer(&self) -> bool {
+        matches!(self, ApiError::Job(_) | ApiError::Technician(_) | ApiError::UnknownEvidence(_))
+    }
+
+    /// The problem+json document.
+    pub fn problem(&self) -> Value {
+        let status = self.status();
+        let detail = match self {
+            ApiError::Internal(_) => "an unexpected error occurred; it has been logged".to_string(),
+            other => other.to_string(),
+        };
+        let mut doc = json!({
+            "type": format!("https://dispatch-api.dev/problems/{}", self.code()),
+            "title": title(self.code()),
+            "status": status,
+            "detail": detail,
+            "code": self.code(),
+        });
+        let obj = doc.as_object_mut().expect("object literal");
+        match self {
+            ApiError::Validation { field: Some(f), .. } => {
+                obj.insert("field".into(), f.clone().into());
+            }
+            ApiError::VersionConflict { current: Some(v), .. } => {
+                obj.insert("current_version".into(), (*v).into());
+            }
+            ApiError::Job(e) => {
+                if let Some(m) = e.missing() {
+                    obj.insert("missing".into(), m.into());
+                }
+                if let Some(s) = e.current_state() {
+                    obj.insert("current_state".into(), s.as_str().into());
+                }
+                if let JobError::Validation { field, .. } = e {
+                    obj.insert("field".into(), field.clone().into());
+                }
+            }
+            ApiError::Technician(TechnicianError::Validation { field, .. }) => {
+                obj.insert("field".into(), field.clone().into());
+            }
+            _ => {}
+        }
+        doc
+    }
+
+    /// Builds a validation error from a serde decoding error, naming the field.
+    pub fn from_serde(e: &serde_json::Error) -> ApiError {
+        let msg = e.to_string();
+        let field = msg
+            .find('`')
+            .and_then(|s| msg[s + 1..].find('`').map(|l| msg[s + 1..s + 1 + l].to_string()));
+        ApiError::Validation { detail: msg, field }
+    }
+}
+
+fn title(code: &str) -> String {
+    let mut t = code.replace('_', " ");
+    if let Some(first) = t.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    t
+}
