@@ -10,7 +10,15 @@
 #![warn(missing_docs)]
 
 pub mod domain;
+pub mod embedded_pg;
 pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod db;
 pub mod error;
+pub mod http;
+pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod tools;

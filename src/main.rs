@@ -1,1 +1,105 @@
-fn main() {}
+//! The `dispatch-api` binary: a thin command-line front over the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dispatch_api::config::{Config, ServeConfig};
+use dispatch_api::domain::Role;
+use dispatch_api::{cli, server, telemetry};
+
+/// dispatch-api: the event-sourced enforcement service between an AI dispatch
+/// agent and a door-service company's operations.
+#[derive(Parser)]
+#[command(name = "dispatch-api", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (creates the database and migrates by itself).
+    Serve(ServeConfig),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify hash chains.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Validate the SOP library and exit.
+    Sops {
+        #[command(subcommand)]
+        command: SopsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints the key alone on stdout, once.
+    Create {
+        /// agent, dispatcher, technician, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// A unique name (recorded as the actor on every event).
+        #[arg(long)]
+        name: String,
+        /// The technician a technician key is bound to.
+        #[arg(long)]
+        technician: Option<String>,
+    },
+    /// Revoke a key by name.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify one job's chain, or every stream with --all.
+    Verify {
+        /// The job id.
+        job_id: Option<String>,
+        /// Every stream in the store.
+        #[arg(long, conflicts_with = "job_id")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SopsCommand {
+    /// Load and validate every SOP file.
+    Check,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logs(&cli.config.log_format);
+    let result = match cli.command {
+        Command::Serve(serve) => server::serve(&cli.config, &serve).await.map(|_| ExitCode::SUCCESS),
+        Command::Migrate => cli::migrate(&cli.config).await.map(|_| ExitCode::SUCCESS),
+        Command::Keys { command: KeysCommand::Create { role, name, technician } } => match Role::parse(&role) {
+            Some(r) if r != Role::System => cli::create_key(&cli.config, r, &name, technician.as_deref()).await.map(|_| ExitCode::SUCCESS),
+            _ => Err(anyhow::anyhow!("--role must be one of agent, dispatcher, technician, auditor, admin")),
+        },
+        Command::Keys { command: KeysCommand::Revoke { name } } => cli::revoke_key(&cli.config, &name).await.map(|_| ExitCode::SUCCESS),
+        Command::Audit { command: AuditCommand::Verify { job_id, all } } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
+        Command::Sops { command: SopsCommand::Check } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -117,7 +117,7 @@ impl App {
         Ok(Reply { status, body: bytes, replayed: false })
     }
 
-    fn event_meta(&self, caller: &Caller, meta: &RequestMeta, at: DateTime<Utc>, sop: Option<crate::domain::sop::SopRef>) -> EventMeta {
+    fn event_meta(&self, caller: &Caller, meta: &RequestMeta, at: DateTime<Utc>, sop: Option<crate::domain::sop::SopRef>, command: &str) -> EventMeta {
         EventMeta {
             occurred_at: at,
             actor: caller.actor(),
@@ -126,6 +126,7 @@ impl App {
             correlation_id: Some(meta.correlation_id),
             causation_id: meta.causation_id,
             sop,
+            command: Some(command.to_string()),
         }
     }
 
@@ -246,6 +247,7 @@ impl App {
             }
         }
         let is_open = matches!(command, JobCommand::OpenJob(_));
+        let name = command.wire_name();
         let stage = command.sop_stage();
         let incident_type = match &command {
             JobCommand::OpenJob(c) => Some(c.incident_type.clone()),
@@ -260,7 +262,7 @@ impl App {
         let mut new_events = Vec::with_capacity(events.len());
         for e in &events {
             let (event_type, payload) = split_event(e)?;
-            new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: self.event_meta(caller, meta, at, sop.clone()) });
+            new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: self.event_meta(caller, meta, at, sop.clone(), name) });
         }
         let appended = store::append(conn, Job::TYPE, job_id, &head, new_events).await?;
         let data = job.data().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job without data after a command")))?;
@@ -320,6 +322,7 @@ impl App {
             Box::pin(async move {
                 let at = app.clock.now();
                 let created = matches!(command, TechnicianCommand::RegisterTechnician(_));
+                let name = command.wire_name();
                 let (events, head) = store::load_stream(conn, Technician::TYPE, &id).await?;
                 let mut tech = events.into_iter().fold(Technician::default(), |mut t, e| {
                     t.apply(e);
@@ -334,7 +337,7 @@ impl App {
                 let mut new_events = Vec::new();
                 for e in &events {
                     let (event_type, payload) = split_event(e)?;
-                    new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: app.event_meta(&caller2, &meta2, at, None) });
+                    new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: app.event_meta(&caller2, &meta2, at, None, name) });
                 }
                 let appended = store::append(conn, Technician::TYPE, &id, &head, new_events).await?;
                 let body = json!({
@@ -357,4 +360,19 @@ fn events_json(appended: &[Appended]) -> Value {
             .map(|a| json!({"event_id": a.event_id, "event_type": a.event_type, "sequence": a.sequence, "global_position": a.global_position}))
             .collect(),
     )
+}
+
+impl App {
+    /// Stores an evidence upload under the idempotency rules of every mutation.
+    pub async fn upload_evidence(&self, caller: &Caller, meta: &RequestMeta, content: bytes::Bytes, content_type: String) -> Result<Reply> {
+        let app = self.clone();
+        let by = caller.key_name.clone();
+        self.idempotent(caller, meta, move |_conn| {
+            Box::pin(async move {
+                let info = app.evidence.put(&app.pool, content, &content_type, &by).await?;
+                Ok((201, serde_json::to_value(info).map_err(|e| ApiError::Internal(e.into()))?))
+            })
+        })
+        .await
+    }
 }

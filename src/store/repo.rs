@@ -29,6 +29,9 @@ pub struct EventMeta {
     pub causation_id: Option<Uuid>,
     /// The SOP that guarded it.
     pub sop: Option<SopRef>,
+    /// The command's wire name (`open_job`, `decide_approval`, …).
+    #[serde(default)]
+    pub command: Option<String>,
 }
 
 /// One stored event, as auditors see it: the full envelope.

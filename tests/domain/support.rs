@@ -715,3 +715,17 @@ pub fn assert_validation<T: std::fmt::Debug>(result: Result<T, JobError>, field:
         other => panic!("expected Validation on `{field}`, got {other:?}"),
     }
 }
+
+/// `triaged` with the routine answers: P2, SLA due t0+24 h, no make-safe.
+pub fn triaged_routine() -> History {
+    opened()
+        .run(agent(), at(2), record_intake(routine_intake()))
+        .run(agent(), at(5), triage(None))
+}
+
+/// `intake` for a job opened as a possible duplicate of job-0 (intake recorded).
+pub fn possible_duplicate() -> History {
+    let mut body = open_body();
+    body.related.open_duplicate_of = Some(OTHER_JOB.into());
+    opened_with(body).run(agent(), at(2), record_intake(p1_intake()))
+}

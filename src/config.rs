@@ -1,0 +1,83 @@
+//! One typed configuration, read once in `main` from flags and environment.
+//! Secrets are never printed: `Debug` redacts the database password.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The default database: the local server, database `dispatch_api`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/dispatch_api";
+
+/// Settings shared by every subcommand.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// PostgreSQL URL. Unset: the local default; if no server answers there and
+    /// PostgreSQL's server programs are installed, a private cluster under
+    /// `--data-dir` is started.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for the private PostgreSQL cluster and local evidence files.
+    #[arg(long, env = "DISPATCH_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// The SOP library.
+    #[arg(long, env = "DISPATCH_SOPS_DIR", default_value = "sops", global = true)]
+    pub sops_dir: PathBuf,
+
+    /// Where evidence is stored: a directory path, or `s3://bucket/prefix`
+    /// (credentials and endpoint from the AWS_* environment). Default: DATA_DIR/evidence.
+    #[arg(long, env = "DISPATCH_EVIDENCE_STORE", global = true)]
+    pub evidence_store: Option<String>,
+
+    /// Database connections per process.
+    #[arg(long, env = "DISPATCH_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: u32,
+
+    /// Log format: `json` (one object per line) or `pretty`.
+    #[arg(long, env = "DISPATCH_LOG_FORMAT", default_value = "json", global = true)]
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("data_dir", &self.data_dir)
+            .field("sops_dir", &self.sops_dir)
+            .field("evidence_store", &self.evidence_store)
+            .field("db_pool_size", &self.db_pool_size)
+            .finish()
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "DISPATCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest JSON body, bytes.
+    #[arg(long, env = "DISPATCH_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest evidence upload, bytes.
+    #[arg(long, env = "DISPATCH_MAX_EVIDENCE_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_evidence_bytes: usize,
+
+    /// Seconds one request may take.
+    #[arg(long, env = "DISPATCH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparseable)".to_string(),
+    }
+}

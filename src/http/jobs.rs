@@ -1,0 +1,114 @@
+//! `/v1/jobs`: open a job, run any job command by its wire name, and the
+//! strong reads (the job now, its envelopes, its audit, its replay).
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cqrs_es::Aggregate;
+use serde_json::{json, Value};
+
+use super::extract::{mutation_meta, read_json, require_endpoint, require_tool};
+use super::{query_params, reply_response, AppState};
+use crate::app::Caller;
+use crate::domain::job::{Job, JobCommand};
+use crate::domain::Role;
+use crate::error::{ApiError, Result};
+
+/// The routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(open_job))
+        .route("/v1/jobs/{job_id}", get(get_job))
+        .route("/v1/jobs/{job_id}/commands/{command}", post(job_command))
+        .route("/v1/jobs/{job_id}/events", get(job_events))
+        .route("/v1/jobs/{job_id}/audit", get(job_audit))
+        .route("/v1/jobs/{job_id}/replay", get(job_replay))
+}
+
+async fn open_job(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+    require_tool(&state, &caller, "open_job")?;
+    let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    let meta = mutation_meta(&headers, "POST", "/v1/jobs", &value)?;
+    let command = JobCommand::decode("open_job", value).map_err(|e| ApiError::from_serde(&e))?.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let reply = state.app.execute_job(&caller, &meta, None, command).await?;
+    Ok(reply_response(reply))
+}
+
+async fn job_command(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((job_id, command)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    if command == "open_job" || !crate::domain::job::JOB_COMMANDS.contains(&command.as_str()) {
+        return Err(ApiError::NotFound(format!("no job command named `{}`", command.chars().take(64).collect::<String>())));
+    }
+    require_tool(&state, &caller, &command)?;
+    let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    let path = format!("/v1/jobs/{job_id}/commands/{command}");
+    let meta = mutation_meta(&headers, "POST", &path, &value)?;
+    let decoded = JobCommand::decode(&command, value).map_err(|e| ApiError::from_serde(&e))?;
+    let decoded = decoded.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let reply = state.app.execute_job(&caller, &meta, Some(&job_id), decoded).await?;
+    Ok(reply_response(reply))
+}
+
+/// A technician may read only jobs offered or assigned to them.
+fn check_technician_scope(caller: &Caller, job: &Job) -> Result<()> {
+    if caller.role != Role::Technician {
+        return Ok(());
+    }
+    let mine = job.data().is_some_and(|d| d.visits.iter().any(|v| caller.technician_id.as_deref() == Some(v.technician_id.as_str())));
+    if mine {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this job is not offered or assigned to you".into()))
+    }
+}
+
+async fn get_job(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+    require_tool(&state, &caller, "get_job")?;
+    let job = state.app.load_job(&job_id, None).await?;
+    check_technician_scope(&caller, &job)?;
+    let view = crate::app::queries::job_view(&state.app, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    Ok(Json(view))
+}
+
+async fn job_events(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/events")?;
+    let events = state.app.stream_events(Job::TYPE, &job_id).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound("job not found".into()));
+    }
+    Ok(Json(json!({"job_id": job_id, "events": events})))
+}
+
+async fn job_audit(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/audit")?;
+    let report = state.app.audit(Job::TYPE, &job_id).await?.ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    Ok(Json(json!({
+        "job_id": job_id,
+        "verified": report.verified,
+        "events": report.events,
+        "first_bad_sequence": report.first_bad_sequence,
+    })))
+}
+
+async fn job_replay(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>> {
+    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/replay")?;
+    let params = query_params(query.as_deref(), &["to_sequence"])?;
+    let to = match params.get("to_sequence") {
+        None => None,
+        Some(s) => Some(s.parse::<i64>().ok().filter(|n| *n >= 1).ok_or(ApiError::Validation {
+            detail: "to_sequence must be a whole number ≥ 1".into(),
+            field: Some("to_sequence".into()),
+        })?),
+    };
+    let job = state.app.load_job(&job_id, to).await?;
+    let view = crate::app::queries::job_view(&state.app, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    Ok(Json(json!({"job_id": job_id, "to_sequence": job.version, "job": view})))
+}

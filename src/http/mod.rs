@@ -1,0 +1,111 @@
+//! The HTTP API (axum): thin handlers that decode, call the application, and
+//! encode. Each resource module exposes `router()`.
+
+mod error;
+mod evidence;
+pub mod extract;
+mod jobs;
+pub mod openapi;
+mod ops;
+mod sops;
+mod technicians;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::problem_response;
+
+use crate::app::{App, Reply};
+use crate::error::{ApiError, Result};
+use crate::tools::allowlist::Allowlist;
+
+/// Body size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// JSON bodies.
+    pub max_body_bytes: usize,
+    /// Evidence uploads.
+    pub max_evidence_bytes: usize,
+    /// How long one request may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 256 * 1024, max_evidence_bytes: 20 * 1024 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The application.
+    pub app: App,
+    /// The allowlist every access check derives from.
+    pub allowlist: Arc<Allowlist>,
+    /// Size limits.
+    pub limits: Limits,
+    /// The Prometheus exporter, when installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.limits.request_timeout;
+    Router::new()
+        .merge(jobs::router())
+        .merge(technicians::router())
+        .merge(evidence::router())
+        .merge(sops::router())
+        .merge(ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A stored or fresh mutation answer as an HTTP response.
+pub fn reply_response(reply: Reply) -> Response {
+    let mut resp = if reply.is_problem() {
+        problem_response(reply.status, reply.body)
+    } else {
+        let mut r = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    };
+    if reply.replayed {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// Parses a query string, refusing parameters not in `allowed`.
+pub fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::Validation { detail: format!("unknown query parameter `{}`", k.chars().take(64).collect::<String>()), field: Some(k.chars().take(64).collect()) });
+        }
+        out.insert(k.into_owned(), v.into_owned());
+    }
+    Ok(out)
+}

@@ -1,0 +1,121 @@
+//! Assembling and running the service: database, migrations, SOPs, evidence
+//! store, router; graceful shutdown on SIGTERM or Ctrl-C.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::app::evidence::EvidenceStore;
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{redact_url, Config, ServeConfig, DEFAULT_DATABASE_URL};
+use crate::domain::policy::DispatchPolicy;
+use crate::domain::sop::SopLibrary;
+use crate::http::{AppState, Limits};
+use crate::tools::allowlist::Allowlist;
+use crate::{db, embedded_pg};
+
+fn is_connection_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            || c.downcast_ref::<sqlx::Error>().is_some_and(|s| matches!(s, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused))
+    })
+}
+
+/// The database URL to use: the configured one, the local default, or a
+/// private cluster when nothing answers locally. Creates the database.
+pub async fn resolve_database(config: &Config) -> anyhow::Result<String> {
+    if let Some(url) = &config.database_url {
+        db::ensure_database(url).await.with_context(|| format!("database {}", redact_url(url)))?;
+        return Ok(url.clone());
+    }
+    match db::ensure_database(DEFAULT_DATABASE_URL).await {
+        Ok(()) => Ok(DEFAULT_DATABASE_URL.to_string()),
+        Err(e) if is_connection_refused(&e) => {
+            tracing::info!("no PostgreSQL at 127.0.0.1:5432; starting a private cluster under {}", config.data_dir.display());
+            let url = embedded_pg::start(&config.data_dir)?;
+            db::ensure_database(&url).await?;
+            Ok(url)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the application: connects, migrates, loads and validates the SOPs.
+pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = resolve_database(config).await?;
+    let pool = db::connect(&url, config.db_pool_size).await?;
+    db::migrate(&pool).await?;
+    let evidence = match &config.evidence_store {
+        Some(s) if s.starts_with("s3://") => EvidenceStore::from_url(s)?,
+        Some(dir) => EvidenceStore::local(std::path::Path::new(dir))?,
+        None => EvidenceStore::local(&config.data_dir.join("evidence"))?,
+    };
+    Ok(App { pool, sops: Arc::new(sops), policy: Arc::new(DispatchPolicy::default()), clock, evidence })
+}
+
+/// A bound, ready-to-run HTTP service.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) and builds the router.
+    pub async fn build(app: App, serve: &ServeConfig) -> anyhow::Result<Application> {
+        let allowlist = Allowlist::builtin()?;
+        let limits = Limits {
+            max_body_bytes: serve.max_body_bytes,
+            max_evidence_bytes: serve.max_evidence_bytes,
+            request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
+        };
+        let state = AppState { app, allowlist: Arc::new(allowlist), limits, metrics: Some(crate::telemetry::metrics_handle()) };
+        let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("cannot listen on {}", serve.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Application { listener, router: crate::http::router(state), addr })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// `dispatch-api serve`.
+pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
+    let app = build_app(config, Arc::new(SystemClock)).await?;
+    let application = Application::build(app, serve).await?;
+    tracing::info!(addr = %application.addr(), "dispatch-api listening");
+    application.run_until(shutdown_signal()).await
+}

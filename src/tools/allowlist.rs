@@ -1,0 +1,149 @@
+//! Loads and validates `allowlist.toml`: tool × role, endpoint × role.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::job::JOB_COMMANDS;
+use crate::domain::Role;
+
+/// The allowlist as shipped with the service.
+pub const ALLOWLIST_TOML: &str = include_str!("allowlist.toml");
+
+/// How risky a tool is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Reads only.
+    Read,
+    /// Changes state.
+    Write,
+    /// The agent's call only requests; a person decides.
+    NeedsApproval,
+}
+
+/// Command or query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolKind {
+    /// Wraps the job command of the same name.
+    Command,
+    /// Wraps a query.
+    Query,
+}
+
+/// One tool's entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolEntry {
+    /// Command or query.
+    pub kind: ToolKind,
+    /// Risk.
+    pub risk: Risk,
+    /// What it does (shown to the agent).
+    pub description: String,
+    /// Who may call it.
+    pub roles: BTreeSet<Role>,
+}
+
+/// One endpoint's entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointEntry {
+    /// Who may call it.
+    pub roles: BTreeSet<Role>,
+}
+
+/// The whole allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowlist {
+    /// By tool name.
+    pub tools: BTreeMap<String, ToolEntry>,
+    /// By `METHOD /path/{param}`.
+    pub endpoints: BTreeMap<String, EndpointEntry>,
+}
+
+/// An allowlist that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AllowlistError {
+    /// Not valid TOML or not the expected shape.
+    #[error("allowlist: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A rule the service refuses to start with.
+    #[error("allowlist: {0}")]
+    Invalid(String),
+}
+
+impl Allowlist {
+    /// Parses and validates.
+    pub fn parse(text: &str) -> Result<Allowlist, AllowlistError> {
+        let list: Allowlist = toml::from_str(text)?;
+        for (name, tool) in &list.tools {
+            if tool.kind == ToolKind::Command && !JOB_COMMANDS.contains(&name.as_str()) {
+                return Err(AllowlistError::Invalid(format!("tool `{name}` is a command, but no job command has that name")));
+            }
+            if tool.kind == ToolKind::Query && tool.risk != Risk::Read {
+                return Err(AllowlistError::Invalid(format!("query tool `{name}` must have risk `read`")));
+            }
+            if tool.roles.is_empty() {
+                return Err(AllowlistError::Invalid(format!("tool `{name}` names no role")));
+            }
+        }
+        for forbidden in ["decide_approval", "close_job"] {
+            if list.tools.get(forbidden).is_some_and(|t| t.roles.contains(&Role::Agent)) {
+                return Err(AllowlistError::Invalid(format!("the agent may never hold `{forbidden}`")));
+            }
+        }
+        for command in JOB_COMMANDS {
+            if !list.tools.contains_key(*command) {
+                return Err(AllowlistError::Invalid(format!("job command `{command}` has no entry")));
+            }
+        }
+        Ok(list)
+    }
+
+    /// The shipped allowlist.
+    pub fn builtin() -> Result<Allowlist, AllowlistError> {
+        Allowlist::parse(ALLOWLIST_TOML)
+    }
+
+    /// Whether a role may call a tool (or the job command of that name).
+    pub fn tool_allowed(&self, tool: &str, role: Role) -> bool {
+        self.tools.get(tool).is_some_and(|t| t.roles.contains(&role))
+    }
+
+    /// Whether a role may call an endpoint (`METHOD /path/{param}`).
+    pub fn endpoint_allowed(&self, endpoint: &str, role: Role) -> bool {
+        self.endpoints.get(endpoint).is_some_and(|e| e.roles.contains(&role))
+    }
+
+    /// The tools a role may call, by name.
+    pub fn tools_for(&self, role: Role) -> impl Iterator<Item = (&String, &ToolEntry)> {
+        self.tools.iter().filter(move |(_, t)| t.roles.contains(&role))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_allowlist_is_valid() {
+        let list = Allowlist::builtin().unwrap();
+        assert!(list.tool_allowed("open_job", Role::Agent));
+        assert!(!list.tool_allowed("decide_approval", Role::Agent));
+        assert!(!list.tool_allowed("close_job", Role::Agent));
+    }
+
+    #[test]
+    fn agent_may_never_decide_approvals() {
+        let text = ALLOWLIST_TOML.replace("roles = [\"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]", "roles = [\"agent\", \"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]");
+        let text = text.replacen(
+            "description = \"Approve (carrying out the requested effect) or reject a pending approval. People only; never your own request.\"\nroles = [\"dispatcher\", \"admin\"]",
+            "description = \"x\"\nroles = [\"agent\"]",
+            1,
+        );
+        assert!(matches!(Allowlist::parse(&text), Err(AllowlistError::Invalid(_))));
+    }
+}

@@ -1,0 +1,3 @@
+//! The closed toolset: the declarative allowlist every access check derives from.
+
+pub mod allowlist;

@@ -1,0 +1,282 @@
+//! Approvals: who may decide, self-approval, what an approved NTE increase
+//! does, and approvals that went stale while the job moved on.
+
+use crate::support::*;
+
+#[test]
+fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
+    let h = closeout_verified().run(agent(), at(205), nte_increase(65_000, "Motor"));
+    let own = h.last_approval_id();
+    for decision in [Decision::Approve, Decision::Reject] {
+        h.given()
+            .when(cmd(agent(), at(206), decide(&own, decision, None)))
+            .then_expect_error(JobError::Forbidden);
+    }
+    let h = h.run(dispatcher(), at(207), nte_increase(70_000, "Motor and belt"));
+    let dispatchers = h.last_approval_id();
+    h.given()
+        .when(cmd(agent(), at(208), decide(&dispatchers, Decision::Approve, None)))
+        .then_expect_error(JobError::Forbidden);
+    // Even an unknown approval id: the role is refused first.
+    h.given()
+        .when(cmd(agent(), at(208), decide("whatever", Decision::Approve, None)))
+        .then_expect_error(JobError::Forbidden);
+}
+
+#[test]
+fn nobody_decides_their_own_request() {
+    let h = closeout_verified().run(dispatcher(), at(205), nte_increase(65_000, "Motor"));
+    let id = h.last_approval_id();
+    for decision in [Decision::Approve, Decision::Reject] {
+        h.given()
+            .when(cmd(dispatcher(), at(206), decide(&id, decision, None)))
+            .then_expect_error(JobError::SelfApproval);
+    }
+    h.given()
+        .when(cmd(dispatcher2(), at(206), decide(&id, Decision::Approve, None)))
+        .then_expect_events(vec![
+            JobEvent::ApprovalGranted {
+                approval_id: id.clone(),
+                decided_by: dispatcher2(),
+                reason: None,
+            },
+            JobEvent::NteIncreased {
+                from_cents: Some(NTE),
+                to_cents: 65_000,
+                approval_id: id,
+            },
+        ]);
+    let h = closeout_verified().run(admin(), at(205), nte_increase(65_000, "Motor"));
+    let id = h.last_approval_id();
+    h.given()
+        .when(cmd(admin(), at(206), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::SelfApproval);
+}
+
+#[test]
+fn the_agent_cannot_cancel_a_dispatched_job_alone() {
+    let h = offered();
+    let id = h.next_approval_id();
+    h.given()
+        .when(cmd(agent(), at(11), cancel("Caller says never mind")))
+        .then_expect_events(vec![JobEvent::ApprovalRequested {
+            approval_id: id.clone(),
+            action: ApprovalAction::CancelJob {
+                reason: "Caller says never mind".into(),
+            },
+            reason: "Caller says never mind".into(),
+            requested_by: agent(),
+            at: at(11),
+        }]);
+    let h = h.run(agent(), at(11), cancel("Caller says never mind"));
+    assert_eq!(h.state(), JobState::Offered, "nothing but the request happened");
+    assert_eq!(h.data().approval(&id).unwrap().status, ApprovalStatus::Pending);
+    h.given()
+        .when(cmd(dispatcher(), at(12), decide(&id, Decision::Approve, None)))
+        .then_expect_events(vec![
+            JobEvent::ApprovalGranted {
+                approval_id: id.clone(),
+                decided_by: dispatcher(),
+                reason: None,
+            },
+            JobEvent::JobCancelled {
+                reason: "Caller says never mind".into(),
+                trip_charge_cents: 0,
+                approval_id: Some(id),
+            },
+        ]);
+}
+
+#[test]
+fn an_approved_nte_increase_replaces_the_nte() {
+    let mut h = closeout_verified();
+    let first = h.next_approval_id();
+    h.exec(agent(), at(205), nte_increase(65_000, "Motor"));
+    h.exec(dispatcher(), at(206), decide(&first, Decision::Approve, None));
+    assert_eq!(h.data().nte_cents, Some(65_000), "replaced, not 50,000 + 65,000");
+    h.given()
+        .when(cmd(agent(), at(207), nte_increase(65_000, "Again")))
+        .then_expect_error(JobError::NteNotIncreased {
+            current_cents: Some(65_000),
+        });
+    h.given()
+        .when(cmd(agent(), at(207), nte_increase(115_000, "Sum")))
+        .inspect_result()
+        .expect("115,000 is above the current 65,000");
+    let second = h.next_approval_id();
+    h.exec(agent(), at(208), nte_increase(70_000, "Belt too"));
+    h.given()
+        .when(cmd(dispatcher(), at(209), decide(&second, Decision::Approve, None)))
+        .then_expect_events(vec![
+            JobEvent::ApprovalGranted {
+                approval_id: second.clone(),
+                decided_by: dispatcher(),
+                reason: None,
+            },
+            JobEvent::NteIncreased {
+                from_cents: Some(65_000),
+                to_cents: 70_000,
+                approval_id: second.clone(),
+            },
+        ]);
+    h.exec(dispatcher(), at(209), decide(&second, Decision::Approve, None));
+    assert_eq!(h.data().nte_cents, Some(70_000));
+}
+
+#[test]
+fn approval_ids_are_distinct_and_derived_from_the_job_and_sequence() {
+    let mut h = closeout_verified();
+    let v = h.job.version;
+    h.exec(agent(), at(205), nte_increase(60_000, "a"));
+    h.exec(agent(), at(206), nte_increase(70_000, "b"));
+    let ids: Vec<String> = h.data().approvals.iter().map(|a| a.approval_id.clone()).collect();
+    assert_eq!(ids, vec![approval_id(JOB_ID, v + 1), approval_id(JOB_ID, v + 2)]);
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn a_cancel_approved_after_work_completed_is_stale() {
+    let mut h = offered();
+    let id = h.next_approval_id();
+    h.exec(agent(), at(11), cancel("Caller says never mind"));
+    // The job moves on while the approval waits.
+    let mut moved = confirmed_from(h.clone());
+    moved.exec(
+        tech(TECH_D),
+        at(180),
+        check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), vec![]),
+    );
+    assert_eq!(moved.state(), JobState::WorkCompleted);
+    moved
+        .given()
+        .when(cmd(dispatcher(), at(190), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: id.clone(),
+            current_state: JobState::WorkCompleted,
+        });
+    // It can still be rejected, which clears it.
+    moved
+        .given()
+        .when(cmd(dispatcher(), at(190), decide(&id, Decision::Reject, Some("Work done"))))
+        .then_expect_events(vec![JobEvent::ApprovalRejected {
+            approval_id: id.clone(),
+            decided_by: dispatcher(),
+            reason: Some("Work done".into()),
+        }]);
+    // Before work completed, the same approval cancels with the trip charge owed then.
+    h = confirmed_from(h);
+    h.given()
+        .when(cmd(dispatcher(), at(150), decide(&id, Decision::Approve, None)))
+        .then_expect_events(vec![
+            JobEvent::ApprovalGranted {
+                approval_id: id.clone(),
+                decided_by: dispatcher(),
+                reason: None,
+            },
+            JobEvent::JobCancelled {
+                reason: "Caller says never mind".into(),
+                trip_charge_cents: TRIP,
+                approval_id: Some(id),
+            },
+        ]);
+}
+
+/// From `offered` (with a pending request) to on site and ready to check out.
+fn confirmed_from(h: History) -> History {
+    let mut h = h
+        .run(tech(TECH_D), at(12), accept(at(60)))
+        .run(tech(TECH_D), at(20), start_travel())
+        .run(tech(TECH_D), at(60), check_in(CheckInMethod::App, None, None));
+    for (i, item) in required_items(INCIDENT).iter().enumerate() {
+        h.exec(tech(TECH_D), at(61 + i as i64), checklist_item(item, ChecklistResult::Pass));
+    }
+    for (n, kind) in [
+        EvidenceKind::PhotoBefore,
+        EvidenceKind::PhotoAfter,
+        EvidenceKind::Signature,
+        EvidenceKind::ChecklistForm,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.exec(tech(TECH_D), at(90), evidence(kind, 40 + n as u64));
+    }
+    h
+}
+
+#[test]
+fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
+    let mut h = closeout_verified();
+    let big = h.next_approval_id();
+    h.exec(agent(), at(205), nte_increase(70_000, "Big"));
+    let small = h.next_approval_id();
+    h.exec(agent(), at(206), nte_increase(65_000, "Small"));
+    h.exec(dispatcher(), at(207), decide(&big, Decision::Approve, None));
+    h.given()
+        .when(cmd(dispatcher(), at(208), decide(&small, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: small,
+            current_state: JobState::CloseoutVerified,
+        });
+}
+
+#[test]
+fn an_nte_increase_approved_after_the_job_closed_is_stale() {
+    let mut h = billing_ready();
+    let id = h.next_approval_id();
+    h.exec(agent(), at(220), nte_increase(90_000, "Late extra"));
+    h.exec(dispatcher(), at(300), close("INV-9001"));
+    h.given()
+        .when(cmd(dispatcher(), at(301), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: id,
+            current_state: JobState::Closed,
+        });
+}
+
+#[test]
+fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
+    let mut h = possible_duplicate();
+    let id = h.next_approval_id();
+    h.exec(agent(), at(3), not_duplicate());
+    h.exec(dispatcher(), at(4), not_duplicate());
+    h.given()
+        .when(cmd(dispatcher2(), at(5), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: id.clone(),
+            current_state: JobState::Intake,
+        });
+    h.exec(agent(), at(6), triage(None));
+    h.given()
+        .when(cmd(dispatcher2(), at(7), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: id,
+            current_state: JobState::Triaged,
+        });
+}
+
+/// lifecycle.md lets `decide_approval` run in "any" state; so a pending
+/// approval left on a final job can still be rejected (the only event a
+/// final job can still take). See the report: this contradicts "no event
+/// from a final state" if that is meant literally.
+#[test]
+fn a_pending_approval_on_a_final_job_can_only_be_rejected() {
+    let mut h = on_site();
+    let id = h.next_approval_id();
+    h.exec(tech(TECH_D), at(70), nte_increase(90_000, "Header"));
+    h.exec(dispatcher(), at(80), cancel("Store closed permanently"));
+    assert_eq!(h.state(), JobState::Cancelled);
+    h.given()
+        .when(cmd(dispatcher(), at(81), decide(&id, Decision::Approve, None)))
+        .then_expect_error(JobError::ApprovalStale {
+            approval_id: id.clone(),
+            current_state: JobState::Cancelled,
+        });
+    h.given()
+        .when(cmd(dispatcher(), at(81), decide(&id, Decision::Reject, None)))
+        .then_expect_events(vec![JobEvent::ApprovalRejected {
+            approval_id: id,
+            decided_by: dispatcher(),
+            reason: None,
+        }]);
+}

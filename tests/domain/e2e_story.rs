@@ -1,0 +1,357 @@
+//! The domain path of the canonical end-to-end story (shared/spec/e2e.md):
+//! an IFM work order, an automatic sliding door stuck open after hours, NTE
+//! $500. Every step is a given/when/then on the history so far.
+
+use chrono::{DateTime, Utc};
+
+use crate::support::*;
+
+#[track_caller]
+fn ok(h: &mut History, by: Actor, when: DateTime<Utc>, command: JobCommand, expected: Vec<JobEvent>) {
+    h.given().when(cmd(by, when, command)).then_expect_events(expected.clone());
+    h.push(&expected);
+}
+
+#[track_caller]
+fn refused(h: &History, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {
+    h.given().when(cmd(by, when, command)).then_expect_error(error);
+}
+
+#[test]
+fn canonical_story_domain_path() {
+    let mut h = History::new();
+
+    // 2. open_job, then triage too early.
+    ok(&mut h, agent(), t0(), open(open_body()), vec![opened_event()]);
+    refused(
+        &h,
+        agent(),
+        at(1),
+        triage(None),
+        JobError::MissingIntakeFields {
+            missing: [
+                "anyone_hurt_or_trapped",
+                "opening_can_be_secured",
+                "after_hours",
+                "access_hours",
+                "symptom",
+                "mode_switch_position",
+                "power_cycled",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+    );
+
+    // 3. record_intake; triage → P1, SLA due in 4 h, make-safe required.
+    ok(
+        &mut h,
+        agent(),
+        at(3),
+        record_intake(p1_intake()),
+        vec![JobEvent::IntakeRecorded { fields: p1_intake() }],
+    );
+    ok(&mut h, agent(), at(5), triage(None), vec![triaged_p1_event()]);
+    assert_eq!(h.data().priority, Some(Priority::P1));
+    assert_eq!(h.data().sla_due_at, Some(h.data().opened_at + chrono::Duration::hours(4)));
+    assert!(h.data().flags.make_safe_required);
+
+    // 4. B lacks AAADM, C is off shift, A is offered.
+    refused(
+        &h,
+        agent(),
+        at(6),
+        offer(no_aaadm(TECH_B)),
+        JobError::TechnicianNotQualified {
+            missing: vec!["AAADM".into()],
+        },
+    );
+    refused(
+        &h,
+        agent(),
+        at(7),
+        offer(off_shift(TECH_C)),
+        JobError::TechnicianUnavailable {
+            shift: Shift::Off,
+            active: true,
+        },
+    );
+    ok(
+        &mut h,
+        agent(),
+        at(8),
+        offer(qualified(TECH_A)),
+        vec![JobEvent::JobOffered {
+            visit: 1,
+            technician_id: TECH_A.into(),
+            labor_rate_cents: RATE,
+            offered_at: at(8),
+            ack_due_at: at(23),
+            preferred: false,
+        }],
+    );
+
+    // 5. A declines; back in triaged; D is offered and accepts inside the SLA.
+    ok(
+        &mut h,
+        tech(TECH_A),
+        at(10),
+        decline("Already on a P1 across town"),
+        vec![JobEvent::OfferDeclined {
+            technician_id: TECH_A.into(),
+            reason: "Already on a P1 across town".into(),
+        }],
+    );
+    assert_eq!(h.state(), JobState::Triaged);
+    ok(
+        &mut h,
+        agent(),
+        at(11),
+        offer(qualified(TECH_D)),
+        vec![JobEvent::JobOffered {
+            visit: 2,
+            technician_id: TECH_D.into(),
+            labor_rate_cents: RATE,
+            offered_at: at(11),
+            ack_due_at: at(26),
+            preferred: false,
+        }],
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(12),
+        accept(at(60)),
+        vec![JobEvent::OfferAccepted {
+            technician_id: TECH_D.into(),
+            eta: at(60),
+            eta_beyond_sla: false,
+        }],
+    );
+
+    // 6. Travel, check in, the AAADM checklist, the before photo.
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(20),
+        start_travel(),
+        vec![JobEvent::TravelStarted {
+            technician_id: TECH_D.into(),
+            at: at(20),
+        }],
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(60),
+        check_in(CheckInMethod::App, Some(39.7817), Some(-89.6501)),
+        vec![JobEvent::CheckedIn {
+            technician_id: TECH_D.into(),
+            method: CheckInMethod::App,
+            lat: Some(39.7817),
+            lon: Some(-89.6501),
+            at: at(60),
+        }],
+    );
+    for (i, item) in required_items(INCIDENT).iter().enumerate() {
+        ok(
+            &mut h,
+            tech(TECH_D),
+            at(61 + i as i64),
+            checklist_item(item, ChecklistResult::Pass),
+            vec![JobEvent::ChecklistItemCompleted {
+                item_id: item.clone(),
+                result: ChecklistResult::Pass,
+                note: None,
+            }],
+        );
+    }
+    assert!(required_items(INCIDENT).iter().any(|i| i.starts_with("aaadm_")));
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(80),
+        evidence(EvidenceKind::PhotoBefore, 1),
+        vec![evidence_event(EvidenceKind::PhotoBefore, 1)],
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(81),
+        evidence(EvidenceKind::ChecklistForm, 2),
+        vec![evidence_event(EvidenceKind::ChecklistForm, 2)],
+    );
+    let done = || check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), vec![motor()]);
+    refused(
+        &h,
+        tech(TECH_D),
+        at(175),
+        done(),
+        JobError::MissingFieldEvidence {
+            missing: vec!["photo_after".into(), "signature".into()],
+        },
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(176),
+        evidence(EvidenceKind::PhotoAfter, 3),
+        vec![evidence_event(EvidenceKind::PhotoAfter, 3)],
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(177),
+        evidence(EvidenceKind::Signature, 4),
+        vec![evidence_event(EvidenceKind::Signature, 4)],
+    );
+    ok(
+        &mut h,
+        tech(TECH_D),
+        at(180),
+        done(),
+        vec![checked_out_event(
+            TECH_D,
+            CheckOutcome::Completed,
+            DoorLeftState::Operational,
+            true,
+            vec![motor()],
+            at(180),
+            120,
+        )],
+    );
+
+    // e2e.md step 7 asks for mark_billing_ready before verify_closeout; in
+    // work_completed that is an invalid transition, not nte_exceeded.
+    refused(
+        &h,
+        agent(),
+        at(185),
+        mark_billing_ready(),
+        JobError::InvalidTransition {
+            command: "mark_billing_ready",
+            current_state: JobState::WorkCompleted,
+        },
+    );
+
+    // 7./8. Verify closeout; labor + parts + trip exceed the NTE.
+    let items = closeout_items(INCIDENT, ChecklistResult::Pass);
+    ok(
+        &mut h,
+        agent(),
+        at(190),
+        verify_closeout(items.clone()),
+        vec![JobEvent::CloseoutVerified { items }],
+    );
+    refused(
+        &h,
+        agent(),
+        at(195),
+        mark_billing_ready(),
+        JobError::NteExceeded {
+            total_cents: 53_500,
+            nte_cents: 50_000,
+        },
+    );
+    let id = h.next_approval_id();
+    ok(
+        &mut h,
+        agent(),
+        at(196),
+        nte_increase(65_000, "Operator motor replaced"),
+        vec![JobEvent::ApprovalRequested {
+            approval_id: id.clone(),
+            action: ApprovalAction::NteIncrease { amount_cents: 65_000 },
+            reason: "Operator motor replaced".into(),
+            requested_by: agent(),
+            at: at(196),
+        }],
+    );
+    refused(&h, agent(), at(197), decide(&id, Decision::Approve, None), JobError::Forbidden);
+    refused(
+        &h,
+        agent(),
+        at(198),
+        mark_billing_ready(),
+        JobError::NteExceeded {
+            total_cents: 53_500,
+            nte_cents: 50_000,
+        },
+    );
+    ok(
+        &mut h,
+        dispatcher(),
+        at(200),
+        decide(&id, Decision::Approve, Some("Motor confirmed by photos")),
+        vec![
+            JobEvent::ApprovalGranted {
+                approval_id: id.clone(),
+                decided_by: dispatcher(),
+                reason: Some("Motor confirmed by photos".into()),
+            },
+            JobEvent::NteIncreased {
+                from_cents: Some(50_000),
+                to_cents: 65_000,
+                approval_id: id,
+            },
+        ],
+    );
+    let invoice = Invoice {
+        lines: vec![
+            InvoiceLine {
+                kind: InvoiceLineKind::Trip,
+                description: "Trip charge, visit 2".into(),
+                quantity: 1,
+                unit_cents: TRIP,
+                amount_cents: TRIP,
+            },
+            InvoiceLine {
+                kind: InvoiceLineKind::Labor,
+                description: "Labor, visit 2 (120 min)".into(),
+                quantity: 120,
+                unit_cents: RATE,
+                amount_cents: 24_000,
+            },
+            InvoiceLine {
+                kind: InvoiceLineKind::Part,
+                description: "MOTOR-1 Operator motor".into(),
+                quantity: 1,
+                unit_cents: 20_000,
+                amount_cents: 20_000,
+            },
+        ],
+        total_cents: 53_500,
+    };
+    assert!(invoice.total_cents > 50_000 && invoice.total_cents <= 65_000);
+    ok(
+        &mut h,
+        agent(),
+        at(205),
+        mark_billing_ready(),
+        vec![JobEvent::BillingReadyMarked {
+            invoice,
+            nte_cents: Some(65_000),
+        }],
+    );
+    assert_eq!(h.state(), JobState::BillingReady);
+
+    // 10. Replaying the stream gives the same job, at every prefix too.
+    assert_eq!(Job::from_events(h.events.clone()), h.job);
+    assert_eq!(h.job.version as usize, h.events.len());
+    let states: Vec<JobState> = (1..=h.events.len())
+        .map(|n| Job::from_events(h.events[..n].to_vec()).state().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&JobState::Intake));
+    for s in [
+        JobState::Triaged,
+        JobState::Offered,
+        JobState::Confirmed,
+        JobState::EnRoute,
+        JobState::OnSite,
+        JobState::WorkCompleted,
+        JobState::CloseoutVerified,
+        JobState::BillingReady,
+    ] {
+        assert!(states.contains(&s), "the story passes through {s:?}");
+    }
+}
