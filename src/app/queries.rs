@@ -74,3 +74,36 @@ pub async fn audit_stream(conn: &mut PgConnection, aggregate_type: &str, id: &st
     }
     Ok(Some(store::verify_rows(aggregate_type, id, &rows, head.as_ref())))
 }
+
+impl App {
+    /// The job's state transitions, each derived from the event that caused it
+    /// (validates against `schemas/state_transition.schema.json`).
+    pub async fn transitions(&self, job_id: &str) -> Result<Vec<Value>> {
+        let mut conn = self.conn().await?;
+        let rows = store::load_stream_rows(&mut conn, Job::TYPE, job_id, None).await?;
+        if rows.is_empty() {
+            return Err(ApiError::NotFound("job not found".into()));
+        }
+        let mut job = Job::default();
+        let mut out = Vec::new();
+        for row in &rows {
+            let before = job.state();
+            job.apply(row.decode::<JobEvent>()?);
+            let after = job.state();
+            if before != after {
+                let env = row.envelope(Job::TYPE, job_id)?;
+                out.push(json!({
+                    "job_id": job_id,
+                    "from": before.map(|s| s.as_str()),
+                    "to": after.map(|s| s.as_str()),
+                    "command": env.meta.command.clone().unwrap_or_else(|| "unknown".into()),
+                    "event_id": env.event_id,
+                    "sequence": env.sequence,
+                    "actor": env.meta.actor,
+                    "at": env.meta.occurred_at,
+                }));
+            }
+        }
+        Ok(out)
+    }
+}

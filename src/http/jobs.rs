@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{job_id}/events", get(job_events))
         .route("/v1/jobs/{job_id}/audit", get(job_audit))
         .route("/v1/jobs/{job_id}/replay", get(job_replay))
+        .route("/v1/jobs/{job_id}/transitions", get(job_transitions))
 }
 
 async fn open_job(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response> {
@@ -111,4 +112,10 @@ async fn job_replay(State(state): State<AppState>, caller: Caller, Path(job_id):
     let job = state.app.load_job(&job_id, to).await?;
     let view = crate::app::queries::job_view(&state.app, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
     Ok(Json(json!({"job_id": job_id, "to_sequence": job.version, "job": view})))
+}
+
+async fn job_transitions(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/transitions")?;
+    let transitions = state.app.transitions(&job_id).await?;
+    Ok(Json(json!({"job_id": job_id, "transitions": transitions})))
 }

@@ -370,10 +370,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
         agent(),
         t0(),
         open(body),
-        vec![JobEvent::JobOpened {
-            possible_duplicate_of: Some(OTHER_JOB.into()),
-            ..opened_event()
-        }],
+        vec![opened_event_with(Some(OTHER_JOB), None, None, Some(NTE))],
     );
     h.exec(agent(), at(2), record_intake(p1_intake()));
     let blocked = JobError::UnresolvedDuplicate {
@@ -432,12 +429,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
         agent(),
         t0(),
         open(body.clone()),
-        vec![JobEvent::JobOpened {
-            recall_of: Some(OTHER_JOB.into()),
-            preferred_technician_id: Some(TECH_A.into()),
-            nte_cents: Some(0),
-            ..opened_event()
-        }],
+        vec![opened_event_with(None, Some(OTHER_JOB), Some(TECH_A), Some(0))],
     );
     h.exec(agent(), at(2), record_intake(p1_intake()));
     h.exec(agent(), at(5), triage(None));

@@ -729,3 +729,27 @@ pub fn possible_duplicate() -> History {
     body.related.open_duplicate_of = Some(OTHER_JOB.into());
     opened_with(body).run(agent(), at(2), record_intake(p1_intake()))
 }
+
+/// The canonical `JobOpened` with the resolved related-job facts and NTE changed.
+pub fn opened_event_with(
+    possible_duplicate: Option<&str>,
+    recall: Option<&str>,
+    preferred: Option<&str>,
+    nte: Option<i64>,
+) -> JobEvent {
+    let mut e = opened_event();
+    if let JobEvent::JobOpened {
+        possible_duplicate_of,
+        recall_of,
+        preferred_technician_id,
+        nte_cents,
+        ..
+    } = &mut e
+    {
+        *possible_duplicate_of = possible_duplicate.map(str::to_string);
+        *recall_of = recall.map(str::to_string);
+        *preferred_technician_id = preferred.map(str::to_string);
+        *nte_cents = nte;
+    }
+    e
+}

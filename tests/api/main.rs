@@ -1,0 +1,12 @@
+//! API integration tests: the real router on real PostgreSQL, a fresh
+//! database per test.
+
+mod audit;
+mod auth;
+mod bad_input;
+mod concurrency;
+mod evidence;
+mod flow;
+mod idempotency;
+mod outage;
+mod support;

@@ -1,0 +1,239 @@
+//! Test harness: the real router on a fresh PostgreSQL database per test.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request};
+use axum::Router;
+use chrono::{DateTime, TimeZone, Utc};
+use dispatch_api::app::evidence::EvidenceStore;
+use dispatch_api::app::{keys, App};
+use dispatch_api::clock::ManualClock;
+use dispatch_api::domain::policy::DispatchPolicy;
+use dispatch_api::domain::sop::SopLibrary;
+use dispatch_api::domain::Role;
+use dispatch_api::http::{router, AppState, Limits};
+use dispatch_api::tools::allowlist::Allowlist;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The server the tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The fixed start of every test's clock.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 22, 0, 0).unwrap()
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.json.get("code").and_then(Value::as_str).unwrap_or("")
+    }
+    pub fn state(&self) -> &str {
+        self.json.get("state").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// Keys made for a test.
+pub struct Keys {
+    pub agent: String,
+    pub dispatcher: String,
+    pub auditor: String,
+    pub admin: String,
+    pub tech_a: String,
+    pub tech_d: String,
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+    pub db_url: String,
+    pub keys: Keys,
+    pub counter: Arc<AtomicU64>,
+}
+
+/// Creates a fresh database with migrations applied.
+pub async fn fresh_database() -> (String, String, PgPool) {
+    let admin = PgConnectOptions::from_str(&admin_url()).unwrap();
+    let name = format!("dispatch_test_{}", Uuid::new_v4().simple());
+    let mut conn = admin.connect().await.expect("PostgreSQL must be reachable for the API tests (TEST_DATABASE_URL)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    conn.close().await.ok();
+    let opts = admin.clone().database(&name);
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let pool = PgPoolOptions::new().max_connections(24).connect_with(opts).await.unwrap();
+    dispatch_api::db::migrate(&pool).await.unwrap();
+    (url, name, pool)
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Limits::default()).await
+    }
+
+    pub async fn spawn_with(limits: Limits) -> TestApp {
+        let (db_url, _db_name, pool) = fresh_database().await;
+        let clock = Arc::new(ManualClock::new(t0()));
+        let sops = SopLibrary::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sops"))).unwrap();
+        let app = App { pool: pool.clone(), sops: Arc::new(sops), policy: Arc::new(DispatchPolicy::default()), clock: clock.clone(), evidence: EvidenceStore::in_memory() };
+        let state = AppState { app: app.clone(), allowlist: Arc::new(Allowlist::builtin().unwrap()), limits, metrics: Some(dispatch_api::telemetry::metrics_handle()) };
+        let make = |role, name: &str, tech: Option<&str>| {
+            let pool = pool.clone();
+            let name = name.to_string();
+            let tech = tech.map(str::to_string);
+            async move { keys::create_key(&pool, role, &name, tech.as_deref()).await.unwrap() }
+        };
+        let keys = Keys {
+            agent: make(Role::Agent, "agent-1", None).await,
+            dispatcher: make(Role::Dispatcher, "dispatcher-1", None).await,
+            auditor: make(Role::Auditor, "auditor-1", None).await,
+            admin: make(Role::Admin, "admin-1", None).await,
+            tech_a: make(Role::Technician, "tech-a", Some("tech-a")).await,
+            tech_d: make(Role::Technician, "tech-d", Some("tech-d")).await,
+        };
+        TestApp { router: router(state), app, clock, db_url, keys, counter: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// A new idempotency key.
+    pub fn idem(&self) -> String {
+        format!("key-{}", self.counter.fetch_add(1, Ordering::SeqCst))
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Resp { status, headers, body, json }
+    }
+
+    pub async fn post_raw(&self, path: &str, key: Option<&str>, idem: Option<&str>, body: &str, extra: &[(&str, &str)]) -> Resp {
+        let mut b = Request::builder().method("POST").uri(path);
+        if !extra.iter().any(|(h, _)| h.eq_ignore_ascii_case("content-type")) {
+            b = b.header("content-type", "application/json");
+        }
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(i) = idem {
+            b = b.header("idempotency-key", i);
+        }
+        for (h, v) in extra {
+            b = b.header(*h, *v);
+        }
+        self.send(b.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        let idem = self.idem();
+        self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[]).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        let req = Request::builder().method("GET").uri(path).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+        self.send(req).await
+    }
+
+    /// Runs a job command with a fresh idempotency key.
+    pub async fn cmd(&self, job: &str, command: &str, key: &str, body: Value) -> Resp {
+        self.post(&format!("/v1/jobs/{job}/commands/{command}"), key, body).await
+    }
+
+    /// Registers the four technicians of the canonical scenario.
+    pub async fn register_technicians(&self) {
+        let aaadm = json!([{"name": "AAADM", "expires_on": "2027-06-30"}]);
+        for (id, certs, shift) in [
+            ("tech-a", aaadm.clone(), "available"),
+            ("tech-b", json!([]), "available"),
+            ("tech-c", aaadm.clone(), "off"),
+            ("tech-d", aaadm.clone(), "on_call"),
+        ] {
+            let r = self
+                .post(
+                    "/v1/technicians",
+                    &self.keys.dispatcher,
+                    json!({"technician_id": id, "name": format!("Technician {id}"), "skills": ["automatic_doors"], "certifications": certs, "territory": "north", "shift": shift, "labor_rate_cents": 9000}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.json);
+        }
+    }
+
+    /// Opens the canonical IFM job (automatic door stuck open, NTE $500).
+    pub async fn open_ifm_job(&self, site: &str) -> String {
+        let r = self.post("/v1/jobs", &self.keys.agent, open_body(site)).await;
+        assert_eq!(r.status, 201, "{:?}", r.json);
+        r.json["job_id"].as_str().unwrap().to_string()
+    }
+
+    /// Intake fields that make the canonical job complete (P1: after hours, not securable).
+    pub fn intake() -> Value {
+        json!({"fields": {
+            "access_hours": "24/7 via security desk",
+            "anyone_hurt_or_trapped": false,
+            "opening_can_be_secured": false,
+            "after_hours": true,
+            "operator_make_model": "Stanley Dura-Glide",
+            "stuck_position": "fully_open",
+            "mode_switch_position": "automatic",
+            "power_cycled": true,
+            "obstruction_visible": false
+        }})
+    }
+
+    /// The job's events as stored.
+    pub async fn events(&self, job: &str) -> Vec<Value> {
+        let r = self.get(&format!("/v1/jobs/{job}/events"), &self.keys.auditor).await;
+        assert_eq!(r.status, 200, "{:?}", r.json);
+        r.json["events"].as_array().unwrap().clone()
+    }
+}
+
+pub fn open_body(site: &str) -> Value {
+    json!({
+        "incident_type": "door_stuck_open",
+        "channel": "ifm",
+        "client_id": "retail-co",
+        "site": {"id": site, "name": "Retail Store 12", "address": "12 Market St"},
+        "contact": {"name": "Sam Store", "phone": "+1-555-0100"},
+        "door": {"id": "entrance-1", "location": "Main entrance"},
+        "description": "Automatic sliding door stuck open after hours",
+        "ifm": {"work_order_number": "WO-778812", "nte_cents": 50000}
+    })
+}
+
+/// Validates an instance against a schema file under `schemas/`.
+pub fn validate(schema_file: &str, instance: &Value) {
+    let path = format!("{}/schemas/{schema_file}", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{instance:#}");
+}
+
+impl TestApp {
+    /// Opens the canonical job as the dispatcher (another caller, so another id).
+    pub async fn open_ifm_job_with_key(&self, site: &str) -> String {
+        let r = self.post("/v1/jobs", &self.keys.dispatcher, open_body(site)).await;
+        assert_eq!(r.status, 201, "{:?}", r.json);
+        r.json["job_id"].as_str().unwrap().to_string()
+    }
+}

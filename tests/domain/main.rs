@@ -1,0 +1,23 @@
+//! The pure domain's test suite: one integration-test binary.
+//!
+//! - `transitions`: every row of lifecycle.md's transition table, given/when/then.
+//! - `invalid_transitions`: the whole state × command matrix.
+//! - `edge_cases`: lifecycle.md's edge cases that are domain matters.
+//! - `approvals`: who decides, self-approval, replacing NTEs, stale approvals.
+//! - `e2e_story`: the domain path of the canonical end-to-end story.
+//! - `technician`: the Technician aggregate.
+//! - `sop_loader`: the real SOP library and malformed ones.
+//! - `properties`: random command sequences against the invariants.
+//!
+//! Run with `cargo test --test domain`.
+
+mod support;
+
+mod approvals;
+mod e2e_story;
+mod edge_cases;
+mod invalid_transitions;
+mod properties;
+mod sop_loader;
+mod technician;
+mod transitions;
