@@ -27,7 +27,12 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// `dispatch-api keys create`: prints the key alone on stdout.
-pub async fn create_key(config: &Config, role: Role, name: &str, technician: Option<&str>) -> anyhow::Result<()> {
+pub async fn create_key(
+    config: &Config,
+    role: Role,
+    name: &str,
+    technician: Option<&str>,
+) -> anyhow::Result<()> {
     let pool = pool(config).await?;
     let key = keys::create_key(&pool, role, name, technician).await?;
     println!("{key}");
@@ -43,7 +48,11 @@ pub async fn revoke_key(config: &Config, name: &str) -> anyhow::Result<()> {
 }
 
 /// `dispatch-api audit verify`: prints one line per stream; exits 1 if any fails.
-pub async fn audit_verify(config: &Config, job_id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
+pub async fn audit_verify(
+    config: &Config,
+    job_id: Option<&str>,
+    all: bool,
+) -> anyhow::Result<ExitCode> {
     let pool = pool(config).await?;
     let streams: Vec<(String, String)> = match (job_id, all) {
         (Some(id), _) => vec![("job".to_string(), id.to_string())],
@@ -58,7 +67,10 @@ pub async fn audit_verify(config: &Config, job_id: Option<&str>, all: bool) -> a
     let mut failed = 0usize;
     let mut conn = pool.acquire().await?;
     for (kind, id) in &streams {
-        match audit_stream(&mut conn, kind, id).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        match audit_stream(&mut conn, kind, id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
             None => {
                 println!("{kind} {id}: not found");
                 failed += 1;
@@ -66,19 +78,34 @@ pub async fn audit_verify(config: &Config, job_id: Option<&str>, all: bool) -> a
             Some(r) if r.verified => println!("{kind} {id}: verified ({} events)", r.events),
             Some(r) => {
                 failed += 1;
-                println!("{kind} {id}: FAILED at sequence {} ({} events)", r.first_bad_sequence.unwrap_or(0), r.events);
+                println!(
+                    "{kind} {id}: FAILED at sequence {} ({} events)",
+                    r.first_bad_sequence.unwrap_or(0),
+                    r.events
+                );
             }
         }
     }
     println!("{} verified, {} failed", streams.len() - failed, failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `dispatch-api sops check`.
 pub fn sops_check(config: &Config) -> anyhow::Result<()> {
-    let lib = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}")).context("the SOP library is invalid")?;
+    let lib = SopLibrary::load(&config.sops_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the SOP library is invalid")?;
     for s in lib.all() {
-        println!("{} {} {}", s.incident_type, s.intake.version, s.combined_sha256());
+        println!(
+            "{} {} {}",
+            s.incident_type,
+            s.intake.version,
+            s.combined_sha256()
+        );
     }
     Ok(())
 }

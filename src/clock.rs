@@ -29,7 +29,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock at `start`.
     pub fn new(start: DateTime<Utc>) -> Self {
-        ManualClock { now: Mutex::new(start) }
+        ManualClock {
+            now: Mutex::new(start),
+        }
     }
 
     /// Moves the clock forward.

@@ -30,18 +30,31 @@ pub struct Config {
     pub evidence_store: Option<String>,
 
     /// Database connections per process.
-    #[arg(long, env = "DISPATCH_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "DISPATCH_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_pool_size: u32,
 
     /// Log format: `json` (one object per line) or `pretty`.
-    #[arg(long, env = "DISPATCH_LOG_FORMAT", default_value = "json", global = true)]
+    #[arg(
+        long,
+        env = "DISPATCH_LOG_FORMAT",
+        default_value = "json",
+        global = true
+    )]
     pub log_format: String,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
             .field("data_dir", &self.data_dir)
             .field("sops_dir", &self.sops_dir)
             .field("evidence_store", &self.evidence_store)

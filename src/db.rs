@@ -14,16 +14,30 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Creates the database named in `url` if it does not exist (connecting to
 /// the `postgres` maintenance database of the same server).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let opts = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let opts =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let name = opts.get_database().unwrap_or("postgres").to_string();
     let admin = opts.clone().database("postgres");
-    let mut conn = admin.connect().await.context("cannot connect to PostgreSQL")?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1").bind(&name).fetch_optional(&mut conn).await?;
+    let mut conn = admin
+        .connect()
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
     if exists.is_none() {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
             // Another process may have created it meanwhile.
-            if !e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04" || c == "23505") {
+            if !e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04" || c == "23505")
+            {
                 return Err(e).context("cannot create the database");
             }
         }

@@ -25,22 +25,44 @@ fn find_bindir() -> Option<PathBuf> {
         .map(|e| e.path().join("bin"))
         .filter(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
         .collect();
-    candidates.sort_by_key(|d| d.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0));
+    candidates.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
     candidates.pop()
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn unprivileged_user() -> Option<String> {
     ["postgres", "nobody"]
         .into_iter()
-        .find(|u| Command::new("id").arg("-u").arg(u).output().map(|o| o.status.success()).unwrap_or(false))
+        .find(|u| {
+            Command::new("id")
+                .arg("-u")
+                .arg(u)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
         .map(str::to_string)
 }
 
-fn run(bindir: &Path, user: Option<&str>, program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+fn run(
+    bindir: &Path,
+    user: Option<&str>,
+    program: &str,
+    args: &[&str],
+) -> anyhow::Result<std::process::Output> {
     let exe = bindir.join(program);
     let mut cmd = match user {
         Some(u) => {
@@ -50,7 +72,9 @@ fn run(bindir: &Path, user: Option<&str>, program: &str, args: &[&str]) -> anyho
         }
         None => Command::new(&exe),
     };
-    cmd.args(args).output().with_context(|| format!("cannot run {}", exe.display()))
+    cmd.args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))
 }
 
 /// Starts (initialising if needed) the private cluster and returns its URL.
@@ -61,29 +85,71 @@ pub fn start(data_dir: &Path) -> anyhow::Result<String> {
     )?;
     std::fs::create_dir_all(data_dir)?;
     let dir = std::fs::canonicalize(data_dir)?.join("pg");
-    let user = if is_root() { Some(unprivileged_user().context("running as root and no unprivileged user (postgres or nobody) exists")?) } else { None };
+    let user = if is_root() {
+        Some(
+            unprivileged_user()
+                .context("running as root and no unprivileged user (postgres or nobody) exists")?,
+        )
+    } else {
+        None
+    };
     let dir_s = dir.to_string_lossy().to_string();
     if !dir.join("PG_VERSION").exists() {
         std::fs::create_dir_all(&dir)?;
         if let Some(u) = &user {
-            let ok = Command::new("chown").arg("-R").arg(u).arg(&dir).status()?.success();
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg(u)
+                .arg(&dir)
+                .status()?
+                .success();
             if !ok {
                 bail!("cannot give {} to user {u}", dir.display());
             }
         }
-        let out = run(&bindir, user.as_deref(), "initdb", &["-D", &dir_s, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])?;
+        let out = run(
+            &bindir,
+            user.as_deref(),
+            "initdb",
+            &[
+                "-D",
+                &dir_s,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    let status = run(&bindir, user.as_deref(), "pg_ctl", &["-D", &dir_s, "status"])?;
+    let status = run(
+        &bindir,
+        user.as_deref(),
+        "pg_ctl",
+        &["-D", &dir_s, "status"],
+    )?;
     if !status.status.success() {
         let opts = format!("-p {EMBEDDED_PORT} -k {dir_s} -c listen_addresses=127.0.0.1");
         let log = dir.join("server.log").to_string_lossy().to_string();
-        let out = run(&bindir, user.as_deref(), "pg_ctl", &["-D", &dir_s, "-l", &log, "-o", &opts, "-w", "start"])?;
+        let out = run(
+            &bindir,
+            user.as_deref(),
+            "pg_ctl",
+            &["-D", &dir_s, "-l", &log, "-o", &opts, "-w", "start"],
+        )?;
         if !out.status.success() {
-            bail!("the private PostgreSQL cluster did not start (see {log}): {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "the private PostgreSQL cluster did not start (see {log}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{EMBEDDED_PORT}/dispatch_api"))
+    Ok(format!(
+        "postgres://postgres@127.0.0.1:{EMBEDDED_PORT}/dispatch_api"
+    ))
 }

@@ -76,7 +76,10 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => ApiError::VersionConflict { expected: None, current: None },
+            StoreError::Conflict => ApiError::VersionConflict {
+                expected: None,
+                current: None,
+            },
             StoreError::Database(db) => ApiError::from(db),
             other => ApiError::Internal(other.into()),
         }
@@ -161,7 +164,10 @@ impl ApiError {
     /// Whether the answer is final for its idempotency key: domain decisions
     /// are replayed; conflicts, outages and bugs are not (a retry re-executes).
     pub fn is_final_answer(&self) -> bool {
-        matches!(self, ApiError::Job(_) | ApiError::Technician(_) | ApiError::UnknownEvidence(_))
+        matches!(
+            self,
+            ApiError::Job(_) | ApiError::Technician(_) | ApiError::UnknownEvidence(_)
+        )
     }
 
     /// The problem+json document.
@@ -183,7 +189,9 @@ impl ApiError {
             ApiError::Validation { field: Some(f), .. } => {
                 obj.insert("field".into(), f.clone().into());
             }
-            ApiError::VersionConflict { current: Some(v), .. } => {
+            ApiError::VersionConflict {
+                current: Some(v), ..
+            } => {
                 obj.insert("current_version".into(), (*v).into());
             }
             ApiError::Job(e) => {
@@ -208,9 +216,11 @@ impl ApiError {
     /// Builds a validation error from a serde decoding error, naming the field.
     pub fn from_serde(e: &serde_json::Error) -> ApiError {
         let msg = e.to_string();
-        let field = msg
-            .find('`')
-            .and_then(|s| msg[s + 1..].find('`').map(|l| msg[s + 1..s + 1 + l].to_string()));
+        let field = msg.find('`').and_then(|s| {
+            msg[s + 1..]
+                .find('`')
+                .map(|l| msg[s + 1..s + 1 + l].to_string())
+        });
         ApiError::Validation { detail: msg, field }
     }
 }

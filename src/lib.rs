@@ -9,13 +9,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod domain;
-pub mod embedded_pg;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod domain;
+pub mod embedded_pg;
 pub mod error;
 pub mod http;
 pub mod server;

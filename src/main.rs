@@ -85,15 +85,38 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logs(&cli.config.log_format);
     let result = match cli.command {
-        Command::Serve(serve) => server::serve(&cli.config, &serve).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve(serve) => server::serve(&cli.config, &serve)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Migrate => cli::migrate(&cli.config).await.map(|_| ExitCode::SUCCESS),
-        Command::Keys { command: KeysCommand::Create { role, name, technician } } => match Role::parse(&role) {
-            Some(r) if r != Role::System => cli::create_key(&cli.config, r, &name, technician.as_deref()).await.map(|_| ExitCode::SUCCESS),
-            _ => Err(anyhow::anyhow!("--role must be one of agent, dispatcher, technician, auditor, admin")),
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    role,
+                    name,
+                    technician,
+                },
+        } => match Role::parse(&role) {
+            Some(r) if r != Role::System => {
+                cli::create_key(&cli.config, r, &name, technician.as_deref())
+                    .await
+                    .map(|_| ExitCode::SUCCESS)
+            }
+            _ => Err(anyhow::anyhow!(
+                "--role must be one of agent, dispatcher, technician, auditor, admin"
+            )),
         },
-        Command::Keys { command: KeysCommand::Revoke { name } } => cli::revoke_key(&cli.config, &name).await.map(|_| ExitCode::SUCCESS),
-        Command::Audit { command: AuditCommand::Verify { job_id, all } } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
-        Command::Sops { command: SopsCommand::Check } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),
+        Command::Keys {
+            command: KeysCommand::Revoke { name },
+        } => cli::revoke_key(&cli.config, &name)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Audit {
+            command: AuditCommand::Verify { job_id, all },
+        } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
+        Command::Sops {
+            command: SopsCommand::Check,
+        } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -29,13 +29,18 @@ fn is_connection_refused(e: &anyhow::Error) -> bool {
 /// private cluster when nothing answers locally. Creates the database.
 pub async fn resolve_database(config: &Config) -> anyhow::Result<String> {
     if let Some(url) = &config.database_url {
-        db::ensure_database(url).await.with_context(|| format!("database {}", redact_url(url)))?;
+        db::ensure_database(url)
+            .await
+            .with_context(|| format!("database {}", redact_url(url)))?;
         return Ok(url.clone());
     }
     match db::ensure_database(DEFAULT_DATABASE_URL).await {
         Ok(()) => Ok(DEFAULT_DATABASE_URL.to_string()),
         Err(e) if is_connection_refused(&e) => {
-            tracing::info!("no PostgreSQL at 127.0.0.1:5432; starting a private cluster under {}", config.data_dir.display());
+            tracing::info!(
+                "no PostgreSQL at 127.0.0.1:5432; starting a private cluster under {}",
+                config.data_dir.display()
+            );
             let url = embedded_pg::start(&config.data_dir)?;
             db::ensure_database(&url).await?;
             Ok(url)
@@ -55,7 +60,13 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         Some(dir) => EvidenceStore::local(std::path::Path::new(dir))?,
         None => EvidenceStore::local(&config.data_dir.join("evidence"))?,
     };
-    Ok(App { pool, sops: Arc::new(sops), policy: Arc::new(DispatchPolicy::default()), clock, evidence })
+    Ok(App {
+        pool,
+        sops: Arc::new(sops),
+        policy: Arc::new(DispatchPolicy::default()),
+        clock,
+        evidence,
+    })
 }
 
 /// A bound, ready-to-run HTTP service.
@@ -74,10 +85,21 @@ impl Application {
             max_evidence_bytes: serve.max_evidence_bytes,
             request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
         };
-        let state = AppState { app, allowlist: Arc::new(allowlist), limits, metrics: Some(crate::telemetry::metrics_handle()) };
-        let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("cannot listen on {}", serve.listen))?;
+        let state = AppState {
+            app,
+            allowlist: Arc::new(allowlist),
+            limits,
+            metrics: Some(crate::telemetry::metrics_handle()),
+        };
+        let listener = TcpListener::bind(serve.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", serve.listen))?;
         let addr = listener.local_addr()?;
-        Ok(Application { listener, router: crate::http::router(state), addr })
+        Ok(Application {
+            listener,
+            router: crate::http::router(state),
+            addr,
+        })
     }
 
     /// The bound address.
@@ -86,8 +108,13 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{evidence, App, Caller, RequestMeta};
-use crate::domain::job::{CheckOutcome, Job, JobCommand, JobEvent, JobState, RecallOf, RelatedJobs};
+use crate::domain::job::{
+    CheckOutcome, Job, JobCommand, JobEvent, JobState, RecallOf, RelatedJobs,
+};
 use crate::domain::technician::{Technician, TechnicianCommand};
 use crate::domain::Issued;
 use crate::error::{ApiError, Result};
@@ -40,7 +42,10 @@ impl Reply {
 const RECALL_WINDOW_DAYS: i64 = 30;
 
 fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
-    let name = format!("dispatch-api/{kind}/{}/{}", caller.key_name, meta.idempotency_key);
+    let name = format!(
+        "dispatch-api/{kind}/{}/{}",
+        caller.key_name, meta.idempotency_key
+    );
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
 }
 
@@ -48,12 +53,18 @@ fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
 fn split_event<E: serde::Serialize>(event: &E) -> Result<(String, Value)> {
     match serde_json::to_value(event).map_err(|e| ApiError::Internal(e.into()))? {
         Value::Object(m) if m.len() == 1 => Ok(m.into_iter().next().expect("one entry")),
-        other => Err(ApiError::Internal(anyhow::anyhow!("event did not serialize as a tagged object: {other}"))),
+        other => Err(ApiError::Internal(anyhow::anyhow!(
+            "event did not serialize as a tagged object: {other}"
+        ))),
     }
 }
 
 /// Runs the aggregate's `handle` through an event sink and collects its events.
-async fn run<A: Aggregate>(aggregate: &mut A, command: A::Command, services: &A::Services) -> std::result::Result<Vec<A::Event>, A::Error> {
+async fn run<A: Aggregate>(
+    aggregate: &mut A,
+    command: A::Command,
+    services: &A::Services,
+) -> std::result::Result<Vec<A::Event>, A::Error> {
     let sink = EventSink::default();
     aggregate.handle(command, services, &sink).await?;
     Ok(sink.collect().await)
@@ -62,7 +73,12 @@ async fn run<A: Aggregate>(aggregate: &mut A, command: A::Command, services: &A:
 impl App {
     /// Claims `(caller, key)` inside the transaction. `Some(reply)` means the
     /// key was used before: the stored answer (or a reuse refusal).
-    async fn claim(&self, conn: &mut PgConnection, caller: &Caller, meta: &RequestMeta) -> Result<Option<Reply>> {
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        meta: &RequestMeta,
+    ) -> Result<Option<Reply>> {
         // ON CONFLICT waits for a concurrent holder of the same key to finish;
         // if it committed, nothing is inserted and its answer is read below.
         let inserted = sqlx::query(
@@ -88,7 +104,11 @@ impl App {
         }
         metrics::counter!("dispatch_idempotent_replays_total").increment(1);
         let status: i32 = row.try_get("status_code")?;
-        Ok(Some(Reply { status: status as u16, body: row.try_get("response_body")?, replayed: true }))
+        Ok(Some(Reply {
+            status: status as u16,
+            body: row.try_get("response_body")?,
+            replayed: true,
+        }))
     }
 
     /// Runs `decide` under an idempotency claim in one transaction and stores its answer.
@@ -113,11 +133,31 @@ impl App {
             .bind(&bytes)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await.map_err(|e| if store::is_unique_violation(&e) { ApiError::VersionConflict { expected: meta.if_match, current: None } } else { e.into() })?;
-        Ok(Reply { status, body: bytes, replayed: false })
+        tx.commit().await.map_err(|e| {
+            if store::is_unique_violation(&e) {
+                ApiError::VersionConflict {
+                    expected: meta.if_match,
+                    current: None,
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(Reply {
+            status,
+            body: bytes,
+            replayed: false,
+        })
     }
 
-    fn event_meta(&self, caller: &Caller, meta: &RequestMeta, at: DateTime<Utc>, sop: Option<crate::domain::sop::SopRef>, command: &str) -> EventMeta {
+    fn event_meta(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        at: DateTime<Utc>,
+        sop: Option<crate::domain::sop::SopRef>,
+        command: &str,
+    ) -> EventMeta {
         EventMeta {
             occurred_at: at,
             actor: caller.actor(),
@@ -132,15 +172,28 @@ impl App {
 
     /// Executes a job command. `job_id` is `None` for `open_job` (the id is
     /// derived from the caller and the idempotency key, so retries agree).
-    pub async fn execute_job(&self, caller: &Caller, meta: &RequestMeta, job_id: Option<&str>, command: JobCommand) -> Result<Reply> {
+    pub async fn execute_job(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        job_id: Option<&str>,
+        command: JobCommand,
+    ) -> Result<Reply> {
         let started = std::time::Instant::now();
         let name = command.wire_name();
-        let job_id = job_id.map(str::to_string).unwrap_or_else(|| derived_id(caller, meta, "job"));
+        let job_id = job_id
+            .map(str::to_string)
+            .unwrap_or_else(|| derived_id(caller, meta, "job"));
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();
         let result = self
-            .idempotent(caller, meta, move |conn| Box::pin(async move { app.decide_job(conn, &caller2, &meta2, &job_id, command).await }))
+            .idempotent(caller, meta, move |conn| {
+                Box::pin(async move {
+                    app.decide_job(conn, &caller2, &meta2, &job_id, command)
+                        .await
+                })
+            })
             .await;
         let outcome = match &result {
             Ok(r) if r.status < 400 => "ok",
@@ -148,12 +201,18 @@ impl App {
             Err(ApiError::VersionConflict { .. }) => "conflict",
             Err(_) => "error",
         };
-        metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome).increment(1);
-        metrics::histogram!("dispatch_command_seconds", "command" => name).record(started.elapsed().as_secs_f64());
+        metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("dispatch_command_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
         if let Ok(r) = &result {
             if r.status >= 400 {
                 if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-                    let code = v.get("code").and_then(Value::as_str).unwrap_or("unknown").to_string();
+                    let code = v
+                        .get("code")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_string();
                     metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
                 }
             }
@@ -163,7 +222,13 @@ impl App {
         result
     }
 
-    async fn resolve_job_command(&self, conn: &mut PgConnection, job_id: &str, command: &mut JobCommand, at: DateTime<Utc>) -> Result<()> {
+    async fn resolve_job_command(
+        &self,
+        conn: &mut PgConnection,
+        job_id: &str,
+        command: &mut JobCommand,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         match command {
             JobCommand::OpenJob(c) => {
                 c.job_id = job_id.to_string();
@@ -180,14 +245,20 @@ impl App {
                     let state = JobState::parse(&r.try_get::<String, _>("state")?);
                     let completed_at: Option<DateTime<Utc>> = r.try_get("completed_at")?;
                     match state {
-                        Some(s) if s.before_work_completed() && related.open_duplicate_of.is_none() => {
+                        Some(s)
+                            if s.before_work_completed() && related.open_duplicate_of.is_none() =>
+                        {
                             related.open_duplicate_of = Some(id);
                         }
                         Some(JobState::Cancelled | JobState::Duplicate) | None => {}
                         Some(_) => {
-                            let recent = completed_at.is_some_and(|t| t > at - Duration::days(RECALL_WINDOW_DAYS));
+                            let recent = completed_at
+                                .is_some_and(|t| t > at - Duration::days(RECALL_WINDOW_DAYS));
                             if recent && related.recall_of.is_none() {
-                                related.recall_of = Some(RecallOf { job_id: id, technician_id: r.try_get("technician_id")? });
+                                related.recall_of = Some(RecallOf {
+                                    job_id: id,
+                                    technician_id: r.try_get("technician_id")?,
+                                });
                             }
                         }
                     }
@@ -196,9 +267,13 @@ impl App {
             }
             JobCommand::ResolveDuplicate(c) => {
                 if let Some(target) = &c.duplicate_of {
-                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1").bind(target).fetch_optional(&mut *conn).await?;
+                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1")
+                        .bind(target)
+                        .fetch_optional(&mut *conn)
+                        .await?;
                     c.target_open = match row {
-                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?).map(JobState::is_open),
+                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?)
+                            .map(JobState::is_open),
                         None => None,
                     };
                 } else {
@@ -207,40 +282,63 @@ impl App {
                 }
             }
             JobCommand::OfferJob(c) => {
-                let (events, _) = store::load_stream::<crate::domain::technician::TechnicianEvent>(conn, Technician::TYPE, &c.technician_id).await?;
+                let (events, _) = store::load_stream::<crate::domain::technician::TechnicianEvent>(
+                    conn,
+                    Technician::TYPE,
+                    &c.technician_id,
+                )
+                .await?;
                 let tech = events.into_iter().fold(Technician::default(), |mut t, e| {
                     t.apply(e);
                     t
                 });
                 c.technician = tech.data.map(|d| d.profile());
             }
-            JobCommand::AttachEvidence(c) => {
-                if !evidence::exists(conn, &c.sha256).await? {
-                    return Err(ApiError::UnknownEvidence(c.sha256.chars().take(64).collect()));
-                }
+            JobCommand::AttachEvidence(c) if !evidence::exists(conn, &c.sha256).await? => {
+                return Err(ApiError::UnknownEvidence(
+                    c.sha256.chars().take(64).collect(),
+                ));
             }
             _ => {}
         }
         Ok(())
     }
 
-    async fn decide_job(&self, conn: &mut PgConnection, caller: &Caller, meta: &RequestMeta, job_id: &str, mut command: JobCommand) -> Result<(u16, Value)> {
+    async fn decide_job(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        meta: &RequestMeta,
+        job_id: &str,
+        mut command: JobCommand,
+    ) -> Result<(u16, Value)> {
         let at = self.clock.now();
-        self.resolve_job_command(conn, job_id, &mut command, at).await?;
+        self.resolve_job_command(conn, job_id, &mut command, at)
+            .await?;
         let (events, head) = store::load_stream::<JobEvent>(conn, Job::TYPE, job_id).await?;
         let mut job = Job::from_events(events);
         if let Some(expected) = meta.if_match {
             if expected != job.version as i64 {
-                return Err(ApiError::VersionConflict { expected: Some(expected), current: Some(job.version as i64) });
+                return Err(ApiError::VersionConflict {
+                    expected: Some(expected),
+                    current: Some(job.version as i64),
+                });
             }
         }
         // resolve_duplicate with no explicit target: check the job's own candidate.
         if let JobCommand::ResolveDuplicate(c) = &mut command {
             if c.duplicate_of.is_none() {
-                if let Some(target) = job.data().and_then(|d| d.flags.possible_duplicate_of.clone()) {
-                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1").bind(&target).fetch_optional(&mut *conn).await?;
+                if let Some(target) = job
+                    .data()
+                    .and_then(|d| d.flags.possible_duplicate_of.clone())
+                {
+                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1")
+                        .bind(&target)
+                        .fetch_optional(&mut *conn)
+                        .await?;
                     c.target_open = match row {
-                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?).map(JobState::is_open),
+                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?)
+                            .map(JobState::is_open),
                         None => None,
                     };
                 }
@@ -262,11 +360,30 @@ impl App {
         let mut new_events = Vec::with_capacity(events.len());
         for e in &events {
             let (event_type, payload) = split_event(e)?;
-            new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: self.event_meta(caller, meta, at, sop.clone(), name) });
+            new_events.push(NewEvent {
+                event_type,
+                event_version: e.event_version(),
+                payload,
+                meta: self.event_meta(caller, meta, at, sop.clone(), name),
+            });
         }
         let appended = store::append(conn, Job::TYPE, job_id, &head, new_events).await?;
-        let data = job.data().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job without data after a command")))?;
-        let completed_at = if events.iter().any(|e| matches!(e, JobEvent::CheckedOut { outcome: CheckOutcome::Completed, .. })) { Some(at) } else { None };
+        let data = job.data().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("job without data after a command"))
+        })?;
+        let completed_at = if events.iter().any(|e| {
+            matches!(
+                e,
+                JobEvent::CheckedOut {
+                    outcome: CheckOutcome::Completed,
+                    ..
+                }
+            )
+        }) {
+            Some(at)
+        } else {
+            None
+        };
         sqlx::query(
             "INSERT INTO job_doors (job_id, site_id, door_id, state, technician_id, completed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, technician_id = EXCLUDED.technician_id, \
@@ -305,10 +422,19 @@ impl App {
     }
 
     /// Executes a technician command (`technician_id` is `None` to register).
-    pub async fn execute_technician(&self, caller: &Caller, meta: &RequestMeta, technician_id: Option<&str>, mut command: TechnicianCommand) -> Result<Reply> {
+    pub async fn execute_technician(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        technician_id: Option<&str>,
+        mut command: TechnicianCommand,
+    ) -> Result<Reply> {
         let id = match (&mut command, technician_id) {
             (TechnicianCommand::RegisterTechnician(c), _) => {
-                let id = c.technician_id.clone().unwrap_or_else(|| derived_id(caller, meta, "technician"));
+                let id = c
+                    .technician_id
+                    .clone()
+                    .unwrap_or_else(|| derived_id(caller, meta, "technician"));
                 c.technician_id = Some(id.clone());
                 id
             }
@@ -330,16 +456,25 @@ impl App {
                 });
                 if let Some(expected) = meta2.if_match {
                     if expected != tech.version as i64 {
-                        return Err(ApiError::VersionConflict { expected: Some(expected), current: Some(tech.version as i64) });
+                        return Err(ApiError::VersionConflict {
+                            expected: Some(expected),
+                            current: Some(tech.version as i64),
+                        });
                     }
                 }
                 let events = run(&mut tech, Issued::new(caller2.actor(), at, command), &()).await?;
                 let mut new_events = Vec::new();
                 for e in &events {
                     let (event_type, payload) = split_event(e)?;
-                    new_events.push(NewEvent { event_type, event_version: e.event_version(), payload, meta: app.event_meta(&caller2, &meta2, at, None, name) });
+                    new_events.push(NewEvent {
+                        event_type,
+                        event_version: e.event_version(),
+                        payload,
+                        meta: app.event_meta(&caller2, &meta2, at, None, name),
+                    });
                 }
-                let appended = store::append(conn, Technician::TYPE, &id, &head, new_events).await?;
+                let appended =
+                    store::append(conn, Technician::TYPE, &id, &head, new_events).await?;
                 let body = json!({
                     "technician_id": id,
                     "version": tech.version,
@@ -364,13 +499,25 @@ fn events_json(appended: &[Appended]) -> Value {
 
 impl App {
     /// Stores an evidence upload under the idempotency rules of every mutation.
-    pub async fn upload_evidence(&self, caller: &Caller, meta: &RequestMeta, content: bytes::Bytes, content_type: String) -> Result<Reply> {
+    pub async fn upload_evidence(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        content: bytes::Bytes,
+        content_type: String,
+    ) -> Result<Reply> {
         let app = self.clone();
         let by = caller.key_name.clone();
         self.idempotent(caller, meta, move |_conn| {
             Box::pin(async move {
-                let info = app.evidence.put(&app.pool, content, &content_type, &by).await?;
-                Ok((201, serde_json::to_value(info).map_err(|e| ApiError::Internal(e.into()))?))
+                let info = app
+                    .evidence
+                    .put(&app.pool, content, &content_type, &by)
+                    .await?;
+                Ok((
+                    201,
+                    serde_json::to_value(info).map_err(|e| ApiError::Internal(e.into()))?,
+                ))
             })
         })
         .await

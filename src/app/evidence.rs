@@ -34,20 +34,29 @@ impl EvidenceStore {
     /// A local directory (created if absent).
     pub fn local(dir: &std::path::Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(EvidenceStore { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
+        Ok(EvidenceStore {
+            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+        })
     }
 
     /// An `s3://bucket/prefix` URL; credentials and endpoint from the AWS_* environment.
     pub fn from_url(url: &str) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url)?;
-        let opts: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_lowercase(), v)).collect();
+        let opts: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_lowercase(), v))
+            .collect();
         let (store, _) = object_store::parse_url_opts(&parsed, opts)?;
-        Ok(EvidenceStore { store: Arc::from(store) })
+        Ok(EvidenceStore {
+            store: Arc::from(store),
+        })
     }
 
     /// In memory (tests).
     pub fn in_memory() -> Self {
-        EvidenceStore { store: Arc::new(InMemory::new()) }
+        EvidenceStore {
+            store: Arc::new(InMemory::new()),
+        }
     }
 
     fn path(sha256: &str) -> ObjectPath {
@@ -55,12 +64,28 @@ impl EvidenceStore {
     }
 
     /// Stores content (idempotent: the same bytes are the same object).
-    pub async fn put(&self, pool: &PgPool, bytes: bytes::Bytes, content_type: &str, uploaded_by: &str) -> Result<EvidenceInfo> {
-        if content_type.is_empty() || content_type.len() > 127 || !content_type.contains('/') || content_type.chars().any(|c| c.is_control()) {
-            return Err(ApiError::Validation { detail: "a valid Content-Type is required".into(), field: Some("content_type".into()) });
+    pub async fn put(
+        &self,
+        pool: &PgPool,
+        bytes: bytes::Bytes,
+        content_type: &str,
+        uploaded_by: &str,
+    ) -> Result<EvidenceInfo> {
+        if content_type.is_empty()
+            || content_type.len() > 127
+            || !content_type.contains('/')
+            || content_type.chars().any(|c| c.is_control())
+        {
+            return Err(ApiError::Validation {
+                detail: "a valid Content-Type is required".into(),
+                field: Some("content_type".into()),
+            });
         }
         if bytes.is_empty() {
-            return Err(ApiError::Validation { detail: "the file is empty".into(), field: Some("file".into()) });
+            return Err(ApiError::Validation {
+                detail: "the file is empty".into(),
+                field: Some("file".into()),
+            });
         }
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len() as i64;
@@ -78,8 +103,16 @@ impl EvidenceStore {
         .bind(uploaded_by)
         .execute(pool)
         .await?;
-        let row = sqlx::query("SELECT size_bytes, content_type FROM evidence_objects WHERE sha256 = $1").bind(&sha256).fetch_one(pool).await?;
-        Ok(EvidenceInfo { sha256, size: row.try_get("size_bytes")?, content_type: row.try_get("content_type")? })
+        let row =
+            sqlx::query("SELECT size_bytes, content_type FROM evidence_objects WHERE sha256 = $1")
+                .bind(&sha256)
+                .fetch_one(pool)
+                .await?;
+        Ok(EvidenceInfo {
+            sha256,
+            size: row.try_get("size_bytes")?,
+            content_type: row.try_get("content_type")?,
+        })
     }
 
     /// Reads content back.
@@ -88,7 +121,9 @@ impl EvidenceStore {
             return Ok(None);
         }
         match self.store.get(&Self::path(sha256)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| ApiError::Internal(e.into()))?)),
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| ApiError::Internal(e.into()))?,
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(ApiError::Internal(e.into())),
         }
@@ -97,6 +132,9 @@ impl EvidenceStore {
 
 /// Whether content with this hash was uploaded.
 pub async fn exists(conn: &mut PgConnection, sha256: &str) -> Result<bool> {
-    let row = sqlx::query("SELECT 1 AS one FROM evidence_objects WHERE sha256 = $1").bind(sha256).fetch_optional(conn).await?;
+    let row = sqlx::query("SELECT 1 AS one FROM evidence_objects WHERE sha256 = $1")
+        .bind(sha256)
+        .fetch_optional(conn)
+        .await?;
     Ok(row.is_some())
 }

@@ -53,34 +53,49 @@ pub enum KeyError {
 }
 
 /// Creates a key and returns it (shown once; only its hash is kept).
-pub async fn create_key(pool: &PgPool, role: Role, name: &str, technician_id: Option<&str>) -> Result<String, KeyError> {
+pub async fn create_key(
+    pool: &PgPool,
+    role: Role,
+    name: &str,
+    technician_id: Option<&str>,
+) -> Result<String, KeyError> {
     if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(KeyError::Invalid("the name must be 1-200 printable characters".into()));
+        return Err(KeyError::Invalid(
+            "the name must be 1-200 printable characters".into(),
+        ));
     }
     if (role == Role::Technician) != technician_id.is_some() {
-        return Err(KeyError::Invalid("--technician is required for, and only for, the technician role".into()));
+        return Err(KeyError::Invalid(
+            "--technician is required for, and only for, the technician role".into(),
+        ));
     }
     let key = new_key();
-    let res = sqlx::query("INSERT INTO api_keys (name, key_hash, role, technician_id) VALUES ($1, $2, $3, $4)")
-        .bind(name)
-        .bind(sha256_hex(key.as_bytes()))
-        .bind(role.as_str())
-        .bind(technician_id)
-        .execute(pool)
-        .await;
+    let res = sqlx::query(
+        "INSERT INTO api_keys (name, key_hash, role, technician_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(name)
+    .bind(sha256_hex(key.as_bytes()))
+    .bind(role.as_str())
+    .bind(technician_id)
+    .execute(pool)
+    .await;
     match res {
         Ok(_) => Ok(key),
-        Err(e) if crate::store::is_unique_violation(&e) => Err(KeyError::NameTaken(name.to_string())),
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            Err(KeyError::NameTaken(name.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Revokes a key by name.
 pub async fn revoke_key(pool: &PgPool, name: &str) -> Result<(), KeyError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL")
-        .bind(name)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(KeyError::NotFound(name.to_string()));
     }
@@ -92,10 +107,12 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Caller> {
     if key.is_empty() || key.len() > 200 {
         return Err(ApiError::Unauthorized);
     }
-    let row = sqlx::query("SELECT name, role, technician_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-        .bind(sha256_hex(key.as_bytes()))
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT name, role, technician_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(sha256_hex(key.as_bytes()))
+    .fetch_optional(pool)
+    .await?;
     let row = row.ok_or(ApiError::Unauthorized)?;
     let role: String = row.try_get("role")?;
     Ok(Caller {

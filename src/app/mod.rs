@@ -57,6 +57,9 @@ pub struct App {
 impl App {
     /// The services the job aggregate consults.
     pub fn job_services(&self) -> JobServices {
-        JobServices { sops: self.sops.clone(), policy: self.policy.clone() }
+        JobServices {
+            sops: self.sops.clone(),
+            policy: self.policy.clone(),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Strong reads straight from the event stream: the job now, its envelopes,
 //! its audit, and its state as it was after any event.
 
-use serde_json::{json, Value};
 use cqrs_es::Aggregate;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::App;
@@ -18,7 +18,10 @@ pub fn job_view(app: &App, job: &Job) -> Option<Value> {
     let invoice = match &data.invoice {
         Some(i) => i.clone(),
         None => {
-            let trip = app.sops.get(&data.incident_type).map_or(0, |s| s.closeout.trip_charge_cents);
+            let trip = app
+                .sops
+                .get(&data.incident_type)
+                .map_or(0, |s| s.closeout.trip_charge_cents);
             Invoice::for_job(data, trip)
         }
     };
@@ -41,7 +44,10 @@ impl App {
         if rows.is_empty() {
             return Err(ApiError::NotFound("job not found".into()));
         }
-        let events = rows.iter().map(|r| r.decode::<JobEvent>()).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|r| r.decode::<JobEvent>())
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Job::from_events(events))
     }
 
@@ -55,7 +61,9 @@ impl App {
     pub async fn stream_events(&self, aggregate_type: &str, id: &str) -> Result<Vec<StoredEvent>> {
         let mut conn = self.conn().await?;
         let rows = store::load_stream_rows(&mut conn, aggregate_type, id, None).await?;
-        rows.iter().map(|r| r.envelope(aggregate_type, id).map_err(ApiError::from)).collect()
+        rows.iter()
+            .map(|r| r.envelope(aggregate_type, id).map_err(ApiError::from))
+            .collect()
     }
 
     /// Verifies one stream's hash chain.
@@ -66,13 +74,22 @@ impl App {
 }
 
 /// Verifies one stream; `None` when the stream never existed.
-pub async fn audit_stream(conn: &mut PgConnection, aggregate_type: &str, id: &str) -> Result<Option<AuditReport>> {
+pub async fn audit_stream(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    id: &str,
+) -> Result<Option<AuditReport>> {
     let rows = store::load_stream_rows(conn, aggregate_type, id, None).await?;
     let head = store::load_head(conn, aggregate_type, id).await?;
     if rows.is_empty() && head.is_none() {
         return Ok(None);
     }
-    Ok(Some(store::verify_rows(aggregate_type, id, &rows, head.as_ref())))
+    Ok(Some(store::verify_rows(
+        aggregate_type,
+        id,
+        &rows,
+        head.as_ref(),
+    )))
 }
 
 impl App {

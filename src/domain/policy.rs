@@ -9,7 +9,19 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Job priority: P1 emergency … P4 planned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Priority {
     /// Emergency.
     P1,

@@ -17,47 +17,79 @@ use crate::store::hash::sha256_hex;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/evidence", post(upload)).route("/v1/evidence/{sha256}", get(download))
+    Router::new()
+        .route("/v1/evidence", post(upload))
+        .route("/v1/evidence/{sha256}", get(download))
 }
 
 async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> Result<Response> {
     require_endpoint(&state, &caller, "POST /v1/evidence")?;
     let headers = req.headers().clone();
     let limit = state.limits.max_evidence_bytes;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     // Check the key before reading a large body.
     if headers.get("idempotency-key").is_none() {
         return Err(ApiError::IdempotencyKeyRequired);
     }
-    let (bytes, file_type) = if content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
-        let mut multipart = Multipart::from_request(req, &state)
-            .await
-            .map_err(|e| ApiError::Validation { detail: format!("malformed multipart body: {}", e.body_text()), field: None })?;
+    let (bytes, file_type) = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let mut multipart =
+            Multipart::from_request(req, &state)
+                .await
+                .map_err(|e| ApiError::Validation {
+                    detail: format!("malformed multipart body: {}", e.body_text()),
+                    field: None,
+                })?;
         let mut found = None;
         loop {
             let field = match multipart.next_field().await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) if e.status().as_u16() == 413 => return Err(ApiError::PayloadTooLarge { limit }),
-                Err(e) => return Err(ApiError::Validation { detail: format!("malformed multipart body: {}", e.body_text()), field: None }),
+                Err(e) if e.status().as_u16() == 413 => {
+                    return Err(ApiError::PayloadTooLarge { limit })
+                }
+                Err(e) => {
+                    return Err(ApiError::Validation {
+                        detail: format!("malformed multipart body: {}", e.body_text()),
+                        field: None,
+                    })
+                }
             };
             if field.file_name().is_none() && field.content_type().is_none() {
                 continue;
             }
             if found.is_some() {
-                return Err(ApiError::Validation { detail: "exactly one file field is accepted".into(), field: Some("file".into()) });
+                return Err(ApiError::Validation {
+                    detail: "exactly one file field is accepted".into(),
+                    field: Some("file".into()),
+                });
             }
-            let ct = field.content_type().unwrap_or("application/octet-stream").to_string();
+            let ct = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_string();
             let data = field.bytes().await.map_err(|e| {
                 if e.status().as_u16() == 413 {
                     ApiError::PayloadTooLarge { limit }
                 } else {
-                    ApiError::Validation { detail: format!("malformed multipart body: {}", e.body_text()), field: None }
+                    ApiError::Validation {
+                        detail: format!("malformed multipart body: {}", e.body_text()),
+                        field: None,
+                    }
                 }
             })?;
             found = Some((data, ct));
         }
-        found.ok_or(ApiError::Validation { detail: "no file field in the multipart body".into(), field: Some("file".into()) })?
+        found.ok_or(ApiError::Validation {
+            detail: "no file field in the multipart body".into(),
+            field: Some("file".into()),
+        })?
     } else {
         let (_, body): (_, Body) = req.into_parts();
         (read_body(&headers, body, limit).await?, content_type)
@@ -67,14 +99,29 @@ async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> 
     }
     let digest = json!({"sha256": sha256_hex(&bytes), "content_type": file_type});
     let meta = mutation_meta(&headers, "POST", "/v1/evidence", &digest)?;
-    let reply = state.app.upload_evidence(&caller, &meta, bytes, file_type).await?;
+    let reply = state
+        .app
+        .upload_evidence(&caller, &meta, bytes, file_type)
+        .await?;
     Ok(reply_response(reply))
 }
 
-async fn download(State(state): State<AppState>, caller: Caller, Path(sha256): Path<String>) -> Result<Response> {
+async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> Result<Response> {
     require_endpoint(&state, &caller, "GET /v1/evidence/{sha256}")?;
-    let bytes = state.app.evidence.get(&sha256).await?.ok_or_else(|| ApiError::NotFound("no evidence with that sha256".into()))?;
+    let bytes = state
+        .app
+        .evidence
+        .get(&sha256)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no evidence with that sha256".into()))?;
     let mut resp = bytes.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     Ok(resp)
 }

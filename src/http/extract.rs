@@ -18,7 +18,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
         let value = value.to_str().map_err(|_| ApiError::Unauthorized)?;
         let key = value
             .strip_prefix("Bearer ")
@@ -28,7 +31,9 @@ impl FromRequestParts<AppState> for Caller {
         let caller = keys::authenticate(&state.app.pool, key).await?;
         if caller.role == Role::System {
             // The system actor is internal: no request acts as it.
-            return Err(ApiError::Forbidden("the system role cannot be used over HTTP".into()));
+            return Err(ApiError::Forbidden(
+                "the system role cannot be used over HTTP".into(),
+            ));
         }
         Ok(caller)
     }
@@ -39,7 +44,10 @@ pub fn require_tool(state: &AppState, caller: &Caller, tool: &str) -> Result<()>
     if state.allowlist.tool_allowed(tool, caller.role) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!("role `{}` may not call `{tool}`", caller.role.as_str())))
+        Err(ApiError::Forbidden(format!(
+            "role `{}` may not call `{tool}`",
+            caller.role.as_str()
+        )))
     }
 }
 
@@ -48,31 +56,47 @@ pub fn require_endpoint(state: &AppState, caller: &Caller, endpoint: &str) -> Re
     if state.allowlist.endpoint_allowed(endpoint, caller.role) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!("role `{}` may not call {endpoint}", caller.role.as_str())))
+        Err(ApiError::Forbidden(format!(
+            "role `{}` may not call {endpoint}",
+            caller.role.as_str()
+        )))
     }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::Validation { detail: format!("header {name} is not printable ASCII"), field: Some(name.to_string()) }),
+        Some(v) => v.to_str().map(Some).map_err(|_| ApiError::Validation {
+            detail: format!("header {name} is not printable ASCII"),
+            field: Some(name.to_string()),
+        }),
     }
 }
 
 fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>> {
     header_str(headers, name)?
-        .map(|s| Uuid::parse_str(s.trim()).map_err(|_| ApiError::Validation { detail: format!("header {name} must be a UUID"), field: Some(name.to_string()) }))
+        .map(|s| {
+            Uuid::parse_str(s.trim()).map_err(|_| ApiError::Validation {
+                detail: format!("header {name} must be a UUID"),
+                field: Some(name.to_string()),
+            })
+        })
         .transpose()
 }
 
 /// The Idempotency-Key (required), If-Match, correlation and causation ids.
-pub fn mutation_meta(headers: &HeaderMap, method: &str, path: &str, body: &Value) -> Result<RequestMeta> {
+pub fn mutation_meta(
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<RequestMeta> {
     let key = match headers.get("idempotency-key") {
         None => return Err(ApiError::IdempotencyKeyRequired),
-        Some(v) => v.to_str().map_err(|_| ApiError::IdempotencyKeyRequired)?.to_string(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| ApiError::IdempotencyKeyRequired)?
+            .to_string(),
     };
     if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(ApiError::IdempotencyKeyRequired);
@@ -83,7 +107,10 @@ pub fn mutation_meta(headers: &HeaderMap, method: &str, path: &str, body: &Value
             t.parse::<i64>()
                 .ok()
                 .filter(|v| *v >= 0)
-                .ok_or(ApiError::Validation { detail: "If-Match must be a job version like \"3\"".into(), field: Some("If-Match".into()) })
+                .ok_or(ApiError::Validation {
+                    detail: "If-Match must be a job version like \"3\"".into(),
+                    field: Some("If-Match".into()),
+                })
         })
         .transpose()?;
     Ok(RequestMeta {
@@ -103,29 +130,48 @@ pub fn request_hash(method: &str, path: &str, body: &Value) -> String {
 
 /// Reads a body up to `limit` bytes.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes> {
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
 }
 
 /// Reads a JSON object body (an empty body is `{}`).
 pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value> {
     if let Some(ct) = header_str(headers, "content-type")? {
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be application/json".into(),
+            ));
         }
     }
     let bytes = read_body(headers, body, limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Validation { detail: format!("malformed JSON: {e}"), field: None })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Validation {
+        detail: format!("malformed JSON: {e}"),
+        field: None,
+    })?;
     if !value.is_object() {
-        return Err(ApiError::Validation { detail: "the body must be a JSON object".into(), field: None });
+        return Err(ApiError::Validation {
+            detail: "the body must be a JSON object".into(),
+            field: None,
+        });
     }
     Ok(value)
 }

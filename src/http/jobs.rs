@@ -29,11 +29,18 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{job_id}/transitions", get(job_transitions))
 }
 
-async fn open_job(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+async fn open_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     require_tool(&state, &caller, "open_job")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
     let meta = mutation_meta(&headers, "POST", "/v1/jobs", &value)?;
-    let command = JobCommand::decode("open_job", value).map_err(|e| ApiError::from_serde(&e))?.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let command = JobCommand::decode("open_job", value)
+        .map_err(|e| ApiError::from_serde(&e))?
+        .ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
     let reply = state.app.execute_job(&caller, &meta, None, command).await?;
     Ok(reply_response(reply))
 }
@@ -46,7 +53,10 @@ async fn job_command(
     body: Body,
 ) -> Result<Response> {
     if command == "open_job" || !crate::domain::job::JOB_COMMANDS.contains(&command.as_str()) {
-        return Err(ApiError::NotFound(format!("no job command named `{}`", command.chars().take(64).collect::<String>())));
+        return Err(ApiError::NotFound(format!(
+            "no job command named `{}`",
+            command.chars().take(64).collect::<String>()
+        )));
     }
     require_tool(&state, &caller, &command)?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
@@ -54,7 +64,10 @@ async fn job_command(
     let meta = mutation_meta(&headers, "POST", &path, &value)?;
     let decoded = JobCommand::decode(&command, value).map_err(|e| ApiError::from_serde(&e))?;
     let decoded = decoded.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
-    let reply = state.app.execute_job(&caller, &meta, Some(&job_id), decoded).await?;
+    let reply = state
+        .app
+        .execute_job(&caller, &meta, Some(&job_id), decoded)
+        .await?;
     Ok(reply_response(reply))
 }
 
@@ -63,23 +76,38 @@ fn check_technician_scope(caller: &Caller, job: &Job) -> Result<()> {
     if caller.role != Role::Technician {
         return Ok(());
     }
-    let mine = job.data().is_some_and(|d| d.visits.iter().any(|v| caller.technician_id.as_deref() == Some(v.technician_id.as_str())));
+    let mine = job.data().is_some_and(|d| {
+        d.visits
+            .iter()
+            .any(|v| caller.technician_id.as_deref() == Some(v.technician_id.as_str()))
+    });
     if mine {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("this job is not offered or assigned to you".into()))
+        Err(ApiError::Forbidden(
+            "this job is not offered or assigned to you".into(),
+        ))
     }
 }
 
-async fn get_job(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>> {
     require_tool(&state, &caller, "get_job")?;
     let job = state.app.load_job(&job_id, None).await?;
     check_technician_scope(&caller, &job)?;
-    let view = crate::app::queries::job_view(&state.app, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    let view = crate::app::queries::job_view(&state.app, &job)
+        .ok_or_else(|| ApiError::NotFound("job not found".into()))?;
     Ok(Json(view))
 }
 
-async fn job_events(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+async fn job_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>> {
     require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/events")?;
     let events = state.app.stream_events(Job::TYPE, &job_id).await?;
     if events.is_empty() {
@@ -88,9 +116,17 @@ async fn job_events(State(state): State<AppState>, caller: Caller, Path(job_id):
     Ok(Json(json!({"job_id": job_id, "events": events})))
 }
 
-async fn job_audit(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+async fn job_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>> {
     require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/audit")?;
-    let report = state.app.audit(Job::TYPE, &job_id).await?.ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    let report = state
+        .app
+        .audit(Job::TYPE, &job_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("job not found".into()))?;
     Ok(Json(json!({
         "job_id": job_id,
         "verified": report.verified,
@@ -99,22 +135,37 @@ async fn job_audit(State(state): State<AppState>, caller: Caller, Path(job_id): 
     })))
 }
 
-async fn job_replay(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>> {
+async fn job_replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
     require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/replay")?;
     let params = query_params(query.as_deref(), &["to_sequence"])?;
-    let to = match params.get("to_sequence") {
-        None => None,
-        Some(s) => Some(s.parse::<i64>().ok().filter(|n| *n >= 1).ok_or(ApiError::Validation {
-            detail: "to_sequence must be a whole number ≥ 1".into(),
-            field: Some("to_sequence".into()),
-        })?),
-    };
+    let to =
+        match params.get("to_sequence") {
+            None => None,
+            Some(s) => Some(s.parse::<i64>().ok().filter(|n| *n >= 1).ok_or(
+                ApiError::Validation {
+                    detail: "to_sequence must be a whole number ≥ 1".into(),
+                    field: Some("to_sequence".into()),
+                },
+            )?),
+        };
     let job = state.app.load_job(&job_id, to).await?;
-    let view = crate::app::queries::job_view(&state.app, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
-    Ok(Json(json!({"job_id": job_id, "to_sequence": job.version, "job": view})))
+    let view = crate::app::queries::job_view(&state.app, &job)
+        .ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+    Ok(Json(
+        json!({"job_id": job_id, "to_sequence": job.version, "job": view}),
+    ))
 }
 
-async fn job_transitions(State(state): State<AppState>, caller: Caller, Path(job_id): Path<String>) -> Result<Json<Value>> {
+async fn job_transitions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>> {
     require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/transitions")?;
     let transitions = state.app.transitions(&job_id).await?;
     Ok(Json(json!({"job_id": job_id, "transitions": transitions})))

@@ -41,7 +41,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 256 * 1024, max_evidence_bytes: 20 * 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        Limits {
+            max_body_bytes: 256 * 1024,
+            max_evidence_bytes: 20 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -70,9 +74,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
 }
 
 async fn not_found() -> ApiError {
@@ -88,12 +97,20 @@ pub fn reply_response(reply: Reply) -> Response {
     let mut resp = if reply.is_problem() {
         problem_response(reply.status, reply.body)
     } else {
-        let mut r = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut r = (
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            reply.body,
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     };
     if reply.replayed {
-        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     resp
 }
@@ -103,7 +120,13 @@ pub fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<Str
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !allowed.contains(&k.as_ref()) {
-            return Err(ApiError::Validation { detail: format!("unknown query parameter `{}`", k.chars().take(64).collect::<String>()), field: Some(k.chars().take(64).collect()) });
+            return Err(ApiError::Validation {
+                detail: format!(
+                    "unknown query parameter `{}`",
+                    k.chars().take(64).collect::<String>()
+                ),
+                field: Some(k.chars().take(64).collect()),
+            });
         }
         out.insert(k.into_owned(), v.into_owned());
     }

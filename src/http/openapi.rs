@@ -1,10 +1,374 @@
-//! The OpenAPI 3.1 document, generated from the code (see `document`).
+//! The OpenAPI 3.1 document, generated from the code: request bodies from the
+//! command types (schemars), paths from the command table, roles from the
+//! allowlist, the audit envelope from `schemas/audit_event.schema.json`.
+//! `docs/05_openapi.json` is this document checked in; a test fails on drift.
 
-use serde_json::{json, Value};
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Map, Value};
 
+use crate::domain::job::{JobCommand, JOB_COMMANDS};
+use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
 use crate::tools::allowlist::Allowlist;
 
+const AUDIT_EVENT_SCHEMA: &str = include_str!("../../schemas/audit_event.schema.json");
+const STATE_TRANSITION_SCHEMA: &str = include_str!("../../schemas/state_transition.schema.json");
+
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn mutation_params() -> Value {
+    json!([
+        {"$ref": "#/components/parameters/IdempotencyKey"},
+        {"$ref": "#/components/parameters/IfMatch"},
+        {"$ref": "#/components/parameters/CorrelationId"},
+        {"$ref": "#/components/parameters/CausationId"}
+    ])
+}
+
+fn common_errors(responses: &mut Map<String, Value>, mutation: bool) {
+    responses.insert(
+        "401".into(),
+        problem("Missing, unknown or revoked key (`unauthorized`)"),
+    );
+    responses.insert(
+        "403".into(),
+        problem("The key's role may not do this (`forbidden`)"),
+    );
+    responses.insert(
+        "404".into(),
+        problem("No such job, technician or command (`not_found`)"),
+    );
+    responses.insert(
+        "503".into(),
+        problem("The database is unavailable (`unavailable`); see Retry-After"),
+    );
+    if mutation {
+        responses.insert("400".into(), problem("Malformed body, unknown field, bad header (`validation_error`, `idempotency_key_required`)"));
+        responses.insert(
+            "409".into(),
+            problem("`version_conflict`, `idempotency_key_reused`, `job_already_exists`"),
+        );
+        responses.insert(
+            "413".into(),
+            problem("Body over the limit (`payload_too_large`)"),
+        );
+        responses.insert(
+            "415".into(),
+            problem("Body is not JSON (`unsupported_media_type`)"),
+        );
+        responses.insert(
+            "422".into(),
+            problem(
+                "A guard refused the command: `invalid_transition`, `missing_intake_fields`, …",
+            ),
+        );
+    } else {
+        responses.insert(
+            "400".into(),
+            problem("Bad query parameter (`validation_error`)"),
+        );
+    }
+}
+
+fn roles_of(list: &[String]) -> Value {
+    json!(list)
+}
+
+fn operation(
+    summary: &str,
+    roles: Vec<String>,
+    params: Value,
+    body: Option<Value>,
+    success: (&str, Value),
+    mutation: bool,
+) -> Value {
+    let mut responses = Map::new();
+    let (code, resp) = success;
+    responses.insert(code.into(), resp);
+    common_errors(&mut responses, mutation);
+    let mut op = json!({"summary": summary, "x-roles": roles_of(&roles), "parameters": params, "responses": responses});
+    if let Some(b) = body {
+        op["requestBody"] = b;
+    }
+    op
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}})
+}
+
 /// The OpenAPI document the service serves at `/openapi.json`.
-pub fn document(_allowlist: &Allowlist) -> Value {
-    json!({"openapi": "3.1.0", "info": {"title": "dispatch-api", "version": env!("CARGO_PKG_VERSION")}, "paths": {}})
+pub fn document(allowlist: &Allowlist) -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let tool_roles = |name: &str| -> Vec<String> {
+        allowlist
+            .tools
+            .get(name)
+            .map(|t| t.roles.iter().map(|r| r.as_str().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let endpoint_roles = |name: &str| -> Vec<String> {
+        allowlist
+            .endpoints
+            .get(name)
+            .map(|e| e.roles.iter().map(|r| r.as_str().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let answer = json!({"$ref": "#/components/schemas/CommandAnswer"});
+    let mut paths = Map::new();
+
+    let open_schema = JobCommand::body_schema("open_job", &mut generator)
+        .map(Value::from)
+        .unwrap_or_default();
+    paths.insert(
+        "/v1/jobs".into(),
+        json!({"post": operation("open_job: open a job", tool_roles("open_job"), mutation_params(), Some(json_body(open_schema)), ("201", ok_json("The job was opened", answer.clone())), true)}),
+    );
+    for name in JOB_COMMANDS.iter().filter(|n| **n != "open_job") {
+        let schema = JobCommand::body_schema(name, &mut generator)
+            .map(Value::from)
+            .unwrap_or_default();
+        let mut params = mutation_params();
+        params
+            .as_array_mut()
+            .expect("array")
+            .insert(0, path_param("job_id"));
+        let description = allowlist
+            .tools
+            .get(*name)
+            .map(|t| t.description.clone())
+            .unwrap_or_default();
+        let mut op = operation(
+            &format!("{name}: {description}"),
+            tool_roles(name),
+            params,
+            Some(json_body(schema)),
+            ("200", ok_json("The command's events", answer.clone())),
+            true,
+        );
+        if allowlist
+            .tools
+            .get(*name)
+            .is_some_and(|t| t.risk == crate::tools::allowlist::Risk::NeedsApproval)
+        {
+            op["responses"]["202"] = ok_json(
+                "Only an approval was requested (`status: approval_required`, `approval_id`)",
+                answer.clone(),
+            );
+        }
+        paths.insert(
+            format!("/v1/jobs/{{job_id}}/commands/{name}"),
+            json!({ "post": op }),
+        );
+    }
+    let job_read = |summary: &str, roles: Vec<String>, schema: Value, extra: Vec<Value>| {
+        let mut params = vec![path_param("job_id")];
+        params.extend(extra);
+        json!({"get": operation(summary, roles, Value::Array(params), None, ("200", ok_json(summary, schema)), false)})
+    };
+    paths.insert(
+        "/v1/jobs/{job_id}".into(),
+        job_read(
+            "The job now, from its event stream",
+            tool_roles("get_job"),
+            json!({"$ref": "#/components/schemas/JobView"}),
+            vec![],
+        ),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/events".into(),
+        job_read("The job's event envelopes in order", endpoint_roles("GET /v1/jobs/{job_id}/events"), json!({"type": "object", "required": ["job_id", "events"], "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}}}}), vec![]),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/audit".into(),
+        job_read("Verify the job's hash chain", endpoint_roles("GET /v1/jobs/{job_id}/audit"), json!({"type": "object", "required": ["verified", "events", "first_bad_sequence"], "properties": {"job_id": {"type": "string"}, "verified": {"type": "boolean"}, "events": {"type": "integer"}, "first_bad_sequence": {"type": ["integer", "null"]}}}), vec![]),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/replay".into(),
+        job_read(
+            "The job as it was after event N",
+            endpoint_roles("GET /v1/jobs/{job_id}/replay"),
+            json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
+            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}})],
+        ),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/transitions".into(),
+        job_read("The job's state transitions", endpoint_roles("GET /v1/jobs/{job_id}/transitions"), json!({"type": "object", "required": ["job_id", "transitions"], "properties": {"job_id": {"type": "string"}, "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/StateTransition"}}}}), vec![]),
+    );
+    let tech_answer = ok_json(
+        "The technician's events",
+        json!({"$ref": "#/components/schemas/TechnicianAnswer"}),
+    );
+    let register = Value::from(generator.subschema_for::<RegisterTechnician>());
+    paths.insert(
+        "/v1/technicians".into(),
+        json!({"post": operation("Register a technician", endpoint_roles("POST /v1/technicians"), mutation_params(), Some(json_body(register)), ("201", tech_answer.clone()), true)}),
+    );
+    for (name, schema) in [
+        (
+            "update_skills",
+            Value::from(generator.subschema_for::<UpdateSkills>()),
+        ),
+        (
+            "set_shift",
+            Value::from(generator.subschema_for::<SetShift>()),
+        ),
+    ] {
+        let mut params = mutation_params();
+        params
+            .as_array_mut()
+            .expect("array")
+            .insert(0, path_param("technician_id"));
+        let endpoint = format!("POST /v1/technicians/{{technician_id}}/commands/{name}");
+        paths.insert(
+            format!("/v1/technicians/{{technician_id}}/commands/{name}"),
+            json!({"post": operation(name, endpoint_roles(&endpoint), params, Some(json_body(schema)), ("200", tech_answer.clone()), true)}),
+        );
+    }
+    let upload_body = json!({"required": true, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+        "image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"}}}}
+    }});
+    let evidence_schema = json!({"type": "object", "required": ["sha256", "size", "content_type"], "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}, "content_type": {"type": "string"}}});
+    paths.insert(
+        "/v1/evidence".into(),
+        json!({"post": operation("Upload evidence (raw body or multipart with one file field)", endpoint_roles("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
+    );
+    paths.insert(
+        "/v1/evidence/{sha256}".into(),
+        json!({"get": operation("Download evidence", endpoint_roles("GET /v1/evidence/{sha256}"), json!([path_param("sha256")]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string"}}}})), false)}),
+    );
+    paths.insert(
+        "/v1/sops".into(),
+        json!({"get": operation("The SOP library", tool_roles("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"type": "object"}}}}))), false)}),
+    );
+    paths.insert(
+        "/v1/sops/{incident_type}".into(),
+        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", tool_roles("get_sop"), json!([path_param("incident_type")]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
+    );
+    for (path, summary, content) in [
+        ("/healthz", "The process is up", "application/json"),
+        (
+            "/readyz",
+            "Database reachable and migrations applied (503 otherwise)",
+            "application/json",
+        ),
+        ("/metrics", "Prometheus metrics", "text/plain"),
+        ("/openapi.json", "This document", "application/json"),
+    ] {
+        let schema = if content == "text/plain" {
+            json!({"type": "string"})
+        } else {
+            json!({"type": "object"})
+        };
+        let mut responses =
+            json!({"200": {"description": summary, "content": {content: {"schema": schema}}}});
+        if path == "/readyz" {
+            responses["503"] = json!({"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        paths.insert(
+            path.into(),
+            json!({"get": {"summary": summary, "security": [], "responses": responses}}),
+        );
+    }
+
+    let mut schemas = generator.take_definitions(true);
+    let strip = |text: &str| -> Value {
+        let mut v: Value = serde_json::from_str(text).expect("bundled schema is JSON");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("$schema");
+            o.remove("$id");
+        }
+        v
+    };
+    let audit = strip(AUDIT_EVENT_SCHEMA);
+    let transition = strip(STATE_TRANSITION_SCHEMA);
+    schemas.insert("AuditEvent".into(), rewrite_defs(audit, "AuditEvent"));
+    schemas.insert(
+        "StateTransition".into(),
+        rewrite_defs(transition, "StateTransition"),
+    );
+    schemas.insert(
+        "Problem".into(),
+        json!({"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "code": {"type": "string", "pattern": "^[a-z_]+$"}, "field": {"type": "string"},
+            "missing": {"type": "array", "items": {"type": "string"}}, "current_state": {"type": "string"}, "current_version": {"type": "integer"}}}),
+    );
+    schemas.insert(
+        "CommandAnswer".into(),
+        json!({"type": "object", "required": ["job_id", "version", "state", "events"], "properties": {
+            "job_id": {"type": "string"}, "version": {"type": "integer", "minimum": 0}, "state": {"type": "string"},
+            "status": {"const": "approval_required"}, "approval_id": {"type": "string"},
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventRef"}}}}),
+    );
+    schemas.insert(
+        "EventRef".into(),
+        json!({"type": "object", "required": ["event_id", "event_type", "sequence", "global_position"], "properties": {
+            "event_id": {"type": "string", "format": "uuid"}, "event_type": {"type": "string"}, "sequence": {"type": "integer"}, "global_position": {"type": "integer"}}}),
+    );
+    schemas.insert(
+        "TechnicianAnswer".into(),
+        json!({"type": "object", "required": ["technician_id", "version", "events"], "properties": {
+            "technician_id": {"type": "string"}, "version": {"type": "integer"}, "technician": {"type": ["object", "null"]},
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventRef"}}}}),
+    );
+    schemas.insert(
+        "JobView".into(),
+        json!({"type": "object", "required": ["job_id", "version", "state", "incident_type", "flags", "visits", "checklist", "evidence", "approvals", "invoice"], "properties": {
+            "job_id": {"type": "string"}, "version": {"type": "integer"}, "state": {"type": "string"}, "incident_type": {"type": "string"},
+            "priority": {"type": ["string", "null"]}, "sla_due_at": {"type": ["string", "null"]}, "nte_cents": {"type": ["integer", "null"]},
+            "flags": {"type": "object"}, "visits": {"type": "array"}, "checklist": {"type": "object"}, "evidence": {"type": "array"},
+            "approvals": {"type": "array"}, "invoice": {"type": "object", "required": ["lines", "total_cents"]}}}),
+    );
+    schemas.insert(
+        "Sop".into(),
+        json!({"type": "object", "required": ["id", "version", "sha256", "incident_type", "required_skills", "intake", "field", "closeout"]}),
+    );
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dispatch-api",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The event-sourced enforcement service between an AI dispatch agent and a door-service company's operations. Every mutation is an idempotent command; every event is hash-chained. Roles per operation are in `x-roles` (from the declarative allowlist)."
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key made with `dispatch-api keys create`."}},
+            "parameters": {
+                "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": true, "description": "1-200 printable characters; the same key with the same body replays the first answer.", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                "IfMatch": {"name": "If-Match", "in": "header", "required": false, "description": "The job version the caller expects, e.g. \"3\".", "schema": {"type": "string"}},
+                "CorrelationId": {"name": "X-Correlation-Id", "in": "header", "required": false, "schema": {"type": "string", "format": "uuid"}},
+                "CausationId": {"name": "X-Causation-Id", "in": "header", "required": false, "schema": {"type": "string", "format": "uuid"}}
+            },
+            "schemas": schemas
+        }
+    })
+}
+
+/// Moves a bundled schema's `$defs` references under its own component.
+fn rewrite_defs(mut schema: Value, name: &str) -> Value {
+    let text = schema
+        .to_string()
+        .replace("#/$defs/", &format!("#/components/schemas/{name}/$defs/"));
+    schema = serde_json::from_str(&text).expect("still JSON");
+    schema
 }

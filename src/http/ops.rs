@@ -25,7 +25,9 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     let expected = crate::db::MIGRATOR.iter().count() as i64;
     let applied: Result<i64, sqlx::Error> =
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&state.app.pool).await;
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&state.app.pool)
+            .await;
     match applied {
         Ok(n) if n >= expected => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": n}))).into_response(),
         Ok(n) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": n, "expected": expected}))).into_response(),
@@ -38,7 +40,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -13,7 +13,9 @@ use crate::error::{ApiError, Result};
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/sops", get(list)).route("/v1/sops/{incident_type}", get(one))
+    Router::new()
+        .route("/v1/sops", get(list))
+        .route("/v1/sops/{incident_type}", get(one))
 }
 
 /// The contract's shape of one incident type's SOPs.
@@ -62,8 +64,16 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
     Ok(Json(json!({ "sops": sops })))
 }
 
-async fn one(State(state): State<AppState>, caller: Caller, Path(incident_type): Path<String>) -> Result<Json<Value>> {
+async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(incident_type): Path<String>,
+) -> Result<Json<Value>> {
     require_tool(&state, &caller, "get_sop")?;
-    let sop = state.app.sops.get(&incident_type).ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into()))?;
+    let sop = state
+        .app
+        .sops
+        .get(&incident_type)
+        .ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into()))?;
     Ok(Json(sop_json(sop)))
 }

@@ -17,15 +17,31 @@ use crate::error::{ApiError, Result};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/technicians", post(register))
-        .route("/v1/technicians/{technician_id}/commands/{command}", post(command))
+        .route(
+            "/v1/technicians/{technician_id}/commands/{command}",
+            post(command),
+        )
 }
 
-async fn register(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     require_endpoint(&state, &caller, "POST /v1/technicians")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
     let meta = mutation_meta(&headers, "POST", "/v1/technicians", &value)?;
     let cmd = serde_json::from_value(value).map_err(|e| ApiError::from_serde(&e))?;
-    let reply = state.app.execute_technician(&caller, &meta, None, TechnicianCommand::RegisterTechnician(cmd)).await?;
+    let reply = state
+        .app
+        .execute_technician(
+            &caller,
+            &meta,
+            None,
+            TechnicianCommand::RegisterTechnician(cmd),
+        )
+        .await?;
     Ok(reply_response(reply))
 }
 
@@ -37,12 +53,28 @@ async fn command(
     body: Body,
 ) -> Result<Response> {
     if !TECHNICIAN_COMMANDS.contains(&command.as_str()) {
-        return Err(ApiError::NotFound("no technician command by that name".into()));
+        return Err(ApiError::NotFound(
+            "no technician command by that name".into(),
+        ));
     }
-    require_endpoint(&state, &caller, &format!("POST /v1/technicians/{{technician_id}}/commands/{command}"))?;
+    require_endpoint(
+        &state,
+        &caller,
+        &format!("POST /v1/technicians/{{technician_id}}/commands/{command}"),
+    )?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
-    let meta = mutation_meta(&headers, "POST", &format!("/v1/technicians/{technician_id}/commands/{command}"), &value)?;
-    let cmd = TechnicianCommand::decode(&command, value).map_err(|e| ApiError::from_serde(&e))?.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
-    let reply = state.app.execute_technician(&caller, &meta, Some(&technician_id), cmd).await?;
+    let meta = mutation_meta(
+        &headers,
+        "POST",
+        &format!("/v1/technicians/{technician_id}/commands/{command}"),
+        &value,
+    )?;
+    let cmd = TechnicianCommand::decode(&command, value)
+        .map_err(|e| ApiError::from_serde(&e))?
+        .ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let reply = state
+        .app
+        .execute_technician(&caller, &meta, Some(&technician_id), cmd)
+        .await?;
     Ok(reply_response(reply))
 }

@@ -86,7 +86,10 @@ pub struct StreamState {
 
 impl Default for StreamState {
     fn default() -> Self {
-        StreamState { sequence: 0, hash: GENESIS_HASH.to_string() }
+        StreamState {
+            sequence: 0,
+            hash: GENESIS_HASH.to_string(),
+        }
     }
 }
 
@@ -175,9 +178,16 @@ pub async fn load_stream_rows(
 
 impl RawRow {
     /// Decodes the envelope (metadata typed, payload as stored).
-    pub fn envelope(&self, aggregate_type: &str, aggregate_id: &str) -> Result<StoredEvent, StoreError> {
-        let meta: EventMeta = serde_json::from_value(self.metadata.clone())
-            .map_err(|source| StoreError::Decode { sequence: self.sequence, source })?;
+    pub fn envelope(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<StoredEvent, StoreError> {
+        let meta: EventMeta =
+            serde_json::from_value(self.metadata.clone()).map_err(|source| StoreError::Decode {
+                sequence: self.sequence,
+                source,
+            })?;
         Ok(StoredEvent {
             event_id: self.event_id,
             aggregate_type: aggregate_type.to_string(),
@@ -195,10 +205,14 @@ impl RawRow {
 
     /// Decodes the payload into a domain event, through the upcasters.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
-        let (event_type, payload) = upcast(&self.event_type, &self.event_version, self.payload.clone());
+        let (event_type, payload) =
+            upcast(&self.event_type, &self.event_version, self.payload.clone());
         let mut tagged = Map::new();
         tagged.insert(event_type, payload);
-        serde_json::from_value(Value::Object(tagged)).map_err(|source| StoreError::Decode { sequence: self.sequence, source })
+        serde_json::from_value(Value::Object(tagged)).map_err(|source| StoreError::Decode {
+            sequence: self.sequence,
+            source,
+        })
     }
 
     /// Sequence.
@@ -221,9 +235,15 @@ pub async fn load_stream<E: serde::de::DeserializeOwned>(
     let rows = load_stream_rows(conn, aggregate_type, aggregate_id, None).await?;
     let state = rows
         .last()
-        .map(|r| StreamState { sequence: r.sequence, hash: r.hash.clone() })
+        .map(|r| StreamState {
+            sequence: r.sequence,
+            hash: r.hash.clone(),
+        })
         .unwrap_or_default();
-    let events = rows.iter().map(RawRow::decode).collect::<Result<Vec<E>, _>>()?;
+    let events = rows
+        .iter()
+        .map(RawRow::decode)
+        .collect::<Result<Vec<E>, _>>()?;
     Ok((events, state))
 }
 
@@ -256,7 +276,8 @@ pub async fn append(
     for e in events {
         sequence += 1;
         let event_id = Uuid::new_v4();
-        let metadata = serde_json::to_value(&e.meta).map_err(|source| StoreError::Decode { sequence, source })?;
+        let metadata = serde_json::to_value(&e.meta)
+            .map_err(|source| StoreError::Decode { sequence, source })?;
         let input = hash_input(
             aggregate_type,
             aggregate_id,
@@ -328,7 +349,11 @@ pub fn verify_rows(
     head: Option<&StreamState>,
 ) -> AuditReport {
     let mut prev = GENESIS_HASH.to_string();
-    let bad = |seq: i64| AuditReport { verified: false, events: rows.len() as i64, first_bad_sequence: Some(seq) };
+    let bad = |seq: i64| AuditReport {
+        verified: false,
+        events: rows.len() as i64,
+        first_bad_sequence: Some(seq),
+    };
     for (i, r) in rows.iter().enumerate() {
         let expected_seq = i as i64 + 1;
         if r.sequence != expected_seq {
@@ -359,18 +384,31 @@ pub fn verify_rows(
             return bad(last);
         }
     }
-    AuditReport { verified: true, events: rows.len() as i64, first_bad_sequence: None }
+    AuditReport {
+        verified: true,
+        events: rows.len() as i64,
+        first_bad_sequence: None,
+    }
 }
 
 /// Reads the recorded head of a stream.
-pub async fn load_head(conn: &mut PgConnection, aggregate_type: &str, aggregate_id: &str) -> Result<Option<StreamState>, StoreError> {
-    let row = sqlx::query("SELECT sequence, hash FROM stream_heads WHERE aggregate_type = $1 AND aggregate_id = $2")
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .fetch_optional(conn)
-        .await?;
+pub async fn load_head(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<StreamState>, StoreError> {
+    let row = sqlx::query(
+        "SELECT sequence, hash FROM stream_heads WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(conn)
+    .await?;
     Ok(match row {
-        Some(r) => Some(StreamState { sequence: r.try_get("sequence")?, hash: r.try_get("hash")? }),
+        Some(r) => Some(StreamState {
+            sequence: r.try_get("sequence")?,
+            hash: r.try_get("hash")?,
+        }),
         None => None,
     })
 }

@@ -36,14 +36,27 @@ fn checked_in_0_9(mut payload: Value) -> Value {
 }
 
 const UPCASTERS: &[Upcaster] = &[
-    Upcaster { event_type: "NoteAdded", from_version: "0.9", to_version: "1.0", apply: note_added_0_9 },
-    Upcaster { event_type: "CheckedIn", from_version: "0.9", to_version: "1.0", apply: checked_in_0_9 },
+    Upcaster {
+        event_type: "NoteAdded",
+        from_version: "0.9",
+        to_version: "1.0",
+        apply: note_added_0_9,
+    },
+    Upcaster {
+        event_type: "CheckedIn",
+        from_version: "0.9",
+        to_version: "1.0",
+        apply: checked_in_0_9,
+    },
 ];
 
 /// Runs every applicable upcaster in turn; returns the event type and the current payload.
 pub fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> (String, Value) {
     let mut version = event_version.to_string();
-    while let Some(u) = UPCASTERS.iter().find(|u| u.event_type == event_type && u.from_version == version) {
+    while let Some(u) = UPCASTERS
+        .iter()
+        .find(|u| u.event_type == event_type && u.from_version == version)
+    {
         payload = (u.apply)(payload);
         version = u.to_version.to_string();
     }

@@ -81,23 +81,37 @@ impl Allowlist {
         let list: Allowlist = toml::from_str(text)?;
         for (name, tool) in &list.tools {
             if tool.kind == ToolKind::Command && !JOB_COMMANDS.contains(&name.as_str()) {
-                return Err(AllowlistError::Invalid(format!("tool `{name}` is a command, but no job command has that name")));
+                return Err(AllowlistError::Invalid(format!(
+                    "tool `{name}` is a command, but no job command has that name"
+                )));
             }
             if tool.kind == ToolKind::Query && tool.risk != Risk::Read {
-                return Err(AllowlistError::Invalid(format!("query tool `{name}` must have risk `read`")));
+                return Err(AllowlistError::Invalid(format!(
+                    "query tool `{name}` must have risk `read`"
+                )));
             }
             if tool.roles.is_empty() {
-                return Err(AllowlistError::Invalid(format!("tool `{name}` names no role")));
+                return Err(AllowlistError::Invalid(format!(
+                    "tool `{name}` names no role"
+                )));
             }
         }
         for forbidden in ["decide_approval", "close_job"] {
-            if list.tools.get(forbidden).is_some_and(|t| t.roles.contains(&Role::Agent)) {
-                return Err(AllowlistError::Invalid(format!("the agent may never hold `{forbidden}`")));
+            if list
+                .tools
+                .get(forbidden)
+                .is_some_and(|t| t.roles.contains(&Role::Agent))
+            {
+                return Err(AllowlistError::Invalid(format!(
+                    "the agent may never hold `{forbidden}`"
+                )));
             }
         }
         for command in JOB_COMMANDS {
             if !list.tools.contains_key(*command) {
-                return Err(AllowlistError::Invalid(format!("job command `{command}` has no entry")));
+                return Err(AllowlistError::Invalid(format!(
+                    "job command `{command}` has no entry"
+                )));
             }
         }
         Ok(list)
@@ -110,17 +124,23 @@ impl Allowlist {
 
     /// Whether a role may call a tool (or the job command of that name).
     pub fn tool_allowed(&self, tool: &str, role: Role) -> bool {
-        self.tools.get(tool).is_some_and(|t| t.roles.contains(&role))
+        self.tools
+            .get(tool)
+            .is_some_and(|t| t.roles.contains(&role))
     }
 
     /// Whether a role may call an endpoint (`METHOD /path/{param}`).
     pub fn endpoint_allowed(&self, endpoint: &str, role: Role) -> bool {
-        self.endpoints.get(endpoint).is_some_and(|e| e.roles.contains(&role))
+        self.endpoints
+            .get(endpoint)
+            .is_some_and(|e| e.roles.contains(&role))
     }
 
     /// The tools a role may call, by name.
     pub fn tools_for(&self, role: Role) -> impl Iterator<Item = (&String, &ToolEntry)> {
-        self.tools.iter().filter(move |(_, t)| t.roles.contains(&role))
+        self.tools
+            .iter()
+            .filter(move |(_, t)| t.roles.contains(&role))
     }
 }
 
@@ -138,12 +158,18 @@ mod tests {
 
     #[test]
     fn agent_may_never_decide_approvals() {
-        let text = ALLOWLIST_TOML.replace("roles = [\"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]", "roles = [\"agent\", \"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]");
+        let text = ALLOWLIST_TOML.replace(
+            "roles = [\"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]",
+            "roles = [\"agent\", \"dispatcher\", \"admin\"]\n\n[tools.schedule_return_visit]",
+        );
         let text = text.replacen(
             "description = \"Approve (carrying out the requested effect) or reject a pending approval. People only; never your own request.\"\nroles = [\"dispatcher\", \"admin\"]",
             "description = \"x\"\nroles = [\"agent\"]",
             1,
         );
-        assert!(matches!(Allowlist::parse(&text), Err(AllowlistError::Invalid(_))));
+        assert!(matches!(
+            Allowlist::parse(&text),
+            Err(AllowlistError::Invalid(_))
+        ));
     }
 }

@@ -12,13 +12,21 @@ async fn busy_job(t: &TestApp) -> String {
     t.register_technicians().await;
     let job = job_on_site(t, "site-audit").await;
     for i in 0..4 {
-        t.cmd(&job, "add_note", &t.keys.agent, json!({"text": format!("note {i}")})).await;
+        t.cmd(
+            &job,
+            "add_note",
+            &t.keys.agent,
+            json!({"text": format!("note {i}")}),
+        )
+        .await;
     }
     job
 }
 
 async fn audit(t: &TestApp, job: &str) -> serde_json::Value {
-    let r = t.get(&format!("/v1/jobs/{job}/audit"), &t.keys.auditor).await;
+    let r = t
+        .get(&format!("/v1/jobs/{job}/audit"), &t.keys.auditor)
+        .await;
     assert_eq!(r.status, 200);
     r.json
 }
@@ -27,19 +35,31 @@ fn cli_verify(t: &TestApp, job: &str) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
         .args(["audit", "verify", job])
         .env("DATABASE_URL", &t.db_url)
-        .env("DISPATCH_SOPS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/sops"))
+        .env(
+            "DISPATCH_SOPS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/sops"),
+        )
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 async fn tamper(t: &TestApp, sql: &str) {
     let mut tx = t.app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     for stmt in sql.split(';').filter(|s| !s.trim().is_empty()) {
         sqlx::query(stmt).execute(&mut *tx).await.unwrap();
     }
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -54,11 +74,20 @@ async fn every_envelope_validates_and_carries_actor_and_sop() {
         assert!(e["actor"]["id"].is_string());
         assert!(e["idempotency_key"].is_string());
     }
-    let triaged = events.iter().find(|e| e["event_type"] == "JobTriaged").unwrap();
+    let triaged = events
+        .iter()
+        .find(|e| e["event_type"] == "JobTriaged")
+        .unwrap();
     assert_eq!(triaged["sop"]["id"], "intake.door_stuck_open");
     assert_eq!(triaged["command"], "triage_job");
-    let checked_in = events.iter().find(|e| e["event_type"] == "CheckedIn").unwrap();
-    assert_eq!(checked_in["actor"], json!({"kind": "person", "id": "tech-d", "role": "technician", "technician_id": "tech-d"}));
+    let checked_in = events
+        .iter()
+        .find(|e| e["event_type"] == "CheckedIn")
+        .unwrap();
+    assert_eq!(
+        checked_in["actor"],
+        json!({"kind": "person", "id": "tech-d", "role": "technician", "technician_id": "tech-d"})
+    );
     assert_eq!(audit(&t, &job).await["verified"], true);
     assert!(cli_verify(&t, &job).0);
 }
@@ -67,9 +96,15 @@ async fn every_envelope_validates_and_carries_actor_and_sop() {
 async fn the_database_refuses_update_and_delete() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-ro").await;
-    let upd = sqlx::query("UPDATE events SET payload = '{}' WHERE aggregate_id = $1").bind(&job).execute(&t.app.pool).await;
+    let upd = sqlx::query("UPDATE events SET payload = '{}' WHERE aggregate_id = $1")
+        .bind(&job)
+        .execute(&t.app.pool)
+        .await;
     assert!(upd.is_err());
-    let del = sqlx::query("DELETE FROM events WHERE aggregate_id = $1").bind(&job).execute(&t.app.pool).await;
+    let del = sqlx::query("DELETE FROM events WHERE aggregate_id = $1")
+        .bind(&job)
+        .execute(&t.app.pool)
+        .await;
     assert!(del.is_err());
     let trunc = sqlx::query("TRUNCATE events").execute(&t.app.pool).await;
     assert!(trunc.is_err());
@@ -81,7 +116,10 @@ async fn a_changed_payload_is_reported_at_its_sequence() {
     let job = busy_job(&t).await;
     tamper(&t, &format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = 9")).await;
     let a = audit(&t, &job).await;
-    assert_eq!((a["verified"].clone(), a["first_bad_sequence"].clone()), (json!(false), json!(9)));
+    assert_eq!(
+        (a["verified"].clone(), a["first_bad_sequence"].clone()),
+        (json!(false), json!(9))
+    );
     let (ok, out) = cli_verify(&t, &job);
     assert!(!ok && out.contains("FAILED at sequence 9"), "{out}");
 }
@@ -111,14 +149,33 @@ async fn an_old_event_version_loads_through_its_upcaster() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-up").await;
     let mut conn = t.app.pool.acquire().await.unwrap();
-    let (_, head) = dispatch_api::store::load_stream::<dispatch_api::domain::job::JobEvent>(&mut conn, "job", &job).await.unwrap();
-    let meta: dispatch_api::store::EventMeta = serde_json::from_value(t.events(&job).await[0].clone()).unwrap();
-    let legacy = dispatch_api::store::NewEvent { event_type: "NoteAdded".into(), event_version: "0.9".into(), payload: json!({"note": "written by the prototype"}), meta };
-    dispatch_api::store::append(&mut conn, "job", &job, &head, vec![legacy]).await.unwrap();
-    let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher).await.json;
+    let (_, head) = dispatch_api::store::load_stream::<dispatch_api::domain::job::JobEvent>(
+        &mut conn, "job", &job,
+    )
+    .await
+    .unwrap();
+    let meta: dispatch_api::store::EventMeta =
+        serde_json::from_value(t.events(&job).await[0].clone()).unwrap();
+    let legacy = dispatch_api::store::NewEvent {
+        event_type: "NoteAdded".into(),
+        event_version: "0.9".into(),
+        payload: json!({"note": "written by the prototype"}),
+        meta,
+    };
+    dispatch_api::store::append(&mut conn, "job", &job, &head, vec![legacy])
+        .await
+        .unwrap();
+    let view = t
+        .get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher)
+        .await
+        .json;
     assert_eq!(view["notes"], json!([{"text": "written by the prototype"}]));
     let events = t.events(&job).await;
     assert_eq!(events[1]["event_version"], "0.9");
-    assert_eq!(events[1]["payload"], json!({"note": "written by the prototype"}), "stored rows are never rewritten");
+    assert_eq!(
+        events[1]["payload"],
+        json!({"note": "written by the prototype"}),
+        "stored rows are never rewritten"
+    );
     assert_eq!(audit(&t, &job).await["verified"], true);
 }

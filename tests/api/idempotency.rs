@@ -26,7 +26,14 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
             let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
             let status = resp.status().as_u16();
             let replayed = resp.headers().get("idempotent-replayed").is_some();
-            (status, replayed, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec())
+            (
+                status,
+                replayed,
+                axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            )
         }));
     }
     let mut answers = Vec::new();
@@ -34,9 +41,19 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
         answers.push(h.await.unwrap());
     }
     let first = &answers[0].2;
-    assert!(answers.iter().all(|(s, _, b)| *s == 201 && b == first), "answers differ");
-    assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "exactly one fresh answer");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&t.app.pool).await.unwrap();
+    assert!(
+        answers.iter().all(|(s, _, b)| *s == 201 && b == first),
+        "answers differ"
+    );
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1,
+        "exactly one fresh answer"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1, "one JobOpened only");
 }
 
@@ -45,25 +62,69 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-r").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
-    let a = t.post_raw(&path, Some(&t.keys.agent), Some("note-1"), r#"{"text":"hello"}"#, &[]).await;
+    let a = t
+        .post_raw(
+            &path,
+            Some(&t.keys.agent),
+            Some("note-1"),
+            r#"{"text":"hello"}"#,
+            &[],
+        )
+        .await;
     assert_eq!(a.status, 200);
-    let again = t.post_raw(&path, Some(&t.keys.agent), Some("note-1"), r#"{ "text" : "hello" }"#, &[]).await;
+    let again = t
+        .post_raw(
+            &path,
+            Some(&t.keys.agent),
+            Some("note-1"),
+            r#"{ "text" : "hello" }"#,
+            &[],
+        )
+        .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, a.body, "byte for byte");
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    let other = t.post_raw(&path, Some(&t.keys.agent), Some("note-1"), r#"{"text":"bye"}"#, &[]).await;
-    assert_eq!((other.status, other.code()), (409, "idempotency_key_reused"));
+    let other = t
+        .post_raw(
+            &path,
+            Some(&t.keys.agent),
+            Some("note-1"),
+            r#"{"text":"bye"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (409, "idempotency_key_reused")
+    );
     // Keys are per caller: another caller may use the same key string.
-    let d = t.post_raw(&path, Some(&t.keys.dispatcher), Some("note-1"), r#"{"text":"bye"}"#, &[]).await;
+    let d = t
+        .post_raw(
+            &path,
+            Some(&t.keys.dispatcher),
+            Some("note-1"),
+            r#"{"text":"bye"}"#,
+            &[],
+        )
+        .await;
     assert_eq!(d.status, 200);
     // A domain refusal is a final answer: replayed even after the state changed.
     let triage = format!("/v1/jobs/{job}/commands/triage_job");
-    let refused = t.post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[]).await;
+    let refused = t
+        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
+        .await;
     assert_eq!(refused.code(), "missing_intake_fields");
-    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake()).await;
-    let replay = t.post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[]).await;
+    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    let replay = t
+        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
+        .await;
     assert_eq!(replay.body, refused.body);
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'").fetch_one(&t.app.pool).await.unwrap();
+    let notes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
+            .fetch_one(&t.app.pool)
+            .await
+            .unwrap();
     assert_eq!(notes, 2);
 }
 
@@ -72,14 +133,24 @@ async fn answers_survive_a_restart() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-restart").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
-    let first = t.post_raw(&path, Some(&t.keys.agent), Some("k"), r#"{"text":"a"}"#, &[]).await;
+    let first = t
+        .post_raw(
+            &path,
+            Some(&t.keys.agent),
+            Some("k"),
+            r#"{"text":"a"}"#,
+            &[],
+        )
+        .await;
     // A new router and pool on the same database: what a restarted process sees.
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();
     let mut app = t.app.clone();
     app.pool = pool;
     let state = dispatch_api::http::AppState {
         app,
-        allowlist: std::sync::Arc::new(dispatch_api::tools::allowlist::Allowlist::builtin().unwrap()),
+        allowlist: std::sync::Arc::new(
+            dispatch_api::tools::allowlist::Allowlist::builtin().unwrap(),
+        ),
         limits: Default::default(),
         metrics: None,
     };
@@ -93,7 +164,9 @@ async fn answers_survive_a_restart() {
         .unwrap();
     let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
     assert_eq!(resp.headers()["idempotent-replayed"], "true");
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(body.to_vec(), first.body);
     let _ = json!({});
 }

@@ -8,5 +8,6 @@ mod concurrency;
 mod evidence;
 mod flow;
 mod idempotency;
+mod openapi;
 mod outage;
 mod support;

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 /// The server the tests create their databases on.
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 /// The fixed start of every test's clock.
@@ -73,12 +74,22 @@ pub struct TestApp {
 pub async fn fresh_database() -> (String, String, PgPool) {
     let admin = PgConnectOptions::from_str(&admin_url()).unwrap();
     let name = format!("dispatch_test_{}", Uuid::new_v4().simple());
-    let mut conn = admin.connect().await.expect("PostgreSQL must be reachable for the API tests (TEST_DATABASE_URL)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let mut conn = admin
+        .connect()
+        .await
+        .expect("PostgreSQL must be reachable for the API tests (TEST_DATABASE_URL)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.ok();
     let opts = admin.clone().database(&name);
     let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
-    let pool = PgPoolOptions::new().max_connections(24).connect_with(opts).await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(24)
+        .connect_with(opts)
+        .await
+        .unwrap();
     dispatch_api::db::migrate(&pool).await.unwrap();
     (url, name, pool)
 }
@@ -91,14 +102,33 @@ impl TestApp {
     pub async fn spawn_with(limits: Limits) -> TestApp {
         let (db_url, _db_name, pool) = fresh_database().await;
         let clock = Arc::new(ManualClock::new(t0()));
-        let sops = SopLibrary::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sops"))).unwrap();
-        let app = App { pool: pool.clone(), sops: Arc::new(sops), policy: Arc::new(DispatchPolicy::default()), clock: clock.clone(), evidence: EvidenceStore::in_memory() };
-        let state = AppState { app: app.clone(), allowlist: Arc::new(Allowlist::builtin().unwrap()), limits, metrics: Some(dispatch_api::telemetry::metrics_handle()) };
+        let sops = SopLibrary::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sops"
+        )))
+        .unwrap();
+        let app = App {
+            pool: pool.clone(),
+            sops: Arc::new(sops),
+            policy: Arc::new(DispatchPolicy::default()),
+            clock: clock.clone(),
+            evidence: EvidenceStore::in_memory(),
+        };
+        let state = AppState {
+            app: app.clone(),
+            allowlist: Arc::new(Allowlist::builtin().unwrap()),
+            limits,
+            metrics: Some(dispatch_api::telemetry::metrics_handle()),
+        };
         let make = |role, name: &str, tech: Option<&str>| {
             let pool = pool.clone();
             let name = name.to_string();
             let tech = tech.map(str::to_string);
-            async move { keys::create_key(&pool, role, &name, tech.as_deref()).await.unwrap() }
+            async move {
+                keys::create_key(&pool, role, &name, tech.as_deref())
+                    .await
+                    .unwrap()
+            }
         };
         let keys = Keys {
             agent: make(Role::Agent, "agent-1", None).await,
@@ -108,7 +138,14 @@ impl TestApp {
             tech_a: make(Role::Technician, "tech-a", Some("tech-a")).await,
             tech_d: make(Role::Technician, "tech-d", Some("tech-d")).await,
         };
-        TestApp { router: router(state), app, clock, db_url, keys, counter: Arc::new(AtomicU64::new(0)) }
+        TestApp {
+            router: router(state),
+            app,
+            clock,
+            db_url,
+            keys,
+            counter: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// A new idempotency key.
@@ -120,14 +157,32 @@ impl TestApp {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Resp { status, headers, body, json }
+        Resp {
+            status,
+            headers,
+            body,
+            json,
+        }
     }
 
-    pub async fn post_raw(&self, path: &str, key: Option<&str>, idem: Option<&str>, body: &str, extra: &[(&str, &str)]) -> Resp {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        idem: Option<&str>,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut b = Request::builder().method("POST").uri(path);
-        if !extra.iter().any(|(h, _)| h.eq_ignore_ascii_case("content-type")) {
+        if !extra
+            .iter()
+            .any(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+        {
             b = b.header("content-type", "application/json");
         }
         if let Some(k) = key {
@@ -139,22 +194,30 @@ impl TestApp {
         for (h, v) in extra {
             b = b.header(*h, *v);
         }
-        self.send(b.body(Body::from(body.to_string())).unwrap()).await
+        self.send(b.body(Body::from(body.to_string())).unwrap())
+            .await
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
         let idem = self.idem();
-        self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[]).await
+        self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[])
+            .await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Resp {
-        let req = Request::builder().method("GET").uri(path).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
         self.send(req).await
     }
 
     /// Runs a job command with a fresh idempotency key.
     pub async fn cmd(&self, job: &str, command: &str, key: &str, body: Value) -> Resp {
-        self.post(&format!("/v1/jobs/{job}/commands/{command}"), key, body).await
+        self.post(&format!("/v1/jobs/{job}/commands/{command}"), key, body)
+            .await
     }
 
     /// Registers the four technicians of the canonical scenario.
@@ -179,7 +242,9 @@ impl TestApp {
 
     /// Opens the canonical IFM job (automatic door stuck open, NTE $500).
     pub async fn open_ifm_job(&self, site: &str) -> String {
-        let r = self.post("/v1/jobs", &self.keys.agent, open_body(site)).await;
+        let r = self
+            .post("/v1/jobs", &self.keys.agent, open_body(site))
+            .await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         r.json["job_id"].as_str().unwrap().to_string()
     }
@@ -201,7 +266,9 @@ impl TestApp {
 
     /// The job's events as stored.
     pub async fn events(&self, job: &str) -> Vec<Value> {
-        let r = self.get(&format!("/v1/jobs/{job}/events"), &self.keys.auditor).await;
+        let r = self
+            .get(&format!("/v1/jobs/{job}/events"), &self.keys.auditor)
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.json);
         r.json["events"].as_array().unwrap().clone()
     }
@@ -224,15 +291,23 @@ pub fn open_body(site: &str) -> Value {
 pub fn validate(schema_file: &str, instance: &Value) {
     let path = format!("{}/schemas/{schema_file}", env!("CARGO_MANIFEST_DIR"));
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{instance:#}");
 }
 
 impl TestApp {
     /// Opens the canonical job as the dispatcher (another caller, so another id).
     pub async fn open_ifm_job_with_key(&self, site: &str) -> String {
-        let r = self.post("/v1/jobs", &self.keys.dispatcher, open_body(site)).await;
+        let r = self
+            .post("/v1/jobs", &self.keys.dispatcher, open_body(site))
+            .await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         r.json["job_id"].as_str().unwrap().to_string()
     }

@@ -12,14 +12,26 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
             .when(cmd(agent(), at(206), decide(&own, decision, None)))
             .then_expect_error(JobError::Forbidden);
     }
-    let h = h.run(dispatcher(), at(207), nte_increase(70_000, "Motor and belt"));
+    let h = h.run(
+        dispatcher(),
+        at(207),
+        nte_increase(70_000, "Motor and belt"),
+    );
     let dispatchers = h.last_approval_id();
     h.given()
-        .when(cmd(agent(), at(208), decide(&dispatchers, Decision::Approve, None)))
+        .when(cmd(
+            agent(),
+            at(208),
+            decide(&dispatchers, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::Forbidden);
     // Even an unknown approval id: the role is refused first.
     h.given()
-        .when(cmd(agent(), at(208), decide("whatever", Decision::Approve, None)))
+        .when(cmd(
+            agent(),
+            at(208),
+            decide("whatever", Decision::Approve, None),
+        ))
         .then_expect_error(JobError::Forbidden);
 }
 
@@ -33,7 +45,11 @@ fn nobody_decides_their_own_request() {
             .then_expect_error(JobError::SelfApproval);
     }
     h.given()
-        .when(cmd(dispatcher2(), at(206), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher2(),
+            at(206),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_events(vec![
             JobEvent::ApprovalGranted {
                 approval_id: id.clone(),
@@ -69,10 +85,21 @@ fn the_agent_cannot_cancel_a_dispatched_job_alone() {
             at: at(11),
         }]);
     let h = h.run(agent(), at(11), cancel("Caller says never mind"));
-    assert_eq!(h.state(), JobState::Offered, "nothing but the request happened");
-    assert_eq!(h.data().approval(&id).unwrap().status, ApprovalStatus::Pending);
+    assert_eq!(
+        h.state(),
+        JobState::Offered,
+        "nothing but the request happened"
+    );
+    assert_eq!(
+        h.data().approval(&id).unwrap().status,
+        ApprovalStatus::Pending
+    );
     h.given()
-        .when(cmd(dispatcher(), at(12), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(12),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_events(vec![
             JobEvent::ApprovalGranted {
                 approval_id: id.clone(),
@@ -92,8 +119,16 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let mut h = closeout_verified();
     let first = h.next_approval_id();
     h.exec(agent(), at(205), nte_increase(65_000, "Motor"));
-    h.exec(dispatcher(), at(206), decide(&first, Decision::Approve, None));
-    assert_eq!(h.data().nte_cents, Some(65_000), "replaced, not 50,000 + 65,000");
+    h.exec(
+        dispatcher(),
+        at(206),
+        decide(&first, Decision::Approve, None),
+    );
+    assert_eq!(
+        h.data().nte_cents,
+        Some(65_000),
+        "replaced, not 50,000 + 65,000"
+    );
     h.given()
         .when(cmd(agent(), at(207), nte_increase(65_000, "Again")))
         .then_expect_error(JobError::NteNotIncreased {
@@ -106,7 +141,11 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let second = h.next_approval_id();
     h.exec(agent(), at(208), nte_increase(70_000, "Belt too"));
     h.given()
-        .when(cmd(dispatcher(), at(209), decide(&second, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(209),
+            decide(&second, Decision::Approve, None),
+        ))
         .then_expect_events(vec![
             JobEvent::ApprovalGranted {
                 approval_id: second.clone(),
@@ -119,7 +158,11 @@ fn an_approved_nte_increase_replaces_the_nte() {
                 approval_id: second.clone(),
             },
         ]);
-    h.exec(dispatcher(), at(209), decide(&second, Decision::Approve, None));
+    h.exec(
+        dispatcher(),
+        at(209),
+        decide(&second, Decision::Approve, None),
+    );
     assert_eq!(h.data().nte_cents, Some(70_000));
 }
 
@@ -129,8 +172,16 @@ fn approval_ids_are_distinct_and_derived_from_the_job_and_sequence() {
     let v = h.job.version;
     h.exec(agent(), at(205), nte_increase(60_000, "a"));
     h.exec(agent(), at(206), nte_increase(70_000, "b"));
-    let ids: Vec<String> = h.data().approvals.iter().map(|a| a.approval_id.clone()).collect();
-    assert_eq!(ids, vec![approval_id(JOB_ID, v + 1), approval_id(JOB_ID, v + 2)]);
+    let ids: Vec<String> = h
+        .data()
+        .approvals
+        .iter()
+        .map(|a| a.approval_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![approval_id(JOB_ID, v + 1), approval_id(JOB_ID, v + 2)]
+    );
     assert_ne!(ids[0], ids[1]);
 }
 
@@ -144,12 +195,21 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     moved.exec(
         tech(TECH_D),
         at(180),
-        check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), vec![]),
+        check_out(
+            CheckOutcome::Completed,
+            DoorLeftState::Operational,
+            Some(true),
+            vec![],
+        ),
     );
     assert_eq!(moved.state(), JobState::WorkCompleted);
     moved
         .given()
-        .when(cmd(dispatcher(), at(190), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(190),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::WorkCompleted,
@@ -157,7 +217,11 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     // It can still be rejected, which clears it.
     moved
         .given()
-        .when(cmd(dispatcher(), at(190), decide(&id, Decision::Reject, Some("Work done"))))
+        .when(cmd(
+            dispatcher(),
+            at(190),
+            decide(&id, Decision::Reject, Some("Work done")),
+        ))
         .then_expect_events(vec![JobEvent::ApprovalRejected {
             approval_id: id.clone(),
             decided_by: dispatcher(),
@@ -166,7 +230,11 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     // Before work completed, the same approval cancels with the trip charge owed then.
     h = confirmed_from(h);
     h.given()
-        .when(cmd(dispatcher(), at(150), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(150),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_events(vec![
             JobEvent::ApprovalGranted {
                 approval_id: id.clone(),
@@ -186,9 +254,17 @@ fn confirmed_from(h: History) -> History {
     let mut h = h
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(20), start_travel())
-        .run(tech(TECH_D), at(60), check_in(CheckInMethod::App, None, None));
+        .run(
+            tech(TECH_D),
+            at(60),
+            check_in(CheckInMethod::App, None, None),
+        );
     for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        h.exec(tech(TECH_D), at(61 + i as i64), checklist_item(item, ChecklistResult::Pass));
+        h.exec(
+            tech(TECH_D),
+            at(61 + i as i64),
+            checklist_item(item, ChecklistResult::Pass),
+        );
     }
     for (n, kind) in [
         EvidenceKind::PhotoBefore,
@@ -213,7 +289,11 @@ fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
     h.exec(agent(), at(206), nte_increase(65_000, "Small"));
     h.exec(dispatcher(), at(207), decide(&big, Decision::Approve, None));
     h.given()
-        .when(cmd(dispatcher(), at(208), decide(&small, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(208),
+            decide(&small, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: small,
             current_state: JobState::CloseoutVerified,
@@ -227,7 +307,11 @@ fn an_nte_increase_approved_after_the_job_closed_is_stale() {
     h.exec(agent(), at(220), nte_increase(90_000, "Late extra"));
     h.exec(dispatcher(), at(300), close("INV-9001"));
     h.given()
-        .when(cmd(dispatcher(), at(301), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(301),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: id,
             current_state: JobState::Closed,
@@ -241,14 +325,22 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
     h.exec(agent(), at(3), not_duplicate());
     h.exec(dispatcher(), at(4), not_duplicate());
     h.given()
-        .when(cmd(dispatcher2(), at(5), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher2(),
+            at(5),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::Intake,
         });
     h.exec(agent(), at(6), triage(None));
     h.given()
-        .when(cmd(dispatcher2(), at(7), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher2(),
+            at(7),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: id,
             current_state: JobState::Triaged,
@@ -267,13 +359,21 @@ fn a_pending_approval_on_a_final_job_can_only_be_rejected() {
     h.exec(dispatcher(), at(80), cancel("Store closed permanently"));
     assert_eq!(h.state(), JobState::Cancelled);
     h.given()
-        .when(cmd(dispatcher(), at(81), decide(&id, Decision::Approve, None)))
+        .when(cmd(
+            dispatcher(),
+            at(81),
+            decide(&id, Decision::Approve, None),
+        ))
         .then_expect_error(JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::Cancelled,
         });
     h.given()
-        .when(cmd(dispatcher(), at(81), decide(&id, Decision::Reject, None)))
+        .when(cmd(
+            dispatcher(),
+            at(81),
+            decide(&id, Decision::Reject, None),
+        ))
         .then_expect_events(vec![JobEvent::ApprovalRejected {
             approval_id: id,
             decided_by: dispatcher(),

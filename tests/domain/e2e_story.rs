@@ -7,14 +7,24 @@ use chrono::{DateTime, Utc};
 use crate::support::*;
 
 #[track_caller]
-fn ok(h: &mut History, by: Actor, when: DateTime<Utc>, command: JobCommand, expected: Vec<JobEvent>) {
-    h.given().when(cmd(by, when, command)).then_expect_events(expected.clone());
+fn ok(
+    h: &mut History,
+    by: Actor,
+    when: DateTime<Utc>,
+    command: JobCommand,
+    expected: Vec<JobEvent>,
+) {
+    h.given()
+        .when(cmd(by, when, command))
+        .then_expect_events(expected.clone());
     h.push(&expected);
 }
 
 #[track_caller]
 fn refused(h: &History, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {
-    h.given().when(cmd(by, when, command)).then_expect_error(error);
+    h.given()
+        .when(cmd(by, when, command))
+        .then_expect_error(error);
 }
 
 #[test]
@@ -22,7 +32,13 @@ fn canonical_story_domain_path() {
     let mut h = History::new();
 
     // 2. open_job, then triage too early.
-    ok(&mut h, agent(), t0(), open(open_body()), vec![opened_event()]);
+    ok(
+        &mut h,
+        agent(),
+        t0(),
+        open(open_body()),
+        vec![opened_event()],
+    );
     refused(
         &h,
         agent(),
@@ -49,11 +65,22 @@ fn canonical_story_domain_path() {
         agent(),
         at(3),
         record_intake(p1_intake()),
-        vec![JobEvent::IntakeRecorded { fields: p1_intake() }],
+        vec![JobEvent::IntakeRecorded {
+            fields: p1_intake(),
+        }],
     );
-    ok(&mut h, agent(), at(5), triage(None), vec![triaged_p1_event()]);
+    ok(
+        &mut h,
+        agent(),
+        at(5),
+        triage(None),
+        vec![triaged_p1_event()],
+    );
     assert_eq!(h.data().priority, Some(Priority::P1));
-    assert_eq!(h.data().sla_due_at, Some(h.data().opened_at + chrono::Duration::hours(4)));
+    assert_eq!(
+        h.data().sla_due_at,
+        Some(h.data().opened_at + chrono::Duration::hours(4))
+    );
     assert!(h.data().flags.make_safe_required);
 
     // 4. B lacks AAADM, C is off shift, A is offered.
@@ -166,7 +193,9 @@ fn canonical_story_domain_path() {
             }],
         );
     }
-    assert!(required_items(INCIDENT).iter().any(|i| i.starts_with("aaadm_")));
+    assert!(required_items(INCIDENT)
+        .iter()
+        .any(|i| i.starts_with("aaadm_")));
     ok(
         &mut h,
         tech(TECH_D),
@@ -181,7 +210,14 @@ fn canonical_story_domain_path() {
         evidence(EvidenceKind::ChecklistForm, 2),
         vec![evidence_event(EvidenceKind::ChecklistForm, 2)],
     );
-    let done = || check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), vec![motor()]);
+    let done = || {
+        check_out(
+            CheckOutcome::Completed,
+            DoorLeftState::Operational,
+            Some(true),
+            vec![motor()],
+        )
+    };
     refused(
         &h,
         tech(TECH_D),
@@ -261,13 +297,21 @@ fn canonical_story_domain_path() {
         nte_increase(65_000, "Operator motor replaced"),
         vec![JobEvent::ApprovalRequested {
             approval_id: id.clone(),
-            action: ApprovalAction::NteIncrease { amount_cents: 65_000 },
+            action: ApprovalAction::NteIncrease {
+                amount_cents: 65_000,
+            },
             reason: "Operator motor replaced".into(),
             requested_by: agent(),
             at: at(196),
         }],
     );
-    refused(&h, agent(), at(197), decide(&id, Decision::Approve, None), JobError::Forbidden);
+    refused(
+        &h,
+        agent(),
+        at(197),
+        decide(&id, Decision::Approve, None),
+        JobError::Forbidden,
+    );
     refused(
         &h,
         agent(),

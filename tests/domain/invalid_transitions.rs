@@ -22,52 +22,139 @@ const OPEN: &[JobState] = &[
     CloseoutVerified,
     BillingReady,
 ];
-const BEFORE_WORK_COMPLETED: &[JobState] = &[Intake, Triaged, Offered, Confirmed, EnRoute, OnSite, OnHold];
+const BEFORE_WORK_COMPLETED: &[JobState] =
+    &[Intake, Triaged, Offered, Confirmed, EnRoute, OnSite, OnHold];
 
 /// (label, actor, command, the states lifecycle.md allows it in).
 fn matrix() -> Vec<(&'static str, Actor, JobCommand, &'static [JobState])> {
     vec![
-        ("record_intake", dispatcher(), record_intake(p1_intake()), &[Intake]),
+        (
+            "record_intake",
+            dispatcher(),
+            record_intake(p1_intake()),
+            &[Intake],
+        ),
         ("triage_job", dispatcher(), triage(None), &[Intake]),
-        ("set_priority", dispatcher(), set_priority(Priority::P2, "r"), &[Triaged]),
-        ("resolve_duplicate(link)", dispatcher(), link_duplicate(Some("job-7"), Some(true)), &[Intake, Triaged]),
-        ("resolve_duplicate(not_duplicate)", dispatcher(), not_duplicate(), &[Intake]),
-        ("offer_job", dispatcher(), offer(qualified(TECH_A)), &[Triaged]),
+        (
+            "set_priority",
+            dispatcher(),
+            set_priority(Priority::P2, "r"),
+            &[Triaged],
+        ),
+        (
+            "resolve_duplicate(link)",
+            dispatcher(),
+            link_duplicate(Some("job-7"), Some(true)),
+            &[Intake, Triaged],
+        ),
+        (
+            "resolve_duplicate(not_duplicate)",
+            dispatcher(),
+            not_duplicate(),
+            &[Intake],
+        ),
+        (
+            "offer_job",
+            dispatcher(),
+            offer(qualified(TECH_A)),
+            &[Triaged],
+        ),
         ("accept_offer", dispatcher(), accept(hours(100)), &[Offered]),
         ("decline_offer", dispatcher(), decline("busy"), &[Offered]),
         ("expire_offer", system(), expire(), &[Offered]),
         ("start_travel", dispatcher(), start_travel(), &[Confirmed]),
-        ("check_in", dispatcher(), check_in(CheckInMethod::AgentRelay, None, None), &[Confirmed, EnRoute]),
-        ("complete_checklist_item", dispatcher(), checklist_item("fault_repaired", ChecklistResult::Pass), &[OnSite]),
-        ("attach_evidence", dispatcher(), evidence(EvidenceKind::Other, 99), OPEN),
+        (
+            "check_in",
+            dispatcher(),
+            check_in(CheckInMethod::AgentRelay, None, None),
+            &[Confirmed, EnRoute],
+        ),
+        (
+            "complete_checklist_item",
+            dispatcher(),
+            checklist_item("fault_repaired", ChecklistResult::Pass),
+            &[OnSite],
+        ),
+        (
+            "attach_evidence",
+            dispatcher(),
+            evidence(EvidenceKind::Other, 99),
+            OPEN,
+        ),
         (
             "check_out",
             dispatcher(),
-            check_out(CheckOutcome::ReturnVisit, DoorLeftState::Secured, Some(true), vec![]),
+            check_out(
+                CheckOutcome::ReturnVisit,
+                DoorLeftState::Secured,
+                Some(true),
+                vec![],
+            ),
             &[OnSite],
         ),
-        ("schedule_return_visit", dispatcher(), schedule_return(None), &[OnHold]),
-        ("verify_closeout", dispatcher(), verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)), &[WorkCompleted]),
-        ("reopen_unsatisfactory", dispatcher(), reopen("again"), &[WorkCompleted, CloseoutVerified]),
-        ("mark_billing_ready", dispatcher(), mark_billing_ready(), &[CloseoutVerified]),
+        (
+            "schedule_return_visit",
+            dispatcher(),
+            schedule_return(None),
+            &[OnHold],
+        ),
+        (
+            "verify_closeout",
+            dispatcher(),
+            verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)),
+            &[WorkCompleted],
+        ),
+        (
+            "reopen_unsatisfactory",
+            dispatcher(),
+            reopen("again"),
+            &[WorkCompleted, CloseoutVerified],
+        ),
+        (
+            "mark_billing_ready",
+            dispatcher(),
+            mark_billing_ready(),
+            &[CloseoutVerified],
+        ),
         ("close_job", dispatcher(), close("INV-1"), &[BillingReady]),
-        ("cancel_job", dispatcher(), cancel("no longer needed"), BEFORE_WORK_COMPLETED),
+        (
+            "cancel_job",
+            dispatcher(),
+            cancel("no longer needed"),
+            BEFORE_WORK_COMPLETED,
+        ),
         ("add_note", dispatcher(), note("hello"), OPEN),
-        ("request_nte_increase", dispatcher(), nte_increase(9_000_000, "more"), OPEN),
-        ("flag_sla_breach", system(), flag_sla(SlaKind::Completion), OPEN),
+        (
+            "request_nte_increase",
+            dispatcher(),
+            nte_increase(9_000_000, "more"),
+            OPEN,
+        ),
+        (
+            "flag_sla_breach",
+            system(),
+            flag_sla(SlaKind::Completion),
+            OPEN,
+        ),
     ]
 }
 
 #[test]
 fn every_command_outside_its_states_is_an_invalid_transition() {
-    let histories: BTreeMap<JobState, History> = JobState::ALL.into_iter().map(|s| (s, history_in(s))).collect();
+    let histories: BTreeMap<JobState, History> = JobState::ALL
+        .into_iter()
+        .map(|s| (s, history_in(s)))
+        .collect();
     let mut refused_per_command: BTreeMap<&str, usize> = BTreeMap::new();
     let mut checked = 0;
     for (label, by, command, allowed) in matrix() {
         let wire = command.wire_name();
         for state in JobState::ALL {
             let h = &histories[&state];
-            let result = h.given().when(cmd(by.clone(), hours(200), command.clone())).inspect_result();
+            let result = h
+                .given()
+                .when(cmd(by.clone(), hours(200), command.clone()))
+                .inspect_result();
             if allowed.contains(&state) {
                 assert!(
                     !matches!(result, Err(JobError::InvalidTransition { .. })),
@@ -107,7 +194,14 @@ fn decide_approval_is_not_bound_to_a_state_but_effects_go_stale() {
     for state in [Triaged, OnSite, WorkCompleted, BillingReady] {
         let h = history_in(state).run(agent(), hours(100), nte_increase(9_000_000, "more"));
         let id = h.last_approval_id();
-        let result = h.given().when(cmd(dispatcher(), hours(101), decide(&id, Decision::Approve, None))).inspect_result();
+        let result = h
+            .given()
+            .when(cmd(
+                dispatcher(),
+                hours(101),
+                decide(&id, Decision::Approve, None),
+            ))
+            .inspect_result();
         assert!(result.is_ok(), "{state:?}: {result:?}");
     }
 }
@@ -118,20 +212,53 @@ fn named_invalid_transitions() {
     let cases: Vec<(History, Actor, JobCommand)> = vec![
         (triaged(), agent(), record_intake(p1_intake())),
         (triaged(), agent(), triage(None)),
-        (intake_recorded(), dispatcher(), set_priority(Priority::P1, "r")),
-        (offered(), agent(), link_duplicate(Some("job-7"), Some(true))),
+        (
+            intake_recorded(),
+            dispatcher(),
+            set_priority(Priority::P1, "r"),
+        ),
+        (
+            offered(),
+            agent(),
+            link_duplicate(Some("job-7"), Some(true)),
+        ),
         (triaged(), dispatcher(), not_duplicate()),
         (intake_recorded(), agent(), offer(qualified(TECH_D))),
         (triaged(), dispatcher(), accept(at(60))),
         (confirmed(), tech(TECH_D), decline("busy")),
         (triaged(), system(), expire()),
         (offered(), tech(TECH_D), start_travel()),
-        (offered(), tech(TECH_D), check_in(CheckInMethod::App, None, None)),
-        (en_route(), tech(TECH_D), checklist_item("fault_repaired", ChecklistResult::Pass)),
-        (closed(), dispatcher(), evidence(EvidenceKind::PhotoAfter, 5)),
-        (en_route(), tech(TECH_D), check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), vec![])),
+        (
+            offered(),
+            tech(TECH_D),
+            check_in(CheckInMethod::App, None, None),
+        ),
+        (
+            en_route(),
+            tech(TECH_D),
+            checklist_item("fault_repaired", ChecklistResult::Pass),
+        ),
+        (
+            closed(),
+            dispatcher(),
+            evidence(EvidenceKind::PhotoAfter, 5),
+        ),
+        (
+            en_route(),
+            tech(TECH_D),
+            check_out(
+                CheckOutcome::Completed,
+                DoorLeftState::Operational,
+                Some(true),
+                vec![],
+            ),
+        ),
         (on_site(), dispatcher(), schedule_return(None)),
-        (on_site(), agent(), verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass))),
+        (
+            on_site(),
+            agent(),
+            verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)),
+        ),
         (billing_ready(), dispatcher(), reopen("again")),
         (work_completed(), agent(), mark_billing_ready()),
         (closeout_verified(), dispatcher(), close("INV-1")),

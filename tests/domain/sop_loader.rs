@@ -15,11 +15,15 @@ use crate::support::*;
 const T: &str = "automatic_door_malfunction";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    s.len() == 64
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// A copy of the real SOP files of `types` in a temporary library.
@@ -55,7 +59,11 @@ fn expect_error(root: &Path, file: &str, field: &str) -> SopError {
         "error names file {} (expected …/{file}): {e}",
         e.file.display()
     );
-    assert_eq!(e.field, field, "error names field `{}` (expected `{field}`): {e}", e.field);
+    assert_eq!(
+        e.field, field,
+        "error names field `{}` (expected `{field}`): {e}",
+        e.field
+    );
     assert!(!e.problem.is_empty());
     e
 }
@@ -83,27 +91,53 @@ fn the_real_library_loads_all_nine_incident_types() {
     assert_eq!(lib.all().count(), 9);
     for sop in lib.all() {
         let t = &sop.incident_type;
-        for (stage, r) in [("intake", &sop.intake_ref), ("field", &sop.field_ref), ("closeout", &sop.closeout_ref)] {
+        for (stage, r) in [
+            ("intake", &sop.intake_ref),
+            ("field", &sop.field_ref),
+            ("closeout", &sop.closeout_ref),
+        ] {
             assert_eq!(r.id, format!("{stage}.{t}"));
             let parts: Vec<&str> = r.version.split('.').collect();
             assert_eq!(parts.len(), 3, "{t} {stage} version {}", r.version);
             assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()));
             assert!(is_hex64(&r.sha256), "{t} {stage} sha256 {}", r.sha256);
             let bytes = fs::read(Path::new(SOP_DIR).join(stage).join(format!("{t}.toml"))).unwrap();
-            assert_eq!(r.sha256, hex::encode(Sha256::digest(&bytes)), "sha256 of the file's bytes");
+            assert_eq!(
+                r.sha256,
+                hex::encode(Sha256::digest(&bytes)),
+                "sha256 of the file's bytes"
+            );
         }
         assert!(is_hex64(&sop.combined_sha256()));
         assert_eq!(&sop.intake.incident_type, t);
         assert!(!sop.field.checklist.is_empty());
-        assert!(sop.field.evidence_required.iter().all(|k| sop.field.evidence_allowed.contains(k)));
-        for name in ["access_hours", "anyone_hurt_or_trapped", "opening_can_be_secured", "after_hours"] {
-            assert!(sop.intake.field(name).is_some_and(|f| f.required), "{t} defines {name}");
+        assert!(sop
+            .field
+            .evidence_required
+            .iter()
+            .all(|k| sop.field.evidence_allowed.contains(k)));
+        for name in [
+            "access_hours",
+            "anyone_hurt_or_trapped",
+            "opening_can_be_secured",
+            "after_hours",
+        ] {
+            assert!(
+                sop.intake.field(name).is_some_and(|f| f.required),
+                "{t} defines {name}"
+            );
         }
     }
     // Distinct files, distinct digests.
     let mut digests: Vec<String> = lib
         .all()
-        .flat_map(|s| [s.intake_ref.sha256.clone(), s.field_ref.sha256.clone(), s.closeout_ref.sha256.clone()])
+        .flat_map(|s| {
+            [
+                s.intake_ref.sha256.clone(),
+                s.field_ref.sha256.clone(),
+                s.closeout_ref.sha256.clone(),
+            ]
+        })
         .collect();
     digests.sort();
     digests.dedup();
@@ -115,7 +149,11 @@ fn the_automatic_door_sops_say_what_lifecycle_md_asks() {
     let s = sop(T);
     assert_eq!(s.intake.required_certifications, vec!["AAADM".to_string()]);
     assert_eq!(s.intake.default_priority, Priority::P2);
-    assert!(s.field.checklist.iter().any(|i| i.id == "aaadm_hold_open_1_5s" && i.required));
+    assert!(s
+        .field
+        .checklist
+        .iter()
+        .any(|i| i.id == "aaadm_hold_open_1_5s" && i.required));
     assert_eq!(
         s.field.evidence_required,
         vec![
@@ -180,7 +218,11 @@ fn a_p1_rule_on_an_undefined_field_is_named() {
         "when = { anyone_hurt_or_trapped = true }",
         "when = { anyone_trapped = true }",
     );
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "p1_when[0].when.anyone_trapped");
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "p1_when[0].when.anyone_trapped",
+    );
 }
 
 #[test]
@@ -193,7 +235,11 @@ fn a_p1_rule_value_of_the_wrong_type_is_named() {
         "when = { after_hours = true, opening_can_be_secured = false }",
         "when = { after_hours = \"yes\", opening_can_be_secured = false }",
     );
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "p1_when[1].when.after_hours");
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "p1_when[1].when.after_hours",
+    );
 }
 
 #[test]
@@ -206,35 +252,73 @@ fn a_make_safe_rule_on_an_undefined_field_is_named() {
         "when = { opening_can_be_secured = false }",
         "when = { door_hanging = true }",
     );
-    expect_error(dir.path(), "field/automatic_door_malfunction.toml", "make_safe_when[1].when.door_hanging");
+    expect_error(
+        dir.path(),
+        "field/automatic_door_malfunction.toml",
+        "make_safe_when[1].when.door_hanging",
+    );
 }
 
 #[test]
 fn a_string_where_a_boolean_belongs_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "closeout", T, "customer_signoff_required = true", "customer_signoff_required = \"yes\"");
-    expect_error(dir.path(), "closeout/automatic_door_malfunction.toml", "customer_signoff_required");
+    edit(
+        &dir,
+        "closeout",
+        T,
+        "customer_signoff_required = true",
+        "customer_signoff_required = \"yes\"",
+    );
+    expect_error(
+        dir.path(),
+        "closeout/automatic_door_malfunction.toml",
+        "customer_signoff_required",
+    );
 }
 
 #[test]
 fn a_string_where_an_integer_belongs_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "closeout", T, "trip_charge_cents = 9500", "trip_charge_cents = \"95.00\"");
-    expect_error(dir.path(), "closeout/automatic_door_malfunction.toml", "trip_charge_cents");
+    edit(
+        &dir,
+        "closeout",
+        T,
+        "trip_charge_cents = 9500",
+        "trip_charge_cents = \"95.00\"",
+    );
+    expect_error(
+        dir.path(),
+        "closeout/automatic_door_malfunction.toml",
+        "trip_charge_cents",
+    );
 }
 
 #[test]
 fn a_missing_field_file_is_named() {
     let dir = copy_of(&[T]);
     fs::remove_file(dir.path().join("field").join(format!("{T}.toml"))).unwrap();
-    expect_error(dir.path(), "field/automatic_door_malfunction.toml", "(file)");
+    expect_error(
+        dir.path(),
+        "field/automatic_door_malfunction.toml",
+        "(file)",
+    );
 }
 
 #[test]
 fn a_missing_required_key_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "intake", T, "title = \"Automatic door malfunction\"\n", "");
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "title");
+    edit(
+        &dir,
+        "intake",
+        T,
+        "title = \"Automatic door malfunction\"\n",
+        "",
+    );
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "title",
+    );
 }
 
 #[test]
@@ -252,7 +336,11 @@ fn a_field_or_closeout_file_without_an_intake_file_is_named() {
 fn a_bad_version_or_mismatched_incident_type_is_named() {
     let dir = copy_of(&[T]);
     edit(&dir, "field", T, "version = \"1.0.0\"", "version = \"1.0\"");
-    expect_error(dir.path(), "field/automatic_door_malfunction.toml", "version");
+    expect_error(
+        dir.path(),
+        "field/automatic_door_malfunction.toml",
+        "version",
+    );
     let dir = copy_of(&[T]);
     edit(
         &dir,
@@ -261,35 +349,79 @@ fn a_bad_version_or_mismatched_incident_type_is_named() {
         "incident_type = \"automatic_door_malfunction\"",
         "incident_type = \"door_stuck_open\"",
     );
-    expect_error(dir.path(), "closeout/automatic_door_malfunction.toml", "incident_type");
+    expect_error(
+        dir.path(),
+        "closeout/automatic_door_malfunction.toml",
+        "incident_type",
+    );
 }
 
 #[test]
 fn a_missing_mandatory_intake_field_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "intake", T, "name = \"access_hours\"", "name = \"access_times\"");
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "fields");
+    edit(
+        &dir,
+        "intake",
+        T,
+        "name = \"access_hours\"",
+        "name = \"access_times\"",
+    );
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "fields",
+    );
 }
 
 #[test]
 fn a_script_step_for_an_unknown_field_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "intake", T, "field = \"power_cycled\"", "field = \"power_cycle\"");
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "script[13].field");
+    edit(
+        &dir,
+        "intake",
+        T,
+        "field = \"power_cycled\"",
+        "field = \"power_cycle\"",
+    );
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "script[13].field",
+    );
 }
 
 #[test]
 fn a_duplicate_checklist_id_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "field", T, "id = \"power_isolated_before_work\"", "id = \"as_found_recorded\"");
-    expect_error(dir.path(), "field/automatic_door_malfunction.toml", "checklist[1].id");
+    edit(
+        &dir,
+        "field",
+        T,
+        "id = \"power_isolated_before_work\"",
+        "id = \"as_found_recorded\"",
+    );
+    expect_error(
+        dir.path(),
+        "field/automatic_door_malfunction.toml",
+        "checklist[1].id",
+    );
 }
 
 #[test]
 fn a_negative_trip_charge_is_named() {
     let dir = copy_of(&[T]);
-    edit(&dir, "closeout", T, "trip_charge_cents = 9500", "trip_charge_cents = -1");
-    expect_error(dir.path(), "closeout/automatic_door_malfunction.toml", "trip_charge_cents");
+    edit(
+        &dir,
+        "closeout",
+        T,
+        "trip_charge_cents = 9500",
+        "trip_charge_cents = -1",
+    );
+    expect_error(
+        dir.path(),
+        "closeout/automatic_door_malfunction.toml",
+        "trip_charge_cents",
+    );
 }
 
 #[test]
@@ -320,8 +452,18 @@ fn an_empty_library_does_not_load() {
 #[ignore = "BUG: loader.rs field_of_toml_error() names the bad VALUE, not the field, for an unknown enum variant (takes the first `backticked` word of any toml message)"]
 fn an_unknown_enum_value_names_the_field_not_the_value() {
     let dir = copy_of(&[T]);
-    edit(&dir, "intake", T, "default_priority = \"P2\"", "default_priority = \"P5\"");
-    expect_error(dir.path(), "intake/automatic_door_malfunction.toml", "default_priority");
+    edit(
+        &dir,
+        "intake",
+        T,
+        "default_priority = \"P2\"",
+        "default_priority = \"P5\"",
+    );
+    expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "default_priority",
+    );
     let dir = copy_of(&[T]);
     edit(
         &dir,
@@ -330,5 +472,9 @@ fn an_unknown_enum_value_names_the_field_not_the_value() {
         "evidence_allowed = [\"photo_before\"",
         "evidence_allowed = [\"video\", \"photo_before\"",
     );
-    expect_error(dir.path(), "field/automatic_door_malfunction.toml", "evidence_allowed");
+    expect_error(
+        dir.path(),
+        "field/automatic_door_malfunction.toml",
+        "evidence_allowed",
+    );
 }

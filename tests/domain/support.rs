@@ -27,8 +27,9 @@ pub use dispatch_api::domain::{Actor, Issued, Role};
 pub const SOP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sops");
 
 /// Loaded once per test binary.
-pub static LIBRARY: LazyLock<Arc<SopLibrary>> =
-    LazyLock::new(|| Arc::new(SopLibrary::load(Path::new(SOP_DIR)).expect("the real SOP library loads")));
+pub static LIBRARY: LazyLock<Arc<SopLibrary>> = LazyLock::new(|| {
+    Arc::new(SopLibrary::load(Path::new(SOP_DIR)).expect("the real SOP library loads"))
+});
 
 /// The services the job aggregate consults: the real SOPs and the default policy.
 pub fn services() -> JobServices {
@@ -45,7 +46,9 @@ pub fn framework() -> TestFramework<Job> {
 
 /// The SOPs of an incident type of the real library.
 pub fn sop(incident_type: &str) -> &'static IncidentSop {
-    LIBRARY.get(incident_type).expect("incident type in the real library")
+    LIBRARY
+        .get(incident_type)
+        .expect("incident type in the real library")
 }
 
 pub const JOB_ID: &str = "job-1";
@@ -300,7 +303,9 @@ pub fn accept(eta: DateTime<Utc>) -> JobCommand {
 }
 
 pub fn decline(reason: &str) -> JobCommand {
-    JobCommand::DeclineOffer(DeclineOffer { reason: reason.into() })
+    JobCommand::DeclineOffer(DeclineOffer {
+        reason: reason.into(),
+    })
 }
 
 pub fn expire() -> JobCommand {
@@ -425,7 +430,9 @@ pub fn verify_closeout(items: Vec<CloseoutItemResult>) -> JobCommand {
 }
 
 pub fn reopen(reason: &str) -> JobCommand {
-    JobCommand::ReopenUnsatisfactory(ReopenUnsatisfactory { reason: reason.into() })
+    JobCommand::ReopenUnsatisfactory(ReopenUnsatisfactory {
+        reason: reason.into(),
+    })
 }
 
 pub fn mark_billing_ready() -> JobCommand {
@@ -439,7 +446,9 @@ pub fn close(invoice_number: &str) -> JobCommand {
 }
 
 pub fn cancel(reason: &str) -> JobCommand {
-    JobCommand::CancelJob(CancelJob { reason: reason.into() })
+    JobCommand::CancelJob(CancelJob {
+        reason: reason.into(),
+    })
 }
 
 pub fn note(text: &str) -> JobCommand {
@@ -468,7 +477,11 @@ pub fn flag_sla(kind: SlaKind) -> JobCommand {
 /// The approval id the aggregate derives for the approval requested as event
 /// number `sequence` of job `job_id` (a UUIDv5, so tests can predict it).
 pub fn approval_id(job_id: &str, sequence: u64) -> String {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{job_id}/approval/{sequence}").as_bytes()).to_string()
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{job_id}/approval/{sequence}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// The required checklist item ids of a SOP, in SOP order.
@@ -509,10 +522,9 @@ impl History {
     /// Runs a command that must succeed; returns its events.
     pub fn exec(&mut self, by: Actor, when: DateTime<Utc>, command: JobCommand) -> Vec<JobEvent> {
         let issued = cmd(by, when, command);
-        let events = self
-            .job
-            .decide(&issued, &services())
-            .unwrap_or_else(|e| panic!("setting up: {} refused: {e:?}", issued.command.wire_name()));
+        let events = self.job.decide(&issued, &services()).unwrap_or_else(|e| {
+            panic!("setting up: {} refused: {e:?}", issued.command.wire_name())
+        });
         for e in &events {
             self.job.apply(e.clone());
             self.events.push(e.clone());
@@ -554,7 +566,12 @@ impl History {
 
     /// The id of the last approval requested.
     pub fn last_approval_id(&self) -> String {
-        self.data().approvals.last().expect("an approval").approval_id.clone()
+        self.data()
+            .approvals
+            .last()
+            .expect("an approval")
+            .approval_id
+            .clone()
     }
 }
 
@@ -596,7 +613,11 @@ pub fn en_route() -> History {
 
 /// `on_site` since t0+60.
 pub fn on_site() -> History {
-    en_route().run(tech(TECH_D), at(60), check_in(CheckInMethod::App, None, None))
+    en_route().run(
+        tech(TECH_D),
+        at(60),
+        check_in(CheckInMethod::App, None, None),
+    )
 }
 
 /// `on_site` with every required checklist item passed (t0+61..) and every
@@ -604,7 +625,11 @@ pub fn on_site() -> History {
 pub fn ready_to_check_out() -> History {
     let mut h = on_site();
     for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        h.exec(tech(TECH_D), at(61 + i as i64), checklist_item(item, ChecklistResult::Pass));
+        h.exec(
+            tech(TECH_D),
+            at(61 + i as i64),
+            checklist_item(item, ChecklistResult::Pass),
+        );
     }
     for (n, kind) in [
         EvidenceKind::PhotoBefore,
@@ -615,7 +640,11 @@ pub fn ready_to_check_out() -> History {
     .into_iter()
     .enumerate()
     {
-        h.exec(tech(TECH_D), at(90 + n as i64), evidence(kind, n as u64 + 1));
+        h.exec(
+            tech(TECH_D),
+            at(90 + n as i64),
+            evidence(kind, n as u64 + 1),
+        );
     }
     h
 }
@@ -625,7 +654,12 @@ pub fn work_completed_with(parts: Vec<Part>) -> History {
     ready_to_check_out().run(
         tech(TECH_D),
         at(180),
-        check_out(CheckOutcome::Completed, DoorLeftState::Operational, Some(true), parts),
+        check_out(
+            CheckOutcome::Completed,
+            DoorLeftState::Operational,
+            Some(true),
+            parts,
+        ),
     )
 }
 
@@ -636,12 +670,20 @@ pub fn work_completed() -> History {
 
 /// `closeout_verified` at t0+200 (invoice 53,500 > NTE 50,000).
 pub fn closeout_verified() -> History {
-    work_completed().run(agent(), at(200), verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)))
+    work_completed().run(
+        agent(),
+        at(200),
+        verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)),
+    )
 }
 
 /// `closeout_verified` with no parts: invoice 33,500 ≤ NTE 50,000.
 pub fn closeout_verified_within_nte() -> History {
-    work_completed_with(vec![]).run(agent(), at(200), verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)))
+    work_completed_with(vec![]).run(
+        agent(),
+        at(200),
+        verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)),
+    )
 }
 
 /// `billing_ready` at t0+215.

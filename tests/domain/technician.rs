@@ -2,8 +2,8 @@
 
 use cqrs_es::test::TestFramework;
 use dispatch_api::domain::technician::{
-    Certification, RegisterTechnician, SetShift, Technician, TechnicianCommand, TechnicianError, TechnicianEvent,
-    UpdateSkills,
+    Certification, RegisterTechnician, SetShift, Technician, TechnicianCommand, TechnicianError,
+    TechnicianEvent, UpdateSkills,
 };
 
 use crate::support::*;
@@ -174,7 +174,10 @@ fn update_skills_replaces_skills_and_certifications() {
         certifications: vec![],
     };
     fw().given(vec![registered_event()])
-        .when(tcmd(dispatcher(), TechnicianCommand::UpdateSkills(update.clone())))
+        .when(tcmd(
+            dispatcher(),
+            TechnicianCommand::UpdateSkills(update.clone()),
+        ))
         .then_expect_events(vec![TechnicianEvent::SkillsUpdated {
             skills: vec!["glazing".into()],
             certifications: vec![],
@@ -212,7 +215,12 @@ fn set_shift_by_the_technician_themself_or_a_supervisor() {
 
 #[test]
 fn set_shift_of_another_technician_is_forbidden() {
-    for by in [tech(TECH_A), agent(), auditor(), Actor::new(Role::Technician, "key-unbound")] {
+    for by in [
+        tech(TECH_A),
+        agent(),
+        auditor(),
+        Actor::new(Role::Technician, "key-unbound"),
+    ] {
         fw().given(vec![registered_event()])
             .when(tcmd(by, set_shift(Shift::OnCall)))
             .then_expect_error(TechnicianError::Forbidden);
@@ -228,7 +236,9 @@ fn the_profile_the_job_checks_offers_against_follows_the_events() {
     let mut t = Technician::default();
     for e in [
         registered_event(),
-        TechnicianEvent::ShiftSet { shift: Shift::OnCall },
+        TechnicianEvent::ShiftSet {
+            shift: Shift::OnCall,
+        },
         TechnicianEvent::SkillsUpdated {
             skills: vec!["automatic_doors".into()],
             certifications: vec![Certification {
@@ -265,5 +275,8 @@ fn the_profile_the_job_checks_offers_against_follows_the_events() {
 fn error_codes_match_the_contract() {
     assert_eq!(TechnicianError::Forbidden.code(), "forbidden");
     assert_eq!(TechnicianError::NotFound.code(), "not_found");
-    assert_eq!(TechnicianError::AlreadyRegistered.code(), "technician_already_exists");
+    assert_eq!(
+        TechnicianError::AlreadyRegistered.code(),
+        "technician_already_exists"
+    );
 }

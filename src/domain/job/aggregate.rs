@@ -46,26 +46,37 @@ const MAX_TEXT_BYTES: usize = 4096;
 const MAX_CENTS: i64 = 10_000_000_000;
 
 fn check_text(field: &str, s: &str, max: usize) -> Result<(), JobError> {
-    let bad = |problem| Err(JobError::Validation { field: field.to_string(), problem });
+    let bad = |problem| {
+        Err(JobError::Validation {
+            field: field.to_string(),
+            problem,
+        })
+    };
     if s.trim().is_empty() {
         return bad("must not be blank");
     }
     if s.len() > max {
         return bad("too long");
     }
-    if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
         return bad("control characters are not allowed");
     }
     Ok(())
 }
 
 fn check_opt_text(field: &str, s: &Option<String>) -> Result<(), JobError> {
-    s.as_deref().map_or(Ok(()), |s| check_text(field, s, MAX_TEXT_BYTES))
+    s.as_deref()
+        .map_or(Ok(()), |s| check_text(field, s, MAX_TEXT_BYTES))
 }
 
 fn check_cents(field: &str, v: i64) -> Result<(), JobError> {
     if !(0..=MAX_CENTS).contains(&v) {
-        return Err(JobError::Validation { field: field.to_string(), problem: "amount out of range" });
+        return Err(JobError::Validation {
+            field: field.to_string(),
+            problem: "amount out of range",
+        });
     }
     Ok(())
 }
@@ -74,7 +85,10 @@ fn require(job: &JobData, command: &'static str, allowed: &[JobState]) -> Result
     if allowed.contains(&job.state) {
         Ok(())
     } else {
-        Err(JobError::InvalidTransition { command, current_state: job.state })
+        Err(JobError::InvalidTransition {
+            command,
+            current_state: job.state,
+        })
     }
 }
 
@@ -82,14 +96,22 @@ fn require_open(job: &JobData, command: &'static str) -> Result<(), JobError> {
     if job.state.is_open() {
         Ok(())
     } else {
-        Err(JobError::InvalidTransition { command, current_state: job.state })
+        Err(JobError::InvalidTransition {
+            command,
+            current_state: job.state,
+        })
     }
 }
 
 /// The priority the SOP's rules give the intake, with the reasons for P1.
 fn sop_priority(sop: &IncidentSop, job: &JobData) -> (Priority, Vec<String>) {
-    let reasons: Vec<String> =
-        sop.intake.p1_when.iter().filter(|r| r.matches(&job.intake)).map(|r| r.reason.clone()).collect();
+    let reasons: Vec<String> = sop
+        .intake
+        .p1_when
+        .iter()
+        .filter(|r| r.matches(&job.intake))
+        .map(|r| r.reason.clone())
+        .collect();
     if reasons.is_empty() {
         (sop.intake.default_priority, reasons)
     } else {
@@ -97,10 +119,18 @@ fn sop_priority(sop: &IncidentSop, job: &JobData) -> (Priority, Vec<String>) {
     }
 }
 
-fn sla_dues(policy: &DispatchPolicy, job: &JobData, p: Priority) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+fn sla_dues(
+    policy: &DispatchPolicy,
+    job: &JobData,
+    p: Priority,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     (
-        policy.response_window(&job.client_id, p).map(|w| job.opened_at + w),
-        policy.completion_window(&job.client_id, p).map(|w| job.opened_at + w),
+        policy
+            .response_window(&job.client_id, p)
+            .map(|w| job.opened_at + w),
+        policy
+            .completion_window(&job.client_id, p)
+            .map(|w| job.opened_at + w),
     )
 }
 
@@ -179,7 +209,11 @@ impl Job {
     }
 
     /// Decides a command: the events it yields, or why it is refused. Pure.
-    pub fn decide(&self, cmd: &Issued<JobCommand>, svc: &JobServices) -> Result<Vec<JobEvent>, JobError> {
+    pub fn decide(
+        &self,
+        cmd: &Issued<JobCommand>,
+        svc: &JobServices,
+    ) -> Result<Vec<JobEvent>, JobError> {
         if let JobCommand::OpenJob(c) = &cmd.command {
             if self.data.is_some() {
                 return Err(JobError::JobAlreadyExists);
@@ -206,18 +240,27 @@ impl Job {
             JobCommand::RecordIntake(c) => {
                 require(job, name, &[JobState::Intake])?;
                 if c.fields.is_empty() {
-                    return Err(JobError::Validation { field: "fields".into(), problem: "must not be empty" });
+                    return Err(JobError::Validation {
+                        field: "fields".into(),
+                        problem: "must not be empty",
+                    });
                 }
                 let bad: Vec<String> = c
                     .fields
                     .iter()
-                    .filter(|(k, v)| sop.intake.field(k).is_none_or(|spec| spec.check(v).is_err()))
+                    .filter(|(k, v)| {
+                        sop.intake
+                            .field(k)
+                            .is_none_or(|spec| spec.check(v).is_err())
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 if !bad.is_empty() {
                     return Err(JobError::InvalidIntakeFields { fields: bad });
                 }
-                Ok(vec![JobEvent::IntakeRecorded { fields: c.fields.clone() }])
+                Ok(vec![JobEvent::IntakeRecorded {
+                    fields: c.fields.clone(),
+                }])
             }
             JobCommand::TriageJob(c) => {
                 require(job, name, &[JobState::Intake])?;
@@ -229,32 +272,53 @@ impl Job {
                     .map(|f| f.name.clone())
                     .collect();
                 if job.channel == Channel::Ifm && job.ifm.is_none() {
-                    missing.extend(["ifm.work_order_number".to_string(), "ifm.nte_cents".to_string()]);
+                    missing.extend([
+                        "ifm.work_order_number".to_string(),
+                        "ifm.nte_cents".to_string(),
+                    ]);
                 }
                 if !missing.is_empty() {
                     return Err(JobError::MissingIntakeFields { missing });
                 }
                 if let Some(other) = &job.flags.possible_duplicate_of {
-                    return Err(JobError::UnresolvedDuplicate { possible_duplicate_of: other.clone() });
+                    return Err(JobError::UnresolvedDuplicate {
+                        possible_duplicate_of: other.clone(),
+                    });
                 }
                 let (computed, p1_reasons) = sop_priority(sop, job);
                 let priority = match c.priority {
                     Some(p) if cmd.by.role == Role::Agent && p > computed => {
-                        return Err(JobError::PriorityBelowSop { requested: p, sop_priority: computed })
+                        return Err(JobError::PriorityBelowSop {
+                            requested: p,
+                            sop_priority: computed,
+                        })
                     }
                     Some(p) => p,
                     None => computed,
                 };
                 let (sla_due_at, completion_due_at) = sla_dues(&svc.policy, job, priority);
-                let make_safe_required = sop.field.make_safe_when.iter().any(|r| r.matches(&job.intake));
-                Ok(vec![JobEvent::JobTriaged { priority, p1_reasons, sla_due_at, completion_due_at, make_safe_required }])
+                let make_safe_required = sop
+                    .field
+                    .make_safe_when
+                    .iter()
+                    .any(|r| r.matches(&job.intake));
+                Ok(vec![JobEvent::JobTriaged {
+                    priority,
+                    p1_reasons,
+                    sla_due_at,
+                    completion_due_at,
+                    make_safe_required,
+                }])
             }
             JobCommand::SetPriority(c) => {
                 require(job, name, &[JobState::Triaged])?;
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
                 let (computed, _) = sop_priority(sop, job);
                 if cmd.by.role == Role::Agent && c.priority > computed {
-                    return Err(JobError::PriorityBelowSop { requested: c.priority, sop_priority: computed });
+                    return Err(JobError::PriorityBelowSop {
+                        requested: c.priority,
+                        sop_priority: computed,
+                    });
                 }
                 let from = job.priority.unwrap_or(computed);
                 let (sla_due_at, completion_due_at) = sla_dues(&svc.policy, job, c.priority);
@@ -276,29 +340,53 @@ impl Job {
                         .ok_or(JobError::NoDuplicateToResolve)?;
                     check_text("duplicate_of", &target, MAX_ID_BYTES)?;
                     if target == job.job_id || c.target_open != Some(true) {
-                        return Err(JobError::DuplicateTargetNotOpen { duplicate_of: target });
+                        return Err(JobError::DuplicateTargetNotOpen {
+                            duplicate_of: target,
+                        });
                     }
-                    Ok(vec![JobEvent::JobLinkedAsDuplicate { duplicate_of: target }])
+                    Ok(vec![JobEvent::JobLinkedAsDuplicate {
+                        duplicate_of: target,
+                    }])
                 }
                 DuplicateResolution::NotDuplicate => {
                     require(job, name, &[JobState::Intake])?;
-                    let other = job.flags.possible_duplicate_of.clone().ok_or(JobError::NoDuplicateToResolve)?;
+                    let other = job
+                        .flags
+                        .possible_duplicate_of
+                        .clone()
+                        .ok_or(JobError::NoDuplicateToResolve)?;
                     if cmd.by.role == Role::Agent {
                         let reason = format!("agent asks to dismiss possible duplicate of {other}");
-                        let action = ApprovalAction::DismissDuplicate { possible_duplicate_of: other };
+                        let action = ApprovalAction::DismissDuplicate {
+                            possible_duplicate_of: other,
+                        };
                         return Ok(self.request_approval(job, cmd, action, reason));
                     }
-                    Ok(vec![JobEvent::DuplicateDismissed { possible_duplicate_of: other, approval_id: None }])
+                    Ok(vec![JobEvent::DuplicateDismissed {
+                        possible_duplicate_of: other,
+                        approval_id: None,
+                    }])
                 }
             },
             JobCommand::OfferJob(c) => {
                 require(job, name, &[JobState::Triaged])?;
-                let tech = c.technician.as_ref().ok_or_else(|| JobError::UnknownTechnician(c.technician_id.clone()))?;
+                let tech = c
+                    .technician
+                    .as_ref()
+                    .ok_or_else(|| JobError::UnknownTechnician(c.technician_id.clone()))?;
                 let today = at.date_naive();
-                let mut missing: Vec<String> =
-                    sop.intake.required_skills.iter().filter(|s| !tech.skills.contains(s)).cloned().collect();
+                let mut missing: Vec<String> = sop
+                    .intake
+                    .required_skills
+                    .iter()
+                    .filter(|s| !tech.skills.contains(s))
+                    .cloned()
+                    .collect();
                 for cert in &sop.intake.required_certifications {
-                    let valid = tech.certifications.iter().any(|(n, exp)| n == cert && *exp >= today);
+                    let valid = tech
+                        .certifications
+                        .iter()
+                        .any(|(n, exp)| n == cert && *exp >= today);
                     if !valid {
                         missing.push(cert.clone());
                     }
@@ -307,7 +395,10 @@ impl Job {
                     return Err(JobError::TechnicianNotQualified { missing });
                 }
                 if !tech.active || tech.shift == Shift::Off {
-                    return Err(JobError::TechnicianUnavailable { shift: tech.shift, active: tech.active });
+                    return Err(JobError::TechnicianUnavailable {
+                        shift: tech.shift,
+                        active: tech.active,
+                    });
                 }
                 let priority = job.priority.unwrap_or(sop.intake.default_priority);
                 Ok(vec![JobEvent::JobOffered {
@@ -316,14 +407,18 @@ impl Job {
                     labor_rate_cents: tech.labor_rate_cents,
                     offered_at: at,
                     ack_due_at: at + svc.policy.ack_window(priority),
-                    preferred: job.flags.preferred_technician_id.as_deref() == Some(tech.technician_id.as_str()),
+                    preferred: job.flags.preferred_technician_id.as_deref()
+                        == Some(tech.technician_id.as_str()),
                 }])
             }
             JobCommand::AcceptOffer(c) => {
                 require(job, name, &[JobState::Offered])?;
                 let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
                 if c.eta < at {
-                    return Err(JobError::Validation { field: "eta".into(), problem: "must not be in the past" });
+                    return Err(JobError::Validation {
+                        field: "eta".into(),
+                        problem: "must not be in the past",
+                    });
                 }
                 Ok(vec![JobEvent::OfferAccepted {
                     technician_id: visit.technician_id.clone(),
@@ -335,7 +430,10 @@ impl Job {
                 require(job, name, &[JobState::Offered])?;
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
                 let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
-                Ok(vec![JobEvent::OfferDeclined { technician_id: visit.technician_id.clone(), reason: c.reason.clone() }])
+                Ok(vec![JobEvent::OfferDeclined {
+                    technician_id: visit.technician_id.clone(),
+                    reason: c.reason.clone(),
+                }])
             }
             JobCommand::ExpireOffer(_) => {
                 if cmd.by.role != Role::System {
@@ -346,20 +444,31 @@ impl Job {
                 if at < visit.ack_due_at {
                     return Err(JobError::OfferNotExpired);
                 }
-                Ok(vec![JobEvent::OfferExpired { technician_id: visit.technician_id.clone() }])
+                Ok(vec![JobEvent::OfferExpired {
+                    technician_id: visit.technician_id.clone(),
+                }])
             }
             JobCommand::StartTravel(_) => {
                 require(job, name, &[JobState::Confirmed])?;
                 let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
-                Ok(vec![JobEvent::TravelStarted { technician_id: visit.technician_id.clone(), at }])
+                Ok(vec![JobEvent::TravelStarted {
+                    technician_id: visit.technician_id.clone(),
+                    at,
+                }])
             }
             JobCommand::CheckIn(c) => {
                 require(job, name, &[JobState::Confirmed, JobState::EnRoute])?;
                 if c.lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
-                    return Err(JobError::Validation { field: "lat".into(), problem: "must be within -90..90" });
+                    return Err(JobError::Validation {
+                        field: "lat".into(),
+                        problem: "must be within -90..90",
+                    });
                 }
                 if c.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
-                    return Err(JobError::Validation { field: "lon".into(), problem: "must be within -180..180" });
+                    return Err(JobError::Validation {
+                        field: "lon".into(),
+                        problem: "must be within -180..180",
+                    });
                 }
                 let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
                 Ok(vec![JobEvent::CheckedIn {
@@ -376,29 +485,54 @@ impl Job {
                 if !sop.field.checklist.iter().any(|i| i.id == c.item_id) {
                     return Err(JobError::UnknownChecklistItem(c.item_id.clone()));
                 }
-                Ok(vec![JobEvent::ChecklistItemCompleted { item_id: c.item_id.clone(), result: c.result, note: c.note.clone() }])
+                Ok(vec![JobEvent::ChecklistItemCompleted {
+                    item_id: c.item_id.clone(),
+                    result: c.result,
+                    note: c.note.clone(),
+                }])
             }
             JobCommand::AttachEvidence(c) => {
                 require_open(job, name)?;
                 check_opt_text("note", &c.note)?;
-                let hex_ok = c.sha256.len() == 64 && c.sha256.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase());
+                let hex_ok = c.sha256.len() == 64
+                    && c.sha256
+                        .chars()
+                        .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase());
                 if !hex_ok {
-                    return Err(JobError::Validation { field: "sha256".into(), problem: "must be 64 lowercase hex digits" });
+                    return Err(JobError::Validation {
+                        field: "sha256".into(),
+                        problem: "must be 64 lowercase hex digits",
+                    });
                 }
                 if !sop.field.evidence_allowed.contains(&c.kind) {
                     return Err(JobError::EvidenceKindNotAllowed(c.kind));
                 }
-                Ok(vec![JobEvent::EvidenceAttached { kind: c.kind, sha256: c.sha256.clone(), note: c.note.clone() }])
+                Ok(vec![JobEvent::EvidenceAttached {
+                    kind: c.kind,
+                    sha256: c.sha256.clone(),
+                    note: c.note.clone(),
+                }])
             }
             JobCommand::CheckOut(c) => {
                 require(job, name, &[JobState::OnSite])?;
                 check_text("resolution", &c.resolution, MAX_TEXT_BYTES)?;
                 for (i, p) in c.parts.iter().enumerate() {
-                    check_text(&format!("parts[{i}].part_number"), &p.part_number, MAX_ID_BYTES)?;
-                    check_text(&format!("parts[{i}].description"), &p.description, MAX_TEXT_BYTES)?;
+                    check_text(
+                        &format!("parts[{i}].part_number"),
+                        &p.part_number,
+                        MAX_ID_BYTES,
+                    )?;
+                    check_text(
+                        &format!("parts[{i}].description"),
+                        &p.description,
+                        MAX_TEXT_BYTES,
+                    )?;
                     check_cents(&format!("parts[{i}].unit_price_cents"), p.unit_price_cents)?;
                     if !(1..=10_000).contains(&p.quantity) {
-                        return Err(JobError::Validation { field: format!("parts[{i}].quantity"), problem: "must be 1..10000" });
+                        return Err(JobError::Validation {
+                            field: format!("parts[{i}].quantity"),
+                            problem: "must be 1..10000",
+                        });
                     }
                 }
                 let make_safe_confirmed = c.make_safe_confirmed.unwrap_or(false);
@@ -409,14 +543,18 @@ impl Job {
                         .iter()
                         .filter(|i| i.required)
                         .filter(|i| {
-                            !job.checklist
-                                .get(&i.id)
-                                .is_some_and(|e| matches!(e.result, ChecklistResult::Pass | ChecklistResult::Na))
+                            !job.checklist.get(&i.id).is_some_and(|e| {
+                                matches!(e.result, ChecklistResult::Pass | ChecklistResult::Na)
+                            })
                         })
                         .map(|i| i.id.clone())
                         .collect();
                     missing.extend(
-                        sop.field.evidence_required.iter().filter(|k| !job.has_evidence(**k)).map(|k| k.as_str().to_string()),
+                        sop.field
+                            .evidence_required
+                            .iter()
+                            .filter(|k| !job.has_evidence(**k))
+                            .map(|k| k.as_str().to_string()),
                     );
                     if c.door_left_state == DoorLeftState::LockedOut {
                         missing.push("door_left_state".into());
@@ -427,13 +565,16 @@ impl Job {
                     if !missing.is_empty() {
                         return Err(JobError::MissingFieldEvidence { missing });
                     }
-                } else if job.flags.make_safe_required && c.door_left_state == DoorLeftState::Operational {
+                } else if job.flags.make_safe_required
+                    && c.door_left_state == DoorLeftState::Operational
+                {
                     return Err(JobError::DoorNotSecured);
                 }
                 let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
                 let checked_in = visit.checked_in_at.unwrap_or(at);
                 let seconds = (at - checked_in).num_seconds().max(0);
-                let minutes = round_up_minutes((seconds + 59) / 60, sop.closeout.labor_increment_minutes);
+                let minutes =
+                    round_up_minutes((seconds + 59) / 60, sop.closeout.labor_increment_minutes);
                 Ok(vec![JobEvent::CheckedOut {
                     technician_id: visit.technician_id.clone(),
                     outcome: c.outcome,
@@ -448,43 +589,72 @@ impl Job {
             JobCommand::ScheduleReturnVisit(c) => {
                 require(job, name, &[JobState::OnHold])?;
                 check_opt_text("reason", &c.reason)?;
-                if job.flags.hold_reason == Some(CheckOutcome::NeedsQuote) && !job.flags.quote_approved {
+                if job.flags.hold_reason == Some(CheckOutcome::NeedsQuote)
+                    && !job.flags.quote_approved
+                {
                     return Err(JobError::QuoteNotApproved);
                 }
-                Ok(vec![JobEvent::ReturnVisitScheduled { reason: c.reason.clone() }])
+                Ok(vec![JobEvent::ReturnVisitScheduled {
+                    reason: c.reason.clone(),
+                }])
             }
             JobCommand::VerifyCloseout(c) => {
                 require(job, name, &[JobState::WorkCompleted])?;
-                if let Some(bad) = c.items.iter().find(|r| !sop.closeout.items.iter().any(|i| i.id == r.id)) {
-                    return Err(JobError::Validation { field: format!("items.{}", truncate(&bad.id)), problem: "not a closeout item of the SOP" });
+                if let Some(bad) = c
+                    .items
+                    .iter()
+                    .find(|r| !sop.closeout.items.iter().any(|i| i.id == r.id))
+                {
+                    return Err(JobError::Validation {
+                        field: format!("items.{}", truncate(&bad.id)),
+                        problem: "not a closeout item of the SOP",
+                    });
                 }
                 let mut missing: Vec<String> = sop
                     .closeout
                     .items
                     .iter()
                     .filter(|i| {
-                        !c.items.iter().any(|r| r.id == i.id && matches!(r.result, ChecklistResult::Pass | ChecklistResult::Na))
+                        !c.items.iter().any(|r| {
+                            r.id == i.id
+                                && matches!(r.result, ChecklistResult::Pass | ChecklistResult::Na)
+                        })
                     })
                     .map(|i| i.id.clone())
                     .collect();
-                if sop.closeout.customer_signoff_required && !job.has_evidence(super::events::EvidenceKind::Signature) {
+                if sop.closeout.customer_signoff_required
+                    && !job.has_evidence(super::events::EvidenceKind::Signature)
+                {
                     missing.push("signature".into());
                 }
                 if !missing.is_empty() {
                     return Err(JobError::CloseoutIncomplete { missing });
                 }
-                Ok(vec![JobEvent::CloseoutVerified { items: c.items.clone() }])
+                Ok(vec![JobEvent::CloseoutVerified {
+                    items: c.items.clone(),
+                }])
             }
             JobCommand::ReopenUnsatisfactory(c) => {
-                require(job, name, &[JobState::WorkCompleted, JobState::CloseoutVerified])?;
+                require(
+                    job,
+                    name,
+                    &[JobState::WorkCompleted, JobState::CloseoutVerified],
+                )?;
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
-                Ok(vec![JobEvent::JobReopened { reason: c.reason.clone() }])
+                Ok(vec![JobEvent::JobReopened {
+                    reason: c.reason.clone(),
+                }])
             }
             JobCommand::MarkBillingReady(_) => {
                 require(job, name, &[JobState::CloseoutVerified])?;
                 let invoice = Invoice::for_job(job, sop.closeout.trip_charge_cents);
                 let mut missing = Vec::new();
-                if job.channel == Channel::Ifm && job.ifm.as_ref().is_none_or(|i| i.work_order_number.trim().is_empty()) {
+                if job.channel == Channel::Ifm
+                    && job
+                        .ifm
+                        .as_ref()
+                        .is_none_or(|i| i.work_order_number.trim().is_empty())
+                {
                     missing.push("work_order_number".to_string());
                 }
                 if invoice.lines.is_empty() {
@@ -495,24 +665,37 @@ impl Job {
                 }
                 if let Some(nte) = job.nte_cents {
                     if invoice.total_cents > nte {
-                        return Err(JobError::NteExceeded { total_cents: invoice.total_cents, nte_cents: nte });
+                        return Err(JobError::NteExceeded {
+                            total_cents: invoice.total_cents,
+                            nte_cents: nte,
+                        });
                     }
                 }
-                Ok(vec![JobEvent::BillingReadyMarked { invoice, nte_cents: job.nte_cents }])
+                Ok(vec![JobEvent::BillingReadyMarked {
+                    invoice,
+                    nte_cents: job.nte_cents,
+                }])
             }
             JobCommand::CloseJob(c) => {
                 require(job, name, &[JobState::BillingReady])?;
                 check_text("invoice_number", &c.invoice_number, MAX_ID_BYTES)?;
-                Ok(vec![JobEvent::JobClosed { invoice_number: c.invoice_number.clone() }])
+                Ok(vec![JobEvent::JobClosed {
+                    invoice_number: c.invoice_number.clone(),
+                }])
             }
             JobCommand::CancelJob(c) => {
                 if !job.state.before_work_completed() {
-                    return Err(JobError::InvalidTransition { command: name, current_state: job.state });
+                    return Err(JobError::InvalidTransition {
+                        command: name,
+                        current_state: job.state,
+                    });
                 }
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
                 let dispatched = !matches!(job.state, JobState::Intake | JobState::Triaged);
                 if cmd.by.role == Role::Agent && dispatched {
-                    let action = ApprovalAction::CancelJob { reason: c.reason.clone() };
+                    let action = ApprovalAction::CancelJob {
+                        reason: c.reason.clone(),
+                    };
                     return Ok(self.request_approval(job, cmd, action, c.reason.clone()));
                 }
                 Ok(vec![JobEvent::JobCancelled {
@@ -524,16 +707,22 @@ impl Job {
             JobCommand::AddNote(c) => {
                 require_open(job, name)?;
                 check_text("text", &c.text, MAX_TEXT_BYTES)?;
-                Ok(vec![JobEvent::NoteAdded { text: c.text.clone() }])
+                Ok(vec![JobEvent::NoteAdded {
+                    text: c.text.clone(),
+                }])
             }
             JobCommand::RequestNteIncrease(c) => {
                 require_open(job, name)?;
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
                 check_cents("amount_cents", c.amount_cents)?;
                 if job.nte_cents.is_some_and(|n| c.amount_cents <= n) {
-                    return Err(JobError::NteNotIncreased { current_cents: job.nte_cents });
+                    return Err(JobError::NteNotIncreased {
+                        current_cents: job.nte_cents,
+                    });
                 }
-                let action = ApprovalAction::NteIncrease { amount_cents: c.amount_cents };
+                let action = ApprovalAction::NteIncrease {
+                    amount_cents: c.amount_cents,
+                };
                 Ok(self.request_approval(job, cmd, action, c.reason.clone()))
             }
             JobCommand::DecideApproval(c) => decide_approval(job, c, cmd, sop),
@@ -548,13 +737,19 @@ impl Job {
                 };
                 let due = due.ok_or(JobError::SlaNotBreached(label))?;
                 let met = match c.kind {
-                    SlaKind::Response => job.visits.iter().any(|v| v.checked_in_at.is_some_and(|t| t <= due)),
+                    SlaKind::Response => job
+                        .visits
+                        .iter()
+                        .any(|v| v.checked_in_at.is_some_and(|t| t <= due)),
                     SlaKind::Completion => !job.state.before_work_completed(),
                 };
                 if at <= due || met || job.flags.sla_breached.contains(&c.kind) {
                     return Err(JobError::SlaNotBreached(label));
                 }
-                Ok(vec![JobEvent::SlaBreached { kind: c.kind, due_at: due }])
+                Ok(vec![JobEvent::SlaBreached {
+                    kind: c.kind,
+                    due_at: due,
+                }])
             }
         }
     }
@@ -579,13 +774,24 @@ fn open_job(c: &OpenJob, at: DateTime<Utc>, svc: &JobServices) -> Result<Vec<Job
     check_text("door.location", &c.door.location, MAX_TEXT_BYTES)?;
     check_text("description", &c.description, MAX_TEXT_BYTES)?;
     if let Some(ifm) = &c.ifm {
-        check_text("ifm.work_order_number", &ifm.work_order_number, MAX_ID_BYTES)?;
+        check_text(
+            "ifm.work_order_number",
+            &ifm.work_order_number,
+            MAX_ID_BYTES,
+        )?;
         check_cents("ifm.nte_cents", ifm.nte_cents)?;
     } else if c.channel == Channel::Ifm {
-        return Err(JobError::Validation { field: "ifm".into(), problem: "required for IFM work orders" });
+        return Err(JobError::Validation {
+            field: "ifm".into(),
+            problem: "required for IFM work orders",
+        });
     }
     let recall = c.related.recall_of.clone();
-    let nte_cents = if recall.is_some() { Some(0) } else { c.ifm.as_ref().map(|i| i.nte_cents) };
+    let nte_cents = if recall.is_some() {
+        Some(0)
+    } else {
+        c.ifm.as_ref().map(|i| i.nte_cents)
+    };
     Ok(vec![JobEvent::JobOpened {
         job_id: c.job_id.clone(),
         incident_type: c.incident_type.clone(),
@@ -614,7 +820,9 @@ fn decide_approval(
         return Err(JobError::Forbidden);
     }
     check_opt_text("reason", &c.reason)?;
-    let approval = job.approval(&c.approval_id).ok_or_else(|| JobError::ApprovalNotFound(truncate(&c.approval_id)))?;
+    let approval = job
+        .approval(&c.approval_id)
+        .ok_or_else(|| JobError::ApprovalNotFound(truncate(&c.approval_id)))?;
     if approval.status != ApprovalStatus::Pending {
         return Err(JobError::ApprovalNotPending(approval.approval_id.clone()));
     }
@@ -623,15 +831,26 @@ fn decide_approval(
     }
     let id = approval.approval_id.clone();
     if c.decision == Decision::Reject {
-        return Ok(vec![JobEvent::ApprovalRejected { approval_id: id, decided_by: cmd.by.clone(), reason: c.reason.clone() }]);
+        return Ok(vec![JobEvent::ApprovalRejected {
+            approval_id: id,
+            decided_by: cmd.by.clone(),
+            reason: c.reason.clone(),
+        }]);
     }
-    let stale = || JobError::ApprovalStale { approval_id: id.clone(), current_state: job.state };
+    let stale = || JobError::ApprovalStale {
+        approval_id: id.clone(),
+        current_state: job.state,
+    };
     let effect = match &approval.action {
         ApprovalAction::NteIncrease { amount_cents } => {
             if job.state.is_final() || job.nte_cents.is_some_and(|n| *amount_cents <= n) {
                 return Err(stale());
             }
-            JobEvent::NteIncreased { from_cents: job.nte_cents, to_cents: *amount_cents, approval_id: id.clone() }
+            JobEvent::NteIncreased {
+                from_cents: job.nte_cents,
+                to_cents: *amount_cents,
+                approval_id: id.clone(),
+            }
         }
         ApprovalAction::CancelJob { reason } => {
             if !job.state.before_work_completed() {
@@ -643,8 +862,12 @@ fn decide_approval(
                 approval_id: Some(id.clone()),
             }
         }
-        ApprovalAction::DismissDuplicate { possible_duplicate_of } => {
-            if job.state != JobState::Intake || job.flags.possible_duplicate_of.as_ref() != Some(possible_duplicate_of) {
+        ApprovalAction::DismissDuplicate {
+            possible_duplicate_of,
+        } => {
+            if job.state != JobState::Intake
+                || job.flags.possible_duplicate_of.as_ref() != Some(possible_duplicate_of)
+            {
                 return Err(stale());
             }
             JobEvent::DuplicateDismissed {
@@ -653,7 +876,14 @@ fn decide_approval(
             }
         }
     };
-    Ok(vec![JobEvent::ApprovalGranted { approval_id: id, decided_by: cmd.by.clone(), reason: c.reason.clone() }, effect])
+    Ok(vec![
+        JobEvent::ApprovalGranted {
+            approval_id: id,
+            decided_by: cmd.by.clone(),
+            reason: c.reason.clone(),
+        },
+        effect,
+    ])
 }
 
 impl Aggregate for Job {
@@ -663,7 +893,12 @@ impl Aggregate for Job {
     type Error = JobError;
     type Services = JobServices;
 
-    async fn handle(&mut self, command: Self::Command, services: &Self::Services, sink: &EventSink<Self>) -> Result<(), JobError> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), JobError> {
         let events = self.decide(&command, services)?;
         for event in events {
             sink.write(event, self).await;

@@ -16,7 +16,7 @@ use crate::domain::policy::Priority;
 use crate::domain::technician::Shift;
 
 /// A site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     /// The client's site id.
@@ -28,7 +28,7 @@ pub struct Site {
 }
 
 /// The onsite contact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     /// Name.
@@ -38,7 +38,7 @@ pub struct Contact {
 }
 
 /// The door.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Door {
     /// The site's door id.
@@ -48,7 +48,7 @@ pub struct Door {
 }
 
 /// An IFM work order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IfmOrder {
     /// The client's work-order number.
@@ -58,7 +58,7 @@ pub struct IfmOrder {
 }
 
 /// A recently completed job at the same site and door (resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct RecallOf {
     /// The earlier job.
     pub job_id: String,
@@ -67,7 +67,7 @@ pub struct RecallOf {
 }
 
 /// Jobs at the same site and door (resolved by the application at open).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct RelatedJobs {
     /// An open job at the same site and door.
     pub open_duplicate_of: Option<String>,
@@ -76,11 +76,12 @@ pub struct RelatedJobs {
 }
 
 /// `open_job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenJob {
     /// Assigned by the service (resolved).
     #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
     pub job_id: String,
     /// A SOP library incident type.
     pub incident_type: String,
@@ -101,11 +102,12 @@ pub struct OpenJob {
     pub ifm: Option<IfmOrder>,
     /// Related jobs (resolved).
     #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
     pub related: RelatedJobs,
 }
 
 /// `record_intake`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordIntake {
     /// SOP field name → value.
@@ -113,7 +115,7 @@ pub struct RecordIntake {
 }
 
 /// `triage_job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriageJob {
     /// Explicit priority; default from the SOP and its raising rules.
@@ -122,7 +124,7 @@ pub struct TriageJob {
 }
 
 /// `set_priority`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPriority {
     /// New priority.
@@ -132,7 +134,7 @@ pub struct SetPriority {
 }
 
 /// How a possible duplicate is resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DuplicateResolution {
     /// It is a duplicate of `duplicate_of`.
@@ -142,7 +144,7 @@ pub enum DuplicateResolution {
 }
 
 /// `resolve_duplicate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveDuplicate {
     /// Link or dismiss.
@@ -152,11 +154,12 @@ pub struct ResolveDuplicate {
     pub duplicate_of: Option<String>,
     /// Whether the other job exists and is open: `None` when it does not exist (resolved).
     #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
     pub target_open: Option<bool>,
 }
 
 /// A technician as the job sees it at offer time (resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TechnicianProfile {
     /// Id.
     pub technician_id: String,
@@ -173,18 +176,19 @@ pub struct TechnicianProfile {
 }
 
 /// `offer_job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferJob {
     /// Who.
     pub technician_id: String,
     /// The technician's profile, `None` if unknown (resolved).
     #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
     pub technician: Option<TechnicianProfile>,
 }
 
 /// `accept_offer`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptOffer {
     /// Promised arrival.
@@ -192,7 +196,7 @@ pub struct AcceptOffer {
 }
 
 /// `decline_offer`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeclineOffer {
     /// Why.
@@ -200,17 +204,17 @@ pub struct DeclineOffer {
 }
 
 /// `expire_offer` (system).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireOffer {}
 
 /// `start_travel`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTravel {}
 
 /// How a check-in was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckInMethod {
     /// The technician app.
@@ -222,7 +226,7 @@ pub enum CheckInMethod {
 }
 
 /// `check_in`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckIn {
     /// How.
@@ -236,7 +240,7 @@ pub struct CheckIn {
 }
 
 /// A checklist result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChecklistResult {
     /// Passed.
@@ -248,7 +252,7 @@ pub enum ChecklistResult {
 }
 
 /// `complete_checklist_item`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteChecklistItem {
     /// SOP checklist item id.
@@ -261,7 +265,7 @@ pub struct CompleteChecklistItem {
 }
 
 /// `attach_evidence`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachEvidence {
     /// Kind.
@@ -274,7 +278,7 @@ pub struct AttachEvidence {
 }
 
 /// The outcome of a visit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckOutcome {
     /// Work done.
@@ -288,7 +292,7 @@ pub enum CheckOutcome {
 }
 
 /// How the door was left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DoorLeftState {
     /// Working.
@@ -300,7 +304,7 @@ pub enum DoorLeftState {
 }
 
 /// A part used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Part {
     /// Part number.
@@ -314,7 +318,7 @@ pub struct Part {
 }
 
 /// `check_out`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckOut {
     /// Outcome.
@@ -332,7 +336,7 @@ pub struct CheckOut {
 }
 
 /// `schedule_return_visit`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleReturnVisit {
     /// Why.
@@ -341,7 +345,7 @@ pub struct ScheduleReturnVisit {
 }
 
 /// One closeout item's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseoutItemResult {
     /// SOP closeout item id.
@@ -351,7 +355,7 @@ pub struct CloseoutItemResult {
 }
 
 /// `verify_closeout`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyCloseout {
     /// Results for the SOP's closeout items.
@@ -359,12 +363,12 @@ pub struct VerifyCloseout {
 }
 
 /// `mark_billing_ready`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkBillingReady {}
 
 /// `close_job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseJob {
     /// The downstream invoice number.
@@ -372,7 +376,7 @@ pub struct CloseJob {
 }
 
 /// `cancel_job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelJob {
     /// Why.
@@ -380,7 +384,7 @@ pub struct CancelJob {
 }
 
 /// `add_note`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNote {
     /// The note (data, never interpreted).
@@ -388,7 +392,7 @@ pub struct AddNote {
 }
 
 /// `request_nte_increase`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestNteIncrease {
     /// The new NTE (replaces, not adds).
@@ -398,7 +402,7 @@ pub struct RequestNteIncrease {
 }
 
 /// An approval decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Carry it out.
@@ -408,7 +412,7 @@ pub enum Decision {
 }
 
 /// `decide_approval`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecideApproval {
     /// Which.
@@ -421,7 +425,7 @@ pub struct DecideApproval {
 }
 
 /// `flag_sla_breach` (system).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagSlaBreach {
     /// Which SLA.
@@ -429,7 +433,7 @@ pub struct FlagSlaBreach {
 }
 
 /// `reopen_unsatisfactory`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReopenUnsatisfactory {
     /// Why.
@@ -439,6 +443,8 @@ pub struct ReopenUnsatisfactory {
 macro_rules! job_commands {
     ($($wire:literal => $variant:ident($ty:ty)),+ $(,)?) => {
         /// Every job command.
+        // One command exists at a time, briefly: boxing `OpenJob` would buy nothing.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq)]
         pub enum JobCommand {
             $(
@@ -455,6 +461,14 @@ macro_rules! job_commands {
             pub fn wire_name(&self) -> &'static str {
                 match self {
                     $(JobCommand::$variant(_) => $wire,)+
+                }
+            }
+
+            /// The JSON Schema of a command's wire body (for OpenAPI and tool manifests).
+            pub fn body_schema(name: &str, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+                match name {
+                    $($wire => Some(generator.subschema_for::<$ty>()),)+
+                    _ => None,
                 }
             }
 

@@ -213,9 +213,8 @@ impl JobError {
     /// The state the job is in, where the refusal is about state.
     pub fn current_state(&self) -> Option<JobState> {
         match self {
-            JobError::InvalidTransition { current_state, .. } | JobError::ApprovalStale { current_state, .. } => {
-                Some(*current_state)
-            }
+            JobError::InvalidTransition { current_state, .. }
+            | JobError::ApprovalStale { current_state, .. } => Some(*current_state),
             _ => None,
         }
     }

@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::commands::{
-    ChecklistResult, CheckInMethod, CheckOutcome, CloseoutItemResult, Contact, Door,
-    DoorLeftState, IfmOrder, Part, Site,
+    CheckInMethod, CheckOutcome, ChecklistResult, CloseoutItemResult, Contact, Door, DoorLeftState,
+    IfmOrder, Part, Site,
 };
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
 use crate::domain::policy::Priority;
 
 /// How the job came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// A phone call.
@@ -30,7 +30,19 @@ pub enum Channel {
 }
 
 /// Kinds of evidence a technician attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EvidenceKind {
     /// Photo before work.
@@ -68,7 +80,7 @@ impl EvidenceKind {
 }
 
 /// Which SLA a breach is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SlaKind {
     /// No technician on site by the response due time.
@@ -126,6 +138,8 @@ pub struct InvoiceLine {
 }
 
 /// Every event of a job. Payloads carry the times the state needs.
+// Events are decoded and applied one by one; `JobOpened` is simply the largest fact.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobEvent {
     /// `open_job`.

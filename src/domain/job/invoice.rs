@@ -50,7 +50,10 @@ impl Invoice {
                 }
             }
         }
-        let total_cents = lines.iter().map(|l| l.amount_cents).fold(0i64, i64::saturating_add);
+        let total_cents = lines
+            .iter()
+            .map(|l| l.amount_cents)
+            .fold(0i64, i64::saturating_add);
         Invoice { lines, total_cents }
     }
 }

@@ -13,8 +13,8 @@ mod state;
 
 pub use aggregate::{Job, JobServices};
 pub use commands::{
-    AcceptOffer, AddNote, AttachEvidence, CancelJob, ChecklistResult, CheckIn, CheckInMethod,
-    CheckOut, CheckOutcome, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
+    AcceptOffer, AddNote, AttachEvidence, CancelJob, CheckIn, CheckInMethod, CheckOut,
+    CheckOutcome, ChecklistResult, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
     DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution, ExpireOffer,
     FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob, OpenJob, Part, RecallOf,
     RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease, ResolveDuplicate,

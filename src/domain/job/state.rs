@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::commands::{
-    ChecklistResult, CheckInMethod, CheckOutcome, CloseoutItemResult, Contact, Door,
-    DoorLeftState, IfmOrder, Part, Site,
+    CheckInMethod, CheckOutcome, ChecklistResult, CloseoutItemResult, Contact, Door, DoorLeftState,
+    IfmOrder, Part, Site,
 };
 use super::events::{ApprovalAction, Channel, EvidenceKind, JobEvent, SlaKind};
 use super::invoice::Invoice;
@@ -91,7 +91,10 @@ impl JobState {
 
     /// Closed, cancelled and duplicate are final.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Closed | JobState::Cancelled | JobState::Duplicate)
+        matches!(
+            self,
+            JobState::Closed | JobState::Cancelled | JobState::Duplicate
+        )
     }
 
     /// Not final.
@@ -403,7 +406,13 @@ impl JobData {
         match event {
             JobEvent::JobOpened { .. } => {}
             JobEvent::IntakeRecorded { fields } => self.intake.extend(fields),
-            JobEvent::JobTriaged { priority, p1_reasons, sla_due_at, completion_due_at, make_safe_required } => {
+            JobEvent::JobTriaged {
+                priority,
+                p1_reasons,
+                sla_due_at,
+                completion_due_at,
+                make_safe_required,
+            } => {
                 self.state = JobState::Triaged;
                 self.priority = Some(priority);
                 self.p1_reasons = p1_reasons;
@@ -411,7 +420,12 @@ impl JobData {
                 self.completion_due_at = completion_due_at;
                 self.flags.make_safe_required = make_safe_required;
             }
-            JobEvent::PriorityChanged { to, sla_due_at, completion_due_at, .. } => {
+            JobEvent::PriorityChanged {
+                to,
+                sla_due_at,
+                completion_due_at,
+                ..
+            } => {
                 self.priority = Some(to);
                 self.sla_due_at = sla_due_at;
                 self.completion_due_at = completion_due_at;
@@ -422,7 +436,14 @@ impl JobData {
                 self.flags.possible_duplicate_of = None;
             }
             JobEvent::DuplicateDismissed { .. } => self.flags.possible_duplicate_of = None,
-            JobEvent::JobOffered { visit, technician_id, labor_rate_cents, offered_at, ack_due_at, preferred } => {
+            JobEvent::JobOffered {
+                visit,
+                technician_id,
+                labor_rate_cents,
+                offered_at,
+                ack_due_at,
+                preferred,
+            } => {
                 self.state = JobState::Offered;
                 self.visits.push(Visit {
                     number: visit,
@@ -445,7 +466,11 @@ impl JobData {
                     labor_minutes: 0,
                 });
             }
-            JobEvent::OfferAccepted { eta, eta_beyond_sla, .. } => {
+            JobEvent::OfferAccepted {
+                eta,
+                eta_beyond_sla,
+                ..
+            } => {
                 self.state = JobState::Confirmed;
                 self.flags.eta_beyond_sla = eta_beyond_sla;
                 if let Some(v) = self.current_visit_mut() {
@@ -481,13 +506,26 @@ impl JobData {
                     v.check_in_method = Some(method);
                 }
             }
-            JobEvent::ChecklistItemCompleted { item_id, result, note } => {
-                self.checklist.insert(item_id, ChecklistEntry { result, note });
+            JobEvent::ChecklistItemCompleted {
+                item_id,
+                result,
+                note,
+            } => {
+                self.checklist
+                    .insert(item_id, ChecklistEntry { result, note });
             }
             JobEvent::EvidenceAttached { kind, sha256, note } => {
                 self.evidence.push(EvidenceRef { kind, sha256, note });
             }
-            JobEvent::CheckedOut { outcome, door_left_state, resolution, parts, at, labor_minutes, .. } => {
+            JobEvent::CheckedOut {
+                outcome,
+                door_left_state,
+                resolution,
+                parts,
+                at,
+                labor_minutes,
+                ..
+            } => {
                 if outcome == CheckOutcome::Completed {
                     self.state = JobState::WorkCompleted;
                     self.flags.hold_reason = None;
@@ -526,7 +564,11 @@ impl JobData {
                 self.state = JobState::Closed;
                 self.invoice_number = Some(invoice_number);
             }
-            JobEvent::JobCancelled { reason, trip_charge_cents, .. } => {
+            JobEvent::JobCancelled {
+                reason,
+                trip_charge_cents,
+                ..
+            } => {
                 self.state = JobState::Cancelled;
                 self.cancel_reason = Some(reason);
                 self.cancel_trip_charge_cents = trip_charge_cents;
@@ -540,7 +582,13 @@ impl JobData {
                 }
             }
             JobEvent::NoteAdded { text } => self.notes.push(Note { text }),
-            JobEvent::ApprovalRequested { approval_id, action, reason, requested_by, at } => {
+            JobEvent::ApprovalRequested {
+                approval_id,
+                action,
+                reason,
+                requested_by,
+                at,
+            } => {
                 self.approvals.push(Approval {
                     approval_id,
                     action,
@@ -552,15 +600,25 @@ impl JobData {
                     decision_reason: None,
                 });
             }
-            JobEvent::ApprovalGranted { approval_id, decided_by, reason } => {
+            JobEvent::ApprovalGranted {
+                approval_id,
+                decided_by,
+                reason,
+            } => {
                 self.decide(&approval_id, ApprovalStatus::Granted, decided_by, reason);
             }
-            JobEvent::ApprovalRejected { approval_id, decided_by, reason } => {
+            JobEvent::ApprovalRejected {
+                approval_id,
+                decided_by,
+                reason,
+            } => {
                 self.decide(&approval_id, ApprovalStatus::Rejected, decided_by, reason);
             }
             JobEvent::NteIncreased { to_cents, .. } => {
                 self.nte_cents = Some(to_cents);
-                if self.state == JobState::OnHold && self.flags.hold_reason == Some(CheckOutcome::NeedsQuote) {
+                if self.state == JobState::OnHold
+                    && self.flags.hold_reason == Some(CheckOutcome::NeedsQuote)
+                {
                     self.flags.quote_approved = true;
                 }
             }

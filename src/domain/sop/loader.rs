@@ -68,8 +68,15 @@ fn parse<T: DeserializeOwned>(file: &Path) -> Result<(T, SopRef), SopError> {
     let text = std::str::from_utf8(&bytes).map_err(|_| err(file, "(file)", "not UTF-8"))?;
     let doc: T = toml::from_str(text)
         .map_err(|e| err(file, field_of_toml_error(&e, text), e.message().to_string()))?;
-    let table: toml::Table = toml::from_str(text).map_err(|e| err(file, "(document)", e.message().to_string()))?;
-    let get = |k: &str| table.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| err(file, "(document)", e.message().to_string()))?;
+    let get = |k: &str| {
+        table
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     let reference = SopRef {
         id: get("id"),
         version: get("version"),
@@ -81,16 +88,27 @@ fn parse<T: DeserializeOwned>(file: &Path) -> Result<(T, SopRef), SopError> {
 fn is_snake(s: &str) -> bool {
     !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn check_header(file: &Path, id: &str, version: &str, incident_type: &str, expected: &str) -> Result<(), SopError> {
+fn check_header(
+    file: &Path,
+    id: &str,
+    version: &str,
+    incident_type: &str,
+    expected: &str,
+) -> Result<(), SopError> {
     if id.trim().is_empty() {
         return Err(err(file, "id", "must not be empty"));
     }
     let parts: Vec<&str> = version.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.parse::<u32>().is_err()) {
-        return Err(err(file, "version", "must be a semantic version like 1.0.0"));
+        return Err(err(
+            file,
+            "version",
+            "must be a semantic version like 1.0.0",
+        ));
     }
     if incident_type != expected {
         return Err(err(
@@ -102,10 +120,19 @@ fn check_header(file: &Path, id: &str, version: &str, incident_type: &str, expec
     Ok(())
 }
 
-fn check_conditions(file: &Path, key: &str, rules: &[Condition], intake: &IntakeSop) -> Result<(), SopError> {
+fn check_conditions(
+    file: &Path,
+    key: &str,
+    rules: &[Condition],
+    intake: &IntakeSop,
+) -> Result<(), SopError> {
     for (i, rule) in rules.iter().enumerate() {
         if rule.when.is_empty() {
-            return Err(err(file, format!("{key}[{i}].when"), "must name at least one field"));
+            return Err(err(
+                file,
+                format!("{key}[{i}].when"),
+                "must name at least one field",
+            ));
         }
         for (name, value) in &rule.when {
             let path = format!("{key}[{i}].when.{name}");
@@ -129,34 +156,71 @@ fn validate_intake(file: &Path, sop: &IntakeSop) -> Result<(), SopError> {
             return Err(err(file, path, format!("`{}` is defined twice", f.name)));
         }
         match (f.kind, &f.values) {
-            (FieldType::Enum, None) => return Err(err(file, format!("fields[{i}].enum"), "an enum field needs its values")),
+            (FieldType::Enum, None) => {
+                return Err(err(
+                    file,
+                    format!("fields[{i}].enum"),
+                    "an enum field needs its values",
+                ))
+            }
             (FieldType::Enum, Some(v)) if v.is_empty() => {
-                return Err(err(file, format!("fields[{i}].enum"), "must list at least one value"))
+                return Err(err(
+                    file,
+                    format!("fields[{i}].enum"),
+                    "must list at least one value",
+                ))
             }
             (FieldType::Enum, Some(_)) => {}
-            (_, Some(_)) => return Err(err(file, format!("fields[{i}].enum"), "only enum fields take values")),
+            (_, Some(_)) => {
+                return Err(err(
+                    file,
+                    format!("fields[{i}].enum"),
+                    "only enum fields take values",
+                ))
+            }
             (_, None) => {}
         }
     }
     for (name, kind) in MIN_REQUIRED_FIELDS {
         match sop.field(name) {
             Some(f) if f.kind == kind && f.required => {}
-            _ => return Err(err(file, "fields", format!("every intake SOP defines the required {kind:?} field `{name}`"))),
+            _ => {
+                return Err(err(
+                    file,
+                    "fields",
+                    format!("every intake SOP defines the required {kind:?} field `{name}`"),
+                ))
+            }
         }
     }
     for (i, step) in sop.script.iter().enumerate() {
         if sop.field(&step.field).is_none() && !OPEN_JOB_FIELDS.contains(&step.field.as_str()) {
-            return Err(err(file, format!("script[{i}].field"), format!("`{}` is neither an intake field nor an open_job field", step.field)));
+            return Err(err(
+                file,
+                format!("script[{i}].field"),
+                format!(
+                    "`{}` is neither an intake field nor an open_job field",
+                    step.field
+                ),
+            ));
         }
     }
     for f in &sop.fields {
         if !sop.script.iter().any(|s| s.field == f.name) {
-            return Err(err(file, "script", format!("no step asks for field `{}`", f.name)));
+            return Err(err(
+                file,
+                "script",
+                format!("no step asks for field `{}`", f.name),
+            ));
         }
     }
     for (i, s) in sop.required_skills.iter().enumerate() {
         if !is_snake(s) {
-            return Err(err(file, format!("required_skills[{i}]"), "must be snake_case"));
+            return Err(err(
+                file,
+                format!("required_skills[{i}]"),
+                "must be snake_case",
+            ));
         }
     }
     check_conditions(file, "p1_when", &sop.p1_when, sop)
@@ -166,10 +230,18 @@ fn validate_field(file: &Path, sop: &FieldSop, intake: &IntakeSop) -> Result<(),
     let mut ids = HashSet::new();
     for (i, item) in sop.checklist.iter().enumerate() {
         if !is_snake(&item.id) {
-            return Err(err(file, format!("checklist[{i}].id"), "must be snake_case"));
+            return Err(err(
+                file,
+                format!("checklist[{i}].id"),
+                "must be snake_case",
+            ));
         }
         if !ids.insert(item.id.as_str()) {
-            return Err(err(file, format!("checklist[{i}].id"), format!("`{}` is defined twice", item.id)));
+            return Err(err(
+                file,
+                format!("checklist[{i}].id"),
+                format!("`{}` is defined twice", item.id),
+            ));
         }
     }
     if sop.checklist.is_empty() {
@@ -177,7 +249,11 @@ fn validate_field(file: &Path, sop: &FieldSop, intake: &IntakeSop) -> Result<(),
     }
     for (i, kind) in sop.evidence_required.iter().enumerate() {
         if !sop.evidence_allowed.contains(kind) {
-            return Err(err(file, format!("evidence_required[{i}]"), "must also be in evidence_allowed"));
+            return Err(err(
+                file,
+                format!("evidence_required[{i}]"),
+                "must also be in evidence_allowed",
+            ));
         }
     }
     check_conditions(file, "make_safe_when", &sop.make_safe_when, intake)
@@ -187,14 +263,22 @@ fn validate_closeout(file: &Path, sop: &CloseoutSop) -> Result<(), SopError> {
     let mut ids = HashSet::new();
     for (i, item) in sop.items.iter().enumerate() {
         if !is_snake(&item.id) || !ids.insert(item.id.as_str()) {
-            return Err(err(file, format!("items[{i}].id"), "must be snake_case and unique"));
+            return Err(err(
+                file,
+                format!("items[{i}].id"),
+                "must be snake_case and unique",
+            ));
         }
     }
     if sop.trip_charge_cents < 0 {
         return Err(err(file, "trip_charge_cents", "must not be negative"));
     }
     if !(0..=240).contains(&sop.labor_increment_minutes) {
-        return Err(err(file, "labor_increment_minutes", "must be between 0 and 240"));
+        return Err(err(
+            file,
+            "labor_increment_minutes",
+            "must be between 0 and 240",
+        ));
     }
     Ok(())
 }
@@ -206,11 +290,18 @@ impl SopLibrary {
     pub fn load(root: &Path) -> Result<SopLibrary, SopError> {
         let intake_dir = root.join("intake");
         let mut types = Vec::new();
-        let entries = std::fs::read_dir(&intake_dir).map_err(|e| err(&intake_dir, "(directory)", e.to_string()))?;
+        let entries = std::fs::read_dir(&intake_dir)
+            .map_err(|e| err(&intake_dir, "(directory)", e.to_string()))?;
         for entry in entries {
-            let path = entry.map_err(|e| err(&intake_dir, "(directory)", e.to_string()))?.path();
+            let path = entry
+                .map_err(|e| err(&intake_dir, "(directory)", e.to_string()))?
+                .path();
             if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
                 types.push(stem);
             }
         }
@@ -220,12 +311,24 @@ impl SopLibrary {
         }
         for stage in ["field", "closeout"] {
             let dir = root.join(stage);
-            let entries = std::fs::read_dir(&dir).map_err(|e| err(&dir, "(directory)", e.to_string()))?;
+            let entries =
+                std::fs::read_dir(&dir).map_err(|e| err(&dir, "(directory)", e.to_string()))?;
             for entry in entries {
-                let path = entry.map_err(|e| err(&dir, "(directory)", e.to_string()))?.path();
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                if path.extension().and_then(|e| e.to_str()) == Some("toml") && !types.iter().any(|t| t == stem) {
-                    return Err(err(&path, "incident_type", "has no intake SOP of the same name"));
+                let path = entry
+                    .map_err(|e| err(&dir, "(directory)", e.to_string()))?
+                    .path();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
+                if path.extension().and_then(|e| e.to_str()) == Some("toml")
+                    && !types.iter().any(|t| t == stem)
+                {
+                    return Err(err(
+                        &path,
+                        "incident_type",
+                        "has no intake SOP of the same name",
+                    ));
                 }
             }
         }
@@ -236,25 +339,57 @@ impl SopLibrary {
             let ffile = root.join("field").join(format!("{t}.toml"));
             let cfile = root.join("closeout").join(format!("{t}.toml"));
             if !is_snake(&t) {
-                return Err(err(&ifile, "incident_type", "file name must be a snake_case incident type"));
+                return Err(err(
+                    &ifile,
+                    "incident_type",
+                    "file name must be a snake_case incident type",
+                ));
             }
             let (intake, intake_ref): (IntakeSop, _) = parse(&ifile)?;
-            check_header(&ifile, &intake.id, &intake.version, &intake.incident_type, &t)?;
+            check_header(
+                &ifile,
+                &intake.id,
+                &intake.version,
+                &intake.incident_type,
+                &t,
+            )?;
             validate_intake(&ifile, &intake)?;
             let (field, field_ref): (FieldSop, _) = parse(&ffile)?;
             check_header(&ffile, &field.id, &field.version, &field.incident_type, &t)?;
             validate_field(&ffile, &field, &intake)?;
             let (closeout, closeout_ref): (CloseoutSop, _) = parse(&cfile)?;
-            check_header(&cfile, &closeout.id, &closeout.version, &closeout.incident_type, &t)?;
+            check_header(
+                &cfile,
+                &closeout.id,
+                &closeout.version,
+                &closeout.incident_type,
+                &t,
+            )?;
             validate_closeout(&cfile, &closeout)?;
-            for (file, id) in [(&ifile, &intake.id), (&ffile, &field.id), (&cfile, &closeout.id)] {
+            for (file, id) in [
+                (&ifile, &intake.id),
+                (&ffile, &field.id),
+                (&cfile, &closeout.id),
+            ] {
                 if !seen_ids.insert(id.clone()) {
-                    return Err(err(file, "id", format!("`{id}` is used by another SOP file")));
+                    return Err(err(
+                        file,
+                        "id",
+                        format!("`{id}` is used by another SOP file"),
+                    ));
                 }
             }
             by_type.insert(
                 t.clone(),
-                IncidentSop { incident_type: t, intake, field, closeout, intake_ref, field_ref, closeout_ref },
+                IncidentSop {
+                    incident_type: t,
+                    intake,
+                    field,
+                    closeout,
+                    intake_ref,
+                    field_ref,
+                    closeout_ref,
+                },
             );
         }
         Ok(SopLibrary { by_type })
@@ -277,6 +412,11 @@ impl SopLibrary {
 
     /// A library built from already-validated SOPs (tests and tools).
     pub fn from_sops(sops: Vec<IncidentSop>) -> SopLibrary {
-        SopLibrary { by_type: sops.into_iter().map(|s| (s.incident_type.clone(), s)).collect() }
+        SopLibrary {
+            by_type: sops
+                .into_iter()
+                .map(|s| (s.incident_type.clone(), s))
+                .collect(),
+        }
     }
 }

@@ -9,6 +9,6 @@ mod model;
 
 pub use loader::{SopError, SopLibrary};
 pub use model::{
-    CloseoutItem, CloseoutSop, ChecklistItem, Condition, FieldSop, FieldSpec, FieldType,
+    ChecklistItem, CloseoutItem, CloseoutSop, Condition, FieldSop, FieldSpec, FieldType,
     IncidentSop, IntakeSop, ScriptStep, SopRef, SopStage, OPEN_JOB_FIELDS,
 };

@@ -112,7 +112,10 @@ impl FieldSpec {
         match self.kind {
             FieldType::String => {
                 let s = value.as_str().ok_or("expected a string")?;
-                let limit = self.max_length.unwrap_or(MAX_TEXT_BYTES).min(MAX_TEXT_BYTES);
+                let limit = self
+                    .max_length
+                    .unwrap_or(MAX_TEXT_BYTES)
+                    .min(MAX_TEXT_BYTES);
                 if s.len() > limit {
                     return Err("string too long");
                 }
@@ -131,7 +134,10 @@ impl FieldSpec {
             }
             FieldType::Enum => {
                 let s = value.as_str().ok_or("expected one of the enum values")?;
-                let ok = self.values.as_ref().is_some_and(|v| v.iter().any(|x| x == s));
+                let ok = self
+                    .values
+                    .as_ref()
+                    .is_some_and(|v| v.iter().any(|x| x == s));
                 if ok {
                     Ok(())
                 } else {

@@ -10,7 +10,7 @@ use crate::domain::actor::{Issued, Role};
 use crate::domain::job::TechnicianProfile;
 
 /// Shift state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Shift {
     /// Working now.
@@ -22,7 +22,7 @@ pub enum Shift {
 }
 
 /// A certification and its expiry date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Certification {
     /// Name, e.g. `AAADM`.
@@ -32,7 +32,7 @@ pub struct Certification {
 }
 
 /// Register a technician (`POST /v1/technicians`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterTechnician {
     /// Id; the service makes one when absent.
@@ -54,7 +54,7 @@ pub struct RegisterTechnician {
 }
 
 /// `update_skills`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSkills {
     /// New skills (replaces).
@@ -64,7 +64,7 @@ pub struct UpdateSkills {
 }
 
 /// `set_shift`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetShift {
     /// New shift state.
@@ -96,10 +96,17 @@ impl TechnicianCommand {
     }
 
     /// Decodes a wire body for a command name. `Ok(None)`: no such command.
-    pub fn decode(name: &str, body: serde_json::Value) -> Result<Option<TechnicianCommand>, serde_json::Error> {
+    pub fn decode(
+        name: &str,
+        body: serde_json::Value,
+    ) -> Result<Option<TechnicianCommand>, serde_json::Error> {
         match name {
-            "update_skills" => serde_json::from_value(body).map(|c| Some(TechnicianCommand::UpdateSkills(c))),
-            "set_shift" => serde_json::from_value(body).map(|c| Some(TechnicianCommand::SetShift(c))),
+            "update_skills" => {
+                serde_json::from_value(body).map(|c| Some(TechnicianCommand::UpdateSkills(c)))
+            }
+            "set_shift" => {
+                serde_json::from_value(body).map(|c| Some(TechnicianCommand::SetShift(c)))
+            }
             _ => Ok(None),
         }
     }
@@ -214,7 +221,11 @@ impl TechnicianData {
             technician_id: self.technician_id.clone(),
             active: true,
             skills: self.skills.clone(),
-            certifications: self.certifications.iter().map(|c| (c.name.clone(), c.expires_on)).collect(),
+            certifications: self
+                .certifications
+                .iter()
+                .map(|c| (c.name.clone(), c.expires_on))
+                .collect(),
             shift: self.shift,
             labor_rate_cents: self.labor_rate_cents,
         }
@@ -240,12 +251,20 @@ fn check(field: &str, s: &str, max: usize) -> Result<(), TechnicianError> {
     } else {
         None
     };
-    problem.map_or(Ok(()), |problem| Err(TechnicianError::Validation { field: field.to_string(), problem }))
+    problem.map_or(Ok(()), |problem| {
+        Err(TechnicianError::Validation {
+            field: field.to_string(),
+            problem,
+        })
+    })
 }
 
 fn check_skills(skills: &[String], certs: &[Certification]) -> Result<(), TechnicianError> {
     if skills.len() > 100 || certs.len() > 100 {
-        return Err(TechnicianError::Validation { field: "skills".into(), problem: "at most 100 entries" });
+        return Err(TechnicianError::Validation {
+            field: "skills".into(),
+            problem: "at most 100 entries",
+        });
     }
     for (i, s) in skills.iter().enumerate() {
         check(&format!("skills[{i}]"), s, 100)?;
@@ -258,7 +277,10 @@ fn check_skills(skills: &[String], certs: &[Certification]) -> Result<(), Techni
 
 impl Technician {
     /// Decides a command. Pure.
-    pub fn decide(&self, cmd: &Issued<TechnicianCommand>) -> Result<Vec<TechnicianEvent>, TechnicianError> {
+    pub fn decide(
+        &self,
+        cmd: &Issued<TechnicianCommand>,
+    ) -> Result<Vec<TechnicianEvent>, TechnicianError> {
         let supervisor = cmd.by.role.is_supervisor();
         match &cmd.command {
             TechnicianCommand::RegisterTechnician(c) => {
@@ -274,7 +296,10 @@ impl Technician {
                 check("territory", &c.territory, 200)?;
                 check_skills(&c.skills, &c.certifications)?;
                 if !(0..=1_000_000).contains(&c.labor_rate_cents) {
-                    return Err(TechnicianError::Validation { field: "labor_rate_cents".into(), problem: "must be 0..1000000" });
+                    return Err(TechnicianError::Validation {
+                        field: "labor_rate_cents".into(),
+                        problem: "must be 0..1000000",
+                    });
                 }
                 Ok(vec![TechnicianEvent::TechnicianRegistered {
                     technician_id: id,
@@ -293,11 +318,15 @@ impl Technician {
                     return Err(TechnicianError::Forbidden);
                 }
                 check_skills(&c.skills, &c.certifications)?;
-                Ok(vec![TechnicianEvent::SkillsUpdated { skills: c.skills.clone(), certifications: c.certifications.clone() }])
+                Ok(vec![TechnicianEvent::SkillsUpdated {
+                    skills: c.skills.clone(),
+                    certifications: c.certifications.clone(),
+                }])
             }
             TechnicianCommand::SetShift(c) => {
                 let data = self.data.as_ref().ok_or(TechnicianError::NotFound)?;
-                let own = cmd.by.role == Role::Technician && cmd.by.technician_id.as_deref() == Some(data.technician_id.as_str());
+                let own = cmd.by.role == Role::Technician
+                    && cmd.by.technician_id.as_deref() == Some(data.technician_id.as_str());
                 if !supervisor && !own {
                     return Err(TechnicianError::Forbidden);
                 }
@@ -314,7 +343,12 @@ impl Aggregate for Technician {
     type Error = TechnicianError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), TechnicianError> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), TechnicianError> {
         for event in self.decide(&command)? {
             sink.write(event, self).await;
         }
@@ -324,10 +358,29 @@ impl Aggregate for Technician {
     fn apply(&mut self, event: TechnicianEvent) {
         self.version += 1;
         match event {
-            TechnicianEvent::TechnicianRegistered { technician_id, name, skills, certifications, territory, shift, labor_rate_cents } => {
-                self.data = Some(TechnicianData { technician_id, name, skills, certifications, territory, shift, labor_rate_cents });
+            TechnicianEvent::TechnicianRegistered {
+                technician_id,
+                name,
+                skills,
+                certifications,
+                territory,
+                shift,
+                labor_rate_cents,
+            } => {
+                self.data = Some(TechnicianData {
+                    technician_id,
+                    name,
+                    skills,
+                    certifications,
+                    territory,
+                    shift,
+                    labor_rate_cents,
+                });
             }
-            TechnicianEvent::SkillsUpdated { skills, certifications } => {
+            TechnicianEvent::SkillsUpdated {
+                skills,
+                certifications,
+            } => {
                 if let Some(d) = &mut self.data {
                     d.skills = skills;
                     d.certifications = certifications;

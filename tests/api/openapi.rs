@@ -1,0 +1,26 @@
+//! The OpenAPI document: served, valid JSON, and identical to the copy in docs/.
+//! Regenerate the copy with `DISPATCH_WRITE_OPENAPI=1 cargo test --test api openapi`.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn served_document_matches_docs_copy() {
+    let t = TestApp::spawn().await;
+    let r = t.get("/openapi.json", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["openapi"], "3.1.0");
+    for command in dispatch_api::domain::job::JOB_COMMANDS
+        .iter()
+        .filter(|c| **c != "open_job")
+    {
+        let path = format!("/v1/jobs/{{job_id}}/commands/{command}");
+        assert!(r.json["paths"].get(&path).is_some(), "{path} missing");
+    }
+    let pretty = serde_json::to_string_pretty(&r.json).unwrap() + "\n";
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/05_openapi.json");
+    if std::env::var("DISPATCH_WRITE_OPENAPI").is_ok() {
+        std::fs::write(file, &pretty).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(file).unwrap_or_default();
+    assert!(checked_in == pretty, "docs/05_openapi.json differs from the served document: regenerate it with DISPATCH_WRITE_OPENAPI=1 cargo test --test api openapi");
+}
