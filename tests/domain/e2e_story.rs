@@ -257,16 +257,16 @@ fn canonical_story_domain_path() {
         )],
     );
 
-    // e2e.md step 7 asks for mark_billing_ready before verify_closeout; in
-    // work_completed that is an invalid transition, not nte_exceeded.
+    // e2e.md step 7: mark_billing_ready before closeout verification reports
+    // the NTE blocker first (it needs a person's approval).
     refused(
         &h,
         agent(),
         at(185),
         mark_billing_ready(),
-        JobError::InvalidTransition {
-            command: "mark_billing_ready",
-            current_state: JobState::WorkCompleted,
+        JobError::NteExceeded {
+            total_cents: 53_500,
+            nte_cents: 50_000,
         },
     );
 

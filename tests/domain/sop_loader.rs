@@ -449,7 +449,6 @@ fn an_empty_library_does_not_load() {
 }
 
 #[test]
-#[ignore = "BUG: loader.rs field_of_toml_error() names the bad VALUE, not the field, for an unknown enum variant (takes the first `backticked` word of any toml message)"]
 fn an_unknown_enum_value_names_the_field_not_the_value() {
     let dir = copy_of(&[T]);
     edit(

@@ -13,7 +13,7 @@ use super::commands::*;
 use super::errors::JobError;
 use super::events::{ApprovalAction, Channel, JobEvent, SlaKind};
 use super::invoice::Invoice;
-use super::state::{ApprovalStatus, JobData, JobState};
+use super::state::{ApprovalStatus, JobData, JobState, VisitStatus};
 use crate::domain::actor::{Issued, Role};
 use crate::domain::money::round_up_minutes;
 use crate::domain::policy::{DispatchPolicy, Priority};
@@ -222,9 +222,19 @@ impl Job {
         }
         let job = self.data.as_ref().ok_or(JobError::JobNotFound)?;
         if cmd.by.role == Role::Technician {
-            let mine = job
-                .current_visit()
-                .is_some_and(|v| cmd.by.technician_id.as_deref() == Some(v.technician_id.as_str()));
+            // The technician of the current offer or visit, while it stands:
+            // a declined or expired offer leaves them no rights on the job.
+            let mine = job.current_visit().is_some_and(|v| {
+                cmd.by.technician_id.as_deref() == Some(v.technician_id.as_str())
+                    && matches!(
+                        v.status,
+                        VisitStatus::Offered
+                            | VisitStatus::Confirmed
+                            | VisitStatus::EnRoute
+                            | VisitStatus::OnSite
+                            | VisitStatus::CheckedOut
+                    )
+            });
             if !mine {
                 return Err(JobError::NotYourJob);
             }
@@ -646,8 +656,18 @@ impl Job {
                 }])
             }
             JobCommand::MarkBillingReady(_) => {
-                require(job, name, &[JobState::CloseoutVerified])?;
                 let invoice = Invoice::for_job(job, sop.closeout.trip_charge_cents);
+                // Before closeout is verified, the NTE blocker is reported first:
+                // it needs a person's approval, so it should be raised early.
+                if job.state == JobState::WorkCompleted {
+                    if let Some(nte) = job.nte_cents.filter(|n| invoice.total_cents > *n) {
+                        return Err(JobError::NteExceeded {
+                            total_cents: invoice.total_cents,
+                            nte_cents: nte,
+                        });
+                    }
+                }
+                require(job, name, &[JobState::CloseoutVerified])?;
                 let mut missing = Vec::new();
                 if job.channel == Channel::Ifm
                     && job
@@ -691,7 +711,8 @@ impl Job {
                     });
                 }
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
-                let dispatched = !matches!(job.state, JobState::Intake | JobState::Triaged);
+                // Once a job has been offered to anyone, the agent only asks.
+                let dispatched = !job.visits.is_empty();
                 if cmd.by.role == Role::Agent && dispatched {
                     let action = ApprovalAction::CancelJob {
                         reason: c.reason.clone(),
@@ -741,7 +762,10 @@ impl Job {
                         .visits
                         .iter()
                         .any(|v| v.checked_in_at.is_some_and(|t| t <= due)),
-                    SlaKind::Completion => !job.state.before_work_completed(),
+                    SlaKind::Completion => job.visits.iter().any(|v| {
+                        v.outcome == Some(CheckOutcome::Completed)
+                            && v.checked_out_at.is_some_and(|t| t <= due)
+                    }),
                 };
                 if at <= due || met || job.flags.sla_breached.contains(&c.kind) {
                     return Err(JobError::SlaNotBreached(label));
@@ -819,6 +843,7 @@ fn decide_approval(
     if !cmd.by.role.is_supervisor() {
         return Err(JobError::Forbidden);
     }
+    require_open(job, "decide_approval")?;
     check_opt_text("reason", &c.reason)?;
     let approval = job
         .approval(&c.approval_id)

@@ -178,6 +178,8 @@ pub struct Visit {
     pub parts: Vec<Part>,
     /// Billable minutes.
     pub labor_minutes: i64,
+    /// Checklist results recorded during this visit.
+    pub checklist: BTreeMap<String, ChecklistEntry>,
 }
 
 /// A checklist result as recorded.
@@ -304,7 +306,8 @@ pub struct JobData {
     pub flags: Flags,
     /// Offers and trips.
     pub visits: Vec<Visit>,
-    /// Checklist results by item id.
+    /// The current visit's checklist results by item id (each visit works the
+    /// whole checklist again: safety checks are per visit).
     pub checklist: BTreeMap<String, ChecklistEntry>,
     /// Evidence.
     pub evidence: Vec<EvidenceRef>,
@@ -464,7 +467,9 @@ impl JobData {
                     resolution: None,
                     parts: Vec::new(),
                     labor_minutes: 0,
+                    checklist: BTreeMap::new(),
                 });
+                self.checklist.clear();
             }
             JobEvent::OfferAccepted {
                 eta,

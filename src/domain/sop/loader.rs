@@ -47,7 +47,10 @@ fn err(file: &Path, field: impl Into<String>, problem: impl Into<String>) -> Sop
 /// message (unknown or missing field), else the key on the line of its span.
 fn field_of_toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message();
-    if let Some(start) = msg.find('`') {
+    let names_a_field = msg.starts_with("unknown field")
+        || msg.starts_with("missing field")
+        || msg.starts_with("duplicate field");
+    if let (true, Some(start)) = (names_a_field, msg.find('`')) {
         if let Some(len) = msg[start + 1..].find('`') {
             return msg[start + 1..start + 1 + len].to_string();
         }
