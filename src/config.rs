@@ -38,6 +38,11 @@ pub struct Config {
     )]
     pub db_pool_size: u32,
 
+    /// A TOML dispatch policy (SLA hours per priority and per client, offer
+    /// acknowledgement windows); default: the built-in policy (docs/decisions.md).
+    #[arg(long, env = "DISPATCH_POLICY_FILE", global = true)]
+    pub policy_file: Option<PathBuf>,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(
         long,
@@ -81,6 +86,10 @@ pub struct ServeConfig {
     /// Seconds one request may take.
     #[arg(long, env = "DISPATCH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// How often the system actor's timers look for due offers and SLAs, ms.
+    #[arg(long, env = "DISPATCH_TIMER_INTERVAL_MS", default_value_t = 1000)]
+    pub timer_interval_ms: u64,
 }
 
 /// A URL with its password replaced by `***`.

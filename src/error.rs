@@ -27,6 +27,15 @@ pub enum ApiError {
     /// 403 `forbidden`.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `tool_not_allowed`: the caller's role may not call this tool (or no such tool).
+    #[error("{0}")]
+    ToolNotAllowed(String),
+    /// 429 `rate_limited`: the key's tool-call budget is spent; retry after the given seconds.
+    #[error("too many tool calls for this key; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a call would be admitted.
+        retry_after_secs: u64,
+    },
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
@@ -62,6 +71,14 @@ pub enum ApiError {
     /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
     #[error("no evidence with sha256 {0} was uploaded")]
     UnknownEvidence(String),
+    /// 503 `projection_behind`: the read model has not applied `min_position` in time.
+    #[error("the read model has not reached position {wanted} yet (it is at {position})")]
+    ProjectionBehind {
+        /// The position asked for.
+        wanted: i64,
+        /// The position the read model reflects.
+        position: i64,
+    },
     /// 503 `unavailable`: the database cannot be reached.
     #[error("the service's database is unavailable; retry shortly")]
     Unavailable,
@@ -115,7 +132,8 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } | ApiError::IdempotencyKeyRequired => 400,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::ToolNotAllowed(_) => 403,
+            ApiError::RateLimited { .. } => 429,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::VersionConflict { .. } | ApiError::IdempotencyKeyReused => 409,
@@ -135,7 +153,7 @@ impl ApiError {
                 TechnicianError::Validation { .. } => 400,
             },
             ApiError::UnknownEvidence(_) => 422,
-            ApiError::Unavailable => 503,
+            ApiError::Unavailable | ApiError::ProjectionBehind { .. } => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -147,6 +165,8 @@ impl ApiError {
             ApiError::IdempotencyKeyRequired => "idempotency_key_required",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::ToolNotAllowed(_) => "tool_not_allowed",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::VersionConflict { .. } => "version_conflict",
@@ -156,6 +176,7 @@ impl ApiError {
             ApiError::Job(e) => e.code(),
             ApiError::Technician(e) => e.code(),
             ApiError::UnknownEvidence(_) => "unknown_evidence",
+            ApiError::ProjectionBehind { .. } => "projection_behind",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -189,6 +210,9 @@ impl ApiError {
             ApiError::Validation { field: Some(f), .. } => {
                 obj.insert("field".into(), f.clone().into());
             }
+            ApiError::ProjectionBehind { position, .. } => {
+                obj.insert("position".into(), (*position).into());
+            }
             ApiError::VersionConflict {
                 current: Some(v), ..
             } => {
@@ -207,6 +231,9 @@ impl ApiError {
             }
             ApiError::Technician(TechnicianError::Validation { field, .. }) => {
                 obj.insert("field".into(), field.clone().into());
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                obj.insert("retry_after".into(), (*retry_after_secs).into());
             }
             _ => {}
         }

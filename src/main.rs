@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Read models: status and rebuilds.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Validate the SOP library and exit.
     Sops {
         #[command(subcommand)]
@@ -70,6 +75,21 @@ enum AuditCommand {
         job_id: Option<String>,
         /// Every stream in the store.
         #[arg(long, conflicts_with = "job_id")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model: version, position, lag, live or rebuilding.
+    Status,
+    /// Rebuild read models from the event stream into shadow tables and swap
+    /// them in when caught up; the serving tables keep answering meanwhile.
+    Rebuild {
+        /// The read model (board, billing_readiness, technicians, technician_schedule, approvals).
+        name: Option<String>,
+        /// Every read model.
+        #[arg(long, conflicts_with = "name")]
         all: bool,
     },
 }
@@ -114,6 +134,14 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { job_id, all },
         } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => cli::projections_status(&cli.config).await.map(|_| ExitCode::SUCCESS),
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name, all },
+        } => cli::projections_rebuild(&cli.config, name.as_deref(), all)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Sops {
             command: SopsCommand::Check,
         } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),

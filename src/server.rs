@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::app::evidence::EvidenceStore;
 use crate::app::App;
@@ -15,6 +16,8 @@ use crate::config::{redact_url, Config, ServeConfig, DEFAULT_DATABASE_URL};
 use crate::domain::policy::DispatchPolicy;
 use crate::domain::sop::SopLibrary;
 use crate::http::{AppState, Limits};
+use crate::read_models::runtime::Runtime;
+use crate::read_models::ProjectionContext;
 use crate::tools::allowlist::Allowlist;
 use crate::{db, embedded_pg};
 
@@ -139,10 +142,25 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-/// `dispatch-api serve`.
+/// `dispatch-api serve`: the HTTP service, the projectors and the timers;
+/// on SIGTERM, drains in-flight requests, then stops projectors and timers
+/// between batches (each batch is one transaction: nothing half-written).
 pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let app = build_app(config, Arc::new(SystemClock)).await?;
+    let runtime = Runtime::new(app.pool.clone(), ProjectionContext { sops: app.sops.clone() });
+    runtime.register().await.map_err(|e| anyhow::anyhow!("cannot register read models: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let projectors = tokio::spawn(runtime.run(stopped.clone()));
+    let timers = tokio::spawn(crate::timers::run(app.clone(), std::time::Duration::from_millis(serve.timer_interval_ms), stopped));
     let application = Application::build(app, serve).await?;
     tracing::info!(addr = %application.addr(), "dispatch-api listening");
-    application.run_until(shutdown_signal()).await
+    let served = application.run_until(shutdown_signal()).await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let _ = projectors.await;
+        let _ = timers.await;
+    })
+    .await;
+    tracing::info!("stopped");
+    served
 }

@@ -8,6 +8,7 @@ mod commands;
 pub mod evidence;
 pub mod keys;
 pub mod queries;
+pub mod read_models;
 
 use std::sync::Arc;
 

@@ -71,6 +71,13 @@ pub struct DispatchPolicy {
     pub clients: HashMap<String, SlaHours>,
     /// Minutes a technician has to answer an offer, P1..P4.
     pub ack_window_minutes: [u32; 4],
+    /// A job with no check-in is at risk this many minutes before its response SLA.
+    #[serde(default = "default_at_risk")]
+    pub at_risk_minutes: u32,
+}
+
+fn default_at_risk() -> u32 {
+    60
 }
 
 impl Default for DispatchPolicy {
@@ -79,6 +86,7 @@ impl Default for DispatchPolicy {
             sla: SlaHours::default(),
             clients: HashMap::new(),
             ack_window_minutes: [15, 30, 120, 240],
+            at_risk_minutes: default_at_risk(),
         }
     }
 }

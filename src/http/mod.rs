@@ -7,6 +7,7 @@ pub mod extract;
 mod jobs;
 pub mod openapi;
 mod ops;
+mod read_models;
 mod sops;
 mod technicians;
 
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(evidence::router())
         .merge(sops::router())
         .merge(ops::router())
+        .merge(read_models::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -262,6 +262,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
         "/v1/sops/{incident_type}".into(),
         json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", tool_roles("get_sop"), json!([path_param("incident_type")]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
     );
+    read_model_paths(&mut paths, &tool_roles, &endpoint_roles);
     for (path, summary, content) in [
         ("/healthz", "The process is up", "application/json"),
         (
@@ -362,6 +363,96 @@ pub fn document(allowlist: &Allowlist) -> Value {
             "schemas": schemas
         }
     })
+}
+
+/// The read-model queries: each answer carries `position`; `min_position`
+/// waits for the model to apply a command's event or answers 503.
+fn read_model_paths(paths: &mut Map<String, Value>, tool_roles: &dyn Fn(&str) -> Vec<String>, endpoint_roles: &dyn Fn(&str) -> Vec<String>) {
+    let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    let text = json!({"type": "string", "maxLength": 200});
+    let min_position = q("min_position", json!({"type": "integer", "minimum": 0}));
+    let rows = |summary: &str| {
+        ok_json(summary, json!({"type": "object", "required": ["position", "rows"], "properties": {"position": {"type": "integer"}, "rows": {"type": "array", "items": {"type": "object"}}}}))
+    };
+    let behind = problem("The read model has not applied `min_position` in time (`projection_behind`, with `position`)");
+    let read = |summary: &str, roles: Vec<String>, params: Vec<Value>, ok: Value| {
+        let mut op = operation(summary, roles, Value::Array(params), None, ("200", ok), false);
+        op["responses"]["503"] = behind.clone();
+        json!({ "get": op })
+    };
+    let states = json!({"type": "string", "maxLength": 300, "description": "a job state, or several separated by commas"});
+    paths.insert(
+        "/v1/board".into(),
+        read(
+            "The dispatch board (projection): open jobs with priority, SLA countdown and at-risk marker, technician, ETA, flags",
+            tool_roles("search_board"),
+            vec![
+                q("state", states),
+                q("priority", json!({"enum": ["P1", "P2", "P3", "P4"]})),
+                q("technician_id", text.clone()),
+                q("client_id", text.clone()),
+                q("incident_type", text.clone()),
+                q("sla", json!({"enum": ["at_risk", "breached"]})),
+                q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                min_position.clone(),
+            ],
+            rows("Board rows"),
+        ),
+    );
+    paths.insert(
+        "/v1/billing/readiness".into(),
+        read(
+            "Billing readiness (projection): ready, or the blockers; invoice lines and total against the NTE",
+            tool_roles("get_billing_status"),
+            vec![
+                q("ready", json!({"enum": ["true", "false"]})),
+                q("job_id", text.clone()),
+                q("client_id", text.clone()),
+                q("include_final", json!({"enum": ["true", "false"]})),
+                q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                min_position.clone(),
+            ],
+            rows("Billing rows"),
+        ),
+    );
+    let roster = read(
+        "The roster (projection): shift, skills, territory, current load; eligibility for an incident type",
+        tool_roles("find_technicians"),
+        vec![q("eligible_for", text.clone()), q("territory", text.clone()), q("shift", json!({"enum": ["available", "on_call", "off"]})), min_position.clone()],
+        rows("Technicians"),
+    );
+    if let Some(entry) = paths.get_mut("/v1/technicians").and_then(Value::as_object_mut) {
+        entry.insert("get".into(), roster["get"].clone());
+    }
+    let mut schedule = read(
+        "A technician's open offers and visits with ETAs (projection)",
+        endpoint_roles("GET /v1/technicians/{technician_id}/schedule"),
+        vec![path_param("technician_id"), min_position.clone()],
+        ok_json("Visits", json!({"type": "object", "required": ["position", "technician_id", "visits"], "properties": {"position": {"type": "integer"}, "technician_id": {"type": "string"}, "visits": {"type": "array", "items": {"type": "object"}}}})),
+    );
+    schedule["get"]["responses"].as_object_mut().expect("object").remove("400");
+    schedule["get"]["responses"]["400"] = problem("Bad query parameter (`validation_error`)");
+    paths.insert("/v1/technicians/{technician_id}/schedule".into(), schedule);
+    paths.insert(
+        "/v1/approvals".into(),
+        read(
+            "Approvals (projection): pending ones wait for a person",
+            endpoint_roles("GET /v1/approvals"),
+            vec![q("status", json!({"enum": ["pending", "granted", "rejected", "moot"]})), q("job_id", text), q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})), min_position],
+            rows("Approvals"),
+        ),
+    );
+    paths.insert(
+        "/v1/projections".into(),
+        json!({"get": operation(
+            "Each read model: name, version, position, lag in events and seconds, live or rebuilding",
+            endpoint_roles("GET /v1/projections"),
+            json!([]),
+            None,
+            ("200", ok_json("Read models", json!({"type": "object", "required": ["projections"], "properties": {"projections": {"type": "array", "items": {"type": "object", "required": ["name", "version", "status", "position", "lag_events", "lag_seconds"]}}}}))),
+            false,
+        )}),
+    );
 }
 
 /// Moves a bundled schema's `$defs` references under its own component.

@@ -28,8 +28,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
             .fetch_one(&state.app.pool)
             .await;
+    let models = crate::read_models::all().len() as i64;
+    let registered: Result<i64, sqlx::Error> = sqlx::query_scalar("SELECT count(*) FROM projection_registry").fetch_one(&state.app.pool).await;
     match applied {
-        Ok(n) if n >= expected => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": n}))).into_response(),
+        Ok(n) if n >= expected && registered.as_ref().is_ok_and(|r| *r >= models) => {
+            (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": n, "read_models": models}))).into_response()
+        }
+        Ok(n) if n >= expected => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": n, "read_models": "not registered"}))).into_response(),
         Ok(n) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": n, "expected": expected}))).into_response(),
         Err(_) => {
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "unreachable"}))).into_response();

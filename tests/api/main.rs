@@ -10,4 +10,5 @@ mod flow;
 mod idempotency;
 mod openapi;
 mod outage;
+mod read_models;
 mod support;

@@ -1,0 +1,124 @@
+//! Read models: asynchronous projectors over the global event order.
+//!
+//! Each read model has a versioned definition under `projections/` (its DDL
+//! and version) and a [`Projection`] here that turns events into rows. The
+//! [`runtime`] reads events in `(tx_id, global_position)` order below the
+//! oldest running transaction (so a slow-committing writer is never skipped),
+//! applies a batch and moves the table's checkpoint in one transaction
+//! (exactly once), keeps each table on one replica at a time (`FOR UPDATE
+//! SKIP LOCKED` on its checkpoint), and rebuilds a model whose version
+//! changed into a shadow table while the old one keeps serving, then swaps.
+
+pub mod approvals;
+pub mod billing;
+pub mod board;
+pub mod jobs;
+pub mod runtime;
+pub mod schedule;
+pub mod technicians;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::domain::sop::SopLibrary;
+use crate::error::Result;
+
+/// A read model's versioned definition (`projections/<name>.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// The read model's name.
+    pub name: String,
+    /// Its version: changing it rebuilds the model from the event stream.
+    pub version: i32,
+    /// What it holds.
+    pub description: String,
+    /// DDL with `{table}` standing for the versioned table name.
+    pub ddl: String,
+}
+
+impl Definition {
+    /// Parses a definition file.
+    pub fn parse(text: &str) -> std::result::Result<Definition, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// One event as projectors see it.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// `job` or `technician`.
+    pub aggregate_type: String,
+    /// Stream id.
+    pub aggregate_id: String,
+    /// Position in the stream.
+    pub sequence: i64,
+    /// Store-wide position.
+    pub global_position: i64,
+    /// The writing transaction.
+    pub tx_id: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Stored version.
+    pub event_version: String,
+    /// Stored payload.
+    pub payload: Value,
+    /// When it was decided.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl EventRow {
+    /// Decodes the payload into a domain event, through the upcasters.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
+        let (event_type, payload) = crate::store::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(event_type, payload);
+        serde_json::from_value(Value::Object(tagged)).map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("event at position {} does not decode: {e}", self.global_position)))
+    }
+}
+
+/// What a projection may consult while applying.
+#[derive(Debug, Clone)]
+pub struct ProjectionContext {
+    /// The SOP library (trip charges for invoices).
+    pub sops: Arc<SopLibrary>,
+}
+
+/// Turns batches of events into rows of one read model.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Its definition.
+    fn definition(&self) -> &Definition;
+
+    /// Whether the runtime keeps a `{table}_jobs` table of folded job states for it.
+    fn needs_job_state(&self) -> bool {
+        true
+    }
+
+    /// Applies a batch (in global order) to `table`, inside the caller's transaction.
+    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], ctx: &ProjectionContext) -> Result<()>;
+}
+
+macro_rules! definition {
+    ($file:literal) => {{
+        static DEF: std::sync::OnceLock<Definition> = std::sync::OnceLock::new();
+        DEF.get_or_init(|| Definition::parse(include_str!(concat!("../../projections/", $file))).expect(concat!("projections/", $file, " is valid")))
+    }};
+}
+pub(crate) use definition;
+
+/// Every read model of the service.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(board::Board),
+        Arc::new(billing::BillingReadiness),
+        Arc::new(technicians::Technicians),
+        Arc::new(schedule::TechnicianSchedule),
+        Arc::new(approvals::Approvals),
+    ]
+}

@@ -1,0 +1,402 @@
+//! The projector runtime: registration, batches, the live loop, rebuilds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+
+use super::{EventRow, Projection, ProjectionContext};
+use crate::error::{ApiError, Result};
+
+/// Events per batch in the live loop (rebuilds use the same size; the loop
+/// simply runs more batches).
+pub const DEFAULT_BATCH: i64 = 2000;
+/// How long a replaced table is kept before it is dropped.
+const RETIRE_GRACE_SECONDS: i64 = 30;
+
+/// The projectors of one process.
+#[derive(Clone)]
+pub struct Runtime {
+    pool: PgPool,
+    projections: Vec<Arc<dyn Projection>>,
+    ctx: ProjectionContext,
+    batch_size: i64,
+    poll: Duration,
+}
+
+/// A registry row.
+#[derive(Debug, Clone)]
+struct Registered {
+    active_table: String,
+    building_table: Option<String>,
+    building_version: Option<i32>,
+}
+
+fn table_name(name: &str, version: i32, generation: i32) -> String {
+    format!("rm_{name}_v{version}_g{generation}")
+}
+
+async fn create_tables(conn: &mut PgConnection, projection: &dyn Projection, table: &str) -> Result<()> {
+    let ddl = projection.definition().ddl.replace("{table}", table);
+    for stmt in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(stmt).execute(&mut *conn).await?;
+    }
+    if projection.needs_job_state() {
+        sqlx::query(&format!("CREATE TABLE {table}_jobs (job_id text PRIMARY KEY, job jsonb NOT NULL)")).execute(&mut *conn).await?;
+    }
+    sqlx::query("INSERT INTO projection_checkpoints (table_name) VALUES ($1) ON CONFLICT (table_name) DO NOTHING").bind(table).execute(&mut *conn).await?;
+    Ok(())
+}
+
+impl Runtime {
+    /// A runtime over every read model.
+    pub fn new(pool: PgPool, ctx: ProjectionContext) -> Self {
+        Runtime::with_projections(pool, ctx, super::all())
+    }
+
+    /// A runtime over the given projections (tests swap in other versions).
+    pub fn with_projections(pool: PgPool, ctx: ProjectionContext, projections: Vec<Arc<dyn Projection>>) -> Self {
+        Runtime { pool, projections, ctx, batch_size: DEFAULT_BATCH, poll: Duration::from_millis(500) }
+    }
+
+    /// Sets the batch size.
+    pub fn batch_size(mut self, n: i64) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The projections this runtime runs.
+    pub fn projections(&self) -> &[Arc<dyn Projection>] {
+        &self.projections
+    }
+
+    /// Makes sure every read model has a serving table; where a definition's
+    /// version differs from the serving one, starts building a shadow table.
+    pub async fn register(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))").execute(&mut *tx).await?;
+        for p in &self.projections {
+            let def = p.definition();
+            let row = sqlx::query("SELECT active_version, building_version, generation FROM projection_registry WHERE name = $1 FOR UPDATE")
+                .bind(&def.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => {
+                    let table = table_name(&def.name, def.version, 1);
+                    create_tables(&mut tx, p.as_ref(), &table).await?;
+                    sqlx::query("INSERT INTO projection_registry (name, active_table, active_version, generation) VALUES ($1, $2, $3, 1)")
+                        .bind(&def.name)
+                        .bind(&table)
+                        .bind(def.version)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(r) => {
+                    let active: i32 = r.try_get("active_version")?;
+                    let building: Option<i32> = r.try_get("building_version")?;
+                    if active != def.version && building != Some(def.version) {
+                        let generation: i32 = r.try_get::<i32, _>("generation")? + 1;
+                        let table = table_name(&def.name, def.version, generation);
+                        create_tables(&mut tx, p.as_ref(), &table).await?;
+                        sqlx::query("UPDATE projection_registry SET building_table = $2, building_version = $3, generation = $4, updated_at = now() WHERE name = $1")
+                            .bind(&def.name)
+                            .bind(&table)
+                            .bind(def.version)
+                            .bind(generation)
+                            .execute(&mut *tx)
+                            .await?;
+                        tracing::info!(projection = %def.name, from = active, to = def.version, %table, "rebuilding read model for a new version");
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a rebuild of a read model at its current version (a new
+    /// generation); the live loop (or [`Runtime::catch_up`]) builds and swaps it.
+    pub async fn request_rebuild(&self, name: &str) -> Result<String> {
+        let p = self
+            .projections
+            .iter()
+            .find(|p| p.definition().name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no read model named `{name}`")))?;
+        let def = p.definition();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))").execute(&mut *tx).await?;
+        let generation: i32 = sqlx::query_scalar("SELECT generation + 1 FROM projection_registry WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("read model `{name}` is not registered")))?;
+        let table = table_name(&def.name, def.version, generation);
+        create_tables(&mut tx, p.as_ref(), &table).await?;
+        // A rebuild already under way is superseded: its table is retired.
+        sqlx::query("INSERT INTO projection_retired (table_name) SELECT building_table FROM projection_registry WHERE name = $1 AND building_table IS NOT NULL ON CONFLICT DO NOTHING")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE projection_registry SET building_table = $2, building_version = $3, generation = $4, updated_at = now() WHERE name = $1")
+            .bind(name)
+            .bind(&table)
+            .bind(def.version)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(table)
+    }
+
+    async fn registered(&self, name: &str) -> Result<Option<Registered>> {
+        let row = sqlx::query("SELECT active_table, building_table, building_version FROM projection_registry WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(Registered { active_table: r.try_get("active_table")?, building_table: r.try_get("building_table")?, building_version: r.try_get("building_version")? }),
+        })
+    }
+
+    /// Applies one batch to `table`. `None`: another replica holds the table.
+    pub async fn advance(&self, projection: &dyn Projection, table: &str) -> Result<Option<usize>> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = sqlx::query("SELECT last_tx::text AS last_tx, last_pos FROM projection_checkpoints WHERE table_name = $1 FOR UPDATE SKIP LOCKED")
+            .bind(table)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(checkpoint) = checkpoint else {
+            return Ok(None);
+        };
+        let last_tx: String = checkpoint.try_get("last_tx")?;
+        let last_pos: i64 = checkpoint.try_get("last_pos")?;
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, global_position, tx_id::text AS tx, event_type, event_version, payload, \
+                    (metadata->>'occurred_at') AS occurred_at \
+             FROM events \
+             WHERE (tx_id, global_position) > ($1::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id, global_position LIMIT $3",
+        )
+        .bind(&last_tx)
+        .bind(last_pos)
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Some(0));
+        }
+        let mut batch = Vec::with_capacity(rows.len());
+        for r in rows {
+            let tx_text: String = r.try_get("tx")?;
+            let occurred: Option<String> = r.try_get("occurred_at")?;
+            batch.push(EventRow {
+                aggregate_type: r.try_get("aggregate_type")?,
+                aggregate_id: r.try_get("aggregate_id")?,
+                sequence: r.try_get("sequence")?,
+                global_position: r.try_get("global_position")?,
+                tx_id: tx_text.parse().map_err(|_| ApiError::Internal(anyhow::anyhow!("tx id {tx_text} is not a number")))?,
+                event_type: r.try_get("event_type")?,
+                event_version: r.try_get("event_version")?,
+                payload: r.try_get("payload")?,
+                occurred_at: occurred.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&chrono::Utc)),
+            });
+        }
+        projection.apply(&mut tx, table, &batch, &self.ctx).await?;
+        let last = batch.last().expect("not empty");
+        sqlx::query(
+            "UPDATE projection_checkpoints SET last_tx = $2::text::xid8, last_pos = $3, events_applied = events_applied + $4, updated_at = now() WHERE table_name = $1",
+        )
+        .bind(table)
+        .bind(last.tx_id.to_string())
+        .bind(last.global_position)
+        .bind(batch.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let name = projection.definition().name.clone();
+        metrics::histogram!("dispatch_projection_batch_size", "projection" => name.clone()).record(batch.len() as f64);
+        metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name.clone()).record(started.elapsed().as_secs_f64());
+        metrics::gauge!("dispatch_projection_position", "table" => table.to_string()).set(last.global_position as f64);
+        Ok(Some(batch.len()))
+    }
+
+    /// One pass over every read model: advances serving and shadow tables by
+    /// up to `max_batches` each, swaps shadows that caught up, drops retired
+    /// tables past their grace. Returns the events applied.
+    pub async fn step(&self, max_batches: usize) -> Result<usize> {
+        let mut applied = 0;
+        for p in &self.projections {
+            let name = &p.definition().name;
+            let reg = self.registered(name);
+            let Some(reg) = reg.await? else { continue };
+            for _ in 0..max_batches {
+                let adv = self.advance(p.as_ref(), &reg.active_table);
+                match adv.await? {
+                    Some(n) if n > 0 => applied += n,
+                    _ => break,
+                }
+            }
+            if let Some(building) = &reg.building_table {
+                let mut caught_up = false;
+                for _ in 0..max_batches {
+                    let adv = self.advance(p.as_ref(), building);
+                    match adv.await? {
+                        Some(0) => {
+                            caught_up = true;
+                            break;
+                        }
+                        Some(n) => applied += n,
+                        None => break,
+                    }
+                }
+                if caught_up {
+                    let swap = self.swap(name, building, reg.building_version.unwrap_or_default());
+                    swap.await?;
+                }
+            }
+        }
+        let dropped = self.drop_retired();
+        dropped.await?;
+        Ok(applied)
+    }
+
+    async fn swap(&self, name: &str, building: &str, version: i32) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<String> = sqlx::query_scalar(
+            "UPDATE projection_registry r SET active_table = $2, active_version = $3, building_table = NULL, building_version = NULL, updated_at = now() \
+             FROM (SELECT active_table FROM projection_registry WHERE name = $1 FOR UPDATE) old \
+             WHERE r.name = $1 AND r.building_table = $2 RETURNING old.active_table",
+        )
+        .bind(name)
+        .bind(building)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(old) = old {
+            sqlx::query("INSERT INTO projection_retired (table_name) VALUES ($1) ON CONFLICT DO NOTHING").bind(&old).execute(&mut *tx).await?;
+            tracing::info!(projection = name, table = building, replaced = %old, "read model rebuilt and swapped in");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn drop_retired(&self) -> Result<()> {
+        let due: Vec<String> = sqlx::query_scalar("SELECT table_name FROM projection_retired WHERE retired_at < now() - make_interval(secs => $1)")
+            .bind(RETIRE_GRACE_SECONDS as f64)
+            .fetch_all(&self.pool)
+            .await?;
+        for table in due {
+            let mut tx = self.pool.begin().await?;
+            for stmt in [format!("DROP TABLE IF EXISTS {table}_jobs"), format!("DROP TABLE IF EXISTS {table}")] {
+                sqlx::query(&stmt).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM projection_checkpoints WHERE table_name = $1").bind(&table).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM projection_retired WHERE table_name = $1").bind(&table).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Steps until nothing is left below the visible horizon (tests, CLI).
+    pub async fn catch_up(&self) -> Result<()> {
+        loop {
+            let applied = self.step(50).await?;
+            let building: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_registry WHERE building_table IS NOT NULL").fetch_one(&self.pool).await?;
+            if applied == 0 && building == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true: wakes on `pg_notify`, polls as a fallback.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut listener: Option<PgListener> = None;
+        let mut last_status = Instant::now() - Duration::from_secs(60);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if listener.is_none() {
+                if let Ok(mut l) = PgListener::connect_with(&self.pool).await {
+                    if l.listen("dispatch_events").await.is_ok() {
+                        listener = Some(l);
+                    }
+                }
+            }
+            let step = self.step(20);
+            let worked = match step.await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector step failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            if last_status.elapsed() > Duration::from_secs(5) {
+                last_status = Instant::now();
+                let st = status(&self.pool);
+                if let Ok(list) = st.await {
+                    for s in list {
+                        let table = s["table"].as_str().unwrap_or_default().to_string();
+                        metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone()).set(s["lag_events"].as_f64().unwrap_or(0.0));
+                        metrics::gauge!("dispatch_projection_lag_seconds", "table" => table).set(s["lag_seconds"].as_f64().unwrap_or(0.0));
+                    }
+                }
+            }
+            if worked {
+                continue;
+            }
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if tokio::time::timeout(self.poll, l.recv()).await.is_ok_and(|r| r.is_err()) {
+                            return false;
+                        }
+                        true
+                    }
+                    None => {
+                        tokio::time::sleep(self.poll).await;
+                        true
+                    }
+                }
+            };
+            tokio::select! {
+                ok = wait => if !ok { listener = None; },
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Each read model's serving (and shadow) table: version, position, lag.
+pub async fn status(pool: &PgPool) -> Result<Vec<Value>> {
+    let rows = sqlx::query(
+        "SELECT r.name, t.table_name, t.version, t.role, c.last_pos, c.events_applied, \
+                (SELECT count(*) FROM (SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos) LIMIT 1000000) x) AS lag_events, \
+                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(e.recorded_at) FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos))), 0)::float8 AS lag_seconds \
+         FROM projection_registry r \
+         CROSS JOIN LATERAL (VALUES (r.active_table, r.active_version, 'live'), (r.building_table, r.building_version, 'rebuilding')) AS t(table_name, version, role) \
+         JOIN projection_checkpoints c ON c.table_name = t.table_name \
+         WHERE t.table_name IS NOT NULL ORDER BY r.name, t.role",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(json!({
+            "name": r.try_get::<String, _>("name")?,
+            "table": r.try_get::<String, _>("table_name")?,
+            "version": r.try_get::<i32, _>("version")?,
+            "status": r.try_get::<String, _>("role")?,
+            "position": r.try_get::<i64, _>("last_pos")?,
+            "events_applied": r.try_get::<i64, _>("events_applied")?,
+            "lag_events": r.try_get::<i64, _>("lag_events")?,
+            "lag_seconds": r.try_get::<f64, _>("lag_seconds")?,
+        }));
+    }
+    Ok(out)
+}
