@@ -90,6 +90,25 @@ pub struct ServeConfig {
     /// How often the system actor's timers look for due offers and SLAs, ms.
     #[arg(long, env = "DISPATCH_TIMER_INTERVAL_MS", default_value_t = 1000)]
     pub timer_interval_ms: u64,
+
+    /// Tool calls (HTTP and MCP) each API key may make per minute, sustained;
+    /// 0 turns the limit off. Counted per process: N replicas admit N times this.
+    #[arg(long, env = "DISPATCH_TOOL_RATE_PER_MINUTE", default_value_t = 600)]
+    pub tool_rate_per_minute: u32,
+
+    /// Tool calls a key may make at once before the per-minute rate applies.
+    #[arg(long, env = "DISPATCH_TOOL_RATE_BURST", default_value_t = 60)]
+    pub tool_rate_burst: u32,
+
+    /// `Host` header values `/mcp` accepts (comma-separated; `host` or
+    /// `host:port`); `*` accepts any (only behind a proxy that checks it).
+    #[arg(
+        long,
+        env = "DISPATCH_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 /// A URL with its password replaced by `***`.

@@ -88,11 +88,21 @@ impl Application {
             max_evidence_bytes: serve.max_evidence_bytes,
             request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
         };
+        let allowlist = Arc::new(allowlist);
+        let tools = crate::tools::Toolset::new(
+            allowlist.clone(),
+            crate::tools::ToolsConfig {
+                rate_per_minute: serve.tool_rate_per_minute,
+                rate_burst: serve.tool_rate_burst,
+                mcp_allowed_hosts: serve.mcp_allowed_hosts.clone(),
+            },
+        )?;
         let state = AppState {
             app,
-            allowlist: Arc::new(allowlist),
+            allowlist,
             limits,
             metrics: Some(crate::telemetry::metrics_handle()),
+            tools: Arc::new(tools),
         };
         let listener = TcpListener::bind(serve.listen)
             .await

@@ -72,7 +72,7 @@ async fn job_command(
 }
 
 /// A technician may read only jobs offered or assigned to them.
-fn check_technician_scope(caller: &Caller, job: &Job) -> Result<()> {
+pub(super) fn check_technician_scope(caller: &Caller, job: &Job) -> Result<()> {
     if caller.role != Role::Technician {
         return Ok(());
     }

@@ -10,6 +10,7 @@ mod ops;
 mod read_models;
 mod sops;
 mod technicians;
+mod tools;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The Prometheus exporter, when installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The closed toolset: schemas, rate limit, settings (`POST /v1/tools`, `/mcp`).
+    pub tools: Arc<crate::tools::Toolset>,
 }
 
 /// The whole router.
@@ -73,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sops::router())
         .merge(ops::router())
         .merge(read_models::router())
+        .merge(tools::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

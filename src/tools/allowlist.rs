@@ -44,6 +44,10 @@ pub struct ToolEntry {
     pub description: String,
     /// Who may call it.
     pub roles: BTreeSet<Role>,
+    /// Whether it can end a job or undo recorded progress (MCP's
+    /// `destructiveHint`); only meaningful for commands.
+    #[serde(default)]
+    pub destructive: bool,
 }
 
 /// One endpoint's entry.
@@ -88,6 +92,11 @@ impl Allowlist {
             if tool.kind == ToolKind::Query && tool.risk != Risk::Read {
                 return Err(AllowlistError::Invalid(format!(
                     "query tool `{name}` must have risk `read`"
+                )));
+            }
+            if tool.kind == ToolKind::Query && tool.destructive {
+                return Err(AllowlistError::Invalid(format!(
+                    "query tool `{name}` cannot be destructive"
                 )));
             }
             if tool.roles.is_empty() {

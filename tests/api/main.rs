@@ -12,3 +12,4 @@ mod openapi;
 mod outage;
 mod read_models;
 mod support;
+mod tools;

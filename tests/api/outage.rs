@@ -25,6 +25,7 @@ async fn database_down_answers_503_with_retry_after() {
         allowlist: Arc::new(Allowlist::builtin().unwrap()),
         limits: Default::default(),
         metrics: None,
+        tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
     };
     let down = TestApp {
         router: router(state),

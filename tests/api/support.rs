@@ -119,6 +119,7 @@ impl TestApp {
             allowlist: Arc::new(Allowlist::builtin().unwrap()),
             limits,
             metrics: Some(dispatch_api::telemetry::metrics_handle()),
+            tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
         };
         let make = |role, name: &str, tech: Option<&str>| {
             let pool = pool.clone();

@@ -1,0 +1,476 @@
+//! The closed toolset over HTTP — `GET /v1/tools` (the caller's manifest),
+//! `POST /v1/tools/{tool}` (one tool_invocation envelope),
+//! `GET /v1/tool-invocations` (the log) — and the invocation path that the
+//! MCP transport (`super::mcp`) shares: rate limit → allowlist → envelope →
+//! input schema → exactly one command or query → one log record.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::extract::{read_json, request_hash, require_endpoint};
+use super::{query_params, AppState};
+use crate::app::{Caller, RequestMeta};
+use crate::domain::job::JobCommand;
+use crate::error::{ApiError, Result};
+use crate::store::hash::{canonical_json, sha256_hex};
+use crate::tools::allowlist::ToolKind;
+use crate::tools::log::{self, InvocationRecord, Outcome, Transport};
+use crate::tools::manifest;
+
+/// The routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tools", get(list_tools))
+        .route("/v1/tools/{tool}", post(call_tool))
+        .route("/v1/tool-invocations", get(invocations))
+}
+
+/// One tool call, as a transport decoded it.
+#[derive(Debug)]
+pub struct Invocation {
+    /// HTTP or MCP.
+    pub transport: Transport,
+    /// The tool asked for (not yet checked).
+    pub tool: String,
+    /// The caller's id for the call, if it gave a valid one.
+    pub invocation_id: Option<Uuid>,
+    /// The idempotency key, if the caller gave a valid one.
+    pub idempotency_key: Option<String>,
+    /// The arguments (`Null` when the envelope had none usable).
+    pub arguments: Value,
+    /// What was wrong with the envelope itself; answered after the allowlist check.
+    pub envelope_error: Option<ApiError>,
+    /// `X-Correlation-Id`, when given.
+    pub correlation_id: Option<Uuid>,
+    /// `X-Causation-Id`, when given.
+    pub causation_id: Option<Uuid>,
+}
+
+/// The answer to a tool call.
+#[derive(Debug, Clone)]
+pub struct ToolAnswer {
+    /// The HTTP status (`POST /v1/tools/{tool}` answers with it; MCP records it).
+    pub status: u16,
+    /// `{invocation_id, tool, outcome, result | error}`.
+    pub body: Value,
+    /// Seconds for `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
+    /// A stored answer replayed for a retried key.
+    pub replayed: bool,
+}
+
+/// What a dispatched call produced: a status and a body (which is a
+/// problem document when the status is 400 or more — a replayed refusal).
+struct Done {
+    status: u16,
+    body: Value,
+    replayed: bool,
+}
+
+/// An idempotency key as the contract allows it: 1–200 printable ASCII characters.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// Runs one tool call end to end and records it, whatever happens.
+pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> ToolAnswer {
+    let envelope_error = inv.envelope_error.take();
+    let invocation_id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
+    let tool_name = record_tool_name(&inv.tool);
+    let span = tracing::info_span!("tool", tool = %tool_name, %invocation_id, transport = inv.transport.as_str(), actor = %caller.key_name);
+    let _guard = span.enter();
+    let result = dispatch(state, caller, &inv, envelope_error, invocation_id).await;
+    let (status, doc, replayed, retry_after) = match result {
+        Ok(done) => (done.status, done.body, done.replayed, None),
+        Err(e) => {
+            let retry = match &e {
+                ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+                ApiError::Unavailable | ApiError::ProjectionBehind { .. } => {
+                    Some(u64::from(super::error::RETRY_AFTER_SECONDS))
+                }
+                ApiError::Internal(cause) => {
+                    tracing::error!(error = ?cause, "internal error in a tool call");
+                    None
+                }
+                _ => None,
+            };
+            (e.status(), e.problem(), false, retry)
+        }
+    };
+    let code = (status >= 400)
+        .then(|| doc.get("code").and_then(Value::as_str).map(str::to_string))
+        .flatten();
+    let outcome = Outcome::of(status, code.as_deref());
+    let mut body = json!({
+        "invocation_id": invocation_id,
+        "tool": tool_name,
+        "outcome": outcome.as_str(),
+    });
+    let approval_id = doc
+        .get("approval_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if status >= 400 {
+        body["error"] = doc.clone();
+    } else {
+        if outcome == Outcome::ApprovalRequired {
+            body["approval_id"] = approval_id.clone().into();
+        }
+        body["result"] = doc.clone();
+    }
+    if replayed {
+        body["replayed"] = true.into();
+    }
+    let arg = |name: &str| {
+        inv.arguments
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| plausible_id(s))
+            .map(str::to_string)
+    };
+    let events = match doc.get("events") {
+        Some(Value::Array(events)) if status < 400 && !replayed => events.clone(),
+        _ => Vec::new(),
+    };
+    let record = InvocationRecord {
+        position: 0,
+        invocation_id,
+        tool: tool_name,
+        actor: caller.actor(),
+        transport: inv.transport,
+        idempotency_key: inv.idempotency_key.clone(),
+        argument_digest: argument_digest(&inv.arguments),
+        outcome,
+        error_code: code,
+        http_status: status,
+        job_id: doc
+            .get("job_id")
+            .and_then(Value::as_str)
+            .filter(|s| status < 400 && plausible_id(s))
+            .map(str::to_string)
+            .or_else(|| arg("job_id")),
+        approval_id: approval_id
+            .filter(|s| plausible_id(s))
+            .or_else(|| arg("approval_id")),
+        events,
+        replayed,
+        at: state.app.clock.now(),
+    };
+    metrics::counter!("dispatch_tool_calls_total", "tool" => record.tool.clone(), "outcome" => outcome.as_str())
+        .increment(1);
+    if let Err(e) = log::append(&state.app.pool, &record).await {
+        // The answer still goes out: a command that committed has its effect,
+        // and its events carry this invocation id. A retry with the same key
+        // replays the answer and is recorded then.
+        metrics::counter!("dispatch_tool_log_failures_total").increment(1);
+        tracing::error!(error = ?e, "could not record a tool invocation");
+    }
+    ToolAnswer {
+        status,
+        body,
+        retry_after,
+        replayed,
+    }
+}
+
+/// The tool name as recorded: no control characters, 1–100 characters.
+fn record_tool_name(tool: &str) -> String {
+    let clean: String = tool.chars().filter(|c| !c.is_control()).take(100).collect();
+    if clean.is_empty() {
+        "(none)".to_string()
+    } else {
+        clean
+    }
+}
+
+/// Whether an argument can be recorded as an id (it may come from a refused call).
+fn plausible_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control)
+}
+
+/// SHA-256 of the arguments' canonical JSON.
+pub fn argument_digest(arguments: &Value) -> String {
+    sha256_hex(canonical_json(arguments).as_bytes())
+}
+
+async fn dispatch(
+    state: &AppState,
+    caller: &Caller,
+    inv: &Invocation,
+    envelope_error: Option<ApiError>,
+    invocation_id: Uuid,
+) -> Result<Done> {
+    let tools = &state.tools;
+    if let Err(wait) = tools.limiter.check(&caller.key_name) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: secs.max(1),
+        });
+    }
+    let entry = tools
+        .allowlist
+        .tools
+        .get(&inv.tool)
+        .filter(|t| t.roles.contains(&caller.role))
+        .ok_or_else(|| {
+            ApiError::ToolNotAllowed(format!(
+                "role `{}` may not call `{}`",
+                caller.role.as_str(),
+                record_tool_name(&inv.tool)
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ))
+        })?;
+    if let Some(e) = envelope_error {
+        return Err(e);
+    }
+    let key = inv
+        .idempotency_key
+        .clone()
+        .ok_or(ApiError::IdempotencyKeyRequired)?;
+    tools.schemas.validate(&inv.tool, &inv.arguments)?;
+    match entry.kind {
+        ToolKind::Command => {
+            let mut args = inv.arguments.as_object().cloned().unwrap_or_default();
+            let job_id = match inv.tool.as_str() {
+                "open_job" => None,
+                _ => args
+                    .remove("job_id")
+                    .and_then(|v| v.as_str().map(str::to_string)),
+            };
+            let command = JobCommand::decode(&inv.tool, Value::Object(args))
+                .map_err(|e| ApiError::from_serde(&e))?
+                .ok_or_else(|| ApiError::ToolNotAllowed("no such tool".into()))?;
+            let meta = RequestMeta {
+                idempotency_key: key,
+                request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
+                if_match: None,
+                correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
+                causation_id: inv.causation_id,
+                tool_invocation_id: Some(invocation_id),
+            };
+            let reply = state
+                .app
+                .execute_job(caller, &meta, job_id.as_deref(), command)
+                .await?;
+            let body =
+                serde_json::from_slice(&reply.body).map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(Done {
+                status: reply.status,
+                body,
+                replayed: reply.replayed,
+            })
+        }
+        ToolKind::Query => {
+            let body = query(state, caller, &inv.tool, &inv.arguments).await?;
+            Ok(Done {
+                status: 200,
+                body,
+                replayed: false,
+            })
+        }
+    }
+}
+
+/// A query tool's arguments as the read model's query parameters.
+fn as_params(arguments: &Value) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in arguments.as_object().into_iter().flatten() {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        out.insert(k.clone(), s);
+    }
+    out
+}
+
+async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value) -> Result<Value> {
+    let app = &state.app;
+    let text = |name: &str| arguments.get(name).and_then(Value::as_str).unwrap_or("");
+    match tool {
+        "get_sop" => app
+            .sops
+            .get(text("incident_type"))
+            .map(super::sops::sop_json)
+            .ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into())),
+        "get_job" => {
+            let job = app.load_job(text("job_id"), None).await?;
+            super::jobs::check_technician_scope(caller, &job)?;
+            crate::app::queries::job_view(app, &job)
+                .ok_or_else(|| ApiError::NotFound("job not found".into()))
+        }
+        "search_board" => app.board(&as_params(arguments)).await,
+        "find_technicians" => app.technicians(&as_params(arguments)).await,
+        "get_billing_status" => app.billing_readiness(&as_params(arguments)).await,
+        other => Err(ApiError::Internal(anyhow::anyhow!(
+            "query tool `{other}` has no implementation"
+        ))),
+    }
+}
+
+/// Decodes `{invocation_id?, idempotency_key, arguments}`; nothing here refuses
+/// yet — problems are kept for after the allowlist check, so a role that may not
+/// call the tool hears `tool_not_allowed` whatever it sent.
+async fn decode_envelope(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    tool: String,
+) -> Invocation {
+    let header_uuid = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+    };
+    let mut inv = Invocation {
+        transport: Transport::Http,
+        tool,
+        invocation_id: None,
+        idempotency_key: None,
+        arguments: Value::Null,
+        envelope_error: None,
+        correlation_id: header_uuid("x-correlation-id"),
+        causation_id: header_uuid("x-causation-id"),
+    };
+    let envelope = match read_json(headers, body, state.limits.max_body_bytes).await {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            inv.envelope_error = Some(e);
+            return inv;
+        }
+    };
+    let mut problem: Option<ApiError> = None;
+    let mut note = |e: ApiError| {
+        if problem.is_none() {
+            problem = Some(e);
+        }
+    };
+    for key in envelope.keys() {
+        if !matches!(
+            key.as_str(),
+            "invocation_id" | "idempotency_key" | "arguments"
+        ) {
+            note(ApiError::Validation {
+                detail: format!(
+                    "unknown envelope field `{}`: the envelope is {{invocation_id?, idempotency_key, arguments}}",
+                    key.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+                ),
+                field: Some(key.chars().filter(|c| !c.is_control()).take(64).collect()),
+            });
+        }
+    }
+    match envelope.get("invocation_id") {
+        None => {}
+        Some(v) => match v.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+            Some(id) => inv.invocation_id = Some(id),
+            None => note(ApiError::Validation {
+                detail: "invocation_id must be a UUID".into(),
+                field: Some("invocation_id".into()),
+            }),
+        },
+    }
+    match envelope.get("idempotency_key").and_then(Value::as_str) {
+        Some(k) if valid_idempotency_key(k) => inv.idempotency_key = Some(k.to_string()),
+        _ => note(ApiError::IdempotencyKeyRequired),
+    }
+    match envelope.get("arguments") {
+        Some(a @ Value::Object(_)) => inv.arguments = a.clone(),
+        Some(_) => note(ApiError::Validation {
+            detail: "arguments must be a JSON object".into(),
+            field: Some("arguments".into()),
+        }),
+        None => note(ApiError::Validation {
+            detail: "arguments is required (an object; `{}` for none)".into(),
+            field: Some("arguments".into()),
+        }),
+    }
+    inv.envelope_error = problem;
+    inv
+}
+
+fn answer_response(answer: ToolAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, Json(answer.body)).into_response();
+    if let Some(secs) = answer.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if answer.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+async fn call_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let inv = decode_envelope(&state, &headers, body, tool).await;
+    answer_response(invoke(&state, &caller, inv).await)
+}
+
+async fn list_tools(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    let tools = manifest::manifest(&state.tools.allowlist, &state.tools.schemas, caller.role);
+    Json(json!({"role": caller.role.as_str(), "tools": tools}))
+}
+
+async fn invocations(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    require_endpoint(&state, &caller, "GET /v1/tool-invocations")?;
+    let params = query_params(
+        query.as_deref(),
+        &["job_id", "actor", "tool", "after", "limit"],
+    )?;
+    let number = |name: &str, min: i64, max: i64| -> Result<Option<i64>> {
+        params
+            .get(name)
+            .map(|s| {
+                s.parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| ApiError::Validation {
+                        detail: format!("{name} must be a whole number from {min} to {max}"),
+                        field: Some(name.to_string()),
+                    })
+            })
+            .transpose()
+    };
+    let filter = log::Filter {
+        job_id: params.get("job_id").cloned(),
+        actor: params.get("actor").cloned(),
+        tool: params.get("tool").cloned(),
+        after: number("after", 0, i64::MAX)?,
+        limit: number("limit", 1, 1000)?.unwrap_or(100),
+    };
+    let records = log::list(&state.app.pool, &filter).await?;
+    let next_after = (records.len() as i64 == filter.limit)
+        .then(|| records.last().map(|r| r.position))
+        .flatten();
+    Ok(Json(
+        json!({"invocations": records, "next_after": next_after}),
+    ))
+}

@@ -1,0 +1,396 @@
+//! The input schemas of the tools, `schemas/tools/<tool>.json`: embedded in
+//! the binary, checked at start-up (one per allowlisted tool, no stray file,
+//! every subschema strict and bounded) and enforced here, before any argument
+//! is decoded. The checked-in files are the contract; the manifest serves them
+//! as they are.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jsonschema::error::ValidationErrorKind;
+use serde_json::{Map, Value};
+
+use super::allowlist::Allowlist;
+use crate::error::ApiError;
+
+macro_rules! tool_schema_files {
+    ($($name:literal),+ $(,)?) => {
+        /// Every tool schema file, by tool name, as checked in.
+        pub const TOOL_SCHEMA_FILES: &[(&str, &str)] = &[
+            $(($name, include_str!(concat!("../../schemas/tools/", $name, ".json")))),+
+        ];
+    };
+}
+
+tool_schema_files! {
+    "get_sop", "get_job", "search_board", "find_technicians", "get_billing_status",
+    "open_job", "record_intake", "triage_job", "set_priority", "resolve_duplicate",
+    "offer_job", "accept_offer", "decline_offer", "expire_offer", "start_travel",
+    "check_in", "complete_checklist_item", "attach_evidence", "check_out",
+    "schedule_return_visit", "verify_closeout", "reopen_unsatisfactory",
+    "mark_billing_ready", "close_job", "cancel_job", "add_note",
+    "request_nte_increase", "decide_approval", "flag_sla_breach",
+}
+
+/// A schema set the service refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// An allowlisted tool has no schema file.
+    #[error("tool `{0}` has no input schema (schemas/tools/{0}.json)")]
+    Missing(String),
+    /// A schema file names a tool the allowlist does not have.
+    #[error("schemas/tools/{0}.json names no allowlisted tool")]
+    Stray(String),
+    /// Not JSON, not a valid draft 2020-12 schema, or not strict.
+    #[error("schemas/tools/{tool}.json: {problem}")]
+    Invalid {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// One tool's schema: as served, and compiled.
+pub struct ToolSchema {
+    /// The schema document as checked in.
+    pub document: Arc<Value>,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for ToolSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolSchema").finish_non_exhaustive()
+    }
+}
+
+/// Every tool's compiled input schema.
+#[derive(Debug)]
+pub struct ToolSchemas {
+    by_tool: BTreeMap<String, ToolSchema>,
+}
+
+impl ToolSchemas {
+    /// Loads the embedded schemas and checks them against the allowlist.
+    pub fn load(allowlist: &Allowlist) -> Result<ToolSchemas, SchemaError> {
+        Self::from_files(allowlist, TOOL_SCHEMA_FILES)
+    }
+
+    /// Loads a given set of files (tests use this to prove the checks bite).
+    pub fn from_files(
+        allowlist: &Allowlist,
+        files: &[(&str, &str)],
+    ) -> Result<ToolSchemas, SchemaError> {
+        let mut by_tool = BTreeMap::new();
+        for (tool, text) in files {
+            if !allowlist.tools.contains_key(*tool) {
+                return Err(SchemaError::Stray((*tool).to_string()));
+            }
+            let invalid = |problem: String| SchemaError::Invalid {
+                tool: (*tool).to_string(),
+                problem,
+            };
+            let document: Value =
+                serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+            let problems = strictness_problems(&document);
+            if let Some(p) = problems.first() {
+                return Err(invalid(p.clone()));
+            }
+            if document.get("$schema").and_then(Value::as_str)
+                != Some("https://json-schema.org/draft/2020-12/schema")
+            {
+                return Err(invalid("`$schema` must be draft 2020-12".into()));
+            }
+            // Building also validates the document against the draft's meta-schema.
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&document)
+                .map_err(|e| invalid(format!("does not compile: {e}")))?;
+            by_tool.insert(
+                (*tool).to_string(),
+                ToolSchema {
+                    document: Arc::new(document),
+                    validator,
+                },
+            );
+        }
+        if let Some(missing) = allowlist.tools.keys().find(|t| !by_tool.contains_key(*t)) {
+            return Err(SchemaError::Missing(missing.clone()));
+        }
+        Ok(ToolSchemas { by_tool })
+    }
+
+    /// A tool's schema document.
+    pub fn document(&self, tool: &str) -> Option<&Arc<Value>> {
+        self.by_tool.get(tool).map(|s| &s.document)
+    }
+
+    /// Checks a tool's arguments. The refusal names the offending argument
+    /// and the rule, never the value (which may be hostile or huge).
+    pub fn validate(&self, tool: &str, arguments: &Value) -> Result<(), ApiError> {
+        let schema = self
+            .by_tool
+            .get(tool)
+            .ok_or_else(|| ApiError::ToolNotAllowed(format!("no tool named `{}`", clip(tool))))?;
+        let Some(error) = schema.validator.iter_errors(arguments).next() else {
+            return Ok(());
+        };
+        let mut field = pointer_to_field(&error.instance_path.to_string());
+        let join = |field: &str, name: &str| {
+            if field.is_empty() {
+                clip(name)
+            } else {
+                format!("{field}.{}", clip(name))
+            }
+        };
+        let rule = match &error.kind {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                field = join(&field, unexpected.first().map_or("", String::as_str));
+                "is not an argument of this tool".to_string()
+            }
+            ValidationErrorKind::Required { property } => {
+                field = join(&field, property.as_str().unwrap_or(""));
+                "is required".to_string()
+            }
+            ValidationErrorKind::MaxLength { limit } => {
+                format!("is longer than {limit} characters")
+            }
+            ValidationErrorKind::MinLength { limit } => {
+                format!("is shorter than {limit} characters")
+            }
+            ValidationErrorKind::Pattern { .. } => {
+                "contains characters that are not allowed (control characters, or not the expected format)".into()
+            }
+            ValidationErrorKind::Enum { options } => format!("must be one of {options}"),
+            ValidationErrorKind::Type { kind } => format!("has the wrong type (expected {kind:?})"),
+            ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}"),
+            ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
+            ValidationErrorKind::MaxItems { limit } => format!("has more than {limit} items"),
+            ValidationErrorKind::MaxProperties { limit } => {
+                format!("has more than {limit} entries")
+            }
+            ValidationErrorKind::MinProperties { limit } => {
+                format!("needs at least {limit} entries")
+            }
+            ValidationErrorKind::Format { format } => format!("is not a valid {format}"),
+            ValidationErrorKind::PropertyNames { .. } => {
+                "has an entry name that is not allowed (lower-case letters, digits and `_`)".into()
+            }
+            ValidationErrorKind::AnyOf => {
+                "must be a string (at most 4096 characters, no control characters), a boolean or an integer".into()
+            }
+            _ => "does not match the tool's input schema".into(),
+        };
+        let name = if field.is_empty() {
+            "the arguments".to_string()
+        } else {
+            format!("argument `{field}`")
+        };
+        Err(ApiError::Validation {
+            detail: format!("{name} {rule}"),
+            field: (!field.is_empty()).then_some(field),
+        })
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect::<String>()
+}
+
+/// `/site/name` → `site.name`; `/parts/0/quantity` → `parts.0.quantity`.
+fn pointer_to_field(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| clip(&s.replace("~1", "/").replace("~0", "~")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Every way a schema is not strict enough: objects closed (or maps with
+/// named keys and a bound), strings, numbers and arrays bounded.
+pub fn strictness_problems(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    lint(schema, "#", &mut out);
+    out
+}
+
+fn lint(schema: &Value, at: &str, out: &mut Vec<String>) {
+    let Some(obj) = schema.as_object() else {
+        out.push(format!("{at}: a subschema must be an object"));
+        return;
+    };
+    if let Some(any) = obj.get("anyOf").and_then(Value::as_array) {
+        for (i, s) in any.iter().enumerate() {
+            lint(s, &format!("{at}/anyOf/{i}"), out);
+        }
+        return;
+    }
+    if obj.contains_key("enum") {
+        return;
+    }
+    match obj.get("type").and_then(Value::as_str) {
+        Some("object") => lint_object(obj, at, out),
+        Some("string") => {
+            if !obj.contains_key("maxLength") {
+                out.push(format!("{at}: a string needs maxLength"));
+            }
+        }
+        Some("integer" | "number") => {
+            if !obj.contains_key("minimum") || !obj.contains_key("maximum") {
+                out.push(format!("{at}: a number needs minimum and maximum"));
+            }
+        }
+        Some("array") => {
+            if !obj.contains_key("maxItems") {
+                out.push(format!("{at}: an array needs maxItems"));
+            }
+            match obj.get("items") {
+                Some(items) => lint(items, &format!("{at}/items"), out),
+                None => out.push(format!("{at}: an array needs items")),
+            }
+        }
+        Some("boolean") => {}
+        _ => out.push(format!(
+            "{at}: a subschema needs one type (or enum, or anyOf)"
+        )),
+    }
+}
+
+fn lint_object(obj: &Map<String, Value>, at: &str, out: &mut Vec<String>) {
+    let empty = Map::new();
+    let props = obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    match obj.get("additionalProperties") {
+        Some(Value::Bool(false)) => {}
+        // A map: free keys, but named by a pattern, bounded, and typed values.
+        Some(values @ Value::Object(_)) => {
+            if !obj.contains_key("propertyNames") || !obj.contains_key("maxProperties") {
+                out.push(format!("{at}: a map needs propertyNames and maxProperties"));
+            }
+            if let Some(names) = obj.get("propertyNames") {
+                lint(names, &format!("{at}/propertyNames"), out);
+            }
+            lint(values, &format!("{at}/additionalProperties"), out);
+        }
+        _ => out.push(format!("{at}: an object needs additionalProperties: false")),
+    }
+    for (name, sub) in props {
+        lint(sub, &format!("{at}/properties/{name}"), out);
+    }
+    for required in obj
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !required.as_str().is_some_and(|r| props.contains_key(r)) {
+            out.push(format!("{at}: required `{required}` is not a property"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schemas() -> ToolSchemas {
+        ToolSchemas::load(&Allowlist::builtin().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_allowlisted_tool_has_a_strict_schema() {
+        let list = Allowlist::builtin().unwrap();
+        let s = schemas();
+        for tool in list.tools.keys() {
+            assert!(s.document(tool).is_some(), "{tool}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_loose_schema_refuses_to_start() {
+        let list = Allowlist::builtin().unwrap();
+        let fewer: Vec<_> = TOOL_SCHEMA_FILES
+            .iter()
+            .filter(|(n, _)| *n != "add_note")
+            .copied()
+            .collect();
+        assert!(matches!(
+            ToolSchemas::from_files(&list, &fewer),
+            Err(SchemaError::Missing(t)) if t == "add_note"
+        ));
+        let loose: Vec<_> = TOOL_SCHEMA_FILES
+            .iter()
+            .map(|(n, t)| {
+                if *n == "add_note" {
+                    (*n, r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"text":{"type":"string"}}}"#)
+                } else {
+                    (*n, *t)
+                }
+            })
+            .collect();
+        assert!(matches!(
+            ToolSchemas::from_files(&list, &loose),
+            Err(SchemaError::Invalid { .. })
+        ));
+        let mut stray = TOOL_SCHEMA_FILES.to_vec();
+        stray.push(("approve_everything", "{}"));
+        assert!(matches!(
+            ToolSchemas::from_files(&list, &stray),
+            Err(SchemaError::Stray(_))
+        ));
+    }
+
+    #[test]
+    fn refusals_name_the_argument_not_the_value() {
+        let s = schemas();
+        let job = "0b5e0c7e-3f7e-5d7a-9a52-3b0c0a9f1e21";
+        let long = "x".repeat(5000);
+        let err = s
+            .validate(
+                "add_note",
+                &serde_json::json!({"job_id": job, "text": long}),
+            )
+            .unwrap_err();
+        let doc = err.problem();
+        assert_eq!(doc["code"], "validation_error");
+        assert_eq!(doc["field"], "text");
+        assert!(!doc["detail"].as_str().unwrap().contains("xxxx"));
+        let err = s
+            .validate(
+                "add_note",
+                &serde_json::json!({"job_id": job, "text": "ok\u{0007}bell"}),
+            )
+            .unwrap_err();
+        assert_eq!(err.problem()["field"], "text");
+        let err = s
+            .validate(
+                "add_note",
+                &serde_json::json!({"job_id": job, "text": "hi", "role": "admin"}),
+            )
+            .unwrap_err();
+        assert_eq!(err.problem()["field"], "role");
+        let err = s
+            .validate("add_note", &serde_json::json!({"text": "hi"}))
+            .unwrap_err();
+        assert_eq!(err.problem()["field"], "job_id");
+        s.validate(
+            "add_note",
+            &serde_json::json!({"job_id": job, "text": "line one\nline two\ttab"}),
+        )
+        .unwrap();
+        let err = s
+            .validate(
+                "record_intake",
+                &serde_json::json!({"job_id": job, "fields": {"door": {"nested": true}}}),
+            )
+            .unwrap_err();
+        assert_eq!(err.problem()["field"], "fields.door");
+    }
+}
