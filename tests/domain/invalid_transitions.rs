@@ -26,7 +26,7 @@ const BEFORE_WORK_COMPLETED: &[JobState] =
     &[Intake, Triaged, Offered, Confirmed, EnRoute, OnSite, OnHold];
 
 /// (label, actor, command, the states lifecycle.md allows it in).
-fn matrix() -> Vec<(&'static str, Actor, JobCommand, &'static [JobState])> {
+pub(crate) fn matrix() -> Vec<(&'static str, Actor, JobCommand, &'static [JobState])> {
     vec![
         (
             "record_intake",

@@ -20,4 +20,5 @@ mod invalid_transitions;
 mod properties;
 mod sop_loader;
 mod technician;
+mod transition_table;
 mod transitions;

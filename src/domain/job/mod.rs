@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod invoice;
 mod state;
+pub mod transitions;
 
 pub use aggregate::{Job, JobServices};
 pub use commands::{
