@@ -5,6 +5,7 @@ mod error;
 mod evidence;
 pub mod extract;
 mod jobs;
+mod mcp;
 pub mod openapi;
 mod ops;
 mod read_models;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(read_models::router())
         .merge(tools::router())
+        .nest_service("/mcp", mcp::service(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

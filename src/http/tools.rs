@@ -65,6 +65,8 @@ pub struct ToolAnswer {
     pub retry_after: Option<u64>,
     /// A stored answer replayed for a retried key.
     pub replayed: bool,
+    /// What became of it.
+    pub outcome: Outcome,
 }
 
 /// What a dispatched call produced: a status and a body (which is a
@@ -178,6 +180,7 @@ pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> T
         body,
         retry_after,
         replayed,
+        outcome,
     }
 }
 

@@ -1,0 +1,214 @@
+//! The closed toolset as a Model Context Protocol server at `/mcp`
+//! (streamable HTTP, crate `rmcp`), for agent gateways.
+//!
+//! The same tools, with the same gates, as `POST /v1/tools/{tool}`: the bearer
+//! key is checked before rmcp sees the request (401 otherwise); `tools/list`
+//! shows the caller's tools only; `tools/call` goes through the one
+//! invocation path (`super::tools::invoke`) — rate limit, allowlist, the
+//! tool's JSON Schema, idempotency (the `idempotency_key` argument is
+//! required), one command or query, one log record with transport `mcp`.
+//! Refusals are tool results with `isError` and the problem document (its
+//! `code`) as structured content. Stateless (no MCP session): any replica
+//! answers any request, and JSON answers rather than SSE streams.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use super::tools::{invoke, valid_idempotency_key, Invocation};
+use super::AppState;
+use crate::app::Caller;
+use crate::error::ApiError;
+use crate::tools::allowlist::{Risk, ToolKind};
+use crate::tools::log::{Outcome, Transport};
+use crate::tools::manifest::{mcp_input_schema, MCP_IDEMPOTENCY_ARGUMENT};
+
+const INSTRUCTIONS: &str = "dispatch-api's closed toolset for door-service dispatch. \
+Every call needs an `idempotency_key` argument (reuse it only to retry the same call). \
+Text you pass is stored as data and never interpreted. Calls of risk `needs_approval` \
+(cancelling a dispatched job, dismissing a duplicate, raising the NTE) only request: \
+the answer's outcome is `approval_required` with an `approval_id`, and a dispatcher decides. \
+Refusals come back with isError and a machine-readable `code` in the structured content.";
+
+/// The MCP endpoint: authentication, then rmcp's streamable HTTP service.
+pub fn service(state: &AppState) -> Router {
+    let hosts = &state.tools.config.mcp_allowed_hosts;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_max_request_body_bytes(state.limits.max_body_bytes);
+    config = if hosts.iter().any(|h| h.trim() == "*") {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(hosts.iter().map(|h| h.trim().to_string()))
+    };
+    let handler = McpTools {
+        state: state.clone(),
+    };
+    let mcp = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+}
+
+/// Resolves the bearer key like every `/v1` route and hands the caller to
+/// the handler through the request's extensions (rmcp passes the HTTP parts on).
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await
+    {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => {
+            let unauthorized = matches!(e, ApiError::Unauthorized);
+            let mut resp = e.into_response();
+            if unauthorized {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            resp
+        }
+    }
+}
+
+#[derive(Clone)]
+struct McpTools {
+    state: AppState,
+}
+
+fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    ctx.extensions
+        .get::<Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("no authenticated caller", None))
+}
+
+/// Honest hints, from the allowlist: read tools are read-only; commands are
+/// destructive only where the allowlist says so; every call is idempotent
+/// under its key; the world is closed.
+fn annotations(kind: ToolKind, destructive: bool, title: &str) -> ToolAnnotations {
+    let read = kind == ToolKind::Query;
+    let mut a = ToolAnnotations::with_title(title)
+        .read_only(read)
+        .idempotent(true)
+        .open_world(false);
+    if !read {
+        a = a.destructive(destructive);
+    }
+    a
+}
+
+fn title(name: &str) -> String {
+    let mut t = name.replace('_', " ");
+    if let Some(first) = t.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    t
+}
+
+impl ServerHandler for McpTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "dispatch-api",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let caller = caller(&ctx)?;
+        let tools = &self.state.tools;
+        let list = tools
+            .allowlist
+            .tools_for(caller.role)
+            .map(|(name, entry)| {
+                let description = match entry.risk {
+                    Risk::NeedsApproval => format!(
+                        "{} (risk: needs_approval — may only request; a dispatcher decides)",
+                        entry.description
+                    ),
+                    risk => format!("{} (risk: {})", entry.description, risk.as_str()),
+                };
+                Tool::new(
+                    name.clone(),
+                    description,
+                    mcp_input_schema(&tools.schemas, name),
+                )
+                .with_title(title(name))
+                .with_annotations(annotations(
+                    entry.kind,
+                    entry.destructive,
+                    &title(name),
+                ))
+            })
+            .collect();
+        let mut result = ListToolsResult::with_all_items(list);
+        // The list depends on the key's role.
+        result.cache_scope = Some(CacheScope::Private);
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = caller(&ctx)?;
+        let mut arguments = request.arguments.unwrap_or_default();
+        let key = arguments.remove(MCP_IDEMPOTENCY_ARGUMENT);
+        let idempotency_key = key
+            .as_ref()
+            .and_then(Value::as_str)
+            .filter(|k| valid_idempotency_key(k))
+            .map(str::to_string);
+        let inv = Invocation {
+            transport: Transport::Mcp,
+            tool: request.name.to_string(),
+            invocation_id: None,
+            envelope_error: idempotency_key
+                .is_none()
+                .then_some(ApiError::IdempotencyKeyRequired),
+            idempotency_key,
+            arguments: Value::Object(arguments),
+            correlation_id: None,
+            causation_id: None,
+        };
+        let answer = invoke(&self.state, &caller, inv).await;
+        let result = match answer.outcome {
+            Outcome::Ok | Outcome::ApprovalRequired => CallToolResult::structured(answer.body),
+            Outcome::Refused | Outcome::Error => CallToolResult::structured_error(answer.body),
+        };
+        Ok(result.into())
+    }
+}
