@@ -18,7 +18,10 @@ pub fn init_logs(format: &str) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(true)
+            // Every span of the line (request, then tool): request,
+            // correlation and tool invocation ids on every line.
+            .with_current_span(false)
+            .with_span_list(true)
             .try_init()
     };
 }
