@@ -1,0 +1,77 @@
+//! Repository checks: the documents and the ops kit stay true to the code.
+
+use std::path::Path;
+use std::process::Command;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn rust_sources(dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            rust_sources(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(std::fs::read_to_string(&p).unwrap());
+        }
+    }
+}
+
+#[test]
+fn env_example_lists_every_setting_the_code_reads() {
+    let mut sources = Vec::new();
+    rust_sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut sources);
+    let example = read("ops/env.example");
+    let readme = read("README.md");
+    let mut names = Vec::new();
+    for src in &sources {
+        for part in src.split("env = \"").skip(1) {
+            names.push(part.split('"').next().unwrap().to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(example.contains(&format!("{name}=")), "ops/env.example does not list {name}");
+        assert!(readme.contains(&format!("`{name}`")), "README's configuration table does not list {name}");
+    }
+}
+
+#[test]
+fn the_data_model_describes_every_table_the_migrations_create() {
+    let doc = read("docs/04_data_model.md");
+    let mut tables = Vec::new();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap().flatten() {
+        let sql = std::fs::read_to_string(entry.path()).unwrap();
+        for part in sql.split("CREATE TABLE ").skip(1) {
+            tables.push(part.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    assert!(tables.len() >= 10);
+    for t in tables {
+        assert!(doc.contains(&format!("### `{t}`")), "docs/04_data_model.md has no section for table {t}");
+    }
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("projections")).unwrap().flatten() {
+        let name = entry.path().file_stem().unwrap().to_string_lossy().to_string();
+        assert!(doc.contains(&format!("| `{name}` |")), "docs/04_data_model.md does not describe read model {name}");
+    }
+}
+
+#[test]
+fn the_compose_file_is_valid_where_the_compose_tool_exists() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let attempts: [(&str, &[&str]); 2] = [("docker-compose", &[]), ("docker", &["compose"])];
+    for (program, prefix) in attempts {
+        let mut cmd = Command::new(program);
+        cmd.args(prefix).args(["-f", "ops/docker-compose.yaml", "--env-file", "ops/env.example", "config", "-q"]).current_dir(dir);
+        match cmd.output() {
+            Ok(out) if out.status.success() => return,
+            Ok(out) if String::from_utf8_lossy(&out.stderr).contains("unknown command") => continue,
+            Ok(out) => panic!("{program} says the compose file is invalid: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(_) => continue,
+        }
+    }
+    eprintln!("skipped: no compose tool on this machine (docker-compose or docker compose)");
+}
