@@ -109,6 +109,12 @@ pub struct ServeConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub mcp_allowed_hosts: Vec<String>,
+
+    /// The clock: `system`, or `manual:<RFC 3339>` for deterministic scenarios
+    /// (stands still until an admin calls `POST /v1/admin/clock`, which exists
+    /// only in this mode). Never in production.
+    #[arg(long, env = "DISPATCH_CLOCK", default_value = "system")]
+    pub clock: crate::clock::ClockSetting,
 }
 
 /// A URL with its password replaced by `***`.

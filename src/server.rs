@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::app::evidence::EvidenceStore;
 use crate::app::App;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::{redact_url, Config, ServeConfig, DEFAULT_DATABASE_URL};
 use crate::domain::policy::DispatchPolicy;
 use crate::domain::sop::SopLibrary;
@@ -156,7 +156,10 @@ pub async fn shutdown_signal() {
 /// on SIGTERM, drains in-flight requests, then stops projectors and timers
 /// between batches (each batch is one transaction: nothing half-written).
 pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
-    let app = build_app(config, Arc::new(SystemClock)).await?;
+    if let crate::clock::ClockSetting::Manual(start) = serve.clock {
+        tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
+    }
+    let app = build_app(config, serve.clock.build()).await?;
     let runtime = Runtime::new(app.pool.clone(), ProjectionContext { sops: app.sops.clone() });
     runtime.register().await.map_err(|e| anyhow::anyhow!("cannot register read models: {e}"))?;
     let (stop, stopped) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): thin handlers that decode, call the application, and
 //! encode. Each resource module exposes `router()`.
 
+mod clock;
 mod error;
 mod evidence;
 pub mod extract;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(read_models::router())
         .merge(tools::router())
+        .merge(clock::router(&state))
         .nest_service("/mcp", mcp::service(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,109 @@
+//! The test clock's control: `POST /v1/admin/clock` (admin only), served only
+//! when the service runs with `DISPATCH_CLOCK=manual:<RFC 3339>`. With the
+//! system clock the path does not exist (404 `not_found`), so production
+//! cannot move time. The end-to-end scenarios (`e2e/`) use it to pass time
+//! between check-in and check-out deterministically.
+//!
+//! Body: `{"advance_seconds": n}` (0 ≤ n ≤ ten years) or `{"set": "<RFC 3339>"}`;
+//! answer: `{"now": "<RFC 3339>"}`. Not idempotent (`advance` twice moves
+//! twice), not an event: the clock is the service's input, not the domain's.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::extract::read_json;
+use super::AppState;
+use crate::app::Caller;
+use crate::clock::Clock;
+use crate::domain::Role;
+use crate::error::{ApiError, Result};
+
+/// The longest single advance: ten years.
+const MAX_ADVANCE_SECONDS: i64 = 10 * 366 * 24 * 3600;
+
+/// The route, when the service's clock is manual; no route otherwise.
+pub fn router(state: &AppState) -> Router<AppState> {
+    if state.app.clock.manual().is_some() {
+        Router::new().route("/v1/admin/clock", post(move_clock))
+    } else {
+        Router::new()
+    }
+}
+
+fn invalid(field: &str, detail: &str) -> ApiError {
+    ApiError::Validation {
+        detail: detail.to_string(),
+        field: Some(field.to_string()),
+    }
+}
+
+async fn move_clock(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>> {
+    if caller.role != Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may move the test clock".into(),
+        ));
+    }
+    let clock = state
+        .app
+        .clock
+        .manual()
+        .ok_or_else(|| ApiError::NotFound("no such endpoint".into()))?;
+    let body = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    let fields = body.as_object().cloned().unwrap_or_default();
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "advance_seconds" | "set"))
+    {
+        let name: String = unknown
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        return Err(invalid(
+            &name,
+            &format!("unknown field `{name}`: give advance_seconds or set"),
+        ));
+    }
+    match (fields.get("advance_seconds"), fields.get("set")) {
+        (Some(n), None) => {
+            let secs = n
+                .as_i64()
+                .filter(|s| (0..=MAX_ADVANCE_SECONDS).contains(s))
+                .ok_or_else(|| {
+                    invalid(
+                        "advance_seconds",
+                        "advance_seconds must be a whole number from 0 to ten years",
+                    )
+                })?;
+            clock.advance(Duration::seconds(secs));
+        }
+        (None, Some(t)) => {
+            let to = t
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .ok_or_else(|| invalid("set", "set must be an RFC 3339 time"))?;
+            clock.set(to.with_timezone(&Utc));
+        }
+        _ => {
+            return Err(ApiError::Validation {
+                detail: "give exactly one of advance_seconds and set".into(),
+                field: None,
+            })
+        }
+    }
+    let now = clock.now();
+    tracing::warn!(actor = %caller.key_name, %now, "test clock moved");
+    Ok(Json(
+        json!({"now": now.to_rfc3339_opts(SecondsFormat::AutoSi, true)}),
+    ))
+}
