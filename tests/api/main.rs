@@ -8,6 +8,7 @@ mod concurrency;
 mod evidence;
 mod flow;
 mod idempotency;
+mod injection;
 mod mcp;
 mod openapi;
 mod outage;

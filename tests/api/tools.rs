@@ -75,7 +75,6 @@ pub fn with_tools(t: TestApp, config: ToolsConfig) -> TestApp {
 }
 
 /// No rate limit: suites that make hundreds of calls with one key.
-#[allow(dead_code)]
 pub fn unlimited() -> ToolsConfig {
     ToolsConfig {
         rate_per_minute: 0,
