@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
+use crate::domain::Role;
 use crate::tools::allowlist::Allowlist;
 
 const AUDIT_EVENT_SCHEMA: &str = include_str!("../../schemas/audit_event.schema.json");
@@ -290,6 +291,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
     }
 
     let mut schemas = generator.take_definitions(true);
+    toolset_paths(&mut paths, &mut schemas, allowlist);
     let strip = |text: &str| -> Value {
         let mut v: Value = serde_json::from_str(text).expect("bundled schema is JSON");
         if let Some(o) = v.as_object_mut() {
@@ -462,4 +464,149 @@ fn rewrite_defs(mut schema: Value, name: &str) -> Value {
         .replace("#/$defs/", &format!("#/components/schemas/{name}/$defs/"));
     schema = serde_json::from_str(&text).expect("still JSON");
     schema
+}
+
+const TOOL_INVOCATION_SCHEMA: &str = include_str!("../../schemas/tool_invocation.schema.json");
+
+/// The closed toolset: the manifest, tool calls (one envelope; each tool's
+/// input schema is served by `GET /v1/tools` and checked in under
+/// `schemas/tools/`), the invocation log, and the MCP endpoint.
+fn toolset_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>, allowlist: &Allowlist) {
+    let tools: Vec<&String> = allowlist.tools.keys().collect();
+    let any_role: Vec<String> = [
+        Role::Agent,
+        Role::Dispatcher,
+        Role::Technician,
+        Role::Auditor,
+        Role::Admin,
+    ]
+    .iter()
+    .map(|r| r.as_str().to_string())
+    .collect();
+    let answer = |description: &str| ok_json(description, json!({"$ref": "#/components/schemas/ToolAnswer"}));
+    let mut manifest = operation(
+        "The caller's tools: name, description, input_schema (a JSON Schema, draft 2020-12), risk",
+        any_role.clone(),
+        json!([]),
+        None,
+        ("200", ok_json("The manifest for the key's role", json!({"$ref": "#/components/schemas/ToolManifest"}))),
+        false,
+    );
+    for code in ["400", "403", "404"] {
+        manifest["responses"].as_object_mut().expect("object").remove(code);
+    }
+    paths.insert("/v1/tools".into(), json!({ "get": manifest }));
+
+    let mut responses = Map::new();
+    responses.insert("200".into(), answer("`outcome: ok`: a query's answer or a command's events (`result`)"));
+    responses.insert("201".into(), answer("`outcome: ok`: `open_job` opened the job"));
+    responses.insert("202".into(), answer("`outcome: approval_required`: only an approval was requested; `approval_id`"));
+    for (code, what) in [
+        ("400", "`outcome: error`: the envelope or an argument is invalid (`validation_error` naming the field, `idempotency_key_required`)"),
+        ("403", "`outcome: refused`: `tool_not_allowed` (the role may not call it, or no such tool) or `forbidden` (not your job, your own approval)"),
+        ("404", "`outcome: error`: no such job, approval or SOP (`not_found`)"),
+        ("409", "`outcome: refused` for `idempotency_key_reused`, `error` for `version_conflict`"),
+        ("413", "`outcome: error`: body over the limit (`payload_too_large`)"),
+        ("415", "`outcome: error`: the body is not JSON (`unsupported_media_type`)"),
+        ("422", "`outcome: refused`: a guard refused the command (`invalid_transition`, `missing_intake_fields`, `nte_exceeded`, …)"),
+        ("429", "`outcome: refused`: `rate_limited`; see Retry-After"),
+        ("503", "`outcome: error`: `unavailable` or `projection_behind`; see Retry-After"),
+    ] {
+        responses.insert(code.into(), answer(what));
+    }
+    responses.insert("401".into(), problem("Missing, unknown or revoked key (`unauthorized`); not recorded"));
+    let tool_param = json!({"name": "tool", "in": "path", "required": true, "schema": {"enum": tools}});
+    paths.insert(
+        "/v1/tools/{tool}".into(),
+        json!({"post": {
+            "summary": "Call one tool. Every call — ok, refused, approval required, error — is recorded in the tool-invocation log. Which roles may call which tool: GET /v1/tools and the allowlist (docs/06_tool_surface.md).",
+            "x-roles": any_role,
+            "parameters": [tool_param, {"$ref": "#/components/parameters/CorrelationId"}, {"$ref": "#/components/parameters/CausationId"}],
+            "requestBody": json_body(json!({"$ref": "#/components/schemas/ToolEnvelope"})),
+            "responses": responses,
+        }}),
+    );
+
+    let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    paths.insert(
+        "/v1/tool-invocations".into(),
+        json!({"get": operation(
+            "The tool-invocation log, in order: every call with actor, tool, argument digest, outcome and the events it caused",
+            allowlist
+                .endpoints
+                .get("GET /v1/tool-invocations")
+                .map(|e| e.roles.iter().map(|r| r.as_str().to_string()).collect())
+                .unwrap_or_default(),
+            json!([
+                q("job_id", json!({"type": "string", "maxLength": 200})),
+                q("actor", json!({"type": "string", "maxLength": 200})),
+                q("tool", json!({"type": "string", "maxLength": 100})),
+                q("after", json!({"type": "integer", "minimum": 0})),
+                q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+            ]),
+            None,
+            ("200", ok_json("Records (valid against schemas/tool_invocation.schema.json); `next_after` pages on", json!({
+                "type": "object", "required": ["invocations", "next_after"], "properties": {
+                    "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/ToolInvocation"}},
+                    "next_after": {"type": ["integer", "null"]}}}))),
+            false,
+        )}),
+    );
+
+    let text = |d: &str| json!({"description": d, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    paths.insert(
+        "/mcp".into(),
+        json!({"post": {
+            "summary": "The same tools as a Model Context Protocol server (streamable HTTP, stateless, JSON answers): initialize, tools/list (the key's tools), tools/call (arguments plus a required `idempotency_key`). Send `Accept: application/json, text/event-stream`; the Host must be one of DISPATCH_MCP_ALLOWED_HOSTS.",
+            "x-roles": any_role,
+            "parameters": [{"name": "MCP-Protocol-Version", "in": "header", "required": false, "schema": {"type": "string"}}],
+            "requestBody": json_body(json!({"type": "object", "required": ["jsonrpc", "method"], "properties": {
+                "jsonrpc": {"const": "2.0"}, "id": {"type": ["integer", "string"]}, "method": {"type": "string"}, "params": {"type": "object"}}})),
+            "responses": {
+                "200": ok_json("A JSON-RPC response; a refused tool call is a result with isError and the problem in structuredContent", json!({"type": "object", "required": ["jsonrpc"]})),
+                "202": {"description": "A notification, accepted"},
+                "400": text("Not a valid MCP request (headers, protocol version)"),
+                "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
+                "403": text("The Host (or Origin) is not allowed"),
+                "404": ok_json("A JSON-RPC error: no such method", json!({"type": "object"})),
+                "406": text("The client must accept application/json and text/event-stream"),
+                "413": text("Body over the limit"),
+                "415": text("The body is not a JSON-RPC message"),
+                "503": problem("The database is unavailable (`unavailable`); see Retry-After")
+            }
+        }}),
+    );
+
+    let mut record: Value = serde_json::from_str(TOOL_INVOCATION_SCHEMA).expect("bundled schema is JSON");
+    if let Some(o) = record.as_object_mut() {
+        o.remove("$schema");
+        o.remove("$id");
+    }
+    schemas.insert("ToolInvocation".into(), rewrite_defs(record, "ToolInvocation"));
+    schemas.insert(
+        "ToolEnvelope".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["idempotency_key", "arguments"], "properties": {
+            "invocation_id": {"type": "string", "format": "uuid", "description": "Your id for the call (e.g. from the gateway's tool-call id); made by the service if absent."},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$", "description": "A retry with the same key and arguments replays the first answer."},
+            "arguments": {"type": "object", "description": "The tool's arguments, valid against its input schema (GET /v1/tools)."}}}),
+    );
+    schemas.insert(
+        "ToolAnswer".into(),
+        json!({"type": "object", "required": ["invocation_id", "tool", "outcome"], "properties": {
+            "invocation_id": {"type": "string", "format": "uuid"},
+            "tool": {"type": "string"},
+            "outcome": {"enum": ["ok", "refused", "approval_required", "error"]},
+            "approval_id": {"type": "string", "description": "With `approval_required`."},
+            "replayed": {"const": true, "description": "A stored answer replayed for a retried idempotency key."},
+            "result": {"description": "The command's answer (CommandAnswer) or the query's."},
+            "error": {"$ref": "#/components/schemas/Problem"}}}),
+    );
+    schemas.insert(
+        "ToolManifest".into(),
+        json!({"type": "object", "required": ["role", "tools"], "properties": {
+            "role": {"type": "string"},
+            "tools": {"type": "array", "items": {"type": "object", "required": ["name", "description", "input_schema", "risk"], "properties": {
+                "name": {"type": "string"}, "description": {"type": "string"}, "input_schema": {"type": "object"},
+                "risk": {"enum": ["read", "write", "needs_approval"]}}}}}}),
+    );
 }

@@ -297,6 +297,44 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = mcp_raw(&t, Some(&t.keys.agent), "localhost", &list).await;
     assert_eq!(r.status, 403);
+    // Malformed requests are 4xx, never 5xx.
+    for (body, accept) in [
+        ("{not json", "application/json, text/event-stream"),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            "text/html",
+        ),
+        (
+            r#"{"hello":"world"}"#,
+            "application/json, text/event-stream",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add_note","arguments":"x"}}"#,
+            "application/json, text/event-stream",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"no/such/method","params":{}}"#,
+            "application/json, text/event-stream",
+        ),
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header("host", "dispatch-api:8080")
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header("mcp-protocol-version", PROTOCOL)
+            .header("authorization", format!("Bearer {}", t.keys.agent))
+            .body(Body::from(body))
+            .unwrap();
+        let r = t.send(req).await;
+        assert!(
+            r.status < 500,
+            "{body}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
     // GET (an SSE stream) is not offered: stateless, JSON answers.
     let req = Request::builder()
         .method("GET")
