@@ -107,6 +107,116 @@ pub fn docs_table(allowlist: &Allowlist) -> String {
     out
 }
 
+/// What a tool wraps: the one command or query behind it.
+pub fn wraps(name: &str, kind: ToolKind) -> String {
+    match (kind, name) {
+        (ToolKind::Command, "open_job") => "`POST /v1/jobs`".into(),
+        (ToolKind::Command, n) => format!("`POST /v1/jobs/{{job_id}}/commands/{n}`"),
+        (ToolKind::Query, "get_sop") => "`GET /v1/sops/{incident_type}`".into(),
+        (ToolKind::Query, "get_job") => "`GET /v1/jobs/{job_id}`".into(),
+        (ToolKind::Query, "search_board") => "`GET /v1/board`".into(),
+        (ToolKind::Query, "find_technicians") => "`GET /v1/technicians`".into(),
+        (ToolKind::Query, "get_billing_status") => "`GET /v1/billing/readiness`".into(),
+        (ToolKind::Query, n) => format!("query `{n}`"),
+    }
+}
+
+/// A schema in a few characters: `string`, `P1|P2`, `{id, name}`, `[{…}]`.
+fn shorthand(schema: &Value) -> String {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\\|");
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => match schema.get("additionalProperties") {
+            Some(Value::Object(_)) => "{field → string\\|boolean\\|integer}".into(),
+            _ => format!("{{{}}}", argument_list(schema)),
+        },
+        Some("array") => format!(
+            "[{}]",
+            schema.get("items").map(shorthand).unwrap_or_default()
+        ),
+        Some("string") if schema.get("format").and_then(Value::as_str) == Some("uuid") => {
+            "uuid".into()
+        }
+        Some("string") if schema.get("format").and_then(Value::as_str) == Some("date-time") => {
+            "date-time".into()
+        }
+        Some("string") if schema.get("maxLength") == Some(&json!(4096)) => "text".into(),
+        Some("string") if schema.get("maxLength") == Some(&json!(200)) => "id".into(),
+        Some(t) => t.to_string(),
+        None => "any".into(),
+    }
+}
+
+fn argument_list(schema: &Value) -> String {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut names: Vec<(&String, &Value)> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    // job_id first, then required, then optional, each by name.
+    names.sort_by_key(|(n, _)| {
+        (
+            n.as_str() != "job_id",
+            !required.contains(&n.as_str()),
+            (*n).clone(),
+        )
+    });
+    names
+        .iter()
+        .map(|(n, sub)| {
+            let opt = if required.contains(&n.as_str()) {
+                ""
+            } else {
+                "?"
+            };
+            let short = shorthand(sub);
+            if matches!(
+                short.as_str(),
+                "text" | "id" | "uuid" | "integer" | "boolean" | "number" | "date-time"
+            ) {
+                format!("{n}{opt}")
+            } else {
+                format!("{n}{opt}: {short}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The argument table of `docs/06_tool_surface.md`, from the schema files.
+pub fn docs_arguments(allowlist: &Allowlist, schemas: &ToolSchemas) -> String {
+    let mut out =
+        String::from("| tool | wraps | arguments (`?` optional) |\n| --- | --- | --- |\n");
+    let mut tools: Vec<_> = allowlist.tools.iter().collect();
+    tools.sort_by_key(|(name, t)| (t.kind == ToolKind::Command, (*name).clone()));
+    for (name, t) in tools {
+        let args = schemas
+            .document(name)
+            .map(|d| argument_list(d))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| `{name}` | {} | {} |\n",
+            wraps(name, t.kind),
+            if args.is_empty() {
+                "—".into()
+            } else {
+                format!("`{args}`")
+            }
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

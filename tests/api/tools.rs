@@ -1000,3 +1000,67 @@ async fn tool_kinds_in_the_allowlist_match_the_job_commands() {
             .unwrap_or_else(|| panic!("{name}: no such command"));
     }
 }
+
+/// Replaces the text between `<!-- generated:{name}:start -->` and its end marker.
+fn splice(doc: &str, name: &str, body: &str) -> String {
+    let start = format!("<!-- generated:{name}:start -->\n");
+    let end = format!("<!-- generated:{name}:end -->");
+    let i = doc
+        .find(&start)
+        .unwrap_or_else(|| panic!("docs/06: no {start}"))
+        + start.len();
+    let j = doc[i..]
+        .find(&end)
+        .unwrap_or_else(|| panic!("docs/06: no {end}"))
+        + i;
+    format!("{}{body}{}", &doc[..i], &doc[j..])
+}
+
+#[test]
+fn docs_06_tables_match_the_allowlist_and_schemas() {
+    let list = Allowlist::builtin().unwrap();
+    let schemas = dispatch_api::tools::schemas::ToolSchemas::load(&list).unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/06_tool_surface.md");
+    let doc = std::fs::read_to_string(file).unwrap();
+    let fresh = splice(
+        &splice(
+            &doc,
+            "tools",
+            &dispatch_api::tools::manifest::docs_table(&list),
+        ),
+        "arguments",
+        &dispatch_api::tools::manifest::docs_arguments(&list, &schemas),
+    );
+    if std::env::var("DISPATCH_WRITE_DOCS").is_ok() {
+        std::fs::write(file, &fresh).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(file).unwrap() == fresh,
+        "docs/06_tool_surface.md's tables differ from the allowlist and schemas/tools: regenerate them with DISPATCH_WRITE_DOCS=1 cargo test --test api docs_06"
+    );
+}
+
+#[test]
+fn the_gateway_example_includes_exactly_the_agents_tools() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ops/openclaw.mcp.example.json5"
+    ))
+    .unwrap();
+    let start = text.find("include: [").expect("toolFilter.include") + "include: [".len();
+    let end = text[start..].find(']').unwrap() + start;
+    let listed: BTreeSet<String> = text[start..end]
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with('"'))
+        .map(|l| l.trim_end_matches(',').trim_matches('"').to_string())
+        .collect();
+    let list = Allowlist::builtin().unwrap();
+    let agent: BTreeSet<String> = list
+        .tools_for(Role::Agent)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(listed, agent);
+    assert!(text.contains(r#"transport: "streamable-http""#));
+    assert!(text.contains("Authorization: \"Bearer ${DISPATCH_AGENT_KEY}\""));
+}
