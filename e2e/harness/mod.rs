@@ -1,0 +1,104 @@
+//! The end-to-end harness: plays every scenario of `e2e/scenarios/` against
+//! the real `dispatch-api` binary on a real PostgreSQL, one service and one
+//! fresh database per scenario (run side by side, printed in order). One
+//! line per call; `N passed, N failed` last; exit status 1 on any failure.
+//!
+//! `cargo test --test e2e` runs it; `cargo test --test e2e -- canonical` runs
+//! the scenarios whose name contains `canonical`.
+
+pub mod checks;
+pub mod runner;
+pub mod scenario;
+pub mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The scenario files, sorted (the canonical one first).
+fn scenario_files() -> Result<Vec<PathBuf>, String> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/scenarios"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort_by_key(|p| {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (stem != "canonical", stem)
+    });
+    Ok(files)
+}
+
+/// The test binary's `main`.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let files = match scenario_files() {
+        Ok(f) => f,
+        Err(e) => {
+            println!("FAIL e2e: {e}\n0 passed, 1 failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut scenarios = Vec::new();
+    let mut load_failures = 0;
+    for f in &files {
+        match scenario::Scenario::load(f) {
+            Ok(s) => {
+                if filters.is_empty() || filters.iter().any(|x| s.name.contains(x.as_str())) {
+                    scenarios.push(s);
+                }
+            }
+            Err(e) => {
+                println!("FAIL {}: {e}", f.display());
+                load_failures += 1;
+            }
+        }
+    }
+    if args.iter().any(|a| a == "--list") {
+        for s in &scenarios {
+            println!("{}: test", s.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (mut passed, mut failed) = (0, load_failures);
+    runtime.block_on(async {
+        let mut running = Vec::new();
+        for s in scenarios {
+            let title = format!("--- {}: {}", s.name, s.title);
+            running.push((title, tokio::spawn(runner::run(s))));
+        }
+        for (title, task) in running {
+            println!("{title}");
+            match task.await {
+                Ok(report) => {
+                    for line in &report.lines {
+                        println!("{line}");
+                    }
+                    passed += report.passed;
+                    failed += report.failed;
+                }
+                Err(e) => {
+                    println!("FAIL the scenario's task ended: {e}");
+                    failed += 1;
+                }
+            }
+        }
+    });
+    println!("e2e: {:.1} s", started.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
