@@ -166,7 +166,13 @@ pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> T
         replayed,
         at: state.app.clock.now(),
     };
-    metrics::counter!("dispatch_tool_calls_total", "tool" => record.tool.clone(), "outcome" => outcome.as_str())
+    // Only allowlisted names become label values: a caller cannot grow the metric set.
+    let label = if state.tools.allowlist.tools.contains_key(&record.tool) {
+        record.tool.clone()
+    } else {
+        "unknown".to_string()
+    };
+    metrics::counter!("dispatch_tool_calls_total", "tool" => label, "outcome" => outcome.as_str())
         .increment(1);
     if let Err(e) = log::append(&state.app.pool, &record).await {
         // The answer still goes out: a command that committed has its effect,

@@ -393,4 +393,139 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.problem()["field"], "fields.door");
     }
+
+    /// Dotted property paths and the required ones, through objects, arrays
+    /// and nullable wrappers (schemars writes `Option<T>` as a union with null).
+    fn shape(
+        schema: &Value,
+        at: &str,
+        props: &mut std::collections::BTreeSet<String>,
+        required: &mut std::collections::BTreeSet<String>,
+    ) {
+        for key in ["anyOf", "oneOf"] {
+            for alt in schema
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if alt.get("type") != Some(&Value::from("null")) {
+                    shape(alt, at, props, required);
+                }
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            shape(items, &format!("{at}[]"), props, required);
+        }
+        let Some(p) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        let req: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (name, sub) in p {
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
+            props.insert(path.clone());
+            if req.contains(&name.as_str()) {
+                required.insert(path.clone());
+            }
+            shape(sub, &path, props, required);
+        }
+    }
+
+    #[test]
+    fn command_tool_schemas_have_exactly_the_commands_wire_fields() {
+        use crate::domain::job::JobCommand;
+        use crate::tools::allowlist::ToolKind;
+        let list = Allowlist::builtin().unwrap();
+        let s = schemas();
+        let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator();
+        for (name, entry) in &list.tools {
+            if entry.kind != ToolKind::Command {
+                continue;
+            }
+            let wire = Value::from(JobCommand::body_schema(name, &mut generator).unwrap());
+            let (mut wp, mut wr) = Default::default();
+            shape(&wire, "", &mut wp, &mut wr);
+            let (mut tp, mut tr) = Default::default();
+            shape(s.document(name).unwrap(), "", &mut tp, &mut tr);
+            if name != "open_job" {
+                assert!(tp.remove("job_id") && tr.remove("job_id"), "{name}: job_id");
+            }
+            assert_eq!(
+                tp, wp,
+                "{name}: schemas/tools/{name}.json and the command's wire body differ"
+            );
+            assert_eq!(
+                tr, wr,
+                "{name}: required arguments differ from the command's"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// No input makes validation panic, and what validates decodes.
+        #[test]
+        fn arbitrary_arguments_never_panic(args in arbitrary_json(), pick in 0usize..29) {
+            let list = Allowlist::builtin().unwrap();
+            let s = ToolSchemas::load(&list).unwrap();
+            let (tool, _) = TOOL_SCHEMA_FILES[pick % TOOL_SCHEMA_FILES.len()];
+            if s.validate(tool, &args).is_ok() {
+                let mut body = args.as_object().cloned().unwrap_or_default();
+                body.remove("job_id");
+                if crate::domain::job::JOB_COMMANDS.contains(&tool) {
+                    crate::domain::job::JobCommand::decode(tool, Value::Object(body)).unwrap();
+                }
+            }
+        }
+    }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let names = prop::sample::select(vec![
+            "job_id",
+            "text",
+            "reason",
+            "fields",
+            "priority",
+            "items",
+            "id",
+            "result",
+            "parts",
+            "amount_cents",
+            "approval_id",
+            "decision",
+            "incident_type",
+            "state",
+            "eta",
+            "role",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,40}".prop_map(Value::from),
+            Just(Value::from("0b5e0c7e-3f7e-5d7a-9a52-3b0c0a9f1e21")),
+            Just(Value::from("P1")),
+            Just(Value::from("pass")),
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(names.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
 }
