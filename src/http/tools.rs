@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::extract::{read_json, request_hash, require_endpoint};
@@ -88,7 +89,19 @@ pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> T
     let invocation_id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
     let tool_name = record_tool_name(&inv.tool);
     let span = tracing::info_span!("tool", tool = %tool_name, %invocation_id, transport = inv.transport.as_str(), actor = %caller.key_name);
-    let _guard = span.enter();
+    answer_and_record(state, caller, inv, envelope_error, invocation_id, tool_name)
+        .instrument(span)
+        .await
+}
+
+async fn answer_and_record(
+    state: &AppState,
+    caller: &Caller,
+    inv: Invocation,
+    envelope_error: Option<ApiError>,
+    invocation_id: Uuid,
+    tool_name: String,
+) -> ToolAnswer {
     let result = dispatch(state, caller, &inv, envelope_error, invocation_id).await;
     let (status, doc, replayed, retry_after) = match result {
         Ok(done) => (done.status, done.body, done.replayed, None),
