@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::extract::{mutation_meta, read_json, require_endpoint, require_tool};
 use super::{query_params, reply_response, AppState};
 use crate::app::Caller;
-use crate::domain::job::{Job, JobCommand};
+use crate::domain::job::{Job, JobCommand, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
 
@@ -76,10 +76,13 @@ pub(super) fn check_technician_scope(caller: &Caller, job: &Job) -> Result<()> {
     if caller.role != Role::Technician {
         return Ok(());
     }
+    // Visits they accepted or are offered now; a declined or expired offer
+    // gives no view of the job.
     let mine = job.data().is_some_and(|d| {
-        d.visits
-            .iter()
-            .any(|v| caller.technician_id.as_deref() == Some(v.technician_id.as_str()))
+        d.visits.iter().any(|v| {
+            caller.technician_id.as_deref() == Some(v.technician_id.as_str())
+                && !matches!(v.status, VisitStatus::Declined | VisitStatus::Expired)
+        })
     });
     if mine {
         Ok(())

@@ -39,13 +39,21 @@ fn table_name(name: &str, version: i32, generation: i32) -> String {
     format!("rm_{name}_v{version}_g{generation}")
 }
 
-async fn create_tables(conn: &mut PgConnection, projection: &dyn Projection, table: &str) -> Result<()> {
+async fn create_tables(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    table: &str,
+) -> Result<()> {
     let ddl = projection.definition().ddl.replace("{table}", table);
     for stmt in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         sqlx::query(stmt).execute(&mut *conn).await?;
     }
     if projection.needs_job_state() {
-        sqlx::query(&format!("CREATE TABLE {table}_jobs (job_id text PRIMARY KEY, job jsonb NOT NULL)")).execute(&mut *conn).await?;
+        sqlx::query(&format!(
+            "CREATE TABLE {table}_jobs (job_id text PRIMARY KEY, job jsonb NOT NULL)"
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     sqlx::query("INSERT INTO projection_checkpoints (table_name) VALUES ($1) ON CONFLICT (table_name) DO NOTHING").bind(table).execute(&mut *conn).await?;
     Ok(())
@@ -58,8 +66,18 @@ impl Runtime {
     }
 
     /// A runtime over the given projections (tests swap in other versions).
-    pub fn with_projections(pool: PgPool, ctx: ProjectionContext, projections: Vec<Arc<dyn Projection>>) -> Self {
-        Runtime { pool, projections, ctx, batch_size: DEFAULT_BATCH, poll: Duration::from_millis(500) }
+    pub fn with_projections(
+        pool: PgPool,
+        ctx: ProjectionContext,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Self {
+        Runtime {
+            pool,
+            projections,
+            ctx,
+            batch_size: DEFAULT_BATCH,
+            poll: Duration::from_millis(500),
+        }
     }
 
     /// Sets the batch size.
@@ -77,7 +95,9 @@ impl Runtime {
     /// version differs from the serving one, starts building a shadow table.
     pub async fn register(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))")
+            .execute(&mut *tx)
+            .await?;
         for p in &self.projections {
             let def = p.definition();
             let row = sqlx::query("SELECT active_version, building_version, generation FROM projection_registry WHERE name = $1 FOR UPDATE")
@@ -128,12 +148,16 @@ impl Runtime {
             .ok_or_else(|| ApiError::NotFound(format!("no read model named `{name}`")))?;
         let def = p.definition();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))").execute(&mut *tx).await?;
-        let generation: i32 = sqlx::query_scalar("SELECT generation + 1 FROM projection_registry WHERE name = $1 FOR UPDATE")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("read model `{name}` is not registered")))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))")
+            .execute(&mut *tx)
+            .await?;
+        let generation: i32 = sqlx::query_scalar(
+            "SELECT generation + 1 FROM projection_registry WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("read model `{name}` is not registered")))?;
         let table = table_name(&def.name, def.version, generation);
         create_tables(&mut tx, p.as_ref(), &table).await?;
         // A rebuild already under way is superseded: its table is retired.
@@ -156,7 +180,11 @@ impl Runtime {
         let row = sqlx::query("SELECT active_table, building_table, building_version FROM projection_registry WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         Ok(match row {
             None => None,
-            Some(r) => Some(Registered { active_table: r.try_get("active_table")?, building_table: r.try_get("building_table")?, building_version: r.try_get("building_version")? }),
+            Some(r) => Some(Registered {
+                active_table: r.try_get("active_table")?,
+                building_table: r.try_get("building_table")?,
+                building_version: r.try_get("building_version")?,
+            }),
         })
     }
 
@@ -198,11 +226,15 @@ impl Runtime {
                 aggregate_id: r.try_get("aggregate_id")?,
                 sequence: r.try_get("sequence")?,
                 global_position: r.try_get("global_position")?,
-                tx_id: tx_text.parse().map_err(|_| ApiError::Internal(anyhow::anyhow!("tx id {tx_text} is not a number")))?,
+                tx_id: tx_text.parse().map_err(|_| {
+                    ApiError::Internal(anyhow::anyhow!("tx id {tx_text} is not a number"))
+                })?,
                 event_type: r.try_get("event_type")?,
                 event_version: r.try_get("event_version")?,
                 payload: r.try_get("payload")?,
-                occurred_at: occurred.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&chrono::Utc)),
+                occurred_at: occurred
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
             });
         }
         projection.apply(&mut tx, table, &batch, &self.ctx).await?;
@@ -218,9 +250,12 @@ impl Runtime {
         .await?;
         tx.commit().await?;
         let name = projection.definition().name.clone();
-        metrics::histogram!("dispatch_projection_batch_size", "projection" => name.clone()).record(batch.len() as f64);
-        metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name.clone()).record(started.elapsed().as_secs_f64());
-        metrics::gauge!("dispatch_projection_position", "table" => table.to_string()).set(last.global_position as f64);
+        metrics::histogram!("dispatch_projection_batch_size", "projection" => name.clone())
+            .record(batch.len() as f64);
+        metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("dispatch_projection_position", "table" => table.to_string())
+            .set(last.global_position as f64);
         Ok(Some(batch.len()))
     }
 
@@ -253,15 +288,32 @@ impl Runtime {
                         None => break,
                     }
                 }
-                if caught_up {
-                    let swap = self.swap(name, building, reg.building_version.unwrap_or_default());
-                    swap.await?;
+                // "Nothing visible" is not "caught up": the visibility horizon
+                // (the oldest running transaction, cluster-wide) can hold both
+                // tables back. Swap only once the shadow covers everything the
+                // serving table has applied.
+                if caught_up && self.covers(building, &reg.active_table).await? {
+                    self.swap(name, building, reg.building_version.unwrap_or_default())
+                        .await?;
                 }
             }
         }
         let dropped = self.drop_retired();
         dropped.await?;
         Ok(applied)
+    }
+
+    /// Whether table `a`'s checkpoint has reached table `b`'s.
+    async fn covers(&self, a: &str, b: &str) -> Result<bool> {
+        let covers: Option<bool> = sqlx::query_scalar(
+            "SELECT (ca.last_tx, ca.last_pos) >= (cb.last_tx, cb.last_pos) FROM projection_checkpoints ca, projection_checkpoints cb \
+             WHERE ca.table_name = $1 AND cb.table_name = $2",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(covers.unwrap_or(false))
     }
 
     async fn swap(&self, name: &str, building: &str, version: i32) -> Result<()> {
@@ -277,7 +329,12 @@ impl Runtime {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(old) = old {
-            sqlx::query("INSERT INTO projection_retired (table_name) VALUES ($1) ON CONFLICT DO NOTHING").bind(&old).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO projection_retired (table_name) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
             tracing::info!(projection = name, table = building, replaced = %old, "read model rebuilt and swapped in");
         }
         tx.commit().await?;
@@ -291,24 +348,51 @@ impl Runtime {
             .await?;
         for table in due {
             let mut tx = self.pool.begin().await?;
-            for stmt in [format!("DROP TABLE IF EXISTS {table}_jobs"), format!("DROP TABLE IF EXISTS {table}")] {
+            for stmt in [
+                format!("DROP TABLE IF EXISTS {table}_jobs"),
+                format!("DROP TABLE IF EXISTS {table}"),
+            ] {
                 sqlx::query(&stmt).execute(&mut *tx).await?;
             }
-            sqlx::query("DELETE FROM projection_checkpoints WHERE table_name = $1").bind(&table).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM projection_retired WHERE table_name = $1").bind(&table).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM projection_checkpoints WHERE table_name = $1")
+                .bind(&table)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM projection_retired WHERE table_name = $1")
+                .bind(&table)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
         Ok(())
     }
 
-    /// Steps until nothing is left below the visible horizon (tests, CLI).
+    /// Steps until every committed event is applied by every table and no
+    /// rebuild is pending (tests, CLI). Waits out a horizon held back by
+    /// another transaction; gives up after two minutes.
     pub async fn catch_up(&self) -> Result<()> {
+        let started = Instant::now();
         loop {
             let applied = self.step(50).await?;
-            let building: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_registry WHERE building_table IS NOT NULL").fetch_one(&self.pool).await?;
-            if applied == 0 && building == 0 {
+            if applied > 0 {
+                continue;
+            }
+            let pending: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM projection_registry WHERE building_table IS NOT NULL) \
+                 OR EXISTS (SELECT 1 FROM projection_registry r JOIN projection_checkpoints c ON c.table_name = r.active_table \
+                            WHERE EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos)))",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if !pending {
                 return Ok(());
             }
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "read models did not catch up within two minutes"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -342,8 +426,10 @@ impl Runtime {
                 if let Ok(list) = st.await {
                     for s in list {
                         let table = s["table"].as_str().unwrap_or_default().to_string();
-                        metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone()).set(s["lag_events"].as_f64().unwrap_or(0.0));
-                        metrics::gauge!("dispatch_projection_lag_seconds", "table" => table).set(s["lag_seconds"].as_f64().unwrap_or(0.0));
+                        metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone())
+                            .set(s["lag_events"].as_f64().unwrap_or(0.0));
+                        metrics::gauge!("dispatch_projection_lag_seconds", "table" => table)
+                            .set(s["lag_seconds"].as_f64().unwrap_or(0.0));
                     }
                 }
             }
@@ -353,7 +439,10 @@ impl Runtime {
             let wait = async {
                 match listener.as_mut() {
                     Some(l) => {
-                        if tokio::time::timeout(self.poll, l.recv()).await.is_ok_and(|r| r.is_err()) {
+                        if tokio::time::timeout(self.poll, l.recv())
+                            .await
+                            .is_ok_and(|r| r.is_err())
+                        {
                             return false;
                         }
                         true

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Duration as Minutes;
 use dispatch_api::domain::job::{JobEvent, Site};
 use dispatch_api::read_models::runtime::Runtime;
-use dispatch_api::read_models::{board::Board, Definition, EventRow, Projection, ProjectionContext};
+use dispatch_api::read_models::{
+    board::Board, Definition, EventRow, Projection, ProjectionContext,
+};
 use dispatch_api::store::{self, EventMeta, NewEvent};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -17,12 +19,23 @@ use sqlx::PgPool;
 use crate::support::*;
 
 fn runtime(t: &TestApp) -> Runtime {
-    Runtime::new(t.app.pool.clone(), ProjectionContext { sops: t.app.sops.clone() })
+    Runtime::new(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+    )
 }
 
 fn new_event(event: &JobEvent) -> NewEvent {
     let v = serde_json::to_value(event).unwrap();
-    let (event_type, payload) = v.as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let (event_type, payload) = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
     let meta = EventMeta {
         occurred_at: t0(),
         actor: dispatch_api::domain::Actor::new(dispatch_api::domain::Role::Dispatcher, "writer"),
@@ -33,7 +46,12 @@ fn new_event(event: &JobEvent) -> NewEvent {
         sop: None,
         command: Some("test".into()),
     };
-    NewEvent { event_type, event_version: "1.0".into(), payload, meta }
+    NewEvent {
+        event_type,
+        event_version: "1.0".into(),
+        payload,
+        meta,
+    }
 }
 
 fn opened(job_id: &str) -> JobEvent {
@@ -60,9 +78,14 @@ fn opened(job_id: &str) -> JobEvent {
 async fn slow_append(pool: &PgPool, job: &str, events: Vec<JobEvent>, hold: Duration) {
     loop {
         let mut tx = pool.begin().await.unwrap();
-        let (_, head) = store::load_stream::<JobEvent>(&mut tx, "job", job).await.unwrap();
+        let (_, head) = store::load_stream::<JobEvent>(&mut tx, "job", job)
+            .await
+            .unwrap();
         let news = events.iter().map(new_event).collect();
-        if store::append(&mut tx, "job", job, &head, news).await.is_err() {
+        if store::append(&mut tx, "job", job, &head, news)
+            .await
+            .is_err()
+        {
             continue;
         }
         tokio::time::sleep(hold).await;
@@ -72,8 +95,16 @@ async fn slow_append(pool: &PgPool, job: &str, events: Vec<JobEvent>, hold: Dura
 }
 
 async fn table_rows(pool: &PgPool, name: &str, key: &str) -> Vec<Value> {
-    let table: String = sqlx::query_scalar("SELECT active_table FROM projection_registry WHERE name = $1").bind(name).fetch_one(pool).await.unwrap();
-    sqlx::query_scalar::<_, Value>(&format!("SELECT to_jsonb(t) FROM {table} t ORDER BY {key}")).fetch_all(pool).await.unwrap()
+    let table: String =
+        sqlx::query_scalar("SELECT active_table FROM projection_registry WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    sqlx::query_scalar::<_, Value>(&format!("SELECT to_jsonb(t) FROM {table} t ORDER BY {key}"))
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 const MODELS: [(&str, &str); 5] = [
@@ -95,7 +126,10 @@ async fn snapshot(pool: &PgPool) -> Vec<Vec<Value>> {
 /// Every serving table applied every event exactly once, and equals a fresh rebuild.
 async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
     rt.catch_up().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&t.app.pool).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
     let applied: Vec<(String, i64)> = sqlx::query_as("SELECT r.name, c.events_applied FROM projection_registry r JOIN projection_checkpoints c ON c.table_name = r.active_table")
         .fetch_all(&t.app.pool)
         .await
@@ -137,7 +171,11 @@ async fn slow_concurrent_writers_skip_nothing_and_double_nothing() {
                 for n in 0..6 {
                     // Some transactions stay open long after later ones commit.
                     let hold = Duration::from_millis(rand::thread_rng().gen_range(0..250));
-                    let notes = (0..=n % 3).map(|k| JobEvent::NoteAdded { text: format!("w{w} j{j} n{n} k{k}") }).collect();
+                    let notes = (0..=n % 3)
+                        .map(|k| JobEvent::NoteAdded {
+                            text: format!("w{w} j{j} n{n} k{k}"),
+                        })
+                        .collect();
                     slow_append(&pool, &job, notes, hold).await;
                 }
             }
@@ -165,7 +203,15 @@ async fn a_projector_killed_mid_batch_converges_to_a_rebuild() {
                 let job = format!("kill-{j}");
                 slow_append(&pool, &job, vec![opened(&job)], Duration::from_millis(5)).await;
                 for n in 0..5 {
-                    slow_append(&pool, &job, vec![JobEvent::NoteAdded { text: format!("n{n}") }], Duration::from_millis(3)).await;
+                    slow_append(
+                        &pool,
+                        &job,
+                        vec![JobEvent::NoteAdded {
+                            text: format!("n{n}"),
+                        }],
+                        Duration::from_millis(3),
+                    )
+                    .await;
                 }
             }
         })
@@ -190,7 +236,13 @@ impl Projection for BoardV2 {
     fn definition(&self) -> &Definition {
         &self.0
     }
-    async fn apply(&self, conn: &mut sqlx::PgConnection, table: &str, batch: &[EventRow], ctx: &ProjectionContext) -> dispatch_api::error::Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        ctx: &ProjectionContext,
+    ) -> dispatch_api::error::Result<()> {
         Board.apply(conn, table, batch, ctx).await
     }
 }
@@ -209,7 +261,14 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
 
     let mut def = Board.definition().clone();
     def.version = 2;
-    let v2 = Runtime::with_projections(t.app.pool.clone(), ProjectionContext { sops: t.app.sops.clone() }, vec![Arc::new(BoardV2(def))]).batch_size(4);
+    let v2 = Runtime::with_projections(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+        vec![Arc::new(BoardV2(def))],
+    )
+    .batch_size(4);
     v2.register().await.unwrap();
     // One small step: the shadow is part-built, queries still answer from v1.
     v2.step(1).await.unwrap();
@@ -218,15 +277,26 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
     let answer = t.get("/v1/board", &t.keys.dispatcher).await;
     assert_eq!(answer.json["rows"].as_array().unwrap().len(), 20);
     let status = t.get("/v1/projections", &t.keys.admin).await.json;
-    let board_status: Vec<&Value> = status["projections"].as_array().unwrap().iter().filter(|p| p["name"] == "board").collect();
+    let board_status: Vec<&Value> = status["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "board")
+        .collect();
     assert_eq!(board_status.len(), 2);
-    assert!(board_status.iter().any(|p| p["status"] == "rebuilding" && p["version"] == 2));
+    assert!(board_status
+        .iter()
+        .any(|p| p["status"] == "rebuilding" && p["version"] == 2));
 
     v2.catch_up().await.unwrap();
     let (serving, _) = t.app.read_model("board").await.unwrap();
     assert_ne!(serving, old_table);
     assert!(serving.starts_with("rm_board_v2_"));
-    assert_eq!(table_rows(&t.app.pool, "board", "job_id").await, old_rows, "rows equal a rebuild from scratch");
+    assert_eq!(
+        table_rows(&t.app.pool, "board", "job_id").await,
+        old_rows,
+        "rows equal a rebuild from scratch"
+    );
     let answer = t.get("/v1/board", &t.keys.dispatcher).await;
     assert_eq!(answer.json["rows"].as_array().unwrap().len(), 20);
 }
@@ -240,42 +310,114 @@ async fn min_position_reads_the_commands_own_effect() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(rt.clone().run(stopped));
     let job = t.open_ifm_job("site-mp").await;
-    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake()).await;
+    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
     let r = t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let board = t.get(&format!("/v1/board?min_position={pos}"), &t.keys.agent).await;
+    let board = t
+        .get(&format!("/v1/board?min_position={pos}"), &t.keys.agent)
+        .await;
     assert_eq!(board.status, 200, "{:?}", board.json);
     assert!(board.json["position"].as_i64().unwrap() >= pos);
-    let row = board.json["rows"].as_array().unwrap().iter().find(|r| r["job_id"] == json!(job)).unwrap().clone();
-    assert_eq!((row["state"].clone(), row["priority"].clone()), (json!("triaged"), json!("P1")));
+    let row = board.json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["job_id"] == json!(job))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["state"].clone(), row["priority"].clone()),
+        (json!("triaged"), json!("P1"))
+    );
     assert_eq!(row["sla_at_risk"], false);
 
-    let r = t.cmd(&job, "offer_job", &t.keys.agent, json!({"technician_id": "tech-d"})).await;
+    let r = t
+        .cmd(
+            &job,
+            "offer_job",
+            &t.keys.agent,
+            json!({"technician_id": "tech-d"}),
+        )
+        .await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let sched = t.get(&format!("/v1/technicians/tech-d/schedule?min_position={pos}"), &t.keys.tech_d).await;
+    let sched = t
+        .get(
+            &format!("/v1/technicians/tech-d/schedule?min_position={pos}"),
+            &t.keys.tech_d,
+        )
+        .await;
     assert_eq!(sched.json["visits"][0]["job_id"], json!(job));
-    let roster = t.get(&format!("/v1/technicians?eligible_for=door_stuck_open&min_position={pos}"), &t.keys.agent).await;
-    let ids: Vec<&str> = roster.json["rows"].as_array().unwrap().iter().map(|r| r["technician_id"].as_str().unwrap()).collect();
+    let roster = t
+        .get(
+            &format!("/v1/technicians?eligible_for=door_stuck_open&min_position={pos}"),
+            &t.keys.agent,
+        )
+        .await;
+    let ids: Vec<&str> = roster.json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["technician_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3, "A, C and D hold AAADM: {ids:?}");
     assert!(!ids.contains(&"tech-b"));
-    let d = roster.json["rows"].as_array().unwrap().iter().find(|r| r["technician_id"] == "tech-d").unwrap();
+    let d = roster.json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["technician_id"] == "tech-d")
+        .unwrap();
     assert_eq!(d["active_load"], 1);
-    let r = t.cmd(&job, "request_nte_increase", &t.keys.agent, json!({"amount_cents": 90000, "reason": "scope"})).await;
+    let r = t
+        .cmd(
+            &job,
+            "request_nte_increase",
+            &t.keys.agent,
+            json!({"amount_cents": 90000, "reason": "scope"}),
+        )
+        .await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let pending = t.get(&format!("/v1/approvals?status=pending&min_position={pos}"), &t.keys.dispatcher).await;
+    let pending = t
+        .get(
+            &format!("/v1/approvals?status=pending&min_position={pos}"),
+            &t.keys.dispatcher,
+        )
+        .await;
     assert_eq!(pending.json["rows"][0]["kind"], "nte_increase");
-    let billing = t.get(&format!("/v1/billing/readiness?job_id={job}&min_position={pos}"), &t.keys.agent).await;
-    let blockers = billing.json["rows"][0]["blockers"].as_array().unwrap().clone();
-    assert!(blockers.contains(&json!("work_not_completed")) && blockers.contains(&json!("nte_increase_pending")), "{blockers:?}");
+    let billing = t
+        .get(
+            &format!("/v1/billing/readiness?job_id={job}&min_position={pos}"),
+            &t.keys.agent,
+        )
+        .await;
+    let blockers = billing.json["rows"][0]["blockers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        blockers.contains(&json!("work_not_completed"))
+            && blockers.contains(&json!("nte_increase_pending")),
+        "{blockers:?}"
+    );
     assert_eq!(t.get("/v1/approvals", &t.keys.agent).await.status, 403);
-    assert_eq!(t.get("/v1/technicians/tech-a/schedule", &t.keys.tech_d).await.status, 403);
+    assert_eq!(
+        t.get("/v1/technicians/tech-a/schedule", &t.keys.tech_d)
+            .await
+            .status,
+        403
+    );
 
     let _ = stop.send(true);
     projector.await.unwrap();
     // With the projector stopped, a position it never applied is 503 projection_behind.
-    let r = t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "later"})).await;
+    let r = t
+        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "later"}))
+        .await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let behind = t.get(&format!("/v1/board?min_position={pos}"), &t.keys.agent).await;
+    let behind = t
+        .get(&format!("/v1/board?min_position={pos}"), &t.keys.agent)
+        .await;
     assert_eq!((behind.status, behind.code()), (503, "projection_behind"));
     assert!(behind.headers.contains_key("retry-after"));
     assert!(behind.json["position"].as_i64().unwrap() < pos);
@@ -288,9 +430,16 @@ async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     let rt = runtime(&t);
     rt.register().await.unwrap();
     let job = t.open_ifm_job("site-timer").await;
-    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake()).await;
+    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
     t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
-    t.cmd(&job, "offer_job", &t.keys.agent, json!({"technician_id": "tech-a"})).await;
+    t.cmd(
+        &job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-a"}),
+    )
+    .await;
     rt.catch_up().await.unwrap();
     let tick = dispatch_api::timers::tick(&t.app).await.unwrap();
     assert_eq!((tick.expired, tick.breaches), (0, 0), "nothing is due yet");
@@ -302,32 +451,117 @@ async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().expired, 0);
     rt.catch_up().await.unwrap();
     assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().expired, 0);
-    let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher).await.json;
+    let view = t
+        .get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher)
+        .await
+        .json;
     assert_eq!(view["state"], "triaged");
 
     // The P1 response SLA (4 h) passes with nobody on site.
     t.clock.advance(Minutes::hours(4));
     rt.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().breaches, 1);
+    assert_eq!(
+        dispatch_api::timers::tick(&t.app).await.unwrap().breaches,
+        1
+    );
     // A restarted service (new pool, new runtime) does not repeat it.
     let pool = PgPool::connect(&t.db_url).await.unwrap();
     let mut restarted = t.app.clone();
     restarted.pool = pool.clone();
-    let rt2 = Runtime::new(pool, ProjectionContext { sops: t.app.sops.clone() });
+    let rt2 = Runtime::new(
+        pool,
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+    );
     rt2.register().await.unwrap();
     rt2.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&restarted).await.unwrap().breaches, 0);
+    assert_eq!(
+        dispatch_api::timers::tick(&restarted)
+            .await
+            .unwrap()
+            .breaches,
+        0
+    );
     // Completion (24 h) later, once.
     t.clock.advance(Minutes::hours(21));
     rt2.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&restarted).await.unwrap().breaches, 1);
+    assert_eq!(
+        dispatch_api::timers::tick(&restarted)
+            .await
+            .unwrap()
+            .breaches,
+        1
+    );
     rt2.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&restarted).await.unwrap().breaches, 0);
+    assert_eq!(
+        dispatch_api::timers::tick(&restarted)
+            .await
+            .unwrap()
+            .breaches,
+        0
+    );
     let events = t.events(&job).await;
     let count = |ty: &str| events.iter().filter(|e| e["event_type"] == ty).count();
     assert_eq!((count("OfferExpired"), count("SlaBreached")), (1, 2));
-    let system_events: Vec<&Value> = events.iter().filter(|e| e["actor"]["kind"] == "system").collect();
+    let system_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["actor"]["kind"] == "system")
+        .collect();
     assert_eq!(system_events.len(), 3);
     let board = t.get("/v1/board?sla=breached", &t.keys.dispatcher).await;
-    assert_eq!(board.json["rows"][0]["flags"]["sla_breached"], json!(["response", "completion"]));
+    assert_eq!(
+        board.json["rows"][0]["flags"]["sla_breached"],
+        json!(["response", "completion"])
+    );
+}
+
+#[tokio::test]
+async fn a_held_back_horizon_does_not_end_catch_up_early() {
+    // The visibility horizon is cluster-wide: a transaction open anywhere
+    // (here: another connection, as a parallel test's writer would be)
+    // hides every later event from projectors until it ends.
+    let t = TestApp::spawn().await;
+    let rt = runtime(&t);
+    rt.register().await.unwrap();
+    let mut holder = t.app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    for j in 0..5 {
+        t.open_ifm_job(&format!("held-{j}")).await;
+    }
+    let mut def = Board.definition().clone();
+    def.version = 2;
+    let v2 = Runtime::with_projections(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+        vec![Arc::new(BoardV2(def))],
+    );
+    v2.register().await.unwrap();
+    let waiting = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.catch_up().await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !waiting.is_finished(),
+        "catch_up returned while events were still hidden"
+    );
+    v2.step(5).await.unwrap();
+    holder.commit().await.unwrap();
+    waiting.await.unwrap().unwrap();
+    v2.catch_up().await.unwrap();
+    let board = table_rows(&t.app.pool, "board", "job_id").await;
+    assert_eq!(board.len(), 5, "the swapped-in v2 table has every job");
+    assert!(t
+        .app
+        .read_model("board")
+        .await
+        .unwrap()
+        .0
+        .starts_with("rm_board_v2_"));
 }

@@ -122,6 +122,11 @@ impl FieldSpec {
                 if s.trim().is_empty() {
                     return Err("must not be blank");
                 }
+                if s.chars()
+                    .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                {
+                    return Err("control characters are not allowed");
+                }
                 Ok(())
             }
             FieldType::Boolean => value.as_bool().map(|_| ()).ok_or("expected a boolean"),
