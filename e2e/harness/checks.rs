@@ -490,8 +490,14 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
         }
         v
     };
-    for (name, a) in &before {
-        let a = &without(name, a);
+    let mut ignored_differences = Vec::new();
+    for (name, raw) in &before {
+        if let Some(b) = after.get(name) {
+            if raw != b && without(name, raw) == without(name, b) {
+                ignored_differences.push(format!("{name} {}", first_difference(raw, b)));
+            }
+        }
+        let a = &without(name, raw);
         match after.get(name).map(|b| without(name, b)).as_ref() {
             Some(b) if a == b => {}
             Some(b) => problems.push(format!(
@@ -502,17 +508,17 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
         }
     }
     if problems.is_empty() {
-        let except = if ignored.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (except {})",
+        let except = match (ignored.is_empty(), ignored_differences.is_empty()) {
+            (true, _) => String::new(),
+            (false, false) => format!(" except the ignored {}", ignored_differences.join("; ")),
+            (false, true) => format!(
+                " (the ignore list {} is no longer needed)",
                 ignored
                     .iter()
-                    .map(|(m, f)| format!("{m}.{f}"))
+                    .map(|(m, f)| format!("{m}/{f}"))
                     .collect::<Vec<_>>()
                     .join(", ")
-            )
+            ),
         };
         Ok(format!(
             "board and billing rows match the job at position {min}; {} read-model answers identical after projections rebuild --all{except}",

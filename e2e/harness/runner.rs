@@ -179,7 +179,8 @@ pub async fn run(scenario: Scenario) -> Report {
                 format!("{:02}", s + 1)
             };
             if let Some(item) = &item {
-                ctx.vars.insert("item".into(), item.clone());
+                let value = substitute(&ctx.vars, item).unwrap_or_else(|_| item.clone());
+                ctx.vars.insert("item".into(), value);
             }
             let label = label(&call, item.as_ref());
             let out = run_call(&mut ctx, &id, &call).await;
@@ -255,6 +256,10 @@ fn label(call: &Call, item: Option<&Value>) -> String {
     };
     match item {
         Some(Value::String(s)) => format!("{base} {s}"),
+        Some(Value::Object(m)) => match m.values().find_map(Value::as_str) {
+            Some(s) => format!("{base} {s}"),
+            None => format!("{base} {}", Value::Object(m.clone())),
+        },
         Some(v) => format!("{base} {v}"),
         None => base,
     }
@@ -332,20 +337,33 @@ pub fn interpolate(vars: &BTreeMap<String, Value>, s: &str) -> Result<String, St
             .find('}')
             .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
         let name = &after[..end];
-        let value = vars.get(name).ok_or_else(|| {
-            format!(
-                "no variable `{name}` (saved so far: {:?})",
-                vars.keys().collect::<Vec<_>>()
-            )
-        })?;
-        match value {
-            Value::String(v) => out.push_str(v),
+        match var(vars, name)? {
+            Value::String(v) => out.push_str(&v),
             other => out.push_str(&other.to_string()),
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A variable, or a field of one (`${item.kind}`).
+fn var(vars: &BTreeMap<String, Value>, name: &str) -> Result<Value, String> {
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or("");
+    let mut v = vars.get(first).cloned().ok_or_else(|| {
+        format!(
+            "no variable `{first}` (saved so far: {:?})",
+            vars.keys().collect::<Vec<_>>()
+        )
+    })?;
+    for p in parts {
+        v = v
+            .get(p)
+            .cloned()
+            .ok_or_else(|| format!("variable `{first}` has no field `{p}` ({name})"))?;
+    }
+    Ok(v)
 }
 
 /// Substitutes variables through a JSON value: a string that is exactly
@@ -355,10 +373,7 @@ pub fn substitute(vars: &BTreeMap<String, Value>, v: &Value) -> Result<Value, St
         Value::String(s) => {
             if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
                 if !name.contains("${") && !name.contains('}') {
-                    return vars
-                        .get(name)
-                        .cloned()
-                        .ok_or_else(|| format!("no variable `{name}`"));
+                    return var(vars, name);
                 }
             }
             Value::String(interpolate(vars, s)?)
@@ -394,7 +409,7 @@ pub fn lookup(v: &Value, path: &str) -> Option<Value> {
                 .iter()
                 .find(|item| match item.get(k) {
                     Some(Value::String(s)) => s == want,
-                    Some(other) => other.to_string() == want,
+                    Some(other) => format!("{other}") == want,
                     None => false,
                 })?
                 .clone()
