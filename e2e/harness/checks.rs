@@ -127,6 +127,7 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
     }
     let mut problems = Vec::new();
     let (mut by_tool, mut by_http, mut by_system, mut guarded) = (0, 0, 0, 0);
+    let mut unguarded = BTreeSet::new();
     let mut last_position = 0;
     for (i, e) in events.iter().enumerate() {
         let seq = e["sequence"].as_i64().unwrap_or(0);
@@ -214,6 +215,8 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
                     e["sop"]
                 ));
             }
+        } else if e["sop"].is_null() {
+            unguarded.insert(command.to_string());
         }
     }
     for missing in &expected_ids {
@@ -226,8 +229,16 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
     }
     if problems.is_empty() {
         Ok(format!(
-            "{} events valid: {by_tool} by tools, {by_http} by HTTP commands, {by_system} by the system; {guarded} SOP-guarded",
-            events.len()
+            "{} events valid: {by_tool} by tools, {by_http} by HTTP commands, {by_system} by the system; {guarded} carry their SOP{}",
+            events.len(),
+            if unguarded.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (no SOP guards {})",
+                    unguarded.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            }
         ))
     } else {
         Err(problems.join("\n"))

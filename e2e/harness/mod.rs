@@ -33,10 +33,60 @@ fn scenario_files() -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Which scenarios to run, read like libtest reads its arguments (`cargo test
+/// NAME`, `--exact`, `--skip NAME`, `--ignored`): a scenario is a test named
+/// after its file.
+struct Selection {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    only_ignored: bool,
+}
+
+impl Selection {
+    fn from_args(args: &[String]) -> Selection {
+        let mut sel = Selection {
+            filters: Vec::new(),
+            skip: Vec::new(),
+            exact: false,
+            only_ignored: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--skip" => sel.skip.extend(it.next().cloned()),
+                "--exact" => sel.exact = true,
+                "--ignored" => sel.only_ignored = true,
+                // libtest options that take a value: not names.
+                "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
+                    it.next();
+                }
+                other if other.starts_with('-') => {}
+                name => sel.filters.push(name.to_string()),
+            }
+        }
+        sel
+    }
+
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        if self.exact {
+            pattern == name
+        } else {
+            name.contains(pattern)
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        !self.only_ignored
+            && (self.filters.is_empty() || self.filters.iter().any(|f| self.matches(f, name)))
+            && !self.skip.iter().any(|f| self.matches(f, name))
+    }
+}
+
 /// The test binary's `main`.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selection = Selection::from_args(&args);
     let files = match scenario_files() {
         Ok(f) => f,
         Err(e) => {
@@ -49,7 +99,7 @@ pub fn main() -> ExitCode {
     for f in &files {
         match scenario::Scenario::load(f) {
             Ok(s) => {
-                if filters.is_empty() || filters.iter().any(|x| s.name.contains(x.as_str())) {
+                if selection.wants(&s.name) {
                     scenarios.push(s);
                 }
             }

@@ -217,7 +217,15 @@ pub async fn run(scenario: Scenario) -> Report {
             ctx.server.database
         ));
     }
-    ctx.server.stop(!stopped).await;
+    // E2E_KEEP_DATABASES=1 keeps every scenario's database (to compare runs).
+    let keep = stopped || std::env::var_os("E2E_KEEP_DATABASES").is_some();
+    if keep && !stopped {
+        report.lines.push(format!(
+            "     {name}: database {} kept",
+            ctx.server.database
+        ));
+    }
+    ctx.server.stop(!keep).await;
     report
 }
 
