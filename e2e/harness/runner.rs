@@ -123,6 +123,8 @@ pub struct Report {
 /// One call's result.
 struct Outcome {
     summary: String,
+    /// Reads answered `503 projection_behind` and asked again after `Retry-After`.
+    retries: u32,
     failures: Vec<String>,
     sent: Sent,
     answer: Answer,
@@ -452,6 +454,7 @@ fn doc(kind: &Kind, answer: &Answer) -> Value {
 async fn run_call(ctx: &mut Ctx, id: &str, call: &Call) -> Outcome {
     let mut out = Outcome {
         summary: String::new(),
+        retries: 0,
         failures: Vec::new(),
         sent: Sent::default(),
         answer: Answer::default(),
@@ -459,6 +462,12 @@ async fn run_call(ctx: &mut Ctx, id: &str, call: &Call) -> Outcome {
     match perform(ctx, id, call, &mut out).await {
         Ok(()) => {}
         Err(e) => out.failures.push(e),
+    }
+    if out.retries > 0 {
+        out.summary = format!(
+            "{} (after {} × 503 projection_behind)",
+            out.summary, out.retries
+        );
     }
     out
 }
@@ -499,28 +508,55 @@ async fn perform(ctx: &mut Ctx, id: &str, call: &Call, out: &mut Outcome) -> Res
         kind = Kind::Tool(tool.clone());
         idem = default_key(ctx, id, call)?;
         let arguments = substitute(&ctx.vars, call.arguments.as_ref().unwrap_or(&json!({})))?;
-        let mut envelope = json!({"arguments": arguments});
-        match call.invocation_id.as_deref() {
-            Some("none") => {}
-            Some(v) => envelope["invocation_id"] = json!(interpolate(&ctx.vars, v)?),
-            None => envelope["invocation_id"] = json!(derived_uuid(&ctx.scenario, id).to_string()),
-        }
-        if let Some(k) = &idem {
-            envelope["idempotency_key"] = json!(k);
-        }
         let path = format!("/v1/tools/{tool}");
-        let body = envelope.to_string();
-        send(
-            ctx,
-            id,
-            "POST",
-            &path,
-            who.as_ref(),
-            &[],
-            Some(("application/json", body)),
-            out,
-        )
-        .await?;
+        for attempt in 0.. {
+            let mut envelope = json!({"arguments": arguments});
+            match call.invocation_id.as_deref() {
+                Some("none") => {}
+                Some(v) if attempt == 0 => {
+                    envelope["invocation_id"] = json!(interpolate(&ctx.vars, v)?)
+                }
+                _ if attempt == 0 => {
+                    envelope["invocation_id"] = json!(derived_uuid(&ctx.scenario, id).to_string())
+                }
+                _ => {
+                    envelope["invocation_id"] = json!(derived_uuid(
+                        &ctx.scenario,
+                        &format!("{id}/retry-{attempt}")
+                    )
+                    .to_string())
+                }
+            }
+            if let Some(k) = &idem {
+                envelope["idempotency_key"] = json!(k);
+            }
+            out.sent = Sent::default();
+            let body = envelope.to_string();
+            send(
+                ctx,
+                id,
+                "POST",
+                &path,
+                who.as_ref(),
+                &[],
+                Some(("application/json", body)),
+                out,
+            )
+            .await?;
+            if !should_retry(attempt, &out.answer).await {
+                break;
+            }
+            // The refused attempt is a tool call of its own: the log holds it too.
+            out.retries += 1;
+            ctx.records.push(Record {
+                id: format!("{id} (attempt {})", attempt + 1),
+                kind: kind.clone(),
+                actor: who.as_ref().map(|k| k.name.clone()),
+                idempotency_key: idem.clone(),
+                answer: out.answer.clone(),
+                events: Vec::new(),
+            });
+        }
     } else if let Some(line) = &call.http {
         let line = interpolate(&ctx.vars, line)?;
         let (method, path) = line
@@ -546,7 +582,24 @@ async fn perform(ctx: &mut Ctx, id: &str, call: &Call, out: &mut Outcome) -> Res
             Some(b) => Some(("application/json", substitute(&ctx.vars, b)?.to_string())),
             None => None,
         };
-        send(ctx, id, method, path, who.as_ref(), &headers, body, out).await?;
+        for attempt in 0.. {
+            out.sent = Sent::default();
+            send(
+                ctx,
+                id,
+                method,
+                path,
+                who.as_ref(),
+                &headers,
+                body.clone(),
+                out,
+            )
+            .await?;
+            if method != "GET" || !should_retry(attempt, &out.answer).await {
+                break;
+            }
+            out.retries += 1;
+        }
     } else if let Some(up) = &call.upload {
         kind = Kind::Http;
         idem = default_key(ctx, id, call)?;
@@ -791,21 +844,63 @@ fn tail_lines(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// How often a read answered `503 projection_behind` is asked again.
+const READ_RETRIES: u32 = 5;
+
+/// Whether to ask again: the answer is `503 projection_behind` (the read model
+/// has not reached `min_position` within the service's bound), as a client
+/// would after `Retry-After` (waits here, at most 2 s).
+async fn should_retry(attempt: u32, answer: &Answer) -> bool {
+    let code = answer
+        .json
+        .get("code")
+        .or_else(|| answer.json.get("error").and_then(|e| e.get("code")));
+    if attempt >= READ_RETRIES
+        || answer.status != 503
+        || code.and_then(Value::as_str) != Some("projection_behind")
+    {
+        return false;
+    }
+    let secs = answer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1)
+        .min(2);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    true
+}
+
 /// An authenticated GET as one of the scenario's actors.
 pub async fn get(ctx: &Ctx, actor: &str, path: &str) -> Result<Value, String> {
     let key = ctx
         .keys
         .get(actor)
         .ok_or_else(|| format!("actor `{actor}` has no key"))?;
-    let resp = ctx
-        .client
-        .get(format!("{}{path}", ctx.server.base))
-        .header("authorization", format!("Bearer {}", key.key))
-        .send()
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let mut attempt = 0;
+    let (status, text) = loop {
+        let resp = ctx
+            .client
+            .get(format!("{}{path}", ctx.server.base))
+            .header("authorization", format!("Bearer {}", key.key))
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let answer = Answer {
+            status: i64::from(status),
+            headers,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text: String::new(),
+        };
+        if !should_retry(attempt, &answer).await {
+            break (status, text);
+        }
+        attempt += 1;
+    };
     if status != 200 {
         return Err(format!(
             "GET {path} as {actor}: {status} {}",
