@@ -75,3 +75,27 @@ fn the_compose_file_is_valid_where_the_compose_tool_exists() {
     }
     eprintln!("skipped: no compose tool on this machine (docker-compose or docker compose)");
 }
+
+/// `path::name` references in a document: each must be a function in that file.
+fn check_test_references(doc_path: &str) -> usize {
+    let doc = read(doc_path);
+    let mut checked = 0;
+    for part in doc.split('`').skip(1).step_by(2) {
+        let Some((file, name)) = part.split_once("::") else { continue };
+        if !(file.starts_with("tests/") || file.starts_with("src/")) || !file.ends_with(".rs") {
+            continue;
+        }
+        let name = name.rsplit("::").next().unwrap();
+        let source = read(file);
+        let exists = name == "main" && file == "tests/e2e.rs" || source.contains(&format!("fn {name}("));
+        assert!(exists, "{doc_path} names {part}, which does not exist");
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn every_acceptance_item_and_threat_names_a_test_that_exists() {
+    assert!(check_test_references("docs/backlog/acceptance_checklist.md") >= 30);
+    assert!(check_test_references("docs/07_threat_model.md") >= 15);
+}
