@@ -122,11 +122,17 @@ pub fn main() -> ExitCode {
         .expect("a tokio runtime");
     let (mut passed, mut failed) = (0, load_failures);
     runtime.block_on(async {
-        let mut running = Vec::new();
-        for s in scenarios {
-            let title = format!("--- {}: {}", s.name, s.title);
-            running.push((title, tokio::spawn(runner::run(s))));
+        // Every database first, dropped only at the end (see server::create_database).
+        let mut databases = Vec::new();
+        for s in &scenarios {
+            databases.push(server::create_database(&s.name).await);
         }
+        let mut running = Vec::new();
+        for (s, db) in scenarios.into_iter().zip(databases) {
+            let title = format!("--- {}: {}", s.name, s.title);
+            running.push((title, tokio::spawn(runner::run(s, db))));
+        }
+        let mut to_drop = Vec::new();
         for (title, task) in running {
             println!("{title}");
             match task.await {
@@ -136,6 +142,7 @@ pub fn main() -> ExitCode {
                     }
                     passed += report.passed;
                     failed += report.failed;
+                    to_drop.extend(report.drop_database);
                 }
                 Err(e) => {
                     println!("FAIL the scenario's task ended: {e}");
@@ -143,6 +150,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        futures::future::join_all(to_drop.iter().map(|name| server::drop_database(name))).await;
     });
     println!("e2e: {:.1} s", started.elapsed().as_secs_f64());
     println!("{passed} passed, {failed} failed");

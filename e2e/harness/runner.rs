@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::checks;
 use super::scenario::{Call, Scenario};
-use super::server::Server;
+use super::server::{Database, Server};
 
 /// A key made through the CLI, by the name the scenario gives its actor.
 #[derive(Debug, Clone)]
@@ -118,6 +118,8 @@ pub struct Report {
     pub passed: usize,
     /// Calls that did not.
     pub failed: usize,
+    /// The database to drop once every scenario has finished (none: kept).
+    pub drop_database: Option<String>,
 }
 
 /// One call's result.
@@ -131,21 +133,29 @@ struct Outcome {
 }
 
 /// Plays a whole scenario.
-pub async fn run(scenario: Scenario) -> Report {
+pub async fn run(scenario: Scenario, database: Result<Database, String>) -> Report {
     let mut report = Report {
         lines: Vec::new(),
         passed: 0,
         failed: 0,
+        drop_database: None,
     };
     let name = scenario.name.clone();
-    let server = match Server::start(&name, &scenario.server.clock, &scenario.server.env).await {
+    let started = match database {
+        Ok(db) => Server::start(&db, &scenario.server.clock, &scenario.server.env)
+            .await
+            .map_err(|e| (e, Some(db.name))),
+        Err(e) => Err((e, None)),
+    };
+    let server = match started {
         Ok(s) => s,
-        Err(e) => {
+        Err((e, db)) => {
             report.failed += 1;
             report
                 .lines
                 .push(format!("FAIL {name}/00 start the service"));
             report.lines.push(indent(&e));
+            report.drop_database = db;
             return report;
         }
     };
@@ -227,7 +237,10 @@ pub async fn run(scenario: Scenario) -> Report {
             ctx.server.database
         ));
     }
-    ctx.server.stop(!keep).await;
+    if !keep {
+        report.drop_database = Some(ctx.server.database.clone());
+    }
+    ctx.server.stop(keep).await;
     report
 }
 

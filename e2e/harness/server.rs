@@ -59,33 +59,15 @@ impl Server {
         self.dir.path().join("serve.log")
     }
 
-    /// Creates a fresh database, starts `dispatch-api serve` on a free
-    /// loopback port and waits until `/readyz` answers 200.
+    /// Starts `dispatch-api serve` on `database` (made by [`create_database`])
+    /// on a free loopback port and waits until `/readyz` answers 200.
     pub async fn start(
-        scenario: &str,
+        database: &Database,
         clock: &str,
         extra_env: &std::collections::BTreeMap<String, String>,
     ) -> Result<Server, String> {
-        let admin = admin_url();
-        let opts =
-            PgConnectOptions::from_str(&admin).map_err(|e| format!("TEST_DATABASE_URL: {e}"))?;
-        let database = format!(
-            "dispatch_e2e_{}_{}",
-            scenario.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            uuid::Uuid::new_v4().simple()
-        );
-        let mut conn = opts.connect().await.map_err(|e| {
-            format!("PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {e}")
-        })?;
-        sqlx::query(&format!("CREATE DATABASE {database}"))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| format!("CREATE DATABASE {database}: {e}"))?;
-        conn.close().await.ok();
-        let database_url = format!(
-            "{}/{database}",
-            admin.rsplit_once('/').map_or(admin.as_str(), |x| x.0)
-        );
+        let database_url = database.url.clone();
+        let database = database.name.clone();
         let dir = tempfile::Builder::new()
             .prefix("dispatch-e2e-")
             .tempdir()
@@ -187,9 +169,9 @@ impl Server {
         ))
     }
 
-    /// Stops the service (SIGTERM, then SIGKILL after 10 s) and, when `drop_database`,
-    /// drops its database.
-    pub async fn stop(mut self, drop_database: bool) {
+    /// Stops the service (SIGTERM, then SIGKILL after 10 s); with `keep`, keeps
+    /// its log and evidence directory.
+    pub async fn stop(mut self, keep: bool) {
         let pid = self.child.0.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -198,21 +180,63 @@ impl Server {
         }
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
-        if drop_database {
-            if let Ok(opts) = PgConnectOptions::from_str(&admin_url()) {
-                if let Ok(mut conn) = opts.connect().await {
-                    let _ = sqlx::query(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        self.database
-                    ))
-                    .execute(&mut conn)
-                    .await;
-                    conn.close().await.ok();
-                }
-            }
-        } else {
-            // Keep the log and the evidence for whoever reads the failure.
+        if keep {
+            // For whoever reads the failure.
             let _ = self.dir.keep();
         }
+    }
+}
+
+/// A scenario's database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Its name.
+    pub name: String,
+    /// `DATABASE_URL` for it.
+    pub url: String,
+}
+
+async fn admin_connection() -> Result<sqlx::PgConnection, String> {
+    let admin = admin_url();
+    let opts = PgConnectOptions::from_str(&admin).map_err(|e| format!("TEST_DATABASE_URL: {e}"))?;
+    opts.connect().await.map_err(|e| {
+        format!("PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {e}")
+    })
+}
+
+/// Creates a fresh database for a scenario on the test server.
+///
+/// The harness creates every database before any scenario starts and drops
+/// them after all have finished: CREATE and DROP DATABASE hold a transaction
+/// id for seconds, and the projectors of every database on the server wait
+/// for the oldest running transaction (they read below the cluster-wide
+/// snapshot xmin), so doing either while a scenario runs stalls its read models.
+pub async fn create_database(scenario: &str) -> Result<Database, String> {
+    let admin = admin_url();
+    let name = format!(
+        "dispatch_e2e_{}_{}",
+        scenario.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut conn = admin_connection().await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+    conn.close().await.ok();
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map_or(admin.as_str(), |x| x.0)
+    );
+    Ok(Database { name, url })
+}
+
+/// Drops a scenario's database.
+pub async fn drop_database(name: &str) {
+    if let Ok(mut conn) = admin_connection().await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        conn.close().await.ok();
     }
 }
