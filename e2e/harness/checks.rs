@@ -8,25 +8,6 @@ use serde_json::{json, Value};
 
 use super::runner::{first_difference, get, nulls, Ctx, Kind, Record};
 
-/// Commands whose events record the SOP that guarded them (`sop` on the
-/// envelope): the intake, field and closeout commands of lifecycle.md.
-const SOP_GUARDED: &[&str] = &[
-    "open_job",
-    "record_intake",
-    "triage_job",
-    "set_priority",
-    "resolve_duplicate",
-    "offer_job",
-    "check_in",
-    "complete_checklist_item",
-    "attach_evidence",
-    "check_out",
-    "verify_closeout",
-    "mark_billing_ready",
-    "cancel_job",
-    "decide_approval",
-];
-
 const ALL_STATES: &str = "intake,triaged,offered,confirmed,en_route,on_site,on_hold,work_completed,closeout_verified,billing_ready,closed,cancelled,duplicate";
 
 /// The checks by name.
@@ -202,21 +183,16 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
                 e["actor"]
             )),
         }
+        // Every job command runs under its incident type's SOPs: every event
+        // records the SOP document (intake, field or closeout) and version.
         let command = e["command"].as_str().unwrap_or("");
-        if SOP_GUARDED.contains(&command) {
+        let sop_id = e["sop"]["id"].as_str().unwrap_or("");
+        let ok = ["intake", "field", "closeout"].iter().any(|stage| sop_id == format!("{stage}.{incident}"));
+        if ok && e["sop"]["version"].is_string() {
             guarded += 1;
-            let sop_id = e["sop"]["id"].as_str().unwrap_or("");
-            let ok = ["intake", "field", "closeout"]
-                .iter()
-                .any(|stage| sop_id == format!("{stage}.{incident}"));
-            if !ok {
-                problems.push(format!(
-                    "{at}: command {command} is SOP-guarded but sop is {}",
-                    e["sop"]
-                ));
-            }
-        } else if e["sop"].is_null() {
+        } else {
             unguarded.insert(command.to_string());
+            problems.push(format!("{at}: command {command} did not record its SOP (sop is {})", e["sop"]));
         }
     }
     for missing in &expected_ids {

@@ -9,6 +9,7 @@ mod jobs;
 mod mcp;
 pub mod openapi;
 mod ops;
+pub mod pages;
 mod read_models;
 mod sops;
 mod technicians;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(read_models::router())
         .merge(tools::router())
         .merge(clock::router(&state))
+        .merge(pages::router())
         .nest_service("/mcp", mcp::service(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -41,23 +41,25 @@ impl Projection for Technicians {
             let after = active_technician(Some(&c.after));
             if before != after {
                 if let Some(t) = before {
-                    *delta.entry(t.clone()).or_default() -= 1;
-                    position.insert(t, c.last_position);
+                    *delta.entry(t).or_default() -= 1;
                 }
                 if let Some(t) = after {
-                    *delta.entry(t.clone()).or_default() += 1;
-                    position.insert(t, c.last_position);
+                    *delta.entry(t).or_default() += 1;
                 }
             }
         }
+        // `last_position` is the technician's own last event: load changes
+        // come from job events whose batching varies, and a rebuild must give
+        // the same rows as the live model.
         let tech_events: Vec<&EventRow> = batch.iter().filter(|e| e.aggregate_type == Technician::TYPE).collect();
         for e in &tech_events {
             position.insert(e.aggregate_id.clone(), e.global_position);
         }
-        if position.is_empty() {
+        let mut ids: Vec<String> = position.keys().cloned().collect();
+        ids.extend(delta.keys().filter(|k| !position.contains_key(*k)).cloned());
+        if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = position.keys().cloned().collect();
         let existing = sqlx::query(&format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE technician_id = ANY($1)")).bind(&ids).fetch_all(&mut *conn).await?;
         let mut rows: BTreeMap<String, Value> = BTreeMap::new();
         for r in existing {

@@ -147,23 +147,35 @@ fn cancel_trip_charge(sop: &IncidentSop, job: &JobData) -> i64 {
 impl JobCommand {
     /// Which SOP document guards this command (recorded on its events).
     pub fn sop_stage(&self) -> Option<SopStage> {
-        match self {
+        // Every job command runs under its incident type's SOPs; the stage
+        // names the document whose rules (or data) apply to it, so every job
+        // event records the SOP version it happened under.
+        Some(match self {
             JobCommand::OpenJob(_)
             | JobCommand::RecordIntake(_)
             | JobCommand::TriageJob(_)
             | JobCommand::SetPriority(_)
-            | JobCommand::ResolveDuplicate(_) => Some(SopStage::Intake),
+            | JobCommand::ResolveDuplicate(_)
+            | JobCommand::AddNote(_)
+            | JobCommand::FlagSlaBreach(_) => SopStage::Intake,
             JobCommand::OfferJob(_)
+            | JobCommand::AcceptOffer(_)
+            | JobCommand::DeclineOffer(_)
+            | JobCommand::ExpireOffer(_)
+            | JobCommand::StartTravel(_)
             | JobCommand::CheckIn(_)
             | JobCommand::CompleteChecklistItem(_)
             | JobCommand::AttachEvidence(_)
-            | JobCommand::CheckOut(_) => Some(SopStage::Field),
+            | JobCommand::CheckOut(_)
+            | JobCommand::ScheduleReturnVisit(_) => SopStage::Field,
             JobCommand::VerifyCloseout(_)
+            | JobCommand::ReopenUnsatisfactory(_)
             | JobCommand::MarkBillingReady(_)
+            | JobCommand::CloseJob(_)
             | JobCommand::CancelJob(_)
-            | JobCommand::DecideApproval(_) => Some(SopStage::Closeout),
-            _ => None,
-        }
+            | JobCommand::RequestNteIncrease(_)
+            | JobCommand::DecideApproval(_) => SopStage::Closeout,
+        })
     }
 }
 

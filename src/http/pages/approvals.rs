@@ -1,0 +1,319 @@
+//! Approvals: what waits for a person, and the approve/reject buttons.
+//!
+//! A decision goes through exactly the API's path: the `decide_approval` job
+//! command through [`App::execute_job`](crate::app::App::execute_job), as the
+//! person whose key logged in, under an idempotency key that is fresh for
+//! each rendered form and the same for every submit of that form (a double
+//! click is one command; the second answer is the stored first one).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
+use maud::{html, Markup};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::layout::{self, Nav};
+use super::session::{check_post, read_form, UiSession};
+use super::{PageError, PageResult, Within};
+use crate::app::RequestMeta;
+use crate::domain::job::JobCommand;
+use crate::error::ApiError;
+use crate::http::extract::{request_hash, require_endpoint};
+use crate::http::AppState;
+
+/// What an approval would carry out, for people.
+pub(super) fn action_text(action: &Value, nte_now: &Value) -> Markup {
+    match action["kind"].as_str() {
+        Some("nte_increase") => html! {
+            "Raise the NTE to " strong { (layout::money_v(&action["amount_cents"], "?")) }
+            " (now " (layout::money_v(nte_now, "no cap")) ")"
+        },
+        Some("cancel_job") => {
+            html! { "Cancel the job: " q { (action["reason"].as_str().unwrap_or("")) } }
+        }
+        Some("dismiss_duplicate") => html! {
+            "Dismiss the possible duplicate of " code { (action["possible_duplicate_of"].as_str().unwrap_or("?")) }
+        },
+        _ => html! { (action.to_string()) },
+    }
+}
+
+/// Whether the caller asked for this approval themselves (they may not decide it).
+pub(super) fn own_request(s: &UiSession, requested_by: &Value) -> bool {
+    requested_by["id"].as_str() == Some(s.caller.key_name.as_str())
+        && requested_by["role"].as_str() == Some(s.caller.role.as_str())
+}
+
+/// The approve and reject forms for one pending approval, when the role may
+/// decide (`decide_approval` in the allowlist) and did not ask for it.
+pub(super) fn decision_forms(
+    state: &AppState,
+    s: &UiSession,
+    approval_id: &str,
+    job_id: &str,
+    requested_by: &Value,
+    back: &str,
+    what: &str,
+) -> Markup {
+    if !state
+        .allowlist
+        .tool_allowed("decide_approval", s.caller.role)
+    {
+        return html! {};
+    }
+    if own_request(s, requested_by) {
+        return html! { span.muted { "Your own request: another person decides it." } };
+    }
+    let nonce = layout::form_nonce();
+    let action = format!("/ui/approvals/{}/decide", layout::seg(approval_id));
+    let reason_id = format!("reason-{}", layout::css_token(approval_id));
+    html! {
+        div.decide {
+            form.once method="post" action=(action) {
+                input type="hidden" name="csrf" value=(s.csrf);
+                input type="hidden" name="job_id" value=(job_id);
+                input type="hidden" name="idem" value=(nonce);
+                input type="hidden" name="decision" value="approve";
+                input type="hidden" name="back" value=(back);
+                button.approve type="submit" data-approval-id=(approval_id) { "Approve" (layout::sr(&format!(": {what}"))) }
+            }
+            form.once.reject method="post" action=(action) {
+                input type="hidden" name="csrf" value=(s.csrf);
+                input type="hidden" name="job_id" value=(job_id);
+                input type="hidden" name="idem" value=(nonce);
+                input type="hidden" name="decision" value="reject";
+                input type="hidden" name="back" value=(back);
+                label.sr-only for=(reason_id) { "Reason for rejecting (optional)" }
+                input id=(reason_id) type="text" name="reason" placeholder="Reason (optional)" maxlength="4000";
+                button.reject type="submit" data-approval-id=(approval_id) { "Reject" (layout::sr(&format!(": {what}"))) }
+            }
+        }
+    }
+}
+
+/// The message after a decision (`done=` in the address: a fixed word or a problem code).
+pub(super) fn flash(q: &HashMap<String, String>) -> Markup {
+    let Some(done) = q.get("done").filter(|d| {
+        !d.is_empty() && d.len() <= 64 && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }) else {
+        return html! {};
+    };
+    match done.as_str() {
+        "approved" => {
+            html! { p.notice.ok role="status" { "Approved: the requested action was carried out." } }
+        }
+        "rejected" => html! { p.notice.ok role="status" { "Rejected." } },
+        code => html! { p.notice.error role="alert" { "Not done: " (layout::words(code)) "." } },
+    }
+}
+
+fn query(q: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `GET /ui/approvals`.
+pub(super) async fn page(
+    State(state): State<AppState>,
+    s: UiSession,
+    RawQuery(q): RawQuery,
+) -> PageResult {
+    require_endpoint(&state, &s.caller, "GET /v1/approvals").within(&s)?;
+    let q = query(q.as_deref());
+    let mut params = HashMap::new();
+    if let Some(p) = q.get("min_position").filter(|p| p.parse::<i64>().is_ok()) {
+        params.insert("min_position".to_string(), p.clone());
+    }
+    // After a decision the page waits (bounded) for the approvals read model
+    // to show it; if the projector is behind, it shows what it has and says so.
+    let (answer, behind) = match state.app.approvals(&params).await {
+        Err(ApiError::ProjectionBehind { .. }) => {
+            (state.app.approvals(&HashMap::new()).await.within(&s)?, true)
+        }
+        other => (other.within(&s)?, false),
+    };
+    let rows: Vec<&Value> = answer["rows"]
+        .as_array()
+        .map(|a| a.iter().rev().collect())
+        .unwrap_or_default();
+    let pending: Vec<&&Value> = rows.iter().filter(|r| r["status"] == "pending").collect();
+    let decided: Vec<&&Value> = rows
+        .iter()
+        .filter(|r| r["status"] != "pending")
+        .take(50)
+        .collect();
+    let may_decide = state
+        .allowlist
+        .tool_allowed("decide_approval", s.caller.role);
+    let body = html! {
+        (flash(&q))
+        @if behind {
+            p.notice role="status" { "The list below may not show your decision yet: the read model is catching up. Reload in a moment." }
+        }
+        section aria-labelledby="pending-h" {
+            h2 #pending-h { "Pending " span.count { "(" (pending.len()) ")" } }
+            @if !may_decide {
+                p.muted { "Your role may read approvals but not decide them." }
+            }
+            @if pending.is_empty() {
+                p.empty { "Nothing waits for a decision." }
+            } @else {
+                div.table-wrap {
+                    table.approvals {
+                        thead { tr {
+                            th scope="col" { "Job" }
+                            th scope="col" { "Action" }
+                            th scope="col" { "Reason given" }
+                            th scope="col" { "Requested by" }
+                            @if may_decide { th scope="col" { "Decision" } }
+                        } }
+                        tbody {
+                            @for r in &pending {
+                                @let job = r["job_id"].as_str().unwrap_or("");
+                                @let id = r["approval_id"].as_str().unwrap_or("");
+                                tr data-approval-id=(id) {
+                                    td {
+                                        a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) }
+                                        br; span.muted.small { (layout::words(r["incident_type"].as_str().unwrap_or(""))) }
+                                        " " (layout::state_badge(r["job_state"].as_str().unwrap_or("")))
+                                    }
+                                    td { (action_text(&r["action"], &r["nte_cents"])) }
+                                    td.free-text { (r["reason"].as_str().unwrap_or("")) }
+                                    td { (layout::actor(&r["requested_by"])) br; span.small { (layout::time_v(&r["requested_at"])) } }
+                                    @if may_decide {
+                                        td { (decision_forms(&state, &s, id, job, &r["requested_by"], "approvals", &format!("{} at {}", layout::words(r["kind"].as_str().unwrap_or("")), r["site_name"].as_str().unwrap_or("?")))) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="decided-h" {
+            h2 #decided-h { "Recently decided" }
+            @if decided.is_empty() {
+                p.empty { "None yet." }
+            } @else {
+                div.table-wrap {
+                    table.approvals {
+                        thead { tr {
+                            th scope="col" { "Job" }
+                            th scope="col" { "Action" }
+                            th scope="col" { "Status" }
+                            th scope="col" { "Requested by" }
+                            th scope="col" { "Decided by" }
+                        } }
+                        tbody {
+                            @for r in &decided {
+                                @let job = r["job_id"].as_str().unwrap_or("");
+                                tr data-approval-id=(r["approval_id"].as_str().unwrap_or("")) {
+                                    td { a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) } }
+                                    td { (action_text(&r["action"], &r["nte_cents"])) }
+                                    td { (layout::state_badge(r["status"].as_str().unwrap_or(""))) }
+                                    td { (layout::actor(&r["requested_by"])) }
+                                    td { (layout::actor(&r["decided_by"])) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::ok(&s, "Approvals", Nav::Approvals, body))
+}
+
+fn bad(s: &UiSession, detail: &str) -> PageError {
+    PageError::new(
+        StatusCode::BAD_REQUEST,
+        "That request could not be used",
+        detail,
+    )
+    .within(s)
+}
+
+/// `POST /ui/approvals/{approval_id}/decide`: runs `decide_approval`.
+pub(super) async fn decide(
+    State(state): State<AppState>,
+    s: UiSession,
+    Path(approval_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> PageResult {
+    let form = read_form(&headers, body).await.map_err(|e| e.within(&s))?;
+    check_post(&headers, &form, &s)?;
+    let job_id = form
+        .get("job_id")
+        .filter(|j| !j.is_empty() && j.len() <= 200)
+        .ok_or_else(|| bad(&s, "The form names no job."))?;
+    let decision = form
+        .get("decision")
+        .map(String::as_str)
+        .filter(|d| matches!(*d, "approve" | "reject"))
+        .ok_or_else(|| bad(&s, "The decision must be approve or reject."))?;
+    let nonce = form
+        .get("idem")
+        .filter(|n| {
+            n.starts_with("ui-")
+                && n.len() <= 100
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .ok_or_else(|| bad(&s, "The form is incomplete; reload the page."))?;
+    let mut args = json!({"approval_id": approval_id, "decision": decision});
+    if let Some(r) = form
+        .get("reason")
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+    {
+        args["reason"] = r.into();
+    }
+    let path = format!("/v1/jobs/{job_id}/commands/decide_approval");
+    let meta = RequestMeta {
+        idempotency_key: format!("{nonce}-{decision}"),
+        request_hash: request_hash("POST", &path, &args),
+        if_match: None,
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        tool_invocation_id: None,
+    };
+    // The allowlist check the API runs for this command, then the command.
+    crate::http::extract::require_tool(&state, &s.caller, "decide_approval").within(&s)?;
+    let command = JobCommand::decode("decide_approval", args)
+        .map_err(|e| ApiError::from_serde(&e))
+        .and_then(|c| c.ok_or_else(|| ApiError::NotFound("unknown command".into())))
+        .within(&s)?;
+    let reply = state
+        .app
+        .execute_job(&s.caller, &meta, Some(job_id), command)
+        .await
+        .within(&s)?;
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let done = if reply.status < 400 {
+        if decision == "approve" {
+            "approved"
+        } else {
+            "rejected"
+        }
+        .to_string()
+    } else {
+        answer["code"].as_str().unwrap_or("refused").to_string()
+    };
+    let position = answer["events"]
+        .as_array()
+        .and_then(|e| e.iter().filter_map(|e| e["global_position"].as_i64()).max());
+    let target = if form.get("back").map(String::as_str) == Some("job") {
+        format!("/ui/jobs/{}?done={done}#approvals", layout::seg(job_id))
+    } else {
+        match position {
+            Some(p) => format!("/ui/approvals?done={done}&min_position={p}"),
+            None => format!("/ui/approvals?done={done}"),
+        }
+    };
+    Ok(Redirect::to(&target).into_response())
+}

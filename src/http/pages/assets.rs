@@ -1,0 +1,48 @@
+//! The style sheet and the script, embedded in the binary (the service works
+//! offline: no fonts, no CDNs). Their links carry a content hash, so they can
+//! be cached for long and still change with a new build.
+
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::store::hash::sha256_hex;
+
+const CSS: &str = include_str!("assets/app.css");
+const JS: &str = include_str!("assets/app.js");
+const ICON: &str = include_str!("assets/favicon.svg");
+
+static CSS_HREF: LazyLock<String> =
+    LazyLock::new(|| format!("/ui/static/app.css?v={}", &sha256_hex(CSS.as_bytes())[..12]));
+static JS_HREF: LazyLock<String> =
+    LazyLock::new(|| format!("/ui/static/app.js?v={}", &sha256_hex(JS.as_bytes())[..12]));
+
+/// The style sheet's link.
+pub fn css_href() -> &'static str {
+    &CSS_HREF
+}
+
+/// The script's link.
+pub fn js_href() -> &'static str {
+    &JS_HREF
+}
+
+/// `GET /ui/static/{file}` (no session needed: nothing in them is private).
+pub(super) async fn file(Path(file): Path<String>) -> Response {
+    let (body, ct) = match file.as_str() {
+        "app.css" => (CSS, "text/css; charset=utf-8"),
+        "app.js" => (JS, "text/javascript; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
+        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
+    };
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    resp
+}

@@ -1,0 +1,391 @@
+//! The pages in a real browser: headless Chromium (the system's `chromium`,
+//! never a downloaded one) driven by `playwright-core` from
+//! `e2e/browser/ui.test.mjs`, against the real binary started as the README
+//! starts it, on a fresh database with its projectors running.
+//!
+//! This test prepares the world (keys, technicians, jobs in several states,
+//! an evidence photo, pending approvals, a tampered event), starts
+//! `dispatch-api serve` on a free loopback port, runs the node tests (which
+//! save the screenshots under `docs/screenshots/`), then stops the service
+//! with SIGTERM while a board stream is open and checks it drains promptly.
+//!
+//! Where node, Chromium or `e2e/browser/node_modules` cannot be found it
+//! prints `skipped: …` and passes, unless `DISPATCH_BROWSER_TESTS=required`
+//! (set by `.ci/run` once it has installed them), where that is a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dispatch_api::app::evidence::EvidenceStore;
+use dispatch_api::app::{keys, App, RequestMeta};
+use serde_json::json;
+
+use crate::support::*;
+use crate::*;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CHROMIUM_PATH") {
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/lib/chromium/chromium",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// What is missing to run the browser tests, if anything.
+fn missing() -> Option<String> {
+    let node = std::process::Command::new("node").arg("--version").output();
+    match node {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout);
+            let major: u32 = v
+                .trim()
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 18 {
+                return Some(format!("node {} is older than 18", v.trim()));
+            }
+        }
+        _ => return Some("node is not installed (apt-get install nodejs npm)".into()),
+    }
+    if chromium().is_none() {
+        return Some("Chromium is not installed (apt-get install chromium chromium-driver, or set CHROMIUM_PATH)".into());
+    }
+    if !manifest()
+        .join("e2e/browser/node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Some("playwright-core is not installed (cd e2e/browser && npm ci)".into());
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 exchange (the test needs no client library).
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Seeds the jobs the browser looks at; returns the environment for node.
+async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
+    t.register_technicians().await;
+    let sop = t.app.sops.get("door_stuck_open").unwrap().clone();
+
+    // On site with tech-d: checklist partly done, a photo, an NTE increase to approve.
+    let approval_job = job_on_site(t, "harbor-mall", &t.keys.tech_d, "tech-d").await;
+    for item in sop.field.checklist.iter().take(4) {
+        let r = t
+            .cmd(
+                &approval_job,
+                "complete_checklist_item",
+                &t.keys.tech_d,
+                json!({"item_id": item.id, "result": "pass"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json);
+    }
+    let app = App {
+        evidence: EvidenceStore::local(evidence_dir).unwrap(),
+        ..t.app.clone()
+    };
+    let caller = keys::authenticate(&t.app.pool, &t.keys.tech_d)
+        .await
+        .unwrap();
+    let png = std::fs::read(manifest().join("e2e/browser/door-before.png")).unwrap();
+    let meta = RequestMeta {
+        idempotency_key: "browser-photo".into(),
+        request_hash: "photo".into(),
+        if_match: None,
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        tool_invocation_id: None,
+    };
+    let reply = app
+        .upload_evidence(&caller, &meta, png.into(), "image/png".into())
+        .await
+        .unwrap();
+    let sha = serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = t.cmd(&approval_job, "attach_evidence", &t.keys.tech_d, json!({"kind": "photo_before", "sha256": sha, "note": "As found: both panels stuck fully open"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let approval = request_nte(
+        t,
+        &approval_job,
+        &t.keys.tech_d,
+        75000,
+        "Operator motor burnt out; replacement needed",
+    )
+    .await;
+
+    // The board's variety: a P1 make-safe waiting for a technician, its possible duplicate, one in intake, one offered.
+    let triaged = t.open_ifm_job("store-12").await;
+    t.cmd(&triaged, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    assert_eq!(
+        t.cmd(&triaged, "triage_job", &t.keys.agent, json!({}))
+            .await
+            .state(),
+        "triaged"
+    );
+    let dup = t.open_ifm_job_with_key("store-12").await;
+    assert!(!dup.is_empty());
+    let mut body = open_body("depot-3");
+    body["site"]["name"] = json!("North Depot <Loading Dock 3>");
+    body["incident_type"] = json!("door_stuck_open");
+    assert_eq!(t.post("/v1/jobs", &t.keys.agent, body).await.status, 201);
+    let offered = t.open_ifm_job("civic-center").await;
+    t.cmd(&offered, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    t.cmd(&offered, "triage_job", &t.keys.agent, json!({}))
+        .await;
+    assert_eq!(
+        t.cmd(
+            &offered,
+            "offer_job",
+            &t.keys.dispatcher,
+            json!({"technician_id": "tech-a"})
+        )
+        .await
+        .state(),
+        "offered"
+    );
+
+    // Confirmed with tech-d, with an NTE increase the agent asked for (a technician sees it, cannot decide it).
+    let tech_job = t.open_ifm_job("airport-t2").await;
+    t.cmd(&tech_job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    t.cmd(&tech_job, "triage_job", &t.keys.agent, json!({}))
+        .await;
+    t.cmd(
+        &tech_job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-d"}),
+    )
+    .await;
+    let eta = (t0() + chrono::Duration::minutes(90)).to_rfc3339();
+    assert_eq!(
+        t.cmd(
+            &tech_job,
+            "accept_offer",
+            &t.keys.tech_d,
+            json!({"eta": eta})
+        )
+        .await
+        .state(),
+        "confirmed"
+    );
+    let tech_approval =
+        request_nte(t, &tech_job, &t.keys.agent, 60000, "After-hours premium").await;
+
+    // A job whose stored history was altered behind the service's back.
+    let tampered = t.open_ifm_job("museum-east").await;
+    t.cmd(&tampered, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    t.cmd(&tampered, "triage_job", &t.keys.agent, json!({}))
+        .await;
+    for i in 1..=3 {
+        t.cmd(
+            &tampered,
+            "add_note",
+            &t.keys.agent,
+            json!({"text": format!("Called the site, update {i}")}),
+        )
+        .await;
+    }
+    let tampered_seq = 4;
+    tamper(t, &format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
+
+    let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    vec![
+        ("UI_DISPATCHER_KEY".into(), t.keys.dispatcher.clone()),
+        ("UI_AGENT_KEY".into(), t.keys.agent.clone()),
+        ("UI_TECH_KEY".into(), t.keys.tech_d.clone()),
+        ("UI_APPROVAL_JOB".into(), approval_job),
+        ("UI_APPROVAL_ID".into(), approval),
+        ("UI_TECH_JOB".into(), tech_job),
+        ("UI_TECH_APPROVAL_ID".into(), tech_approval),
+        ("UI_TAMPERED_JOB".into(), tampered),
+        ("UI_TAMPERED_SEQ".into(), tampered_seq.to_string()),
+        ("UI_MIN_POSITION".into(), position.to_string()),
+    ]
+}
+
+/// Stops the child on drop, whatever happened.
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view() {
+    let required = std::env::var("DISPATCH_BROWSER_TESTS").is_ok_and(|v| v == "required");
+    if let Some(why) = missing() {
+        assert!(!required, "browser tests are required here, but {why}");
+        println!("skipped: browser tests need node, Chromium and e2e/browser/node_modules: {why}");
+        eprintln!("skipped: browser tests need node, Chromium and e2e/browser/node_modules: {why}");
+        return;
+    }
+    let started = Instant::now();
+    let t = TestApp::spawn().await;
+    let work = tempfile::tempdir().unwrap();
+    let evidence_dir = work.path().join("evidence");
+    let mut env = seed(&t, &evidence_dir).await;
+
+    let port = free_port();
+    let log_path = work.path().join("service.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
+        .arg("serve")
+        .env("DATABASE_URL", &t.db_url)
+        .env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DISPATCH_CLOCK", format!("manual:{}", t0().to_rfc3339()))
+        .env("DISPATCH_DATA_DIR", work.path())
+        .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
+        .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
+        .env("DISPATCH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the service binary starts");
+    let mut service = Service(child);
+    let ready = (0..300).any(|_| {
+        let ok = http(
+            port,
+            "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(
+        ready,
+        "the service did not become ready: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+
+    let shots = std::env::var("UI_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| manifest().join("docs/screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    env.push(("UI_BASE_URL".into(), format!("http://127.0.0.1:{port}")));
+    env.push(("UI_SCREENSHOT_DIR".into(), shots.display().to_string()));
+    env.push((
+        "CHROMIUM_PATH".into(),
+        chromium().unwrap().display().to_string(),
+    ));
+    let node = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "ui.test.mjs"])
+        .current_dir(manifest().join("e2e/browser"))
+        .envs(env)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(150), node)
+        .await
+        .expect("the browser tests finish within 150 s")
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "browser tests failed:\n{report}\n--- service log ---\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    for shot in ["board.png", "job.png"] {
+        assert!(
+            shots.join(shot).metadata().is_ok_and(|m| m.len() > 10_000),
+            "{shot} was not saved"
+        );
+    }
+
+    // SIGTERM with a board stream open: the stream ends and the service exits promptly.
+    let login = http(
+        port,
+        &format!(
+            "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\nkey={}",
+            4 + t.keys.dispatcher.len(),
+            t.keys.dispatcher
+        ),
+    )
+    .unwrap();
+    let token = login
+        .split("dispatch_session=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut sse = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sse.write_all(format!("GET /ui/board/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: dispatch_session={token}\r\nAccept: text/event-stream\r\n\r\n").as_bytes()).unwrap();
+    let mut first = [0u8; 512];
+    let n = sse.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("text/event-stream"));
+    let pid = service.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopping = Instant::now();
+    let exited = loop {
+        if let Some(status) = service.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if stopping.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the service did not drain within 10 s with a board stream open"
+    );
+    println!("browser tests: {} s in all", started.elapsed().as_secs());
+}

@@ -1,0 +1,203 @@
+//! The pages under `/ui`: through the real router on a fresh database
+//! (sessions, CSRF, roles, escaping, decisions, the timeline's chain marks,
+//! the board's event stream), and in a real headless Chromium against the
+//! real binary (`browser`).
+
+mod browser;
+mod pages;
+#[allow(dead_code)]
+#[path = "../api/support.rs"]
+mod support;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request};
+use chrono::Duration;
+use dispatch_api::read_models::runtime::Runtime;
+use dispatch_api::read_models::ProjectionContext;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use support::*;
+
+/// The host the router tests send, and the origin of "our" pages.
+pub const HOST: &str = "ui.test";
+pub const ORIGIN: &str = "http://ui.test";
+
+/// An HTML answer.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of the first hidden input named `name`.
+    pub fn hidden(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no input {name} in {}", self.body))
+            + needle.len();
+        self.body[start..].split('"').next().unwrap().to_string()
+    }
+}
+
+pub async fn send(t: &TestApp, req: Request<Body>) -> Page {
+    let resp = t.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Page {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get_page(t: &TestApp, path: &str, cookie: Option<&str>) -> Page {
+    let mut b = Request::builder().uri(path).header("host", HOST);
+    if let Some(c) = cookie {
+        b = b.header("cookie", format!("dispatch_session={c}"));
+    }
+    send(t, b.body(Body::empty()).unwrap()).await
+}
+
+/// Posts a form as a page of this origin would (`origin: None` sends none).
+pub async fn post_form(
+    t: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+    origin: Option<&str>,
+) -> Page {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut b = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", HOST)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header("cookie", format!("dispatch_session={c}"));
+    }
+    if let Some(o) = origin {
+        b = b.header("origin", o);
+    }
+    send(t, b.body(Body::from(body)).unwrap()).await
+}
+
+/// Logs in with a key; returns the session token from the cookie.
+pub async fn login(t: &TestApp, key: &str) -> String {
+    let p = post_form(t, "/ui/login", None, &[("key", key)], Some(ORIGIN)).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let cookie = p.headers.get("set-cookie").unwrap().to_str().unwrap();
+    cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("dispatch_session=")
+        .unwrap()
+        .to_string()
+}
+
+/// Brings every read model up to date.
+pub async fn project(t: &TestApp) {
+    let runtime = Runtime::new(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+    );
+    runtime.register().await.unwrap();
+    runtime.catch_up().await.unwrap();
+}
+
+/// Drives a job to `on_site` with `tech` (registered by `register_technicians`).
+pub async fn job_on_site(t: &TestApp, site: &str, tech_key: &str, tech: &str) -> String {
+    let job = t.open_ifm_job(site).await;
+    assert_eq!(
+        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
+            .await
+            .status,
+        200
+    );
+    let r = t
+        .cmd(
+            &job,
+            "offer_job",
+            &t.keys.agent,
+            json!({"technician_id": tech}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let eta = (t0() + Duration::hours(1)).to_rfc3339();
+    assert_eq!(
+        t.cmd(&job, "accept_offer", tech_key, json!({"eta": eta}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        t.cmd(&job, "start_travel", tech_key, json!({}))
+            .await
+            .status,
+        200
+    );
+    let r = t
+        .cmd(&job, "check_in", tech_key, json!({"method": "app"}))
+        .await;
+    assert_eq!(r.state(), "on_site", "{:?}", r.json);
+    job
+}
+
+/// Asks for an NTE increase; returns the approval id.
+pub async fn request_nte(t: &TestApp, job: &str, key: &str, cents: i64, reason: &str) -> String {
+    let r = t
+        .cmd(
+            job,
+            "request_nte_increase",
+            key,
+            json!({"amount_cents": cents, "reason": reason}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.json);
+    r.json["approval_id"].as_str().unwrap().to_string()
+}
+
+/// Alters a stored event as a superuser who disables the append-only trigger.
+pub async fn tamper(t: &TestApp, sql: &str) {
+    let mut tx = t.app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A job's stored events.
+pub async fn stored_events(t: &TestApp, job: &str) -> Vec<Value> {
+    t.events(job).await
+}
