@@ -79,6 +79,36 @@ fn run(
 
 /// Starts (initialising if needed) the private cluster and returns its URL.
 pub fn start(data_dir: &Path) -> anyhow::Result<String> {
+    start_on(data_dir, EMBEDDED_PORT)
+}
+
+/// Stops the private cluster under `data_dir` (fast shutdown).
+pub fn stop(data_dir: &Path) -> anyhow::Result<()> {
+    let bindir = find_bindir().context("PostgreSQL's server programs are not installed")?;
+    let dir = std::fs::canonicalize(data_dir)?.join("pg");
+    let user = if is_root() { unprivileged_user() } else { None };
+    let out = run(
+        &bindir,
+        user.as_deref(),
+        "pg_ctl",
+        &["-D", &dir.to_string_lossy(), "-m", "fast", "-w", "stop"],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Whether PostgreSQL's server programs are installed here.
+pub fn available() -> bool {
+    find_bindir().is_some()
+}
+
+/// [`start`] on a given port.
+pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<String> {
     let bindir = find_bindir().context(
         "no PostgreSQL server answers at 127.0.0.1:5432 and PostgreSQL's server programs are not installed: \
          install PostgreSQL (e.g. `apt-get install postgresql`) or set DATABASE_URL",
@@ -134,7 +164,7 @@ pub fn start(data_dir: &Path) -> anyhow::Result<String> {
         &["-D", &dir_s, "status"],
     )?;
     if !status.status.success() {
-        let opts = format!("-p {EMBEDDED_PORT} -k {dir_s} -c listen_addresses=127.0.0.1");
+        let opts = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1");
         let log = dir.join("server.log").to_string_lossy().to_string();
         let out = run(
             &bindir,
@@ -149,7 +179,5 @@ pub fn start(data_dir: &Path) -> anyhow::Result<String> {
             );
         }
     }
-    Ok(format!(
-        "postgres://postgres@127.0.0.1:{EMBEDDED_PORT}/dispatch_api"
-    ))
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/dispatch_api"))
 }

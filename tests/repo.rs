@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn rust_sources(dir: &Path, out: &mut Vec<String>) {
@@ -21,7 +22,10 @@ fn rust_sources(dir: &Path, out: &mut Vec<String>) {
 #[test]
 fn env_example_lists_every_setting_the_code_reads() {
     let mut sources = Vec::new();
-    rust_sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut sources);
+    rust_sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut sources,
+    );
     let example = read("ops/env.example");
     let readme = read("README.md");
     let mut names = Vec::new();
@@ -34,8 +38,14 @@ fn env_example_lists_every_setting_the_code_reads() {
     names.dedup();
     assert!(names.len() >= 10, "{names:?}");
     for name in names {
-        assert!(example.contains(&format!("{name}=")), "ops/env.example does not list {name}");
-        assert!(readme.contains(&format!("`{name}`")), "README's configuration table does not list {name}");
+        assert!(
+            example.contains(&format!("{name}=")),
+            "ops/env.example does not list {name}"
+        );
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README's configuration table does not list {name}"
+        );
     }
 }
 
@@ -43,7 +53,10 @@ fn env_example_lists_every_setting_the_code_reads() {
 fn the_data_model_describes_every_table_the_migrations_create() {
     let doc = read("docs/04_data_model.md");
     let mut tables = Vec::new();
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap().flatten() {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .unwrap()
+        .flatten()
+    {
         let sql = std::fs::read_to_string(entry.path()).unwrap();
         for part in sql.split("CREATE TABLE ").skip(1) {
             tables.push(part.split_whitespace().next().unwrap().to_string());
@@ -51,11 +64,25 @@ fn the_data_model_describes_every_table_the_migrations_create() {
     }
     assert!(tables.len() >= 10);
     for t in tables {
-        assert!(doc.contains(&format!("### `{t}`")), "docs/04_data_model.md has no section for table {t}");
+        assert!(
+            doc.contains(&format!("### `{t}`")),
+            "docs/04_data_model.md has no section for table {t}"
+        );
     }
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("projections")).unwrap().flatten() {
-        let name = entry.path().file_stem().unwrap().to_string_lossy().to_string();
-        assert!(doc.contains(&format!("| `{name}` |")), "docs/04_data_model.md does not describe read model {name}");
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("projections"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry
+            .path()
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "docs/04_data_model.md does not describe read model {name}"
+        );
     }
 }
 
@@ -65,11 +92,23 @@ fn the_compose_file_is_valid_where_the_compose_tool_exists() {
     let attempts: [(&str, &[&str]); 2] = [("docker-compose", &[]), ("docker", &["compose"])];
     for (program, prefix) in attempts {
         let mut cmd = Command::new(program);
-        cmd.args(prefix).args(["-f", "ops/docker-compose.yaml", "--env-file", "ops/env.example", "config", "-q"]).current_dir(dir);
+        cmd.args(prefix)
+            .args([
+                "-f",
+                "ops/docker-compose.yaml",
+                "--env-file",
+                "ops/env.example",
+                "config",
+                "-q",
+            ])
+            .current_dir(dir);
         match cmd.output() {
             Ok(out) if out.status.success() => return,
             Ok(out) if String::from_utf8_lossy(&out.stderr).contains("unknown command") => continue,
-            Ok(out) => panic!("{program} says the compose file is invalid: {}", String::from_utf8_lossy(&out.stderr)),
+            Ok(out) => panic!(
+                "{program} says the compose file is invalid: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
             Err(_) => continue,
         }
     }
@@ -81,13 +120,16 @@ fn check_test_references(doc_path: &str) -> usize {
     let doc = read(doc_path);
     let mut checked = 0;
     for part in doc.split('`').skip(1).step_by(2) {
-        let Some((file, name)) = part.split_once("::") else { continue };
+        let Some((file, name)) = part.split_once("::") else {
+            continue;
+        };
         if !(file.starts_with("tests/") || file.starts_with("src/")) || !file.ends_with(".rs") {
             continue;
         }
         let name = name.rsplit("::").next().unwrap();
         let source = read(file);
-        let exists = name == "main" && file == "tests/e2e.rs" || source.contains(&format!("fn {name}("));
+        let exists =
+            name == "main" && file == "tests/e2e.rs" || source.contains(&format!("fn {name}("));
         assert!(exists, "{doc_path} names {part}, which does not exist");
         checked += 1;
     }
@@ -98,4 +140,51 @@ fn check_test_references(doc_path: &str) -> usize {
 fn every_acceptance_item_and_threat_names_a_test_that_exists() {
     assert!(check_test_references("docs/backlog/acceptance_checklist.md") >= 30);
     assert!(check_test_references("docs/07_threat_model.md") >= 15);
+}
+
+/// The README's promise for a machine with PostgreSQL's server programs but
+/// no running server: `serve` starts a private cluster under the data folder
+/// (as an unprivileged user when run as root) and uses it.
+#[tokio::test]
+async fn a_private_cluster_starts_under_the_data_folder_when_no_server_answers() {
+    if !dispatch_api::embedded_pg::available() {
+        eprintln!("skipped: PostgreSQL's server programs are not installed here");
+        return;
+    }
+    let base =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("private-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let port = 55433;
+    let url = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || dispatch_api::embedded_pg::start_on(&base, port)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let result = async {
+        dispatch_api::db::ensure_database(&url).await?;
+        let pool = dispatch_api::db::connect(&url, 2).await?;
+        dispatch_api::db::migrate(&pool).await?;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        anyhow::Ok(tables)
+    }
+    .await;
+    dispatch_api::embedded_pg::stop(&base).unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+    assert_eq!(
+        url,
+        format!("postgres://postgres@127.0.0.1:{port}/dispatch_api")
+    );
+    assert_eq!(
+        result.unwrap(),
+        1,
+        "the private cluster serves a migrated database"
+    );
 }
