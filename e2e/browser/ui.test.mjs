@@ -160,10 +160,14 @@ test('a job a command just created appears on the board without a reload', async
   assert.match(await page.locator('#live-status').innerText(), /updated at position/);
   // Flags and colours of the seeded jobs are on the board.
   const board = await page.locator('#board-live').innerText();
-  for (const text of ['make-safe', 'possible duplicate', 'P1', 'Offered', 'Intake', 'North Depot <Loading Dock 3>']) {
+  for (const text of ['make-safe', 'possible duplicate', 'P1', 'Offered', 'Intake', 'North Depot <Loading Dock 3>', 'at risk', 'overdue']) {
     assert.ok(board.includes(text), `the board shows ${text}`);
   }
-  assert.match(await page.locator('#board-live .countdown').first().innerText(), /^\d+h \d\dm$/);
+  // The service's timer flags the overdue job; the flag arrives live too.
+  await page.locator('#board-live .flag-breached').first().waitFor({ timeout: 30_000 });
+  for (const c of await page.locator('#board-live .countdown').allInnerTexts()) {
+    assert.match(c, /^(overdue )?(\d+d \d+h|\d+h \d\dm|\d+m \d\ds)$/);
+  }
   assert.match(await page.locator(`tr[data-job-id="${APPROVAL_JOB}"]`).innerText(), /on site/);
   await page.screenshot({ path: path.join(SHOTS, 'board.png'), fullPage: true });
   // Filters narrow the live board.

@@ -146,8 +146,25 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
     )
     .await;
 
+    // SLA pressure: a P1 called 3.5 h before now (30 min left: at risk) and
+    // one called 5 h before (overdue; the service's timer flags the breach).
+    for (site, hours_ago) in [("riverside-clinic", 3.5), ("old-town-bank", 5.0)] {
+        t.clock
+            .set(t0() - chrono::Duration::minutes((hours_ago * 60.0) as i64));
+        let job = open_named(t, site).await;
+        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+            .await;
+        assert_eq!(
+            t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
+                .await
+                .state(),
+            "triaged"
+        );
+    }
+    t.clock.set(t0());
+
     // The board's variety: a P1 make-safe waiting for a technician, its possible duplicate, one in intake, one offered.
-    let triaged = t.open_ifm_job("store-12").await;
+    let triaged = open_named(t, "store-12").await;
     t.cmd(&triaged, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
     assert_eq!(
@@ -156,13 +173,16 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
             .state(),
         "triaged"
     );
-    let dup = t.open_ifm_job_with_key("store-12").await;
-    assert!(!dup.is_empty());
+    let mut second_call = open_body("store-12");
+    second_call["site"]["name"] = json!("Store 12");
+    second_call["description"] = json!("Caller says the same door is stuck again");
+    let r = t.post("/v1/jobs", &t.keys.dispatcher, second_call).await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
     let mut body = open_body("depot-3");
     body["site"]["name"] = json!("North Depot <Loading Dock 3>");
     body["incident_type"] = json!("door_stuck_open");
     assert_eq!(t.post("/v1/jobs", &t.keys.agent, body).await.status, 201);
-    let offered = t.open_ifm_job("civic-center").await;
+    let offered = open_named(t, "civic-center").await;
     t.cmd(&offered, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
     t.cmd(&offered, "triage_job", &t.keys.agent, json!({}))
@@ -180,7 +200,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
     );
 
     // Confirmed with tech-d, with an NTE increase the agent asked for (a technician sees it, cannot decide it).
-    let tech_job = t.open_ifm_job("airport-t2").await;
+    let tech_job = open_named(t, "airport-t2").await;
     t.cmd(&tech_job, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
     t.cmd(&tech_job, "triage_job", &t.keys.agent, json!({}))
@@ -208,7 +228,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
         request_nte(t, &tech_job, &t.keys.agent, 60000, "After-hours premium").await;
 
     // A job whose stored history was altered behind the service's back.
-    let tampered = t.open_ifm_job("museum-east").await;
+    let tampered = open_named(t, "museum-east").await;
     t.cmd(&tampered, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
     t.cmd(&tampered, "triage_job", &t.keys.agent, json!({}))

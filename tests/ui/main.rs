@@ -124,9 +124,28 @@ pub async fn project(t: &TestApp) {
     runtime.catch_up().await.unwrap();
 }
 
+/// Opens the canonical IFM job (as the agent) at a site named after its id
+/// (`harbor-mall` is "Harbor Mall").
+pub async fn open_named(t: &TestApp, site: &str) -> String {
+    let name: Vec<String> = site
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut body = open_body(site);
+    body["site"]["name"] = json!(name.join(" "));
+    let r = t.post("/v1/jobs", &t.keys.agent, body).await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+    r.json["job_id"].as_str().unwrap().to_string()
+}
+
 /// Drives a job to `on_site` with `tech` (registered by `register_technicians`).
 pub async fn job_on_site(t: &TestApp, site: &str, tech_key: &str, tech: &str) -> String {
-    let job = t.open_ifm_job(site).await;
+    let job = open_named(t, site).await;
     assert_eq!(
         t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
             .await

@@ -249,6 +249,7 @@ fn rows_fragment(answer: &Value) -> Markup {
                         }
                         div.table-wrap {
                             table.board {
+                                caption.sr-only { "Jobs in state " (layout::words(state.as_str())) }
                                 thead {
                                     tr {
                                         th.c-prio scope="col" { "Priority" }
