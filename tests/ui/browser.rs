@@ -6,7 +6,8 @@
 //! This test prepares the world (keys, technicians, jobs in several states,
 //! an evidence photo, pending approvals, a tampered event), starts
 //! `dispatch-api serve` on a free loopback port, runs the node tests (which
-//! save the screenshots under `docs/screenshots/`), then stops the service
+//! save the screenshots under `target/tmp/ui-screenshots/`, or the folder
+//! `UI_SCREENSHOT_DIR` names — `docs/screenshots` refreshes the README's), then stops the service
 //! with SIGTERM while a board stream is open and checks it drains promptly.
 //!
 //! Where node, Chromium or `e2e/browser/node_modules` cannot be found it
@@ -325,7 +326,10 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
 
     let shots = std::env::var("UI_SCREENSHOT_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| manifest().join("docs/screenshots"));
+        // Screenshots go under target/ by default so a test run leaves the
+        // tree clean; `UI_SCREENSHOT_DIR=docs/screenshots` refreshes the
+        // ones the README shows.
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     env.push(("UI_BASE_URL".into(), format!("http://127.0.0.1:{port}")));
     env.push(("UI_SCREENSHOT_DIR".into(), shots.display().to_string()));
