@@ -11,7 +11,7 @@ mod repo;
 pub mod upcast;
 
 pub use repo::{
-    append, load_head, load_stream, load_stream_rows, verify_rows, Appended, AuditReport,
+    append, hash_input, load_head, load_stream, load_stream_rows, verify_rows, Appended, AuditReport,
     EventMeta, NewEvent, RawRow, StoredEvent, StreamState,
 };
 

@@ -96,8 +96,9 @@ impl Default for StreamState {
 /// The object whose canonical form is hashed: the envelope without `hash`
 /// and `global_position` (the database assigns the position at insert, and it
 /// orders events; it does not identify them).
+/// Public so that generators (the benchmark's bulk loader) hash exactly as the store does.
 #[allow(clippy::too_many_arguments)]
-fn hash_input(
+pub fn hash_input(
     aggregate_type: &str,
     aggregate_id: &str,
     sequence: i64,

@@ -1,0 +1,140 @@
+//! The service under test: the real binary (`current_exe() serve`) on a free
+//! loopback port, its own database, projectors and timers running.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+/// A running `dispatch-api serve` child.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its process id.
+    pub pid: u32,
+    log: PathBuf,
+}
+
+/// Resident memory of a process, in kB: (current, high-water mark).
+pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Service {
+    /// Starts the binary against `database_url` and waits until `/readyz` answers.
+    pub async fn start(
+        database_url: &str,
+        sops_dir: &Path,
+        work_dir: &Path,
+        pool_size: u32,
+    ) -> anyhow::Result<Service> {
+        let exe = std::env::current_exe().context("cannot find the running binary")?;
+        let port = free_port()?;
+        std::fs::create_dir_all(work_dir)?;
+        let log = work_dir.join(format!("service-{port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(exe)
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DISPATCH_DATA_DIR", work_dir)
+            .env("DISPATCH_EVIDENCE_STORE", work_dir.join("evidence"))
+            .env("DISPATCH_SOPS_DIR", sops_dir)
+            .env("DISPATCH_DB_POOL_SIZE", pool_size.to_string())
+            .env("DISPATCH_CLOCK", "system")
+            .env("DISPATCH_LOG_FORMAT", "json")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start `dispatch-api serve`")?;
+        let pid = child.id().unwrap_or_default();
+        let mut svc = Service {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            pid,
+            log,
+        };
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = svc.child.try_wait()? {
+                anyhow::bail!(
+                    "the service exited at start ({status}):\n{}",
+                    svc.log_tail()
+                );
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", svc.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(svc);
+                }
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                anyhow::bail!("the service did not become ready:\n{}", svc.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Lines of its log that are warnings or errors (for diagnostics).
+    pub fn log_problems(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+            .take(5)
+            .map(|l| l.chars().take(400).collect())
+            .collect()
+    }
+
+    /// (VmRSS, VmHWM) in kB.
+    pub fn memory_kb(&self) -> Option<(u64, u64)> {
+        memory_kb(self.pid)
+    }
+
+    /// SIGTERM (drains in-flight requests), then waits; kills after 20 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(self.pid.to_string())
+                .status();
+            if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+                .await
+                .is_err()
+            {
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+}

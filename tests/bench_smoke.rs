@@ -1,0 +1,77 @@
+//! The benchmark cannot rot: `dispatch-api bench --smoke` (tiny sizes) runs
+//! every phase against TEST_DATABASE_URL's server and writes a table with
+//! every figure. No timing is asserted — only that each figure is produced.
+
+use std::process::Command;
+use std::time::Instant;
+
+const FIGURES: &[&str] = &[
+    "command throughput, 4 clients, vs pgbench",
+    "command p99, 4 clients",
+    "command throughput, 4 clients, vs stock cqrs-es",
+    "projection lag p99, 4 clients",
+    "command throughput, 8 clients, vs pgbench",
+    "command p99, 8 clients",
+    "command throughput, 8 clients, vs stock cqrs-es",
+    "projection lag p99, 8 clients",
+    "peak RSS under the throughput load",
+    "strong read p99",
+    "audit of a",
+    "RSS growth over a",
+    "read-model rebuild, all 5 models",
+    "read-model rebuild, board alone",
+    "read-model rebuild, billing_readiness alone",
+    "read-model rebuild, technicians alone",
+    "read-model rebuild, technician_schedule alone",
+    "read-model rebuild, approvals alone",
+    "command p99 at",
+];
+
+#[test]
+fn bench_smoke_writes_every_figure() {
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("benchmarks.md");
+    let started = Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
+        .args(["bench", "--smoke", "--out"])
+        .arg(&out)
+        .env("DATABASE_URL", &server)
+        .env(
+            "DISPATCH_SOPS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/sops"),
+        )
+        .env("DISPATCH_LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "warn")
+        .env("BENCH_SERVICE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench --smoke failed:\n{stderr}");
+    let table = std::fs::read_to_string(&out).unwrap();
+    for figure in FIGURES {
+        assert!(
+            table.lines().any(|l| l.starts_with(&format!("| {figure}"))),
+            "the table has no `{figure}` row:\n{table}"
+        );
+    }
+    for section in [
+        "### Machine",
+        "**nproc**",
+        "**cpu**",
+        "**memory**",
+        "**postgresql**",
+        "**fsync**",
+        "**load average at start",
+    ] {
+        assert!(
+            table.contains(section),
+            "the table has no {section}:\n{table}"
+        );
+    }
+    eprintln!(
+        "bench --smoke ran in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
