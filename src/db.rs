@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 /// The migrations under `migrations/`, embedded in the binary.
@@ -46,16 +46,65 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the service's sessions connect:
+///
+/// - `dispatch.wake_after_commit = on`: the service wakes the projectors
+///   after its commits itself (`store::wake_projectors`) instead of notifying
+///   inside the transaction, which PostgreSQL serialises (migration 0006);
+/// - `jit = off`: the service's statements are short; compiling the odd
+///   costlier one (the lag count) cost more than it saved;
+/// - no TLS to a loopback server unless asked for (`sslmode` in the URL or
+///   `PGSSLMODE`): encrypting traffic that never leaves the machine only
+///   costs CPU on both sides of every round trip.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let mut opts = PgConnectOptions::from_str(url)?
+        .disable_statement_logging()
+        .options([
+            (crate::store::wake::WAKE_AFTER_COMMIT, "on"),
+            ("jit", "off"),
+        ]);
+    if plain_loopback(url) {
+        opts = opts.ssl_mode(PgSslMode::Disable);
+    }
+    Ok(opts)
+}
+
+/// Whether `url` names a loopback server (or a socket) without choosing a
+/// TLS mode (neither `sslmode` in the URL nor `PGSSLMODE`).
+pub fn plain_loopback(url: &str) -> bool {
+    let tls_chosen = std::env::var_os("PGSSLMODE").is_some()
+        || url::Url::parse(url).is_ok_and(|u| {
+            u.query_pairs()
+                .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        });
+    let host = PgConnectOptions::from_str(url)
+        .map(|o| o.get_host().to_string())
+        .unwrap_or_default();
+    let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]")
+        || host.starts_with('/');
+    loopback && !tls_chosen
+}
+
 /// A pool that answers quickly when the database is down (requests get 503).
+/// A connection idle for over a second is checked before it is handed out
+/// (after an outage, say); one in constant use is not pinged before every
+/// transaction.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(true)
-        .connect_with(opts)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(1) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(connect_options(url)?)
         .await
         .context("cannot connect to PostgreSQL")?;
     Ok(pool)

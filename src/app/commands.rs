@@ -1,13 +1,19 @@
-//! Executing commands: one transaction holds the idempotency claim, the
-//! aggregate's load, the decision, the appended events (hash-chained), the
-//! door index and the stored answer. A crash anywhere before commit leaves
-//! nothing; after commit, a retry with the same key gets the stored answer.
+//! Executing commands. A job or technician command is two statements
+//! around the decision: one reads the key's stored answer (if any) and the
+//! stream; one writes the events (hash-chained), the stream head, the door
+//! index and the stored answer together (one implicit transaction). A crash
+//! anywhere before that statement commits leaves nothing; after it, a retry
+//! with the same key gets the stored answer. Two requests that race are
+//! settled by the primary keys: the second's write fails and it replays the
+//! first's answer (same key) or answers 409 (same version, another key).
+//! Evidence uploads claim their key first, in one transaction.
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -40,6 +46,61 @@ impl Reply {
 
 /// How long ago a completed job at the same door makes a new one a recall.
 const RECALL_WINDOW_DAYS: i64 = 30;
+
+/// What a decision leaves to write, in one statement with its answer.
+struct Decided {
+    status: u16,
+    body: Value,
+    /// Events to append (their answer carries position placeholders).
+    append: Option<store::PreparedAppend>,
+    /// The job's row in the door index.
+    door: Option<DoorRow>,
+}
+
+impl From<(u16, Value)> for Decided {
+    fn from((status, body): (u16, Value)) -> Self {
+        Decided {
+            status,
+            body,
+            append: None,
+            door: None,
+        }
+    }
+}
+
+/// Splits an answer at the position placeholders of `n` appended events:
+/// `n + 1` pieces, between which the database puts the real positions.
+fn split_at_positions(body: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
+    let mut pieces = Vec::with_capacity(n + 1);
+    let mut rest = 0;
+    for i in 0..n {
+        let needle = format!("\"global_position\":{}", store::position_placeholder(i));
+        let at = body[rest..]
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())?
+            + rest;
+        let digits = at + "\"global_position\":".len();
+        let end = at + needle.len();
+        if body.get(end).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        pieces.push(body[rest..digits].to_vec());
+        rest = end;
+    }
+    pieces.push(body[rest..].to_vec());
+    Some(pieces)
+}
+
+/// A job's row in `job_doors`.
+struct DoorRow {
+    job_id: String,
+    site_id: String,
+    door_id: String,
+    state: &'static str,
+    technician_id: Option<String>,
+    completed_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
 
 fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
     let name = format!(
@@ -93,22 +154,32 @@ impl App {
         if inserted.rows_affected() == 1 {
             return Ok(None);
         }
+        self.stored_answer(conn, caller, meta).await
+    }
+
+    /// The stored answer of `(caller, key)`, if there is one; a reuse
+    /// refusal if it was stored for another request.
+    async fn stored_answer(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        meta: &RequestMeta,
+    ) -> Result<Option<Reply>> {
         let row = sqlx::query("SELECT request_hash, status_code, response_body FROM idempotency_records WHERE caller = $1 AND idempotency_key = $2")
             .bind(&caller.key_name)
             .bind(&meta.idempotency_key)
-            .fetch_one(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-        let hash: String = row.try_get("request_hash")?;
-        if hash != meta.request_hash {
-            return Err(ApiError::IdempotencyKeyReused);
-        }
-        metrics::counter!("dispatch_idempotent_replays_total").increment(1);
-        let status: i32 = row.try_get("status_code")?;
-        Ok(Some(Reply {
-            status: status as u16,
-            body: row.try_get("response_body")?,
-            replayed: true,
-        }))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        replay(
+            meta,
+            row.try_get("request_hash")?,
+            row.try_get("status_code")?,
+            row.try_get("response_body")?,
+        )
+        .map(Some)
     }
 
     /// Runs `decide` under an idempotency claim in one transaction and stores its answer.
@@ -150,6 +221,140 @@ impl App {
         })
     }
 
+    /// Runs a command on one stream (`stream`: aggregate type and id): reads
+    /// the key's stored answer or else the stream (one statement), decides,
+    /// and writes everything the decision leaves with its answer (one
+    /// statement). Wakes the projectors after events were committed.
+    async fn command<F>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        stream: (&str, &str),
+        decide: F,
+    ) -> Result<Reply>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Vec<PgRow>) -> BoxFuture<'c, Result<Decided>>,
+    {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT r.request_hash, r.status_code, r.response_body, {} \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN idempotency_records r ON r.caller = $1 AND r.idempotency_key = $2 \
+             LEFT JOIN LATERAL (SELECT * FROM events WHERE aggregate_type = $3 AND aggregate_id = $4) e \
+               ON r.caller IS NULL \
+             ORDER BY e.sequence",
+            store::STREAM_COLUMNS
+        ))
+        .bind(&caller.key_name)
+        .bind(&meta.idempotency_key)
+        .bind(stream.0)
+        .bind(stream.1)
+        .fetch_all(&mut *conn)
+        .await?;
+        if let Some(first) = rows.first() {
+            if let Some(hash) = first.try_get::<Option<String>, _>("request_hash")? {
+                return replay(
+                    meta,
+                    hash,
+                    first.try_get("status_code")?,
+                    first.try_get("response_body")?,
+                );
+            }
+        }
+        let decided = match decide(&mut conn, rows).await {
+            Ok(d) => d,
+            Err(e) if e.is_final_answer() => Decided::from((e.status(), e.problem())),
+            Err(e) => return Err(e),
+        };
+        let status = decided.status;
+        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
+        let written = match &decided.append {
+            None => {
+                sqlx::query_scalar::<_, Vec<u8>>(
+                    "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING response_body",
+                )
+                .bind(&caller.key_name)
+                .bind(&meta.idempotency_key)
+                .bind(&meta.request_hash)
+                .bind(i32::from(status))
+                .bind(&bytes)
+                .fetch_one(&mut *conn)
+                .await
+            }
+            Some(append) => {
+                let pieces = split_at_positions(&bytes, append.sequences.len()).ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("the answer's event positions could not be placed"))
+                })?;
+                let answer = "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
+                     SELECT $13, $14, $15, $16, ($17::bytea[])[1] || COALESCE(( \
+                       SELECT string_agg(convert_to(a.global_position::text, 'UTF8') || ($17::bytea[])[a.i + 1], ''::bytea ORDER BY a.i) \
+                       FROM (SELECT global_position, (row_number() OVER (ORDER BY sequence))::int AS i FROM appended) a), ''::bytea) \
+                     RETURNING response_body";
+                let sql = if decided.door.is_some() {
+                    format!(
+                        "WITH {}, door AS ( \
+                           INSERT INTO job_doors (job_id, site_id, door_id, state, technician_id, completed_at, updated_at) \
+                           VALUES ($18, $19, $20, $21, $22, $23, $24) \
+                           ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, technician_id = EXCLUDED.technician_id, \
+                           completed_at = COALESCE(EXCLUDED.completed_at, job_doors.completed_at), updated_at = EXCLUDED.updated_at) \
+                         {answer}",
+                        store::APPEND_CTES
+                    )
+                } else {
+                    format!("WITH {} {answer}", store::APPEND_CTES)
+                };
+                let mut q = store::bind_append(sqlx::query(&sql), append)
+                    .bind(&caller.key_name)
+                    .bind(&meta.idempotency_key)
+                    .bind(&meta.request_hash)
+                    .bind(i32::from(status))
+                    .bind(&pieces);
+                if let Some(d) = &decided.door {
+                    q = q
+                        .bind(&d.job_id)
+                        .bind(&d.site_id)
+                        .bind(&d.door_id)
+                        .bind(d.state)
+                        .bind(&d.technician_id)
+                        .bind(d.completed_at)
+                        .bind(d.updated_at);
+                }
+                q.fetch_one(&mut *conn)
+                    .await
+                    .and_then(|r| r.try_get::<Vec<u8>, _>(0))
+            }
+        };
+        match written {
+            Ok(body) => {
+                if decided
+                    .append
+                    .as_ref()
+                    .is_some_and(|a| !a.sequences.is_empty())
+                {
+                    store::wake_projectors(&self.pool);
+                }
+                Ok(Reply {
+                    status,
+                    body,
+                    replayed: false,
+                })
+            }
+            // Another request committed first: the same key (its answer is
+            // the answer) or the same stream version (a conflict).
+            Err(e) if store::is_unique_violation(&e) => {
+                match self.stored_answer(&mut conn, caller, meta).await? {
+                    Some(reply) => Ok(reply),
+                    None => Err(ApiError::VersionConflict {
+                        expected: meta.if_match,
+                        current: None,
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn event_meta(
         &self,
         caller: &Caller,
@@ -187,10 +392,11 @@ impl App {
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();
+        let stream_id = job_id.clone();
         let result = self
-            .idempotent(caller, meta, move |conn| {
+            .command(caller, meta, (Job::TYPE, &stream_id), move |conn, rows| {
                 Box::pin(async move {
-                    app.decide_job(conn, &caller2, &meta2, &job_id, command)
+                    app.decide_job(conn, &caller2, &meta2, &job_id, command, rows)
                         .await
                 })
             })
@@ -311,11 +517,12 @@ impl App {
         meta: &RequestMeta,
         job_id: &str,
         mut command: JobCommand,
-    ) -> Result<(u16, Value)> {
+        stream: Vec<PgRow>,
+    ) -> Result<Decided> {
         let at = self.clock.now();
         self.resolve_job_command(conn, job_id, &mut command, at)
             .await?;
-        let (events, head) = store::load_stream::<JobEvent>(conn, Job::TYPE, job_id).await?;
+        let (events, head) = store::decode_stream::<JobEvent>(&stream)?;
         let mut job = Job::from_events(events);
         if let Some(expected) = meta.if_match {
             if expected != job.version as i64 {
@@ -367,7 +574,7 @@ impl App {
                 meta: self.event_meta(caller, meta, at, sop.clone(), name),
             });
         }
-        let appended = store::append(conn, Job::TYPE, job_id, &head, new_events).await?;
+        let (append, appended) = store::prepare_append(Job::TYPE, job_id, &head, new_events)?;
         let data = job.data().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("job without data after a command"))
         })?;
@@ -384,20 +591,15 @@ impl App {
         } else {
             None
         };
-        sqlx::query(
-            "INSERT INTO job_doors (job_id, site_id, door_id, state, technician_id, completed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, technician_id = EXCLUDED.technician_id, \
-             completed_at = COALESCE(EXCLUDED.completed_at, job_doors.completed_at), updated_at = EXCLUDED.updated_at",
-        )
-        .bind(job_id)
-        .bind(&data.site.id)
-        .bind(&data.door.id)
-        .bind(data.state.as_str())
-        .bind(data.current_visit().map(|v| v.technician_id.clone()))
-        .bind(completed_at)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+        let door = DoorRow {
+            job_id: job_id.to_string(),
+            site_id: data.site.id.clone(),
+            door_id: data.door.id.clone(),
+            state: data.state.as_str(),
+            technician_id: data.current_visit().map(|v| v.technician_id.clone()),
+            completed_at,
+            updated_at: at,
+        };
         let approval = events.iter().find_map(|e| match e {
             JobEvent::ApprovalRequested { approval_id, .. } => Some(approval_id.clone()),
             _ => None,
@@ -418,7 +620,12 @@ impl App {
         } else {
             200
         };
-        Ok((status, body))
+        Ok(Decided {
+            status,
+            body,
+            append: Some(append),
+            door: Some(door),
+        })
     }
 
     /// Executes a technician command (`technician_id` is `None` to register).
@@ -444,48 +651,74 @@ impl App {
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();
-        self.idempotent(caller, meta, move |conn| {
-            Box::pin(async move {
-                let at = app.clock.now();
-                let created = matches!(command, TechnicianCommand::RegisterTechnician(_));
-                let name = command.wire_name();
-                let (events, head) = store::load_stream(conn, Technician::TYPE, &id).await?;
-                let mut tech = events.into_iter().fold(Technician::default(), |mut t, e| {
-                    t.apply(e);
-                    t
-                });
-                if let Some(expected) = meta2.if_match {
-                    if expected != tech.version as i64 {
-                        return Err(ApiError::VersionConflict {
-                            expected: Some(expected),
-                            current: Some(tech.version as i64),
+        let stream_id = id.clone();
+        self.command(
+            caller,
+            meta,
+            (Technician::TYPE, &stream_id),
+            move |_conn, rows| {
+                Box::pin(async move {
+                    let at = app.clock.now();
+                    let created = matches!(command, TechnicianCommand::RegisterTechnician(_));
+                    let name = command.wire_name();
+                    let (events, head) = store::decode_stream(&rows)?;
+                    let mut tech = events.into_iter().fold(Technician::default(), |mut t, e| {
+                        t.apply(e);
+                        t
+                    });
+                    if let Some(expected) = meta2.if_match {
+                        if expected != tech.version as i64 {
+                            return Err(ApiError::VersionConflict {
+                                expected: Some(expected),
+                                current: Some(tech.version as i64),
+                            });
+                        }
+                    }
+                    let events =
+                        run(&mut tech, Issued::new(caller2.actor(), at, command), &()).await?;
+                    let mut new_events = Vec::new();
+                    for e in &events {
+                        let (event_type, payload) = split_event(e)?;
+                        new_events.push(NewEvent {
+                            event_type,
+                            event_version: e.event_version(),
+                            payload,
+                            meta: app.event_meta(&caller2, &meta2, at, None, name),
                         });
                     }
-                }
-                let events = run(&mut tech, Issued::new(caller2.actor(), at, command), &()).await?;
-                let mut new_events = Vec::new();
-                for e in &events {
-                    let (event_type, payload) = split_event(e)?;
-                    new_events.push(NewEvent {
-                        event_type,
-                        event_version: e.event_version(),
-                        payload,
-                        meta: app.event_meta(&caller2, &meta2, at, None, name),
+                    let (append, appended) =
+                        store::prepare_append(Technician::TYPE, &id, &head, new_events)?;
+                    let body = json!({
+                        "technician_id": id,
+                        "version": tech.version,
+                        "technician": tech.data,
+                        "events": events_json(&appended),
                     });
-                }
-                let appended =
-                    store::append(conn, Technician::TYPE, &id, &head, new_events).await?;
-                let body = json!({
-                    "technician_id": id,
-                    "version": tech.version,
-                    "technician": tech.data,
-                    "events": events_json(&appended),
-                });
-                Ok((if created { 201 } else { 200 }, body))
-            })
-        })
+                    Ok(Decided {
+                        status: if created { 201 } else { 200 },
+                        body,
+                        append: Some(append),
+                        door: None,
+                    })
+                })
+            },
+        )
         .await
     }
+}
+
+/// A stored answer for `meta`'s key: replayed, or refused if it answered
+/// another request.
+fn replay(meta: &RequestMeta, request_hash: String, status: i32, body: Vec<u8>) -> Result<Reply> {
+    if request_hash != meta.request_hash {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    metrics::counter!("dispatch_idempotent_replays_total").increment(1);
+    Ok(Reply {
+        status: status as u16,
+        body,
+        replayed: true,
+    })
 }
 
 fn events_json(appended: &[Appended]) -> Value {
@@ -521,5 +754,37 @@ impl App {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_split_at_each_position_placeholder() {
+        let appended: Vec<Appended> = (0..2)
+            .map(|i| Appended {
+                event_id: Uuid::nil(),
+                event_type: "T".into(),
+                sequence: 5 + i as i64,
+                global_position: store::position_placeholder(i),
+            })
+            .collect();
+        let body = json!({"job_id": "-9000000000000000000", "events": events_json(&appended), "version": 6});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let pieces = split_at_positions(&bytes, 2).unwrap();
+        assert_eq!(pieces.len(), 3);
+        let mut rebuilt = pieces[0].clone();
+        for (i, p) in pieces[1..].iter().enumerate() {
+            rebuilt.extend(format!("{}", 41 + i).as_bytes());
+            rebuilt.extend(p);
+        }
+        let mut expected = appended.clone();
+        expected[0].global_position = 41;
+        expected[1].global_position = 42;
+        let want = json!({"job_id": "-9000000000000000000", "events": events_json(&expected), "version": 6});
+        assert_eq!(rebuilt, serde_json::to_vec(&want).unwrap());
+        assert!(split_at_positions(&bytes, 3).is_none());
     }
 }

@@ -130,6 +130,8 @@ pub struct LoadSpec {
 pub struct LoadResult {
     /// Acknowledged (2xx) commands completed in the window.
     pub ok: usize,
+    /// Acknowledged commands, warm-up included (for CPU per command).
+    pub all_ok: usize,
     /// Failed requests (any time).
     pub errors: usize,
     /// Latency of the acknowledged commands.
@@ -252,6 +254,7 @@ pub async fn run(
                             if let Some(j) = ack.job_id {
                                 job_id = j;
                             }
+                            res.all_ok += 1;
                             if sent >= warm_until && done <= end {
                                 res.ok += 1;
                                 res.latencies.push(done - sent);
@@ -282,6 +285,7 @@ pub async fn run(
     for t in tasks {
         let r = t.await.context("a load client panicked")?;
         total.ok += r.ok;
+        total.all_ok += r.all_ok;
         total.errors += r.errors;
         total.latencies.extend(r.latencies);
         if total.first_errors.len() < 5 {
@@ -373,7 +377,7 @@ pub async fn watch_lag(
                 return Ok(out);
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

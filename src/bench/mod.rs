@@ -61,6 +61,13 @@ pub struct BenchArgs {
     /// Keep the benchmark's databases afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Run only these phases (for profiling): throughput, reads, soak,
+    /// rebuild, scale. The table then lacks the others' figures.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Override the measured seconds of each throughput run (for profiling).
+    #[arg(long)]
+    pub seconds: Option<f64>,
 }
 
 /// Sizes and durations of one mode.
@@ -86,6 +93,13 @@ struct Sizes {
     scale_measure: Duration,
     interleave: usize,
     per_tx: u64,
+    only: Vec<String>,
+}
+
+impl Sizes {
+    fn wants(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
 }
 
 impl Sizes {
@@ -113,6 +127,7 @@ impl Sizes {
                 scale_measure: s(0.8),
                 interleave: 50,
                 per_tx: 100_000,
+                only: Vec::new(),
             }
         } else if args.quick {
             Sizes {
@@ -136,6 +151,7 @@ impl Sizes {
                 scale_measure: s(8.0),
                 interleave: 200,
                 per_tx: 250_000,
+                only: Vec::new(),
             }
         } else {
             Sizes {
@@ -159,6 +175,7 @@ impl Sizes {
                 scale_measure: s(30.0),
                 interleave: 200,
                 per_tx: 500_000,
+                only: Vec::new(),
             }
         }
     }
@@ -182,6 +199,7 @@ struct Databases {
     server: String,
     prefix: String,
     created: Vec<String>,
+    keep: bool,
 }
 
 impl Databases {
@@ -215,6 +233,9 @@ impl Databases {
     }
 
     async fn drop_one(&mut self, suffix: &str) -> anyhow::Result<()> {
+        if self.keep {
+            return Ok(());
+        }
         let name = format!("{}_{suffix}", self.prefix);
         let mut c = self.admin().await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -237,8 +258,9 @@ impl Databases {
     }
 }
 
+/// A pool whose sessions are set up as the service's are (`db::connect_options`).
 async fn pool(url: &str, n: u32) -> anyhow::Result<PgPool> {
-    let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+    let opts = crate::db::connect_options(url)?;
     Ok(PgPoolOptions::new()
         .max_connections(n)
         .connect_with(opts)
@@ -274,12 +296,17 @@ struct Ctx {
     gen: Arc<generate::Generator>,
     rows: Vec<Row>,
     failures: Vec<String>,
+    cpu_notes: Vec<String>,
 }
 
 /// Runs the benchmark.
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let load_at_start = report::loadavg();
-    let sizes = Sizes::of(&args);
+    let mut sizes = Sizes::of(&args);
+    if let Some(secs) = args.seconds {
+        sizes.measure = Duration::from_secs_f64(secs);
+    }
+    sizes.only = args.only.clone();
     let progress = Progress(Instant::now());
     let server = config
         .database_url
@@ -294,6 +321,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         server,
         prefix: format!("dispatch_bench_{run_id}"),
         created: Vec::new(),
+        keep: args.keep,
     };
     let work = std::env::temp_dir().join(format!("dispatch-bench-{run_id}"));
     std::fs::create_dir_all(&work)?;
@@ -330,6 +358,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         gen,
         rows: Vec::new(),
         failures: Vec::new(),
+        cpu_notes: Vec::new(),
     };
     let outcome = phases(&mut ctx, &mut dbs).await;
     if let Err(e) = &outcome {
@@ -352,6 +381,13 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let table = report::text_table(&ctx.rows);
     println!("\n{table}");
     let mut extra = String::new();
+    if !ctx.cpu_notes.is_empty() {
+        extra.push_str("**CPU per command** (user + system time of each process over the whole run, warm-up included, divided by the commands acknowledged; PostgreSQL counts every backend on the server):\n\n");
+        for n in &ctx.cpu_notes {
+            extra.push_str(&format!("- {n}\n"));
+        }
+        extra.push('\n');
+    }
     if !ctx.failures.is_empty() {
         extra.push_str("**Failures in this run:**\n\n");
         for f in &ctx.failures {
@@ -407,7 +443,12 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
     };
 
     // ---- 1. throughput, latency, lag.
-    for (round, &clients) in ctx.sizes.clients.iter().enumerate() {
+    let rounds: &[usize] = if ctx.sizes.wants("throughput") {
+        &ctx.sizes.clients.clone()
+    } else {
+        &[]
+    };
+    for (round, &clients) in rounds.iter().enumerate() {
         checkpoint(&main).await;
         ctx.progress.say(format!(
             "HTTP: {clients} clients, {:.0} s",
@@ -424,7 +465,9 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
             measure: ctx.sizes.measure,
             rate: None,
         };
+        let cpu0 = service::CpuMeter::now(Some(svc.pid));
         let ours = load::run(&svc.base, &ids, &ctx.mix, &spec, Some(tx)).await?;
+        let ours_cpu = service::CpuMeter::now(Some(svc.pid)).per_op_ms(&cpu0, ours.all_ok);
         let _ = stop_probe.send(true);
         let lag = watcher.await??;
         let probe = probe.await??;
@@ -439,6 +482,14 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
             } else {
                 format!(" (first: {})", ours.first_errors[0])
             }
+        ));
+        ctx.progress.say(format!(
+            "HTTP {clients}: CPU per command: service {:.3} ms, postgres {:.3} ms, load driver {:.3} ms",
+            ours_cpu.0, ours_cpu.1, ours_cpu.2
+        ));
+        ctx.cpu_notes.push(format!(
+            "{clients} clients, full stack: service {:.3} ms, PostgreSQL {:.3} ms, load driver {:.3} ms of CPU per command",
+            ours_cpu.0, ours_cpu.1, ours_cpu.2
         ));
         if ours.errors > 0 {
             ctx.failures.push(format!(
@@ -491,6 +542,7 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
             .say(format!("stock cqrs-es + postgres-es: {clients} clients"));
         // Its own pool for the run (closed after, so that pgbench can open all its connections).
         let stock_pool = pool(&stock_url, ctx.pool_size).await?;
+        let cpu0 = service::CpuMeter::now(None);
         let st = stock::run(
             stock_pool.clone(),
             services.clone(),
@@ -501,12 +553,21 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
             ctx.sizes.measure,
         )
         .await?;
+        let stock_cpu = service::CpuMeter::now(None).per_op_ms(&cpu0, st.all_ok);
         stock_pool.close().await;
         ctx.progress.say(format!(
             "stock {clients}: {:.0} cmd/s, {}, {} errors",
             st.throughput,
             ms(&st.latencies.summary()),
             st.errors
+        ));
+        ctx.progress.say(format!(
+            "stock {clients}: CPU per command: postgres {:.3} ms, framework (in this process) {:.3} ms",
+            stock_cpu.1, stock_cpu.2
+        ));
+        ctx.cpu_notes.push(format!(
+            "{clients} clients, stock cqrs-es: PostgreSQL {:.3} ms, framework {:.3} ms of CPU per command",
+            stock_cpu.1, stock_cpu.2
         ));
         if st.errors > 0 {
             ctx.failures.push(format!(
@@ -586,204 +647,212 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
         note: "VmHWM of the service process; goal ≤ 80 MB".into(),
     });
 
-    // ---- 2. strong read and audit.
-    ctx.progress.say(format!(
-        "strong read: building a {}-event job over HTTP",
-        ctx.sizes.read_events
-    ));
-    let read_job = reads::build_long_job(&svc.base, &ids[0], ctx.sizes.read_events, "read").await?;
-    let (ours, raw) = reads::strong_read(
-        &svc.base,
-        &ids[0].desk,
-        &main,
-        &read_job,
-        ctx.sizes.read_samples,
-    )
-    .await?;
-    let (o, r) = (ours.summary(), raw.summary());
-    ctx.progress
-        .say(format!("strong read: {} vs raw select {}", ms(&o), ms(&r)));
-    ctx.rows.push(Row {
-        figure: format!("strong read p99, {}-event job", ctx.sizes.read_events),
-        value: Some(o.p99),
-        unit: "ms",
-        baseline: Some(r.p99),
-        baseline_label: "raw SELECT of the same rows p99, ms".into(),
-        bar: Bar::ValueAtMost(20.0),
-        note: format!(
-            "GET /v1/jobs/{{id}}, p50 {:.2} ms, n={}; goal ≤ 5 ms",
-            o.p50, o.count
-        ),
-    });
-    let g = ctx.gen.long_job(&main, ctx.sizes.audit_events).await?;
-    let audit_job = g.job_id.clone().unwrap_or_default();
-    ctx.progress.say(format!(
-        "audit: generated a {}-event job in {:.2} s",
-        g.events, g.seconds
-    ));
-    let (ours, raw) = reads::audit(
-        &svc.base,
-        &ids[0].desk,
-        &main,
-        &audit_job,
-        ctx.sizes.audit_events,
-        ctx.sizes.audit_runs,
-    )
-    .await?;
-    let (o, r) = (ours.summary(), raw.summary());
-    ctx.progress
-        .say(format!("audit: {} vs raw select {}", ms(&o), ms(&r)));
-    ctx.rows.push(Row {
-        figure: format!("audit of a {}-event job", ctx.sizes.audit_events),
-        value: Some(o.p50),
-        unit: "ms",
-        baseline: Some(r.p50),
-        baseline_label: "raw SELECT of the same rows, ms".into(),
-        bar: Bar::ValueAtMost(200.0),
-        note: format!(
-            "GET …/audit verified; median of {} (max {:.1} ms); goal ≤ 50 ms",
-            o.count, o.max
-        ),
-    });
-
-    // ---- 3. soak: RSS growth at moderate load.
-    ctx.progress.say(format!(
-        "soak: {} clients at {:.0} cmd/s for {:.0} s",
-        ctx.sizes.soak_clients,
-        ctx.sizes.soak_rate,
-        ctx.sizes.soak.as_secs_f64()
-    ));
-    let pid = svc.pid;
-    let soak_warm = ctx.sizes.soak.mul_f64(0.05);
-    let (stop_sampler, sampler_rx) = tokio::sync::watch::channel(false);
-    let every = (ctx.sizes.soak / 30).max(Duration::from_millis(100));
-    let sampler = tokio::spawn(async move {
-        let mut out = Vec::new();
-        tokio::time::sleep(soak_warm).await;
-        while !*sampler_rx.borrow() {
+    if ctx.sizes.wants("reads") {
+        // ---- 2. strong read and audit.
+        ctx.progress.say(format!(
+            "strong read: building a {}-event job over HTTP",
+            ctx.sizes.read_events
+        ));
+        let read_job =
+            reads::build_long_job(&svc.base, &ids[0], ctx.sizes.read_events, "read").await?;
+        let (ours, raw) = reads::strong_read(
+            &svc.base,
+            &ids[0].desk,
+            &main,
+            &read_job,
+            ctx.sizes.read_samples,
+        )
+        .await?;
+        let (o, r) = (ours.summary(), raw.summary());
+        ctx.progress
+            .say(format!("strong read: {} vs raw select {}", ms(&o), ms(&r)));
+        ctx.rows.push(Row {
+            figure: format!("strong read p99, {}-event job", ctx.sizes.read_events),
+            value: Some(o.p99),
+            unit: "ms",
+            baseline: Some(r.p99),
+            baseline_label: "raw SELECT of the same rows p99, ms".into(),
+            bar: Bar::ValueAtMost(20.0),
+            note: format!(
+                "GET /v1/jobs/{{id}}, p50 {:.2} ms, n={}; goal ≤ 5 ms",
+                o.p50, o.count
+            ),
+        });
+        let g = ctx.gen.long_job(&main, ctx.sizes.audit_events).await?;
+        let audit_job = g.job_id.clone().unwrap_or_default();
+        ctx.progress.say(format!(
+            "audit: generated a {}-event job in {:.2} s",
+            g.events, g.seconds
+        ));
+        let (ours, raw) = reads::audit(
+            &svc.base,
+            &ids[0].desk,
+            &main,
+            &audit_job,
+            ctx.sizes.audit_events,
+            ctx.sizes.audit_runs,
+        )
+        .await?;
+        let (o, r) = (ours.summary(), raw.summary());
+        ctx.progress
+            .say(format!("audit: {} vs raw select {}", ms(&o), ms(&r)));
+        ctx.rows.push(Row {
+            figure: format!("audit of a {}-event job", ctx.sizes.audit_events),
+            value: Some(o.p50),
+            unit: "ms",
+            baseline: Some(r.p50),
+            baseline_label: "raw SELECT of the same rows, ms".into(),
+            bar: Bar::ValueAtMost(200.0),
+            note: format!(
+                "GET …/audit verified; median of {} (max {:.1} ms); goal ≤ 50 ms",
+                o.count, o.max
+            ),
+        });
+    }
+    if ctx.sizes.wants("soak") {
+        // ---- 3. soak: RSS growth at moderate load.
+        ctx.progress.say(format!(
+            "soak: {} clients at {:.0} cmd/s for {:.0} s",
+            ctx.sizes.soak_clients,
+            ctx.sizes.soak_rate,
+            ctx.sizes.soak.as_secs_f64()
+        ));
+        let pid = svc.pid;
+        let soak_warm = ctx.sizes.soak.mul_f64(0.05);
+        let (stop_sampler, sampler_rx) = tokio::sync::watch::channel(false);
+        let every = (ctx.sizes.soak / 30).max(Duration::from_millis(100));
+        let sampler = tokio::spawn(async move {
+            let mut out = Vec::new();
+            tokio::time::sleep(soak_warm).await;
+            while !*sampler_rx.borrow() {
+                if let Some((rss, _)) = service::memory_kb(pid) {
+                    out.push(rss as f64 / 1024.0);
+                }
+                tokio::time::sleep(every).await;
+            }
             if let Some((rss, _)) = service::memory_kb(pid) {
                 out.push(rss as f64 / 1024.0);
             }
-            tokio::time::sleep(every).await;
-        }
-        if let Some((rss, _)) = service::memory_kb(pid) {
-            out.push(rss as f64 / 1024.0);
-        }
-        out
-    });
-    let spec = LoadSpec {
-        tag: "soak".into(),
-        clients: ctx.sizes.soak_clients,
-        warmup: soak_warm,
-        measure: ctx.sizes.soak - soak_warm,
-        rate: Some(ctx.sizes.soak_rate),
-    };
-    let soak = load::run(&svc.base, &ids, &ctx.mix, &spec, None).await?;
-    let _ = stop_sampler.send(true);
-    let rss = sampler.await?;
-    let (first, last) = (rss.first().copied(), rss.last().copied());
-    let max = rss.iter().copied().fold(0.0, f64::max);
-    ctx.progress.say(format!(
-        "soak: {:.0} cmd/s, {}, RSS {:.1} → {:.1} MB (max {:.1})",
-        soak.throughput,
-        ms(&soak.latencies.summary()),
-        first.unwrap_or(0.0),
-        last.unwrap_or(0.0),
-        max
-    ));
-    if soak.errors > 0 {
-        ctx.failures.push(format!(
-            "soak: {} failed commands: {:?}",
-            soak.errors, soak.first_errors
-        ));
-    }
-    let growth = match (first, last) {
-        (Some(a), Some(b)) if a > 0.0 => Some((b - a) / a * 100.0),
-        _ => None,
-    };
-    ctx.rows.push(Row {
-        figure: format!(
-            "RSS growth over a {:.0} s soak",
-            ctx.sizes.soak.as_secs_f64()
-        ),
-        value: growth,
-        unit: "%",
-        baseline: first,
-        baseline_label: "RSS at the soak's start, MB".into(),
-        bar: Bar::ValueAtMost(10.0),
-        note: format!(
-            "{} clients at {:.0} cmd/s ({} commands); end {:.1} MB, max {:.1} MB; goal ≤ 2 %",
-            ctx.sizes.soak_clients,
-            ctx.sizes.soak_rate,
-            soak.ok,
+            out
+        });
+        let spec = LoadSpec {
+            tag: "soak".into(),
+            clients: ctx.sizes.soak_clients,
+            warmup: soak_warm,
+            measure: ctx.sizes.soak - soak_warm,
+            rate: Some(ctx.sizes.soak_rate),
+        };
+        let soak = load::run(&svc.base, &ids, &ctx.mix, &spec, None).await?;
+        let _ = stop_sampler.send(true);
+        let rss = sampler.await?;
+        let (first, last) = (rss.first().copied(), rss.last().copied());
+        let max = rss.iter().copied().fold(0.0, f64::max);
+        ctx.progress.say(format!(
+            "soak: {:.0} cmd/s, {}, RSS {:.1} → {:.1} MB (max {:.1})",
+            soak.throughput,
+            ms(&soak.latencies.summary()),
+            first.unwrap_or(0.0),
             last.unwrap_or(0.0),
             max
-        ),
-    });
+        ));
+        if soak.errors > 0 {
+            ctx.failures.push(format!(
+                "soak: {} failed commands: {:?}",
+                soak.errors, soak.first_errors
+            ));
+        }
+        let growth = match (first, last) {
+            (Some(a), Some(b)) if a > 0.0 => Some((b - a) / a * 100.0),
+            _ => None,
+        };
+        ctx.rows.push(Row {
+            figure: format!(
+                "RSS growth over a {:.0} s soak",
+                ctx.sizes.soak.as_secs_f64()
+            ),
+            value: growth,
+            unit: "%",
+            baseline: first,
+            baseline_label: "RSS at the soak's start, MB".into(),
+            bar: Bar::ValueAtMost(10.0),
+            note: format!(
+                "{} clients at {:.0} cmd/s ({} commands); end {:.1} MB, max {:.1} MB; goal ≤ 2 %",
+                ctx.sizes.soak_clients,
+                ctx.sizes.soak_rate,
+                soak.ok,
+                last.unwrap_or(0.0),
+                max
+            ),
+        });
+    }
     svc.stop().await?;
     main.close().await;
     dbs.drop_one("main").await?;
 
-    // ---- 4. rebuild.
-    let n = ctx.sizes.rebuild_events;
-    ctx.progress.say(format!("rebuild: generating {n} events"));
-    let rb_url = dbs.create("rebuild").await?;
-    let rb = migrated(&rb_url, 4).await?;
-    ctx.gen.register_technicians(&rb).await?;
-    let g = {
-        let p = &ctx.progress;
-        ctx.gen
-            .jobs(&rb, n, ctx.sizes.interleave, ctx.sizes.per_tx, |w| {
-                p.say(format!("  … {w} events"))
-            })
-            .await?
-    };
-    ctx.progress.say(format!(
-        "rebuild: generated {} events ({} jobs) in {:.1} s ({:.0} events/s)",
-        g.events,
-        g.jobs,
-        g.seconds,
-        g.events as f64 / g.seconds
-    ));
-    let _ = sqlx::query("VACUUM ANALYZE").execute(&rb).await;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&rb)
-        .await?;
-    let rt = rebuild::runtime(&rb, ctx.sops.clone()).await?;
-    let res = {
-        let p = &ctx.progress;
-        rebuild::measure(&rb, &rt, total as u64, |m| p.say(format!("rebuild: {m}"))).await?
-    };
-    ctx.rows.push(Row {
-        figure: format!(
-            "read-model rebuild, all {} models, {} events",
-            res.per_model.len(),
-            total
-        ),
-        value: Some(res.all_rate),
-        unit: "events/s",
-        baseline: Some(res.scan_rate),
-        baseline_label: "plain SELECT * FROM events, rows/s".into(),
-        bar: Bar::ValueAtLeast(50_000.0),
-        note: format!(
-            "{:.1} s; store events per second with every model rebuilt; goal ≥ 0.25× the scan",
-            res.all_seconds
-        ),
-    });
-    for (name, rate) in &res.per_model {
+    if ctx.sizes.wants("rebuild") {
+        // ---- 4. rebuild.
+        let n = ctx.sizes.rebuild_events;
+        ctx.progress.say(format!("rebuild: generating {n} events"));
+        let rb_url = dbs.create("rebuild").await?;
+        let rb = migrated(&rb_url, 4).await?;
+        ctx.gen.register_technicians(&rb).await?;
+        let g = {
+            let p = &ctx.progress;
+            ctx.gen
+                .jobs(&rb, n, ctx.sizes.interleave, ctx.sizes.per_tx, |w| {
+                    p.say(format!("  … {w} events"))
+                })
+                .await?
+        };
+        ctx.progress.say(format!(
+            "rebuild: generated {} events ({} jobs) in {:.1} s ({:.0} events/s)",
+            g.events,
+            g.jobs,
+            g.seconds,
+            g.events as f64 / g.seconds
+        ));
+        let _ = sqlx::query("VACUUM ANALYZE").execute(&rb).await;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&rb)
+            .await?;
+        let rt = rebuild::runtime(&rb, ctx.sops.clone()).await?;
+        let res = {
+            let p = &ctx.progress;
+            rebuild::measure(&rb, &rt, total as u64, |m| p.say(format!("rebuild: {m}"))).await?
+        };
         ctx.rows.push(Row {
-            figure: format!("read-model rebuild, {name} alone"),
-            value: Some(*rate),
+            figure: format!(
+                "read-model rebuild, all {} models, {} events",
+                res.per_model.len(),
+                total
+            ),
+            value: Some(res.all_rate),
             unit: "events/s",
             baseline: Some(res.scan_rate),
             baseline_label: "plain SELECT * FROM events, rows/s".into(),
-            bar: Bar::None,
-            note: String::new(),
+            bar: Bar::ValueAtLeast(50_000.0),
+            note: format!(
+                "{:.1} s; store events per second with every model rebuilt; goal ≥ 0.25× the scan",
+                res.all_seconds
+            ),
         });
+        for (name, rate) in &res.per_model {
+            ctx.rows.push(Row {
+                figure: format!("read-model rebuild, {name} alone"),
+                value: Some(*rate),
+                unit: "events/s",
+                baseline: Some(res.scan_rate),
+                baseline_label: "plain SELECT * FROM events, rows/s".into(),
+                bar: Bar::None,
+                note: String::new(),
+            });
+        }
+        rb.close().await;
+        dbs.drop_one("rebuild").await?;
     }
-    rb.close().await;
-    dbs.drop_one("rebuild").await?;
-
+    if !ctx.sizes.wants("scale") {
+        return Ok(());
+    }
     // ---- 5. scale: command p99 with many events against few.
     scale(ctx, dbs).await
 }

@@ -1,6 +1,7 @@
 //! The physical limit: `pgbench` running a one-row insert into an events
-//! table identical to the service's (same migrations: indexes and triggers),
-//! with the same client count and duration.
+//! table identical to the service's (same migrations: indexes and triggers,
+//! sessions set up as the service's are), with the same client count and
+//! duration.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -64,7 +65,11 @@ pub async fn run(
         std::fs::remove_dir_all(log_dir)?;
     }
     std::fs::create_dir_all(log_dir)?;
-    let out = tokio::process::Command::new("pgbench")
+    let mut cmd = tokio::process::Command::new("pgbench");
+    if crate::db::plain_loopback(url) {
+        cmd.env("PGSSLMODE", "disable");
+    }
+    let out = cmd
         .args([
             "-n",
             "-c",
@@ -79,6 +84,12 @@ pub async fn run(
         .args(["--log", "--sampling-rate", "0.05"])
         .arg(format!("--log-prefix={}", log_dir.join("pgb").display()))
         .arg(url)
+        // Its sessions insert the way the service's do (db::connect): the
+        // trigger leaves the wake-up to after commit (migration 0006).
+        .env(
+            "PGOPTIONS",
+            format!("-c {}=on -c jit=off", crate::store::wake::WAKE_AFTER_COMMIT),
+        )
         .stdin(Stdio::null())
         .output()
         .await

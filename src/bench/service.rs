@@ -31,6 +31,74 @@ pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces): state is #3.
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the children a process has waited for (cutime + cstime).
+fn children_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// CPU seconds used so far by every process named `name` (e.g. `postgres`),
+/// and by the children they reaped (backends that have exited).
+pub fn cpu_seconds_of(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(|pid| cpu_seconds(pid) + children_cpu_seconds(pid))
+        .sum()
+}
+
+/// CPU used by the service, PostgreSQL and this process over an interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuMeter {
+    service: f64,
+    postgres: f64,
+    driver: f64,
+}
+
+impl CpuMeter {
+    /// Reads the counters now (`service`: the service's pid, if any).
+    pub fn now(service: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            service: service.map_or(0.0, cpu_seconds),
+            postgres: cpu_seconds_of("postgres"),
+            driver: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Milliseconds of CPU per operation since `start`: (service, postgres, driver).
+    pub fn per_op_ms(&self, start: &CpuMeter, ops: usize) -> (f64, f64, f64) {
+        let n = ops.max(1) as f64;
+        (
+            (self.service - start.service) * 1000.0 / n,
+            (self.postgres - start.postgres) * 1000.0 / n,
+            (self.driver - start.driver) * 1000.0 / n,
+        )
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())

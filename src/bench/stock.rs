@@ -149,6 +149,7 @@ pub async fn run(
                     let done = Instant::now();
                     match r {
                         Ok(()) => {
+                            res.all_ok += 1;
                             if sent >= warm_until && done <= end {
                                 res.ok += 1;
                                 res.latencies.push(done - sent);
@@ -173,6 +174,7 @@ pub async fn run(
     for t in tasks {
         let r = t.await.context("a stock client panicked")?;
         total.ok += r.ok;
+        total.all_ok += r.all_ok;
         total.errors += r.errors;
         total.latencies.extend(r.latencies);
         if total.first_errors.len() < 5 {

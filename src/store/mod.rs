@@ -9,11 +9,15 @@
 pub mod hash;
 mod repo;
 pub mod upcast;
+pub mod wake;
 
 pub use repo::{
-    append, hash_input, load_head, load_stream, load_stream_rows, verify_rows, Appended, AuditReport,
-    EventMeta, NewEvent, RawRow, StoredEvent, StreamState,
+    append, bind_append, decode_stream, envelope_hash, hash_input, load_head, load_stream,
+    load_stream_rows, position_placeholder, prepare_append, verify_rows, Appended, AuditReport,
+    EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState, APPEND_CTES,
+    STREAM_COLUMNS,
 };
+pub use wake::wake_projectors;
 
 /// A storage failure. Unique violations are concurrency conflicts; the rest
 /// are infrastructure failures.

@@ -3,10 +3,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::hash::{sha256_canonical, GENESIS_HASH};
+use std::io::Write;
+
+use super::hash::{sha256_canonical, write_canonical, write_str, Hasher, GENESIS_HASH};
 use super::upcast::upcast;
 use super::{is_unique_violation, StoreError};
 use crate::domain::sop::SopRef;
@@ -128,6 +131,78 @@ pub fn hash_input(
     Value::Object(obj)
 }
 
+/// SHA-256 of the canonical form of [`hash_input`], written straight into
+/// the hasher (no merged object, no copies of payload and metadata).
+#[allow(clippy::too_many_arguments)]
+pub fn envelope_hash(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+    metadata: &Value,
+    prev_hash: &str,
+) -> String {
+    enum Field<'a> {
+        Value(&'a Value),
+        Str(&'a str),
+        Int(i64),
+    }
+    let Value::Object(meta) = metadata else {
+        return sha256_canonical(&hash_input(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_id,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            prev_hash,
+        ));
+    };
+    let envelope = [
+        ("aggregate_type", Field::Str(aggregate_type)),
+        ("aggregate_id", Field::Str(aggregate_id)),
+        ("sequence", Field::Int(sequence)),
+        ("event_id", Field::Str(event_id)),
+        ("event_type", Field::Str(event_type)),
+        ("event_version", Field::Str(event_version)),
+        ("payload", Field::Value(payload)),
+        ("prev_hash", Field::Str(prev_hash)),
+    ];
+    let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(meta.len() + envelope.len());
+    for (k, v) in meta {
+        // The envelope's own fields win over metadata keys of the same name.
+        if !envelope.iter().any(|(e, _)| *e == k.as_str()) {
+            fields.push((k.as_str(), Field::Value(v)));
+        }
+    }
+    fields.extend(envelope);
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Hasher::default();
+    let mut write = || -> std::io::Result<()> {
+        h.write_all(b"{")?;
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                h.write_all(b",")?;
+            }
+            write_str(k, &mut h)?;
+            h.write_all(b":")?;
+            match v {
+                Field::Value(v) => write_canonical(v, &mut h)?,
+                Field::Str(s) => write_str(s, &mut h)?,
+                Field::Int(n) => write!(h, "{n}")?,
+            }
+        }
+        h.write_all(b"}")
+    };
+    write().expect("hashing does not fail");
+    h.hex()
+}
+
 /// A raw row, undecoded: what verification reads.
 #[derive(Debug, Clone)]
 pub struct RawRow {
@@ -227,25 +302,83 @@ impl RawRow {
     }
 }
 
-/// Loads a stream's domain events and its head.
+/// Loads a stream's domain events and its head. Reads only what deciding
+/// needs (no metadata) and decodes each payload straight from its text.
 pub async fn load_stream<E: serde::de::DeserializeOwned>(
     conn: &mut PgConnection,
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<(Vec<E>, StreamState), StoreError> {
-    let rows = load_stream_rows(conn, aggregate_type, aggregate_id, None).await?;
-    let state = rows
-        .last()
-        .map(|r| StreamState {
-            sequence: r.sequence,
-            hash: r.hash.clone(),
-        })
-        .unwrap_or_default();
-    let events = rows
-        .iter()
-        .map(RawRow::decode)
-        .collect::<Result<Vec<E>, _>>()?;
+    let rows = sqlx::query(&format!(
+        "SELECT {STREAM_COLUMNS} FROM events e \
+         WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(conn)
+    .await?;
+    decode_stream(&rows)
+}
+
+/// The columns [`decode_stream`] reads, from a relation aliased `e` (for
+/// callers that read a stream inside a bigger statement).
+pub const STREAM_COLUMNS: &str =
+    "e.sequence, e.event_type, e.event_version, e.payload::text AS payload, e.hash";
+
+/// Decodes rows of [`STREAM_COLUMNS`] in sequence order (rows whose
+/// `sequence` is NULL — an outer join's empty side — are skipped).
+pub fn decode_stream<E: serde::de::DeserializeOwned>(
+    rows: &[PgRow],
+) -> Result<(Vec<E>, StreamState), StoreError> {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut state = StreamState::default();
+    let mut tagged = String::new();
+    for r in rows {
+        let Some(sequence) = r.try_get::<Option<i64>, _>("sequence")? else {
+            continue;
+        };
+        let event_type: &str = r.try_get("event_type")?;
+        let event_version: &str = r.try_get("event_version")?;
+        let payload: &str = r.try_get("payload")?;
+        events.push(decode_text(
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            &mut tagged,
+        )?);
+        state = StreamState {
+            sequence,
+            hash: r.try_get("hash")?,
+        };
+    }
     Ok((events, state))
+}
+
+/// Decodes a stored payload (JSON text) into a domain event, through the
+/// upcasters when its version has one.
+fn decode_text<E: serde::de::DeserializeOwned>(
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+    scratch: &mut String,
+) -> Result<E, StoreError> {
+    let decode_err = |source| StoreError::Decode { sequence, source };
+    if super::upcast::applies(event_type, event_version) {
+        let value: Value = serde_json::from_str(payload).map_err(decode_err)?;
+        let (event_type, payload) = upcast(event_type, event_version, value);
+        let mut tagged = Map::new();
+        tagged.insert(event_type, payload);
+        return serde_json::from_value(Value::Object(tagged)).map_err(decode_err);
+    }
+    scratch.clear();
+    scratch.push('{');
+    scratch.push_str(&serde_json::to_string(event_type).map_err(decode_err)?);
+    scratch.push(':');
+    scratch.push_str(payload);
+    scratch.push('}');
+    serde_json::from_str(scratch).map_err(decode_err)
 }
 
 /// Where an event landed.
@@ -261,25 +394,72 @@ pub struct Appended {
     pub global_position: i64,
 }
 
-/// Appends events to a stream inside the caller's transaction, chaining their
-/// hashes and moving the stream head. A concurrent append to the same stream
-/// is [`StoreError::Conflict`].
-pub async fn append(
-    conn: &mut PgConnection,
+/// Events ready to append: ids, metadata and chained hashes computed; the
+/// database assigns their global positions at insert.
+#[derive(Debug, Clone)]
+pub struct PreparedAppend {
+    /// `job` or `technician`.
+    pub aggregate_type: String,
+    /// The stream.
+    pub aggregate_id: String,
+    /// 1-based, continuing the head.
+    pub sequences: Vec<i64>,
+    /// Event types.
+    pub event_types: Vec<String>,
+    /// Payload versions.
+    pub event_versions: Vec<String>,
+    /// Payloads, JSON text.
+    pub payloads: Vec<String>,
+    /// Metadata, JSON text.
+    pub metadata: Vec<String>,
+    /// Event ids.
+    pub event_ids: Vec<Uuid>,
+    /// Each event's previous hash.
+    pub prev_hashes: Vec<String>,
+    /// Each event's hash.
+    pub hashes: Vec<String>,
+    /// The stream's head after these events.
+    pub head: StreamState,
+}
+
+/// The global position an [`Appended`] carries until the database assigns
+/// the real one (`-9000000000000000000 - i` for the i-th event): answers are
+/// rendered with it and the position is put in its place in the same
+/// statement that inserts the events (see `app::commands`).
+pub fn position_placeholder(i: usize) -> i64 {
+    -9_000_000_000_000_000_000 - i as i64
+}
+
+/// Computes ids, metadata and the hash chain for `events` after `head`;
+/// returns them with the events as they will be reported (positions are
+/// [`position_placeholder`]s).
+pub fn prepare_append(
     aggregate_type: &str,
     aggregate_id: &str,
     head: &StreamState,
     events: Vec<NewEvent>,
-) -> Result<Vec<Appended>, StoreError> {
-    let mut prev = head.hash.clone();
-    let mut sequence = head.sequence;
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        sequence += 1;
+) -> Result<(PreparedAppend, Vec<Appended>), StoreError> {
+    let n = events.len();
+    let mut p = PreparedAppend {
+        aggregate_type: aggregate_type.to_string(),
+        aggregate_id: aggregate_id.to_string(),
+        sequences: Vec::with_capacity(n),
+        event_types: Vec::with_capacity(n),
+        event_versions: Vec::with_capacity(n),
+        payloads: Vec::with_capacity(n),
+        metadata: Vec::with_capacity(n),
+        event_ids: Vec::with_capacity(n),
+        prev_hashes: Vec::with_capacity(n),
+        hashes: Vec::with_capacity(n),
+        head: head.clone(),
+    };
+    let mut out = Vec::with_capacity(n);
+    for (i, e) in events.into_iter().enumerate() {
+        let sequence = p.head.sequence + 1;
         let event_id = Uuid::new_v4();
         let metadata = serde_json::to_value(&e.meta)
             .map_err(|source| StoreError::Decode { sequence, source })?;
-        let input = hash_input(
+        let hash = envelope_hash(
             aggregate_type,
             aggregate_id,
             sequence,
@@ -288,45 +468,91 @@ pub async fn append(
             &e.event_version,
             &e.payload,
             &metadata,
-            &prev,
+            &p.head.hash,
         );
-        let hash = sha256_canonical(&input);
-        let row = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-             payload, metadata, event_id, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING global_position",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(sequence)
-        .bind(&e.event_type)
-        .bind(&e.event_version)
-        .bind(&e.payload)
-        .bind(&metadata)
-        .bind(event_id)
-        .bind(&prev)
-        .bind(&hash)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|err| if is_unique_violation(&err) { StoreError::Conflict } else { StoreError::Database(err) })?;
         out.push(Appended {
             event_id,
-            event_type: e.event_type,
+            event_type: e.event_type.clone(),
             sequence,
-            global_position: row.try_get("global_position")?,
+            global_position: position_placeholder(i),
         });
-        prev = hash;
+        p.sequences.push(sequence);
+        p.event_types.push(e.event_type);
+        p.event_versions.push(e.event_version);
+        p.payloads.push(e.payload.to_string());
+        p.metadata.push(metadata.to_string());
+        p.event_ids.push(event_id);
+        p.prev_hashes
+            .push(std::mem::replace(&mut p.head.hash, hash.clone()));
+        p.hashes.push(hash);
+        p.head.sequence = sequence;
     }
-    sqlx::query(
-        "INSERT INTO stream_heads (aggregate_type, aggregate_id, sequence, hash) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, hash = EXCLUDED.hash",
-    )
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(sequence)
-    .bind(&prev)
-    .execute(&mut *conn)
-    .await?;
+    Ok((p, out))
+}
+
+/// Two CTEs, `appended (sequence, global_position)` and `head`, that insert
+/// a [`PreparedAppend`] bound by [`bind_append`] at parameters `$1`..`$12`.
+/// Positions are assigned in insert order, which is sequence order.
+pub const APPEND_CTES: &str = "appended AS ( \
+       INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                           payload, metadata, event_id, prev_hash, hash) \
+       SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json, \
+              e.event_id, e.prev_hash, e.hash \
+       FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
+            WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, event_id, prev_hash, hash, n) \
+       ORDER BY e.n \
+       RETURNING sequence, global_position), \
+     head AS ( \
+       INSERT INTO stream_heads (aggregate_type, aggregate_id, sequence, hash) VALUES ($1, $2, $11, $12) \
+       ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, hash = EXCLUDED.hash)";
+
+/// Binds a [`PreparedAppend`] as `$1`..`$12` of [`APPEND_CTES`].
+pub fn bind_append<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    p: &'q PreparedAppend,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&p.aggregate_type)
+        .bind(&p.aggregate_id)
+        .bind(&p.sequences)
+        .bind(&p.event_types)
+        .bind(&p.event_versions)
+        .bind(&p.payloads)
+        .bind(&p.metadata)
+        .bind(&p.event_ids)
+        .bind(&p.prev_hashes)
+        .bind(&p.hashes)
+        .bind(p.head.sequence)
+        .bind(&p.head.hash)
+}
+
+/// Appends events to a stream inside the caller's transaction, chaining their
+/// hashes and moving the stream head, in one statement. A concurrent append
+/// to the same stream is [`StoreError::Conflict`].
+pub async fn append(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    head: &StreamState,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Appended>, StoreError> {
+    let (prepared, mut out) = prepare_append(aggregate_type, aggregate_id, head, events)?;
+    let sql = format!("WITH {APPEND_CTES} SELECT sequence, global_position FROM appended");
+    let rows = bind_append(sqlx::query(&sql), &prepared)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                StoreError::Conflict
+            } else {
+                StoreError::Database(err)
+            }
+        })?;
+    for r in rows {
+        let sequence: i64 = r.try_get(0)?;
+        if let Some(a) = out.iter_mut().find(|a| a.sequence == sequence) {
+            a.global_position = r.try_get(1)?;
+        }
+    }
     Ok(out)
 }
 
@@ -360,7 +586,10 @@ pub fn verify_rows(
         if r.sequence != expected_seq {
             return bad(expected_seq);
         }
-        let input = hash_input(
+        if r.prev_hash != prev {
+            return bad(r.sequence);
+        }
+        let hash = envelope_hash(
             aggregate_type,
             aggregate_id,
             r.sequence,
@@ -371,10 +600,10 @@ pub fn verify_rows(
             &r.metadata,
             &r.prev_hash,
         );
-        if r.prev_hash != prev || sha256_canonical(&input) != r.hash {
+        if hash != r.hash {
             return bad(r.sequence);
         }
-        prev = r.hash.clone();
+        prev.clone_from(&r.hash);
     }
     if let Some(h) = head {
         let last = rows.len() as i64;
@@ -412,4 +641,88 @@ pub async fn load_head(
         }),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_hash_is_the_hash_of_hash_input() {
+        let metadata = [
+            json!({"actor": {"id": "a", "kind": "agent", "role": "agent"}, "occurred_at": "2026-01-01T00:00:00Z",
+                   "note": "é \"q\" \n\u{1} \u{2028}", "causation_id": null}),
+            json!({"payload": "shadowed", "sequence": 99, "prev_hash": "x", "zz": [1, 2.5, null, true, -74.0, 1e300]}),
+            json!("not an object"),
+            json!(null),
+            json!({}),
+        ];
+        let payloads = [
+            json!({"b": 1, "a": {"y": [1, -74.0], "x": "s"}, "": "empty key", "ü": 1}),
+            json!([]),
+            json!("text"),
+        ];
+        for m in &metadata {
+            for p in &payloads {
+                assert_eq!(
+                    envelope_hash("job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"),
+                    sha256_canonical(&hash_input(
+                        "job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"
+                    )),
+                    "{m} {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn payload_text_decodes_like_the_value_path() {
+        let row = RawRow {
+            sequence: 3,
+            global_position: 9,
+            event_id: Uuid::nil(),
+            event_type: "NoteAdded".into(),
+            event_version: "0.9".into(),
+            payload: json!({"note": "old shape"}),
+            metadata: json!({}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let by_value: crate::domain::job::JobEvent = row.decode().unwrap();
+        let mut scratch = String::new();
+        let by_text: crate::domain::job::JobEvent = decode_text(
+            3,
+            "NoteAdded",
+            "0.9",
+            r#"{"note":"old shape"}"#,
+            &mut scratch,
+        )
+        .unwrap();
+        assert_eq!(by_value, by_text);
+        let current: crate::domain::job::JobEvent = decode_text(
+            4,
+            "NoteAdded",
+            "1.0",
+            r#"{"text": "new \"shape\""}"#,
+            &mut scratch,
+        )
+        .unwrap();
+        assert_eq!(
+            current,
+            crate::domain::job::JobEvent::NoteAdded {
+                text: "new \"shape\"".into()
+            }
+        );
+        assert!(matches!(
+            decode_text::<crate::domain::job::JobEvent>(
+                5,
+                "NoSuchEvent",
+                "1.0",
+                "{}",
+                &mut scratch
+            ),
+            Err(StoreError::Decode { sequence: 5, .. })
+        ));
+    }
 }

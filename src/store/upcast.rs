@@ -50,6 +50,13 @@ const UPCASTERS: &[Upcaster] = &[
     },
 ];
 
+/// Whether a stored `(event_type, event_version)` has an upcaster.
+pub fn applies(event_type: &str, event_version: &str) -> bool {
+    UPCASTERS
+        .iter()
+        .any(|u| u.event_type == event_type && u.from_version == event_version)
+}
+
 /// Runs every applicable upcaster in turn; returns the event type and the current payload.
 pub fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> (String, Value) {
     let mut version = event_version.to_string();
