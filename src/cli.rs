@@ -112,7 +112,12 @@ pub fn sops_check(config: &Config) -> anyhow::Result<()> {
 
 fn runtime(config: &Config, pool: PgPool) -> anyhow::Result<crate::read_models::runtime::Runtime> {
     let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(crate::read_models::runtime::Runtime::new(pool, crate::read_models::ProjectionContext { sops: std::sync::Arc::new(sops) }))
+    Ok(crate::read_models::runtime::Runtime::new(
+        pool,
+        crate::read_models::ProjectionContext {
+            sops: std::sync::Arc::new(sops),
+        },
+    ))
 }
 
 /// `dispatch-api projections status`.
@@ -120,7 +125,10 @@ pub async fn projections_status(config: &Config) -> anyhow::Result<()> {
     let pool = pool(config).await?;
     let rt = runtime(config, pool.clone())?;
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    for s in crate::read_models::runtime::status(&pool).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    for s in crate::read_models::runtime::status(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         println!(
             "{:<20} v{:<3} {:<10} position {:>10}  lag {:>8} events {:>8.1} s  ({})",
             s["name"].as_str().unwrap_or(""),
@@ -137,21 +145,36 @@ pub async fn projections_status(config: &Config) -> anyhow::Result<()> {
 
 /// `dispatch-api projections rebuild NAME|--all`: starts the rebuilds and
 /// works them to the swap (a running service shares the work safely).
-pub async fn projections_rebuild(config: &Config, name: Option<&str>, all: bool) -> anyhow::Result<()> {
+pub async fn projections_rebuild(
+    config: &Config,
+    name: Option<&str>,
+    all: bool,
+) -> anyhow::Result<()> {
     let pool = pool(config).await?;
     let rt = runtime(config, pool)?;
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<String> = match (name, all) {
         (Some(n), _) => vec![n.to_string()],
-        (None, true) => rt.projections().iter().map(|p| p.definition().name.clone()).collect(),
+        (None, true) => rt
+            .projections()
+            .iter()
+            .map(|p| p.definition().name.clone())
+            .collect(),
         (None, false) => anyhow::bail!("name a read model or pass --all"),
     };
     for n in &names {
-        let table = rt.request_rebuild(n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let table = rt
+            .request_rebuild(n)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!("rebuilding {n} into {table}");
     }
     let started = std::time::Instant::now();
     rt.catch_up().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("rebuilt {} read model(s) in {:.1} s", names.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "rebuilt {} read model(s) in {:.1} s",
+        names.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

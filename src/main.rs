@@ -138,7 +138,9 @@ async fn main() -> ExitCode {
         } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
         Command::Projections {
             command: ProjectionsCommand::Status,
-        } => cli::projections_status(&cli.config).await.map(|_| ExitCode::SUCCESS),
+        } => cli::projections_status(&cli.config)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name, all },
         } => cli::projections_rebuild(&cli.config, name.as_deref(), all)

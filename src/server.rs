@@ -160,11 +160,23 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
     }
     let app = build_app(config, serve.clock.build()).await?;
-    let runtime = Runtime::new(app.pool.clone(), ProjectionContext { sops: app.sops.clone() });
-    runtime.register().await.map_err(|e| anyhow::anyhow!("cannot register read models: {e}"))?;
+    let runtime = Runtime::new(
+        app.pool.clone(),
+        ProjectionContext {
+            sops: app.sops.clone(),
+        },
+    );
+    runtime
+        .register()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register read models: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     let projectors = tokio::spawn(runtime.run(stopped.clone()));
-    let timers = tokio::spawn(crate::timers::run(app.clone(), std::time::Duration::from_millis(serve.timer_interval_ms), stopped));
+    let timers = tokio::spawn(crate::timers::run(
+        app.clone(),
+        std::time::Duration::from_millis(serve.timer_interval_ms),
+        stopped,
+    ));
     let application = Application::build(app, serve).await?;
     tracing::info!(addr = %application.addr(), "dispatch-api listening");
     let served = application.run_until(shutdown_signal()).await;

@@ -26,7 +26,11 @@ pub struct TickReport {
 }
 
 fn system() -> Caller {
-    Caller { key_name: "system".into(), role: Role::System, technician_id: None }
+    Caller {
+        key_name: "system".into(),
+        role: Role::System,
+        technician_id: None,
+    }
 }
 
 fn meta(key: String) -> RequestMeta {
@@ -60,12 +64,23 @@ pub async fn tick(app: &App) -> Result<TickReport> {
         let job: String = r.try_get("job_id")?;
         let state: String = r.try_get("state")?;
         let flags: Value = r.try_get("flags")?;
-        let breached = |k: &str| flags["sla_breached"].as_array().is_some_and(|a| a.iter().any(|v| v == k));
+        let breached = |k: &str| {
+            flags["sla_breached"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == k))
+        };
         let ack: Option<chrono::DateTime<chrono::Utc>> = r.try_get("ack_due_at")?;
         if let (true, Some(ack)) = (state == "offered", ack) {
             if ack <= now {
                 let key = format!("timer:expire_offer:{job}:{}", ack.to_rfc3339());
-                let reply = app.execute_job(&caller, &meta(key), Some(&job), JobCommand::ExpireOffer(ExpireOffer {})).await?;
+                let reply = app
+                    .execute_job(
+                        &caller,
+                        &meta(key),
+                        Some(&job),
+                        JobCommand::ExpireOffer(ExpireOffer {}),
+                    )
+                    .await?;
                 if reply.status == 200 && !reply.replayed {
                     report.expired += 1;
                 }
@@ -73,22 +88,43 @@ pub async fn tick(app: &App) -> Result<TickReport> {
         }
         let checked_in: bool = r.try_get("checked_in")?;
         for (kind, label, due, applies) in [
-            (SlaKind::Response, "response", r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("sla_due_at")?, !checked_in),
-            (SlaKind::Completion, "completion", r.try_get("completion_due_at")?, true),
+            (
+                SlaKind::Response,
+                "response",
+                r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("sla_due_at")?,
+                !checked_in,
+            ),
+            (
+                SlaKind::Completion,
+                "completion",
+                r.try_get("completion_due_at")?,
+                true,
+            ),
         ] {
             let Some(due) = due else { continue };
             if due > now || !applies || breached(label) {
                 continue;
             }
             let key = format!("timer:sla:{job}:{label}:{}", due.to_rfc3339());
-            let reply = app.execute_job(&caller, &meta(key), Some(&job), JobCommand::FlagSlaBreach(FlagSlaBreach { kind })).await?;
+            let reply = app
+                .execute_job(
+                    &caller,
+                    &meta(key),
+                    Some(&job),
+                    JobCommand::FlagSlaBreach(FlagSlaBreach { kind }),
+                )
+                .await?;
             if reply.status == 200 && !reply.replayed {
                 report.breaches += 1;
             }
         }
     }
     if report.expired + report.breaches > 0 {
-        tracing::info!(expired = report.expired, breaches = report.breaches, "timers acted");
+        tracing::info!(
+            expired = report.expired,
+            breaches = report.breaches,
+            "timers acted"
+        );
     }
     Ok(report)
 }

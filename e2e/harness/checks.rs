@@ -187,12 +187,17 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
         // records the SOP document (intake, field or closeout) and version.
         let command = e["command"].as_str().unwrap_or("");
         let sop_id = e["sop"]["id"].as_str().unwrap_or("");
-        let ok = ["intake", "field", "closeout"].iter().any(|stage| sop_id == format!("{stage}.{incident}"));
+        let ok = ["intake", "field", "closeout"]
+            .iter()
+            .any(|stage| sop_id == format!("{stage}.{incident}"));
         if ok && e["sop"]["version"].is_string() {
             guarded += 1;
         } else {
             unguarded.insert(command.to_string());
-            problems.push(format!("{at}: command {command} did not record its SOP (sop is {})", e["sop"]));
+            problems.push(format!(
+                "{at}: command {command} did not record its SOP (sop is {})",
+                e["sop"]
+            ));
         }
     }
     for missing in &expected_ids {

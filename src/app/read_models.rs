@@ -18,7 +18,10 @@ use crate::error::{ApiError, Result};
 pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 
 fn bad(field: &str, detail: &str) -> ApiError {
-    ApiError::Validation { detail: detail.to_string(), field: Some(field.to_string()) }
+    ApiError::Validation {
+        detail: detail.to_string(),
+        field: Some(field.to_string()),
+    }
 }
 
 fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()> {
@@ -31,13 +34,25 @@ fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()
 }
 
 fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
-    params.get("min_position").map(|s| s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| bad("min_position", "must be a whole number ≥ 0"))).transpose()
+    params
+        .get("min_position")
+        .map(|s| {
+            s.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| bad("min_position", "must be a whole number ≥ 0"))
+        })
+        .transpose()
 }
 
 fn limit(params: &HashMap<String, String>) -> Result<i64> {
     match params.get("limit") {
         None => Ok(500),
-        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| bad("limit", "must be 1..1000")),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad("limit", "must be 1..1000")),
     }
 }
 
@@ -51,7 +66,9 @@ fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<Option<boo
 }
 
 fn is_undefined_table(e: &sqlx::Error) -> bool {
-    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P01")
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "42P01")
 }
 
 impl App {
@@ -65,7 +82,10 @@ impl App {
         .await?;
         match row {
             Some(r) => Ok((r.try_get("active_table")?, r.try_get("last_pos")?)),
-            None => Err(ApiError::ProjectionBehind { wanted: 0, position: 0 }),
+            None => Err(ApiError::ProjectionBehind {
+                wanted: 0,
+                position: 0,
+            }),
         }
     }
 
@@ -84,7 +104,9 @@ impl App {
 
     /// Waits until the read model has applied `min_position` (if given).
     pub async fn wait_for(&self, name: &str, min_position: Option<i64>) -> Result<()> {
-        let Some(wanted) = min_position else { return Ok(()) };
+        let Some(wanted) = min_position else {
+            return Ok(());
+        };
         if wanted == 0 {
             return Ok(());
         }
@@ -105,13 +127,20 @@ impl App {
 
     /// Runs `SELECT to_jsonb(t) …` on a read model, retrying once if a
     /// rebuild swapped and dropped the table in between.
-    async fn query_rows(&self, name: &str, build: impl Fn(&str) -> QueryBuilder<'static, Postgres>) -> Result<(i64, Vec<Value>)> {
+    async fn query_rows(
+        &self,
+        name: &str,
+        build: impl Fn(&str) -> QueryBuilder<'static, Postgres>,
+    ) -> Result<(i64, Vec<Value>)> {
         for attempt in 0..2 {
             let (table, position) = self.read_model(name).await?;
             let mut qb = build(&table);
             match qb.build().fetch_all(&self.pool).await {
                 Ok(rows) => {
-                    let rows = rows.into_iter().map(|r| r.try_get::<Value, _>("row")).collect::<Result<Vec<_>, _>>()?;
+                    let rows = rows
+                        .into_iter()
+                        .map(|r| r.try_get::<Value, _>("row"))
+                        .collect::<Result<Vec<_>, _>>()?;
                     return Ok((position, rows));
                 }
                 Err(e) if attempt == 0 && is_undefined_table(&e) => continue,
@@ -124,19 +153,38 @@ impl App {
     /// `GET /v1/board`: `state` (comma list), `priority`, `technician_id`,
     /// `client_id`, `incident_type`, `sla=at_risk|breached`, `limit`, `min_position`.
     pub async fn board(&self, params: &HashMap<String, String>) -> Result<Value> {
-        check_params(params, &["state", "priority", "technician_id", "client_id", "incident_type", "sla", "limit", "min_position"])?;
+        check_params(
+            params,
+            &[
+                "state",
+                "priority",
+                "technician_id",
+                "client_id",
+                "incident_type",
+                "sla",
+                "limit",
+                "min_position",
+            ],
+        )?;
         self.wait_for("board", min_position(params)?).await?;
         let states: Option<Vec<String>> = match params.get("state") {
             None => None,
             Some(s) => Some(
                 s.split(',')
-                    .map(|x| JobState::parse(x.trim()).map(|st| st.as_str().to_string()).ok_or_else(|| bad("state", "not a job state")))
+                    .map(|x| {
+                        JobState::parse(x.trim())
+                            .map(|st| st.as_str().to_string())
+                            .ok_or_else(|| bad("state", "not a job state"))
+                    })
                     .collect::<Result<_>>()?,
             ),
         };
         let priority = match params.get("priority") {
             None => None,
-            Some(p) => Some(serde_json::from_value::<Priority>(json!(p)).map_err(|_| bad("priority", "must be P1..P4"))?),
+            Some(p) => Some(
+                serde_json::from_value::<Priority>(json!(p))
+                    .map_err(|_| bad("priority", "must be P1..P4"))?,
+            ),
         };
         let sla = match params.get("sla").map(String::as_str) {
             None => None,
@@ -182,10 +230,15 @@ impl App {
         let rows: Vec<Value> = rows
             .into_iter()
             .map(|mut r| {
-                let due = r["sla_due_at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
-                let open = JobState::parse(r["state"].as_str().unwrap_or("")).is_some_and(|s| s.before_work_completed());
+                let due = r["sla_due_at"]
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                let open = JobState::parse(r["state"].as_str().unwrap_or(""))
+                    .is_some_and(|s| s.before_work_completed());
                 let waiting = open && !r["checked_in"].as_bool().unwrap_or(false);
-                r["sla_remaining_seconds"] = json!(due.filter(|_| waiting).map(|d| (d - now).num_seconds()));
+                r["sla_remaining_seconds"] =
+                    json!(due.filter(|_| waiting).map(|d| (d - now).num_seconds()));
                 r["sla_at_risk"] = json!(waiting && due.is_some_and(|d| d <= horizon));
                 r
             })
@@ -195,15 +248,29 @@ impl App {
 
     /// `GET /v1/billing/readiness`: `ready`, `job_id`, `client_id`, `include_final`, `limit`, `min_position`.
     pub async fn billing_readiness(&self, params: &HashMap<String, String>) -> Result<Value> {
-        check_params(params, &["ready", "job_id", "client_id", "include_final", "limit", "min_position"])?;
-        self.wait_for("billing_readiness", min_position(params)?).await?;
+        check_params(
+            params,
+            &[
+                "ready",
+                "job_id",
+                "client_id",
+                "include_final",
+                "limit",
+                "min_position",
+            ],
+        )?;
+        self.wait_for("billing_readiness", min_position(params)?)
+            .await?;
         let ready = bool_param(params, "ready")?;
-        let include_final = bool_param(params, "include_final")?.unwrap_or(false) || params.contains_key("job_id");
+        let include_final =
+            bool_param(params, "include_final")?.unwrap_or(false) || params.contains_key("job_id");
         let limit = limit(params)?;
         let p = params.clone();
         let (position, rows) = self
             .query_rows("billing_readiness", move |table| {
-                let mut qb = QueryBuilder::new(format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE true"));
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT to_jsonb(t) AS row FROM {table} t WHERE true"
+                ));
                 if let Some(r) = ready {
                     qb.push(" AND ready = ").push_bind(r);
                 }
@@ -215,7 +282,8 @@ impl App {
                         qb.push(format!(" AND {col} = ")).push_bind(v.clone());
                     }
                 }
-                qb.push(" ORDER BY ready DESC, job_id LIMIT ").push_bind(limit);
+                qb.push(" ORDER BY ready DESC, job_id LIMIT ")
+                    .push_bind(limit);
                 qb
             })
             .await?;
@@ -224,16 +292,26 @@ impl App {
 
     /// `GET /v1/technicians`: `eligible_for` (incident type), `territory`, `shift`, `min_position`.
     pub async fn technicians(&self, params: &HashMap<String, String>) -> Result<Value> {
-        check_params(params, &["eligible_for", "territory", "shift", "min_position"])?;
+        check_params(
+            params,
+            &["eligible_for", "territory", "shift", "min_position"],
+        )?;
         self.wait_for("technicians", min_position(params)?).await?;
         let sop = match params.get("eligible_for") {
             None => None,
-            Some(t) => Some(self.sops.get(t).ok_or_else(|| bad("eligible_for", "not an incident type of the SOP library"))?.clone()),
+            Some(t) => Some(
+                self.sops
+                    .get(t)
+                    .ok_or_else(|| bad("eligible_for", "not an incident type of the SOP library"))?
+                    .clone(),
+            ),
         };
         let p = params.clone();
         let (position, rows) = self
             .query_rows("technicians", move |table| {
-                let mut qb = QueryBuilder::new(format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE registered"));
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT to_jsonb(t) AS row FROM {table} t WHERE registered"
+                ));
                 for col in ["territory", "shift"] {
                     if let Some(v) = p.get(col) {
                         qb.push(format!(" AND {col} = ")).push_bind(v.clone());
@@ -250,14 +328,34 @@ impl App {
                 let available = matches!(r["shift"].as_str(), Some("available" | "on_call"));
                 r["available"] = json!(available);
                 if let Some(sop) = &sop {
-                    let skills: Vec<&str> = r["skills"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    let skills: Vec<&str> = r["skills"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
                     let certs: Vec<(String, String)> = r["certifications"]
                         .as_array()
-                        .map(|a| a.iter().map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["expires_on"].as_str().unwrap_or("").to_string())).collect())
+                        .map(|a| {
+                            a.iter()
+                                .map(|c| {
+                                    (
+                                        c["name"].as_str().unwrap_or("").to_string(),
+                                        c["expires_on"].as_str().unwrap_or("").to_string(),
+                                    )
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default();
-                    let has_skills = sop.intake.required_skills.iter().all(|s| skills.contains(&s.as_str()));
+                    let has_skills = sop
+                        .intake
+                        .required_skills
+                        .iter()
+                        .all(|s| skills.contains(&s.as_str()));
                     let has_certs = sop.intake.required_certifications.iter().all(|need| {
-                        certs.iter().any(|(n, exp)| n == need && chrono::NaiveDate::parse_from_str(exp, "%Y-%m-%d").is_ok_and(|d| d >= today))
+                        certs.iter().any(|(n, exp)| {
+                            n == need
+                                && chrono::NaiveDate::parse_from_str(exp, "%Y-%m-%d")
+                                    .is_ok_and(|d| d >= today)
+                        })
                     });
                     if !(has_skills && has_certs) {
                         return None;
@@ -271,14 +369,22 @@ impl App {
     }
 
     /// `GET /v1/technicians/{id}/schedule`.
-    pub async fn schedule(&self, technician_id: &str, params: &HashMap<String, String>) -> Result<Value> {
+    pub async fn schedule(
+        &self,
+        technician_id: &str,
+        params: &HashMap<String, String>,
+    ) -> Result<Value> {
         check_params(params, &["min_position"])?;
-        self.wait_for("technician_schedule", min_position(params)?).await?;
+        self.wait_for("technician_schedule", min_position(params)?)
+            .await?;
         let id = technician_id.to_string();
         let (position, rows) = self
             .query_rows("technician_schedule", move |table| {
-                let mut qb = QueryBuilder::new(format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE technician_id = "));
-                qb.push_bind(id.clone()).push(" ORDER BY eta NULLS LAST, offered_at");
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT to_jsonb(t) AS row FROM {table} t WHERE technician_id = "
+                ));
+                qb.push_bind(id.clone())
+                    .push(" ORDER BY eta NULLS LAST, offered_at");
                 qb
             })
             .await?;
@@ -298,14 +404,17 @@ impl App {
         let job = params.get("job_id").cloned();
         let (position, rows) = self
             .query_rows("approvals", move |table| {
-                let mut qb = QueryBuilder::new(format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE true"));
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT to_jsonb(t) AS row FROM {table} t WHERE true"
+                ));
                 if let Some(s) = &status {
                     qb.push(" AND status = ").push_bind(s.clone());
                 }
                 if let Some(j) = &job {
                     qb.push(" AND job_id = ").push_bind(j.clone());
                 }
-                qb.push(" ORDER BY requested_at, approval_id LIMIT ").push_bind(limit);
+                qb.push(" ORDER BY requested_at, approval_id LIMIT ")
+                    .push_bind(limit);
                 qb
             })
             .await?;

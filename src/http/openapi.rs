@@ -369,16 +369,30 @@ pub fn document(allowlist: &Allowlist) -> Value {
 
 /// The read-model queries: each answer carries `position`; `min_position`
 /// waits for the model to apply a command's event or answers 503.
-fn read_model_paths(paths: &mut Map<String, Value>, tool_roles: &dyn Fn(&str) -> Vec<String>, endpoint_roles: &dyn Fn(&str) -> Vec<String>) {
+fn read_model_paths(
+    paths: &mut Map<String, Value>,
+    tool_roles: &dyn Fn(&str) -> Vec<String>,
+    endpoint_roles: &dyn Fn(&str) -> Vec<String>,
+) {
     let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
     let text = json!({"type": "string", "maxLength": 200});
     let min_position = q("min_position", json!({"type": "integer", "minimum": 0}));
     let rows = |summary: &str| {
-        ok_json(summary, json!({"type": "object", "required": ["position", "rows"], "properties": {"position": {"type": "integer"}, "rows": {"type": "array", "items": {"type": "object"}}}}))
+        ok_json(
+            summary,
+            json!({"type": "object", "required": ["position", "rows"], "properties": {"position": {"type": "integer"}, "rows": {"type": "array", "items": {"type": "object"}}}}),
+        )
     };
     let behind = problem("The read model has not applied `min_position` in time (`projection_behind`, with `position`)");
     let read = |summary: &str, roles: Vec<String>, params: Vec<Value>, ok: Value| {
-        let mut op = operation(summary, roles, Value::Array(params), None, ("200", ok), false);
+        let mut op = operation(
+            summary,
+            roles,
+            Value::Array(params),
+            None,
+            ("200", ok),
+            false,
+        );
         op["responses"]["503"] = behind.clone();
         json!({ "get": op })
     };
@@ -423,16 +437,25 @@ fn read_model_paths(paths: &mut Map<String, Value>, tool_roles: &dyn Fn(&str) ->
         vec![q("eligible_for", text.clone()), q("territory", text.clone()), q("shift", json!({"enum": ["available", "on_call", "off"]})), min_position.clone()],
         rows("Technicians"),
     );
-    if let Some(entry) = paths.get_mut("/v1/technicians").and_then(Value::as_object_mut) {
+    if let Some(entry) = paths
+        .get_mut("/v1/technicians")
+        .and_then(Value::as_object_mut)
+    {
         entry.insert("get".into(), roster["get"].clone());
     }
     let mut schedule = read(
         "A technician's open offers and visits with ETAs (projection)",
         endpoint_roles("GET /v1/technicians/{technician_id}/schedule"),
         vec![path_param("technician_id"), min_position.clone()],
-        ok_json("Visits", json!({"type": "object", "required": ["position", "technician_id", "visits"], "properties": {"position": {"type": "integer"}, "technician_id": {"type": "string"}, "visits": {"type": "array", "items": {"type": "object"}}}})),
+        ok_json(
+            "Visits",
+            json!({"type": "object", "required": ["position", "technician_id", "visits"], "properties": {"position": {"type": "integer"}, "technician_id": {"type": "string"}, "visits": {"type": "array", "items": {"type": "object"}}}}),
+        ),
     );
-    schedule["get"]["responses"].as_object_mut().expect("object").remove("400");
+    schedule["get"]["responses"]
+        .as_object_mut()
+        .expect("object")
+        .remove("400");
     schedule["get"]["responses"]["400"] = problem("Bad query parameter (`validation_error`)");
     paths.insert("/v1/technicians/{technician_id}/schedule".into(), schedule);
     paths.insert(
@@ -440,7 +463,18 @@ fn read_model_paths(paths: &mut Map<String, Value>, tool_roles: &dyn Fn(&str) ->
         read(
             "Approvals (projection): pending ones wait for a person",
             endpoint_roles("GET /v1/approvals"),
-            vec![q("status", json!({"enum": ["pending", "granted", "rejected", "moot"]})), q("job_id", text), q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})), min_position],
+            vec![
+                q(
+                    "status",
+                    json!({"enum": ["pending", "granted", "rejected", "moot"]}),
+                ),
+                q("job_id", text),
+                q(
+                    "limit",
+                    json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                ),
+                min_position,
+            ],
             rows("Approvals"),
         ),
     );
@@ -471,7 +505,11 @@ const TOOL_INVOCATION_SCHEMA: &str = include_str!("../../schemas/tool_invocation
 /// The closed toolset: the manifest, tool calls (one envelope; each tool's
 /// input schema is served by `GET /v1/tools` and checked in under
 /// `schemas/tools/`), the invocation log, and the MCP endpoint.
-fn toolset_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>, allowlist: &Allowlist) {
+fn toolset_paths(
+    paths: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    allowlist: &Allowlist,
+) {
     let tools: Vec<&String> = allowlist.tools.keys().collect();
     let any_role: Vec<String> = [
         Role::Agent,
@@ -483,24 +521,47 @@ fn toolset_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value
     .iter()
     .map(|r| r.as_str().to_string())
     .collect();
-    let answer = |description: &str| ok_json(description, json!({"$ref": "#/components/schemas/ToolAnswer"}));
+    let answer = |description: &str| {
+        ok_json(
+            description,
+            json!({"$ref": "#/components/schemas/ToolAnswer"}),
+        )
+    };
     let mut manifest = operation(
         "The caller's tools: name, description, input_schema (a JSON Schema, draft 2020-12), risk",
         any_role.clone(),
         json!([]),
         None,
-        ("200", ok_json("The manifest for the key's role", json!({"$ref": "#/components/schemas/ToolManifest"}))),
+        (
+            "200",
+            ok_json(
+                "The manifest for the key's role",
+                json!({"$ref": "#/components/schemas/ToolManifest"}),
+            ),
+        ),
         false,
     );
     for code in ["400", "403", "404"] {
-        manifest["responses"].as_object_mut().expect("object").remove(code);
+        manifest["responses"]
+            .as_object_mut()
+            .expect("object")
+            .remove(code);
     }
     paths.insert("/v1/tools".into(), json!({ "get": manifest }));
 
     let mut responses = Map::new();
-    responses.insert("200".into(), answer("`outcome: ok`: a query's answer or a command's events (`result`)"));
-    responses.insert("201".into(), answer("`outcome: ok`: `open_job` opened the job"));
-    responses.insert("202".into(), answer("`outcome: approval_required`: only an approval was requested; `approval_id`"));
+    responses.insert(
+        "200".into(),
+        answer("`outcome: ok`: a query's answer or a command's events (`result`)"),
+    );
+    responses.insert(
+        "201".into(),
+        answer("`outcome: ok`: `open_job` opened the job"),
+    );
+    responses.insert(
+        "202".into(),
+        answer("`outcome: approval_required`: only an approval was requested; `approval_id`"),
+    );
     for (code, what) in [
         ("400", "`outcome: error`: the envelope or an argument is invalid (`validation_error` naming the field, `idempotency_key_required`)"),
         ("403", "`outcome: refused`: `tool_not_allowed` (the role may not call it, or no such tool) or `forbidden` (not your job, your own approval)"),
@@ -514,8 +575,12 @@ fn toolset_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value
     ] {
         responses.insert(code.into(), answer(what));
     }
-    responses.insert("401".into(), problem("Missing, unknown or revoked key (`unauthorized`); not recorded"));
-    let tool_param = json!({"name": "tool", "in": "path", "required": true, "schema": {"enum": tools}});
+    responses.insert(
+        "401".into(),
+        problem("Missing, unknown or revoked key (`unauthorized`); not recorded"),
+    );
+    let tool_param =
+        json!({"name": "tool", "in": "path", "required": true, "schema": {"enum": tools}});
     paths.insert(
         "/v1/tools/{tool}".into(),
         json!({"post": {
@@ -577,12 +642,16 @@ fn toolset_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value
         }}),
     );
 
-    let mut record: Value = serde_json::from_str(TOOL_INVOCATION_SCHEMA).expect("bundled schema is JSON");
+    let mut record: Value =
+        serde_json::from_str(TOOL_INVOCATION_SCHEMA).expect("bundled schema is JSON");
     if let Some(o) = record.as_object_mut() {
         o.remove("$schema");
         o.remove("$id");
     }
-    schemas.insert("ToolInvocation".into(), rewrite_defs(record, "ToolInvocation"));
+    schemas.insert(
+        "ToolInvocation".into(),
+        rewrite_defs(record, "ToolInvocation"),
+    );
     schemas.insert(
         "ToolEnvelope".into(),
         json!({"type": "object", "additionalProperties": false, "required": ["idempotency_key", "arguments"], "properties": {

@@ -29,7 +29,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .fetch_one(&state.app.pool)
             .await;
     let models = crate::read_models::all().len() as i64;
-    let registered: Result<i64, sqlx::Error> = sqlx::query_scalar("SELECT count(*) FROM projection_registry").fetch_one(&state.app.pool).await;
+    let registered: Result<i64, sqlx::Error> =
+        sqlx::query_scalar("SELECT count(*) FROM projection_registry")
+            .fetch_one(&state.app.pool)
+            .await;
     match applied {
         Ok(n) if n >= expected && registered.as_ref().is_ok_and(|r| *r >= models) => {
             (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": n, "read_models": models}))).into_response()

@@ -24,37 +24,82 @@ pub fn router() -> Router<AppState> {
 
 fn params(query: Option<String>) -> Result<std::collections::HashMap<String, String>> {
     // Validation of names happens per query; here only decoding.
-    query_params(query.as_deref(), &[
-        "state", "priority", "technician_id", "client_id", "incident_type", "sla", "limit", "min_position",
-        "ready", "job_id", "include_final", "eligible_for", "territory", "shift", "status",
-    ])
+    query_params(
+        query.as_deref(),
+        &[
+            "state",
+            "priority",
+            "technician_id",
+            "client_id",
+            "incident_type",
+            "sla",
+            "limit",
+            "min_position",
+            "ready",
+            "job_id",
+            "include_final",
+            "eligible_for",
+            "territory",
+            "shift",
+            "status",
+        ],
+    )
 }
 
-async fn board(State(state): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>> {
+async fn board(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>> {
     require_tool(&state, &caller, "search_board")?;
     Ok(Json(state.app.board(&params(q)?).await?))
 }
 
-async fn billing(State(state): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>> {
+async fn billing(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>> {
     require_tool(&state, &caller, "get_billing_status")?;
     Ok(Json(state.app.billing_readiness(&params(q)?).await?))
 }
 
 /// `GET /v1/technicians` (routed from `technicians`).
-pub async fn roster(State(state): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>> {
+pub async fn roster(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>> {
     require_tool(&state, &caller, "find_technicians")?;
     Ok(Json(state.app.technicians(&params(q)?).await?))
 }
 
-async fn schedule(State(state): State<AppState>, caller: Caller, Path(technician_id): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/technicians/{technician_id}/schedule")?;
-    if caller.role == Role::Technician && caller.technician_id.as_deref() != Some(technician_id.as_str()) {
-        return Err(ApiError::Forbidden("a technician sees only their own schedule".into()));
+async fn schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(technician_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>> {
+    require_endpoint(
+        &state,
+        &caller,
+        "GET /v1/technicians/{technician_id}/schedule",
+    )?;
+    if caller.role == Role::Technician
+        && caller.technician_id.as_deref() != Some(technician_id.as_str())
+    {
+        return Err(ApiError::Forbidden(
+            "a technician sees only their own schedule".into(),
+        ));
     }
     Ok(Json(state.app.schedule(&technician_id, &params(q)?).await?))
 }
 
-async fn approvals(State(state): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>> {
+async fn approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>> {
     require_endpoint(&state, &caller, "GET /v1/approvals")?;
     Ok(Json(state.app.approvals(&params(q)?).await?))
 }

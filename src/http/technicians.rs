@@ -16,7 +16,10 @@ use crate::error::{ApiError, Result};
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/technicians", post(register).get(super::read_models::roster))
+        .route(
+            "/v1/technicians",
+            post(register).get(super::read_models::roster),
+        )
         .route(
             "/v1/technicians/{technician_id}/commands/{command}",
             post(command),

@@ -18,7 +18,13 @@ impl Projection for Approvals {
         definition!("approvals.toml")
     }
 
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], _: &ProjectionContext) -> Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        _: &ProjectionContext,
+    ) -> Result<()> {
         let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let mut rows: Vec<Value> = Vec::new();
         for c in &changes {

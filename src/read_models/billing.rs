@@ -29,10 +29,17 @@ pub fn blockers(job: &Job, invoice: &Invoice) -> Vec<&'static str> {
     if d.nte_cents.is_some_and(|n| invoice.total_cents > n) {
         out.push("nte_exceeded");
     }
-    if d.approvals.iter().any(|a| a.status == ApprovalStatus::Pending && matches!(a.action, ApprovalAction::NteIncrease { .. })) {
+    if d.approvals.iter().any(|a| {
+        a.status == ApprovalStatus::Pending
+            && matches!(a.action, ApprovalAction::NteIncrease { .. })
+    }) {
         out.push("nte_increase_pending");
     }
-    if d.channel == Channel::Ifm && d.ifm.as_ref().is_none_or(|i| i.work_order_number.trim().is_empty()) {
+    if d.channel == Channel::Ifm
+        && d.ifm
+            .as_ref()
+            .is_none_or(|i| i.work_order_number.trim().is_empty())
+    {
         out.push("missing_work_order");
     }
     if invoice.lines.is_empty() && !d.state.before_work_completed() && d.state.is_open() {
@@ -49,7 +56,9 @@ pub fn invoice(job: &Job, sops: &SopLibrary) -> Invoice {
     match job.data() {
         None => Invoice::default(),
         Some(d) => d.invoice.clone().unwrap_or_else(|| {
-            let trip = sops.get(&d.incident_type).map_or(0, |s| s.closeout.trip_charge_cents);
+            let trip = sops
+                .get(&d.incident_type)
+                .map_or(0, |s| s.closeout.trip_charge_cents);
             Invoice::for_job(d, trip)
         }),
     }
@@ -81,9 +90,18 @@ impl Projection for BillingReadiness {
         definition!("billing_readiness.toml")
     }
 
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], ctx: &ProjectionContext) -> Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        ctx: &ProjectionContext,
+    ) -> Result<()> {
         let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
-        let rows: Vec<Value> = changes.iter().filter_map(|c| row(&c.after, &ctx.sops, c.last_position)).collect();
+        let rows: Vec<Value> = changes
+            .iter()
+            .filter_map(|c| row(&c.after, &ctx.sops, c.last_position))
+            .collect();
         upsert_rows(conn, table, &["job_id"], &rows).await
     }
 }

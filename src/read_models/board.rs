@@ -14,7 +14,10 @@ pub struct Board;
 
 /// Whether a visit is live (waiting for an answer or being worked).
 pub fn is_active(status: VisitStatus) -> bool {
-    matches!(status, VisitStatus::Offered | VisitStatus::Confirmed | VisitStatus::EnRoute | VisitStatus::OnSite)
+    matches!(
+        status,
+        VisitStatus::Offered | VisitStatus::Confirmed | VisitStatus::EnRoute | VisitStatus::OnSite
+    )
 }
 
 /// A job's board row.
@@ -54,9 +57,18 @@ impl Projection for Board {
         definition!("board.toml")
     }
 
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], _: &ProjectionContext) -> Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        _: &ProjectionContext,
+    ) -> Result<()> {
         let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
-        let rows: Vec<Value> = changes.iter().filter_map(|c| row(&c.after, c.last_position)).collect();
+        let rows: Vec<Value> = changes
+            .iter()
+            .filter_map(|c| row(&c.after, c.last_position))
+            .collect();
         upsert_rows(conn, table, &["job_id"], &rows).await
     }
 }

@@ -30,7 +30,11 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// Loads the stored states of the jobs a batch touches, applies the batch's
 /// job events in order, stores the new states, and returns the changes.
-pub async fn fold_jobs(conn: &mut PgConnection, state_table: &str, batch: &[EventRow]) -> Result<Vec<JobChange>> {
+pub async fn fold_jobs(
+    conn: &mut PgConnection,
+    state_table: &str,
+    batch: &[EventRow],
+) -> Result<Vec<JobChange>> {
     let mut order: Vec<String> = Vec::new();
     let mut touched: HashMap<String, (Option<Job>, Job, i64)> = HashMap::new();
     for e in batch.iter().filter(|e| e.aggregate_type == Job::TYPE) {
@@ -42,7 +46,12 @@ pub async fn fold_jobs(conn: &mut PgConnection, state_table: &str, batch: &[Even
     if order.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(&format!("SELECT job_id, job FROM {state_table} WHERE job_id = ANY($1)")).bind(&order).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT job_id, job FROM {state_table} WHERE job_id = ANY($1)"
+    ))
+    .bind(&order)
+    .fetch_all(&mut *conn)
+    .await?;
     for r in rows {
         let id: String = r.try_get("job_id")?;
         let job: Job = serde_json::from_value(r.try_get::<Value, _>("job")?).map_err(internal)?;
@@ -61,7 +70,11 @@ pub async fn fold_jobs(conn: &mut PgConnection, state_table: &str, batch: &[Even
         entry.2 = e.global_position;
     }
     let ids: Vec<&String> = order.iter().collect();
-    let docs: Vec<Value> = order.iter().map(|id| serde_json::to_value(&touched[id].1)).collect::<Result<_, _>>().map_err(internal)?;
+    let docs: Vec<Value> = order
+        .iter()
+        .map(|id| serde_json::to_value(&touched[id].1))
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
     sqlx::query(&format!(
         "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::jsonb[]) \
          ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
@@ -74,34 +87,60 @@ pub async fn fold_jobs(conn: &mut PgConnection, state_table: &str, batch: &[Even
         .into_iter()
         .map(|id| {
             let (before, after, last_position) = touched.remove(&id).expect("present");
-            JobChange { job_id: id, before, after, last_position }
+            JobChange {
+                job_id: id,
+                before,
+                after,
+                last_position,
+            }
         })
         .collect())
 }
 
 /// Inserts or updates rows (JSON objects whose keys are all the table's
 /// columns) in one statement.
-pub async fn upsert_rows(conn: &mut PgConnection, table: &str, key: &[&str], rows: &[Value]) -> Result<()> {
+pub async fn upsert_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    key: &[&str],
+    rows: &[Value],
+) -> Result<()> {
     let Some(first) = rows.first().and_then(Value::as_object) else {
         return Ok(());
     };
-    let set: Vec<String> = first.keys().filter(|c| !key.contains(&c.as_str())).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-    let conflict = if set.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", set.join(", ")) };
+    let set: Vec<String> = first
+        .keys()
+        .filter(|c| !key.contains(&c.as_str()))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let conflict = if set.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", set.join(", "))
+    };
     let sql = format!(
         "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) ON CONFLICT ({}) {conflict}",
         key.join(", ")
     );
-    sqlx::query(&sql).bind(Value::Array(rows.to_vec())).execute(&mut *conn).await?;
+    sqlx::query(&sql)
+        .bind(Value::Array(rows.to_vec()))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Deletes the rows of the given jobs.
 pub async fn delete_jobs(conn: &mut PgConnection, table: &str, job_ids: &[String]) -> Result<()> {
-    sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ANY($1)")).bind(job_ids).execute(&mut *conn).await?;
+    sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ANY($1)"))
+        .bind(job_ids)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Orders rows by key for deterministic comparisons (tests, rebuild checks).
 pub fn by_key(rows: Vec<Value>, key: &str) -> BTreeMap<String, Value> {
-    rows.into_iter().map(|r| (r.get(key).map(|v| v.to_string()).unwrap_or_default(), r)).collect()
+    rows.into_iter()
+        .map(|r| (r.get(key).map(|v| v.to_string()).unwrap_or_default(), r))
+        .collect()
 }

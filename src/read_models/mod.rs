@@ -75,10 +75,19 @@ pub struct EventRow {
 impl EventRow {
     /// Decodes the payload into a domain event, through the upcasters.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
-        let (event_type, payload) = crate::store::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
+        let (event_type, payload) = crate::store::upcast::upcast(
+            &self.event_type,
+            &self.event_version,
+            self.payload.clone(),
+        );
         let mut tagged = serde_json::Map::new();
         tagged.insert(event_type, payload);
-        serde_json::from_value(Value::Object(tagged)).map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("event at position {} does not decode: {e}", self.global_position)))
+        serde_json::from_value(Value::Object(tagged)).map_err(|e| {
+            crate::error::ApiError::Internal(anyhow::anyhow!(
+                "event at position {} does not decode: {e}",
+                self.global_position
+            ))
+        })
     }
 }
 
@@ -101,13 +110,25 @@ pub trait Projection: Send + Sync {
     }
 
     /// Applies a batch (in global order) to `table`, inside the caller's transaction.
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], ctx: &ProjectionContext) -> Result<()>;
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        ctx: &ProjectionContext,
+    ) -> Result<()>;
 }
 
 macro_rules! definition {
     ($file:literal) => {{
         static DEF: std::sync::OnceLock<Definition> = std::sync::OnceLock::new();
-        DEF.get_or_init(|| Definition::parse(include_str!(concat!("../../projections/", $file))).expect(concat!("projections/", $file, " is valid")))
+        DEF.get_or_init(|| {
+            Definition::parse(include_str!(concat!("../../projections/", $file))).expect(concat!(
+                "projections/",
+                $file,
+                " is valid"
+            ))
+        })
     }};
 }
 pub(crate) use definition;

@@ -18,7 +18,13 @@ impl Projection for TechnicianSchedule {
         definition!("technician_schedule.toml")
     }
 
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], _: &ProjectionContext) -> Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        _: &ProjectionContext,
+    ) -> Result<()> {
         let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let ids: Vec<String> = changes.iter().map(|c| c.job_id.clone()).collect();
         delete_jobs(conn, table, &ids).await?;

@@ -22,7 +22,9 @@ fn active_technician(job: Option<&Job>) -> Option<String> {
     if !d.state.is_open() {
         return None;
     }
-    d.current_visit().filter(|v| is_active(v.status)).map(|v| v.technician_id.clone())
+    d.current_visit()
+        .filter(|v| is_active(v.status))
+        .map(|v| v.technician_id.clone())
 }
 
 #[async_trait]
@@ -31,7 +33,13 @@ impl Projection for Technicians {
         definition!("technicians.toml")
     }
 
-    async fn apply(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow], _: &ProjectionContext) -> Result<()> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: &[EventRow],
+        _: &ProjectionContext,
+    ) -> Result<()> {
         // Load deltas from the jobs this batch touched.
         let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let mut delta: HashMap<String, i64> = HashMap::new();
@@ -51,7 +59,10 @@ impl Projection for Technicians {
         // `last_position` is the technician's own last event: load changes
         // come from job events whose batching varies, and a rebuild must give
         // the same rows as the live model.
-        let tech_events: Vec<&EventRow> = batch.iter().filter(|e| e.aggregate_type == Technician::TYPE).collect();
+        let tech_events: Vec<&EventRow> = batch
+            .iter()
+            .filter(|e| e.aggregate_type == Technician::TYPE)
+            .collect();
         for e in &tech_events {
             position.insert(e.aggregate_id.clone(), e.global_position);
         }
@@ -60,11 +71,19 @@ impl Projection for Technicians {
         if ids.is_empty() {
             return Ok(());
         }
-        let existing = sqlx::query(&format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE technician_id = ANY($1)")).bind(&ids).fetch_all(&mut *conn).await?;
+        let existing = sqlx::query(&format!(
+            "SELECT to_jsonb(t) AS row FROM {table} t WHERE technician_id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
         let mut rows: BTreeMap<String, Value> = BTreeMap::new();
         for r in existing {
             let v: Value = r.try_get("row")?;
-            rows.insert(v["technician_id"].as_str().unwrap_or_default().to_string(), v);
+            rows.insert(
+                v["technician_id"].as_str().unwrap_or_default().to_string(),
+                v,
+            );
         }
         for id in &ids {
             rows.entry(id.clone()).or_insert_with(|| {
@@ -75,7 +94,15 @@ impl Projection for Technicians {
         for e in tech_events {
             let row = rows.get_mut(&e.aggregate_id).expect("inserted above");
             match e.decode::<TechnicianEvent>()? {
-                TechnicianEvent::TechnicianRegistered { name, skills, certifications, territory, shift, labor_rate_cents, .. } => {
+                TechnicianEvent::TechnicianRegistered {
+                    name,
+                    skills,
+                    certifications,
+                    territory,
+                    shift,
+                    labor_rate_cents,
+                    ..
+                } => {
                     row["name"] = json!(name);
                     row["skills"] = json!(skills);
                     row["certifications"] = json!(certifications);
@@ -84,7 +111,10 @@ impl Projection for Technicians {
                     row["labor_rate_cents"] = json!(labor_rate_cents);
                     row["registered"] = json!(true);
                 }
-                TechnicianEvent::SkillsUpdated { skills, certifications } => {
+                TechnicianEvent::SkillsUpdated {
+                    skills,
+                    certifications,
+                } => {
                     row["skills"] = json!(skills);
                     row["certifications"] = json!(certifications);
                 }
