@@ -51,7 +51,7 @@ const RECALL_WINDOW_DAYS: i64 = 30;
 struct Decided {
     status: u16,
     body: Value,
-    /// Events to append (their answer carries position placeholders).
+    /// Events to append (their answer carries position markers).
     append: Option<store::PreparedAppend>,
     /// The job's row in the door index.
     door: Option<DoorRow>,
@@ -68,13 +68,13 @@ impl From<(u16, Value)> for Decided {
     }
 }
 
-/// Splits an answer at the position placeholders of `n` appended events:
+/// Splits an answer at the position markers of `n` appended events:
 /// `n + 1` pieces, between which the database puts the real positions.
 fn split_at_positions(body: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
     let mut pieces = Vec::with_capacity(n + 1);
     let mut rest = 0;
     for i in 0..n {
-        let needle = format!("\"global_position\":{}", store::position_placeholder(i));
+        let needle = format!("\"global_position\":{}", store::position_marker(i));
         let at = body[rest..]
             .windows(needle.len())
             .position(|w| w == needle.as_bytes())?
@@ -762,13 +762,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_split_at_each_position_placeholder() {
+    fn answers_split_at_each_position_marker() {
         let appended: Vec<Appended> = (0..2)
             .map(|i| Appended {
                 event_id: Uuid::nil(),
                 event_type: "T".into(),
                 sequence: 5 + i as i64,
-                global_position: store::position_placeholder(i),
+                global_position: store::position_marker(i),
             })
             .collect();
         let body = json!({"job_id": "-9000000000000000000", "events": events_json(&appended), "version": 6});

@@ -2,9 +2,9 @@
 //! over 1 M events, audit of a 10,000-event job, the 10 M-event store).
 //!
 //! Each job's events come from the real domain: the command mix is decided
-//! once by `Job::decide` with placeholder ids, and every event is turned into
+//! once by `Job::decide` with stand-in ids, and every event is turned into
 //! three templates — the stored payload, the stored metadata, and the
-//! canonical hash input of `store::hash_input` — whose placeholders (job id,
+//! canonical hash input of `store::hash_input` — whose slots (job id,
 //! site, technician, event id, previous hash, sequence, correlation id) are
 //! filled per generated event. The payloads therefore decode as our
 //! `JobEvent`s, and every hash is the SHA-256 of the canonical envelope
@@ -51,7 +51,7 @@ enum Seg {
     Var(Var),
 }
 
-/// A string with placeholders.
+/// A string with slots.
 #[derive(Debug, Clone)]
 struct Tmpl(Vec<Seg>);
 
@@ -167,7 +167,7 @@ struct DoorState {
     completed_at: Option<String>,
 }
 
-/// A job's events from the domain, with placeholders.
+/// A job's events from the domain, with slots.
 #[derive(Debug, Clone)]
 struct JobTemplate {
     events: Vec<EventTemplate>,
@@ -251,7 +251,7 @@ fn event_template(
     })
 }
 
-/// Decides `steps` for a placeholder job; returns the templates.
+/// Decides `steps` for a stand-in job; returns the templates.
 fn job_template(
     services: &JobServices,
     steps: Vec<super::mix::Step>,

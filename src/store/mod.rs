@@ -13,7 +13,7 @@ pub mod wake;
 
 pub use repo::{
     append, bind_append, decode_stream, envelope_hash, hash_input, load_head, load_stream,
-    load_stream_rows, position_placeholder, prepare_append, verify_rows, Appended, AuditReport,
+    load_stream_rows, position_marker, prepare_append, verify_rows, Appended, AuditReport,
     EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState, APPEND_CTES,
     STREAM_COLUMNS,
 };

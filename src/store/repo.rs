@@ -426,13 +426,13 @@ pub struct PreparedAppend {
 /// the real one (`-9000000000000000000 - i` for the i-th event): answers are
 /// rendered with it and the position is put in its place in the same
 /// statement that inserts the events (see `app::commands`).
-pub fn position_placeholder(i: usize) -> i64 {
+pub fn position_marker(i: usize) -> i64 {
     -9_000_000_000_000_000_000 - i as i64
 }
 
 /// Computes ids, metadata and the hash chain for `events` after `head`;
 /// returns them with the events as they will be reported (positions are
-/// [`position_placeholder`]s).
+/// [`position_marker`]s).
 pub fn prepare_append(
     aggregate_type: &str,
     aggregate_id: &str,
@@ -474,7 +474,7 @@ pub fn prepare_append(
             event_id,
             event_type: e.event_type.clone(),
             sequence,
-            global_position: position_placeholder(i),
+            global_position: position_marker(i),
         });
         p.sequences.push(sequence);
         p.event_types.push(e.event_type);
