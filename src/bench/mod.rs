@@ -284,6 +284,26 @@ fn ms(s: &stats::Summary) -> String {
     )
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Shared state of a run.
 struct Ctx {
     sizes: Sizes,
@@ -360,7 +380,12 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         failures: Vec::new(),
         cpu_notes: Vec::new(),
     };
-    let outcome = phases(&mut ctx, &mut dbs).await;
+    // Interrupted: the phase's futures are dropped (the service child is
+    // killed with them) and the databases are dropped below.
+    let outcome = tokio::select! {
+        r = phases(&mut ctx, &mut dbs) => r,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
     if let Err(e) = &outcome {
         ctx.failures.push(format!("{e:#}"));
     }

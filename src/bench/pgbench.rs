@@ -91,6 +91,7 @@ pub async fn run(
             format!("-c {}=on -c jit=off", crate::store::wake::WAKE_AFTER_COMMIT),
         )
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .context("cannot run pgbench")?;
