@@ -90,7 +90,25 @@ pub fn plain_loopback(url: &str) -> bool {
 /// (after an outage, say); one in constant use is not pinged before every
 /// transaction.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
+    let pool = pool_options(max_connections)
+        .connect_with(connect_options(url)?)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    Ok(pool)
+}
+
+/// A second, smaller pool to the same database as `pool`, for background
+/// work (the projectors) that must not queue behind requests for a
+/// connection: under load every request connection is busy, and a projector
+/// waiting its turn in the same queue lags by the length of that queue.
+pub fn sibling(pool: &PgPool, max_connections: u32) -> PgPool {
+    pool_options(max_connections)
+        .min_connections(0)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(3))
@@ -104,10 +122,6 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
                 Ok(true)
             })
         })
-        .connect_with(connect_options(url)?)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    Ok(pool)
 }
 
 /// Applies pending migrations.

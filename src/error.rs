@@ -103,6 +103,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Whether a database error means "the database cannot serve us right now"
+/// (`503` with `Retry-After`) rather than a fault of ours: class 08
+/// (connection), 53 (insufficient resources), 57 (operator intervention:
+/// shutdown, terminated sessions, the server starting up), and the database
+/// refusing connections (`ALLOW_CONNECTIONS false` while an operator works on
+/// it, 55000) or being gone (3D000) when the pool opens a connection. Found by
+/// the fault suite's `outage_terminate` case, which saw them answered `500`.
+pub fn database_unavailable(code: &str, message: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || code == "3D000"
+        || (code == "55000" && message.contains("not currently accepting connections"))
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
@@ -113,9 +128,8 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => ApiError::Unavailable,
             sqlx::Error::Database(d) => {
-                // Class 08 (connection), 53 (resources), 57 (operator intervention: shutdown).
                 let code = d.code().map(|c| c.to_string()).unwrap_or_default();
-                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") {
+                if database_unavailable(&code, d.message()) {
                     ApiError::Unavailable
                 } else {
                     ApiError::Internal(e.into())

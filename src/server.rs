@@ -160,8 +160,9 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
     }
     let app = build_app(config, serve.clock.build()).await?;
+    // The projectors have connections of their own (see db::sibling).
     let runtime = Runtime::new(
-        app.pool.clone(),
+        crate::db::sibling(&app.pool, 3),
         ProjectionContext {
             sops: app.sops.clone(),
         },

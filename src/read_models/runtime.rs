@@ -240,12 +240,13 @@ impl Runtime {
         projection.apply(&mut tx, table, &batch, &self.ctx).await?;
         let last = batch.last().expect("not empty");
         sqlx::query(
-            "UPDATE projection_checkpoints SET last_tx = $2::text::xid8, last_pos = $3, events_applied = events_applied + $4, updated_at = now() WHERE table_name = $1",
+            "UPDATE projection_checkpoints SET last_tx = $2::text::xid8, last_pos = $3, events_applied = events_applied + $4, updated_at = now(), applied_by = $5 WHERE table_name = $1",
         )
         .bind(table)
         .bind(last.tx_id.to_string())
         .bind(last.global_position)
         .bind(batch.len() as i64)
+        .bind(instance_id())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -461,10 +462,25 @@ impl Runtime {
     }
 }
 
-/// Each read model's serving (and shadow) table: version, position, lag.
+/// This process as `applied_by` names it: `host:pid`.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// Each read model's serving (and shadow) table: version, position, lag,
+/// and which process applied its latest batch.
 pub async fn status(pool: &PgPool) -> Result<Vec<Value>> {
     let rows = sqlx::query(
-        "SELECT r.name, t.table_name, t.version, t.role, c.last_pos, c.events_applied, \
+        "SELECT r.name, t.table_name, t.version, t.role, c.last_pos, c.events_applied, c.applied_by, \
                 (SELECT count(*) FROM (SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos) LIMIT 1000000) x) AS lag_events, \
                 COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(e.recorded_at) FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos))), 0)::float8 AS lag_seconds \
          FROM projection_registry r \
@@ -485,6 +501,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<Value>> {
             "events_applied": r.try_get::<i64, _>("events_applied")?,
             "lag_events": r.try_get::<i64, _>("lag_events")?,
             "lag_seconds": r.try_get::<f64, _>("lag_seconds")?,
+            "applied_by": r.try_get::<Option<String>, _>("applied_by")?,
         }));
     }
     Ok(out)

@@ -48,3 +48,71 @@ async fn database_down_answers_503_with_retry_after() {
     let r = down.get("/healthz", "").await;
     assert_eq!(r.status, 200);
 }
+
+/// Regression (fault suite, `outage_terminate`): while the database refuses
+/// connections (`ALLOW_CONNECTIONS false`, as an operator or a failover does)
+/// and its sessions are terminated, a new connection fails with SQLSTATE
+/// 55000; that was answered `500 internal`. It is `503 unavailable` with
+/// Retry-After, and the service recovers once connections are allowed.
+#[tokio::test]
+async fn database_refusing_connections_answers_503_then_recovers() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-refusing").await;
+    let name = t.db_url.rsplit_once('/').unwrap().1.to_string();
+    // The service's own pool, with connections opened on demand only.
+    let mut app = t.app.clone();
+    app.pool = dispatch_api::db::connect(&t.db_url, 2).await.unwrap();
+    let state = AppState {
+        app,
+        allowlist: Arc::new(Allowlist::builtin().unwrap()),
+        limits: Default::default(),
+        metrics: None,
+        tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+    };
+    let svc = TestApp {
+        router: router(state),
+        ..t
+    };
+    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let r = svc
+            .cmd(
+                &job,
+                "add_note",
+                &svc.keys.agent,
+                serde_json::json!({"text": format!("during {i}")}),
+            )
+            .await;
+        answers.push((
+            r.status,
+            r.code().to_string(),
+            r.headers.contains_key("retry-after"),
+        ));
+    }
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    for a in &answers {
+        assert_eq!(a, &(503, "unavailable".to_string(), true), "{answers:?}");
+    }
+    let r = svc
+        .cmd(
+            &job,
+            "add_note",
+            &svc.keys.agent,
+            serde_json::json!({"text": "after"}),
+        )
+        .await;
+    assert!((200..300).contains(&r.status), "{} {:?}", r.status, r.json);
+}
