@@ -162,7 +162,7 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let app = build_app(config, serve.clock.build()).await?;
     // The projectors have connections of their own (see db::sibling).
     let runtime = Runtime::new(
-        crate::db::sibling(&app.pool, 3),
+        crate::db::sibling(&app.pool, 6),
         ProjectionContext {
             sops: app.sops.clone(),
         },

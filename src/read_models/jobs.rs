@@ -46,15 +46,18 @@ pub async fn fold_jobs(
     if order.is_empty() {
         return Ok(Vec::new());
     }
+    // The states travel as JSON text, decoded straight into `Job` (no
+    // intermediate `Value`: its allocations were the projectors' largest
+    // cost in the service's profile).
     let rows = sqlx::query(&format!(
-        "SELECT job_id, job FROM {state_table} WHERE job_id = ANY($1)"
+        "SELECT job_id, job::text AS job FROM {state_table} WHERE job_id = ANY($1)"
     ))
     .bind(&order)
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
         let id: String = r.try_get("job_id")?;
-        let job: Job = serde_json::from_value(r.try_get::<Value, _>("job")?).map_err(internal)?;
+        let job: Job = serde_json::from_str(r.try_get::<&str, _>("job")?).map_err(internal)?;
         if let Some(entry) = touched.get_mut(&id) {
             *entry = (Some(job.clone()), job, 0);
         }
@@ -70,13 +73,13 @@ pub async fn fold_jobs(
         entry.2 = e.global_position;
     }
     let ids: Vec<&String> = order.iter().collect();
-    let docs: Vec<Value> = order
+    let docs: Vec<String> = order
         .iter()
-        .map(|id| serde_json::to_value(&touched[id].1))
+        .map(|id| serde_json::to_string(&touched[id].1))
         .collect::<Result<_, _>>()
         .map_err(internal)?;
     sqlx::query(&format!(
-        "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::jsonb[]) \
+        "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]::jsonb[]) \
          ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
     ))
     .bind(&ids)

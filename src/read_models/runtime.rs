@@ -13,7 +13,13 @@ use crate::error::{ApiError, Result};
 
 /// Events per batch in the live loop (rebuilds use the same size; the loop
 /// simply runs more batches).
-pub const DEFAULT_BATCH: i64 = 2000;
+pub const DEFAULT_BATCH: i64 = 5000;
+
+/// A read model's loop starts a pass at most this often while events keep
+/// coming: under load, waiting a moment gathers a batch instead of paying a
+/// transaction per read model for every commit (the benchmark's lag stays
+/// well under its bar; see docs/benchmarks.md).
+pub const PASS_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a replaced table is kept before it is dropped.
 const RETIRE_GRACE_SECONDS: i64 = 30;
 
@@ -49,8 +55,18 @@ async fn create_tables(
         sqlx::query(stmt).execute(&mut *conn).await?;
     }
     if projection.needs_job_state() {
+        // Folded job states are a few kB each and rewritten on every batch
+        // that touches the job: lz4 compresses them at a fraction of pglz's
+        // cost (pglz was the projectors' largest PostgreSQL cost in the
+        // benchmark's profile). Servers built without lz4 keep the default.
+        let lz4: bool = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'), false)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let compression = if lz4 { " COMPRESSION lz4" } else { "" };
         sqlx::query(&format!(
-            "CREATE TABLE {table}_jobs (job_id text PRIMARY KEY, job jsonb NOT NULL)"
+            "CREATE TABLE {table}_jobs (job_id text PRIMARY KEY, job jsonb{compression} NOT NULL)"
         ))
         .execute(&mut *conn)
         .await?;
@@ -260,47 +276,61 @@ impl Runtime {
         Ok(Some(batch.len()))
     }
 
-    /// One pass over every read model: advances serving and shadow tables by
-    /// up to `max_batches` each, swaps shadows that caught up, drops retired
-    /// tables past their grace. Returns the events applied.
+    /// One pass over every read model, the models side by side (each on its
+    /// own connection): advances serving and shadow tables by up to
+    /// `max_batches` each, swaps shadows that caught up, drops retired tables
+    /// past their grace. Returns the events applied.
     pub async fn step(&self, max_batches: usize) -> Result<usize> {
+        let steps = self
+            .projections
+            .iter()
+            .map(|p| self.step_one(p.as_ref(), max_batches));
         let mut applied = 0;
-        for p in &self.projections {
-            let name = &p.definition().name;
-            let reg = self.registered(name);
-            let Some(reg) = reg.await? else { continue };
-            for _ in 0..max_batches {
-                let adv = self.advance(p.as_ref(), &reg.active_table);
-                match adv.await? {
-                    Some(n) if n > 0 => applied += n,
-                    _ => break,
-                }
-            }
-            if let Some(building) = &reg.building_table {
-                let mut caught_up = false;
-                for _ in 0..max_batches {
-                    let adv = self.advance(p.as_ref(), building);
-                    match adv.await? {
-                        Some(0) => {
-                            caught_up = true;
-                            break;
-                        }
-                        Some(n) => applied += n,
-                        None => break,
-                    }
-                }
-                // "Nothing visible" is not "caught up": the visibility horizon
-                // (the oldest running transaction, cluster-wide) can hold both
-                // tables back. Swap only once the shadow covers everything the
-                // serving table has applied.
-                if caught_up && self.covers(building, &reg.active_table).await? {
-                    self.swap(name, building, reg.building_version.unwrap_or_default())
-                        .await?;
-                }
-            }
+        for r in futures::future::join_all(steps).await {
+            applied += r?;
         }
         let dropped = self.drop_retired();
         dropped.await?;
+        Ok(applied)
+    }
+
+    /// One read model's share of [`Runtime::step`].
+    async fn step_one(&self, p: &dyn Projection, max_batches: usize) -> Result<usize> {
+        let mut applied = 0;
+        let name = &p.definition().name;
+        let reg = self.registered(name);
+        let Some(reg) = reg.await? else {
+            return Ok(0);
+        };
+        for _ in 0..max_batches {
+            let adv = self.advance(p, &reg.active_table);
+            match adv.await? {
+                Some(n) if n > 0 => applied += n,
+                _ => break,
+            }
+        }
+        if let Some(building) = &reg.building_table {
+            let mut caught_up = false;
+            for _ in 0..max_batches {
+                let adv = self.advance(p, building);
+                match adv.await? {
+                    Some(0) => {
+                        caught_up = true;
+                        break;
+                    }
+                    Some(n) => applied += n,
+                    None => break,
+                }
+            }
+            // "Nothing visible" is not "caught up": the visibility horizon
+            // (the oldest running transaction, cluster-wide) can hold both
+            // tables back. Swap only once the shadow covers everything the
+            // serving table has applied.
+            if caught_up && self.covers(building, &reg.active_table).await? {
+                self.swap(name, building, reg.building_version.unwrap_or_default())
+                    .await?;
+            }
+        }
         Ok(applied)
     }
 
@@ -397,68 +427,112 @@ impl Runtime {
         }
     }
 
-    /// Runs until `shutdown` turns true: wakes on `pg_notify`, polls as a fallback.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut listener: Option<PgListener> = None;
-        let mut last_status = Instant::now() - Duration::from_secs(60);
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            if listener.is_none() {
-                if let Ok(mut l) = PgListener::connect_with(&self.pool).await {
-                    if l.listen("dispatch_events").await.is_ok() {
-                        listener = Some(l);
+    /// Runs until `shutdown` turns true: one loop per read model (so that a
+    /// slow model does not hold the others back), woken by `pg_notify` on one
+    /// shared listener, polling as a fallback; and a housekeeping loop
+    /// (retired tables, lag metrics).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        // Bumped on every notification; each loop remembers what it has seen.
+        let (wake, _) = watch::channel(0u64);
+        let wake = Arc::new(wake);
+        let mut tasks = Vec::new();
+        for i in 0..this.projections.len() {
+            let (this, mut woken, mut shutdown) =
+                (this.clone(), wake.subscribe(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                let p = this.projections[i].clone();
+                loop {
+                    if *shutdown.borrow() {
+                        return;
                     }
-                }
-            }
-            let step = self.step(20);
-            let worked = match step.await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "projector step failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    false
-                }
-            };
-            if last_status.elapsed() > Duration::from_secs(5) {
-                last_status = Instant::now();
-                let st = status(&self.pool);
-                if let Ok(list) = st.await {
-                    for s in list {
-                        let table = s["table"].as_str().unwrap_or_default().to_string();
-                        metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone())
-                            .set(s["lag_events"].as_f64().unwrap_or(0.0));
-                        metrics::gauge!("dispatch_projection_lag_seconds", "table" => table)
-                            .set(s["lag_seconds"].as_f64().unwrap_or(0.0));
-                    }
-                }
-            }
-            if worked {
-                continue;
-            }
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if tokio::time::timeout(self.poll, l.recv())
-                            .await
-                            .is_ok_and(|r| r.is_err())
-                        {
-                            return false;
+                    let next_pass = tokio::time::Instant::now() + PASS_INTERVAL;
+                    woken.borrow_and_update();
+                    let worked = match this.step_one(p.as_ref(), 20).await {
+                        Ok(n) => n > 0,
+                        Err(e) => {
+                            tracing::warn!(error = %e, projection = %p.definition().name, "projector step failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            false
                         }
-                        true
+                    };
+                    if !worked {
+                        tokio::select! {
+                            _ = woken.changed() => {}
+                            _ = tokio::time::sleep(this.poll) => {}
+                            _ = shutdown.changed() => {}
+                        }
                     }
-                    None => {
-                        tokio::time::sleep(self.poll).await;
-                        true
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next_pass) => {}
+                        _ = shutdown.changed() => {}
                     }
                 }
-            };
+            }));
+        }
+        let listen = {
+            let (this, wake, mut shutdown) = (this.clone(), wake.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    let listening = match PgListener::connect_with(&this.pool).await {
+                        Ok(mut l) => l.listen("dispatch_events").await.map(|()| l).ok(),
+                        Err(_) => None,
+                    };
+                    let mut listener = match listening {
+                        Some(l) => l,
+                        None => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = shutdown.changed() => {}
+                            }
+                            continue;
+                        }
+                    };
+                    // The connection is new: whatever was committed while it
+                    // was away is picked up by this wake-up.
+                    wake.send_modify(|n| *n += 1);
+                    loop {
+                        tokio::select! {
+                            r = listener.recv() => match r {
+                                Ok(_) => wake.send_modify(|n| *n += 1),
+                                Err(_) => break,
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            })
+        };
+        let mut shutdown_h = shutdown.clone();
+        loop {
+            if *shutdown_h.borrow() {
+                break;
+            }
+            if let Err(e) = this.drop_retired().await {
+                tracing::warn!(error = %e, "dropping retired read-model tables failed; retrying");
+            }
+            if let Ok(list) = status(&this.pool).await {
+                for s in list {
+                    let table = s["table"].as_str().unwrap_or_default().to_string();
+                    metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone())
+                        .set(s["lag_events"].as_f64().unwrap_or(0.0));
+                    metrics::gauge!("dispatch_projection_lag_seconds", "table" => table)
+                        .set(s["lag_seconds"].as_f64().unwrap_or(0.0));
+                }
+            }
             tokio::select! {
-                ok = wait => if !ok { listener = None; },
-                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown_h.changed() => {}
             }
         }
+        // Each loop stops between batches (a batch is one transaction).
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = listen.await;
     }
 }
 
