@@ -60,8 +60,8 @@ pub struct Sizes {
     pub race_rounds: usize,
     /// Racing commands per round.
     pub race_concurrency: usize,
-    /// Commands acknowledged in the shutdown case.
-    pub shutdown_commands: usize,
+    /// Milliseconds the shutdown case's load goes on after the restart.
+    pub shutdown_after_ms: u64,
 }
 
 impl Sizes {
@@ -80,7 +80,7 @@ impl Sizes {
             replica_commands: 1_200,
             race_rounds: 3,
             race_concurrency: 100,
-            shutdown_commands: 600,
+            shutdown_after_ms: 1_000,
         }
     }
 
@@ -99,7 +99,7 @@ impl Sizes {
             replica_commands: 10_000,
             race_rounds: 10,
             race_concurrency: 100,
-            shutdown_commands: 2_000,
+            shutdown_after_ms: 3_000,
         }
     }
 }
