@@ -91,6 +91,16 @@ fn the_compose_file_is_valid_where_the_compose_tool_exists() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let attempts: [(&str, &[&str]); 2] = [("docker-compose", &[]), ("docker", &["compose"])];
     for (program, prefix) in attempts {
+        // `docker` without its compose plugin parses `-f` as its own flag and
+        // fails: only a tool that answers `version` is asked.
+        let present = Command::new(program)
+            .args(prefix)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            continue;
+        }
         let mut cmd = Command::new(program);
         cmd.args(prefix)
             .args([
