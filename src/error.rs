@@ -254,16 +254,119 @@ impl ApiError {
         doc
     }
 
-    /// Builds a validation error from a serde decoding error, naming the field.
+    /// Builds a validation error from a serde decoding error, naming the
+    /// field serde names (an unknown, missing or duplicate one).
     pub fn from_serde(e: &serde_json::Error) -> ApiError {
         let msg = e.to_string();
-        let field = msg.find('`').and_then(|s| {
-            msg[s + 1..]
-                .find('`')
-                .map(|l| msg[s + 1..s + 1 + l].to_string())
-        });
-        ApiError::Validation { detail: msg, field }
+        ApiError::Validation {
+            detail: bounded_detail(&msg),
+            field: named_field(&msg).map(|f| bounded_field(&f)),
+        }
     }
+
+    /// Builds a validation error from a command body that does not decode,
+    /// naming the offending field by its path as the tool schemas do
+    /// (`site.name`, `parts.0.quantity`; for an unknown or missing field, the
+    /// field itself).
+    pub fn from_body(e: &crate::domain::BodyError) -> ApiError {
+        use serde_path_to_error::Segment;
+        let msg = e.inner().to_string();
+        let path = e
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => key.clone(),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => "?".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        let field = match (path.as_str(), named_field(&msg)) {
+            // A missing field: serde points at the object that lacks it.
+            ("", named) => named,
+            (path, Some(named)) if msg.starts_with("missing field") => {
+                Some(format!("{path}.{named}"))
+            }
+            // An unknown field's path ends with its name; a bad value's is its field.
+            (path, _) => Some(path.to_string()),
+        };
+        ApiError::Validation {
+            detail: bounded_detail(&msg),
+            field: field.map(|f| bounded_field(&f)),
+        }
+    }
+}
+
+/// At most this many characters of one quoted piece of input in a refusal.
+const QUOTED_CHARS: usize = 64;
+/// At most this many bytes of detail in a refusal.
+const DETAIL_BYTES: usize = 512;
+/// At most this many characters of a field path in a refusal.
+const FIELD_CHARS: usize = 200;
+
+/// Whether serde's message is about a field by name (rather than a value).
+fn is_field_error(msg: &str) -> bool {
+    ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .any(|p| msg.starts_with(p))
+}
+
+/// The field an unknown/missing/duplicate-field message names.
+fn named_field(msg: &str) -> Option<String> {
+    if !is_field_error(msg) {
+        return None;
+    }
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+/// serde's message as a refusal may carry it. The message quotes the
+/// caller's input (an unknown field's name, a bad value) between backticks
+/// or double quotes, and a hostile body makes that anything: each quoted
+/// piece is clipped, control characters are dropped, the whole is bounded.
+fn bounded_detail(msg: &str) -> String {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    let mut quoted = 0;
+    for c in msg.chars().filter(|c| !c.is_control()) {
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                out.push(c);
+            }
+            Some(_) => {
+                quoted += 1;
+                if quoted <= QUOTED_CHARS {
+                    out.push(c);
+                } else if quoted == QUOTED_CHARS + 1 {
+                    out.push('…');
+                }
+            }
+            None => {
+                if c == '`' || c == '"' {
+                    quote = Some(c);
+                    quoted = 0;
+                }
+                out.push(c);
+            }
+        }
+        if out.len() >= DETAIL_BYTES {
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// A field path as a refusal may name it: control characters dropped, bounded.
+fn bounded_field(field: &str) -> String {
+    field
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(FIELD_CHARS)
+        .collect()
 }
 
 fn title(code: &str) -> String {

@@ -389,6 +389,9 @@ impl App {
         let job_id = job_id
             .map(str::to_string)
             .unwrap_or_else(|| derived_id(caller, meta, "job"));
+        if !super::storable_id(&job_id) {
+            return Err(ApiError::Job(crate::domain::job::JobError::JobNotFound));
+        }
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();
@@ -648,6 +651,11 @@ impl App {
             (_, Some(id)) => id.to_string(),
             (_, None) => return Err(ApiError::NotFound("technician not found".into())),
         };
+        if !super::storable_id(&id) {
+            return Err(ApiError::Technician(
+                crate::domain::technician::TechnicianError::NotFound,
+            ));
+        }
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();

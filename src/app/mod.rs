@@ -55,6 +55,14 @@ pub struct App {
     pub evidence: evidence::EvidenceStore,
 }
 
+/// Whether an id a caller sent can name anything stored. Ids are checked
+/// for control characters when they are made, and PostgreSQL cannot even
+/// hold a NUL in text: an id with one names nothing, and lookups answer "not
+/// found" without asking the database (which would refuse the query).
+pub fn storable_id(id: &str) -> bool {
+    !id.contains('\0')
+}
+
 impl App {
     /// The services the job aggregate consults.
     pub fn job_services(&self) -> JobServices {

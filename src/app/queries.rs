@@ -39,6 +39,9 @@ impl App {
 
     /// The job rebuilt from its events, optionally only up to `to_sequence`.
     pub async fn load_job(&self, job_id: &str, to_sequence: Option<i64>) -> Result<Job> {
+        if !super::storable_id(job_id) {
+            return Err(ApiError::NotFound("job not found".into()));
+        }
         let mut conn = self.conn().await?;
         let rows = store::load_stream_rows(&mut conn, Job::TYPE, job_id, to_sequence).await?;
         if rows.is_empty() {
@@ -59,6 +62,9 @@ impl App {
 
     /// A stream's envelopes.
     pub async fn stream_events(&self, aggregate_type: &str, id: &str) -> Result<Vec<StoredEvent>> {
+        if !super::storable_id(id) {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn().await?;
         let rows = store::load_stream_rows(&mut conn, aggregate_type, id, None).await?;
         rows.iter()
@@ -68,6 +74,9 @@ impl App {
 
     /// Verifies one stream's hash chain.
     pub async fn audit(&self, aggregate_type: &str, id: &str) -> Result<Option<AuditReport>> {
+        if !super::storable_id(id) {
+            return Ok(None);
+        }
         let mut conn = self.conn().await?;
         audit_stream(&mut conn, aggregate_type, id).await
     }
@@ -96,6 +105,9 @@ impl App {
     /// The job's state transitions, each derived from the event that caused it
     /// (validates against `schemas/state_transition.schema.json`).
     pub async fn transitions(&self, job_id: &str) -> Result<Vec<Value>> {
+        if !super::storable_id(job_id) {
+            return Err(ApiError::NotFound("job not found".into()));
+        }
         let mut conn = self.conn().await?;
         let rows = store::load_stream_rows(&mut conn, Job::TYPE, job_id, None).await?;
         if rows.is_empty() {

@@ -24,6 +24,36 @@ fn bad(field: &str, detail: &str) -> ApiError {
     }
 }
 
+/// The longest text a query parameter may carry (ids, names, incident types),
+/// as the OpenAPI document says.
+pub const QUERY_TEXT_CHARS: usize = 200;
+/// The longest `state` list (job states separated by commas).
+pub const QUERY_STATES_CHARS: usize = 300;
+
+/// A text query parameter: at most `max` characters, no control characters
+/// (PostgreSQL cannot even store a NUL). Checked before anything is queried.
+pub fn query_text<'a>(
+    params: &'a HashMap<String, String>,
+    name: &str,
+    max: usize,
+) -> Result<Option<&'a str>> {
+    match params.get(name) {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max => Err(ApiError::Validation {
+            detail: format!("{name} must be at most {max} characters"),
+            field: Some(name.to_string()),
+        }),
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(bad(name, "control characters are not allowed"))
+        }
+        Some(v) => Ok(Some(v.as_str())),
+    }
+}
+
+fn owned(v: Option<&str>) -> Option<String> {
+    v.map(str::to_string)
+}
+
 fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()> {
     for k in params.keys() {
         if !allowed.contains(&k.as_str()) {
@@ -102,26 +132,44 @@ impl App {
         Ok(applied.unwrap_or(false))
     }
 
+    /// Whether any event has this global position.
+    async fn event_exists(&self, position: i64) -> Result<bool> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE global_position = $1)")
+                .bind(position)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(exists)
+    }
+
     /// Waits until the read model has applied `min_position` (if given).
     pub async fn wait_for(&self, name: &str, min_position: Option<i64>) -> Result<()> {
         let Some(wanted) = min_position else {
             return Ok(());
         };
-        if wanted == 0 {
+        if wanted == 0 || self.has_applied(name, wanted).await? {
             return Ok(());
+        }
+        let behind = |position| ApiError::ProjectionBehind { wanted, position };
+        // Positions come from committed commands' answers: one that no event
+        // has (past the last, or never used) cannot appear by waiting, so it
+        // is answered now rather than after the bound.
+        if !self.event_exists(wanted).await? {
+            let position = self.read_model(name).await.map(|(_, p)| p).unwrap_or(0);
+            return Err(behind(position));
         }
         let started = Instant::now();
         let mut delay = Duration::from_millis(5);
         loop {
-            if self.has_applied(name, wanted).await? {
-                return Ok(());
-            }
             if started.elapsed() >= MIN_POSITION_WAIT {
                 let position = self.read_model(name).await.map(|(_, p)| p).unwrap_or(0);
-                return Err(ApiError::ProjectionBehind { wanted, position });
+                return Err(behind(position));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
+            if self.has_applied(name, wanted).await? {
+                return Ok(());
+            }
         }
     }
 
@@ -166,7 +214,13 @@ impl App {
                 "min_position",
             ],
         )?;
-        self.wait_for("board", min_position(params)?).await?;
+        let min_position = min_position(params)?;
+        query_text(params, "state", QUERY_STATES_CHARS)?;
+        let filters: Vec<(&'static str, Option<String>)> =
+            ["technician_id", "client_id", "incident_type"]
+                .into_iter()
+                .map(|col| Ok((col, owned(query_text(params, col, QUERY_TEXT_CHARS)?))))
+                .collect::<Result<_>>()?;
         let states: Option<Vec<String>> = match params.get("state") {
             None => None,
             Some(s) => Some(
@@ -191,10 +245,10 @@ impl App {
             Some(s @ ("at_risk" | "breached")) => Some(s.to_string()),
             Some(_) => return Err(bad("sla", "must be at_risk or breached")),
         };
+        let limit = limit(params)?;
+        self.wait_for("board", min_position).await?;
         let now = self.clock.now();
         let horizon = now + chrono::Duration::minutes(self.policy.at_risk_minutes.into());
-        let limit = limit(params)?;
-        let p = params.clone();
         let (position, rows) = self
             .query_rows("board", move |table| {
                 let mut qb = QueryBuilder::new(format!("SELECT to_jsonb(t) AS row FROM {table} t WHERE true"));
@@ -209,8 +263,8 @@ impl App {
                 if let Some(pr) = priority {
                     qb.push(" AND priority = ").push_bind(format!("{pr:?}"));
                 }
-                for col in ["technician_id", "client_id", "incident_type"] {
-                    if let Some(v) = p.get(col) {
+                for (col, value) in &filters {
+                    if let Some(v) = value {
                         qb.push(format!(" AND {col} = ")).push_bind(v.clone());
                     }
                 }
@@ -259,13 +313,16 @@ impl App {
                 "min_position",
             ],
         )?;
-        self.wait_for("billing_readiness", min_position(params)?)
-            .await?;
+        let min_position = min_position(params)?;
+        let filters: Vec<(&'static str, Option<String>)> = ["job_id", "client_id"]
+            .into_iter()
+            .map(|col| Ok((col, owned(query_text(params, col, QUERY_TEXT_CHARS)?))))
+            .collect::<Result<_>>()?;
         let ready = bool_param(params, "ready")?;
         let include_final =
             bool_param(params, "include_final")?.unwrap_or(false) || params.contains_key("job_id");
         let limit = limit(params)?;
-        let p = params.clone();
+        self.wait_for("billing_readiness", min_position).await?;
         let (position, rows) = self
             .query_rows("billing_readiness", move |table| {
                 let mut qb = QueryBuilder::new(format!(
@@ -277,8 +334,8 @@ impl App {
                 if !include_final {
                     qb.push(" AND state NOT IN ('closed', 'cancelled', 'duplicate')");
                 }
-                for col in ["job_id", "client_id"] {
-                    if let Some(v) = p.get(col) {
+                for (col, value) in &filters {
+                    if let Some(v) = value {
                         qb.push(format!(" AND {col} = ")).push_bind(v.clone());
                     }
                 }
@@ -296,8 +353,14 @@ impl App {
             params,
             &["eligible_for", "territory", "shift", "min_position"],
         )?;
-        self.wait_for("technicians", min_position(params)?).await?;
-        let sop = match params.get("eligible_for") {
+        let min_position = min_position(params)?;
+        let territory = owned(query_text(params, "territory", QUERY_TEXT_CHARS)?);
+        let shift = match params.get("shift").map(String::as_str) {
+            None => None,
+            Some(s @ ("available" | "on_call" | "off")) => Some(s.to_string()),
+            Some(_) => return Err(bad("shift", "must be available, on_call or off")),
+        };
+        let sop = match query_text(params, "eligible_for", QUERY_TEXT_CHARS)? {
             None => None,
             Some(t) => Some(
                 self.sops
@@ -306,14 +369,14 @@ impl App {
                     .clone(),
             ),
         };
-        let p = params.clone();
+        self.wait_for("technicians", min_position).await?;
         let (position, rows) = self
             .query_rows("technicians", move |table| {
                 let mut qb = QueryBuilder::new(format!(
                     "SELECT to_jsonb(t) AS row FROM {table} t WHERE registered"
                 ));
-                for col in ["territory", "shift"] {
-                    if let Some(v) = p.get(col) {
+                for (col, value) in [("territory", &territory), ("shift", &shift)] {
+                    if let Some(v) = value {
                         qb.push(format!(" AND {col} = ")).push_bind(v.clone());
                     }
                 }
@@ -377,7 +440,8 @@ impl App {
         check_params(params, &["min_position"])?;
         self.wait_for("technician_schedule", min_position(params)?)
             .await?;
-        let id = technician_id.to_string();
+        // An id no technician can have has no visits (and is not sent to the database).
+        let id = super::storable_id(technician_id).then(|| technician_id.to_string());
         let (position, rows) = self
             .query_rows("technician_schedule", move |table| {
                 let mut qb = QueryBuilder::new(format!(
@@ -394,14 +458,15 @@ impl App {
     /// `GET /v1/approvals`: `status` (pending, granted, rejected, moot), `job_id`, `min_position`.
     pub async fn approvals(&self, params: &HashMap<String, String>) -> Result<Value> {
         check_params(params, &["status", "job_id", "limit", "min_position"])?;
-        self.wait_for("approvals", min_position(params)?).await?;
+        let min_position = min_position(params)?;
+        let job = owned(query_text(params, "job_id", QUERY_TEXT_CHARS)?);
         let status = match params.get("status").map(String::as_str) {
             None => None,
             Some(s @ ("pending" | "granted" | "rejected" | "moot")) => Some(s.to_string()),
             Some(_) => return Err(bad("status", "must be pending, granted, rejected or moot")),
         };
         let limit = limit(params)?;
-        let job = params.get("job_id").cloned();
+        self.wait_for("approvals", min_position).await?;
         let (position, rows) = self
             .query_rows("approvals", move |table| {
                 let mut qb = QueryBuilder::new(format!(

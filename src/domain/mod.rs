@@ -12,4 +12,8 @@ pub mod sop;
 pub mod technician;
 
 pub use actor::{Actor, ActorKind, Issued, Role};
+
+/// A command's wire body that does not decode: serde's reason and the path
+/// to the offending value (`site.name`, `parts[0].quantity`).
+pub type BodyError = serde_path_to_error::Error<serde_json::Error>;
 pub use money::Cents;

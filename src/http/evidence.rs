@@ -61,8 +61,17 @@ async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> 
                     })
                 }
             };
-            if field.file_name().is_none() && field.content_type().is_none() {
-                continue;
+            // One part, named `file`, as the document says; anything else is
+            // an unknown field (it would otherwise be taken for the file).
+            let name = field.name().unwrap_or("");
+            if name != "file" {
+                return Err(ApiError::Validation {
+                    detail: format!(
+                        "unexpected part `{}`: the body has one part, `file`",
+                        super::decode::echo(name)
+                    ),
+                    field: Some(super::decode::echo(name)),
+                });
             }
             if found.is_some() {
                 return Err(ApiError::Validation {

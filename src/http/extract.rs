@@ -144,34 +144,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         .map_err(|_| ApiError::PayloadTooLarge { limit })
 }
 
-/// Reads a JSON object body (an empty body is `{}`).
+/// Reads a JSON object body (an empty body is `{}`): the `Content-Type` is
+/// checked before the body is read, then [`super::decode::json_object`].
 pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value> {
-    if let Some(ct) = header_str(headers, "content-type")? {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType(
-                "the body must be application/json".into(),
-            ));
-        }
-    }
+    super::decode::json_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))?;
     let bytes = read_body(headers, body, limit).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
-    }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Validation {
-        detail: format!("malformed JSON: {e}"),
-        field: None,
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::Validation {
-            detail: "the body must be a JSON object".into(),
-            field: None,
-        });
-    }
-    Ok(value)
+    super::decode::json_object(&bytes)
 }

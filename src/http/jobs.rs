@@ -10,10 +10,11 @@ use axum::{Json, Router};
 use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 
+use super::decode;
 use super::extract::{mutation_meta, read_json, require_endpoint, require_tool};
 use super::{query_params, reply_response, AppState};
 use crate::app::Caller;
-use crate::domain::job::{Job, JobCommand, VisitStatus};
+use crate::domain::job::{Job, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
 
@@ -38,9 +39,7 @@ async fn open_job(
     require_tool(&state, &caller, "open_job")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
     let meta = mutation_meta(&headers, "POST", "/v1/jobs", &value)?;
-    let command = JobCommand::decode("open_job", value)
-        .map_err(|e| ApiError::from_serde(&e))?
-        .ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let command = decode::job_command("open_job", value)?;
     let reply = state.app.execute_job(&caller, &meta, None, command).await?;
     Ok(reply_response(reply))
 }
@@ -52,18 +51,17 @@ async fn job_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    if command == "open_job" || !crate::domain::job::JOB_COMMANDS.contains(&command.as_str()) {
+    if !decode::is_routed_job_command(&command) {
         return Err(ApiError::NotFound(format!(
             "no job command named `{}`",
-            command.chars().take(64).collect::<String>()
+            decode::echo(&command)
         )));
     }
     require_tool(&state, &caller, &command)?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
     let path = format!("/v1/jobs/{job_id}/commands/{command}");
     let meta = mutation_meta(&headers, "POST", &path, &value)?;
-    let decoded = JobCommand::decode(&command, value).map_err(|e| ApiError::from_serde(&e))?;
-    let decoded = decoded.ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let decoded = decode::job_command(&command, value)?;
     let reply = state
         .app
         .execute_job(&caller, &meta, Some(&job_id), decoded)

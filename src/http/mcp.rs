@@ -28,15 +28,15 @@ use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::Value;
 
-use super::tools::{invoke, valid_idempotency_key, Invocation};
+use super::decode::mcp_invocation;
+use super::tools::invoke;
 use super::AppState;
 use crate::app::Caller;
 use crate::error::ApiError;
 use crate::tools::allowlist::{Risk, ToolKind};
-use crate::tools::log::{Outcome, Transport};
-use crate::tools::manifest::{mcp_input_schema, MCP_IDEMPOTENCY_ARGUMENT};
+use crate::tools::log::Outcome;
+use crate::tools::manifest::mcp_input_schema;
 
 const INSTRUCTIONS: &str = "dispatch-api's closed toolset for door-service dispatch. \
 Every call needs an `idempotency_key` argument (reuse it only to retry the same call). \
@@ -68,7 +68,21 @@ pub fn service(state: &AppState) -> Router {
     );
     Router::new()
         .fallback_service(mcp)
+        .layer(middleware::map_response(label_transport_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+}
+
+/// rmcp answers what is not an MCP request at all (no JSON Content-Type, an
+/// Accept without SSE, a Host not allowed…) with a plain-text reason but no
+/// `Content-Type`; this says what it is, as the OpenAPI document does.
+async fn label_transport_refusals(mut resp: Response) -> Response {
+    if resp.status().as_u16() >= 400 && !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
 }
 
 /// Resolves the bearer key like every `/v1` route and hands the caller to
@@ -185,25 +199,7 @@ impl ServerHandler for McpTools {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = caller(&ctx)?;
-        let mut arguments = request.arguments.unwrap_or_default();
-        let key = arguments.remove(MCP_IDEMPOTENCY_ARGUMENT);
-        let idempotency_key = key
-            .as_ref()
-            .and_then(Value::as_str)
-            .filter(|k| valid_idempotency_key(k))
-            .map(str::to_string);
-        let inv = Invocation {
-            transport: Transport::Mcp,
-            tool: request.name.to_string(),
-            invocation_id: None,
-            envelope_error: idempotency_key
-                .is_none()
-                .then_some(ApiError::IdempotencyKeyRequired),
-            idempotency_key,
-            arguments: Value::Object(arguments),
-            correlation_id: None,
-            causation_id: None,
-        };
+        let inv = mcp_invocation(request.name.to_string(), request.arguments);
         let answer = invoke(&self.state, &caller, inv).await;
         let result = match answer.outcome {
             Outcome::Ok | Outcome::ApprovalRequired => CallToolResult::structured(answer.body),

@@ -2,6 +2,7 @@
 //! encode. Each resource module exposes `router()`.
 
 mod clock;
+pub mod decode;
 mod error;
 mod evidence;
 pub mod extract;

@@ -103,6 +103,11 @@ fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
+/// A text query parameter as the service checks it: bounded, no control characters.
+fn query_text(max: usize) -> Value {
+    json!({"type": "string", "maxLength": max, "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"})
+}
+
 fn path_param(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}})
 }
@@ -241,10 +246,12 @@ pub fn document(allowlist: &Allowlist) -> Value {
             json!({"post": operation(name, endpoint_roles(&endpoint), params, Some(json_body(schema)), ("200", tech_answer.clone()), true)}),
         );
     }
+    // A raw upload is any bytes in any media type: `{}` admits every body
+    // (a JSON-string schema would call most files invalid).
     let upload_body = json!({"required": true, "content": {
-        "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
-        "image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"}}}}
+        "application/octet-stream": {"schema": {}},
+        "image/*": {"schema": {}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": false, "properties": {"file": {"contentMediaType": "application/octet-stream"}}}}
     }});
     let evidence_schema = json!({"type": "object", "required": ["sha256", "size", "content_type"], "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}, "content_type": {"type": "string"}}});
     paths.insert(
@@ -375,7 +382,7 @@ fn read_model_paths(
     endpoint_roles: &dyn Fn(&str) -> Vec<String>,
 ) {
     let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
-    let text = json!({"type": "string", "maxLength": 200});
+    let text = query_text(crate::app::read_models::QUERY_TEXT_CHARS);
     let min_position = q("min_position", json!({"type": "integer", "minimum": 0}));
     let rows = |summary: &str| {
         ok_json(
@@ -396,7 +403,7 @@ fn read_model_paths(
         op["responses"]["503"] = behind.clone();
         json!({ "get": op })
     };
-    let states = json!({"type": "string", "maxLength": 300, "description": "a job state, or several separated by commas"});
+    let states = json!({"type": "string", "maxLength": crate::app::read_models::QUERY_STATES_CHARS, "description": "a job state, or several separated by commas"});
     paths.insert(
         "/v1/board".into(),
         read(
@@ -603,9 +610,9 @@ fn toolset_paths(
                 .map(|e| e.roles.iter().map(|r| r.as_str().to_string()).collect())
                 .unwrap_or_default(),
             json!([
-                q("job_id", json!({"type": "string", "maxLength": 200})),
-                q("actor", json!({"type": "string", "maxLength": 200})),
-                q("tool", json!({"type": "string", "maxLength": 100})),
+                q("job_id", query_text(crate::app::read_models::QUERY_TEXT_CHARS)),
+                q("actor", query_text(crate::app::read_models::QUERY_TEXT_CHARS)),
+                q("tool", query_text(100)),
                 q("after", json!({"type": "integer", "minimum": 0})),
                 q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
             ]),

@@ -7,10 +7,10 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 
+use super::decode;
 use super::extract::{mutation_meta, read_json, require_endpoint};
 use super::{reply_response, AppState};
 use crate::app::Caller;
-use crate::domain::technician::{TechnicianCommand, TECHNICIAN_COMMANDS};
 use crate::error::{ApiError, Result};
 
 /// The routes of this resource.
@@ -35,15 +35,10 @@ async fn register(
     require_endpoint(&state, &caller, "POST /v1/technicians")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
     let meta = mutation_meta(&headers, "POST", "/v1/technicians", &value)?;
-    let cmd = serde_json::from_value(value).map_err(|e| ApiError::from_serde(&e))?;
+    let cmd = decode::technician_command(decode::REGISTER_TECHNICIAN, value)?;
     let reply = state
         .app
-        .execute_technician(
-            &caller,
-            &meta,
-            None,
-            TechnicianCommand::RegisterTechnician(cmd),
-        )
+        .execute_technician(&caller, &meta, None, cmd)
         .await?;
     Ok(reply_response(reply))
 }
@@ -55,7 +50,7 @@ async fn command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    if !TECHNICIAN_COMMANDS.contains(&command.as_str()) {
+    if !decode::is_routed_technician_command(&command) {
         return Err(ApiError::NotFound(
             "no technician command by that name".into(),
         ));
@@ -72,9 +67,7 @@ async fn command(
         &format!("/v1/technicians/{technician_id}/commands/{command}"),
         &value,
     )?;
-    let cmd = TechnicianCommand::decode(&command, value)
-        .map_err(|e| ApiError::from_serde(&e))?
-        .ok_or_else(|| ApiError::NotFound("unknown command".into()))?;
+    let cmd = decode::technician_command(&command, value)?;
     let reply = state
         .app
         .execute_technician(&caller, &meta, Some(&technician_id), cmd)

@@ -12,18 +12,18 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::decode::{self, Invocation, ToolRequest};
 use super::extract::{read_json, request_hash, require_endpoint};
 use super::{query_params, AppState};
+use crate::app::read_models::{query_text, QUERY_TEXT_CHARS};
 use crate::app::{Caller, RequestMeta};
-use crate::domain::job::JobCommand;
 use crate::error::{ApiError, Result};
 use crate::store::hash::{canonical_json, sha256_hex};
-use crate::tools::allowlist::ToolKind;
-use crate::tools::log::{self, InvocationRecord, Outcome, Transport};
+use crate::tools::log::{self, InvocationRecord, Outcome};
 use crate::tools::manifest;
 
 /// The routes of this resource.
@@ -32,27 +32,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tools", get(list_tools))
         .route("/v1/tools/{tool}", post(call_tool))
         .route("/v1/tool-invocations", get(invocations))
-}
-
-/// One tool call, as a transport decoded it.
-#[derive(Debug)]
-pub struct Invocation {
-    /// HTTP or MCP.
-    pub transport: Transport,
-    /// The tool asked for (not yet checked).
-    pub tool: String,
-    /// The caller's id for the call, if it gave a valid one.
-    pub invocation_id: Option<Uuid>,
-    /// The idempotency key, if the caller gave a valid one.
-    pub idempotency_key: Option<String>,
-    /// The arguments (`Null` when the envelope had none usable).
-    pub arguments: Value,
-    /// What was wrong with the envelope itself; answered after the allowlist check.
-    pub envelope_error: Option<ApiError>,
-    /// `X-Correlation-Id`, when given.
-    pub correlation_id: Option<Uuid>,
-    /// `X-Causation-Id`, when given.
-    pub causation_id: Option<Uuid>,
 }
 
 /// The answer to a tool call.
@@ -78,18 +57,12 @@ struct Done {
     replayed: bool,
 }
 
-/// An idempotency key as the contract allows it: 1–200 printable ASCII characters.
-pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
-}
-
 /// Runs one tool call end to end and records it, whatever happens.
-pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> ToolAnswer {
-    let envelope_error = inv.envelope_error.take();
+pub async fn invoke(state: &AppState, caller: &Caller, inv: Invocation) -> ToolAnswer {
     let invocation_id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
     let tool_name = record_tool_name(&inv.tool);
     let span = tracing::info_span!("tool", tool = %tool_name, %invocation_id, transport = inv.transport.as_str(), actor = %caller.key_name);
-    answer_and_record(state, caller, inv, envelope_error, invocation_id, tool_name)
+    answer_and_record(state, caller, inv, invocation_id, tool_name)
         .instrument(span)
         .await
 }
@@ -97,12 +70,11 @@ pub async fn invoke(state: &AppState, caller: &Caller, mut inv: Invocation) -> T
 async fn answer_and_record(
     state: &AppState,
     caller: &Caller,
-    inv: Invocation,
-    envelope_error: Option<ApiError>,
+    mut inv: Invocation,
     invocation_id: Uuid,
     tool_name: String,
 ) -> ToolAnswer {
-    let result = dispatch(state, caller, &inv, envelope_error, invocation_id).await;
+    let result = dispatch(state, caller, &mut inv, invocation_id).await;
     let (status, doc, replayed, retry_after) = match result {
         Ok(done) => (done.status, done.body, done.replayed, None),
         Err(e) => {
@@ -203,9 +175,16 @@ async fn answer_and_record(
     }
 }
 
+/// The longest tool name the log is searched by (as the OpenAPI document says).
+const TOOL_NAME_CHARS: usize = 100;
+
 /// The tool name as recorded: no control characters, 1–100 characters.
 fn record_tool_name(tool: &str) -> String {
-    let clean: String = tool.chars().filter(|c| !c.is_control()).take(100).collect();
+    let clean: String = tool
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(TOOL_NAME_CHARS)
+        .collect();
     if clean.is_empty() {
         "(none)".to_string()
     } else {
@@ -226,8 +205,7 @@ pub fn argument_digest(arguments: &Value) -> String {
 async fn dispatch(
     state: &AppState,
     caller: &Caller,
-    inv: &Invocation,
-    envelope_error: Option<ApiError>,
+    inv: &mut Invocation,
     invocation_id: Uuid,
 ) -> Result<Done> {
     let tools = &state.tools;
@@ -237,43 +215,11 @@ async fn dispatch(
             retry_after_secs: secs.max(1),
         });
     }
-    let entry = tools
-        .allowlist
-        .tools
-        .get(&inv.tool)
-        .filter(|t| t.roles.contains(&caller.role))
-        .ok_or_else(|| {
-            ApiError::ToolNotAllowed(format!(
-                "role `{}` may not call `{}`",
-                caller.role.as_str(),
-                record_tool_name(&inv.tool)
-                    .chars()
-                    .take(64)
-                    .collect::<String>()
-            ))
-        })?;
-    if let Some(e) = envelope_error {
-        return Err(e);
-    }
-    let key = inv
-        .idempotency_key
-        .clone()
-        .ok_or(ApiError::IdempotencyKeyRequired)?;
-    tools.schemas.validate(&inv.tool, &inv.arguments)?;
-    match entry.kind {
-        ToolKind::Command => {
-            let mut args = inv.arguments.as_object().cloned().unwrap_or_default();
-            let job_id = match inv.tool.as_str() {
-                "open_job" => None,
-                _ => args
-                    .remove("job_id")
-                    .and_then(|v| v.as_str().map(str::to_string)),
-            };
-            let command = JobCommand::decode(&inv.tool, Value::Object(args))
-                .map_err(|e| ApiError::from_serde(&e))?
-                .ok_or_else(|| ApiError::ToolNotAllowed("no such tool".into()))?;
+    let call = decode::tool_call(tools, caller.role, inv)?;
+    match call.request {
+        ToolRequest::Command { job_id, command } => {
             let meta = RequestMeta {
-                idempotency_key: key,
+                idempotency_key: call.idempotency_key,
                 request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
                 if_match: None,
                 correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
@@ -292,7 +238,7 @@ async fn dispatch(
                 replayed: reply.replayed,
             })
         }
-        ToolKind::Query => {
+        ToolRequest::Query => {
             let body = query(state, caller, &inv.tool, &inv.arguments).await?;
             Ok(Done {
                 status: 200,
@@ -345,88 +291,6 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
     }
 }
 
-/// Decodes `{invocation_id?, idempotency_key, arguments}`; nothing here refuses
-/// yet — problems are kept for after the allowlist check, so a role that may not
-/// call the tool hears `tool_not_allowed` whatever it sent.
-async fn decode_envelope(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    tool: String,
-) -> Invocation {
-    let header_uuid = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| Uuid::parse_str(s.trim()).ok())
-    };
-    let mut inv = Invocation {
-        transport: Transport::Http,
-        tool,
-        invocation_id: None,
-        idempotency_key: None,
-        arguments: Value::Null,
-        envelope_error: None,
-        correlation_id: header_uuid("x-correlation-id"),
-        causation_id: header_uuid("x-causation-id"),
-    };
-    let envelope = match read_json(headers, body, state.limits.max_body_bytes).await {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => Map::new(),
-        Err(e) => {
-            inv.envelope_error = Some(e);
-            return inv;
-        }
-    };
-    let mut problem: Option<ApiError> = None;
-    let mut note = |e: ApiError| {
-        if problem.is_none() {
-            problem = Some(e);
-        }
-    };
-    for key in envelope.keys() {
-        if !matches!(
-            key.as_str(),
-            "invocation_id" | "idempotency_key" | "arguments"
-        ) {
-            note(ApiError::Validation {
-                detail: format!(
-                    "unknown envelope field `{}`: the envelope is {{invocation_id?, idempotency_key, arguments}}",
-                    key.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
-                ),
-                field: Some(key.chars().filter(|c| !c.is_control()).take(64).collect()),
-            });
-        }
-    }
-    match envelope.get("invocation_id") {
-        None => {}
-        Some(v) => match v.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
-            Some(id) => inv.invocation_id = Some(id),
-            None => note(ApiError::Validation {
-                detail: "invocation_id must be a UUID".into(),
-                field: Some("invocation_id".into()),
-            }),
-        },
-    }
-    match envelope.get("idempotency_key").and_then(Value::as_str) {
-        Some(k) if valid_idempotency_key(k) => inv.idempotency_key = Some(k.to_string()),
-        _ => note(ApiError::IdempotencyKeyRequired),
-    }
-    match envelope.get("arguments") {
-        Some(a @ Value::Object(_)) => inv.arguments = a.clone(),
-        Some(_) => note(ApiError::Validation {
-            detail: "arguments must be a JSON object".into(),
-            field: Some("arguments".into()),
-        }),
-        None => note(ApiError::Validation {
-            detail: "arguments is required (an object; `{}` for none)".into(),
-            field: Some("arguments".into()),
-        }),
-    }
-    inv.envelope_error = problem;
-    inv
-}
-
 fn answer_response(answer: ToolAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, Json(answer.body)).into_response();
@@ -448,7 +312,19 @@ async fn call_tool(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let inv = decode_envelope(&state, &headers, body, tool).await;
+    let header_uuid = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+    };
+    let envelope = read_json(&headers, body, state.limits.max_body_bytes).await;
+    let inv = decode::tool_envelope(
+        tool,
+        envelope,
+        header_uuid("x-correlation-id"),
+        header_uuid("x-causation-id"),
+    );
     answer_response(invoke(&state, &caller, inv).await)
 }
 
@@ -481,10 +357,13 @@ async fn invocations(
             })
             .transpose()
     };
+    let text = |name: &str, max: usize| -> Result<Option<String>> {
+        Ok(query_text(&params, name, max)?.map(str::to_string))
+    };
     let filter = log::Filter {
-        job_id: params.get("job_id").cloned(),
-        actor: params.get("actor").cloned(),
-        tool: params.get("tool").cloned(),
+        job_id: text("job_id", QUERY_TEXT_CHARS)?,
+        actor: text("actor", QUERY_TEXT_CHARS)?,
+        tool: text("tool", TOOL_NAME_CHARS)?,
         after: number("after", 0, i64::MAX)?,
         limit: number("limit", 1, 1000)?.unwrap_or(100),
     };

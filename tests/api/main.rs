@@ -7,6 +7,7 @@ mod bad_input;
 mod concurrency;
 mod evidence;
 mod flow;
+mod hostile;
 mod idempotency;
 mod injection;
 mod mcp;

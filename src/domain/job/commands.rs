@@ -473,9 +473,9 @@ macro_rules! job_commands {
             }
 
             /// Decodes a wire body for a command name. `Ok(None)`: no such command.
-            pub fn decode(name: &str, body: Value) -> Result<Option<JobCommand>, serde_json::Error> {
+            pub fn decode(name: &str, body: Value) -> Result<Option<JobCommand>, crate::domain::BodyError> {
                 match name {
-                    $($wire => serde_json::from_value::<$ty>(body).map(|c| Some(JobCommand::$variant(c))),)+
+                    $($wire => serde_path_to_error::deserialize::<_, $ty>(body).map(|c| Some(JobCommand::$variant(c))),)+
                     _ => Ok(None),
                 }
             }

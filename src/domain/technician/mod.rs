@@ -96,16 +96,18 @@ impl TechnicianCommand {
     }
 
     /// Decodes a wire body for a command name. `Ok(None)`: no such command.
+    /// `register_technician` is the body of `POST /v1/technicians`.
     pub fn decode(
         name: &str,
         body: serde_json::Value,
-    ) -> Result<Option<TechnicianCommand>, serde_json::Error> {
+    ) -> Result<Option<TechnicianCommand>, crate::domain::BodyError> {
         match name {
-            "update_skills" => {
-                serde_json::from_value(body).map(|c| Some(TechnicianCommand::UpdateSkills(c)))
-            }
+            "register_technician" => serde_path_to_error::deserialize(body)
+                .map(|c| Some(TechnicianCommand::RegisterTechnician(c))),
+            "update_skills" => serde_path_to_error::deserialize(body)
+                .map(|c| Some(TechnicianCommand::UpdateSkills(c))),
             "set_shift" => {
-                serde_json::from_value(body).map(|c| Some(TechnicianCommand::SetShift(c)))
+                serde_path_to_error::deserialize(body).map(|c| Some(TechnicianCommand::SetShift(c)))
             }
             _ => Ok(None),
         }

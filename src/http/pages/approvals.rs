@@ -20,7 +20,6 @@ use super::layout::{self, Nav};
 use super::session::{check_post, read_form, UiSession};
 use super::{PageError, PageResult, Within};
 use crate::app::RequestMeta;
-use crate::domain::job::JobCommand;
 use crate::error::ApiError;
 use crate::http::extract::{request_hash, require_endpoint};
 use crate::http::AppState;
@@ -284,10 +283,7 @@ pub(super) async fn decide(
     };
     // The allowlist check the API runs for this command, then the command.
     crate::http::extract::require_tool(&state, &s.caller, "decide_approval").within(&s)?;
-    let command = JobCommand::decode("decide_approval", args)
-        .map_err(|e| ApiError::from_serde(&e))
-        .and_then(|c| c.ok_or_else(|| ApiError::NotFound("unknown command".into())))
-        .within(&s)?;
+    let command = crate::http::decode::job_command("decide_approval", args).within(&s)?;
     let reply = state
         .app
         .execute_job(&s.caller, &meta, Some(job_id), command)

@@ -1,0 +1,420 @@
+//! Regression tests for what the hostile-input suite (`tests/hostile/`:
+//! schemathesis over the OpenAPI document, the decoders' fuzz targets) found.
+//! Each test names the fault it pins; `docs/reliability.md` lists them.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use dispatch_api::read_models::runtime::Runtime;
+use dispatch_api::read_models::ProjectionContext;
+use serde_json::json;
+
+use crate::support::*;
+
+/// A test app whose read models are registered (and caught up), so that
+/// their queries answer.
+async fn with_read_models() -> TestApp {
+    let t = TestApp::spawn().await;
+    let rt = Runtime::new(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+    );
+    rt.register().await.unwrap();
+    rt.catch_up().await.unwrap();
+    t
+}
+
+fn long(n: usize) -> String {
+    "0".repeat(n)
+}
+
+/// schemathesis: query text longer than the document's `maxLength` was
+/// accepted (200 with no rows) on every read model and the invocation log.
+#[tokio::test]
+async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
+    let t = with_read_models().await;
+    let admin = &t.keys.admin;
+    for (path, param, max) in [
+        ("/v1/board", "technician_id", 200),
+        ("/v1/board", "client_id", 200),
+        ("/v1/board", "incident_type", 200),
+        ("/v1/board", "state", 300),
+        ("/v1/billing/readiness", "job_id", 200),
+        ("/v1/billing/readiness", "client_id", 200),
+        ("/v1/technicians", "eligible_for", 200),
+        ("/v1/technicians", "territory", 200),
+        ("/v1/approvals", "job_id", 200),
+        ("/v1/tool-invocations", "job_id", 200),
+        ("/v1/tool-invocations", "actor", 200),
+        ("/v1/tool-invocations", "tool", 100),
+    ] {
+        let r = t
+            .get(&format!("{path}?{param}={}", long(max + 1)), admin)
+            .await;
+        assert_eq!(r.status, 400, "{path}?{param}: {:?}", r.json);
+        assert_eq!(r.code(), "validation_error", "{path}?{param}");
+        assert_eq!(r.json["field"], param, "{path}?{param}");
+        // At the bound it is still a query (no rows), not a refusal.
+        if param != "state" && param != "eligible_for" {
+            let r = t.get(&format!("{path}?{param}={}", long(max)), admin).await;
+            assert_eq!(r.status, 200, "{path}?{param} at the bound: {:?}", r.json);
+        }
+    }
+}
+
+/// schemathesis: a NUL or other control character in query text reached
+/// PostgreSQL, which cannot store NUL in text: `500 internal`.
+#[tokio::test]
+async fn query_text_with_control_characters_is_400_not_500() {
+    let t = with_read_models().await;
+    let admin = &t.keys.admin;
+    for path in [
+        "/v1/board?technician_id=a%00b",
+        "/v1/board?client_id=%07",
+        "/v1/billing/readiness?job_id=%00",
+        "/v1/technicians?territory=%00",
+        "/v1/approvals?job_id=%00",
+        "/v1/tool-invocations?job_id=%00",
+        "/v1/tool-invocations?actor=%1b",
+    ] {
+        let r = t.get(path, admin).await;
+        assert_eq!(r.status, 400, "{path}: {:?}", r.json);
+        assert_eq!(r.code(), "validation_error", "{path}");
+    }
+}
+
+/// schemathesis: `GET /v1/technicians?shift=` outside its documented enum
+/// was accepted (200, no rows).
+#[tokio::test]
+async fn roster_shift_outside_its_enum_is_400() {
+    let t = with_read_models().await;
+    let r = t.get("/v1/technicians?shift=napping", &t.keys.admin).await;
+    assert_eq!(r.status, 400, "{:?}", r.json);
+    assert_eq!(r.json["field"], "shift");
+    let r = t.get("/v1/technicians?shift=on_call", &t.keys.admin).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+}
+
+/// schemathesis: an invalid parameter next to a far `min_position` waited
+/// out the 5 s bound and answered `503 projection_behind` instead of `400`.
+#[tokio::test]
+async fn an_invalid_parameter_is_refused_before_any_wait() {
+    let t = with_read_models().await;
+    for path in [
+        "/v1/approvals?limit=null&min_position=528155098204610",
+        "/v1/board?sla=soon&min_position=528155098204610",
+        "/v1/billing/readiness?ready=maybe&min_position=528155098204610",
+        "/v1/technicians?eligible_for=no_such_type&min_position=528155098204610",
+    ] {
+        let started = Instant::now();
+        let r = t.get(path, &t.keys.admin).await;
+        assert_eq!(r.status, 400, "{path}: {:?}", r.json);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: refused only after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// schemathesis: a `min_position` past the last event held the request for
+/// the whole 5 s bound, polling the database, before answering 503; no
+/// waiting can make a position that no command answered appear.
+#[tokio::test]
+async fn a_min_position_no_event_has_is_answered_at_once() {
+    let t = with_read_models().await;
+    for path in [
+        "/v1/board?min_position=9007199254740991",
+        "/v1/approvals?min_position=123456789",
+        "/v1/technicians/tech-a/schedule?min_position=99999",
+    ] {
+        let started = Instant::now();
+        let r = t.get(path, &t.keys.admin).await;
+        assert_eq!(r.status, 503, "{path}: {:?}", r.json);
+        assert_eq!(r.code(), "projection_behind", "{path}");
+        assert!(r.headers.contains_key("retry-after"), "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: answered after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// schemathesis: `/mcp` refusals made by the MCP transport (415 for a
+/// missing Content-Type, 406 for a missing Accept…) had no Content-Type.
+#[tokio::test]
+async fn mcp_transport_refusals_say_what_they_are() {
+    let t = TestApp::spawn().await;
+    let cases: [(&[(&str, &str)], u16); 2] = [
+        (&[("accept", "application/json, text/event-stream")], 415),
+        (&[("content-type", "application/json")], 406),
+    ];
+    for (headers, status) in cases {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {}", t.keys.agent));
+        for (h, v) in headers {
+            b = b.header(*h, *v);
+        }
+        let r = t.send(b.body(Body::from("{}")).unwrap()).await;
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let ct = r
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            ct.starts_with("text/plain"),
+            "{status}: content-type {ct:?}"
+        );
+    }
+}
+
+/// schemathesis: the document described a raw evidence upload as a JSON
+/// string, so any other body "violated" it though the service rightly takes
+/// any bytes; the raw media types now admit any content.
+#[tokio::test]
+async fn the_document_admits_any_bytes_as_a_raw_upload() {
+    let t = TestApp::spawn().await;
+    let doc = t.get("/openapi.json", "").await.json;
+    let content = &doc["paths"]["/v1/evidence"]["post"]["requestBody"]["content"];
+    for media in ["application/octet-stream", "image/*"] {
+        assert_eq!(content[media]["schema"], json!({}), "{media}");
+    }
+    let r = t
+        .post_raw(
+            "/v1/evidence",
+            Some(&t.keys.dispatcher),
+            Some("raw-json-bytes"),
+            "{}",
+            &[("content-type", "image/gif")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+}
+
+/// fuzz (command decoder): a refusal echoed the caller's input without
+/// bound — a 300-character unknown field came back whole as `field` and in
+/// `detail` — and named a bad enum value as if it were the field.
+#[tokio::test]
+async fn body_refusals_name_the_field_by_path_and_never_echo_unbounded_input() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-hostile").await;
+    let key = "k".repeat(300);
+    let cases = [
+        ("add_note", json!({ key.clone(): 1, "text": "x" }), None),
+        ("check_in", json!({"method": "telepathy"}), Some("method")),
+        (
+            "check_in",
+            json!({"method": "app", "lat": "north\u{7}".repeat(100)}),
+            Some("lat"),
+        ),
+        (
+            "check_out",
+            json!({"outcome": "completed", "door_left_state": "operational", "resolution": "r",
+                   "parts": [{"part_number": "p", "description": "d", "quantity": "two", "unit_price_cents": 1}]}),
+            Some("parts.0.quantity"),
+        ),
+        ("add_note", json!({}), Some("text")),
+        (
+            "verify_closeout",
+            json!({"items": [{"id": "x", "result": "pass", "extra": 1}]}),
+            Some("items.0.extra"),
+        ),
+    ];
+    for (command, body, field) in cases {
+        let r = t.cmd(&job, command, &t.keys.admin, body).await;
+        assert_eq!(r.status, 400, "{command}: {:?}", r.json);
+        assert_eq!(r.code(), "validation_error");
+        let detail = r.json["detail"].as_str().unwrap();
+        assert!(
+            detail.len() <= 1024,
+            "{command}: detail of {} bytes",
+            detail.len()
+        );
+        assert!(
+            !detail.chars().any(char::is_control),
+            "{command}: {detail:?}"
+        );
+        assert!(!detail.contains(&"k".repeat(65)), "{command}: {detail}");
+        let named = r.json["field"].as_str().unwrap_or("");
+        assert!(named.chars().count() <= 200, "{command}: field {named:?}");
+        if let Some(f) = field {
+            assert_eq!(named, f, "{command}: {detail}");
+        }
+    }
+}
+
+/// Found next to the query-text 500s: a NUL in a path id reached PostgreSQL
+/// too (`500 internal`); no stored id can hold one, so it is simply not found.
+#[tokio::test]
+async fn path_ids_with_a_nul_are_not_found_not_500() {
+    let t = with_read_models().await;
+    let admin = &t.keys.admin;
+    for path in [
+        "/v1/jobs/a%00b",
+        "/v1/jobs/a%00b/events",
+        "/v1/jobs/a%00b/audit",
+        "/v1/jobs/a%00b/replay",
+        "/v1/jobs/a%00b/transitions",
+        "/v1/evidence/a%00b",
+        "/v1/sops/a%00b",
+    ] {
+        let r = t.get(path, admin).await;
+        assert_eq!(r.status, 404, "GET {path}: {:?}", r.json);
+        assert_eq!(r.code(), "not_found", "GET {path}");
+    }
+    // Like any technician with no visits.
+    let r = t.get("/v1/technicians/a%00b/schedule", admin).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["visits"], json!([]));
+    for (path, body) in [
+        ("/v1/jobs/a%00b/commands/add_note", json!({"text": "x"})),
+        (
+            "/v1/technicians/a%00b/commands/set_shift",
+            json!({"shift": "off"}),
+        ),
+    ] {
+        let r = t.post(path, admin, body).await;
+        assert!(
+            matches!(r.status, 400 | 404),
+            "POST {path}: {} {:?}",
+            r.status,
+            r.json
+        );
+    }
+}
+
+/// Found next to the path 500s: a NUL in a body string that the service
+/// looks up or stores before the domain's text checks (an id to resolve, an
+/// intake answer, a technician's name) reached PostgreSQL: `500 internal`.
+#[tokio::test]
+async fn body_strings_with_a_nul_are_400_and_change_nothing() {
+    let t = with_read_models().await;
+    t.register_technicians().await;
+    let job = t.open_ifm_job("site-nul").await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    let nul = "a\u{0}b";
+    let admin = &t.keys.admin;
+    let cases = [
+        ("record_intake", json!({"fields": {"access_hours": nul}})),
+        ("record_intake", json!({"fields": {nul: "x"}})),
+        (
+            "resolve_duplicate",
+            json!({"resolution": "link", "duplicate_of": nul}),
+        ),
+        ("offer_job", json!({"technician_id": nul})),
+        (
+            "attach_evidence",
+            json!({"kind": "photo_before", "sha256": nul}),
+        ),
+        (
+            "decide_approval",
+            json!({"approval_id": nul, "decision": "approve"}),
+        ),
+        (
+            "complete_checklist_item",
+            json!({"item_id": nul, "result": "pass"}),
+        ),
+        (
+            "verify_closeout",
+            json!({"items": [{"id": nul, "result": "pass"}]}),
+        ),
+        ("close_job", json!({"invoice_number": nul})),
+        ("add_note", json!({"text": nul})),
+    ];
+    for (command, body) in cases {
+        let r = t.cmd(&job, command, admin, body.clone()).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{command} {body}: {} {:?}",
+            r.status,
+            r.json
+        );
+    }
+    for body in [
+        json!({"technician_id": nul, "name": "N", "skills": [], "territory": "north", "shift": "off", "labor_rate_cents": 1}),
+        json!({"name": nul, "skills": [], "territory": "north", "shift": "off", "labor_rate_cents": 1}),
+        json!({"name": "N", "skills": [nul], "territory": "north", "shift": "off", "labor_rate_cents": 1}),
+    ] {
+        let r = t.post("/v1/technicians", admin, body.clone()).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "register {body}: {} {:?}",
+            r.status,
+            r.json
+        );
+    }
+    let mut open = open_body("site-nul-2");
+    open["incident_type"] = json!(nul);
+    let r = t.post("/v1/jobs", admin, open).await;
+    assert!(
+        (400..500).contains(&r.status),
+        "open_job: {} {:?}",
+        r.status,
+        r.json
+    );
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a refused command appended events");
+}
+
+/// schemathesis: a multipart upload whose only part was not the documented
+/// `file` (any part with a file name or a content type) was stored as the
+/// evidence; the document says one part, `file`.
+#[tokio::test]
+async fn a_multipart_upload_takes_only_its_file_part() {
+    let t = TestApp::spawn().await;
+    let boundary = "hostile-boundary";
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let part = |name: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n")
+    };
+    for (i, body) in [
+        format!("{}--{boundary}--\r\n", part("µe")),
+        format!("{}{}--{boundary}--\r\n", part("file"), part("extra")),
+        format!("{}{}--{boundary}--\r\n", part("file"), part("file")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = t
+            .post_raw(
+                "/v1/evidence",
+                Some(&t.keys.dispatcher),
+                Some(&format!("mp-{i}")),
+                body,
+                &[("content-type", &ct)],
+            )
+            .await;
+        assert_eq!(r.status, 400, "case {i}: {:?}", r.json);
+        assert_eq!(r.code(), "validation_error", "case {i}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence_objects")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a refused upload was stored");
+    let ok = format!("{}--{boundary}--\r\n", part("file"));
+    let r = t
+        .post_raw(
+            "/v1/evidence",
+            Some(&t.keys.dispatcher),
+            Some("mp-ok"),
+            &ok,
+            &[("content-type", &ct)],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+}

@@ -1,0 +1,16 @@
+//! Hostile input (issue 9; `quality.md`, "bad input"): schemathesis over the
+//! served OpenAPI document against the real binary, and the fuzz targets'
+//! bodies (`e2e/fuzz/`) over their seeds and mutations.
+//!
+//! `cargo test --test hostile` runs the quick form; `DISPATCH_HOSTILE=full
+//! cargo test --test hostile -- --nocapture` the full one (thousands of
+//! generated requests, every role). How to read the results and the figures
+//! of the last full run: `docs/reliability.md`, "Hostile input".
+
+mod decoders;
+mod schemathesis;
+
+/// The service under test, started as the e2e harness starts it.
+#[allow(dead_code)]
+#[path = "../../e2e/harness/server.rs"]
+mod server;
