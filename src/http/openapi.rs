@@ -6,6 +6,7 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
+use super::decode;
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
 use crate::domain::Role;
@@ -103,6 +104,83 @@ fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
+/// A command's body with the document's example, when it has one.
+fn command_body(name: &str, schema: Value) -> Value {
+    let mut body = json_body(schema);
+    if let Some(example) = command_example(name) {
+        body["content"]["application/json"]["example"] = example;
+    }
+    body
+}
+
+/// A body a client would send for a job or technician command (by wire
+/// name; `register_technician` is `POST /v1/technicians`). The document
+/// shows it, and the hostile-input run sends it (schemathesis's examples
+/// phase) against a job offered to `tech-a`. Each decodes as its command
+/// (`tests/api/openapi.rs`).
+pub fn command_example(name: &str) -> Option<Value> {
+    let id = "0b5e0c7e-3f7e-5d7a-9a52-3b0c0a9f1e21";
+    Some(match name {
+        "open_job" => json!({
+            "incident_type": "door_stuck_open", "channel": "ifm", "client_id": "retail-co",
+            "site": {"id": "site-12", "name": "Retail Store 12", "address": "12 Market St"},
+            "contact": {"name": "Sam Store", "phone": "+1-555-0100"},
+            "door": {"id": "entrance-1", "location": "Main entrance"},
+            "description": "Automatic sliding door stuck open after hours",
+            "ifm": {"work_order_number": "WO-778812", "nte_cents": 50000}
+        }),
+        "record_intake" => json!({"fields": {
+            "access_hours": "24/7 via security desk", "anyone_hurt_or_trapped": false,
+            "opening_can_be_secured": false, "after_hours": true,
+            "operator_make_model": "Stanley Dura-Glide", "stuck_position": "fully_open",
+            "mode_switch_position": "automatic", "power_cycled": true, "obstruction_visible": false
+        }}),
+        "triage_job" => json!({"priority": "P1"}),
+        "set_priority" => json!({"priority": "P2", "reason": "the store manager called back"}),
+        "resolve_duplicate" => json!({"resolution": "link", "duplicate_of": id}),
+        "offer_job" => json!({"technician_id": "tech-a"}),
+        "accept_offer" => json!({"eta": "2099-11-21T01:30:00Z"}),
+        "decline_offer" => json!({"reason": "on another call across town"}),
+        "check_in" => json!({"method": "app", "lat": 40.7128, "lon": -74.006}),
+        "complete_checklist_item" => {
+            json!({"item_id": "sensor_test", "result": "pass", "note": "both sensors respond"})
+        }
+        "attach_evidence" => {
+            json!({"kind": "photo_before", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "note": "door as found"})
+        }
+        "check_out" => json!({
+            "outcome": "completed", "door_left_state": "operational", "make_safe_confirmed": true,
+            "resolution": "Replaced the drive belt; tested ten cycles",
+            "parts": [{"part_number": "BLT-220", "description": "Drive belt", "quantity": 1, "unit_price_cents": 4500}]
+        }),
+        "schedule_return_visit" => json!({"reason": "waiting for a replacement sensor"}),
+        "verify_closeout" => json!({"items": [{"id": "door_operational", "result": "pass"}]}),
+        "reopen_unsatisfactory" => json!({"reason": "the door sticks again"}),
+        "close_job" => json!({"invoice_number": "INV-2026-0042"}),
+        "cancel_job" => json!({"reason": "the customer fixed it"}),
+        "add_note" => json!({"text": "Customer asks to call before arrival"}),
+        "request_nte_increase" => {
+            json!({"amount_cents": 65000, "reason": "a second sensor is needed"})
+        }
+        "decide_approval" => {
+            json!({"approval_id": id, "decision": "approve", "reason": "within budget"})
+        }
+        "flag_sla_breach" => json!({"kind": "response"}),
+        "start_travel" | "expire_offer" | "mark_billing_ready" => json!({}),
+        "register_technician" => json!({
+            "technician_id": "tech-e", "name": "Technician E", "skills": ["automatic_doors"],
+            "certifications": [{"name": "AAADM", "expires_on": "2099-06-30"}],
+            "territory": "north", "shift": "available", "labor_rate_cents": 9000
+        }),
+        "update_skills" => json!({
+            "skills": ["automatic_doors", "swing_doors"],
+            "certifications": [{"name": "AAADM", "expires_on": "2099-06-30"}]
+        }),
+        "set_shift" => json!({"shift": "on_call"}),
+        _ => return None,
+    })
+}
+
 /// A text query parameter as the service checks it: bounded, no control characters.
 fn query_text(max: usize) -> Value {
     json!({"type": "string", "maxLength": max, "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"})
@@ -142,7 +220,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
         .unwrap_or_default();
     paths.insert(
         "/v1/jobs".into(),
-        json!({"post": operation("open_job: open a job", tool_roles("open_job"), mutation_params(), Some(json_body(open_schema)), ("201", ok_json("The job was opened", answer.clone())), true)}),
+        json!({"post": operation("open_job: open a job", tool_roles("open_job"), mutation_params(), Some(command_body("open_job", open_schema)), ("201", ok_json("The job was opened", answer.clone())), true)}),
     );
     for name in JOB_COMMANDS.iter().filter(|n| **n != "open_job") {
         let schema = JobCommand::body_schema(name, &mut generator)
@@ -162,7 +240,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
             &format!("{name}: {description}"),
             tool_roles(name),
             params,
-            Some(json_body(schema)),
+            Some(command_body(name, schema)),
             ("200", ok_json("The command's events", answer.clone())),
             true,
         );
@@ -223,7 +301,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
     let register = Value::from(generator.subschema_for::<RegisterTechnician>());
     paths.insert(
         "/v1/technicians".into(),
-        json!({"post": operation("Register a technician", endpoint_roles("POST /v1/technicians"), mutation_params(), Some(json_body(register)), ("201", tech_answer.clone()), true)}),
+        json!({"post": operation("Register a technician", endpoint_roles("POST /v1/technicians"), mutation_params(), Some(command_body(decode::REGISTER_TECHNICIAN, register)), ("201", tech_answer.clone()), true)}),
     );
     for (name, schema) in [
         (
@@ -243,7 +321,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
         let endpoint = format!("POST /v1/technicians/{{technician_id}}/commands/{name}");
         paths.insert(
             format!("/v1/technicians/{{technician_id}}/commands/{name}"),
-            json!({"post": operation(name, endpoint_roles(&endpoint), params, Some(json_body(schema)), ("200", tech_answer.clone()), true)}),
+            json!({"post": operation(name, endpoint_roles(&endpoint), params, Some(command_body(name, schema)), ("200", tech_answer.clone()), true)}),
         );
     }
     // A raw upload is any bytes in any media type: `{}` admits every body

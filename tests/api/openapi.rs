@@ -24,3 +24,21 @@ async fn served_document_matches_docs_copy() {
     let checked_in = std::fs::read_to_string(file).unwrap_or_default();
     assert!(checked_in == pretty, "docs/05_openapi.json differs from the served document: regenerate it with DISPATCH_WRITE_OPENAPI=1 cargo test --test api openapi");
 }
+
+/// Every command example in the document decodes as its command, and every
+/// command has one (the hostile-input run sends them).
+#[test]
+fn every_command_example_decodes() {
+    use dispatch_api::http::decode;
+    use dispatch_api::http::openapi::command_example;
+    let technician = [decode::REGISTER_TECHNICIAN, "update_skills", "set_shift"];
+    for name in dispatch_api::domain::job::JOB_COMMANDS {
+        let example = command_example(name).unwrap_or_else(|| panic!("{name}: no example"));
+        let command = decode::job_command(name, example).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(command.wire_name(), *name);
+    }
+    for name in technician {
+        let example = command_example(name).unwrap_or_else(|| panic!("{name}: no example"));
+        decode::technician_command(name, example).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -381,6 +381,8 @@ fn run_pass(
         .arg(&junit)
         .arg("--no-color")
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        .envs(fixtures.map(|_| ("SCHEMATHESIS_HOOKS", "hooks")))
+        .env("PYTHONPATH", HOSTILE_DIR)
         .env("HYPOTHESIS_STORAGE_DIRECTORY", pass_dir.join("hypothesis"))
         .current_dir(&pass_dir)
         .output()
