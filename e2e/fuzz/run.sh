@@ -41,6 +41,7 @@ for target in "${targets[@]}"; do
   mkdir -p "e2e/fuzz/corpus/$target"
   log="target/fuzz-logs/$target.log"
   echo "== $target: ${seconds} s" >&2
+  started=$(date +%s)
   set +e
   cargo fuzz run "${fuzz[@]}" "$target" \
     "e2e/fuzz/corpus/$target" "e2e/fuzz/seeds/$target" -- \
@@ -48,10 +49,11 @@ for target in "${targets[@]}"; do
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e
+  took=$(( $(date +%s) - started ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
   corpus=$(find "e2e/fuzz/corpus/$target" -type f | wc -l)
   crashes=$(find "e2e/fuzz/artifacts/$target" -type f 2>/dev/null | wc -l)
-  line="$target: ${execs:-?} executions in ${seconds} s, corpus ${corpus}, crash artifacts ${crashes}, exit ${status}"
+  line="$target: ${execs:-?} executions in ${took} s, corpus ${corpus}, crash artifacts ${crashes}, exit ${status}"
   summary+=("$line")
   echo "$line" >&2
   if [ "$status" -ne 0 ]; then

@@ -418,3 +418,29 @@ async fn a_multipart_upload_takes_only_its_file_part() {
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json);
 }
+
+/// fuzz (tool decoder): `accept_offer`'s input schema let an `eta` such as
+/// `20<6-10-21T01:30:00Z` through (the validator's date-time format check is
+/// lenient) that the decoder then refused: the schema the agent is served
+/// promised more than the service takes. The schema now spells RFC 3339 out.
+#[test]
+fn the_accept_offer_schema_refuses_what_the_decoder_refuses() {
+    let tools = dispatch_api::tools::Toolset::builtin().unwrap();
+    let job = "0b5e0c7e-3f7e-5d7a-9a52-3b0c0a9f1e21";
+    for eta in [
+        "20<6-10-21T01:30:00Z",
+        "2026-1O-21T01:30:00Z",
+        "2026-10-21T01:30:00",
+    ] {
+        let args = json!({"job_id": job, "eta": eta});
+        let e = tools.schemas.validate("accept_offer", &args).unwrap_err();
+        assert_eq!(e.problem()["field"], "eta", "{eta}");
+    }
+    for eta in ["2026-10-21T01:30:00Z", "2026-10-21T01:30:00.5+02:00"] {
+        let args = json!({"job_id": job, "eta": eta});
+        tools.schemas.validate("accept_offer", &args).unwrap();
+        let mut body = args.clone();
+        body.as_object_mut().unwrap().remove("job_id");
+        dispatch_api::http::decode::job_command("accept_offer", body).unwrap();
+    }
+}
