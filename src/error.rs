@@ -210,6 +210,9 @@ impl ApiError {
         let status = self.status();
         let detail = match self {
             ApiError::Internal(_) => "an unexpected error occurred; it has been logged".to_string(),
+            // Whoever made it, a refusal's text may carry pieces of the input
+            // (field names from a hostile body): bounded here, once for all.
+            ApiError::Validation { detail, .. } => bounded_text(detail, DETAIL_BYTES),
             other => other.to_string(),
         };
         let mut doc = json!({
@@ -222,7 +225,7 @@ impl ApiError {
         let obj = doc.as_object_mut().expect("object literal");
         match self {
             ApiError::Validation { field: Some(f), .. } => {
-                obj.insert("field".into(), f.clone().into());
+                obj.insert("field".into(), bounded_field(f).into());
             }
             ApiError::ProjectionBehind { position, .. } => {
                 obj.insert("position".into(), (*position).into());
@@ -356,6 +359,20 @@ fn bounded_detail(msg: &str) -> String {
             out.push('…');
             break;
         }
+    }
+    out
+}
+
+/// Text with control characters dropped, at most `max` bytes (cut at a
+/// character boundary and marked with `…`).
+fn bounded_text(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
     }
     out
 }

@@ -444,3 +444,45 @@ fn the_accept_offer_schema_refuses_what_the_decoder_refuses() {
         dispatch_api::http::decode::job_command("accept_offer", body).unwrap();
     }
 }
+
+/// fuzz (tool decoder): a refusal's `field` joined every clipped segment of
+/// a nested path, so deeply nested hostile keys came back as a field name
+/// hundreds of characters long; every refusal's field and detail are now
+/// bounded where the problem document is made.
+#[tokio::test]
+async fn a_refusal_names_a_deeply_nested_field_within_bounds() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-deep").await;
+    let key = |i: usize| format!("{i}{}", "k".repeat(90));
+    let nested = json!({ key(1): { key(2): { key(3): { key(4): "\u{0}" } } } });
+    for (tool, arguments) in [
+        ("record_intake", json!({"job_id": job, "fields": nested})),
+        (
+            "add_note",
+            json!({"job_id": job, "text": "x", key(5): nested}),
+        ),
+    ] {
+        let r = t
+            .post(
+                &format!("/v1/tools/{tool}"),
+                &t.keys.agent,
+                json!({"idempotency_key": t.idem(), "arguments": arguments}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{tool}: {:?}", r.json);
+        let error = &r.json["error"];
+        assert_eq!(error["code"], "validation_error", "{tool}");
+        let field = error["field"].as_str().unwrap_or("");
+        assert!(
+            field.chars().count() <= 200,
+            "{tool}: field of {} chars",
+            field.chars().count()
+        );
+        assert!(error["detail"].as_str().unwrap().len() <= 1024, "{tool}");
+    }
+    let mut body = json!({"text": "x"});
+    body[key(6)] = nested;
+    let r = t.cmd(&job, "add_note", &t.keys.agent, body).await;
+    assert_eq!(r.status, 400, "{:?}", r.json);
+    assert!(r.json["field"].as_str().unwrap_or("").chars().count() <= 200);
+}
