@@ -28,6 +28,19 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("{e}"))
 }
 
+/// Whether a state table keeps its states as `jsonb` (tables made before
+/// they were kept as text; they are replaced at their read model's next
+/// rebuild). Asked per batch: table names repeat across databases, and one
+/// catalog lookup is nothing next to a batch.
+async fn state_is_jsonb(conn: &mut PgConnection, state_table: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT atttypid = 'jsonb'::regtype FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'job'",
+    )
+    .bind(state_table)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Loads the stored states of the jobs a batch touches, applies the batch's
 /// job events in order, stores the new states, and returns the changes.
 pub async fn fold_jobs(
@@ -78,8 +91,13 @@ pub async fn fold_jobs(
         .map(|id| serde_json::to_string(&touched[id].1))
         .collect::<Result<_, _>>()
         .map_err(internal)?;
+    let cast = if state_is_jsonb(conn, state_table).await? {
+        "::jsonb[]"
+    } else {
+        ""
+    };
     sqlx::query(&format!(
-        "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]::jsonb[]) \
+        "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]{cast}) \
          ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
     ))
     .bind(&ids)

@@ -565,3 +565,40 @@ async fn a_held_back_horizon_does_not_end_catch_up_early() {
         .0
         .starts_with("rm_board_v2_"));
 }
+
+/// State tables made before job states were kept as text hold `jsonb`: the
+/// projectors keep advancing them (until the read model's next rebuild
+/// replaces them) and their rows equal a rebuild's.
+#[tokio::test]
+async fn job_state_tables_made_as_jsonb_keep_working() {
+    let t = TestApp::spawn().await;
+    let rt = runtime(&t);
+    rt.register().await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar("SELECT active_table FROM projection_registry")
+        .fetch_all(&t.app.pool)
+        .await
+        .unwrap();
+    for table in &tables {
+        sqlx::query(&format!(
+            "ALTER TABLE {table}_jobs ALTER COLUMN job TYPE jsonb USING job::jsonb"
+        ))
+        .execute(&t.app.pool)
+        .await
+        .unwrap();
+    }
+    let job = t.open_ifm_job("site-jsonb-state").await;
+    rt.catch_up().await.unwrap();
+    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "one"}))
+        .await;
+    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "two"}))
+        .await;
+    let kind: String = sqlx::query_scalar(&format!(
+        "SELECT pg_typeof(job)::text FROM {}_jobs LIMIT 1",
+        tables[0]
+    ))
+    .fetch_one(&t.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kind, "jsonb");
+    assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
+}
