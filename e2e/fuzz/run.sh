@@ -33,7 +33,6 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 
 mkdir -p target/fuzz-logs
-cargo fuzz build "${fuzz[@]}"
 
 failed=()
 summary=()

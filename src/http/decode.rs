@@ -202,16 +202,32 @@ pub fn valid_idempotency_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
+/// An optional UUID header (`X-Correlation-Id`, `X-Causation-Id`) from its
+/// raw bytes: absent is `None`; present, it must be a UUID.
+pub fn uuid_header(name: &str, raw: Option<&[u8]>) -> Result<Option<Uuid>> {
+    raw.map(|raw| {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .ok_or_else(|| ApiError::Validation {
+                detail: format!("header {name} must be a UUID"),
+                field: Some(name.to_string()),
+            })
+    })
+    .transpose()
+}
+
 /// Decodes `POST /v1/tools/{tool}`'s envelope `{invocation_id?,
 /// idempotency_key, arguments}` from the parsed body ([`json_body`]'s
-/// result). Nothing here refuses yet: the first problem is kept for after the
+/// result) and the raw `X-Correlation-Id` / `X-Causation-Id` headers.
+/// Nothing here refuses yet: the first problem is kept for after the
 /// allowlist check, so a role that may not call the tool hears
 /// `tool_not_allowed` whatever it sent.
 pub fn tool_envelope(
     tool: String,
     body: Result<Value>,
-    correlation_id: Option<Uuid>,
-    causation_id: Option<Uuid>,
+    correlation_id: Option<&[u8]>,
+    causation_id: Option<&[u8]>,
 ) -> Invocation {
     let mut inv = Invocation {
         transport: Transport::Http,
@@ -220,8 +236,8 @@ pub fn tool_envelope(
         idempotency_key: None,
         arguments: Value::Null,
         envelope_error: None,
-        correlation_id,
-        causation_id,
+        correlation_id: None,
+        causation_id: None,
     };
     let envelope = match body {
         Ok(Value::Object(m)) => m,
@@ -275,6 +291,14 @@ pub fn tool_envelope(
             detail: "arguments is required (an object; `{}` for none)".into(),
             field: Some("arguments".into()),
         }),
+    }
+    match uuid_header("x-correlation-id", correlation_id) {
+        Ok(id) => inv.correlation_id = id,
+        Err(e) => note(e),
+    }
+    match uuid_header("x-causation-id", causation_id) {
+        Ok(id) => inv.causation_id = id,
+        Err(e) => note(e),
     }
     inv.envelope_error = problem;
     inv

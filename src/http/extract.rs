@@ -74,14 +74,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>>
 }
 
 fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>> {
-    header_str(headers, name)?
-        .map(|s| {
-            Uuid::parse_str(s.trim()).map_err(|_| ApiError::Validation {
-                detail: format!("header {name} must be a UUID"),
-                field: Some(name.to_string()),
-            })
-        })
-        .transpose()
+    super::decode::uuid_header(name, headers.get(name).map(|v| v.as_bytes()))
 }
 
 /// The Idempotency-Key (required), If-Match, correlation and causation ids.

@@ -312,18 +312,13 @@ async fn call_tool(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let header_uuid = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| Uuid::parse_str(s.trim()).ok())
-    };
     let envelope = read_json(&headers, body, state.limits.max_body_bytes).await;
+    let raw = |name: &str| headers.get(name).map(|v| v.as_bytes());
     let inv = decode::tool_envelope(
         tool,
         envelope,
-        header_uuid("x-correlation-id"),
-        header_uuid("x-causation-id"),
+        raw("x-correlation-id"),
+        raw("x-causation-id"),
     );
     answer_response(invoke(&state, &caller, inv).await)
 }

@@ -486,3 +486,48 @@ async fn a_refusal_names_a_deeply_nested_field_within_bounds() {
     assert_eq!(r.status, 400, "{:?}", r.json);
     assert!(r.json["field"].as_str().unwrap_or("").chars().count() <= 200);
 }
+
+/// schemathesis (full run): `POST /v1/tools/{tool}` ignored an
+/// `X-Correlation-Id` or `X-Causation-Id` that is not a UUID (the call ran,
+/// `200`), where the document says UUID and the command endpoints refuse it.
+#[tokio::test]
+async fn a_tool_call_with_a_correlation_id_that_is_no_uuid_is_400() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-correlation").await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    for header in ["x-correlation-id", "x-causation-id"] {
+        let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});
+        let r = t
+            .post_raw(
+                "/v1/tools/add_note",
+                Some(&t.keys.agent),
+                None,
+                &body.to_string(),
+                &[(header, "Infinity")],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{header}: {:?}", r.json);
+        assert_eq!(r.json["outcome"], "error");
+        assert_eq!(r.json["error"]["field"], header);
+    }
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    // A valid one is taken.
+    let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});
+    let r = t
+        .post_raw(
+            "/v1/tools/add_note",
+            Some(&t.keys.agent),
+            None,
+            &body.to_string(),
+            &[("x-correlation-id", "7d0b6c1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+}

@@ -18,9 +18,10 @@
 //!   `set_shift`, or anything else (then the answer must be `404`). An empty
 //!   `CONTENT-TYPE` line means no header.
 //! - `tool_decoder`: `TRANSPORT ROLE TOOL\nBODY`. `TRANSPORT` is `http` (the
-//!   body is the `POST /v1/tools/{tool}` envelope) or `mcp` (the body is the
-//!   `tools/call` arguments object); `ROLE` is a role's wire name (anything
-//!   else is `agent`).
+//!   body is the `POST /v1/tools/{tool}` envelope, after an optional
+//!   `#X-CORRELATION-ID` line) or `mcp` (the body is the `tools/call`
+//!   arguments object); `ROLE` is a role's wire name (anything else is
+//!   `agent`).
 
 use std::sync::OnceLock;
 
@@ -143,8 +144,16 @@ pub fn tool_decoder(data: &[u8]) {
                 });
             decode::mcp_invocation(tool.clone(), arguments)
         } else {
-            let envelope = decode::json_body(Some(b"application/json"), body);
-            decode::tool_envelope(tool.clone(), envelope, None, None)
+            // A body starting with `#` carries its correlation id on its first line.
+            let (correlation, envelope) = match body.strip_prefix(b"#") {
+                Some(rest) => {
+                    let (header, rest) = line(rest);
+                    (Some(header), rest)
+                }
+                None => (None, body),
+            };
+            let envelope = decode::json_body(Some(b"application/json"), envelope);
+            decode::tool_envelope(tool.clone(), envelope, correlation, None)
         }
     };
     let mut inv = invocation();
