@@ -40,6 +40,9 @@ for target in "${targets[@]}"; do
   mkdir -p "e2e/fuzz/corpus/$target"
   log="target/fuzz-logs/$target.log"
   echo "== $target: ${seconds} s" >&2
+  # Build first (with the flags `cargo fuzz run` uses), so the time below is fuzzing.
+  cargo fuzz run "${fuzz[@]}" "$target" -- -runs=0 >"$log" 2>&1 \
+    || { cat "$log" >&2; echo "$target does not build" >&2; exit 1; }
   started=$(date +%s)
   set +e
   cargo fuzz run "${fuzz[@]}" "$target" \
