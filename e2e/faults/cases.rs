@@ -94,23 +94,29 @@ fn server_errors(ledger: &Ledger) -> Vec<String> {
         .collect()
 }
 
+/// The common start of a case: the command mix, one service started on
+/// `url`, and `clients` clients' keys, technicians and evidence.
+async fn start_with_clients(
+    name: &str,
+    url: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    clients: usize,
+) -> Result<(Service, Vec<Identity>, MixSpec), String> {
+    let mix = mix()?;
+    let mut svc = Service::new(name, url, dir, env)?;
+    svc.start().await?;
+    let ids = identities(url, &svc.base, clients, &mix).await?;
+    Ok((svc, ids, mix))
+}
+
 /// `kill -9` at random moments under load; clients retry with the same keys.
 pub async fn crash(url: &str, dir: &Path, sizes: &Sizes) -> CaseResult {
     let mut f = Figures::default();
     let mut problems = Vec::new();
-    let mix = match mix() {
-        Ok(m) => m,
-        Err(e) => return (f, vec![e]),
-    };
-    let mut svc = match Service::new("crash", url, dir, &[]) {
-        Ok(s) => s,
-        Err(e) => return (f, vec![e]),
-    };
-    if let Err(e) = svc.start().await {
-        return (f, vec![e]);
-    }
-    let ids = match identities(url, &svc.base, sizes.clients, &mix).await {
-        Ok(i) => i,
+    let (mut svc, ids, mix) = match start_with_clients("crash", url, dir, &[], sizes.clients).await
+    {
+        Ok(started) => started,
         Err(e) => return (f, vec![e]),
     };
     let tag = "crash";
@@ -201,10 +207,6 @@ pub async fn outage(
 ) -> CaseResult {
     let mut f = Figures::default();
     let mut problems = Vec::new();
-    let mix = match mix() {
-        Ok(m) => m,
-        Err(e) => return (f, vec![e]),
-    };
     // Stop: a private cluster of our own (stopping the shared server would
     // take every other database with it). Terminate: a database of the shared server.
     let cluster = if kind == Outage::Stop {
@@ -221,20 +223,16 @@ pub async fn outage(
         (None, None) => return (f, vec!["no database for the outage".into()]),
     };
     let timeout = sizes.request_timeout_secs;
-    let mut svc = match Service::new(
+    let (mut svc, ids, mix) = match start_with_clients(
         &format!("outage-{kind:?}").to_lowercase(),
         &url,
         dir,
         &[("DISPATCH_REQUEST_TIMEOUT_SECS", timeout.to_string())],
-    ) {
-        Ok(s) => s,
-        Err(e) => return (f, vec![e]),
-    };
-    if let Err(e) = svc.start().await {
-        return (f, vec![e]);
-    }
-    let ids = match identities(&url, &svc.base, sizes.outage_clients, &mix).await {
-        Ok(i) => i,
+        sizes.outage_clients,
+    )
+    .await
+    {
+        Ok(started) => started,
         Err(e) => return (f, vec![e]),
     };
     let tag = format!("outage{kind:?}").to_lowercase();
@@ -718,21 +716,11 @@ async fn slow_upload(
 pub async fn shutdown(url: &str, dir: &Path, sizes: &Sizes) -> CaseResult {
     let mut f = Figures::default();
     let mut problems = Vec::new();
-    let mix = match mix() {
-        Ok(m) => m,
-        Err(e) => return (f, vec![e]),
-    };
-    let mut svc = match Service::new("shutdown", url, dir, &[]) {
-        Ok(s) => s,
-        Err(e) => return (f, vec![e]),
-    };
-    if let Err(e) = svc.start().await {
-        return (f, vec![e]);
-    }
-    let ids = match identities(url, &svc.base, sizes.clients, &mix).await {
-        Ok(i) => i,
-        Err(e) => return (f, vec![e]),
-    };
+    let (mut svc, ids, mix) =
+        match start_with_clients("shutdown", url, dir, &[], sizes.clients).await {
+            Ok(started) => started,
+            Err(e) => return (f, vec![e]),
+        };
     let tech = ids[0].tech.clone();
     let tag = "shutdown";
     // The load runs until well after the restart (it must still be running
