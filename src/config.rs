@@ -43,6 +43,16 @@ pub struct Config {
     #[arg(long, env = "DISPATCH_POLICY_FILE", global = true)]
     pub policy_file: Option<PathBuf>,
 
+    /// Jobs whose state is kept in memory between commands (`0`: none; every
+    /// command reads its job's stream). See docs/03.
+    #[arg(
+        long,
+        env = "DISPATCH_JOB_CACHE_SIZE",
+        default_value_t = crate::app::cache::DEFAULT_CAPACITY,
+        global = true
+    )]
+    pub job_cache_size: usize,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(
         long,
@@ -64,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("sops_dir", &self.sops_dir)
             .field("evidence_store", &self.evidence_store)
             .field("db_pool_size", &self.db_pool_size)
+            .field("job_cache_size", &self.job_cache_size)
             .finish()
     }
 }

@@ -69,6 +69,7 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         policy: Arc::new(DispatchPolicy::default()),
         clock,
         evidence,
+        jobs: crate::app::cache::JobCache::new(config.job_cache_size),
     })
 }
 

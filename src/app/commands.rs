@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{evidence, App, Caller, RequestMeta};
 use crate::domain::job::{
-    CheckOutcome, Job, JobCommand, JobEvent, JobState, RecallOf, RelatedJobs,
+    CheckOutcome, Job, JobCommand, JobData, JobEvent, JobState, RecallOf, RelatedJobs,
 };
 use crate::domain::technician::{Technician, TechnicianCommand};
 use crate::domain::Issued;
@@ -55,6 +55,17 @@ struct Decided {
     append: Option<store::PreparedAppend>,
     /// The job's row in the door index.
     door: Option<DoorRow>,
+    /// The job as the events leave it (kept in the job cache once written).
+    job: Option<Job>,
+}
+
+impl Decided {
+    /// Whether the decision appends events.
+    fn appends(&self) -> bool {
+        self.append
+            .as_ref()
+            .is_some_and(|a| !a.sequences.is_empty())
+    }
 }
 
 impl From<(u16, Value)> for Decided {
@@ -64,6 +75,7 @@ impl From<(u16, Value)> for Decided {
             body,
             append: None,
             door: None,
+            job: None,
         }
     }
 }
@@ -89,6 +101,17 @@ fn split_at_positions(body: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
     }
     pieces.push(body[rest..].to_vec());
     Some(pieces)
+}
+
+/// What a job's row in `job_doors` records (besides when): its site and
+/// door, state and technician.
+fn door_facts(d: &JobData) -> (String, String, JobState, Option<String>) {
+    (
+        d.site.id.clone(),
+        d.door.id.clone(),
+        d.state,
+        d.current_visit().map(|v| v.technician_id.clone()),
+    )
 }
 
 /// A job's row in `job_doors`.
@@ -268,7 +291,46 @@ impl App {
         };
         let status = decided.status;
         let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
-        let written = match &decided.append {
+        match self
+            .write(&mut conn, caller, meta, &decided, &bytes)
+            .await?
+        {
+            Ok(body) => {
+                self.written(stream, decided);
+                Ok(Reply {
+                    status,
+                    body,
+                    replayed: false,
+                })
+            }
+            // Another request committed first: the same key (its answer is
+            // the answer) or the same stream version (a conflict).
+            Err(e) if store::is_unique_violation(&e) => {
+                match self.stored_answer(&mut conn, caller, meta).await? {
+                    Some(reply) => Ok(reply),
+                    None => Err(ApiError::VersionConflict {
+                        expected: meta.if_match,
+                        current: None,
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes what a decision leaves — its events, stream head and door row,
+    /// with its answer — in one statement; returns the stored answer (with
+    /// the events' positions in place).
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        meta: &RequestMeta,
+        decided: &Decided,
+        bytes: &[u8],
+    ) -> Result<std::result::Result<Vec<u8>, sqlx::Error>> {
+        let status = decided.status;
+        Ok(match &decided.append {
             None => {
                 sqlx::query_scalar::<_, Vec<u8>>(
                     "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
@@ -278,12 +340,12 @@ impl App {
                 .bind(&meta.idempotency_key)
                 .bind(&meta.request_hash)
                 .bind(i32::from(status))
-                .bind(&bytes)
+                .bind(bytes)
                 .fetch_one(&mut *conn)
                 .await
             }
             Some(append) => {
-                let pieces = split_at_positions(&bytes, append.sequences.len()).ok_or_else(|| {
+                let pieces = split_at_positions(bytes, append.sequences.len()).ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("the answer's event positions could not be placed"))
                 })?;
                 let answer = "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
@@ -324,32 +386,61 @@ impl App {
                     .await
                     .and_then(|r| r.try_get::<Vec<u8>, _>(0))
             }
+        })
+    }
+
+    /// After a decision's write committed: keeps the job's new state and
+    /// wakes the projectors if events were appended.
+    fn written(&self, stream: (&str, &str), decided: Decided) {
+        if !decided.appends() {
+            return;
+        }
+        store::wake_projectors(&self.pool);
+        if let (Some(job), Some(append)) = (decided.job, decided.append) {
+            if stream.0 == Job::TYPE {
+                self.jobs.put(stream.1, job, append.head);
+            }
+        }
+    }
+
+    /// Runs a job command on the job's cached state: one statement (the
+    /// write) instead of two. `None` when the cached path does not answer —
+    /// the decision did not append events, or the write was refused because
+    /// the state was stale or the key was used before — and the ordinary
+    /// path must decide from the store (see `app::cache`).
+    async fn cached_job_command(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        job_id: &str,
+        command: JobCommand,
+        (job, head): (Job, store::StreamState),
+    ) -> Result<Option<Reply>> {
+        let mut conn = self.pool.acquire().await?;
+        let decided = match self
+            .decide_job(&mut conn, caller, meta, job_id, command, job, head)
+            .await
+        {
+            Ok(d) if d.status < 400 && d.appends() => d,
+            _ => return Ok(None),
         };
-        match written {
+        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
+        match self
+            .write(&mut conn, caller, meta, &decided, &bytes)
+            .await?
+        {
             Ok(body) => {
-                if decided
-                    .append
-                    .as_ref()
-                    .is_some_and(|a| !a.sequences.is_empty())
-                {
-                    store::wake_projectors(&self.pool);
-                }
-                Ok(Reply {
+                let status = decided.status;
+                self.written((Job::TYPE, job_id), decided);
+                Ok(Some(Reply {
                     status,
                     body,
                     replayed: false,
-                })
+                }))
             }
-            // Another request committed first: the same key (its answer is
-            // the answer) or the same stream version (a conflict).
             Err(e) if store::is_unique_violation(&e) => {
-                match self.stored_answer(&mut conn, caller, meta).await? {
-                    Some(reply) => Ok(reply),
-                    None => Err(ApiError::VersionConflict {
-                        expected: meta.if_match,
-                        current: None,
-                    }),
-                }
+                metrics::counter!("dispatch_job_cache_total", "outcome" => "stale").increment(1);
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -392,18 +483,32 @@ impl App {
         if !super::storable_id(&job_id) {
             return Err(ApiError::Job(crate::domain::job::JobError::JobNotFound));
         }
-        let app = self.clone();
-        let caller2 = caller.clone();
-        let meta2 = meta.clone();
-        let stream_id = job_id.clone();
-        let result = self
-            .command(caller, meta, (Job::TYPE, &stream_id), move |conn, rows| {
-                Box::pin(async move {
-                    app.decide_job(conn, &caller2, &meta2, &job_id, command, rows)
-                        .await
+        let cached = match self.jobs.take(&job_id) {
+            Some(state) => {
+                self.cached_job_command(caller, meta, &job_id, command.clone(), state)
+                    .await
+            }
+            None => Ok(None),
+        };
+        let result = match cached {
+            Ok(Some(reply)) => Ok(reply),
+            Err(e) => Err(e),
+            Ok(None) => {
+                let app = self.clone();
+                let caller2 = caller.clone();
+                let meta2 = meta.clone();
+                let stream_id = job_id.clone();
+                self.command(caller, meta, (Job::TYPE, &stream_id), move |conn, rows| {
+                    Box::pin(async move {
+                        let (events, head) = store::decode_stream::<JobEvent>(&rows)?;
+                        let job = Job::from_events(events);
+                        app.decide_job(conn, &caller2, &meta2, &job_id, command, job, head)
+                            .await
+                    })
                 })
-            })
-            .await;
+                .await
+            }
+        };
         let outcome = match &result {
             Ok(r) if r.status < 400 => "ok",
             Ok(_) => "refused",
@@ -513,6 +618,8 @@ impl App {
         Ok(())
     }
 
+    /// Decides a job command on the job as it stands (`job` at `head`).
+    #[allow(clippy::too_many_arguments)]
     async fn decide_job(
         &self,
         conn: &mut PgConnection,
@@ -520,13 +627,12 @@ impl App {
         meta: &RequestMeta,
         job_id: &str,
         mut command: JobCommand,
-        stream: Vec<PgRow>,
+        mut job: Job,
+        head: store::StreamState,
     ) -> Result<Decided> {
         let at = self.clock.now();
         self.resolve_job_command(conn, job_id, &mut command, at)
             .await?;
-        let (events, head) = store::decode_stream::<JobEvent>(&stream)?;
-        let mut job = Job::from_events(events);
         if let Some(expected) = meta.if_match {
             if expected != job.version as i64 {
                 return Err(ApiError::VersionConflict {
@@ -565,6 +671,7 @@ impl App {
             (Some(stage), Some(t)) => self.sops.get(&t).map(|s| s.reference(stage).clone()),
             _ => None,
         };
+        let door_before = job.data().map(door_facts);
         let issued = Issued::new(caller.actor(), at, command);
         let events = run(&mut job, issued, &self.job_services()).await?;
         let mut new_events = Vec::with_capacity(events.len());
@@ -594,15 +701,18 @@ impl App {
         } else {
             None
         };
-        let door = DoorRow {
-            job_id: job_id.to_string(),
-            site_id: data.site.id.clone(),
-            door_id: data.door.id.clone(),
-            state: data.state.as_str(),
-            technician_id: data.current_visit().map(|v| v.technician_id.clone()),
-            completed_at,
-            updated_at: at,
-        };
+        // The door index changes only when what it holds does (most commands
+        // — checklist items, evidence, notes — leave it as it was).
+        let door = (completed_at.is_some() || door_before.as_ref() != Some(&door_facts(data)))
+            .then(|| DoorRow {
+                job_id: job_id.to_string(),
+                site_id: data.site.id.clone(),
+                door_id: data.door.id.clone(),
+                state: data.state.as_str(),
+                technician_id: data.current_visit().map(|v| v.technician_id.clone()),
+                completed_at,
+                updated_at: at,
+            });
         let approval = events.iter().find_map(|e| match e {
             JobEvent::ApprovalRequested { approval_id, .. } => Some(approval_id.clone()),
             _ => None,
@@ -627,7 +737,8 @@ impl App {
             status,
             body,
             append: Some(append),
-            door: Some(door),
+            door,
+            job: Some(job),
         })
     }
 
@@ -707,6 +818,7 @@ impl App {
                         body,
                         append: Some(append),
                         door: None,
+                        job: None,
                     })
                 })
             },

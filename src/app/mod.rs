@@ -4,6 +4,7 @@
 //! same door, uploaded evidence), runs the aggregate's decision, and appends
 //! the events with the idempotency record in one transaction.
 
+pub mod cache;
 mod commands;
 pub mod evidence;
 pub mod keys;
@@ -53,6 +54,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Evidence object store.
     pub evidence: evidence::EvidenceStore,
+    /// Job states left by recent commands (see [`cache`]).
+    pub jobs: cache::JobCache,
 }
 
 /// Whether an id a caller sent can name anything stored. Ids are checked

@@ -113,6 +113,7 @@ impl TestApp {
             policy: Arc::new(DispatchPolicy::default()),
             clock: clock.clone(),
             evidence: EvidenceStore::in_memory(),
+            jobs: dispatch_api::app::cache::JobCache::default(),
         };
         let state = AppState {
             app: app.clone(),

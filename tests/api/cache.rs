@@ -1,0 +1,180 @@
+//! The job cache (src/app/cache.rs) is only an optimisation: commands
+//! decided on a state that another replica has moved past still answer as
+//! if the stream had been read, and retried keys still replay.
+
+use std::sync::Arc;
+
+use dispatch_api::app::cache::JobCache;
+use dispatch_api::app::App;
+use dispatch_api::http::{router, AppState};
+use dispatch_api::tools::allowlist::Allowlist;
+use serde_json::json;
+
+use crate::support::*;
+
+/// A second replica: the same database, keys and clock, its own job cache.
+fn replica(t: &TestApp) -> axum::Router {
+    router(AppState {
+        app: App {
+            jobs: JobCache::default(),
+            ..t.app.clone()
+        },
+        allowlist: Arc::new(Allowlist::builtin().unwrap()),
+        limits: Default::default(),
+        metrics: None,
+        tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+    })
+}
+
+/// `t` with requests sent to another router.
+fn via(t: &TestApp, router: axum::Router) -> TestApp {
+    TestApp {
+        router,
+        app: t.app.clone(),
+        clock: t.clock.clone(),
+        db_url: t.db_url.clone(),
+        keys: Keys {
+            agent: t.keys.agent.clone(),
+            dispatcher: t.keys.dispatcher.clone(),
+            auditor: t.keys.auditor.clone(),
+            admin: t.keys.admin.clone(),
+            tech_a: t.keys.tech_a.clone(),
+            tech_d: t.keys.tech_d.clone(),
+        },
+        counter: t.counter.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_replica_with_a_stale_state_decides_on_the_stream() {
+    let a = TestApp::spawn().await;
+    let b = via(&a, replica(&a));
+    let job = a.open_ifm_job("site-cache-1").await;
+    // A keeps the job as opened (version 1); B records the intake.
+    let r = b
+        .cmd(&job, "record_intake", &b.keys.agent, TestApp::intake())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(a.app.jobs.len(), 1, "A kept the state its open_job left");
+    // On A's cached state (no intake yet) triage would be refused; on the
+    // stream it is allowed, and that is the answer.
+    let r = a.cmd(&job, "triage_job", &a.keys.agent, json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["version"], 3);
+    // B's cached state is now stale by one event: its next append continues
+    // the stream instead of colliding with it.
+    let r = b
+        .cmd(
+            &job,
+            "add_note",
+            &b.keys.dispatcher,
+            json!({"text": "from B"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["version"], 4);
+    let sequences: Vec<i64> = a
+        .events(&job)
+        .await
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, vec![1, 2, 3, 4]);
+    let audit = a
+        .get(&format!("/v1/jobs/{job}/audit"), &a.keys.auditor)
+        .await
+        .json;
+    assert_eq!(audit["verified"], true, "{audit}");
+}
+
+#[tokio::test]
+async fn if_match_is_checked_against_the_stream_not_the_cache() {
+    let a = TestApp::spawn().await;
+    let b = via(&a, replica(&a));
+    let job = a.open_ifm_job("site-cache-2").await;
+    let r = b
+        .cmd(&job, "add_note", &b.keys.agent, json!({"text": "B first"}))
+        .await;
+    assert_eq!(r.json["version"], 2);
+    // A's cache says version 1; the stream says 2, which the caller expects.
+    let path = format!("/v1/jobs/{job}/commands/add_note");
+    let note = |text: &str| json!({ "text": text }).to_string();
+    let at_2 = [("if-match", "\"2\"")];
+    let r = a
+        .post_raw(
+            &path,
+            Some(&a.keys.agent),
+            Some("a-at-2"),
+            &note("A at 2"),
+            &at_2,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["version"], 3);
+    // And a version the stream has moved past is a conflict, cached or not.
+    let r = a
+        .post_raw(
+            &path,
+            Some(&a.keys.agent),
+            Some("a-at-2-again"),
+            &note("again"),
+            &at_2,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{:?}", r.json);
+    assert_eq!(r.code(), "version_conflict");
+}
+
+#[tokio::test]
+async fn a_retried_key_replays_its_answer_from_a_cached_state() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-cache-3").await;
+    let path = format!("/v1/jobs/{job}/commands/add_note");
+    let body = json!({"text": "once"}).to_string();
+    let first = t
+        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
+        .await;
+    assert_eq!(first.status, 200, "{:?}", first.json);
+    // The state the note left is cached; the retry decides on it (a second
+    // note would be allowed) but its key was used: the stored answer wins.
+    assert_eq!(t.app.jobs.len(), 1);
+    let again = t
+        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body, "the same bytes");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(t.events(&job).await.len(), 2, "one note, not two");
+    // The same key for another body is refused, not applied.
+    let other = json!({"text": "twice"}).to_string();
+    let reused = t
+        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &other, &[])
+        .await;
+    assert_eq!(reused.status, 409, "{:?}", reused.json);
+    assert_eq!(reused.code(), "idempotency_key_reused");
+    assert_eq!(t.events(&job).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_cache_of_none_reads_every_stream() {
+    let t = TestApp::spawn().await;
+    let uncached = via(
+        &t,
+        router(AppState {
+            app: App {
+                jobs: JobCache::new(0),
+                ..t.app.clone()
+            },
+            allowlist: Arc::new(Allowlist::builtin().unwrap()),
+            limits: Default::default(),
+            metrics: None,
+            tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+        }),
+    );
+    let job = uncached.open_ifm_job("site-cache-4").await;
+    let r = uncached
+        .cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(t.app.jobs.len(), 0);
+}
