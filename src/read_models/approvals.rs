@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use super::jobs::{fold_jobs, upsert_rows};
+use super::jobs::{upsert_rows, JobChange};
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::{ApprovalAction, ApprovalStatus};
 use crate::error::Result;
@@ -22,12 +22,12 @@ impl Projection for Approvals {
         &self,
         conn: &mut PgConnection,
         table: &str,
-        batch: &[EventRow],
+        _: &[EventRow],
+        changes: &[JobChange],
         _: &ProjectionContext,
     ) -> Result<()> {
-        let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let mut rows: Vec<Value> = Vec::new();
-        for c in &changes {
+        for c in changes {
             let Some(d) = c.after.data() else { continue };
             for a in &d.approvals {
                 let status = match a.status {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use super::jobs::{fold_jobs, upsert_rows};
+use super::jobs::{upsert_rows, JobChange};
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::{Job, VisitStatus};
 use crate::error::Result;
@@ -61,10 +61,10 @@ impl Projection for Board {
         &self,
         conn: &mut PgConnection,
         table: &str,
-        batch: &[EventRow],
+        _: &[EventRow],
+        changes: &[JobChange],
         _: &ProjectionContext,
     ) -> Result<()> {
-        let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let rows: Vec<Value> = changes
             .iter()
             .filter_map(|c| row(&c.after, c.last_position))

@@ -48,6 +48,21 @@ pub async fn fold_jobs(
     state_table: &str,
     batch: &[EventRow],
 ) -> Result<Vec<JobChange>> {
+    fold_jobs_into(conn, &[state_table], batch).await
+}
+
+/// [`fold_jobs`] for read models that stand at the same position: their
+/// state tables hold the same states (every one is the fold of the same
+/// events), so the states are read from the first, folded once, and the new
+/// states written to each.
+pub async fn fold_jobs_into(
+    conn: &mut PgConnection,
+    state_tables: &[&str],
+    batch: &[EventRow],
+) -> Result<Vec<JobChange>> {
+    let Some(first) = state_tables.first() else {
+        return Ok(Vec::new());
+    };
     let mut order: Vec<String> = Vec::new();
     let mut touched: HashMap<String, (Option<Job>, Job, i64)> = HashMap::new();
     for e in batch.iter().filter(|e| e.aggregate_type == Job::TYPE) {
@@ -63,7 +78,7 @@ pub async fn fold_jobs(
     // intermediate `Value`: its allocations were the projectors' largest
     // cost in the service's profile).
     let rows = sqlx::query(&format!(
-        "SELECT job_id, job::text AS job FROM {state_table} WHERE job_id = ANY($1)"
+        "SELECT job_id, job::text AS job FROM {first} WHERE job_id = ANY($1)"
     ))
     .bind(&order)
     .fetch_all(&mut *conn)
@@ -91,19 +106,21 @@ pub async fn fold_jobs(
         .map(|id| serde_json::to_string(&touched[id].1))
         .collect::<Result<_, _>>()
         .map_err(internal)?;
-    let cast = if state_is_jsonb(conn, state_table).await? {
-        "::jsonb[]"
-    } else {
-        ""
-    };
-    sqlx::query(&format!(
-        "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]{cast}) \
-         ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
-    ))
-    .bind(&ids)
-    .bind(&docs)
-    .execute(&mut *conn)
-    .await?;
+    for state_table in state_tables {
+        let cast = if state_is_jsonb(conn, state_table).await? {
+            "::jsonb[]"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]{cast}) \
+             ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
+        ))
+        .bind(&ids)
+        .bind(&docs)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(order
         .into_iter()
         .map(|id| {

@@ -104,17 +104,22 @@ pub trait Projection: Send + Sync {
     /// Its definition.
     fn definition(&self) -> &Definition;
 
-    /// Whether the runtime keeps a `{table}_jobs` table of folded job states for it.
+    /// Whether the runtime keeps a `{table}_jobs` table of folded job states
+    /// for it (and passes it the jobs each batch changed).
     fn needs_job_state(&self) -> bool {
         true
     }
 
-    /// Applies a batch (in global order) to `table`, inside the caller's transaction.
+    /// Applies a batch (in global order) to `table`, inside the caller's
+    /// transaction. `changes` are the jobs the batch touched, before and
+    /// after it, folded by the runtime (empty if the model keeps no job
+    /// states): once for every read model that stands at the same position.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         table: &str,
         batch: &[EventRow],
+        changes: &[jobs::JobChange],
         ctx: &ProjectionContext,
     ) -> Result<()>;
 }

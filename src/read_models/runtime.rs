@@ -8,6 +8,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
+use super::jobs::{fold_jobs, fold_jobs_into, JobChange};
 use super::{EventRow, Projection, ProjectionContext};
 use crate::error::{ApiError, Result};
 
@@ -206,19 +207,14 @@ impl Runtime {
         })
     }
 
-    /// Applies one batch to `table`. `None`: another replica holds the table.
-    pub async fn advance(&self, projection: &dyn Projection, table: &str) -> Result<Option<usize>> {
-        let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
-        let checkpoint = sqlx::query("SELECT last_tx::text AS last_tx, last_pos FROM projection_checkpoints WHERE table_name = $1 FOR UPDATE SKIP LOCKED")
-            .bind(table)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(checkpoint) = checkpoint else {
-            return Ok(None);
-        };
-        let last_tx: String = checkpoint.try_get("last_tx")?;
-        let last_pos: i64 = checkpoint.try_get("last_pos")?;
+    /// Reads the next batch after `(last_tx, last_pos)`, below the oldest
+    /// running transaction.
+    async fn read_batch(
+        &self,
+        conn: &mut PgConnection,
+        last_tx: &str,
+        last_pos: i64,
+    ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, global_position, tx_id::text AS tx, event_type, event_version, payload, \
                     (metadata->>'occurred_at') AS occurred_at \
@@ -226,15 +222,11 @@ impl Runtime {
              WHERE (tx_id, global_position) > ($1::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY tx_id, global_position LIMIT $3",
         )
-        .bind(&last_tx)
+        .bind(last_tx)
         .bind(last_pos)
         .bind(self.batch_size)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(Some(0));
-        }
         let mut batch = Vec::with_capacity(rows.len());
         for r in rows {
             let tx_text: String = r.try_get("tx")?;
@@ -255,8 +247,14 @@ impl Runtime {
                     .map(|t| t.with_timezone(&chrono::Utc)),
             });
         }
-        projection.apply(&mut tx, table, &batch, &self.ctx).await?;
-        let last = batch.last().expect("not empty");
+        Ok(batch)
+    }
+
+    /// Moves `table`'s checkpoint past `batch` (inside the batch's transaction).
+    async fn mark(&self, conn: &mut PgConnection, table: &str, batch: &[EventRow]) -> Result<()> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
         sqlx::query(
             "UPDATE projection_checkpoints SET last_tx = $2::text::xid8, last_pos = $3, events_applied = events_applied + $4, updated_at = now(), applied_by = $5 WHERE table_name = $1",
         )
@@ -265,52 +263,239 @@ impl Runtime {
         .bind(last.global_position)
         .bind(batch.len() as i64)
         .bind(instance_id())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
+        Ok(())
+    }
+
+    fn record_batch(
+        projection: &dyn Projection,
+        table: &str,
+        batch: &[EventRow],
+        started: Instant,
+    ) {
+        let Some(last) = batch.last() else {
+            return;
+        };
         let name = projection.definition().name.clone();
         metrics::histogram!("dispatch_projection_batch_size", "projection" => name.clone())
             .record(batch.len() as f64);
-        metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name.clone())
+        metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("dispatch_projection_position", "table" => table.to_string())
             .set(last.global_position as f64);
+    }
+
+    /// Applies one batch to `table`. `None`: another replica holds the table.
+    pub async fn advance(&self, projection: &dyn Projection, table: &str) -> Result<Option<usize>> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = sqlx::query("SELECT last_tx::text AS last_tx, last_pos FROM projection_checkpoints WHERE table_name = $1 FOR UPDATE SKIP LOCKED")
+            .bind(table)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(checkpoint) = checkpoint else {
+            return Ok(None);
+        };
+        let last_tx: String = checkpoint.try_get("last_tx")?;
+        let last_pos: i64 = checkpoint.try_get("last_pos")?;
+        let batch = self.read_batch(&mut tx, &last_tx, last_pos).await?;
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok(Some(0));
+        }
+        let changes = if projection.needs_job_state() {
+            fold_jobs(&mut tx, &format!("{table}_jobs"), &batch).await?
+        } else {
+            Vec::new()
+        };
+        projection
+            .apply(&mut tx, table, &batch, &changes, &self.ctx)
+            .await?;
+        self.mark(&mut tx, table, &batch).await?;
+        tx.commit().await?;
+        Self::record_batch(projection, table, &batch, started);
         Ok(Some(batch.len()))
     }
 
-    /// One pass over every read model, the models side by side (each on its
-    /// own connection): advances serving and shadow tables by up to
-    /// `max_batches` each, swaps shadows that caught up, drops retired tables
-    /// past their grace. Returns the events applied.
-    pub async fn step(&self, max_batches: usize) -> Result<usize> {
-        let steps = self
-            .projections
-            .iter()
-            .map(|p| self.step_one(p.as_ref(), max_batches));
-        let mut applied = 0;
-        for r in futures::future::join_all(steps).await {
-            applied += r?;
+    /// Applies one batch to every serving table that stands at the same
+    /// position as the most others (at least two), in one transaction: the
+    /// batch is read once and the touched jobs folded once for all of them
+    /// (see [`fold_jobs_into`]). Returns the events applied and the tables
+    /// advanced (or found caught up); `None` if fewer than two tables stand
+    /// level (or could be locked), which leaves them to [`Runtime::advance`].
+    async fn advance_level(
+        &self,
+        live: &[(Arc<dyn Projection>, String)],
+    ) -> Result<Option<(usize, Vec<String>)>> {
+        let started = Instant::now();
+        let tables: Vec<&str> = live.iter().map(|(_, t)| t.as_str()).collect();
+        let positions = sqlx::query(
+            "SELECT table_name, last_tx::text AS last_tx, last_pos FROM projection_checkpoints WHERE table_name = ANY($1)",
+        )
+        .bind(&tables)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut level: std::collections::BTreeMap<(u64, i64), Vec<String>> = Default::default();
+        for r in positions {
+            let last_tx: String = r.try_get("last_tx")?;
+            let at = (
+                last_tx.parse::<u64>().unwrap_or(0),
+                r.try_get::<i64, _>("last_pos")?,
+            );
+            level.entry(at).or_default().push(r.try_get("table_name")?);
         }
-        let dropped = self.drop_retired();
-        dropped.await?;
-        Ok(applied)
+        // The most tables; of equals, the furthest behind.
+        let Some((at, members)) = level.into_iter().rev().max_by_key(|(_, m)| m.len()) else {
+            return Ok(None);
+        };
+        if members.len() < 2 {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        let locked = sqlx::query(
+            "SELECT table_name FROM projection_checkpoints WHERE table_name = ANY($1) AND last_tx = $2::text::xid8 AND last_pos = $3 \
+             ORDER BY table_name FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&members)
+        .bind(at.0.to_string())
+        .bind(at.1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let locked: Vec<String> = locked
+            .iter()
+            .map(|r| r.try_get("table_name"))
+            .collect::<std::result::Result<_, _>>()?;
+        if locked.len() < 2 {
+            return Ok(None);
+        }
+        let batch = self.read_batch(&mut tx, &at.0.to_string(), at.1).await?;
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok(Some((0, locked)));
+        }
+        let group: Vec<&(Arc<dyn Projection>, String)> =
+            live.iter().filter(|(_, t)| locked.contains(t)).collect();
+        let state_tables: Vec<String> = group
+            .iter()
+            .filter(|(p, _)| p.needs_job_state())
+            .map(|(_, t)| format!("{t}_jobs"))
+            .collect();
+        let state_refs: Vec<&str> = state_tables.iter().map(String::as_str).collect();
+        let changes = fold_jobs_into(&mut tx, &state_refs, &batch).await?;
+        for (p, table) in &group {
+            let changes: &[JobChange] = if p.needs_job_state() { &changes } else { &[] };
+            p.apply(&mut tx, table, &batch, changes, &self.ctx).await?;
+            self.mark(&mut tx, table, &batch).await?;
+        }
+        tx.commit().await?;
+        for (p, table) in &group {
+            Self::record_batch(p.as_ref(), table, &batch, started);
+        }
+        Ok(Some((batch.len(), locked)))
     }
 
-    /// One read model's share of [`Runtime::step`].
-    async fn step_one(&self, p: &dyn Projection, max_batches: usize) -> Result<usize> {
+    /// Advances `table` by up to `max_batches` on its own.
+    async fn advance_alone(
+        &self,
+        p: &dyn Projection,
+        table: &str,
+        max_batches: usize,
+    ) -> Result<usize> {
         let mut applied = 0;
-        let name = &p.definition().name;
-        let reg = self.registered(name);
-        let Some(reg) = reg.await? else {
-            return Ok(0);
-        };
         for _ in 0..max_batches {
-            let adv = self.advance(p, &reg.active_table);
-            match adv.await? {
+            match self.advance(p, table).await? {
                 Some(n) if n > 0 => applied += n,
                 _ => break,
             }
         }
+        Ok(applied)
+    }
+
+    /// Every read model with its registry row.
+    async fn registered_all(&self) -> Result<Vec<(Arc<dyn Projection>, Registered)>> {
+        let mut out = Vec::new();
+        for p in &self.projections {
+            if let Some(reg) = self.registered(&p.definition().name).await? {
+                out.push((p.clone(), reg));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The serving tables' share of a pass: those standing level advance
+    /// together ([`Runtime::advance_level`]), the rest (a model behind or
+    /// ahead of the others) each on its own, side by side.
+    pub async fn step_live(&self, max_batches: usize) -> Result<usize> {
+        let live: Vec<(Arc<dyn Projection>, String)> = self
+            .registered_all()
+            .await?
+            .into_iter()
+            .map(|(p, reg)| (p, reg.active_table))
+            .collect();
+        let mut applied = 0;
+        let mut together: Vec<String> = Vec::new();
+        for _ in 0..max_batches {
+            match self.advance_level(&live).await? {
+                Some((n, members)) => {
+                    together = members;
+                    applied += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                None => {
+                    together.clear();
+                    break;
+                }
+            }
+        }
+        let alone = live
+            .iter()
+            .filter(|(_, t)| !together.contains(t))
+            .map(|(p, t)| self.advance_alone(p.as_ref(), t, max_batches));
+        for r in futures::future::join_all(alone).await {
+            applied += r?;
+        }
+        Ok(applied)
+    }
+
+    /// The rebuilds' share of a pass: every shadow table advances on its own
+    /// (side by side) and is swapped in once it covers the serving table.
+    pub async fn step_rebuilds(&self, max_batches: usize) -> Result<usize> {
+        let regs = self.registered_all().await?;
+        let rebuilds = regs
+            .iter()
+            .filter(|(_, reg)| reg.building_table.is_some())
+            .map(|(p, reg)| self.step_rebuild(p.as_ref(), reg, max_batches));
+        let mut applied = 0;
+        for r in futures::future::join_all(rebuilds).await {
+            applied += r?;
+        }
+        Ok(applied)
+    }
+
+    /// One pass over every read model: [`Runtime::step_live`] and
+    /// [`Runtime::step_rebuilds`] side by side, then drops retired tables
+    /// past their grace. Returns the events applied.
+    pub async fn step(&self, max_batches: usize) -> Result<usize> {
+        let (live, rebuilds) =
+            futures::future::join(self.step_live(max_batches), self.step_rebuilds(max_batches))
+                .await;
+        let applied = live? + rebuilds?;
+        self.drop_retired().await?;
+        Ok(applied)
+    }
+
+    /// Advances a read model's shadow table; swaps it in once it is caught up.
+    async fn step_rebuild(
+        &self,
+        p: &dyn Projection,
+        reg: &Registered,
+        max_batches: usize,
+    ) -> Result<usize> {
+        let name = &p.definition().name;
+        let mut applied = 0;
         if let Some(building) = &reg.building_table {
             let mut caught_up = false;
             for _ in 0..max_batches {
@@ -429,31 +614,38 @@ impl Runtime {
         }
     }
 
-    /// Runs until `shutdown` turns true: one loop per read model (so that a
-    /// slow model does not hold the others back), woken by `pg_notify` on one
-    /// shared listener, polling as a fallback; and a housekeeping loop
-    /// (retired tables, lag metrics).
+    /// Runs until `shutdown` turns true: a loop over the serving tables
+    /// (those standing level advance together, one read and one fold for
+    /// all; see [`Runtime::step_live`]) and a loop over rebuilds (so that a
+    /// long rebuild never holds the serving tables back), woken by
+    /// `pg_notify` on one shared listener, polling as a fallback; and a
+    /// housekeeping loop (retired tables, lag metrics).
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
         // Bumped on every notification; each loop remembers what it has seen.
         let (wake, _) = watch::channel(0u64);
         let wake = Arc::new(wake);
         let mut tasks = Vec::new();
-        for i in 0..this.projections.len() {
+        for rebuilds in [false, true] {
             let (this, mut woken, mut shutdown) =
                 (this.clone(), wake.subscribe(), shutdown.clone());
             tasks.push(tokio::spawn(async move {
-                let p = this.projections[i].clone();
+                let what = if rebuilds { "rebuild" } else { "live" };
                 loop {
                     if *shutdown.borrow() {
                         return;
                     }
                     let next_pass = tokio::time::Instant::now() + PASS_INTERVAL;
                     woken.borrow_and_update();
-                    let worked = match this.step_one(p.as_ref(), 20).await {
+                    let step = if rebuilds {
+                        this.step_rebuilds(20).await
+                    } else {
+                        this.step_live(20).await
+                    };
+                    let worked = match step {
                         Ok(n) => n > 0,
                         Err(e) => {
-                            tracing::warn!(error = %e, projection = %p.definition().name, "projector step failed; retrying");
+                            tracing::warn!(error = %e, pass = what, "projector step failed; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             false
                         }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::board::is_active;
-use super::jobs::{delete_jobs, fold_jobs, upsert_rows};
+use super::jobs::{delete_jobs, upsert_rows, JobChange};
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::error::Result;
 
@@ -22,14 +22,14 @@ impl Projection for TechnicianSchedule {
         &self,
         conn: &mut PgConnection,
         table: &str,
-        batch: &[EventRow],
+        _: &[EventRow],
+        changes: &[JobChange],
         _: &ProjectionContext,
     ) -> Result<()> {
-        let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let ids: Vec<String> = changes.iter().map(|c| c.job_id.clone()).collect();
         delete_jobs(conn, table, &ids).await?;
         let mut rows: Vec<Value> = Vec::new();
-        for c in &changes {
+        for c in changes {
             let Some(d) = c.after.data() else { continue };
             if !d.state.is_open() {
                 continue;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, Row};
 
 use super::board::is_active;
-use super::jobs::{fold_jobs, upsert_rows};
+use super::jobs::{upsert_rows, JobChange};
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::Job;
 use crate::domain::technician::{Technician, TechnicianEvent};
@@ -38,13 +38,13 @@ impl Projection for Technicians {
         conn: &mut PgConnection,
         table: &str,
         batch: &[EventRow],
+        changes: &[JobChange],
         _: &ProjectionContext,
     ) -> Result<()> {
         // Load deltas from the jobs this batch touched.
-        let changes = fold_jobs(conn, &format!("{table}_jobs"), batch).await?;
         let mut delta: HashMap<String, i64> = HashMap::new();
         let mut position: HashMap<String, i64> = HashMap::new();
-        for c in &changes {
+        for c in changes {
             let before = active_technician(c.before.as_ref());
             let after = active_technician(Some(&c.after));
             if before != after {

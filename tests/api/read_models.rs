@@ -241,9 +241,10 @@ impl Projection for BoardV2 {
         conn: &mut sqlx::PgConnection,
         table: &str,
         batch: &[EventRow],
+        changes: &[dispatch_api::read_models::jobs::JobChange],
         ctx: &ProjectionContext,
     ) -> dispatch_api::error::Result<()> {
-        Board.apply(conn, table, batch, ctx).await
+        Board.apply(conn, table, batch, changes, ctx).await
     }
 }
 
@@ -600,5 +601,66 @@ async fn job_state_tables_made_as_jsonb_keep_working() {
     .await
     .unwrap();
     assert_eq!(kind, "jsonb");
+    assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
+}
+
+/// Read models that stand level advance together (one read and one fold for
+/// all); one that is ahead or behind advances alone until it is level again.
+/// Either way each applies every event once and equals a rebuild.
+#[tokio::test]
+async fn models_out_of_step_advance_alone_then_together() {
+    let t = TestApp::spawn().await;
+    let rt = runtime(&t).batch_size(5);
+    rt.register().await.unwrap();
+    for j in 0..6 {
+        let job = t.open_ifm_job(&format!("step-{j}")).await;
+        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+            .await;
+    }
+    // The board alone moves ahead by one batch: the four others stand level
+    // behind it.
+    let board_only = Runtime::with_projections(
+        t.app.pool.clone(),
+        ProjectionContext {
+            sops: t.app.sops.clone(),
+        },
+        vec![Arc::new(Board)],
+    )
+    .batch_size(5);
+    assert_eq!(board_only.step(1).await.unwrap(), 5);
+    let positions = || async {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT r.name, c.last_pos FROM projection_registry r JOIN projection_checkpoints c ON c.table_name = r.active_table ORDER BY r.name",
+        )
+        .fetch_all(&t.app.pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let p = positions().await;
+    assert!(
+        p.iter()
+            .filter(|(n, pos)| n != "board" && *pos == 0)
+            .count()
+            == 4,
+        "{p:?}"
+    );
+    // One pass of one batch: the four advance together (they stay level);
+    // the board, ahead of them, advances alone.
+    rt.step_live(1).await.unwrap();
+    let p = positions().await;
+    let others: Vec<i64> = p
+        .iter()
+        .filter(|(n, _)| n != "board")
+        .map(|(_, x)| *x)
+        .collect();
+    assert!(others.iter().all(|x| *x == others[0] && *x > 0), "{p:?}");
+    for j in 6..9 {
+        t.open_ifm_job(&format!("step-{j}")).await;
+    }
+    // Caught up, all five stand level and every event was applied once.
+    rt.catch_up().await.unwrap();
+    let p = positions().await;
+    assert!(p.iter().all(|(_, x)| *x == p[0].1), "{p:?}");
     assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
 }
