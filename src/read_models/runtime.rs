@@ -460,15 +460,28 @@ impl Runtime {
         Ok(applied)
     }
 
-    /// The rebuilds' share of a pass: every shadow table advances on its own
-    /// (side by side) and is swapped in once it covers the serving table.
+    /// The rebuilds' share of a pass: shadow tables standing level advance
+    /// together, the others each on its own (side by side); each is swapped
+    /// in once it covers its serving table.
     pub async fn step_rebuilds(&self, max_batches: usize) -> Result<usize> {
         let regs = self.registered_all().await?;
+        let shadows: Vec<(Arc<dyn Projection>, String)> = regs
+            .iter()
+            .filter_map(|(p, reg)| Some((p.clone(), reg.building_table.clone()?)))
+            .collect();
+        let mut applied = 0;
+        // Shadows standing level (models rebuilt at the same time) advance
+        // together first: one read and one fold for all of them.
+        for _ in 0..max_batches {
+            match self.advance_level(&shadows).await? {
+                Some((n, _)) if n > 0 => applied += n,
+                _ => break,
+            }
+        }
         let rebuilds = regs
             .iter()
             .filter(|(_, reg)| reg.building_table.is_some())
             .map(|(p, reg)| self.step_rebuild(p.as_ref(), reg, max_batches));
-        let mut applied = 0;
         for r in futures::future::join_all(rebuilds).await {
             applied += r?;
         }
