@@ -8,7 +8,8 @@
 //!
 //! The cache is only ever an optimisation; the store stays the truth:
 //!
-//! - a state is put here only after the write that produced it committed;
+//! - a state is put here only after the write that produced it committed,
+//!   and only while the job is not in a final state (closed, cancelled…);
 //! - a command takes the state out while it decides, so two commands on one
 //!   job never decide on the same copy;
 //! - a command decided on a cached state is written only if it appends

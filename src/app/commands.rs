@@ -397,7 +397,10 @@ impl App {
         }
         store::wake_projectors(&self.pool);
         if let (Some(job), Some(append)) = (decided.job, decided.append) {
-            if stream.0 == Job::TYPE {
+            // A job in a final state takes few commands more (most refused):
+            // the cache keeps the jobs being worked.
+            let open = job.data().is_some_and(|d| !d.state.is_final());
+            if stream.0 == Job::TYPE && open {
                 self.jobs.put(stream.1, job, append.head);
             }
         }

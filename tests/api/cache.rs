@@ -178,3 +178,31 @@ async fn a_cache_of_none_reads_every_stream() {
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(t.app.jobs.len(), 0);
 }
+
+#[tokio::test]
+async fn jobs_in_a_final_state_are_not_kept() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-cache-5").await;
+    assert_eq!(t.app.jobs.len(), 1);
+    let r = t
+        .cmd(
+            &job,
+            "cancel_job",
+            &t.keys.dispatcher,
+            json!({"reason": "customer fixed it"}),
+        )
+        .await;
+    assert_eq!(r.state(), "cancelled", "{:?}", r.json);
+    assert!(t.app.jobs.is_empty(), "a cancelled job is not kept");
+    // It still answers from its stream.
+    let r = t
+        .cmd(
+            &job,
+            "add_note",
+            &t.keys.dispatcher,
+            json!({"text": "after"}),
+        )
+        .await;
+    assert_eq!(r.code(), "invalid_transition", "{:?}", r.json);
+    assert_eq!(r.json["current_state"], "cancelled");
+}
