@@ -456,7 +456,11 @@ pub fn prepare_append(
     let mut out = Vec::with_capacity(n);
     for (i, e) in events.into_iter().enumerate() {
         let sequence = p.head.sequence + 1;
-        let event_id = Uuid::new_v4();
+        // Time-ordered (UUIDv7): new ids land at the right edge of the
+        // `events_event_id` index instead of on a random leaf of it, which
+        // with millions of events was a page read and a full-page WAL image
+        // per append (the benchmark's 10 M-event p99).
+        let event_id = Uuid::now_v7();
         let metadata = serde_json::to_value(&e.meta)
             .map_err(|source| StoreError::Decode { sequence, source })?;
         let hash = envelope_hash(
