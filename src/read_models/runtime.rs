@@ -195,18 +195,6 @@ impl Runtime {
         Ok(table)
     }
 
-    async fn registered(&self, name: &str) -> Result<Option<Registered>> {
-        let row = sqlx::query("SELECT active_table, building_table, building_version FROM projection_registry WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
-        Ok(match row {
-            None => None,
-            Some(r) => Some(Registered {
-                active_table: r.try_get("active_table")?,
-                building_table: r.try_get("building_table")?,
-                building_version: r.try_get("building_version")?,
-            }),
-        })
-    }
-
     /// Reads the next batch after `(last_tx, last_pos)`, below the oldest
     /// running transaction.
     async fn read_batch(
@@ -414,11 +402,28 @@ impl Runtime {
 
     /// Every read model with its registry row.
     async fn registered_all(&self) -> Result<Vec<(Arc<dyn Projection>, Registered)>> {
+        // One read of the registry per pass (not one per model).
+        let rows = sqlx::query(
+            "SELECT name, active_table, building_table, building_version FROM projection_registry",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::new();
         for p in &self.projections {
-            if let Some(reg) = self.registered(&p.definition().name).await? {
-                out.push((p.clone(), reg));
-            }
+            let Some(r) = rows
+                .iter()
+                .find(|r| r.try_get::<&str, _>("name").ok() == Some(p.definition().name.as_str()))
+            else {
+                continue;
+            };
+            out.push((
+                p.clone(),
+                Registered {
+                    active_table: r.try_get("active_table")?,
+                    building_table: r.try_get("building_table")?,
+                    building_version: r.try_get("building_version")?,
+                },
+            ));
         }
         Ok(out)
     }

@@ -12,11 +12,12 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// A second replica: the same database, keys and clock, its own job cache.
-fn replica(t: &TestApp) -> axum::Router {
+/// The router over `t`'s database, keys and clock with its own job cache:
+/// another replica.
+fn with_cache(t: &TestApp, jobs: JobCache) -> axum::Router {
     router(AppState {
         app: App {
-            jobs: JobCache::default(),
+            jobs,
             ..t.app.clone()
         },
         allowlist: Arc::new(Allowlist::builtin().unwrap()),
@@ -24,6 +25,11 @@ fn replica(t: &TestApp) -> axum::Router {
         metrics: None,
         tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
     })
+}
+
+/// A second replica: the same database, keys and clock, its own job cache.
+fn replica(t: &TestApp) -> axum::Router {
+    with_cache(t, JobCache::default())
 }
 
 /// `t` with requests sent to another router.
@@ -158,19 +164,7 @@ async fn a_retried_key_replays_its_answer_from_a_cached_state() {
 #[tokio::test]
 async fn a_cache_of_none_reads_every_stream() {
     let t = TestApp::spawn().await;
-    let uncached = via(
-        &t,
-        router(AppState {
-            app: App {
-                jobs: JobCache::new(0),
-                ..t.app.clone()
-            },
-            allowlist: Arc::new(Allowlist::builtin().unwrap()),
-            limits: Default::default(),
-            metrics: None,
-            tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
-        }),
-    );
+    let uncached = via(&t, with_cache(&t, JobCache::new(0)));
     let job = uncached.open_ifm_job("site-cache-4").await;
     let r = uncached
         .cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
