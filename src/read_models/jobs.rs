@@ -106,20 +106,27 @@ pub async fn fold_jobs_into(
         .map(|id| serde_json::to_string(&touched[id].1))
         .collect::<Result<_, _>>()
         .map_err(internal)?;
-    for state_table in state_tables {
-        let cast = if state_is_jsonb(conn, state_table).await? {
-            "::jsonb[]"
+    // The new states go over the wire once, into the first table; the
+    // others copy them from it inside the server (no second transfer, no
+    // second compression of the same documents).
+    for (i, state_table) in state_tables.iter().enumerate() {
+        let jsonb = state_is_jsonb(conn, state_table).await?;
+        let sql = if i == 0 {
+            let cast = if jsonb { "::jsonb[]" } else { "" };
+            format!(
+                "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]{cast}) \
+                 ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
+            )
         } else {
-            ""
+            let cast = if jsonb { "::jsonb" } else { "::text" };
+            format!(
+                "INSERT INTO {state_table} (job_id, job) SELECT job_id, job{cast} FROM {first} WHERE job_id = ANY($1::text[]) \
+                 ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
+            )
         };
-        sqlx::query(&format!(
-            "INSERT INTO {state_table} (job_id, job) SELECT * FROM UNNEST($1::text[], $2::text[]{cast}) \
-             ON CONFLICT (job_id) DO UPDATE SET job = EXCLUDED.job"
-        ))
-        .bind(&ids)
-        .bind(&docs)
-        .execute(&mut *conn)
-        .await?;
+        let q = sqlx::query(&sql).bind(&ids);
+        let q = if i == 0 { q.bind(&docs) } else { q };
+        q.execute(&mut *conn).await?;
     }
     Ok(order
         .into_iter()

@@ -16,6 +16,9 @@ use crate::error::{ApiError, Result};
 /// simply runs more batches).
 pub const DEFAULT_BATCH: i64 = 5000;
 
+/// Shadow tables rebuilt together read batches this many times larger.
+const REBUILD_GROUP_FACTOR: i64 = 4;
+
 /// A read model's loop starts a pass at most this often while events keep
 /// coming: under load, waiting a moment gathers a batch instead of paying a
 /// transaction per read model for every commit. A live pass goes on to the
@@ -204,6 +207,7 @@ impl Runtime {
         conn: &mut PgConnection,
         last_tx: &str,
         last_pos: i64,
+        limit: i64,
     ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, global_position, tx_id::text AS tx, event_type, event_version, payload, \
@@ -214,7 +218,7 @@ impl Runtime {
         )
         .bind(last_tx)
         .bind(last_pos)
-        .bind(self.batch_size)
+        .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
         let mut batch = Vec::with_capacity(rows.len());
@@ -289,7 +293,9 @@ impl Runtime {
         };
         let last_tx: String = checkpoint.try_get("last_tx")?;
         let last_pos: i64 = checkpoint.try_get("last_pos")?;
-        let batch = self.read_batch(&mut tx, &last_tx, last_pos).await?;
+        let batch = self
+            .read_batch(&mut tx, &last_tx, last_pos, self.batch_size)
+            .await?;
         if batch.is_empty() {
             tx.commit().await?;
             return Ok(Some(0));
@@ -317,6 +323,7 @@ impl Runtime {
     async fn advance_level(
         &self,
         live: &[(Arc<dyn Projection>, String)],
+        limit: i64,
     ) -> Result<Option<(usize, Vec<String>)>> {
         let started = Instant::now();
         let tables: Vec<&str> = live.iter().map(|(_, t)| t.as_str()).collect();
@@ -359,7 +366,9 @@ impl Runtime {
         if locked.len() < 2 {
             return Ok(None);
         }
-        let batch = self.read_batch(&mut tx, &at.0.to_string(), at.1).await?;
+        let batch = self
+            .read_batch(&mut tx, &at.0.to_string(), at.1, limit)
+            .await?;
         if batch.is_empty() {
             tx.commit().await?;
             return Ok(Some((0, locked)));
@@ -443,7 +452,7 @@ impl Runtime {
         let mut applied = 0;
         let mut together: Vec<String> = Vec::new();
         for _ in 0..max_batches {
-            match self.advance_level(&live).await? {
+            match self.advance_level(&live, self.batch_size).await? {
                 Some((n, members)) => {
                     together = members;
                     applied += n;
@@ -479,8 +488,12 @@ impl Runtime {
         let mut applied = 0;
         // Shadows standing level (models rebuilt at the same time) advance
         // together first: one read and one fold for all of them.
+        // Their batches are larger: a rebuild reads history, where a job's
+        // events lie spread over thousands of others', and every batch that
+        // touches a job writes its state once per table.
+        let limit = self.batch_size.saturating_mul(REBUILD_GROUP_FACTOR);
         for _ in 0..max_batches {
-            match self.advance_level(&shadows).await? {
+            match self.advance_level(&shadows, limit).await? {
                 Some((n, _)) if n > 0 => applied += n,
                 _ => break,
             }

@@ -572,20 +572,47 @@ async fn a_held_back_horizon_does_not_end_catch_up_early() {
 /// replaces them) and their rows equal a rebuild's.
 #[tokio::test]
 async fn job_state_tables_made_as_jsonb_keep_working() {
+    states_as_jsonb(&[
+        "board",
+        "billing_readiness",
+        "technicians",
+        "technician_schedule",
+        "approvals",
+    ])
+    .await;
+}
+
+/// Models advancing together copy the new states from the first one's table
+/// into the others inside the server: between `text` and `jsonb` tables in
+/// both directions too (the board's table is the first of the group).
+#[tokio::test]
+async fn job_states_copy_between_text_and_jsonb_tables() {
+    // jsonb first: copied into text and jsonb tables.
+    states_as_jsonb(&["board", "technicians"]).await;
+    // text first: copied into a jsonb table.
+    states_as_jsonb(&["billing_readiness"]).await;
+}
+
+/// Turns the named models' state tables into `jsonb`, runs commands through
+/// the projectors, and checks every table against a rebuild.
+async fn states_as_jsonb(models: &[&str]) {
     let t = TestApp::spawn().await;
     let rt = runtime(&t);
     rt.register().await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar("SELECT active_table FROM projection_registry")
-        .fetch_all(&t.app.pool)
-        .await
-        .unwrap();
-    for table in &tables {
-        sqlx::query(&format!(
-            "ALTER TABLE {table}_jobs ALTER COLUMN job TYPE jsonb USING job::jsonb"
-        ))
-        .execute(&t.app.pool)
-        .await
-        .unwrap();
+    let tables: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, active_table FROM projection_registry")
+            .fetch_all(&t.app.pool)
+            .await
+            .unwrap();
+    for (name, table) in &tables {
+        if models.contains(&name.as_str()) {
+            sqlx::query(&format!(
+                "ALTER TABLE {table}_jobs ALTER COLUMN job TYPE jsonb USING job::jsonb"
+            ))
+            .execute(&t.app.pool)
+            .await
+            .unwrap();
+        }
     }
     let job = t.open_ifm_job("site-jsonb-state").await;
     rt.catch_up().await.unwrap();
@@ -593,14 +620,23 @@ async fn job_state_tables_made_as_jsonb_keep_working() {
         .await;
     t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "two"}))
         .await;
-    let kind: String = sqlx::query_scalar(&format!(
-        "SELECT pg_typeof(job)::text FROM {}_jobs LIMIT 1",
-        tables[0]
-    ))
-    .fetch_one(&t.app.pool)
-    .await
-    .unwrap();
-    assert_eq!(kind, "jsonb");
+    rt.catch_up().await.unwrap();
+    for (name, table) in &tables {
+        let (kind, version): (String, i64) = sqlx::query_as(&format!(
+            "SELECT pg_typeof(job)::text, (job::jsonb->>'version')::bigint FROM {table}_jobs WHERE job_id = $1"
+        ))
+        .bind(&job)
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+        let expected = if models.contains(&name.as_str()) {
+            "jsonb"
+        } else {
+            "text"
+        };
+        assert_eq!(kind, expected, "{name}");
+        assert_eq!(version, 3, "{name}: opened and two notes");
+    }
     assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
 }
 
