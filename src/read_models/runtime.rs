@@ -778,12 +778,17 @@ pub fn instance_id() -> &'static str {
 }
 
 /// Each read model's serving (and shadow) table: version, position, lag,
-/// and which process applied its latest batch.
+/// and which process applied its latest batch. Lag is counted along the
+/// projectors' own index order (`ORDER BY … LIMIT`): a bare range over
+/// `(tx_id, global_position)` against a correlated checkpoint is estimated
+/// at a third of the table, and at 10 M events the planner scanned all of
+/// it every five seconds. `lag_seconds` is the age of the first event not
+/// yet applied.
 pub async fn status(pool: &PgPool) -> Result<Vec<Value>> {
     let rows = sqlx::query(
         "SELECT r.name, t.table_name, t.version, t.role, c.last_pos, c.events_applied, c.applied_by, \
-                (SELECT count(*) FROM (SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos) LIMIT 1000000) x) AS lag_events, \
-                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(e.recorded_at) FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos))), 0)::float8 AS lag_seconds \
+                (SELECT count(*) FROM (SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos) ORDER BY e.tx_id, e.global_position LIMIT 1000000) x) AS lag_events, \
+                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.global_position) > (c.last_tx, c.last_pos) ORDER BY e.tx_id, e.global_position LIMIT 1)), 0)::float8 AS lag_seconds \
          FROM projection_registry r \
          CROSS JOIN LATERAL (VALUES (r.active_table, r.active_version, 'live'), (r.building_table, r.building_version, 'rebuilding')) AS t(table_name, version, role) \
          JOIN projection_checkpoints c ON c.table_name = t.table_name \
