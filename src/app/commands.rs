@@ -125,6 +125,14 @@ struct DoorRow {
     updated_at: DateTime<Utc>,
 }
 
+/// Whether a write was aborted because the key it checked is unknown or
+/// revoked (`dispatch_require_active_key`, migration 0008).
+fn is_key_refused(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "DK401")
+}
+
 fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
     let name = format!(
         "dispatch-api/{kind}/{}/{}",
@@ -292,7 +300,7 @@ impl App {
         let status = decided.status;
         let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
         match self
-            .write(&mut conn, caller, meta, &decided, &bytes)
+            .write(&mut conn, caller, meta, &decided, &bytes, None)
             .await?
         {
             Ok(body) => {
@@ -321,6 +329,10 @@ impl App {
     /// Writes what a decision leaves — its events, stream head and door row,
     /// with its answer — in one statement; returns the stored answer (with
     /// the events' positions in place).
+    ///
+    /// `key_check`: the SHA-256 of a key that was not looked up for this
+    /// request; the statement then aborts (SQLSTATE `DK401`, see
+    /// [`is_key_refused`]) unless the key is still active.
     async fn write(
         &self,
         conn: &mut PgConnection,
@@ -328,31 +340,50 @@ impl App {
         meta: &RequestMeta,
         decided: &Decided,
         bytes: &[u8],
+        key_check: Option<&str>,
     ) -> Result<std::result::Result<Vec<u8>, sqlx::Error>> {
         let status = decided.status;
         Ok(match &decided.append {
             None => {
-                sqlx::query_scalar::<_, Vec<u8>>(
+                let check = if key_check.is_some() {
+                    " WHERE dispatch_require_active_key($6)"
+                } else {
+                    ""
+                };
+                let sql = format!(
                     "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING response_body",
-                )
-                .bind(&caller.key_name)
-                .bind(&meta.idempotency_key)
-                .bind(&meta.request_hash)
-                .bind(i32::from(status))
-                .bind(bytes)
-                .fetch_one(&mut *conn)
-                .await
+                     SELECT $1, $2, $3, $4, $5{check} RETURNING response_body",
+                );
+                let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql)
+                    .bind(&caller.key_name)
+                    .bind(&meta.idempotency_key)
+                    .bind(&meta.request_hash)
+                    .bind(i32::from(status))
+                    .bind(bytes);
+                if let Some(k) = key_check {
+                    q = q.bind(k);
+                }
+                q.fetch_one(&mut *conn).await
             }
             Some(append) => {
-                let pieces = split_at_positions(bytes, append.sequences.len()).ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!("the answer's event positions could not be placed"))
-                })?;
-                let answer = "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
+                let pieces =
+                    split_at_positions(bytes, append.sequences.len()).ok_or_else(|| {
+                        ApiError::Internal(anyhow::anyhow!(
+                            "the answer's event positions could not be placed"
+                        ))
+                    })?;
+                // The key check, if any, is the last parameter: after the
+                // door row's when there is one.
+                let check = match (key_check, decided.door.is_some()) {
+                    (None, _) => "",
+                    (Some(_), true) => " WHERE dispatch_require_active_key($25)",
+                    (Some(_), false) => " WHERE dispatch_require_active_key($18)",
+                };
+                let answer = format!("INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
                      SELECT $13, $14, $15, $16, ($17::bytea[])[1] || COALESCE(( \
                        SELECT string_agg(convert_to(a.global_position::text, 'UTF8') || ($17::bytea[])[a.i + 1], ''::bytea ORDER BY a.i) \
-                       FROM (SELECT global_position, (row_number() OVER (ORDER BY sequence))::int AS i FROM appended) a), ''::bytea) \
-                     RETURNING response_body";
+                       FROM (SELECT global_position, (row_number() OVER (ORDER BY sequence))::int AS i FROM appended) a), ''::bytea){check} \
+                     RETURNING response_body");
                 let sql = if decided.door.is_some() {
                     format!(
                         "WITH {}, door AS ( \
@@ -381,6 +412,9 @@ impl App {
                         .bind(&d.technician_id)
                         .bind(d.completed_at)
                         .bind(d.updated_at);
+                }
+                if let Some(k) = key_check {
+                    q = q.bind(k);
                 }
                 q.fetch_one(&mut *conn)
                     .await
@@ -411,6 +445,8 @@ impl App {
     /// the decision did not append events, or the write was refused because
     /// the state was stale or the key was used before — and the ordinary
     /// path must decide from the store (see `app::cache`).
+    ///
+    /// `key_check`: see [`App::write`]; a refused key is `None` too.
     async fn cached_job_command(
         &self,
         caller: &Caller,
@@ -418,6 +454,7 @@ impl App {
         job_id: &str,
         command: JobCommand,
         (job, head): (Job, store::StreamState),
+        key_check: Option<&str>,
     ) -> Result<Option<Reply>> {
         let mut conn = self.pool.acquire().await?;
         let decided = match self
@@ -429,7 +466,7 @@ impl App {
         };
         let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
         match self
-            .write(&mut conn, caller, meta, &decided, &bytes)
+            .write(&mut conn, caller, meta, &decided, &bytes, key_check)
             .await?
         {
             Ok(body) => {
@@ -443,6 +480,11 @@ impl App {
             }
             Err(e) if store::is_unique_violation(&e) => {
                 metrics::counter!("dispatch_job_cache_total", "outcome" => "stale").increment(1);
+                Ok(None)
+            }
+            Err(e) if is_key_refused(&e) => {
+                metrics::counter!("dispatch_job_cache_total", "outcome" => "key_refused")
+                    .increment(1);
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -488,7 +530,7 @@ impl App {
         }
         let cached = match self.jobs.take(&job_id) {
             Some(state) => {
-                self.cached_job_command(caller, meta, &job_id, command.clone(), state)
+                self.cached_job_command(caller, meta, &job_id, command.clone(), state, None)
                     .await
             }
             None => Ok(None),
@@ -512,33 +554,78 @@ impl App {
                 .await
             }
         };
-        let outcome = match &result {
-            Ok(r) if r.status < 400 => "ok",
-            Ok(_) => "refused",
-            Err(ApiError::VersionConflict { .. }) => "conflict",
-            Err(_) => "error",
-        };
-        metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("dispatch_command_seconds", "command" => name)
-            .record(started.elapsed().as_secs_f64());
-        if let Ok(r) = &result {
-            if r.status >= 400 {
-                if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-                    let code = v
-                        .get("code")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown")
-                        .to_string();
-                    metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
-                }
-            }
-        } else if let Err(ApiError::VersionConflict { .. }) = &result {
-            metrics::counter!("dispatch_conflicts_total").increment(1);
-        }
+        record_command(name, started, result.as_ref());
         result
     }
 
+    /// A job command on a job whose state this process keeps, from a caller
+    /// whose key was not looked up for this request (`key_hash`: its
+    /// SHA-256; `caller`: what it resolved to before). Answers only if the
+    /// command appends events and its write, which checks in the same
+    /// statement that the key is still active, commits. `None` otherwise —
+    /// the job is not kept, the command is refused, the state was stale,
+    /// the idempotency key was used before, or the API key is no longer
+    /// active — and the caller must look the key up and run
+    /// [`App::execute_job`], which answers.
+    pub async fn try_job_with_key_in_write(
+        &self,
+        caller: &Caller,
+        key_hash: &str,
+        meta: &RequestMeta,
+        job_id: &str,
+        command: JobCommand,
+    ) -> Result<Option<Reply>> {
+        let started = std::time::Instant::now();
+        if !super::storable_id(job_id) {
+            return Ok(None);
+        }
+        let Some(state) = self.jobs.take(job_id) else {
+            return Ok(None);
+        };
+        let name = command.wire_name();
+        let reply = self
+            .cached_job_command(caller, meta, job_id, command, state, Some(key_hash))
+            .await?;
+        if let Some(r) = &reply {
+            record_command(name, started, Ok(r));
+        }
+        Ok(reply)
+    }
+}
+
+/// Counts a job command's outcome and time.
+fn record_command(
+    name: &'static str,
+    started: std::time::Instant,
+    result: std::result::Result<&Reply, &ApiError>,
+) {
+    let outcome = match result {
+        Ok(r) if r.status < 400 => "ok",
+        Ok(_) => "refused",
+        Err(ApiError::VersionConflict { .. }) => "conflict",
+        Err(_) => "error",
+    };
+    metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("dispatch_command_seconds", "command" => name)
+        .record(started.elapsed().as_secs_f64());
+    if let Ok(r) = result {
+        if r.status >= 400 {
+            if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
+                let code = v
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string();
+                metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
+            }
+        }
+    } else if let Err(ApiError::VersionConflict { .. }) = result {
+        metrics::counter!("dispatch_conflicts_total").increment(1);
+    }
+}
+
+impl App {
     async fn resolve_job_command(
         &self,
         conn: &mut PgConnection,

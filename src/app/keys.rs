@@ -104,13 +104,24 @@ pub async fn revoke_key(pool: &PgPool, name: &str) -> Result<(), KeyError> {
 
 /// Resolves a bearer key to its caller; unknown or revoked keys are `Unauthorized`.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Caller> {
+    authenticate_hash(pool, &key_hash(key)?).await
+}
+
+/// The SHA-256 a key is stored and looked up by; a key that cannot be one
+/// (empty, over 200 bytes) is `Unauthorized`.
+pub fn key_hash(key: &str) -> Result<String> {
     if key.is_empty() || key.len() > 200 {
         return Err(ApiError::Unauthorized);
     }
+    Ok(sha256_hex(key.as_bytes()))
+}
+
+/// [`authenticate`] by the key's SHA-256 ([`key_hash`]).
+pub async fn authenticate_hash(pool: &PgPool, hash: &str) -> Result<Caller> {
     let row = sqlx::query(
         "SELECT name, role, technician_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
-    .bind(sha256_hex(key.as_bytes()))
+    .bind(hash)
     .fetch_optional(pool)
     .await?;
     let row = row.ok_or(ApiError::Unauthorized)?;

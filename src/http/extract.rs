@@ -18,25 +18,46 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized)?;
-        let value = value.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthorized)?
-            .trim();
-        let caller = keys::authenticate(&state.app.pool, key).await?;
-        if caller.role == Role::System {
-            // The system actor is internal: no request acts as it.
-            return Err(ApiError::Forbidden(
-                "the system role cannot be used over HTTP".into(),
-            ));
-        }
-        Ok(caller)
+        let hash = keys::key_hash(bearer_key(&parts.headers)?)?;
+        look_up_caller(state, &hash).await
     }
+}
+
+/// The bearer key of a request (`Authorization: Bearer …`).
+pub fn bearer_key(headers: &HeaderMap) -> Result<&str> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized)?;
+    let value = value.to_str().map_err(|_| ApiError::Unauthorized)?;
+    Ok(value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(ApiError::Unauthorized)?
+        .trim())
+}
+
+/// Looks a key up by its SHA-256: the caller, or `Unauthorized`, or
+/// `Forbidden` for the system role (internal: no request acts as it). What
+/// it resolved to is remembered for job commands that check the key in
+/// their write ([`crate::app::cache`]); a key that no longer resolves is
+/// forgotten.
+pub async fn look_up_caller(state: &AppState, hash: &str) -> Result<Caller> {
+    let caller = match keys::authenticate_hash(&state.app.pool, hash).await {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized) {
+                state.app.jobs.forget_caller(hash);
+            }
+            return Err(e);
+        }
+    };
+    if caller.role == Role::System {
+        return Err(ApiError::Forbidden(
+            "the system role cannot be used over HTTP".into(),
+        ));
+    }
+    state.app.jobs.put_caller(hash, &caller);
+    Ok(caller)
 }
 
 /// Checks the allowlist for a tool-backed endpoint.

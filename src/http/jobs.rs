@@ -11,9 +11,11 @@ use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 
 use super::decode;
-use super::extract::{mutation_meta, read_json, require_endpoint, require_tool};
+use super::extract::{
+    bearer_key, look_up_caller, mutation_meta, read_json, require_endpoint, require_tool,
+};
 use super::{query_params, reply_response, AppState};
-use crate::app::Caller;
+use crate::app::{keys, Caller, RequestMeta};
 use crate::domain::job::{Job, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
@@ -44,29 +46,80 @@ async fn open_job(
     Ok(reply_response(reply))
 }
 
+/// A job command. A key this process has resolved before skips the lookup
+/// when the job's state is kept here too: the write checks the key in the
+/// same statement (`app::cache`). Everything that write does not settle —
+/// a bad request, a refusal, a stale state, a reused idempotency key, a key
+/// no longer active — is answered only after the key is looked up, so the
+/// answers (401 before anything else) are those of the ordinary path.
 async fn job_command(
     State(state): State<AppState>,
-    caller: Caller,
     Path((job_id, command)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    if !decode::is_routed_job_command(&command) {
-        return Err(ApiError::NotFound(format!(
-            "no job command named `{}`",
-            decode::echo(&command)
-        )));
+    let hash = keys::key_hash(bearer_key(&headers)?)?;
+    let Some(known) = state.app.jobs.caller(&hash) else {
+        let caller = look_up_caller(&state, &hash).await?;
+        let (meta, decoded) =
+            prepare_job_command(&state, &caller, &job_id, &command, &headers, body).await?;
+        let reply = state
+            .app
+            .execute_job(&caller, &meta, Some(&job_id), decoded)
+            .await?;
+        return Ok(reply_response(reply));
+    };
+    let prepared = prepare_job_command(&state, &known, &job_id, &command, &headers, body).await;
+    let (meta, decoded) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            look_up_caller(&state, &hash).await?;
+            return Err(e);
+        }
+    };
+    match state
+        .app
+        .try_job_with_key_in_write(&known, &hash, &meta, &job_id, decoded.clone())
+        .await
+    {
+        Ok(Some(reply)) => return Ok(reply_response(reply)),
+        Err(e) => {
+            look_up_caller(&state, &hash).await?;
+            return Err(e);
+        }
+        Ok(None) => {}
     }
+    let caller = look_up_caller(&state, &hash).await?;
     require_tool(&state, &caller, &command)?;
-    let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
-    let path = format!("/v1/jobs/{job_id}/commands/{command}");
-    let meta = mutation_meta(&headers, "POST", &path, &value)?;
-    let decoded = decode::job_command(&command, value)?;
     let reply = state
         .app
         .execute_job(&caller, &meta, Some(&job_id), decoded)
         .await?;
     Ok(reply_response(reply))
+}
+
+/// What a job command request asks, checked and decoded: the route, the
+/// allowlist, the body, the mutation headers.
+async fn prepare_job_command(
+    state: &AppState,
+    caller: &Caller,
+    job_id: &str,
+    command: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(RequestMeta, crate::domain::job::JobCommand)> {
+    if !decode::is_routed_job_command(command) {
+        return Err(ApiError::NotFound(format!(
+            "no job command named `{}`",
+            decode::echo(command)
+        )));
+    }
+    require_tool(state, caller, command)?;
+    let value = read_json(headers, body, state.limits.max_body_bytes).await?;
+    let path = format!("/v1/jobs/{job_id}/commands/{command}");
+    let meta = mutation_meta(headers, "POST", &path, &value)?;
+    let decoded = decode::job_command(command, value)?;
+    Ok((meta, decoded))
 }
 
 /// A technician may read only jobs offered or assigned to them.

@@ -200,3 +200,76 @@ async fn jobs_in_a_final_state_are_not_kept() {
     assert_eq!(r.code(), "invalid_transition", "{:?}", r.json);
     assert_eq!(r.json["current_state"], "cancelled");
 }
+
+/// A job command on a cached job with a key this process resolved before
+/// skips the key lookup: its write checks the key. A revoked key is refused
+/// from the revocation's commit on — 401, nothing written — whatever else
+/// is wrong with the request.
+#[tokio::test]
+async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-cache-revoked").await;
+    let r = t
+        .cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    // Both the job and the agent's key are known to this process now; the
+    // next command takes the path that checks the key in its write.
+    let r = t
+        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "kept"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(t.app.jobs.len(), 1);
+    let head = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(&job)
+            .fetch_one(&t.app.pool)
+            .await
+            .unwrap()
+    };
+    let before = head().await;
+
+    dispatch_api::app::keys::revoke_key(&t.app.pool, "agent-1")
+        .await
+        .unwrap();
+    let r = t
+        .cmd(
+            &job,
+            "add_note",
+            &t.keys.agent,
+            json!({"text": "after revocation"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"), "{:?}", r.json);
+    // A request that is also wrong in other ways still hears 401 first.
+    let r = t
+        .cmd(&job, "no_such_command", &t.keys.agent, json!({}))
+        .await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = t
+        .cmd(&job, "add_note", &t.keys.agent, json!({"text": 5}))
+        .await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = t
+        .cmd(&job, "decide_approval", &t.keys.agent, json!({}))
+        .await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    assert_eq!(head().await, before, "nothing was appended");
+    let answers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE caller = 'agent-1'")
+            .fetch_one(&t.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(answers, 3, "open, intake and the first note only");
+
+    // Another key keeps working on the same cached job.
+    let r = t
+        .cmd(
+            &job,
+            "add_note",
+            &t.keys.dispatcher,
+            json!({"text": "desk"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+}
