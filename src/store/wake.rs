@@ -11,7 +11,11 @@
 //! the trigger, as before.
 //!
 //! Wake-ups are coalesced per pool: one `pg_notify` is in flight at a time,
-//! and it covers every commit before it was sent. The notify's own
+//! it covers every commit before it was sent, and the next one is sent no
+//! sooner than [`MIN_GAP`] after it (the first after a quiet spell goes at
+//! once). Under load that is a few dozen a second instead of one per
+//! handful of commits; the projectors start a pass at most every 250 ms
+//! anyway. The notify's own
 //! transaction commits asynchronously (`synchronous_commit = off`): it has
 //! nothing to make durable, so it does not wait for a WAL flush while it holds
 //! the notify lock. A lost wake-up costs at most the projectors' polling
@@ -28,6 +32,9 @@ pub const WAKE_AFTER_COMMIT: &str = "dispatch.wake_after_commit";
 
 const NOTIFY: &str =
     "SELECT set_config('synchronous_commit', 'off', true), pg_notify('dispatch_events', '')";
+
+/// The least time between two wake-ups of one pool.
+pub const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(25);
 
 #[derive(Default)]
 struct Waker {
@@ -61,6 +68,7 @@ pub fn wake_projectors(pool: &PgPool) {
                 if let Err(e) = sqlx::query(NOTIFY).execute(&pool).await {
                     tracing::debug!(error = %e, "could not wake the projectors; they poll");
                 }
+                tokio::time::sleep(MIN_GAP).await;
             }
             w.running.store(false, Ordering::SeqCst);
             // A wake-up between the last check and `running = false` is ours to send.
