@@ -133,6 +133,38 @@ fn is_key_refused(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "DK401")
 }
 
+/// Counts a job command's outcome and time.
+fn record_command(
+    name: &'static str,
+    started: std::time::Instant,
+    result: std::result::Result<&Reply, &ApiError>,
+) {
+    let outcome = match result {
+        Ok(r) if r.status < 400 => "ok",
+        Ok(_) => "refused",
+        Err(ApiError::VersionConflict { .. }) => "conflict",
+        Err(_) => "error",
+    };
+    metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("dispatch_command_seconds", "command" => name)
+        .record(started.elapsed().as_secs_f64());
+    if let Ok(r) = result {
+        if r.status >= 400 {
+            if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
+                let code = v
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string();
+                metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
+            }
+        }
+    } else if let Err(ApiError::VersionConflict { .. }) = result {
+        metrics::counter!("dispatch_conflicts_total").increment(1);
+    }
+}
+
 fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
     let name = format!(
         "dispatch-api/{kind}/{}/{}",
@@ -591,41 +623,7 @@ impl App {
         }
         Ok(reply)
     }
-}
 
-/// Counts a job command's outcome and time.
-fn record_command(
-    name: &'static str,
-    started: std::time::Instant,
-    result: std::result::Result<&Reply, &ApiError>,
-) {
-    let outcome = match result {
-        Ok(r) if r.status < 400 => "ok",
-        Ok(_) => "refused",
-        Err(ApiError::VersionConflict { .. }) => "conflict",
-        Err(_) => "error",
-    };
-    metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("dispatch_command_seconds", "command" => name)
-        .record(started.elapsed().as_secs_f64());
-    if let Ok(r) = result {
-        if r.status >= 400 {
-            if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-                let code = v
-                    .get("code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_string();
-                metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
-            }
-        }
-    } else if let Err(ApiError::VersionConflict { .. }) = result {
-        metrics::counter!("dispatch_conflicts_total").increment(1);
-    }
-}
-
-impl App {
     async fn resolve_job_command(
         &self,
         conn: &mut PgConnection,

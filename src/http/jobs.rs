@@ -59,38 +59,44 @@ async fn job_command(
     body: Body,
 ) -> Result<Response> {
     let hash = keys::key_hash(bearer_key(&headers)?)?;
-    let Some(known) = state.app.jobs.caller(&hash) else {
-        let caller = look_up_caller(&state, &hash).await?;
-        let (meta, decoded) =
-            prepare_job_command(&state, &caller, &job_id, &command, &headers, body).await?;
-        let reply = state
+    // A key resolved before gives a provisional caller: nothing is answered
+    // on it but a write that checked the key itself.
+    let known = state.app.jobs.caller(&hash);
+    let provisional = known.is_some();
+    let caller = match known {
+        Some(c) => c,
+        None => look_up_caller(&state, &hash).await?,
+    };
+    let (meta, decoded) =
+        match prepare_job_command(&state, &caller, &job_id, &command, &headers, body).await {
+            Ok(p) => p,
+            Err(e) => {
+                if provisional {
+                    look_up_caller(&state, &hash).await?;
+                }
+                return Err(e);
+            }
+        };
+    let caller = if provisional {
+        match state
             .app
-            .execute_job(&caller, &meta, Some(&job_id), decoded)
-            .await?;
-        return Ok(reply_response(reply));
-    };
-    let prepared = prepare_job_command(&state, &known, &job_id, &command, &headers, body).await;
-    let (meta, decoded) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            look_up_caller(&state, &hash).await?;
-            return Err(e);
+            .try_job_with_key_in_write(&caller, &hash, &meta, &job_id, decoded.clone())
+            .await
+        {
+            Ok(Some(reply)) => return Ok(reply_response(reply)),
+            Err(e) => {
+                look_up_caller(&state, &hash).await?;
+                return Err(e);
+            }
+            Ok(None) => {
+                let caller = look_up_caller(&state, &hash).await?;
+                require_tool(&state, &caller, &command)?;
+                caller
+            }
         }
+    } else {
+        caller
     };
-    match state
-        .app
-        .try_job_with_key_in_write(&known, &hash, &meta, &job_id, decoded.clone())
-        .await
-    {
-        Ok(Some(reply)) => return Ok(reply_response(reply)),
-        Err(e) => {
-            look_up_caller(&state, &hash).await?;
-            return Err(e);
-        }
-        Ok(None) => {}
-    }
-    let caller = look_up_caller(&state, &hash).await?;
-    require_tool(&state, &caller, &command)?;
     let reply = state
         .app
         .execute_job(&caller, &meta, Some(&job_id), decoded)
