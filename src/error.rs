@@ -118,24 +118,30 @@ pub fn database_unavailable(code: &str, message: &str) -> bool {
         || (code == "55000" && message.contains("not currently accepting connections"))
 }
 
+/// Whether a database error means the database cannot be reached or is not
+/// serving (503), rather than that it refused this request.
+pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => database_unavailable(
+            &d.code().map(|c| c.to_string()).unwrap_or_default(),
+            d.message(),
+        ),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => ApiError::Unavailable,
-            sqlx::Error::Database(d) => {
-                let code = d.code().map(|c| c.to_string()).unwrap_or_default();
-                if database_unavailable(&code, d.message()) {
-                    ApiError::Unavailable
-                } else {
-                    ApiError::Internal(e.into())
-                }
-            }
-            _ => ApiError::Internal(e.into()),
+        if sqlx_unavailable(&e) {
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal(e.into())
         }
     }
 }

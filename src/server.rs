@@ -64,12 +64,13 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         None => EvidenceStore::local(&config.data_dir.join("evidence"))?,
     };
     Ok(App {
-        pool,
         sops: Arc::new(sops),
         policy: Arc::new(DispatchPolicy::default()),
         clock,
         evidence,
         jobs: crate::app::cache::JobCache::new(config.job_cache_size),
+        writer: crate::app::writer::Writer::start(&pool),
+        pool,
     })
 }
 

@@ -17,6 +17,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::writer::{DoorRow, Refused, Write};
 use super::{evidence, App, Caller, RequestMeta};
 use crate::domain::job::{
     CheckOutcome, Job, JobCommand, JobData, JobEvent, JobState, RecallOf, RelatedJobs,
@@ -66,6 +67,21 @@ impl Decided {
             .as_ref()
             .is_some_and(|a| !a.sequences.is_empty())
     }
+
+    /// The stream (type and id) and its head after the decision's events,
+    /// if it appends any.
+    fn new_head(&self) -> Option<(String, String, store::StreamState)> {
+        self.append
+            .as_ref()
+            .filter(|a| !a.sequences.is_empty())
+            .map(|a| {
+                (
+                    a.aggregate_type.clone(),
+                    a.aggregate_id.clone(),
+                    a.head.clone(),
+                )
+            })
+    }
 }
 
 impl From<(u16, Value)> for Decided {
@@ -112,25 +128,6 @@ fn door_facts(d: &JobData) -> (String, String, JobState, Option<String>) {
         d.state,
         d.current_visit().map(|v| v.technician_id.clone()),
     )
-}
-
-/// A job's row in `job_doors`.
-struct DoorRow {
-    job_id: String,
-    site_id: String,
-    door_id: String,
-    state: &'static str,
-    technician_id: Option<String>,
-    completed_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-}
-
-/// Whether a write was aborted because the key it checked is unknown or
-/// revoked (`dispatch_require_active_key`, migration 0008).
-fn is_key_refused(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c == "DK401")
 }
 
 /// Counts a job command's outcome and time.
@@ -329,23 +326,20 @@ impl App {
             Err(e) if e.is_final_answer() => Decided::from((e.status(), e.problem())),
             Err(e) => return Err(e),
         };
+        // The writer has connections of its own: this one goes back to the
+        // pool while the write waits for its batch.
+        drop(conn);
         let status = decided.status;
-        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
-        match self
-            .write(&mut conn, caller, meta, &decided, &bytes, None)
-            .await?
-        {
-            Ok(body) => {
-                self.written(stream, decided);
-                Ok(Reply {
-                    status,
-                    body,
-                    replayed: false,
-                })
-            }
+        match self.write(caller, meta, decided, None).await? {
+            Ok(body) => Ok(Reply {
+                status,
+                body,
+                replayed: false,
+            }),
             // Another request committed first: the same key (its answer is
             // the answer) or the same stream version (a conflict).
-            Err(e) if store::is_unique_violation(&e) => {
+            Err(Refused::Conflict) => {
+                let mut conn = self.pool.acquire().await?;
                 match self.stored_answer(&mut conn, caller, meta).await? {
                     Some(reply) => Ok(reply),
                     None => Err(ApiError::VersionConflict {
@@ -354,126 +348,71 @@ impl App {
                     }),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(Refused::KeyRefused) => Err(ApiError::Unauthorized),
+            Err(Refused::Failed(e)) => Err(e),
         }
     }
 
     /// Writes what a decision leaves — its events, stream head and door row,
-    /// with its answer — in one statement; returns the stored answer (with
-    /// the events' positions in place).
+    /// with its answer — as one all-or-nothing write, committed with the
+    /// writes of concurrent commands (see `app::writer`); returns the stored
+    /// answer (with the events' positions in place). Once written, the job's
+    /// new state is kept and the projectors are woken ([`App::written`]).
     ///
     /// `key_check`: the SHA-256 of a key that was not looked up for this
-    /// request; the statement then aborts (SQLSTATE `DK401`, see
-    /// [`is_key_refused`]) unless the key is still active.
+    /// request; the write is then refused ([`Refused::KeyRefused`]) unless
+    /// the key is still active.
     async fn write(
         &self,
-        conn: &mut PgConnection,
         caller: &Caller,
         meta: &RequestMeta,
-        decided: &Decided,
-        bytes: &[u8],
+        mut decided: Decided,
         key_check: Option<&str>,
-    ) -> Result<std::result::Result<Vec<u8>, sqlx::Error>> {
-        let status = decided.status;
-        Ok(match &decided.append {
-            None => {
-                let check = if key_check.is_some() {
-                    " WHERE dispatch_require_active_key($6)"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
-                     SELECT $1, $2, $3, $4, $5{check} RETURNING response_body",
-                );
-                let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql)
-                    .bind(&caller.key_name)
-                    .bind(&meta.idempotency_key)
-                    .bind(&meta.request_hash)
-                    .bind(i32::from(status))
-                    .bind(bytes);
-                if let Some(k) = key_check {
-                    q = q.bind(k);
-                }
-                q.fetch_one(&mut *conn).await
+    ) -> Result<std::result::Result<Vec<u8>, Refused>> {
+        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
+        let events = decided.append.as_ref().map_or(0, |a| a.sequences.len());
+        let pieces = split_at_positions(&bytes, events).ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "the answer's event positions could not be placed"
+            ))
+        })?;
+        let head = decided.new_head();
+        let outcome = self
+            .writer
+            .write(Write {
+                caller: caller.key_name.clone(),
+                idempotency_key: meta.idempotency_key.clone(),
+                request_hash: meta.request_hash.clone(),
+                status: decided.status,
+                pieces,
+                key_check: key_check.map(str::to_string),
+                append: decided.append.take(),
+                door: decided.door.take(),
+            })
+            .await;
+        if outcome.is_ok() {
+            if let Some((stream_type, stream_id, head)) = head {
+                self.written((&stream_type, &stream_id), decided.job, head);
             }
-            Some(append) => {
-                let pieces =
-                    split_at_positions(bytes, append.sequences.len()).ok_or_else(|| {
-                        ApiError::Internal(anyhow::anyhow!(
-                            "the answer's event positions could not be placed"
-                        ))
-                    })?;
-                // The key check, if any, is the last parameter: after the
-                // door row's when there is one.
-                let check = match (key_check, decided.door.is_some()) {
-                    (None, _) => "",
-                    (Some(_), true) => " WHERE dispatch_require_active_key($25)",
-                    (Some(_), false) => " WHERE dispatch_require_active_key($18)",
-                };
-                let answer = format!("INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) \
-                     SELECT $13, $14, $15, $16, ($17::bytea[])[1] || COALESCE(( \
-                       SELECT string_agg(convert_to(a.global_position::text, 'UTF8') || ($17::bytea[])[a.i + 1], ''::bytea ORDER BY a.i) \
-                       FROM (SELECT global_position, (row_number() OVER (ORDER BY sequence))::int AS i FROM appended) a), ''::bytea){check} \
-                     RETURNING response_body");
-                let sql = if decided.door.is_some() {
-                    format!(
-                        "WITH {}, door AS ( \
-                           INSERT INTO job_doors (job_id, site_id, door_id, state, technician_id, completed_at, updated_at) \
-                           VALUES ($18, $19, $20, $21, $22, $23, $24) \
-                           ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, technician_id = EXCLUDED.technician_id, \
-                           completed_at = COALESCE(EXCLUDED.completed_at, job_doors.completed_at), updated_at = EXCLUDED.updated_at) \
-                         {answer}",
-                        store::APPEND_CTES
-                    )
-                } else {
-                    format!("WITH {} {answer}", store::APPEND_CTES)
-                };
-                let mut q = store::bind_append(sqlx::query(&sql), append)
-                    .bind(&caller.key_name)
-                    .bind(&meta.idempotency_key)
-                    .bind(&meta.request_hash)
-                    .bind(i32::from(status))
-                    .bind(&pieces);
-                if let Some(d) = &decided.door {
-                    q = q
-                        .bind(&d.job_id)
-                        .bind(&d.site_id)
-                        .bind(&d.door_id)
-                        .bind(d.state)
-                        .bind(&d.technician_id)
-                        .bind(d.completed_at)
-                        .bind(d.updated_at);
-                }
-                if let Some(k) = key_check {
-                    q = q.bind(k);
-                }
-                q.fetch_one(&mut *conn)
-                    .await
-                    .and_then(|r| r.try_get::<Vec<u8>, _>(0))
-            }
-        })
+        }
+        Ok(outcome)
     }
 
-    /// After a decision's write committed: keeps the job's new state and
-    /// wakes the projectors if events were appended.
-    fn written(&self, stream: (&str, &str), decided: Decided) {
-        if !decided.appends() {
-            return;
-        }
+    /// After a write that appended events to `stream` committed (`head`: its
+    /// new head): wakes the projectors and keeps the job's new state.
+    fn written(&self, stream: (&str, &str), job: Option<Job>, head: store::StreamState) {
         store::wake_projectors(&self.pool);
-        if let (Some(job), Some(append)) = (decided.job, decided.append) {
+        if let Some(job) = job {
             // A job in a final state takes few commands more (most refused):
             // the cache keeps the jobs being worked.
             let open = job.data().is_some_and(|d| !d.state.is_final());
             if stream.0 == Job::TYPE && open {
-                self.jobs.put(stream.1, job, append.head);
+                self.jobs.put(stream.1, job, head);
             }
         }
     }
 
-    /// Runs a job command on the job's cached state: one statement (the
-    /// write) instead of two. `None` when the cached path does not answer —
+    /// Runs a job command on the job's cached state: one write and no read. `None` when the cached path does not answer —
     /// the decision did not append events, or the write was refused because
     /// the state was stale or the key was used before — and the ordinary
     /// path must decide from the store (see `app::cache`).
@@ -496,30 +435,24 @@ impl App {
             Ok(d) if d.status < 400 && d.appends() => d,
             _ => return Ok(None),
         };
-        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
-        match self
-            .write(&mut conn, caller, meta, &decided, &bytes, key_check)
-            .await?
-        {
-            Ok(body) => {
-                let status = decided.status;
-                self.written((Job::TYPE, job_id), decided);
-                Ok(Some(Reply {
-                    status,
-                    body,
-                    replayed: false,
-                }))
-            }
-            Err(e) if store::is_unique_violation(&e) => {
+        drop(conn);
+        let status = decided.status;
+        match self.write(caller, meta, decided, key_check).await? {
+            Ok(body) => Ok(Some(Reply {
+                status,
+                body,
+                replayed: false,
+            })),
+            Err(Refused::Conflict) => {
                 metrics::counter!("dispatch_job_cache_total", "outcome" => "stale").increment(1);
                 Ok(None)
             }
-            Err(e) if is_key_refused(&e) => {
+            Err(Refused::KeyRefused) => {
                 metrics::counter!("dispatch_job_cache_total", "outcome" => "key_refused")
                     .increment(1);
                 Ok(None)
             }
-            Err(e) => Err(e.into()),
+            Err(Refused::Failed(e)) => Err(e),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod evidence;
 pub mod keys;
 pub mod queries;
 pub mod read_models;
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub struct App {
     pub evidence: evidence::EvidenceStore,
     /// Job states left by recent commands (see [`cache`]).
     pub jobs: cache::JobCache,
+    /// Commits command writes together (see [`writer`]).
+    pub writer: writer::Writer,
 }
 
 /// Whether an id a caller sent can name anything stored. Ids are checked

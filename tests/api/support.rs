@@ -114,6 +114,7 @@ impl TestApp {
             clock: clock.clone(),
             evidence: EvidenceStore::in_memory(),
             jobs: dispatch_api::app::cache::JobCache::default(),
+            writer: dispatch_api::app::writer::Writer::start(&pool),
         };
         let state = AppState {
             app: app.clone(),
