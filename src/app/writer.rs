@@ -89,7 +89,8 @@ pub enum Refused {
     Failed(ApiError),
 }
 
-type Outcome = Result<Vec<u8>, Refused>;
+/// A write's outcome: the stored answer, or why nothing was written.
+pub type Outcome = Result<Vec<u8>, Refused>;
 
 struct Pending {
     write: Write,
@@ -156,37 +157,52 @@ async fn run(rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>, pool: PgPool) {
 }
 
 /// Sends one batch and answers each of its writes.
-async fn send(pool: &PgPool, mut batch: Vec<Pending>) {
-    batch.sort_by(|a, b| stream_of(&a.write).cmp(&stream_of(&b.write)));
+async fn send(pool: &PgPool, batch: Vec<Pending>) {
     metrics::histogram!("dispatch_write_batch_size").record(batch.len() as f64);
-    match call(pool, &batch).await {
-        Ok(mut outcomes) => {
-            for (i, p) in batch.into_iter().enumerate() {
-                let outcome = outcomes
-                    .get_mut(i)
-                    .and_then(Option::take)
-                    .unwrap_or_else(|| {
-                        Err(Refused::Failed(ApiError::Internal(anyhow::anyhow!(
-                            "the batch write returned no row for write {}",
-                            i + 1
-                        ))))
-                    });
-                let _ = p.reply.send(outcome);
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        batch.into_iter().map(|p| (p.write, p.reply)).unzip();
+    for (outcome, reply) in write_together(pool, &writes).await.into_iter().zip(replies) {
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Writes `writes` in one call and one commit, each all-or-nothing; their
+/// outcomes, in the order given. The writer's batches go through here.
+pub async fn write_together(pool: &PgPool, writes: &[Write]) -> Vec<Outcome> {
+    // Stream order, so that concurrent batches lock streams in one order.
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by(|&a, &b| stream_of(&writes[a]).cmp(&stream_of(&writes[b])));
+    let sorted: Vec<&Write> = order.iter().map(|&i| &writes[i]).collect();
+    let mut outcomes: Vec<Option<Outcome>> = (0..writes.len()).map(|_| None).collect();
+    match call(pool, &sorted).await {
+        Ok(called) => {
+            for (at, outcome) in order.into_iter().zip(called) {
+                outcomes[at] = outcome;
             }
         }
         Err(e) => {
             let unavailable = sqlx_unavailable(&e);
-            let message = e.to_string();
-            for p in batch {
-                let err = if unavailable {
+            for slot in &mut outcomes {
+                *slot = Some(Err(Refused::Failed(if unavailable {
                     ApiError::Unavailable
                 } else {
-                    ApiError::Internal(anyhow::anyhow!("the batch write failed: {message}"))
-                };
-                let _ = p.reply.send(Err(Refused::Failed(err)));
+                    ApiError::Internal(anyhow::anyhow!("the batch write failed: {e}"))
+                })));
             }
         }
     }
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.unwrap_or_else(|| {
+                Err(Refused::Failed(ApiError::Internal(anyhow::anyhow!(
+                    "the batch write returned no row for write {}",
+                    i + 1
+                ))))
+            })
+        })
+        .collect()
 }
 
 fn stream_of(w: &Write) -> Option<(&str, &str)> {
@@ -286,10 +302,10 @@ const CALL: &str = "SELECT write_no, err_code, err_message, answer FROM dispatch
      $21, $22, $23, $24, $25, $26, $27, $28, $29)";
 
 /// Calls `dispatch_write_batch`; each write's outcome, in batch order.
-async fn call(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
+async fn call(pool: &PgPool, batch: &[&Write]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let mut c = Columns::default();
-    for p in batch {
-        c.push(&p.write);
+    for w in batch {
+        c.push(w);
     }
     let rows = sqlx::query(CALL)
         .bind(&c.caller)

@@ -17,3 +17,4 @@ mod outage;
 mod read_models;
 mod support;
 mod tools;
+mod writer;
