@@ -23,7 +23,7 @@
 //!
 //! Beside the jobs it keeps the callers that recent requests' keys resolved
 //! to, by the key's SHA-256. A job command on a cached job with a known key
-//! skips the key lookup: its write checks, in the same statement, that the
+//! skips the key lookup: its write checks, in the same subtransaction, that the
 //! key is still active (`dispatch_require_active_key`, migration 0008), and
 //! any other outcome looks the key up before it answers. So a revoked key
 //! takes effect at the revocation's commit, as it does without the cache.

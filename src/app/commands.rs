@@ -1,8 +1,9 @@
-//! Executing commands. A job or technician command is two statements
-//! around the decision: one reads the key's stored answer (if any) and the
-//! stream; one writes the events (hash-chained), the stream head, the door
-//! index and the stored answer together (one implicit transaction). A crash
-//! anywhere before that statement commits leaves nothing; after it, a retry
+//! Executing commands. A job or technician command is a read and a write
+//! around the decision: one statement reads the key's stored answer (if any)
+//! and the stream; one all-or-nothing write — committed with the writes of
+//! concurrent commands, see `app::writer` — stores the events (hash-chained),
+//! the stream head, the door index and the stored answer together. A crash
+//! anywhere before that write commits leaves nothing; after it, a retry
 //! with the same key gets the stored answer. Two requests that race are
 //! settled by the primary keys: the second's write fails and it replays the
 //! first's answer (same key) or answers 409 (same version, another key).
@@ -48,7 +49,7 @@ impl Reply {
 /// How long ago a completed job at the same door makes a new one a recall.
 const RECALL_WINDOW_DAYS: i64 = 30;
 
-/// What a decision leaves to write, in one statement with its answer.
+/// What a decision leaves to write, in one write with its answer.
 struct Decided {
     status: u16,
     body: Value,
@@ -284,7 +285,7 @@ impl App {
     /// Runs a command on one stream (`stream`: aggregate type and id): reads
     /// the key's stored answer or else the stream (one statement), decides,
     /// and writes everything the decision leaves with its answer (one
-    /// statement). Wakes the projectors after events were committed.
+    /// write, [`App::write`]).
     async fn command<F>(
         &self,
         caller: &Caller,

@@ -170,10 +170,10 @@ async fn writes_committed_together_each_stand_alone() {
 
     // What was written chains and verifies.
     for job in ["wt-a", "wt-d"] {
-        let rows = store::load_stream_rows(&mut *pool.acquire().await.unwrap(), "job", job, None)
+        let rows = store::load_stream_rows(&mut pool.acquire().await.unwrap(), "job", job, None)
             .await
             .unwrap();
-        let head = store::load_head(&mut *pool.acquire().await.unwrap(), "job", job)
+        let head = store::load_head(&mut pool.acquire().await.unwrap(), "job", job)
             .await
             .unwrap();
         assert!(
