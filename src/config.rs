@@ -38,6 +38,17 @@ pub struct Config {
     )]
     pub db_pool_size: u32,
 
+    /// Connections (and tasks) that commit command writes together, beside
+    /// the pool (group commit, docs/03). Fewer make larger batches; at least 1.
+    #[arg(
+        long,
+        env = "DISPATCH_DB_WRITERS",
+        default_value_t = crate::app::writer::DEFAULT_WRITERS,
+        value_parser = clap::value_parser!(u32).range(1..=64),
+        global = true
+    )]
+    pub db_writers: u32,
+
     /// A TOML dispatch policy (SLA hours per priority and per client, offer
     /// acknowledgement windows); default: the built-in policy (docs/decisions.md).
     #[arg(long, env = "DISPATCH_POLICY_FILE", global = true)]
@@ -74,6 +85,7 @@ impl std::fmt::Debug for Config {
             .field("sops_dir", &self.sops_dir)
             .field("evidence_store", &self.evidence_store)
             .field("db_pool_size", &self.db_pool_size)
+            .field("db_writers", &self.db_writers)
             .field("job_cache_size", &self.job_cache_size)
             .finish()
     }

@@ -69,7 +69,7 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         clock,
         evidence,
         jobs: crate::app::cache::JobCache::new(config.job_cache_size),
-        writer: crate::app::writer::Writer::start(&pool),
+        writer: crate::app::writer::Writer::start(&pool, config.db_writers),
         pool,
     })
 }

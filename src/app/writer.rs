@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::error::{database_unavailable, sqlx_unavailable, ApiError};
 use crate::store::PreparedAppend;
 
-/// Writer tasks (and connections) per process.
-pub const WRITERS: u32 = 3;
+/// Writer tasks (and connections) per process, by default
+/// (`DISPATCH_DB_WRITERS`).
+pub const DEFAULT_WRITERS: u32 = 1;
 
 /// The most writes sent in one call.
 pub const MAX_BATCH: usize = 64;
@@ -110,14 +111,15 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts [`WRITERS`] tasks, with connections of their own to `pool`'s
-    /// database (a writer never queues behind requests for a connection).
-    /// They stop when the last `Writer` is dropped.
-    pub fn start(pool: &PgPool) -> Writer {
+    /// Starts `writers` tasks (at least one), with connections of their own
+    /// to `pool`'s database (a writer never queues behind requests for a
+    /// connection). They stop when the last `Writer` is dropped.
+    pub fn start(pool: &PgPool, writers: u32) -> Writer {
+        let writers = writers.max(1);
         let (queue, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
-        let connections = crate::db::sibling(pool, WRITERS);
-        for _ in 0..WRITERS {
+        let connections = crate::db::sibling(pool, writers);
+        for _ in 0..writers {
             tokio::spawn(run(rx.clone(), connections.clone()));
         }
         Writer { queue }

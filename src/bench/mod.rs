@@ -311,7 +311,8 @@ struct Ctx {
     sops_dir: PathBuf,
     mix: MixSpec,
     work: PathBuf,
-    pool_size: u32,
+    /// The service's connections: its pool and its writers.
+    connections: (u32, u32),
     progress: Progress,
     gen: Arc<generate::Generator>,
     rows: Vec<Row>,
@@ -373,7 +374,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         sops_dir,
         mix,
         work: work.clone(),
-        pool_size: config.db_pool_size,
+        connections: (config.db_pool_size, config.db_writers),
         progress,
         gen,
         rows: Vec::new(),
@@ -443,7 +444,7 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
         &main_url,
         &ctx.sops_dir,
         &ctx.work.join("main"),
-        ctx.pool_size,
+        ctx.connections,
     )
     .await?;
     ctx.progress
@@ -566,7 +567,7 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
         ctx.progress
             .say(format!("stock cqrs-es + postgres-es: {clients} clients"));
         // Its own pool for the run (closed after, so that pgbench can open all its connections).
-        let stock_pool = pool(&stock_url, ctx.pool_size).await?;
+        let stock_pool = pool(&stock_url, ctx.connections.0).await?;
         let cpu0 = service::CpuMeter::now(None);
         let st = stock::run(
             stock_pool.clone(),
@@ -978,7 +979,7 @@ async fn scale_load(
     prepare: bool,
     label: &str,
 ) -> anyhow::Result<load::LoadResult> {
-    let svc = Service::start(url, &ctx.sops_dir, &ctx.work.join("scale"), ctx.pool_size).await?;
+    let svc = Service::start(url, &ctx.sops_dir, &ctx.work.join("scale"), ctx.connections).await?;
     if prepare {
         load::prepare(&svc.base, ids, &ctx.mix).await?;
     }

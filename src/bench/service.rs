@@ -110,7 +110,7 @@ impl Service {
         database_url: &str,
         sops_dir: &Path,
         work_dir: &Path,
-        pool_size: u32,
+        (pool_size, writers): (u32, u32),
     ) -> anyhow::Result<Service> {
         let exe = std::env::current_exe().context("cannot find the running binary")?;
         let port = free_port()?;
@@ -126,6 +126,7 @@ impl Service {
             .env("DISPATCH_EVIDENCE_STORE", work_dir.join("evidence"))
             .env("DISPATCH_SOPS_DIR", sops_dir)
             .env("DISPATCH_DB_POOL_SIZE", pool_size.to_string())
+            .env("DISPATCH_DB_WRITERS", writers.to_string())
             .env("DISPATCH_CLOCK", "system")
             .env("DISPATCH_LOG_FORMAT", "json")
             .env(

@@ -114,7 +114,10 @@ impl TestApp {
             clock: clock.clone(),
             evidence: EvidenceStore::in_memory(),
             jobs: dispatch_api::app::cache::JobCache::default(),
-            writer: dispatch_api::app::writer::Writer::start(&pool),
+            writer: dispatch_api::app::writer::Writer::start(
+                &pool,
+                dispatch_api::app::writer::DEFAULT_WRITERS,
+            ),
         };
         let state = AppState {
             app: app.clone(),
