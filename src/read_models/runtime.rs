@@ -394,13 +394,14 @@ impl Runtime {
         if locked.len() < 2 {
             return Ok(None);
         }
+        // A batch read ahead is used only if it starts where the tables stand.
         let ahead = prefetch
-            .as_ref()
-            .and_then(|p| p.as_ref())
-            .is_some_and(|p| p.from == at);
-        let batch = match prefetch.as_deref_mut().and_then(Option::take) {
-            Some(p) if ahead => p.rows,
-            _ => {
+            .as_deref_mut()
+            .and_then(Option::take)
+            .filter(|p| p.from == at);
+        let batch = match ahead {
+            Some(p) => p.rows,
+            None => {
                 self.read_batch(&mut tx, &at.0.to_string(), at.1, limit)
                     .await?
             }
