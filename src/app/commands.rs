@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::writer::{DoorRow, Refused, Write};
 use super::{evidence, App, Caller, RequestMeta};
 use crate::domain::job::{
-    CheckOutcome, Job, JobCommand, JobData, JobEvent, JobState, RecallOf, RelatedJobs,
+    ApprovalAction, CheckOutcome, DuplicateTarget, Job, JobCommand, JobData, JobEvent, JobState,
+    RecallOf, RelatedJobs,
 };
 use crate::domain::technician::{Technician, TechnicianCommand};
 use crate::domain::Issued;
@@ -190,6 +191,29 @@ async fn run<A: Aggregate>(
     let sink = EventSink::default();
     aggregate.handle(command, services, &sink).await?;
     Ok(sink.collect().await)
+}
+
+/// Another job as a duplicate link sees it: open or not, its site and door
+/// (`job_doors`); `None` when no such job exists.
+async fn duplicate_target(
+    conn: &mut PgConnection,
+    job_id: &str,
+) -> Result<Option<DuplicateTarget>> {
+    let row = sqlx::query("SELECT state, site_id, door_id FROM job_doors WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let Some(state) = JobState::parse(&r.try_get::<String, _>("state")?) else {
+        return Ok(None);
+    };
+    Ok(Some(DuplicateTarget {
+        open: state.is_open(),
+        site_id: r.try_get("site_id")?,
+        door_id: r.try_get("door_id")?,
+    }))
 }
 
 impl App {
@@ -602,20 +626,12 @@ impl App {
                 c.related = related;
             }
             JobCommand::ResolveDuplicate(c) => {
-                if let Some(target) = &c.duplicate_of {
-                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1")
-                        .bind(target)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    c.target_open = match row {
-                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?)
-                            .map(JobState::is_open),
-                        None => None,
-                    };
-                } else {
-                    // Default target: the job's own possible duplicate, resolved after load.
-                    c.target_open = None;
-                }
+                // With no target named, the job's own possible duplicate is
+                // resolved after the job is loaded (`decide_job`).
+                c.target = match &c.duplicate_of {
+                    Some(target) => duplicate_target(conn, target).await?,
+                    None => None,
+                };
             }
             JobCommand::OfferJob(c) => {
                 let (events, _) = store::load_stream::<crate::domain::technician::TechnicianEvent>(
@@ -663,23 +679,27 @@ impl App {
                 });
             }
         }
-        // resolve_duplicate with no explicit target: check the job's own candidate.
-        if let JobCommand::ResolveDuplicate(c) = &mut command {
-            if c.duplicate_of.is_none() {
-                if let Some(target) = job
-                    .data()
-                    .and_then(|d| d.flags.possible_duplicate_of.clone())
-                {
-                    let row = sqlx::query("SELECT state FROM job_doors WHERE job_id = $1")
-                        .bind(&target)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    c.target_open = match row {
-                        Some(r) => JobState::parse(&r.try_get::<String, _>("state")?)
-                            .map(JobState::is_open),
-                        None => None,
-                    };
-                }
+        // Duplicate links that name no target (the job's own candidate), and
+        // approvals that would carry a link out, see the target as it is now.
+        let link_target = match &command {
+            JobCommand::ResolveDuplicate(c) if c.duplicate_of.is_none() => job
+                .data()
+                .and_then(|d| d.flags.possible_duplicate_of.clone()),
+            JobCommand::DecideApproval(c) => job
+                .data()
+                .and_then(|d| d.approval(&c.approval_id))
+                .and_then(|a| match &a.action {
+                    ApprovalAction::LinkDuplicate { duplicate_of } => Some(duplicate_of.clone()),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        if let Some(target) = link_target {
+            let found = duplicate_target(conn, &target).await?;
+            match &mut command {
+                JobCommand::ResolveDuplicate(c) => c.target = found,
+                JobCommand::DecideApproval(c) => c.link_target = found,
+                _ => {}
             }
         }
         let is_open = matches!(command, JobCommand::OpenJob(_));

@@ -40,6 +40,7 @@ impl Projection for Approvals {
                     ApprovalAction::NteIncrease { .. } => "nte_increase",
                     ApprovalAction::CancelJob { .. } => "cancel_job",
                     ApprovalAction::DismissDuplicate { .. } => "dismiss_duplicate",
+                    ApprovalAction::LinkDuplicate { .. } => "link_duplicate",
                 };
                 rows.push(json!({
                     "approval_id": a.approval_id,

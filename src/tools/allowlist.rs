@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::job::JOB_COMMANDS;
+use crate::domain::job::transitions::TRANSITIONS;
+use crate::domain::job::{DESTRUCTIVE_EVENTS, JOB_COMMANDS};
 use crate::domain::Role;
 
 /// The allowlist as shipped with the service.
@@ -79,6 +80,19 @@ pub enum AllowlistError {
     Invalid(String),
 }
 
+/// Whether any row of the state machine for `command` yields an event of
+/// [`DESTRUCTIVE_EVENTS`]: the allowlist's `destructive` flag must say the
+/// same, so the flag shown to MCP clients and the domain's destructive rule
+/// are one fact.
+fn yields_destructive(command: &str) -> bool {
+    TRANSITIONS
+        .iter()
+        .filter(|t| t.command == command)
+        .flat_map(|t| t.events.iter())
+        .flat_map(|e| e.split('|'))
+        .any(|e| DESTRUCTIVE_EVENTS.contains(&e))
+}
+
 impl Allowlist {
     /// Parses and validates.
     pub fn parse(text: &str) -> Result<Allowlist, AllowlistError> {
@@ -97,6 +111,13 @@ impl Allowlist {
             if tool.kind == ToolKind::Query && tool.destructive {
                 return Err(AllowlistError::Invalid(format!(
                     "query tool `{name}` cannot be destructive"
+                )));
+            }
+            if tool.kind == ToolKind::Command && tool.destructive != yields_destructive(name) {
+                return Err(AllowlistError::Invalid(format!(
+                    "tool `{name}`: `destructive = {}` disagrees with the state machine, whose events for it {} one that ends a job or discards recorded work",
+                    tool.destructive,
+                    if tool.destructive { "include no" } else { "include" }
                 )));
             }
             if tool.roles.is_empty() {
@@ -163,6 +184,28 @@ mod tests {
         assert!(list.tool_allowed("open_job", Role::Agent));
         assert!(!list.tool_allowed("decide_approval", Role::Agent));
         assert!(!list.tool_allowed("close_job", Role::Agent));
+    }
+
+    #[test]
+    fn destructive_flags_follow_the_state_machine() {
+        let list = Allowlist::builtin().unwrap();
+        for (name, tool) in &list.tools {
+            if tool.kind == ToolKind::Command {
+                assert_eq!(tool.destructive, yields_destructive(name), "{name}");
+            }
+        }
+        assert!(yields_destructive("cancel_job") && yields_destructive("resolve_duplicate"));
+        assert!(!yields_destructive("add_note"));
+        let text = ALLOWLIST_TOML.replacen(
+            "roles = [\"agent\", \"dispatcher\", \"admin\"]\ndestructive = true",
+            "roles = [\"agent\", \"dispatcher\", \"admin\"]",
+            1,
+        );
+        assert_ne!(text, ALLOWLIST_TOML);
+        assert!(matches!(
+            Allowlist::parse(&text),
+            Err(AllowlistError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `invalid_transitions`: the whole state × command matrix.
 //! - `edge_cases`: lifecycle.md's edge cases that are domain matters.
 //! - `approvals`: who decides, self-approval, replacing NTEs, stale approvals.
+//! - `destructive`: the agent never ends an ever-offered job alone; duplicate links.
 //! - `e2e_story`: the domain path of the canonical end-to-end story.
 //! - `technician`: the Technician aggregate.
 //! - `sop_loader`: the real SOP library and malformed ones.
@@ -14,6 +15,7 @@
 mod support;
 
 mod approvals;
+mod destructive;
 mod e2e_story;
 mod edge_cases;
 mod invalid_transitions;

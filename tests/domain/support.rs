@@ -266,11 +266,28 @@ pub fn set_priority(priority: Priority, reason: &str) -> JobCommand {
     })
 }
 
+/// `resolve_duplicate` `link`, with the target resolved as the application
+/// would: `target_open` `None` when no such job exists, else a job at the
+/// fixture's site and door, open or not.
 pub fn link_duplicate(duplicate_of: Option<&str>, target_open: Option<bool>) -> JobCommand {
+    link_duplicate_at(duplicate_of, target_open, &site().id, &door().id)
+}
+
+/// `link` to a target resolved at another site and door.
+pub fn link_duplicate_at(
+    duplicate_of: Option<&str>,
+    target_open: Option<bool>,
+    site_id: &str,
+    door_id: &str,
+) -> JobCommand {
     JobCommand::ResolveDuplicate(ResolveDuplicate {
         resolution: DuplicateResolution::Link,
         duplicate_of: duplicate_of.map(str::to_string),
-        target_open,
+        target: target_open.map(|open| DuplicateTarget {
+            open,
+            site_id: site_id.into(),
+            door_id: door_id.into(),
+        }),
     })
 }
 
@@ -278,7 +295,7 @@ pub fn not_duplicate() -> JobCommand {
     JobCommand::ResolveDuplicate(ResolveDuplicate {
         resolution: DuplicateResolution::NotDuplicate,
         duplicate_of: None,
-        target_open: None,
+        target: None,
     })
 }
 
@@ -467,6 +484,22 @@ pub fn decide(approval_id: &str, decision: Decision, reason: Option<&str>) -> Jo
         approval_id: approval_id.into(),
         decision,
         reason: reason.map(str::to_string),
+        link_target: None,
+    })
+}
+
+/// `decide_approval` of a duplicate link, with the link's target as the
+/// application resolves it (a job at the fixture's site and door).
+pub fn decide_link(approval_id: &str, decision: Decision, target_open: Option<bool>) -> JobCommand {
+    JobCommand::DecideApproval(DecideApproval {
+        approval_id: approval_id.into(),
+        decision,
+        reason: None,
+        link_target: target_open.map(|open| DuplicateTarget {
+            open,
+            site_id: site().id,
+            door_id: door().id,
+        }),
     })
 }
 

@@ -221,7 +221,73 @@ impl Job {
     }
 
     /// Decides a command: the events it yields, or why it is refused. Pure.
+    ///
+    /// Every command is decided on its own rules first; then **the
+    /// destructive rule** ([`Job::person_decides`]) looks at what it would
+    /// do: an agent's command whose events would end the job or discard
+    /// recorded work yields only an `ApprovalRequested`, and a person decides.
     pub fn decide(
+        &self,
+        cmd: &Issued<JobCommand>,
+        svc: &JobServices,
+    ) -> Result<Vec<JobEvent>, JobError> {
+        let events = self.decide_command(cmd, svc)?;
+        self.person_decides(cmd, events)
+    }
+
+    /// The destructive rule, stated once for every command: when the agent's
+    /// command would yield an event of [`DESTRUCTIVE_EVENTS`] (it ends the
+    /// job or discards recorded work) on a job that was ever offered to a
+    /// technician — or would dismiss a possible duplicate, which the agent
+    /// never does alone — nothing but an `ApprovalRequested` for that effect
+    /// happens, and a dispatcher or admin decides (`decide_approval`). An
+    /// effect no approval can carry out is refused outright.
+    fn person_decides(
+        &self,
+        cmd: &Issued<JobCommand>,
+        events: Vec<JobEvent>,
+    ) -> Result<Vec<JobEvent>, JobError> {
+        let Some(job) = self.data.as_ref() else {
+            return Ok(events);
+        };
+        if cmd.by.role != Role::Agent {
+            return Ok(events);
+        }
+        let ever_offered = !job.visits.is_empty();
+        let Some(effect) = events.iter().find(|e| {
+            e.is_destructive() && (ever_offered || matches!(e, JobEvent::DuplicateDismissed { .. }))
+        }) else {
+            return Ok(events);
+        };
+        let (action, reason) = match effect {
+            JobEvent::JobCancelled { reason, .. } => (
+                ApprovalAction::CancelJob {
+                    reason: reason.clone(),
+                },
+                reason.clone(),
+            ),
+            JobEvent::DuplicateDismissed {
+                possible_duplicate_of,
+                ..
+            } => (
+                ApprovalAction::DismissDuplicate {
+                    possible_duplicate_of: possible_duplicate_of.clone(),
+                },
+                format!("agent asks to dismiss possible duplicate of {possible_duplicate_of}"),
+            ),
+            JobEvent::JobLinkedAsDuplicate { duplicate_of } => (
+                ApprovalAction::LinkDuplicate {
+                    duplicate_of: duplicate_of.clone(),
+                },
+                format!("agent asks to link as a duplicate of {duplicate_of}"),
+            ),
+            _ => return Err(JobError::Forbidden),
+        };
+        Ok(self.request_approval(job, cmd, action, reason))
+    }
+
+    /// Decides a command on its own rules (before the destructive rule).
+    fn decide_command(
         &self,
         cmd: &Issued<JobCommand>,
         svc: &JobServices,
@@ -361,11 +427,7 @@ impl Job {
                         .or_else(|| job.flags.possible_duplicate_of.clone())
                         .ok_or(JobError::NoDuplicateToResolve)?;
                     check_text("duplicate_of", &target, MAX_ID_BYTES)?;
-                    if target == job.job_id || c.target_open != Some(true) {
-                        return Err(JobError::DuplicateTargetNotOpen {
-                            duplicate_of: target,
-                        });
-                    }
+                    check_link_target(job, &target, c.target.as_ref())?;
                     Ok(vec![JobEvent::JobLinkedAsDuplicate {
                         duplicate_of: target,
                     }])
@@ -377,13 +439,6 @@ impl Job {
                         .possible_duplicate_of
                         .clone()
                         .ok_or(JobError::NoDuplicateToResolve)?;
-                    if cmd.by.role == Role::Agent {
-                        let reason = format!("agent asks to dismiss possible duplicate of {other}");
-                        let action = ApprovalAction::DismissDuplicate {
-                            possible_duplicate_of: other,
-                        };
-                        return Ok(self.request_approval(job, cmd, action, reason));
-                    }
                     Ok(vec![JobEvent::DuplicateDismissed {
                         possible_duplicate_of: other,
                         approval_id: None,
@@ -723,14 +778,6 @@ impl Job {
                     });
                 }
                 check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
-                // Once a job has been offered to anyone, the agent only asks.
-                let dispatched = !job.visits.is_empty();
-                if cmd.by.role == Role::Agent && dispatched {
-                    let action = ApprovalAction::CancelJob {
-                        reason: c.reason.clone(),
-                    };
-                    return Ok(self.request_approval(job, cmd, action, c.reason.clone()));
-                }
                 Ok(vec![JobEvent::JobCancelled {
                     reason: c.reason.clone(),
                     trip_charge_cents: cancel_trip_charge(sop, job),
@@ -788,6 +835,30 @@ impl Job {
                 }])
             }
         }
+    }
+}
+
+/// `link` accepts the job's own flagged possible duplicate, or another open
+/// job at the same site and door; the target must exist and be open.
+fn check_link_target(
+    job: &JobData,
+    target: &str,
+    found: Option<&DuplicateTarget>,
+) -> Result<(), JobError> {
+    let open = found.filter(|t| t.open);
+    let Some(t) = open.filter(|_| target != job.job_id) else {
+        return Err(JobError::DuplicateTargetNotOpen {
+            duplicate_of: target.to_string(),
+        });
+    };
+    let flagged = job.flags.possible_duplicate_of.as_deref() == Some(target);
+    let same_door = t.site_id == job.site.id && t.door_id == job.door.id;
+    if flagged || same_door {
+        Ok(())
+    } else {
+        Err(JobError::DuplicateTargetUnrelated {
+            duplicate_of: target.to_string(),
+        })
     }
 }
 
@@ -910,6 +981,16 @@ fn decide_approval(
             JobEvent::DuplicateDismissed {
                 possible_duplicate_of: possible_duplicate_of.clone(),
                 approval_id: Some(id.clone()),
+            }
+        }
+        ApprovalAction::LinkDuplicate { duplicate_of } => {
+            if !matches!(job.state, JobState::Intake | JobState::Triaged)
+                || check_link_target(job, duplicate_of, c.link_target.as_ref()).is_err()
+            {
+                return Err(stale());
+            }
+            JobEvent::JobLinkedAsDuplicate {
+                duplicate_of: duplicate_of.clone(),
             }
         }
     };

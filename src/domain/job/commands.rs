@@ -152,10 +152,23 @@ pub struct ResolveDuplicate {
     /// The job it duplicates (for `link`; default the possible duplicate).
     #[serde(default)]
     pub duplicate_of: Option<String>,
-    /// Whether the other job exists and is open: `None` when it does not exist (resolved).
+    /// The job `link` would point at, as the store knows it: `None` when it
+    /// does not exist (resolved by the application).
     #[serde(skip_deserializing, default)]
     #[schemars(skip)]
-    pub target_open: Option<bool>,
+    pub target: Option<DuplicateTarget>,
+}
+
+/// Another job as a duplicate link sees it (resolved by the application):
+/// whether it is open, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateTarget {
+    /// Not in a final state.
+    pub open: bool,
+    /// Its site.
+    pub site_id: String,
+    /// Its door.
+    pub door_id: String,
 }
 
 /// A technician as the job sees it at offer time (resolved).
@@ -422,6 +435,11 @@ pub struct DecideApproval {
     /// Remark.
     #[serde(default)]
     pub reason: Option<String>,
+    /// For an approval that links the job as a duplicate: the target as the
+    /// store knows it now (resolved by the application).
+    #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
+    pub link_target: Option<DuplicateTarget>,
 }
 
 /// `flag_sla_breach` (system).

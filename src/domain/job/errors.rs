@@ -62,6 +62,15 @@ pub enum JobError {
         /// The other job.
         duplicate_of: String,
     },
+    /// `link` to an open job that is neither this job's flagged possible
+    /// duplicate nor at the same site and door.
+    #[error(
+        "job {duplicate_of} is neither this job's possible duplicate nor at the same site and door"
+    )]
+    DuplicateTargetUnrelated {
+        /// The other job.
+        duplicate_of: String,
+    },
     /// The agent asked for a priority less urgent than the SOP's rules give.
     #[error("priority {requested:?} is below the SOP's {sop_priority:?}")]
     PriorityBelowSop {
@@ -176,6 +185,7 @@ impl JobError {
             JobError::UnresolvedDuplicate { .. } => "unresolved_duplicate",
             JobError::NoDuplicateToResolve => "no_duplicate_to_resolve",
             JobError::DuplicateTargetNotOpen { .. } => "duplicate_target_not_open",
+            JobError::DuplicateTargetUnrelated { .. } => "duplicate_target_unrelated",
             JobError::PriorityBelowSop { .. } => "priority_below_sop",
             JobError::UnknownTechnician(_) => "unknown_technician",
             JobError::TechnicianNotQualified { .. } => "technician_not_qualified",

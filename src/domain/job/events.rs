@@ -108,6 +108,11 @@ pub enum ApprovalAction {
         /// The job it was thought to duplicate.
         possible_duplicate_of: String,
     },
+    /// Link the job as a duplicate of another (it ends the job).
+    LinkDuplicate {
+        /// The job it duplicates.
+        duplicate_of: String,
+    },
 }
 
 /// The kind of an invoice line.
@@ -431,6 +436,26 @@ impl JobEvent {
             JobEvent::NteIncreased { .. } => "NteIncreased",
             JobEvent::SlaBreached { .. } => "SlaBreached",
         }
+    }
+}
+
+/// The events that end a job or discard recorded work. When the agent's
+/// command would yield one, a person decides (see
+/// `Job::decide`, "the destructive rule"); the allowlist's `destructive` flag
+/// is checked against this list at start-up.
+pub const DESTRUCTIVE_EVENTS: &[&str] = &[
+    "JobLinkedAsDuplicate",
+    "DuplicateDismissed",
+    "JobReopened",
+    "JobClosed",
+    "JobCancelled",
+];
+
+impl JobEvent {
+    /// Whether this event ends the job or discards recorded work
+    /// ([`DESTRUCTIVE_EVENTS`]).
+    pub fn is_destructive(&self) -> bool {
+        DESTRUCTIVE_EVENTS.contains(&self.type_name())
     }
 }
 

@@ -16,15 +16,16 @@ pub use aggregate::{Job, JobServices};
 pub use commands::{
     AcceptOffer, AddNote, AttachEvidence, CancelJob, CheckIn, CheckInMethod, CheckOut,
     CheckOutcome, ChecklistResult, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
-    DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution, ExpireOffer,
-    FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob, OpenJob, Part, RecallOf,
-    RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease, ResolveDuplicate,
-    ScheduleReturnVisit, SetPriority, Site, StartTravel, TechnicianProfile, TriageJob,
-    VerifyCloseout, JOB_COMMANDS,
+    DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution,
+    DuplicateTarget, ExpireOffer, FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob,
+    OpenJob, Part, RecallOf, RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease,
+    ResolveDuplicate, ScheduleReturnVisit, SetPriority, Site, StartTravel, TechnicianProfile,
+    TriageJob, VerifyCloseout, JOB_COMMANDS,
 };
 pub use errors::JobError;
 pub use events::{
     ApprovalAction, Channel, EvidenceKind, InvoiceLine, InvoiceLineKind, JobEvent, SlaKind,
+    DESTRUCTIVE_EVENTS,
 };
 pub use invoice::Invoice;
 pub use state::{

@@ -112,7 +112,7 @@ pub const TRANSITIONS: &[Transition] = &[
         &[Intake, Triaged],
         &["JobLinkedAsDuplicate"],
         To::State(Duplicate),
-        "other job exists and is open",
+        "other job open, and flagged as this one's possible duplicate or at the same site and door; agent on an ever-offered job: ApprovalRequested only",
     ),
     variant(
         "resolve_duplicate",
@@ -234,7 +234,7 @@ pub const TRANSITIONS: &[Transition] = &[
         BEFORE_WORK_COMPLETED,
         &["JobCancelled"],
         To::State(Cancelled),
-        "agent after an offer: ApprovalRequested only",
+        "agent on an ever-offered job: ApprovalRequested only",
     ),
     row("add_note", OPEN, &["NoteAdded"], To::Same, ""),
     row(
@@ -249,7 +249,7 @@ pub const TRANSITIONS: &[Transition] = &[
         OPEN,
         &[
             "ApprovalGranted|ApprovalRejected",
-            "NteIncreased|JobCancelled|DuplicateDismissed",
+            "NteIncreased|JobCancelled|DuplicateDismissed|JobLinkedAsDuplicate",
         ],
         To::PerEffect,
         "dispatcher or admin; not the requester",

@@ -37,6 +37,10 @@ pub(super) fn action_text(action: &Value, nte_now: &Value) -> Markup {
         Some("dismiss_duplicate") => html! {
             "Dismiss the possible duplicate of " code { (action["possible_duplicate_of"].as_str().unwrap_or("?")) }
         },
+        Some("link_duplicate") => html! {
+            "Link the job as a duplicate of " code { (action["duplicate_of"].as_str().unwrap_or("?")) }
+            " (it ends this job)"
+        },
         _ => html! { (action.to_string()) },
     }
 }
