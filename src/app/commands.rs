@@ -588,6 +588,7 @@ impl App {
         job_id: &str,
         command: &mut JobCommand,
         at: DateTime<Utc>,
+        uploader: &str,
     ) -> Result<()> {
         match command {
             JobCommand::OpenJob(c) => {
@@ -646,10 +647,13 @@ impl App {
                 });
                 c.technician = tech.data.map(|d| d.profile());
             }
-            JobCommand::AttachEvidence(c) if !evidence::exists(conn, &c.sha256).await? => {
-                return Err(ApiError::UnknownEvidence(
-                    c.sha256.chars().take(64).collect(),
-                ));
+            JobCommand::AttachEvidence(c) => {
+                c.upload = evidence::upload_for(conn, &c.sha256, uploader).await?;
+                if c.upload.is_none() {
+                    return Err(ApiError::UnknownEvidence(
+                        c.sha256.chars().take(64).collect(),
+                    ));
+                }
             }
             _ => {}
         }
@@ -669,7 +673,7 @@ impl App {
         head: store::StreamState,
     ) -> Result<Decided> {
         let at = self.clock.now();
-        self.resolve_job_command(conn, job_id, &mut command, at)
+        self.resolve_job_command(conn, job_id, &mut command, at, &caller.key_name)
             .await?;
         if let Some(expected) = meta.if_match {
             if expected != job.version as i64 {

@@ -10,6 +10,7 @@ use object_store::{ObjectStore, PutPayload};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::domain::job::Upload;
 use crate::error::{ApiError, Result};
 use crate::store::hash::sha256_hex;
 
@@ -93,9 +94,15 @@ impl EvidenceStore {
             .put(&Self::path(&sha256), PutPayload::from(bytes))
             .await
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("object store: {e}")))?;
+        // The object is stored once (its first upload's row stays as it
+        // was); every upload — the same bytes with another type, or by
+        // another key — is recorded on its own and answered with its own type.
         sqlx::query(
-            "INSERT INTO evidence_objects (sha256, size_bytes, content_type, uploaded_by) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sha256) DO NOTHING",
+            "WITH object AS ( \
+               INSERT INTO evidence_objects (sha256, size_bytes, content_type, uploaded_by) VALUES ($1, $2, $3, $4) \
+               ON CONFLICT (sha256) DO NOTHING) \
+             INSERT INTO evidence_uploads (sha256, content_type, uploaded_by) VALUES ($1, $3, $4) \
+             ON CONFLICT (sha256, uploaded_by, content_type) DO UPDATE SET uploaded_at = now()",
         )
         .bind(&sha256)
         .bind(size)
@@ -103,15 +110,10 @@ impl EvidenceStore {
         .bind(uploaded_by)
         .execute(pool)
         .await?;
-        let row =
-            sqlx::query("SELECT size_bytes, content_type FROM evidence_objects WHERE sha256 = $1")
-                .bind(&sha256)
-                .fetch_one(pool)
-                .await?;
         Ok(EvidenceInfo {
             sha256,
-            size: row.try_get("size_bytes")?,
-            content_type: row.try_get("content_type")?,
+            size,
+            content_type: content_type.to_string(),
         })
     }
 
@@ -130,11 +132,31 @@ impl EvidenceStore {
     }
 }
 
-/// Whether content with this hash was uploaded.
-pub async fn exists(conn: &mut PgConnection, sha256: &str) -> Result<bool> {
-    let row = sqlx::query("SELECT 1 AS one FROM evidence_objects WHERE sha256 = $1")
-        .bind(sha256)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.is_some())
+/// The upload an attachment of `sha256` by `uploader` stands for: their own
+/// latest upload of those bytes, else the latest by anyone; `None` when the
+/// bytes were never uploaded. Objects stored before uploads were recorded one
+/// by one answer with the object's first upload.
+pub async fn upload_for(
+    conn: &mut PgConnection,
+    sha256: &str,
+    uploader: &str,
+) -> Result<Option<Upload>> {
+    let row = sqlx::query(
+        "SELECT content_type, uploaded_by FROM ( \
+           SELECT content_type, uploaded_by, uploaded_at FROM evidence_uploads WHERE sha256 = $1 \
+           UNION ALL \
+           SELECT content_type, uploaded_by, '-infinity'::timestamptz FROM evidence_objects WHERE sha256 = $1) u \
+         ORDER BY (uploaded_by = $2) DESC, uploaded_at DESC LIMIT 1",
+    )
+    .bind(sha256)
+    .bind(uploader)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(Upload {
+            content_type: r.try_get("content_type")?,
+            uploaded_by: r.try_get("uploaded_by")?,
+        })
+    })
+    .transpose()
 }

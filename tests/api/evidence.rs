@@ -73,3 +73,63 @@ async fn attaching_content_never_uploaded_is_refused() {
         .await;
     assert_eq!((r.status, r.code()), (422, "unknown_evidence"));
 }
+
+/// Issue 16, attack 5: the same bytes uploaded again with another type keep
+/// two types and two uploaders; an attachment records its own upload's.
+#[tokio::test]
+async fn the_same_bytes_uploaded_twice_keep_two_types_and_uploaders() {
+    let t = TestApp::spawn().await;
+    let upload = |key: String, idem: &'static str, ct: &'static str| {
+        let t = &t;
+        async move {
+            let r = t
+                .post_raw(
+                    "/v1/evidence",
+                    Some(&key),
+                    Some(idem),
+                    "SAME-BYTES",
+                    &[("content-type", ct)],
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.json);
+            r
+        }
+    };
+    let first = upload(t.keys.dispatcher.clone(), "u1", "image/jpeg").await;
+    let second = upload(t.keys.admin.clone(), "u2", "application/pdf").await;
+    assert_eq!(first.json["sha256"], second.json["sha256"]);
+    assert_eq!(first.json["content_type"], "image/jpeg");
+    assert_eq!(
+        second.json["content_type"], "application/pdf",
+        "its own type"
+    );
+    let sha = first.json["sha256"].as_str().unwrap().to_string();
+
+    let job = t.open_ifm_job("site-ev2").await;
+    for (key, expect_type, expect_by) in [
+        (&t.keys.admin, "application/pdf", "admin-1"),
+        (&t.keys.dispatcher, "image/jpeg", "dispatcher-1"),
+    ] {
+        let r = t
+            .cmd(
+                &job,
+                "attach_evidence",
+                key,
+                json!({"kind": "other", "sha256": sha}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json);
+        let events = t.events(&job).await;
+        let payload = &events.last().unwrap()["payload"];
+        assert_eq!(payload["content_type"], expect_type, "{payload}");
+        assert_eq!(payload["uploaded_by"], expect_by, "{payload}");
+    }
+    let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher).await;
+    let types: Vec<&str> = view.json["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["application/pdf", "image/jpeg"]);
+}

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod cache;
 mod concurrency;
+mod destructive;
 mod evidence;
 mod flow;
 mod hostile;

@@ -31,7 +31,7 @@ async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -> Re
     t.send(b.body(Body::from(body.to_string())).unwrap()).await
 }
 
-async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -> Value {
+pub async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -> Value {
     let r = mcp_raw(
         t,
         Some(key),
@@ -51,7 +51,7 @@ async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -> Va
 }
 
 /// `tools/call`; returns the result (`content`, `structuredContent`, `isError`).
-async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> Value {
+pub async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> Value {
     let r = rpc(
         t,
         key,
@@ -71,7 +71,7 @@ async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> 
     result
 }
 
-async fn handshake(t: &TestApp, key: &str) -> Value {
+pub async fn handshake(t: &TestApp, key: &str) -> Value {
     let init = rpc(
         t,
         key,

@@ -545,6 +545,7 @@ fn random(sim: &Sim, s: &Step) -> (Actor, JobCommand) {
                 sha(u64::from(s.b))
             },
             note: None,
+            upload: None,
         }),
         13 => {
             let outcome = [

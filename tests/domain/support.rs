@@ -355,6 +355,7 @@ pub fn evidence(kind: EvidenceKind, n: u64) -> JobCommand {
         kind,
         sha256: sha(n),
         note: None,
+        upload: None,
     })
 }
 
@@ -363,6 +364,8 @@ pub fn evidence_event(kind: EvidenceKind, n: u64) -> JobEvent {
         kind,
         sha256: sha(n),
         note: None,
+        content_type: None,
+        uploaded_by: None,
     }
 }
 

@@ -879,12 +879,18 @@ fn attach_evidence_on_site_and_in_any_open_state() {
                 kind: EvidenceKind::Other,
                 sha256: sha(8),
                 note: Some("Caller's photo".into()),
+                upload: Some(Upload {
+                    content_type: "image/jpeg".into(),
+                    uploaded_by: "agent-1".into(),
+                }),
             }),
         ))
         .then_expect_events(vec![JobEvent::EvidenceAttached {
             kind: EvidenceKind::Other,
             sha256: sha(8),
             note: Some("Caller's photo".into()),
+            content_type: Some("image/jpeg".into()),
+            uploaded_by: Some("agent-1".into()),
         }]);
 }
 
@@ -917,6 +923,7 @@ fn attach_evidence_needs_a_lowercase_sha256() {
                     kind: EvidenceKind::PhotoBefore,
                     sha256: bad,
                     note: None,
+                    upload: None,
                 }),
             ))
             .inspect_result();

@@ -588,6 +588,8 @@ impl Job {
                     kind: c.kind,
                     sha256: c.sha256.clone(),
                     note: c.note.clone(),
+                    content_type: c.upload.as_ref().map(|u| u.content_type.clone()),
+                    uploaded_by: c.upload.as_ref().map(|u| u.uploaded_by.clone()),
                 }])
             }
             JobCommand::CheckOut(c) => {

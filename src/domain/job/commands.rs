@@ -288,6 +288,21 @@ pub struct AttachEvidence {
     /// Remark.
     #[serde(default)]
     pub note: Option<String>,
+    /// The upload this attachment stands for: the caller's own latest upload
+    /// of these bytes, else the latest by anyone (resolved by the application).
+    #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
+    pub upload: Option<Upload>,
+}
+
+/// One upload of evidence bytes: the media type it was sent with and who
+/// sent it. The same bytes uploaded twice are two uploads of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The `Content-Type` of that upload.
+    pub content_type: String,
+    /// The key name that uploaded it.
+    pub uploaded_by: String,
 }
 
 /// The outcome of a visit.

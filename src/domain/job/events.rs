@@ -294,6 +294,13 @@ pub enum JobEvent {
         sha256: String,
         /// Remark.
         note: Option<String>,
+        /// The media type of the upload attached (absent on events recorded
+        /// before uploads were kept per uploader: an additive, optional field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+        /// Who uploaded the bytes attached (absent on older events).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uploaded_by: Option<String>,
     },
     /// `check_out`.
     CheckedOut {

@@ -20,7 +20,7 @@ pub use commands::{
     DuplicateTarget, ExpireOffer, FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob,
     OpenJob, Part, RecallOf, RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease,
     ResolveDuplicate, ScheduleReturnVisit, SetPriority, Site, StartTravel, TechnicianProfile,
-    TriageJob, VerifyCloseout, JOB_COMMANDS,
+    TriageJob, Upload, VerifyCloseout, JOB_COMMANDS,
 };
 pub use errors::JobError;
 pub use events::{

@@ -200,6 +200,12 @@ pub struct EvidenceRef {
     pub sha256: String,
     /// Remark.
     pub note: Option<String>,
+    /// The media type of the upload attached (unknown on older events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Who uploaded it (unknown on older events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_by: Option<String>,
 }
 
 /// Where an approval stands.
@@ -519,8 +525,20 @@ impl JobData {
                 self.checklist
                     .insert(item_id, ChecklistEntry { result, note });
             }
-            JobEvent::EvidenceAttached { kind, sha256, note } => {
-                self.evidence.push(EvidenceRef { kind, sha256, note });
+            JobEvent::EvidenceAttached {
+                kind,
+                sha256,
+                note,
+                content_type,
+                uploaded_by,
+            } => {
+                self.evidence.push(EvidenceRef {
+                    kind,
+                    sha256,
+                    note,
+                    content_type,
+                    uploaded_by,
+                });
             }
             JobEvent::CheckedOut {
                 outcome,
