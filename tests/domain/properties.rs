@@ -632,7 +632,8 @@ fn transition_allowed(command: &str, from: Option<JobState>, to: JobState) -> bo
         "triage_job" => from == Intake && to == Triaged,
         "set_priority" => from == Triaged && same,
         "resolve_duplicate" => {
-            (matches!(from, Intake | Triaged) && to == Duplicate) || (from == Intake && same)
+            // Linked, dismissed, or (the agent, on an ever-offered job) only asked.
+            matches!(from, Intake | Triaged) && (to == Duplicate || same)
         }
         "offer_job" => from == Triaged && to == Offered,
         "accept_offer" => from == Offered && to == Confirmed,
@@ -652,7 +653,10 @@ fn transition_allowed(command: &str, from: Option<JobState>, to: JobState) -> bo
         "mark_billing_ready" => from == CloseoutVerified && to == BillingReady,
         "close_job" => from == BillingReady && to == Closed,
         "cancel_job" => from.before_work_completed() && (to == Cancelled || same),
-        "decide_approval" => same || (from.before_work_completed() && to == Cancelled),
+        "decide_approval" => {
+            same || (from.before_work_completed() && to == Cancelled)
+                || (matches!(from, Intake | Triaged) && to == Duplicate)
+        }
         _ => false,
     }
 }
