@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod destructive;
 mod evidence;
+mod fence;
 mod flow;
 mod hostile;
 mod idempotency;
