@@ -324,6 +324,7 @@ fn generate(
 
 /// One call: REST or `/v1/tools`, then the same again with the same key.
 /// Returns the status of the first answer.
+#[allow(clippy::too_many_arguments)]
 async fn call(
     rng: &mut StdRng,
     w: &World<'_>,
