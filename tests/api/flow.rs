@@ -1,7 +1,7 @@
 //! Every job command reachable over HTTP and guarded, through a whole lifecycle.
 
 use chrono::Duration;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -268,12 +268,7 @@ async fn canonical_lifecycle_over_http() {
         "work_completed"
     );
 
-    let items: Vec<Value> = sop["closeout"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| json!({"id": i["id"], "result": "pass"}))
-        .collect();
+    let items = closeout_all_pass(&sop);
     assert_eq!(
         t.cmd(
             &job,

@@ -105,20 +105,6 @@ fn the_agent_cannot_cancel_an_ever_offered_job_alone_in_any_state() {
 }
 
 #[test]
-fn a_never_offered_job_the_agent_links_or_cancels_alone() {
-    triaged()
-        .given()
-        .when(cmd(
-            agent(),
-            at(8),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: "job-7".into(),
-        }]);
-}
-
-#[test]
 fn link_refuses_an_open_job_at_another_door() {
     for h in [triaged(), declined_back_to_triaged()] {
         for by in [agent(), dispatcher(), admin()] {
