@@ -259,24 +259,7 @@ fn confirmed_from(h: History) -> History {
             at(60),
             check_in(CheckInMethod::App, None, None),
         );
-    for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        h.exec(
-            tech(TECH_D),
-            at(61 + i as i64),
-            checklist_item(item, ChecklistResult::Pass),
-        );
-    }
-    for (n, kind) in [
-        EvidenceKind::PhotoBefore,
-        EvidenceKind::PhotoAfter,
-        EvidenceKind::Signature,
-        EvidenceKind::ChecklistForm,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        h.exec(tech(TECH_D), at(90), evidence(kind, 40 + n as u64));
-    }
+    h.do_the_work(TECH_D, at(61), 40);
     h
 }
 

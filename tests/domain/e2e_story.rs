@@ -2,45 +2,15 @@
 //! an IFM work order, an automatic sliding door stuck open after hours, NTE
 //! $500. Every step is a given/when/then on the history so far.
 
-use chrono::{DateTime, Utc};
-
 use crate::support::*;
-
-#[track_caller]
-fn ok(
-    h: &mut History,
-    by: Actor,
-    when: DateTime<Utc>,
-    command: JobCommand,
-    expected: Vec<JobEvent>,
-) {
-    h.given()
-        .when(cmd(by, when, command))
-        .then_expect_events(expected.clone());
-    h.push(&expected);
-}
-
-#[track_caller]
-fn refused(h: &History, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {
-    h.given()
-        .when(cmd(by, when, command))
-        .then_expect_error(error);
-}
 
 #[test]
 fn canonical_story_domain_path() {
     let mut h = History::new();
 
     // 2. open_job, then triage too early.
-    ok(
-        &mut h,
-        agent(),
-        t0(),
-        open(open_body()),
-        vec![opened_event()],
-    );
-    refused(
-        &h,
+    h.step(agent(), t0(), open(open_body()), vec![opened_event()]);
+    h.refused(
         agent(),
         at(1),
         triage(None),
@@ -60,8 +30,7 @@ fn canonical_story_domain_path() {
     );
 
     // 3. record_intake; triage → P1, SLA due in 4 h, make-safe required.
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(3),
         record_intake(p1_intake()),
@@ -69,13 +38,7 @@ fn canonical_story_domain_path() {
             fields: p1_intake(),
         }],
     );
-    ok(
-        &mut h,
-        agent(),
-        at(5),
-        triage(None),
-        vec![triaged_p1_event()],
-    );
+    h.step(agent(), at(5), triage(None), vec![triaged_p1_event()]);
     assert_eq!(h.data().priority, Some(Priority::P1));
     assert_eq!(
         h.data().sla_due_at,
@@ -84,8 +47,7 @@ fn canonical_story_domain_path() {
     assert!(h.data().flags.make_safe_required);
 
     // 4. B lacks AAADM, C is off shift, A is offered.
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(6),
         offer(no_aaadm(TECH_B)),
@@ -93,8 +55,7 @@ fn canonical_story_domain_path() {
             missing: vec!["AAADM".into()],
         },
     );
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(7),
         offer(off_shift(TECH_C)),
@@ -103,8 +64,7 @@ fn canonical_story_domain_path() {
             active: true,
         },
     );
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(8),
         offer(qualified(TECH_A)),
@@ -119,8 +79,7 @@ fn canonical_story_domain_path() {
     );
 
     // 5. A declines; back in triaged; D is offered and accepts inside the SLA.
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_A),
         at(10),
         decline("Already on a P1 across town"),
@@ -130,8 +89,7 @@ fn canonical_story_domain_path() {
         }],
     );
     assert_eq!(h.state(), JobState::Triaged);
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(11),
         offer(qualified(TECH_D)),
@@ -144,8 +102,7 @@ fn canonical_story_domain_path() {
             preferred: false,
         }],
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(12),
         accept(at(60)),
@@ -157,8 +114,7 @@ fn canonical_story_domain_path() {
     );
 
     // 6. Travel, check in, the AAADM checklist, the before photo.
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(20),
         start_travel(),
@@ -167,8 +123,7 @@ fn canonical_story_domain_path() {
             at: at(20),
         }],
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(60),
         check_in(CheckInMethod::App, Some(39.7817), Some(-89.6501)),
@@ -181,8 +136,7 @@ fn canonical_story_domain_path() {
         }],
     );
     for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        ok(
-            &mut h,
+        h.step(
             tech(TECH_D),
             at(61 + i as i64),
             checklist_item(item, ChecklistResult::Pass),
@@ -196,15 +150,13 @@ fn canonical_story_domain_path() {
     assert!(required_items(INCIDENT)
         .iter()
         .any(|i| i.starts_with("aaadm_")));
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(80),
         evidence(EvidenceKind::PhotoBefore, 1),
         vec![evidence_event(EvidenceKind::PhotoBefore, 1)],
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(81),
         evidence(EvidenceKind::ChecklistForm, 2),
@@ -218,8 +170,7 @@ fn canonical_story_domain_path() {
             vec![motor()],
         )
     };
-    refused(
-        &h,
+    h.refused(
         tech(TECH_D),
         at(175),
         done(),
@@ -227,22 +178,19 @@ fn canonical_story_domain_path() {
             missing: vec!["photo_after".into(), "signature".into()],
         },
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(176),
         evidence(EvidenceKind::PhotoAfter, 3),
         vec![evidence_event(EvidenceKind::PhotoAfter, 3)],
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(177),
         evidence(EvidenceKind::Signature, 4),
         vec![evidence_event(EvidenceKind::Signature, 4)],
     );
-    ok(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(180),
         done(),
@@ -259,8 +207,7 @@ fn canonical_story_domain_path() {
 
     // e2e.md step 7: mark_billing_ready before closeout verification reports
     // the NTE blocker first (it needs a person's approval).
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(185),
         mark_billing_ready(),
@@ -272,15 +219,13 @@ fn canonical_story_domain_path() {
 
     // 7./8. Verify closeout; labor + parts + trip exceed the NTE.
     let items = closeout_items(INCIDENT, ChecklistResult::Pass);
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(190),
         verify_closeout(items.clone()),
         vec![JobEvent::CloseoutVerified { items }],
     );
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(195),
         mark_billing_ready(),
@@ -290,8 +235,7 @@ fn canonical_story_domain_path() {
         },
     );
     let id = h.next_approval_id();
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(196),
         nte_increase(65_000, "Operator motor replaced"),
@@ -305,15 +249,13 @@ fn canonical_story_domain_path() {
             at: at(196),
         }],
     );
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(197),
         decide(&id, Decision::Approve, None),
         JobError::Forbidden,
     );
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(198),
         mark_billing_ready(),
@@ -322,8 +264,7 @@ fn canonical_story_domain_path() {
             nte_cents: 50_000,
         },
     );
-    ok(
-        &mut h,
+    h.step(
         dispatcher(),
         at(200),
         decide(&id, Decision::Approve, Some("Motor confirmed by photos")),
@@ -367,8 +308,7 @@ fn canonical_story_domain_path() {
         total_cents: 53_500,
     };
     assert!(invoice.total_cents > 50_000 && invoice.total_cents <= 65_000);
-    ok(
-        &mut h,
+    h.step(
         agent(),
         at(205),
         mark_billing_ready(),

@@ -1,67 +1,16 @@
 //! lifecycle.md's "Edge cases that the tests must show", the domain ones
 //! (races and idempotency are storage matters, tested elsewhere).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
 use crate::support::*;
-
-/// Given/when/then one step of a story and append what it yielded.
-#[track_caller]
-fn step(
-    h: &mut History,
-    by: Actor,
-    when: DateTime<Utc>,
-    command: JobCommand,
-    expected: Vec<JobEvent>,
-) {
-    h.given()
-        .when(cmd(by, when, command))
-        .then_expect_events(expected.clone());
-    h.push(&expected);
-}
-
-/// Given/when/then one refused step of a story (nothing appended).
-#[track_caller]
-fn refused(h: &History, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {
-    h.given()
-        .when(cmd(by, when, command))
-        .then_expect_error(error);
-}
-
-/// The assigned technician passes every required checklist item and attaches
-/// every required evidence kind, starting at `from`.
-fn do_the_work(h: &mut History, tech_id: &str, from: DateTime<Utc>, sha_base: u64) {
-    for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        h.exec(
-            tech(tech_id),
-            from + Duration::minutes(i as i64),
-            checklist_item(item, ChecklistResult::Pass),
-        );
-    }
-    for (n, kind) in [
-        EvidenceKind::PhotoBefore,
-        EvidenceKind::PhotoAfter,
-        EvidenceKind::Signature,
-        EvidenceKind::ChecklistForm,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        h.exec(
-            tech(tech_id),
-            from + Duration::minutes(20),
-            evidence(kind, sha_base + n as u64),
-        );
-    }
-}
 
 // ------------------------------------------------------------------ offers
 
 #[test]
 fn a_technician_declines_the_agent_offers_another_who_accepts() {
     let mut h = triaged();
-    step(
-        &mut h,
+    h.step(
         agent(),
         at(10),
         offer(qualified(TECH_A)),
@@ -74,8 +23,7 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
             preferred: false,
         }],
     );
-    step(
-        &mut h,
+    h.step(
         tech(TECH_A),
         at(13),
         decline("Two hours away"),
@@ -85,8 +33,7 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         }],
     );
     assert_eq!(h.state(), JobState::Triaged);
-    step(
-        &mut h,
+    h.step(
         agent(),
         at(15),
         offer(qualified(TECH_D)),
@@ -100,15 +47,8 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         }],
     );
     // The first technician no longer has the offer.
-    refused(
-        &h,
-        tech(TECH_A),
-        at(16),
-        accept(at(60)),
-        JobError::NotYourJob,
-    );
-    step(
-        &mut h,
+    h.refused(tech(TECH_A), at(16), accept(at(60)), JobError::NotYourJob);
+    h.step(
         tech(TECH_D),
         at(16),
         accept(at(60)),
@@ -129,18 +69,16 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
 #[test]
 fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
     let mut h = offered(); // to D at t0+10, P1 window 15 min: due t0+25
-    refused(
-        &h,
+    h.refused(
         system(),
         at(25) - Duration::seconds(1),
         expire(),
         JobError::OfferNotExpired,
     );
     for by in [agent(), dispatcher(), admin(), tech(TECH_D)] {
-        refused(&h, by, at(40), expire(), JobError::Forbidden);
+        h.refused(by, at(40), expire(), JobError::Forbidden);
     }
-    step(
-        &mut h,
+    h.step(
         system(),
         at(25),
         expire(),
@@ -151,15 +89,8 @@ fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
     assert_eq!(h.state(), JobState::Triaged);
     assert_eq!(h.data().visits[0].status, VisitStatus::Expired);
     // The expired technician has no rights on the job any more.
-    refused(
-        &h,
-        tech(TECH_D),
-        at(26),
-        accept(at(60)),
-        JobError::NotYourJob,
-    );
-    step(
-        &mut h,
+    h.refused(tech(TECH_D), at(26), accept(at(60)), JobError::NotYourJob);
+    h.step(
         agent(),
         at(27),
         offer(qualified(TECH_A)),
@@ -177,13 +108,7 @@ fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
 #[test]
 fn a_technician_acting_on_a_job_not_offered_to_them_is_refused() {
     // No offer at all yet.
-    refused(
-        &triaged(),
-        tech(TECH_D),
-        at(11),
-        note("Mine?"),
-        JobError::NotYourJob,
-    );
+    triaged().refused(tech(TECH_D), at(11), note("Mine?"), JobError::NotYourJob);
     // Offered to D: A may do nothing with it, not even notes or evidence.
     let h = offered();
     for command in [
@@ -193,12 +118,11 @@ fn a_technician_acting_on_a_job_not_offered_to_them_is_refused() {
         evidence(EvidenceKind::PhotoBefore, 3),
         nte_increase(90_000, "more"),
     ] {
-        refused(&h, tech(TECH_A), at(11), command, JobError::NotYourJob);
+        h.refused(tech(TECH_A), at(11), command, JobError::NotYourJob);
     }
     // A technician key bound to no technician.
     let unbound = Actor::new(Role::Technician, "key-unbound");
-    refused(
-        &on_site(),
+    on_site().refused(
         unbound,
         at(70),
         checklist_item("fault_repaired", ChecklistResult::Pass),
@@ -209,23 +133,20 @@ fn a_technician_acting_on_a_job_not_offered_to_them_is_refused() {
 #[test]
 fn a_technician_whose_offer_ended_no_longer_acts_on_the_job() {
     let declined = offered().run(tech(TECH_D), at(13), decline("Too far"));
-    refused(
-        &declined,
+    declined.refused(
         tech(TECH_D),
         at(14),
         note("still here"),
         JobError::NotYourJob,
     );
-    refused(
-        &declined,
+    declined.refused(
         tech(TECH_D),
         at(14),
         evidence(EvidenceKind::Other, 9),
         JobError::NotYourJob,
     );
     let expired = offered().run(system(), at(25), expire());
-    refused(
-        &expired,
+    expired.refused(
         tech(TECH_D),
         at(26),
         nte_increase(90_000, "more"),
@@ -260,8 +181,7 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
             vec![],
         )
     };
-    refused(
-        &h,
+    h.refused(
         tech(TECH_D),
         at(150),
         check_out_completed(),
@@ -269,15 +189,13 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
             missing: vec!["photo_after".into()],
         },
     );
-    step(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(151),
         evidence(EvidenceKind::PhotoAfter, 4),
         vec![evidence_event(EvidenceKind::PhotoAfter, 4)],
     );
-    step(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(152),
         check_out_completed(),
@@ -314,8 +232,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
             check_in(CheckInMethod::App, None, None),
         );
     // First visit: 40 minutes on site, the belt must be ordered.
-    step(
-        &mut h,
+    h.step(
         tech(TECH_D),
         at(100),
         check_out(
@@ -335,8 +252,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         )],
     );
     assert_eq!(h.state(), JobState::OnHold);
-    step(
-        &mut h,
+    h.step(
         dispatcher(),
         at(200),
         schedule_return(Some("Belt arrives tomorrow")),
@@ -346,8 +262,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
     );
     assert_eq!(h.state(), JobState::Triaged);
     // Second visit, next day.
-    step(
-        &mut h,
+    h.step(
         agent(),
         hours(24),
         offer(qualified(TECH_D)),
@@ -375,9 +290,8 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         hours(25),
         check_in(CheckInMethod::App, None, None),
     );
-    do_the_work(&mut h, TECH_D, hours(25), 10);
-    step(
-        &mut h,
+    h.do_the_work(TECH_D, hours(25), 10);
+    h.step(
         tech(TECH_D),
         hours(25) + Duration::minutes(90),
         check_out(
@@ -442,8 +356,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         ],
         total_cents: 53_000,
     };
-    step(
-        &mut h,
+    h.step(
         agent(),
         hours(27) + Duration::minutes(5),
         mark_billing_ready(),
@@ -469,8 +382,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
     let mut body = open_body();
     body.related.open_duplicate_of = Some(OTHER_JOB.into());
     let mut h = History::new();
-    step(
-        &mut h,
+    h.step(
         agent(),
         t0(),
         open(body),
@@ -480,11 +392,10 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
     let blocked = JobError::UnresolvedDuplicate {
         possible_duplicate_of: OTHER_JOB.into(),
     };
-    refused(&h, agent(), at(3), triage(None), blocked.clone());
+    h.refused(agent(), at(3), triage(None), blocked.clone());
     // The agent cannot dismiss it alone: only an approval request happens.
     let id = h.next_approval_id();
-    step(
-        &mut h,
+    h.step(
         agent(),
         at(4),
         not_duplicate(),
@@ -498,9 +409,8 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
             at: at(4),
         }],
     );
-    refused(&h, agent(), at(5), triage(None), blocked);
-    step(
-        &mut h,
+    h.refused(agent(), at(5), triage(None), blocked);
+    h.step(
         dispatcher(),
         at(6),
         decide(&id, Decision::Approve, Some("Different door")),
@@ -516,13 +426,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
             },
         ],
     );
-    step(
-        &mut h,
-        agent(),
-        at(7),
-        triage(None),
-        vec![triaged_p1_event()],
-    );
+    h.step(agent(), at(7), triage(None), vec![triaged_p1_event()]);
 }
 
 #[test]
@@ -534,8 +438,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
     });
     let mut h = History::new();
     // The IFM NTE of 50,000 does not apply: a recall bills at its own NTE, 0.
-    step(
-        &mut h,
+    h.step(
         agent(),
         t0(),
         open(body.clone()),
@@ -559,8 +462,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
             ack_due_at: at(25),
             preferred: false,
         }]);
-    step(
-        &mut h,
+    h.step(
         agent(),
         at(10),
         offer(qualified(TECH_A)),
@@ -581,7 +483,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
         at(60),
         check_in(CheckInMethod::App, None, None),
     );
-    do_the_work(&mut h, TECH_A, at(61), 20);
+    h.do_the_work(TECH_A, at(61), 20);
     h.exec(
         tech(TECH_A),
         at(120),
@@ -598,8 +500,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
         verify_closeout(closeout_items(INCIDENT, ChecklistResult::Pass)),
     );
     // Trip 9,500 + 60 min labor 12,000.
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(131),
         mark_billing_ready(),
@@ -614,8 +515,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
         at(132),
         nte_increase(21_500, "Recall not covered by warranty"),
     );
-    refused(
-        &h,
+    h.refused(
         agent(),
         at(133),
         mark_billing_ready(),
@@ -624,8 +524,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
             nte_cents: 0,
         },
     );
-    step(
-        &mut h,
+    h.step(
         dispatcher(),
         at(134),
         decide(&id, Decision::Approve, None),
@@ -710,8 +609,7 @@ fn an_ifm_job_without_a_work_order_is_refused_at_open() {
 #[test]
 fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
     let mut h = on_hold(CheckOutcome::NeedsQuote);
-    refused(
-        &h,
+    h.refused(
         dispatcher(),
         at(130),
         schedule_return(None),
@@ -729,8 +627,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         at(132),
         decide(&rejected, Decision::Reject, Some("Too much")),
     );
-    refused(
-        &h,
+    h.refused(
         dispatcher(),
         at(133),
         schedule_return(None),
@@ -743,15 +640,13 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         at(134),
         nte_increase(80_000, "Quote: new belt and motor"),
     );
-    refused(
-        &h,
+    h.refused(
         dispatcher(),
         at(135),
         schedule_return(None),
         JobError::QuoteNotApproved,
     );
-    step(
-        &mut h,
+    h.step(
         dispatcher(),
         at(136),
         decide(&id, Decision::Approve, None),
@@ -769,8 +664,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         ],
     );
     assert!(h.data().flags.quote_approved);
-    step(
-        &mut h,
+    h.step(
         dispatcher(),
         at(137),
         schedule_return(Some("Quote approved")),
@@ -796,8 +690,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
             vec![],
         ),
     );
-    refused(
-        &h,
+    h.refused(
         dispatcher(),
         at(231),
         schedule_return(None),
@@ -821,8 +714,7 @@ fn an_nte_increase_approved_before_the_hold_is_not_the_quote() {
             vec![],
         ),
     );
-    refused(
-        &h,
+    h.refused(
         dispatcher(),
         at(130),
         schedule_return(None),

@@ -600,6 +600,57 @@ impl History {
         approval_id(&self.data().job_id, self.job.version + 1)
     }
 
+    /// Given/when/then one step of a story, and append what it yielded.
+    #[track_caller]
+    pub fn step(
+        &mut self,
+        by: Actor,
+        when: DateTime<Utc>,
+        command: JobCommand,
+        expected: Vec<JobEvent>,
+    ) {
+        self.given()
+            .when(cmd(by, when, command))
+            .then_expect_events(expected.clone());
+        self.push(&expected);
+    }
+
+    /// Given/when/then one refused step of a story (nothing appended).
+    #[track_caller]
+    pub fn refused(&self, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {
+        self.given()
+            .when(cmd(by, when, command))
+            .then_expect_error(error);
+    }
+
+    /// The technician passes every required checklist item (from `from`, a
+    /// minute apart) and attaches every required evidence kind (from `from`
+    /// + 29 min, contents `sha_base`, `sha_base + 1`, …).
+    pub fn do_the_work(&mut self, tech_id: &str, from: DateTime<Utc>, sha_base: u64) {
+        for (i, item) in required_items(INCIDENT).iter().enumerate() {
+            self.exec(
+                tech(tech_id),
+                from + Duration::minutes(i as i64),
+                checklist_item(item, ChecklistResult::Pass),
+            );
+        }
+        for (n, kind) in [
+            EvidenceKind::PhotoBefore,
+            EvidenceKind::PhotoAfter,
+            EvidenceKind::Signature,
+            EvidenceKind::ChecklistForm,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.exec(
+                tech(tech_id),
+                from + Duration::minutes(29 + n as i64),
+                evidence(kind, sha_base + n as u64),
+            );
+        }
+    }
+
     /// The id of the last approval requested.
     pub fn last_approval_id(&self) -> String {
         self.data()
@@ -660,28 +711,7 @@ pub fn on_site() -> History {
 /// required evidence kind attached (sha 1..4).
 pub fn ready_to_check_out() -> History {
     let mut h = on_site();
-    for (i, item) in required_items(INCIDENT).iter().enumerate() {
-        h.exec(
-            tech(TECH_D),
-            at(61 + i as i64),
-            checklist_item(item, ChecklistResult::Pass),
-        );
-    }
-    for (n, kind) in [
-        EvidenceKind::PhotoBefore,
-        EvidenceKind::PhotoAfter,
-        EvidenceKind::Signature,
-        EvidenceKind::ChecklistForm,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        h.exec(
-            tech(TECH_D),
-            at(90 + n as i64),
-            evidence(kind, n as u64 + 1),
-        );
-    }
+    h.do_the_work(TECH_D, at(61), 1);
     h
 }
 
