@@ -23,42 +23,29 @@ async fn upload(t: &TestApp, key: &str, content: &str) -> String {
 /// Drives a job to `on_site` with technician D: returns the job id.
 pub async fn job_on_site(t: &TestApp, site: &str) -> String {
     let job = t.open_ifm_job(site).await;
-    assert_eq!(
-        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-d"})
-        )
-        .await
-        .status,
-        200
-    );
+    t.expect_status(&job, "record_intake", &t.keys.agent, TestApp::intake(), 200)
+        .await;
+    t.expect_status(&job, "triage_job", &t.keys.agent, json!({}), 200)
+        .await;
+    t.expect_status(
+        &job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-d"}),
+        200,
+    )
+    .await;
     let eta = (t0() + Duration::hours(1)).to_rfc3339();
-    assert_eq!(
-        t.cmd(&job, "accept_offer", &t.keys.tech_d, json!({"eta": eta}))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "start_travel", &t.keys.tech_d, json!({}))
-            .await
-            .status,
-        200
-    );
+    t.expect_status(
+        &job,
+        "accept_offer",
+        &t.keys.tech_d,
+        json!({"eta": eta}),
+        200,
+    )
+    .await;
+    t.expect_status(&job, "start_travel", &t.keys.tech_d, json!({}), 200)
+        .await;
     t.clock.advance(Duration::minutes(50));
     let r = t
         .cmd(
@@ -95,12 +82,14 @@ async fn canonical_lifecycle_over_http() {
         )
         .await;
     assert_eq!((r.status, r.code()), (422, "invalid_intake_fields"));
-    assert_eq!(
-        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-            .await
-            .state(),
-        "intake"
-    );
+    t.expect_state(
+        &job,
+        "record_intake",
+        &t.keys.agent,
+        TestApp::intake(),
+        "intake",
+    )
+    .await;
     let r = t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
     assert_eq!((r.status, r.state()), (200, "triaged"), "{:?}", r.json);
     let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.agent).await.json;
@@ -149,17 +138,14 @@ async fn canonical_lifecycle_over_http() {
         )
         .await;
     assert_eq!((r.status, r.code()), (422, "unknown_technician"));
-    assert_eq!(
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-a"})
-        )
-        .await
-        .state(),
-        "offered"
-    );
+    t.expect_state(
+        &job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-a"}),
+        "offered",
+    )
+    .await;
 
     // Only the offered technician answers.
     let r = t
@@ -171,48 +157,42 @@ async fn canonical_lifecycle_over_http() {
         )
         .await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
-    assert_eq!(
-        t.cmd(
-            &job,
-            "decline_offer",
-            &t.keys.tech_a,
-            json!({"reason": "on another P1"})
-        )
-        .await
-        .state(),
-        "triaged"
-    );
-    assert_eq!(
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-d"})
-        )
-        .await
-        .state(),
-        "offered"
-    );
+    t.expect_state(
+        &job,
+        "decline_offer",
+        &t.keys.tech_a,
+        json!({"reason": "on another P1"}),
+        "triaged",
+    )
+    .await;
+    t.expect_state(
+        &job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-d"}),
+        "offered",
+    )
+    .await;
     let eta = (t0() + Duration::hours(1)).to_rfc3339();
-    assert_eq!(
-        t.cmd(&job, "accept_offer", &t.keys.tech_d, json!({"eta": eta}))
-            .await
-            .state(),
-        "confirmed"
-    );
-    assert_eq!(
-        t.cmd(&job, "start_travel", &t.keys.tech_d, json!({}))
-            .await
-            .state(),
-        "en_route"
-    );
+    t.expect_state(
+        &job,
+        "accept_offer",
+        &t.keys.tech_d,
+        json!({"eta": eta}),
+        "confirmed",
+    )
+    .await;
+    t.expect_state(&job, "start_travel", &t.keys.tech_d, json!({}), "en_route")
+        .await;
     t.clock.advance(Duration::minutes(50));
-    assert_eq!(
-        t.cmd(&job, "check_in", &t.keys.tech_d, json!({"method": "app"}))
-            .await
-            .state(),
-        "on_site"
-    );
+    t.expect_state(
+        &job,
+        "check_in",
+        &t.keys.tech_d,
+        json!({"method": "app"}),
+        "on_site",
+    )
+    .await;
 
     let sop = t.get("/v1/sops/door_stuck_open", &t.keys.tech_d).await.json;
     for item in sop["field"]["checklist"].as_array().unwrap() {
@@ -228,17 +208,14 @@ async fn canonical_lifecycle_over_http() {
     }
     for kind in ["photo_before", "checklist_form"] {
         let sha = upload(&t, &t.keys.tech_d, kind).await;
-        assert_eq!(
-            t.cmd(
-                &job,
-                "attach_evidence",
-                &t.keys.tech_d,
-                json!({"kind": kind, "sha256": sha})
-            )
-            .await
-            .status,
-            200
-        );
+        t.expect_status(
+            &job,
+            "attach_evidence",
+            &t.keys.tech_d,
+            json!({"kind": kind, "sha256": sha}),
+            200,
+        )
+        .await;
     }
     let checkout = json!({"outcome": "completed", "door_left_state": "operational", "make_safe_confirmed": true, "resolution": "Replaced failed motion sensor", "parts": [{"part_number": "SNS-100", "description": "Motion sensor", "quantity": 1, "unit_price_cents": 30000}]});
     t.clock.advance(Duration::minutes(120));
@@ -249,37 +226,33 @@ async fn canonical_lifecycle_over_http() {
     assert_eq!(r.json["missing"], json!(["photo_after", "signature"]));
     for kind in ["photo_after", "signature"] {
         let sha = upload(&t, &t.keys.tech_d, kind).await;
-        assert_eq!(
-            t.cmd(
-                &job,
-                "attach_evidence",
-                &t.keys.tech_d,
-                json!({"kind": kind, "sha256": sha})
-            )
-            .await
-            .status,
-            200
-        );
+        t.expect_status(
+            &job,
+            "attach_evidence",
+            &t.keys.tech_d,
+            json!({"kind": kind, "sha256": sha}),
+            200,
+        )
+        .await;
     }
-    assert_eq!(
-        t.cmd(&job, "check_out", &t.keys.tech_d, checkout)
-            .await
-            .state(),
-        "work_completed"
-    );
+    t.expect_state(
+        &job,
+        "check_out",
+        &t.keys.tech_d,
+        checkout,
+        "work_completed",
+    )
+    .await;
 
     let items = closeout_all_pass(&sop);
-    assert_eq!(
-        t.cmd(
-            &job,
-            "verify_closeout",
-            &t.keys.agent,
-            json!({"items": items})
-        )
-        .await
-        .state(),
-        "closeout_verified"
-    );
+    t.expect_state(
+        &job,
+        "verify_closeout",
+        &t.keys.agent,
+        json!({"items": items}),
+        "closeout_verified",
+    )
+    .await;
     let r = t
         .cmd(&job, "mark_billing_ready", &t.keys.agent, json!({}))
         .await;
@@ -322,23 +295,22 @@ async fn canonical_lifecycle_over_http() {
         .collect();
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
 
-    assert_eq!(
-        t.cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": "customer informed"})
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "mark_billing_ready", &t.keys.agent, json!({}))
-            .await
-            .state(),
-        "billing_ready"
-    );
+    t.expect_status(
+        &job,
+        "add_note",
+        &t.keys.agent,
+        json!({"text": "customer informed"}),
+        200,
+    )
+    .await;
+    t.expect_state(
+        &job,
+        "mark_billing_ready",
+        &t.keys.agent,
+        json!({}),
+        "billing_ready",
+    )
+    .await;
     let r = t
         .cmd(
             &job,
@@ -348,17 +320,14 @@ async fn canonical_lifecycle_over_http() {
         )
         .await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
-    assert_eq!(
-        t.cmd(
-            &job,
-            "close_job",
-            &t.keys.dispatcher,
-            json!({"invoice_number": "INV-1"})
-        )
-        .await
-        .state(),
-        "closed"
-    );
+    t.expect_state(
+        &job,
+        "close_job",
+        &t.keys.dispatcher,
+        json!({"invoice_number": "INV-1"}),
+        "closed",
+    )
+    .await;
     let r = t
         .cmd(
             &job,
@@ -405,30 +374,24 @@ async fn hold_return_visit_cancel_and_duplicates() {
         .cmd(&job, "schedule_return_visit", &t.keys.agent, json!({}))
         .await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
-    assert_eq!(
-        t.cmd(
-            &job,
-            "schedule_return_visit",
-            &t.keys.dispatcher,
-            json!({"reason": "motor arrived"})
-        )
-        .await
-        .state(),
-        "triaged"
-    );
+    t.expect_state(
+        &job,
+        "schedule_return_visit",
+        &t.keys.dispatcher,
+        json!({"reason": "motor arrived"}),
+        "triaged",
+    )
+    .await;
 
     // The agent cancelling a dispatched job only asks; a dispatcher decides.
-    assert_eq!(
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-a"})
-        )
-        .await
-        .state(),
-        "offered"
-    );
+    t.expect_state(
+        &job,
+        "offer_job",
+        &t.keys.agent,
+        json!({"technician_id": "tech-a"}),
+        "offered",
+    )
+    .await;
     let r = t
         .cmd(
             &job,

@@ -329,3 +329,33 @@ pub fn closeout_all_pass(sop: &Value) -> Vec<Value> {
         .map(|i| json!({"id": i["id"], "result": "pass"}))
         .collect()
 }
+
+impl TestApp {
+    /// Runs a job command and asserts the job's state after it.
+    pub async fn expect_state(
+        &self,
+        job: &str,
+        command: &str,
+        key: &str,
+        body: Value,
+        state: &str,
+    ) -> Resp {
+        let r = self.cmd(job, command, key, body).await;
+        assert_eq!(r.state(), state, "{command}: {} {:?}", r.status, r.json);
+        r
+    }
+
+    /// Runs a job command and asserts its status.
+    pub async fn expect_status(
+        &self,
+        job: &str,
+        command: &str,
+        key: &str,
+        body: Value,
+        status: u16,
+    ) -> Resp {
+        let r = self.cmd(job, command, key, body).await;
+        assert_eq!(r.status, status, "{command}: {:?}", r.json);
+        r
+    }
+}
