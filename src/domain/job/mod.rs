@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod commands;
+mod decide;
 mod errors;
 mod events;
 mod invoice;
