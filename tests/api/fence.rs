@@ -109,7 +109,24 @@ struct World<'a> {
 
 impl<'a> World<'a> {
     async fn new(t: &'a TestApp) -> World<'a> {
-        t.register_technicians().await;
+        // The canonical four, with certifications that outlast a long run's
+        // clock (every step moves it forward).
+        let aaadm = json!([{"name": "AAADM", "expires_on": "2099-12-31"}]);
+        for (id, certs, shift) in [
+            ("tech-a", aaadm.clone(), "available"),
+            ("tech-b", json!([]), "available"),
+            ("tech-c", aaadm.clone(), "off"),
+            ("tech-d", aaadm, "on_call"),
+        ] {
+            let r = t
+                .post(
+                    "/v1/technicians",
+                    &t.keys.dispatcher,
+                    json!({"technician_id": id, "name": id, "skills": ["automatic_doors"], "certifications": certs, "territory": "north", "shift": shift, "labor_rate_cents": 9000}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.json);
+        }
         let allowlist = Allowlist::builtin().unwrap();
         let mut schemas = BTreeMap::new();
         let mut commands = Vec::new();
