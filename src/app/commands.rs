@@ -706,7 +706,7 @@ impl App {
                 meta: self.event_meta(caller, meta, at, sop.clone(), name),
             });
         }
-        let (append, appended) = store::prepare_append(Job::TYPE, job_id, &head, new_events)?;
+        let (append, appended) = store::prepare_append(&self.chain, Job::TYPE, job_id, &head, new_events)?;
         let data = job.data().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("job without data after a command"))
         })?;
@@ -828,7 +828,7 @@ impl App {
                         });
                     }
                     let (append, appended) =
-                        store::prepare_append(Technician::TYPE, &id, &head, new_events)?;
+                        store::prepare_append(&app.chain, Technician::TYPE, &id, &head, new_events)?;
                     let body = json!({
                         "technician_id": id,
                         "version": tech.version,
