@@ -853,8 +853,8 @@ mod tests {
         }
     }
 
-    /// A chained stream of `n` rows, hashed as the store hashes them.
-    fn chain(n: usize) -> Vec<RawRow> {
+    /// A chained stream of `n` rows, hashed and keyed as the store does it.
+    fn chain(keys: &ChainKeys, n: usize) -> Vec<RawRow> {
         let mut prev = GENESIS_HASH.to_string();
         (1..=n as i64)
             .map(|sequence| {
@@ -868,6 +868,8 @@ mod tests {
                     metadata: json!({"actor": {"id": "a", "kind": "agent", "role": "agent"}}),
                     prev_hash: prev.clone(),
                     hash: String::new(),
+                    key_id: None,
+                    mac: None,
                 };
                 r.hash = envelope_hash(
                     "job",
@@ -880,6 +882,9 @@ mod tests {
                     &r.metadata,
                     &r.prev_hash,
                 );
+                let (key_id, mac) = keys.mac("job", "long", sequence, &r.hash);
+                r.key_id = Some(key_id.to_string());
+                r.mac = Some(mac);
                 prev.clone_from(&r.hash);
                 r
             })
@@ -888,31 +893,33 @@ mod tests {
 
     #[test]
     fn a_long_stream_is_verified_across_threads_to_the_first_bad_sequence() {
+        let keys = ChainKeys::generate();
         let n = PARALLEL_HASHING_FROM * 3 + 7;
-        let mut rows = chain(n);
+        let mut rows = chain(&keys, n);
         let head = StreamState {
             sequence: n as i64,
             hash: rows[n - 1].hash.clone(),
         };
-        let report = verify_rows("job", "long", &rows, Some(&head));
+        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
         assert!(report.verified, "{report:?}");
         assert_eq!(report.events, n as i64);
         // Altered in the last of the chunks, and then also earlier: the
         // first altered sequence is the one reported.
         rows[n - 3].payload = json!({"text": "forged"});
-        let report = verify_rows("job", "long", &rows, Some(&head));
+        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
         assert_eq!(report.first_bad_sequence, Some(n as i64 - 2));
         rows[PARALLEL_HASHING_FROM + 1].metadata = json!({"actor": "someone else"});
-        let report = verify_rows("job", "long", &rows, Some(&head));
+        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
         assert_eq!(
             report.first_bad_sequence,
             Some(PARALLEL_HASHING_FROM as i64 + 2)
         );
         // A row that went missing breaks the chain where it was.
-        let mut gap = chain(n);
+        let mut gap = chain(&keys, n);
         gap.remove(2000);
-        let report = verify_rows("job", "long", &gap, None);
+        let report = verify_rows("job", "long", &gap, None, &keys, &[]);
         assert_eq!(report.first_bad_sequence, Some(2001));
+        assert_eq!(report.check, Some(AuditCheck::Sequence));
     }
 
     #[test]
@@ -927,6 +934,8 @@ mod tests {
             metadata: json!({}),
             prev_hash: String::new(),
             hash: String::new(),
+            key_id: None,
+            mac: None,
         };
         let by_value: crate::domain::job::JobEvent = row.decode().unwrap();
         let mut scratch = String::new();
@@ -963,5 +972,149 @@ mod tests {
             ),
             Err(StoreError::Decode { sequence: 5, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stream(keys: Option<&ChainKeys>, from: i64, to: i64, prev: &str) -> Vec<RawRow> {
+        let mut prev = prev.to_string();
+        (from..=to)
+            .map(|sequence| {
+                let mut r = RawRow {
+                    sequence,
+                    global_position: sequence,
+                    event_id: Uuid::now_v7(),
+                    event_type: "NoteAdded".into(),
+                    event_version: "1.0".into(),
+                    payload: json!({"text": format!("n{sequence}")}),
+                    metadata: json!({}),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                    key_id: None,
+                    mac: None,
+                };
+                r.hash = envelope_hash(
+                    "job",
+                    "s",
+                    sequence,
+                    &r.event_id.to_string(),
+                    &r.event_type,
+                    &r.event_version,
+                    &r.payload,
+                    &r.metadata,
+                    &r.prev_hash,
+                );
+                if let Some(k) = keys {
+                    let (id, mac) = k.mac("job", "s", sequence, &r.hash);
+                    r.key_id = Some(id.to_string());
+                    r.mac = Some(mac);
+                }
+                prev.clone_from(&r.hash);
+                r
+            })
+            .collect()
+    }
+
+    fn at(rows: &[RawRow], seq: i64) -> CheckpointedHead {
+        CheckpointedHead::new(seq, &rows[seq as usize - 1].hash).unwrap()
+    }
+
+    fn check(r: &AuditReport) -> (Option<i64>, Option<&'static str>) {
+        (r.first_bad_sequence, r.check.map(AuditCheck::as_str))
+    }
+
+    #[test]
+    fn each_check_is_named_where_it_fails() {
+        let keys = ChainKeys::generate();
+        let rows = stream(Some(&keys), 1, 5, GENESIS_HASH);
+        let ok = verify_rows("job", "s", &rows, None, &keys, &[]);
+        assert!(ok.verified && ok.check.is_none(), "{ok:?}");
+
+        let mut bad_mac = rows.clone();
+        bad_mac[2].mac = Some("00".repeat(32));
+        assert_eq!(
+            check(&verify_rows("job", "s", &bad_mac, None, &keys, &[])),
+            (Some(3), Some("mac"))
+        );
+        let mut no_mac = rows.clone();
+        no_mac[3].mac = None;
+        assert_eq!(
+            check(&verify_rows("job", "s", &no_mac, None, &keys, &[])),
+            (Some(4), Some("mac"))
+        );
+        let other = ChainKeys::generate();
+        assert_eq!(
+            check(&verify_rows("job", "s", &rows, None, &other, &[])),
+            (Some(1), Some("unknown_key"))
+        );
+        let mut forged = rows.clone();
+        forged.extend(stream(None, 6, 6, &rows[4].hash));
+        assert_eq!(
+            check(&verify_rows("job", "s", &forged, None, &keys, &[])),
+            (Some(6), Some("unkeyed"))
+        );
+        let mut prev = rows.clone();
+        prev[1].prev_hash = GENESIS_HASH.into();
+        assert_eq!(
+            check(&verify_rows("job", "s", &prev, None, &keys, &[])),
+            (Some(2), Some("prev_hash"))
+        );
+        let head = StreamState {
+            sequence: 7,
+            hash: "x".into(),
+        };
+        assert_eq!(
+            check(&verify_rows("job", "s", &rows, Some(&head), &keys, &[])),
+            (Some(6), Some("head"))
+        );
+        let back = StreamState {
+            sequence: 3,
+            hash: rows[2].hash.clone(),
+        };
+        assert_eq!(
+            check(&verify_rows("job", "s", &rows, Some(&back), &keys, &[])),
+            (Some(4), Some("head"))
+        );
+        // The tail after a checkpoint is gone, the head rolled back with it.
+        let cut = &rows[..3];
+        let head = StreamState {
+            sequence: 3,
+            hash: rows[2].hash.clone(),
+        };
+        assert_eq!(
+            check(&verify_rows(
+                "job",
+                "s",
+                cut,
+                Some(&head),
+                &keys,
+                &[at(&rows, 5)]
+            )),
+            (Some(4), Some("checkpoint"))
+        );
+    }
+
+    #[test]
+    fn unkeyed_events_pass_only_under_a_checkpoint_the_chain_reaches() {
+        let keys = ChainKeys::generate();
+        let legacy = stream(None, 1, 4, GENESIS_HASH);
+        let mut rows = legacy.clone();
+        rows.extend(stream(Some(&keys), 5, 6, &legacy[3].hash));
+        let r = verify_rows("job", "s", &rows, None, &keys, &[]);
+        assert_eq!(check(&r), (Some(1), Some("unkeyed")));
+        let r = verify_rows("job", "s", &rows, None, &keys, &[at(&legacy, 4)]);
+        assert!(r.verified, "{r:?}");
+        assert_eq!(r.unkeyed_events, 4);
+        // Vouched only up to the checkpointed head.
+        let r = verify_rows("job", "s", &rows, None, &keys, &[at(&legacy, 2)]);
+        assert_eq!(check(&r), (Some(3), Some("unkeyed")));
+        // A checkpoint whose hash the chain does not reach vouches for nothing.
+        let wrong = CheckpointedHead::new(4, &"ab".repeat(32)).unwrap();
+        let r = verify_rows("job", "s", &rows, None, &keys, &[wrong]);
+        assert_eq!(check(&r), (Some(1), Some("unkeyed")));
     }
 }
