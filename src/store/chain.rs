@@ -542,4 +542,37 @@ mod tests {
         assert!(ChainKeys::from_sources(Some(&file), Some(&clash)).is_err());
         assert!(ChainKeys::from_sources(None, None).unwrap().is_none());
     }
+
+    #[test]
+    fn the_first_run_creates_a_private_keyring_and_later_runs_reuse_it() {
+        let data = tempfile::tempdir().unwrap();
+        assert!(load_keyring(None, None, data.path(), false)
+            .unwrap()
+            .is_none());
+        let (keys, source) = load_keyring(None, None, data.path(), true).unwrap().unwrap();
+        let path = default_keyring_path(data.path());
+        assert_eq!(source, KeyringSource::Created(path.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+            let dir = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+            assert_eq!(dir & 0o077, 0, "{dir:o}");
+        }
+        let (again, source) = load_keyring(None, None, data.path(), true).unwrap().unwrap();
+        assert_eq!(source, KeyringSource::DataDir(path));
+        assert_eq!(again.active_id(), keys.active_id());
+        assert_eq!(again.public_key_hex(), keys.public_key_hex());
+        // Nothing but the keyring is left in its folder.
+        let files = std::fs::read_dir(data.path().join("keys")).unwrap().count();
+        assert_eq!(files, 1);
+        // A configured keyring wins and nothing is created.
+        let other = tempfile::tempdir().unwrap();
+        let (configured, source) =
+            load_keyring(None, Some(&keys.to_toml()), other.path(), true).unwrap().unwrap();
+        assert_eq!(source, KeyringSource::Configured);
+        assert_eq!(configured.active_id(), keys.active_id());
+        assert!(!default_keyring_path(other.path()).exists());
+    }
 }
