@@ -9,10 +9,10 @@ use crate::app::checkpoints::load_index;
 use crate::app::evidence::EvidenceStore;
 use crate::app::keys;
 use crate::app::queries::audit_stream;
-use crate::store::chain::default_keyring_path;
 use crate::config::Config;
 use crate::domain::sop::SopLibrary;
 use crate::domain::Role;
+use crate::store::chain::default_keyring_path;
 use crate::{db, server};
 
 async fn pool(config: &Config) -> anyhow::Result<PgPool> {
@@ -83,14 +83,13 @@ pub async fn audit_verify(
     let streams: Vec<(String, String)> = match job_id {
         Some(id) => vec![("job".to_string(), id.to_string())],
         None => {
-            let mut streams: std::collections::BTreeSet<(String, String)> = sqlx::query(
-                "SELECT aggregate_type, aggregate_id FROM stream_heads",
-            )
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get("aggregate_type")?, r.try_get("aggregate_id")?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+            let mut streams: std::collections::BTreeSet<(String, String)> =
+                sqlx::query("SELECT aggregate_type, aggregate_id FROM stream_heads")
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| Ok((r.try_get("aggregate_type")?, r.try_get("aggregate_id")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
             // A stream whose head row is gone is still one a checkpoint saw.
             streams.extend(index.streams().cloned());
             streams.into_iter().collect()
@@ -133,9 +132,7 @@ pub async fn audit_verify(
     }
     println!(
         "{} verified, {} failed; {} checkpoint(s) read, {} unkeyed event(s) accepted",
-        verified, failed,
-        loaded.verified,
-        unkeyed
+        verified, failed, loaded.verified, unkeyed
     );
     Ok(if failed == 0 {
         ExitCode::SUCCESS

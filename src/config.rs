@@ -73,7 +73,12 @@ pub struct Config {
     /// The chain keyring document itself (for secret stores that inject
     /// environment variables); merged with DISPATCH_CHAIN_KEYS_FILE when both
     /// are set. Never printed.
-    #[arg(long, env = "DISPATCH_CHAIN_KEYRING", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "DISPATCH_CHAIN_KEYRING",
+        hide_env_values = true,
+        global = true
+    )]
     pub chain_keyring: Option<String>,
 
     /// Log format: `json` (one object per line) or `pretty`.
@@ -94,7 +99,10 @@ impl Config {
         &self,
         create: bool,
     ) -> Result<
-        Option<(crate::store::chain::ChainKeys, crate::store::chain::KeyringSource)>,
+        Option<(
+            crate::store::chain::ChainKeys,
+            crate::store::chain::KeyringSource,
+        )>,
         crate::store::chain::KeyringError,
     > {
         crate::store::chain::load_keyring(

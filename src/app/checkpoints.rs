@@ -158,8 +158,12 @@ pub async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let once = |why: &'static str| {
-        let (checkpoints, pool, store, keys) =
-            (checkpoints.clone(), pool.clone(), store.clone(), keys.clone());
+        let (checkpoints, pool, store, keys) = (
+            checkpoints.clone(),
+            pool.clone(),
+            store.clone(),
+            keys.clone(),
+        );
         async move {
             match checkpoints.write(&pool, &store, &keys).await {
                 Ok(0) => {}

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};

@@ -279,8 +279,7 @@ impl<'a> Columns<'a> {
                 self.ev_prev_hash
                     .extend(a.prev_hashes.iter().map(String::as_str));
                 self.ev_hash.extend(a.hashes.iter().map(String::as_str));
-                self.ev_key_id
-                    .extend(a.key_ids.iter().map(String::as_str));
+                self.ev_key_id.extend(a.key_ids.iter().map(String::as_str));
                 self.ev_mac.extend(a.macs.iter().map(String::as_str));
             }
             None => {

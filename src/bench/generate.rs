@@ -469,8 +469,8 @@ impl Generator {
                 &StreamState::default(),
                 new,
             )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             tx.commit().await?;
         }
         Ok(())

@@ -192,12 +192,12 @@ impl ChainKeys {
             })
         };
         let from_file = match file {
-            Some(path) => Some(parse(&std::fs::read_to_string(path).map_err(|source| {
-                KeyringError::Io {
+            Some(path) => Some(parse(&std::fs::read_to_string(path).map_err(
+                |source| KeyringError::Io {
                     path: path.to_path_buf(),
                     source,
-                }
-            })?)?),
+                },
+            )?)?),
             None => None,
         };
         let from_env = inline.map(parse).transpose()?;
@@ -420,7 +420,12 @@ pub fn load_keyring(
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => return Ok(Some((ChainKeys::from_toml(&text)?, KeyringSource::DataDir(path)))),
+        Ok(text) => {
+            return Ok(Some((
+                ChainKeys::from_toml(&text)?,
+                KeyringSource::DataDir(path),
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
@@ -435,7 +440,10 @@ pub fn load_keyring(
     let keys = ChainKeys::generate();
     // Written aside, then linked into place: a replica starting at the same
     // moment either links first or finds ours, never a half-written file.
-    let tmp = dir.join(format!(".chain-keyring.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(format!(
+        ".chain-keyring.{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -549,7 +557,9 @@ mod tests {
         assert!(load_keyring(None, None, data.path(), false)
             .unwrap()
             .is_none());
-        let (keys, source) = load_keyring(None, None, data.path(), true).unwrap().unwrap();
+        let (keys, source) = load_keyring(None, None, data.path(), true)
+            .unwrap()
+            .unwrap();
         let path = default_keyring_path(data.path());
         assert_eq!(source, KeyringSource::Created(path.clone()));
         #[cfg(unix)]
@@ -557,10 +567,15 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-            let dir = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+            let dir = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(dir & 0o077, 0, "{dir:o}");
         }
-        let (again, source) = load_keyring(None, None, data.path(), true).unwrap().unwrap();
+        let (again, source) = load_keyring(None, None, data.path(), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(source, KeyringSource::DataDir(path));
         assert_eq!(again.active_id(), keys.active_id());
         assert_eq!(again.public_key_hex(), keys.public_key_hex());
@@ -569,8 +584,9 @@ mod tests {
         assert_eq!(files, 1);
         // A configured keyring wins and nothing is created.
         let other = tempfile::tempdir().unwrap();
-        let (configured, source) =
-            load_keyring(None, Some(&keys.to_toml()), other.path(), true).unwrap().unwrap();
+        let (configured, source) = load_keyring(None, Some(&keys.to_toml()), other.path(), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(source, KeyringSource::Configured);
         assert_eq!(configured.active_id(), keys.active_id());
         assert!(!default_keyring_path(other.path()).exists());

@@ -18,8 +18,8 @@ pub mod wake;
 pub use repo::{
     append, bind_append, decode_stream, envelope_hash, hash_input, load_head, load_stream,
     load_stream_rows, position_marker, prepare_append, verify_rows, Appended, AuditCheck,
-    AuditReport, EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState, APPEND_CTES,
-    STREAM_COLUMNS,
+    AuditReport, EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState,
+    APPEND_CTES, STREAM_COLUMNS,
 };
 pub use wake::wake_projectors;
 

@@ -117,7 +117,12 @@ async fn as_owner(t: &TestApp, tables: &[&str], sql: &[String]) {
 /// The attack of issue 16: with ordinary INSERT and UPDATE rights, an
 /// `NteIncreased` row whose SHA-256 is recomputed (the chain's code is
 /// public), then the head moved onto it.
-async fn forge_nte_increase(t: &TestApp, job: &str, key_id: Option<&str>, mac: Option<&str>) -> i64 {
+async fn forge_nte_increase(
+    t: &TestApp,
+    job: &str,
+    key_id: Option<&str>,
+    mac: Option<&str>,
+) -> i64 {
     let (last, prev) = last_row(t, job).await;
     let sequence = last + 1;
     let event_id = uuid::Uuid::now_v7();
@@ -171,10 +176,20 @@ async fn a_forged_append_with_a_recomputed_hash_is_found_and_named() {
     let active = chain_keys().active_id().to_string();
     let zeros = "00".repeat(32);
     for (case, key_id, mac, check) in [
-        ("wrong MAC", Some(active.as_str()), Some(zeros.as_str()), "mac"),
+        (
+            "wrong MAC",
+            Some(active.as_str()),
+            Some(zeros.as_str()),
+            "mac",
+        ),
         ("absent MAC", Some(active.as_str()), None, "mac"),
         ("unkeyed", None, None, "unkeyed"),
-        ("unknown key", Some("k-nobody"), Some(zeros.as_str()), "unknown_key"),
+        (
+            "unknown key",
+            Some("k-nobody"),
+            Some(zeros.as_str()),
+            "unknown_key",
+        ),
     ] {
         let t = TestApp::spawn().await;
         let (dir, cps) = checkpoint_store();
@@ -190,13 +205,23 @@ async fn a_forged_append_with_a_recomputed_hash_is_found_and_named() {
             "{case}: {a}"
         );
         assert_eq!(a["events"], json!(seq), "{case}");
-        let (code, out) = cli_with(&t.db_url, &["audit", "verify", &job], None, Some(dir.path()));
+        let (code, out) = cli_with(
+            &t.db_url,
+            &["audit", "verify", &job],
+            None,
+            Some(dir.path()),
+        );
         assert_eq!(code, Some(1), "{case}: {out}");
         assert!(
             out.contains(&format!("FAILED at sequence {seq} (check {check})")),
             "{case}: {out}"
         );
-        let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, Some(dir.path()));
+        let (code, out) = cli_with(
+            &t.db_url,
+            &["audit", "verify", "--all"],
+            None,
+            Some(dir.path()),
+        );
         assert_eq!(code, Some(1), "{case} --all: {out}");
     }
 }
@@ -211,8 +236,13 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     checkpoint_covering(&t, &cps, &job).await;
     checkpoint_covering(&t, &cps, &other).await;
     for i in 0..3 {
-        t.cmd(&job, "add_note", &t.keys.agent, json!({"text": format!("later {i}")}))
-            .await;
+        t.cmd(
+            &job,
+            "add_note",
+            &t.keys.agent,
+            json!({"text": format!("later {i}")}),
+        )
+        .await;
     }
     checkpoint_covering(&t, &cps, &job).await;
     let (last, _) = last_row(&t, &job).await;
@@ -243,10 +273,18 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     );
     assert_eq!(audit(&t, &other).await["verified"], true);
     // The CLI reads the checkpoints from the store itself.
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, Some(dir.path()));
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", "--all"],
+        None,
+        Some(dir.path()),
+    );
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains(&format!("job {job}: FAILED at sequence {} (check checkpoint)", keep + 1)),
+        out.contains(&format!(
+            "job {job}: FAILED at sequence {} (check checkpoint)",
+            keep + 1
+        )),
         "{out}"
     );
     assert!(out.contains(&format!("job {other}: verified")), "{out}");
@@ -268,7 +306,12 @@ async fn a_checkpoint_object_that_does_not_verify_fails_the_cli() {
     let mut cp: Value = serde_json::from_str(&text).unwrap();
     cp["heads"][0]["sequence"] = json!(1);
     std::fs::write(&path, cp.to_string()).unwrap();
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", &job], None, Some(dir.path()));
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", &job],
+        None,
+        Some(dir.path()),
+    );
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("signature does not verify"), "{out}");
 }
@@ -352,10 +395,11 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
     assert_eq!(audit(&t, &job).await["verified"], true);
 
     // Stored answers.
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE status_code <> 0")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE status_code <> 0")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert!(n > 0);
     refused(
         sqlx::query("UPDATE idempotency_records SET response_body = '{\"forged\":true}'::bytea WHERE status_code <> 0")
@@ -370,11 +414,15 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
         "a stored answer turned provisional",
     );
     refused(
-        sqlx::query("DELETE FROM idempotency_records").execute(pool).await,
+        sqlx::query("DELETE FROM idempotency_records")
+            .execute(pool)
+            .await,
         "stored answers deleted",
     );
     refused(
-        sqlx::query("TRUNCATE idempotency_records").execute(pool).await,
+        sqlx::query("TRUNCATE idempotency_records")
+            .execute(pool)
+            .await,
         "stored answers truncated",
     );
     // The one transition the code makes: a provisional claim completed once.
@@ -449,15 +497,32 @@ async fn keys_rotate_without_rewriting_history() {
     let a = audit(&t2, &job).await;
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["unkeyed_events"], 0);
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", &job], Some(&k2.to_toml()), None);
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", &job],
+        Some(&k2.to_toml()),
+        None,
+    );
     assert_eq!(code, Some(0), "{out}");
     // A keyring that lost k1 cannot vouch for what k1 keyed.
     let lost = Arc::new(k2.without(k1.active_id()));
     let a = audit(&with_keys(&t, lost.clone()), &job).await;
-    assert_eq!(failed_at(&a), (json!(false), json!(1), json!("unknown_key")), "{a}");
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", &job], Some(&lost.to_toml()), None);
+    assert_eq!(
+        failed_at(&a),
+        (json!(false), json!(1), json!("unknown_key")),
+        "{a}"
+    );
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", &job],
+        Some(&lost.to_toml()),
+        None,
+    );
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("FAILED at sequence 1 (check unknown_key)"), "{out}");
+    assert!(
+        out.contains("FAILED at sequence 1 (check unknown_key)"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -469,12 +534,18 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     as_owner(
         &t,
         &["events"],
-        &[format!("UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'")],
+        &[format!(
+            "UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'"
+        )],
     )
     .await;
     let legacy = last_row(&t, &job).await;
     let a = audit(&t, &job).await;
-    assert_eq!(failed_at(&a), (json!(false), json!(1), json!("unkeyed")), "{a}");
+    assert_eq!(
+        failed_at(&a),
+        (json!(false), json!(1), json!("unkeyed")),
+        "{a}"
+    );
     // The store's first checkpoint vouches for what it holds.
     checkpoint_covering(&t, &cps, &job).await;
     let a = audit(&t, &job).await;
@@ -482,7 +553,12 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     assert_eq!(a["unkeyed_events"], json!(legacy.0));
     // The first keyed event commits to the legacy head.
     let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "keyed now"}))
+        .cmd(
+            &job,
+            "add_note",
+            &t.keys.agent,
+            json!({"text": "keyed now"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let events = t.events(&job).await;
@@ -498,7 +574,15 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["events"], json!(legacy.0 + 1));
     assert_eq!(a["unkeyed_events"], json!(legacy.0));
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", &job], None, Some(dir.path()));
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", &job],
+        None,
+        Some(dir.path()),
+    );
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(&format!("{} unkeyed vouched by a checkpoint", legacy.0)), "{out}");
+    assert!(
+        out.contains(&format!("{} unkeyed vouched by a checkpoint", legacy.0)),
+        "{out}"
+    );
 }
