@@ -68,6 +68,11 @@ pub struct Head {
     pub sequence: i64,
     /// That event's hash.
     pub hash: String,
+    /// The event carries no MAC (written before the chain was keyed): only
+    /// the store's first checkpoint records such a head, and only such a
+    /// head vouches for unkeyed events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unkeyed: bool,
 }
 
 /// A signed checkpoint (the object's JSON).
@@ -145,16 +150,24 @@ pub struct CheckpointedHead {
     pub sequence: i64,
     /// The hash, decoded.
     pub hash: [u8; 32],
+    /// The head event was unkeyed: it vouches for the unkeyed events up to it.
+    pub unkeyed: bool,
 }
 
 impl CheckpointedHead {
-    /// From a hex hash (`None` if it is not 32 bytes of hex).
+    /// A keyed head from a hex hash (`None` if it is not 32 bytes of hex).
     pub fn new(sequence: i64, hash: &str) -> Option<CheckpointedHead> {
         let bytes: [u8; 32] = hex::decode(hash).ok()?.try_into().ok()?;
         Some(CheckpointedHead {
             sequence,
             hash: bytes,
+            unkeyed: false,
         })
+    }
+
+    /// An unkeyed (legacy) head from a hex hash.
+    pub fn legacy(sequence: i64, hash: &str) -> Option<CheckpointedHead> {
+        Self::new(sequence, hash).map(|h| CheckpointedHead { unkeyed: true, ..h })
     }
 
     /// Whether `hash` (hex) is this head's hash.
@@ -165,35 +178,54 @@ impl CheckpointedHead {
 
 /// The checkpointed heads by stream: for each, the highest sequence any
 /// signed checkpoint recorded (several entries only if checkpoints disagree
-/// about that sequence's hash, which verification then reports).
+/// about that sequence's hash, which verification then reports), and the
+/// highest unkeyed head (what vouches for the stream's legacy events).
 #[derive(Debug, Default, Clone)]
 pub struct HeadIndex {
-    heads: HashMap<(String, String), Vec<CheckpointedHead>>,
+    heads: HashMap<(String, String), StreamHeads>,
     /// The furthest place in the commit order a loaded checkpoint covers.
     pub covers: Option<Cursor>,
     /// The digest of the checkpoint that covers furthest.
     pub last_digest: Option<String>,
 }
 
+#[derive(Debug, Default, Clone)]
+struct StreamHeads {
+    top: Vec<CheckpointedHead>,
+    legacy: Option<CheckpointedHead>,
+}
+
+fn keep_highest(slot: &mut Vec<CheckpointedHead>, mark: CheckpointedHead) {
+    match slot.first().map(|m| m.sequence) {
+        Some(s) if s > mark.sequence => {}
+        Some(s) if s == mark.sequence => {
+            if !slot.iter().any(|m| m.hash == mark.hash) {
+                slot.push(mark);
+            }
+        }
+        _ => *slot = vec![mark],
+    }
+}
+
 impl HeadIndex {
     /// Adds a (verified) checkpoint's heads.
     pub fn add(&mut self, cp: &Checkpoint) {
         for h in &cp.heads {
-            let Some(mark) = CheckpointedHead::new(h.sequence, &h.hash) else {
+            let made = if h.unkeyed {
+                CheckpointedHead::legacy(h.sequence, &h.hash)
+            } else {
+                CheckpointedHead::new(h.sequence, &h.hash)
+            };
+            let Some(mark) = made else {
                 continue;
             };
             let e = self
                 .heads
                 .entry((h.aggregate_type.clone(), h.aggregate_id.clone()))
                 .or_default();
-            match e.first().map(|m| m.sequence) {
-                Some(s) if s > mark.sequence => {}
-                Some(s) if s == mark.sequence => {
-                    if !e.contains(&mark) {
-                        e.push(mark);
-                    }
-                }
-                _ => *e = vec![mark],
+            keep_highest(&mut e.top, mark);
+            if mark.unkeyed && e.legacy.is_none_or(|l| l.sequence < mark.sequence) {
+                e.legacy = Some(mark);
             }
         }
         if self.covers.is_none_or(|c| cp.covers >= c) {
@@ -204,10 +236,19 @@ impl HeadIndex {
 
     /// The checkpointed heads of a stream.
     pub fn get(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<CheckpointedHead> {
-        self.heads
+        let Some(e) = self
+            .heads
             .get(&(aggregate_type.to_string(), aggregate_id.to_string()))
-            .cloned()
-            .unwrap_or_default()
+        else {
+            return Vec::new();
+        };
+        let mut out = e.top.clone();
+        if let Some(l) = e.legacy {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+        out
     }
 
     /// Every stream a checkpoint has seen.
@@ -262,12 +303,15 @@ pub async fn changes_since(
     from: Option<Cursor>,
 ) -> Result<Option<Changes>, StoreError> {
     match from {
-        None => first_changes(conn).await,
+        None => first_changes(conn, keys).await,
         Some(from) => later_changes(conn, keys, from).await,
     }
 }
 
-async fn first_changes(conn: &mut PgConnection) -> Result<Option<Changes>, StoreError> {
+async fn first_changes(
+    conn: &mut PgConnection,
+    keys: &ChainKeys,
+) -> Result<Option<Changes>, StoreError> {
     let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -291,7 +335,7 @@ async fn first_changes(conn: &mut PgConnection) -> Result<Option<Changes>, Store
         global_position: top.try_get("global_position")?,
     };
     let rows = sqlx::query(
-        "SELECT h.aggregate_type, h.aggregate_id, h.sequence, h.hash FROM stream_heads h \
+        "SELECT h.aggregate_type, h.aggregate_id, h.sequence, h.hash, e.key_id, e.mac FROM stream_heads h \
          JOIN events e ON e.aggregate_type = h.aggregate_type AND e.aggregate_id = h.aggregate_id \
                       AND e.sequence = h.sequence AND e.hash = h.hash \
          ORDER BY h.aggregate_type, h.aggregate_id",
@@ -299,24 +343,52 @@ async fn first_changes(conn: &mut PgConnection) -> Result<Option<Changes>, Store
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let heads = rows
-        .iter()
-        .map(|r| {
-            Ok(Head {
-                aggregate_type: r.try_get("aggregate_type")?,
-                aggregate_id: r.try_get("aggregate_id")?,
-                sequence: r.try_get("sequence")?,
-                hash: r.try_get("hash")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let mut heads = Vec::with_capacity(rows.len());
+    let mut refused = Vec::new();
+    for r in &rows {
+        let head = Head {
+            aggregate_type: r.try_get("aggregate_type")?,
+            aggregate_id: r.try_get("aggregate_id")?,
+            sequence: r.try_get("sequence")?,
+            hash: r.try_get("hash")?,
+            unkeyed: false,
+        };
+        let key_id: Option<String> = r.try_get("key_id")?;
+        let mac: Option<String> = r.try_get("mac")?;
+        // Trust on first use for events written before the chain was keyed;
+        // a keyed head must still carry a MAC that verifies.
+        match vouched(keys, &head, key_id.as_deref(), mac.as_deref()) {
+            Some(unkeyed) => heads.push(Head { unkeyed, ..head }),
+            None => refused.push((head.aggregate_type, head.aggregate_id, head.sequence)),
+        }
+    }
     Ok(Some(Changes {
         heads,
         covers,
         global_position: covers.global_position,
-        refused: Vec::new(),
+        refused,
         more: false,
     }))
+}
+
+/// Whether a head may be recorded: `Some(false)` keyed with a MAC that
+/// verifies, `Some(true)` unkeyed (only the first checkpoint asks), `None`
+/// neither.
+fn vouched(keys: &ChainKeys, h: &Head, key_id: Option<&str>, mac: Option<&str>) -> Option<bool> {
+    match key_id {
+        None => Some(true),
+        Some(k) => keys
+            .verify_mac(
+                &h.aggregate_type,
+                &h.aggregate_id,
+                h.sequence,
+                k,
+                &h.hash,
+                mac,
+            )
+            .is_ok()
+            .then_some(false),
+    }
 }
 
 async fn later_changes(
@@ -369,28 +441,19 @@ async fn later_changes(
         let hash: String = r.try_get("hash")?;
         let key_id: Option<String> = r.try_get("key_id")?;
         let mac: Option<String> = r.try_get("mac")?;
+        let head = Head {
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            hash,
+            unkeyed: false,
+        };
         // Only a head the keys vouch for is recorded: a row anyone could
         // have inserted must not become trusted by being checkpointed.
-        let keyed = key_id.as_deref().is_some_and(|k| {
-            keys.verify_mac(
-                &aggregate_type,
-                &aggregate_id,
-                sequence,
-                k,
-                &hash,
-                mac.as_deref(),
-            )
-            .is_ok()
-        });
-        if keyed {
-            heads.push(Head {
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                hash,
-            });
+        if vouched(keys, &head, key_id.as_deref(), mac.as_deref()) == Some(false) {
+            heads.push(head);
         } else {
-            refused.push((aggregate_type, aggregate_id, sequence));
+            refused.push((head.aggregate_type, head.aggregate_id, head.sequence));
         }
     }
     Ok(covers.map(|covers| Changes {
@@ -449,6 +512,7 @@ mod tests {
                 aggregate_id: "j1".into(),
                 sequence: 4,
                 hash: "ab".repeat(32),
+                unkeyed: false,
             }],
             covers: Cursor {
                 tx_id: 900,
@@ -494,5 +558,12 @@ mod tests {
         idx.add(&cp);
         assert_eq!(idx.get("job", "j1").len(), 2);
         assert!(idx.get("job", "nope").is_empty());
+        // A legacy head stays beside the higher keyed ones.
+        cp.heads[0].sequence = 3;
+        cp.heads[0].unkeyed = true;
+        idx.add(&cp);
+        let heads = idx.get("job", "j1");
+        assert_eq!(heads.len(), 3);
+        assert!(heads.iter().any(|h| h.unkeyed && h.sequence == 3));
     }
 }

@@ -723,6 +723,7 @@ pub fn verify_rows(
 ) -> AuditReport {
     let mut prev = GENESIS_HASH.to_string();
     let mut unkeyed = 0i64;
+    let mut keyed_seen = false;
     let bad = |seq: i64, check: AuditCheck, unkeyed: i64| AuditReport {
         verified: false,
         events: rows.len() as i64,
@@ -730,10 +731,14 @@ pub fn verify_rows(
         check: Some(check),
         unkeyed_events: unkeyed,
     };
-    // The highest checkpointed head that the rows reach with the same hash:
-    // everything up to it is vouched for.
+    // The highest unkeyed checkpointed head (recorded by a store's first
+    // checkpoint, before the chain was keyed) that the rows reach with the
+    // same hash: the unkeyed events up to it are vouched for. Keyed heads
+    // vouch for no unkeyed event: a legitimate writer may have appended on
+    // top of a forged row.
     let vouched_to = checkpointed
         .iter()
+        .filter(|c| c.unkeyed)
         .filter(|c| {
             usize::try_from(c.sequence - 1)
                 .ok()
@@ -756,12 +761,13 @@ pub fn verify_rows(
             return bad(r.sequence, AuditCheck::Hash, unkeyed);
         }
         match mac {
-            Some(Ok(())) => {}
+            Some(Ok(())) => keyed_seen = true,
             Some(Err(MacFailure::UnknownKey)) => {
                 return bad(r.sequence, AuditCheck::UnknownKey, unkeyed)
             }
             Some(Err(MacFailure::Mismatch)) => return bad(r.sequence, AuditCheck::Mac, unkeyed),
-            None if r.sequence <= vouched_to => unkeyed += 1,
+            // Legacy events are a prefix: none follows a keyed one.
+            None if r.sequence <= vouched_to && !keyed_seen => unkeyed += 1,
             None => return bad(r.sequence, AuditCheck::Unkeyed, unkeyed),
         }
         if checkpointed
@@ -1020,7 +1026,12 @@ mod keyed_tests {
     }
 
     fn at(rows: &[RawRow], seq: i64) -> CheckpointedHead {
-        CheckpointedHead::new(seq, &rows[seq as usize - 1].hash).unwrap()
+        let r = &rows[seq as usize - 1];
+        if r.key_id.is_some() {
+            CheckpointedHead::new(seq, &r.hash).unwrap()
+        } else {
+            CheckpointedHead::legacy(seq, &r.hash).unwrap()
+        }
     }
 
     fn check(r: &AuditReport) -> (Option<i64>, Option<&'static str>) {
@@ -1113,8 +1124,34 @@ mod keyed_tests {
         let r = verify_rows("job", "s", &rows, None, &keys, &[at(&legacy, 2)]);
         assert_eq!(check(&r), (Some(3), Some("unkeyed")));
         // A checkpoint whose hash the chain does not reach vouches for nothing.
-        let wrong = CheckpointedHead::new(4, &"ab".repeat(32)).unwrap();
+        let wrong = CheckpointedHead::legacy(4, &"ab".repeat(32)).unwrap();
         let r = verify_rows("job", "s", &rows, None, &keys, &[wrong]);
         assert_eq!(check(&r), (Some(1), Some("unkeyed")));
+        // A keyed head vouches for no unkeyed event: a forged unkeyed row
+        // that a legitimate keyed append then built on is still found.
+        let mut built_on = legacy.clone();
+        built_on.extend(stream(None, 5, 5, &legacy[3].hash));
+        built_on.extend(stream(Some(&keys), 6, 6, &built_on[4].hash));
+        let r = verify_rows(
+            "job",
+            "s",
+            &built_on,
+            None,
+            &keys,
+            &[at(&legacy, 4), at(&built_on, 6)],
+        );
+        assert_eq!(check(&r), (Some(5), Some("unkeyed")));
+        // And no unkeyed event follows a keyed one, whatever vouches.
+        let mut after_keyed = stream(Some(&keys), 1, 2, GENESIS_HASH);
+        after_keyed.extend(stream(None, 3, 3, &after_keyed[1].hash));
+        let r = verify_rows(
+            "job",
+            "s",
+            &after_keyed,
+            None,
+            &keys,
+            &[at(&after_keyed, 3)],
+        );
+        assert_eq!(check(&r), (Some(3), Some("unkeyed")));
     }
 }

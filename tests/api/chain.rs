@@ -586,3 +586,45 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
+    let t = TestApp::spawn().await;
+    let (dir, cps) = checkpoint_store();
+    let job = job_with_notes(&t, "site-built-on", 1).await;
+    as_owner(
+        &t,
+        &["events"],
+        &[format!(
+            "UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'"
+        )],
+    )
+    .await;
+    checkpoint_covering(&t, &cps, &job).await;
+    assert_eq!(audit(&t, &job).await["verified"], true);
+    // Forged after the first checkpoint, on the legacy stream; then the
+    // service appends a keyed event on top of it, and checkpoints that.
+    let forged = forge_nte_increase(&t, &job, None, None).await;
+    let r = t
+        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "on top"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    checkpoint_covering(&t, &cps, &job).await;
+    let a = audit(&t, &job).await;
+    assert_eq!(
+        failed_at(&a),
+        (json!(false), json!(forged), json!("unkeyed")),
+        "{a}"
+    );
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", &job],
+        None,
+        Some(dir.path()),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("FAILED at sequence {forged} (check unkeyed)")),
+        "{out}"
+    );
+}
