@@ -396,18 +396,20 @@ async fn later_changes(
     keys: &ChainKeys,
     from: Cursor,
 ) -> Result<Option<Changes>, StoreError> {
-    // One statement, one snapshot: the heads and the cursor agree.
+    // One statement, one snapshot: the heads and the cursor agree. Only the
+    // changed streams' last events are read in full (by primary key).
     let rows = sqlx::query(
         "WITH c AS MATERIALIZED ( \
-           SELECT aggregate_type, aggregate_id, sequence, hash, key_id, mac, tx_id, global_position \
+           SELECT aggregate_type, aggregate_id, sequence, tx_id, global_position \
            FROM events \
            WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
              AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-           ORDER BY tx_id, global_position LIMIT $3) \
-         SELECT * FROM ( \
-           SELECT DISTINCT ON (aggregate_type, aggregate_id) aggregate_type, aggregate_id, sequence, \
-                  hash, key_id, mac, NULL::text AS tx, NULL::bigint AS pos, NULL::bigint AS n, NULL::bigint AS top \
-           FROM c ORDER BY aggregate_type, aggregate_id, sequence DESC) h \
+           ORDER BY tx_id, global_position LIMIT $3), \
+         h AS (SELECT aggregate_type, aggregate_id, max(sequence) AS sequence FROM c GROUP BY 1, 2) \
+         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.hash, e.key_id, e.mac, \
+                NULL::text AS tx, NULL::bigint AS pos, NULL::bigint AS n, NULL::bigint AS top \
+         FROM h JOIN events e ON e.aggregate_type = h.aggregate_type \
+                             AND e.aggregate_id = h.aggregate_id AND e.sequence = h.sequence \
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, m.tx, m.pos, m.n, m.top FROM ( \
            SELECT (SELECT tx_id::text FROM c ORDER BY tx_id DESC, global_position DESC LIMIT 1) AS tx, \
