@@ -146,6 +146,32 @@ impl Checkpoints {
     }
 }
 
+impl Checkpoints {
+    /// Whether the store holds committed events past what this process's
+    /// checkpoints cover (some may wait for an older transaction anywhere on
+    /// the server to end before they can be covered).
+    pub async fn behind(&self, pool: &PgPool) -> anyhow::Result<bool> {
+        let covers = self.writer.lock().await.covers;
+        let behind: bool = match covers {
+            None => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)")
+                .fetch_one(pool)
+                .await?,
+            Some(c) => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2))",
+            )
+            .bind(c.tx_id.to_string())
+            .bind(c.global_position)
+            .fetch_one(pool)
+            .await?,
+        };
+        Ok(behind)
+    }
+}
+
+/// How long the shutdown checkpoint waits for the last events to become
+/// coverable (below every running transaction on the server).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Writes a checkpoint now, then every `interval`, and a last one when
 /// `stopped` turns true (graceful shutdown). Failures are logged and retried
 /// at the next tick: the service keeps serving.
@@ -166,7 +192,7 @@ pub async fn run(
         );
         async move {
             match checkpoints.write(&pool, &store, &keys).await {
-                Ok(0) => {}
+                Ok(0) => tracing::debug!(why, "nothing new to checkpoint"),
                 Ok(n) => tracing::debug!(objects = n, why, "checkpoint written"),
                 Err(e) => tracing::error!(error = %e, why, "cannot write a checkpoint"),
             }
@@ -183,5 +209,21 @@ pub async fn run(
             }
         }
     }
-    once("shutdown").await;
+    // The drained requests' writes are committed, but a checkpoint covers
+    // only transactions below the snapshot's xmin: an older transaction
+    // anywhere on the server holds the last ones back for a moment.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    loop {
+        once("shutdown").await;
+        match checkpoints.behind(&pool).await {
+            Ok(true) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(true) => {
+                tracing::warn!("the shutdown checkpoint does not cover the newest events (a long transaction held them back); the next start covers them");
+                break;
+            }
+            _ => break,
+        }
+    }
 }
