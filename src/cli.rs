@@ -5,11 +5,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sqlx::{PgPool, Row};
 
+use crate::app::checkpoints::load_index;
+use crate::app::evidence::EvidenceStore;
 use crate::app::keys;
 use crate::app::queries::audit_stream;
 use crate::config::Config;
 use crate::domain::sop::SopLibrary;
 use crate::domain::Role;
+use crate::store::chain::default_keyring_path;
 use crate::{db, server};
 
 async fn pool(config: &Config) -> anyhow::Result<PgPool> {
@@ -47,27 +50,56 @@ pub async fn revoke_key(config: &Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dispatch-api audit verify`: prints one line per stream; exits 1 if any fails.
+/// `dispatch-api audit verify`: reads the chain keyring (never creates
+/// one) and every signed checkpoint in the evidence store itself, then
+/// prints one line per stream; exits 1 if any stream fails or a checkpoint
+/// object does not verify.
 pub async fn audit_verify(
     config: &Config,
     job_id: Option<&str>,
     all: bool,
 ) -> anyhow::Result<ExitCode> {
+    if job_id.is_none() && !all {
+        anyhow::bail!("name a JOB_ID or pass --all");
+    }
+    let (keys, _) = config.chain_keys(false)?.with_context(|| {
+        format!(
+            "no chain keyring: set DISPATCH_CHAIN_KEYS_FILE or DISPATCH_CHAIN_KEYRING, or DISPATCH_DATA_DIR to the server's data folder (looked for {})",
+            default_keyring_path(&config.data_dir).display()
+        )
+    })?;
     let pool = pool(config).await?;
-    let streams: Vec<(String, String)> = match (job_id, all) {
-        (Some(id), _) => vec![("job".to_string(), id.to_string())],
-        (None, true) => sqlx::query("SELECT aggregate_type, aggregate_id FROM stream_heads ORDER BY aggregate_type, aggregate_id")
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get("aggregate_type")?, r.try_get("aggregate_id")?)))
-            .collect::<Result<_, sqlx::Error>>()?,
-        (None, false) => anyhow::bail!("name a JOB_ID or pass --all"),
+    let (index, loaded) = match local_evidence_missing(config) {
+        true => Default::default(),
+        false => load_index(&EvidenceStore::from_config(config)?, &keys)
+            .await
+            .context("cannot read the checkpoints from the evidence store")?,
     };
     let mut failed = 0usize;
+    for name in &loaded.rejected {
+        println!("checkpoint {name}: signature does not verify");
+        failed += 1;
+    }
+    let streams: Vec<(String, String)> = match job_id {
+        Some(id) => vec![("job".to_string(), id.to_string())],
+        None => {
+            let mut streams: std::collections::BTreeSet<(String, String)> =
+                sqlx::query("SELECT aggregate_type, aggregate_id FROM stream_heads")
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| Ok((r.try_get("aggregate_type")?, r.try_get("aggregate_id")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
+            // A stream whose head row is gone is still one a checkpoint saw.
+            streams.extend(index.streams().cloned());
+            streams.into_iter().collect()
+        }
+    };
     let mut conn = pool.acquire().await?;
+    let (mut unkeyed, mut verified) = (0i64, 0usize);
     for (kind, id) in &streams {
-        match audit_stream(&mut conn, kind, id)
+        let checkpointed = index.get(kind, id);
+        match audit_stream(&mut conn, &keys, &checkpointed, kind, id)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
@@ -75,23 +107,48 @@ pub async fn audit_verify(
                 println!("{kind} {id}: not found");
                 failed += 1;
             }
-            Some(r) if r.verified => println!("{kind} {id}: verified ({} events)", r.events),
+            Some(r) if r.verified => {
+                verified += 1;
+                unkeyed += r.unkeyed_events;
+                if r.unkeyed_events > 0 {
+                    println!(
+                        "{kind} {id}: verified ({} events, {} unkeyed vouched by a checkpoint)",
+                        r.events, r.unkeyed_events
+                    );
+                } else {
+                    println!("{kind} {id}: verified ({} events)", r.events);
+                }
+            }
             Some(r) => {
                 failed += 1;
                 println!(
-                    "{kind} {id}: FAILED at sequence {} ({} events)",
+                    "{kind} {id}: FAILED at sequence {} (check {}) ({} events)",
                     r.first_bad_sequence.unwrap_or(0),
+                    r.check.map_or("?", |c| c.as_str()),
                     r.events
                 );
             }
         }
     }
-    println!("{} verified, {} failed", streams.len() - failed, failed);
+    println!(
+        "{} verified, {} failed; {} checkpoint(s) read, {} unkeyed event(s) accepted",
+        verified, failed, loaded.verified, unkeyed
+    );
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether the evidence store is the default local folder and it does not
+/// exist (nothing was ever written there; the CLI does not create it).
+fn local_evidence_missing(config: &Config) -> bool {
+    match &config.evidence_store {
+        Some(s) if s.starts_with("s3://") => false,
+        Some(dir) => !std::path::Path::new(dir).exists(),
+        None => !config.data_dir.join("evidence").exists(),
+    }
 }
 
 /// `dispatch-api sops check`.

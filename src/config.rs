@@ -64,6 +64,23 @@ pub struct Config {
     )]
     pub job_cache_size: usize,
 
+    /// The chain keyring file (TOML: `active`, `checkpoint_seed`, `[hmac]`
+    /// keys by id; README "Chain keys"). Unset, and DISPATCH_CHAIN_KEYRING
+    /// unset: DATA_DIR/keys/chain-keyring.toml, made by the first `serve`.
+    #[arg(long, env = "DISPATCH_CHAIN_KEYS_FILE", global = true)]
+    pub chain_keys_file: Option<PathBuf>,
+
+    /// The chain keyring document itself (for secret stores that inject
+    /// environment variables); merged with DISPATCH_CHAIN_KEYS_FILE when both
+    /// are set. Never printed.
+    #[arg(
+        long,
+        env = "DISPATCH_CHAIN_KEYRING",
+        hide_env_values = true,
+        global = true
+    )]
+    pub chain_keyring: Option<String>,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(
         long,
@@ -72,6 +89,29 @@ pub struct Config {
         global = true
     )]
     pub log_format: String,
+}
+
+impl Config {
+    /// The chain keyring: the configured one, else the one under the data
+    /// folder; `create` (the server) makes one there when there is none.
+    /// `None` only when nothing is configured or found and `create` is off.
+    pub fn chain_keys(
+        &self,
+        create: bool,
+    ) -> Result<
+        Option<(
+            crate::store::chain::ChainKeys,
+            crate::store::chain::KeyringSource,
+        )>,
+        crate::store::chain::KeyringError,
+    > {
+        crate::store::chain::load_keyring(
+            self.chain_keys_file.as_deref(),
+            self.chain_keyring.as_deref(),
+            &self.data_dir,
+            create,
+        )
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -87,6 +127,11 @@ impl std::fmt::Debug for Config {
             .field("db_pool_size", &self.db_pool_size)
             .field("db_writers", &self.db_writers)
             .field("job_cache_size", &self.job_cache_size)
+            .field("chain_keys_file", &self.chain_keys_file)
+            .field(
+                "chain_keyring",
+                &self.chain_keyring.as_ref().map(|_| "(set, not shown)"),
+            )
             .finish()
     }
 }
@@ -132,6 +177,12 @@ pub struct ServeConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub mcp_allowed_hosts: Vec<String>,
+
+    /// Seconds between signed checkpoints of the stream heads (also written
+    /// at start-up and at graceful shutdown).
+    #[arg(long, env = "DISPATCH_CHECKPOINT_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_interval_secs: u64,
 
     /// The clock: `system`, or `manual:<RFC 3339>` for deterministic scenarios
     /// (stands still until an admin calls `POST /v1/admin/clock`, which exists

@@ -18,6 +18,7 @@ use crate::domain::sop::SopLibrary;
 use crate::http::{AppState, Limits};
 use crate::read_models::runtime::Runtime;
 use crate::read_models::ProjectionContext;
+use crate::store::chain::KeyringSource;
 use crate::tools::allowlist::Allowlist;
 use crate::{db, embedded_pg};
 
@@ -52,18 +53,32 @@ pub async fn resolve_database(config: &Config) -> anyhow::Result<String> {
     }
 }
 
-/// Builds the application: connects, migrates, loads and validates the SOPs.
+/// Builds the application: connects, migrates, loads and validates the SOPs,
+/// reads the chain keyring (creating one under the data folder when none is
+/// configured) and loads the signed checkpoints' index.
 pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (chain, source) = config
+        .chain_keys(true)?
+        .context("no chain keyring could be read or created")?;
+    if let KeyringSource::Created(path) = &source {
+        tracing::info!(path = %path.display(), key_id = chain.active_id(),
+            "no chain keyring configured: created one (mode 0600); back it up or move it to a secret store (README, \"Chain keys\")");
+    }
     let url = resolve_database(config).await?;
     let pool = db::connect(&url, config.db_pool_size).await?;
     db::migrate(&pool).await?;
-    let evidence = match &config.evidence_store {
-        Some(s) if s.starts_with("s3://") => EvidenceStore::from_url(s)?,
-        Some(dir) => EvidenceStore::local(std::path::Path::new(dir))?,
-        None => EvidenceStore::local(&config.data_dir.join("evidence"))?,
-    };
+    let evidence = EvidenceStore::from_config(config)?;
+    let (index, loaded) = crate::app::checkpoints::load_index(&evidence, &chain)
+        .await
+        .context("cannot read the chain checkpoints from the evidence store")?;
+    if !loaded.rejected.is_empty() {
+        tracing::error!(rejected = ?loaded.rejected,
+            "checkpoint objects whose signature does not verify were ignored (docs/08, \"A failed audit\")");
+    }
     Ok(App {
+        chain: Arc::new(chain),
+        checkpoints: crate::app::checkpoints::Checkpoints::new(index),
         sops: Arc::new(sops),
         policy: Arc::new(DispatchPolicy::default()),
         clock,
@@ -154,9 +169,10 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-/// `dispatch-api serve`: the HTTP service, the projectors and the timers;
-/// on SIGTERM, drains in-flight requests, then stops projectors and timers
-/// between batches (each batch is one transaction: nothing half-written).
+/// `dispatch-api serve`: the HTTP service, the projectors, the timers and
+/// the checkpoint writer; on SIGTERM, drains in-flight requests, then stops
+/// projectors and timers between batches (each batch is one transaction:
+/// nothing half-written) and writes a last checkpoint.
 pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let crate::clock::ClockSetting::Manual(start) = serve.clock {
         tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
@@ -178,6 +194,14 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let timers = tokio::spawn(crate::timers::run(
         app.clone(),
         std::time::Duration::from_millis(serve.timer_interval_ms),
+        stopped.clone(),
+    ));
+    let checkpoints = tokio::spawn(crate::app::checkpoints::run(
+        app.checkpoints.clone(),
+        app.pool.clone(),
+        app.evidence.clone(),
+        app.chain.clone(),
+        std::time::Duration::from_secs(serve.checkpoint_interval_secs),
         stopped,
     ));
     let application = Application::build(app, serve).await?;
@@ -187,6 +211,8 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let _ = projectors.await;
         let _ = timers.await;
+        // The last checkpoint covers what the drained requests committed.
+        let _ = checkpoints.await;
     })
     .await;
     tracing::info!("stopped");

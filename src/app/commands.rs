@@ -730,7 +730,8 @@ impl App {
                 meta: self.event_meta(caller, meta, at, sop.clone(), name),
             });
         }
-        let (append, appended) = store::prepare_append(Job::TYPE, job_id, &head, new_events)?;
+        let (append, appended) =
+            store::prepare_append(&self.chain, Job::TYPE, job_id, &head, new_events)?;
         let data = job.data().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("job without data after a command"))
         })?;
@@ -851,8 +852,13 @@ impl App {
                             meta: app.event_meta(&caller2, &meta2, at, None, name),
                         });
                     }
-                    let (append, appended) =
-                        store::prepare_append(Technician::TYPE, &id, &head, new_events)?;
+                    let (append, appended) = store::prepare_append(
+                        &app.chain,
+                        Technician::TYPE,
+                        &id,
+                        &head,
+                        new_events,
+                    )?;
                     let body = json!({
                         "technician_id": id,
                         "version": tech.version,

@@ -1,8 +1,11 @@
 //! Evidence files: content-addressed in an object store (a local directory by
 //! default, S3-compatible by configuration), described in `evidence_objects`.
+//! The same store keeps the chain's signed checkpoints under `checkpoints/`
+//! (see `app::checkpoints`): outside the database, like the evidence.
 
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -51,6 +54,15 @@ impl EvidenceStore {
         Ok(EvidenceStore {
             store: Arc::from(store),
         })
+    }
+
+    /// The configured store: `s3://…`, a directory, or DATA_DIR/evidence.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        match &config.evidence_store {
+            Some(s) if s.starts_with("s3://") => Self::from_url(s),
+            Some(dir) => Self::local(std::path::Path::new(dir)),
+            None => Self::local(&config.data_dir.join("evidence")),
+        }
     }
 
     /// In memory (tests).
@@ -129,6 +141,45 @@ impl EvidenceStore {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(ApiError::Internal(e.into())),
         }
+    }
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+
+impl EvidenceStore {
+    /// Writes a checkpoint object `checkpoints/<name>`.
+    pub async fn put_checkpoint(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.store
+            .put(
+                &ObjectPath::from(format!("{CHECKPOINTS}/{name}")),
+                PutPayload::from(bytes),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The names of every checkpoint object, in name order.
+    pub async fn checkpoint_names(&self) -> anyhow::Result<Vec<String>> {
+        let prefix = ObjectPath::from(CHECKPOINTS);
+        let mut names: Vec<String> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await?;
+        names.retain(|n| n.ends_with(".json"));
+        names.sort();
+        Ok(names)
+    }
+
+    /// Reads checkpoint object `checkpoints/<name>`.
+    pub async fn get_checkpoint(&self, name: &str) -> anyhow::Result<bytes::Bytes> {
+        Ok(self
+            .store
+            .get(&ObjectPath::from(format!("{CHECKPOINTS}/{name}")))
+            .await?
+            .bytes()
+            .await?)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the events with the idempotency record in one transaction.
 
 pub mod cache;
+pub mod checkpoints;
 mod commands;
 pub mod evidence;
 pub mod keys;
@@ -59,6 +60,10 @@ pub struct App {
     pub jobs: cache::JobCache,
     /// Commits command writes together (see [`writer`]).
     pub writer: writer::Writer,
+    /// The chain's keys: every new event's MAC, checkpoint signatures.
+    pub chain: Arc<crate::store::chain::ChainKeys>,
+    /// The heads signed checkpoints recorded (see [`checkpoints`]).
+    pub checkpoints: checkpoints::Checkpoints,
 }
 
 /// Whether an id a caller sent can name anything stored. Ids are checked

@@ -9,6 +9,8 @@ use super::App;
 use crate::domain::job::{Invoice, Job, JobEvent};
 use crate::domain::money::CURRENCY;
 use crate::error::{ApiError, Result};
+use crate::store::chain::ChainKeys;
+use crate::store::checkpoint::CheckpointedHead;
 use crate::store::{self, AuditReport, StoredEvent};
 
 /// The JSON view of a job (`GET /v1/jobs/{id}`, replay).
@@ -72,25 +74,31 @@ impl App {
             .collect()
     }
 
-    /// Verifies one stream's hash chain.
+    /// Verifies one stream: its hash chain, its MACs, its head and the
+    /// heads signed checkpoints recorded for it.
     pub async fn audit(&self, aggregate_type: &str, id: &str) -> Result<Option<AuditReport>> {
         if !super::storable_id(id) {
             return Ok(None);
         }
         let mut conn = self.conn().await?;
-        audit_stream(&mut conn, aggregate_type, id).await
+        let checkpointed = self.checkpoints.heads(aggregate_type, id);
+        audit_stream(&mut conn, &self.chain, &checkpointed, aggregate_type, id).await
     }
 }
 
-/// Verifies one stream; `None` when the stream never existed.
+/// Verifies one stream against `keys` and the heads checkpoints recorded
+/// for it (`checkpointed`); `None` when the stream never existed (neither
+/// events, nor a head, nor a checkpoint).
 pub async fn audit_stream(
     conn: &mut PgConnection,
+    keys: &ChainKeys,
+    checkpointed: &[CheckpointedHead],
     aggregate_type: &str,
     id: &str,
 ) -> Result<Option<AuditReport>> {
     let rows = store::load_stream_rows(conn, aggregate_type, id, None).await?;
     let head = store::load_head(conn, aggregate_type, id).await?;
-    if rows.is_empty() && head.is_none() {
+    if rows.is_empty() && head.is_none() && checkpointed.is_empty() {
         return Ok(None);
     }
     Ok(Some(store::verify_rows(
@@ -98,6 +106,8 @@ pub async fn audit_stream(
         id,
         &rows,
         head.as_ref(),
+        keys,
+        checkpointed,
     )))
 }
 

@@ -7,7 +7,8 @@
 //! transaction runs at a fifth of the rows per second of eight rows per
 //! transaction). Commands now hand their write to a writer: a few tasks, each
 //! with a connection of its own, that take every write waiting when they are
-//! free and send them in one call of `dispatch_write_batch` (migration 0009)
+//! free and send them in one call of `dispatch_write_batch` (migration 0009;
+//! 0010 added the events' key ids and MACs)
 //! — one round trip and one commit for all of them.
 //!
 //! Each write still stands alone: the function runs it in a subtransaction,
@@ -245,6 +246,8 @@ struct Columns<'a> {
     ev_prev_hash: Vec<&'a str>,
     ev_hash: Vec<&'a str>,
     pieces: Vec<&'a [u8]>,
+    ev_key_id: Vec<&'a str>,
+    ev_mac: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -276,6 +279,8 @@ impl<'a> Columns<'a> {
                 self.ev_prev_hash
                     .extend(a.prev_hashes.iter().map(String::as_str));
                 self.ev_hash.extend(a.hashes.iter().map(String::as_str));
+                self.ev_key_id.extend(a.key_ids.iter().map(String::as_str));
+                self.ev_mac.extend(a.macs.iter().map(String::as_str));
             }
             None => {
                 self.stream_type.push(None);
@@ -301,7 +306,7 @@ impl<'a> Columns<'a> {
 
 const CALL: &str = "SELECT write_no, err_code, err_message, answer FROM dispatch_write_batch(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-     $21, $22, $23, $24, $25, $26, $27, $28, $29)";
+     $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)";
 
 /// Calls `dispatch_write_batch`; each write's outcome, in batch order.
 async fn call(pool: &PgPool, batch: &[&Write]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
@@ -339,6 +344,8 @@ async fn call(pool: &PgPool, batch: &[&Write]) -> Result<Vec<Option<Outcome>>, s
         .bind(&c.ev_prev_hash)
         .bind(&c.ev_hash)
         .bind(&c.pieces)
+        .bind(&c.ev_key_id)
+        .bind(&c.ev_mac)
         .fetch_all(pool)
         .await?;
     let mut out: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();

@@ -10,8 +10,10 @@
 //! `JobEvent`s, and every hash is the SHA-256 of the canonical envelope
 //! chained to the previous one, exactly as `store::append` writes it (the
 //! first instance of every template is checked against the store's own
-//! hashing). Rows go in with `COPY`, interleaving `interleave` jobs at a
-//! time the way concurrent work interleaves streams in the global order.
+//! hashing), keyed with the run's chain keyring as `store::append` keys it
+//! (key id and MAC), so that the served binary verifies them. Rows go in
+//! with `COPY`, interleaving `interleave` jobs at a time the way concurrent
+//! work interleaves streams in the global order.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +33,7 @@ use crate::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
 use crate::domain::sop::SopLibrary;
 use crate::domain::technician::{RegisterTechnician, Shift, Technician, TechnicianCommand};
 use crate::domain::{Actor, Issued, Role};
+use crate::store::chain::ChainKeys;
 use crate::store::hash::{canonical_json, sha256_canonical};
 use crate::store::{self, EventMeta, NewEvent, StreamState};
 
@@ -322,10 +325,11 @@ pub struct Generator {
     long_prefix: Arc<JobTemplate>,
     note: EventTemplate,
     technicians: usize,
+    keys: Arc<ChainKeys>,
 }
 
 const EVENT_COLUMNS: &str =
-    "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id, prev_hash, hash";
+    "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id, prev_hash, hash, key_id, mac";
 
 fn fast_uuid(rng: &mut impl Rng) -> String {
     uuid::Builder::from_random_bytes(rng.gen())
@@ -335,12 +339,14 @@ fn fast_uuid(rng: &mut impl Rng) -> String {
 
 impl Generator {
     /// Builds the templates: `variants` complete lifecycles decided at
-    /// different times, and a long job (up to on site, then notes).
+    /// different times, and a long job (up to on site, then notes). Events
+    /// are keyed with `keys` (the served binary must hold the same keyring).
     pub fn new(
         sops: Arc<SopLibrary>,
         mix: &MixSpec,
         variants: usize,
         technicians: usize,
+        keys: Arc<ChainKeys>,
     ) -> anyhow::Result<Generator> {
         let services = JobServices {
             sops,
@@ -382,6 +388,7 @@ impl Generator {
             long_prefix: Arc::new(long),
             note,
             technicians: technicians.max(1),
+            keys,
         })
     }
 
@@ -454,9 +461,16 @@ impl Generator {
                 });
             }
             let mut tx = pool.begin().await?;
-            store::append(&mut tx, Technician::TYPE, &id, &StreamState::default(), new)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            store::append(
+                &mut tx,
+                &self.keys,
+                Technician::TYPE,
+                &id,
+                &StreamState::default(),
+                new,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             tx.commit().await?;
         }
         Ok(())
@@ -572,7 +586,7 @@ impl Generator {
                 seq,
                 corr: &corr,
             };
-            let hash = emit(t, &v, &mut buf, &mut scratch);
+            let hash = emit(&self.keys, t, &v, &mut buf, &mut scratch);
             if verified < prefix.events.len() + 1 {
                 check(t, &v, &hash)?;
                 verified += 1;
@@ -680,7 +694,7 @@ impl Generator {
                 seq: s.next as i64 + 1,
                 corr: &s.corr,
             };
-            let hash = emit(t, &v, &mut buf, &mut scratch);
+            let hash = emit(&self.keys, t, &v, &mut buf, &mut scratch);
             if verified.insert((s.template, s.next)) {
                 check(t, &v, &hash)?;
             }
@@ -740,8 +754,15 @@ fn count_lines(b: &[u8]) -> u64 {
     b.iter().filter(|c| **c == b'\n').count() as u64
 }
 
-/// Appends one COPY line for the event; returns its hash.
-fn emit(t: &EventTemplate, v: &Vars<'_>, buf: &mut String, scratch: &mut String) -> String {
+/// Appends one COPY line for the event (hashed, and keyed with `keys`);
+/// returns its hash.
+fn emit(
+    keys: &ChainKeys,
+    t: &EventTemplate,
+    v: &Vars<'_>,
+    buf: &mut String,
+    scratch: &mut String,
+) -> String {
     use std::fmt::Write;
     scratch.clear();
     t.envelope.render(v, scratch);
@@ -754,7 +775,12 @@ fn emit(t: &EventTemplate, v: &Vars<'_>, buf: &mut String, scratch: &mut String)
     t.payload.render(v, buf);
     buf.push('\t');
     t.metadata.render(v, buf);
-    let _ = writeln!(buf, "\t{}\t{}\t{}", v.event_id, v.prev, hash);
+    let (key_id, mac) = keys.mac(Job::TYPE, v.job, v.seq, &hash);
+    let _ = writeln!(
+        buf,
+        "\t{}\t{}\t{}\t{}\t{}",
+        v.event_id, v.prev, hash, key_id, mac
+    );
     hash
 }
 

@@ -311,6 +311,8 @@ struct Ctx {
     sops_dir: PathBuf,
     mix: MixSpec,
     work: PathBuf,
+    /// The run's chain keyring file (the services read it).
+    keyring: PathBuf,
     /// The service's connections: its pool and its writers.
     connections: (u32, u32),
     progress: Progress,
@@ -350,7 +352,25 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("the SOP library at {}", config.sops_dir.display()))?;
     let sops = Arc::new(SopLibrary::load(&sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mix = MixSpec::from_library(&sops)?;
-    let gen = Arc::new(generate::Generator::new(sops.clone(), &mix, 24, 100)?);
+    // One chain keyring for the run: the bulk loader keys its events with it
+    // and every service started reads it (DISPATCH_CHAIN_KEYS_FILE).
+    let keys = crate::store::chain::ChainKeys::generate();
+    let keyring = work.join("chain-keyring.toml");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(&keyring)?.write_all(keys.to_toml().as_bytes())?;
+    }
+    let gen = Arc::new(generate::Generator::new(
+        sops.clone(),
+        &mix,
+        24,
+        100,
+        Arc::new(keys),
+    )?);
     progress.say(format!(
         "mode {}; load average at start {load_at_start}; {} commands per job; databases {}_*",
         sizes.mode,
@@ -374,6 +394,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         sops_dir,
         mix,
         work: work.clone(),
+        keyring,
         connections: (config.db_pool_size, config.db_writers),
         progress,
         gen,
@@ -444,6 +465,7 @@ async fn phases(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<()> {
         &main_url,
         &ctx.sops_dir,
         &ctx.work.join("main"),
+        &ctx.keyring,
         ctx.connections,
     )
     .await?;
@@ -979,7 +1001,14 @@ async fn scale_load(
     prepare: bool,
     label: &str,
 ) -> anyhow::Result<load::LoadResult> {
-    let svc = Service::start(url, &ctx.sops_dir, &ctx.work.join("scale"), ctx.connections).await?;
+    let svc = Service::start(
+        url,
+        &ctx.sops_dir,
+        &ctx.work.join("scale"),
+        &ctx.keyring,
+        ctx.connections,
+    )
+    .await?;
     if prepare {
         load::prepare(&svc.base, ids, &ctx.mix).await?;
     }

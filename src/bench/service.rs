@@ -105,11 +105,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Service {
-    /// Starts the binary against `database_url` and waits until `/readyz` answers.
+    /// Starts the binary against `database_url` (events keyed with the
+    /// keyring in file `keyring`) and waits until `/readyz` answers.
     pub async fn start(
         database_url: &str,
         sops_dir: &Path,
         work_dir: &Path,
+        keyring: &Path,
         (pool_size, writers): (u32, u32),
     ) -> anyhow::Result<Service> {
         let exe = std::env::current_exe().context("cannot find the running binary")?;
@@ -125,6 +127,8 @@ impl Service {
             .env("DISPATCH_DATA_DIR", work_dir)
             .env("DISPATCH_EVIDENCE_STORE", work_dir.join("evidence"))
             .env("DISPATCH_SOPS_DIR", sops_dir)
+            .env("DISPATCH_CHAIN_KEYS_FILE", keyring)
+            .env_remove("DISPATCH_CHAIN_KEYRING")
             .env("DISPATCH_DB_POOL_SIZE", pool_size.to_string())
             .env("DISPATCH_DB_WRITERS", writers.to_string())
             .env("DISPATCH_CLOCK", "system")

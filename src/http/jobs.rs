@@ -192,6 +192,8 @@ async fn job_audit(
         "verified": report.verified,
         "events": report.events,
         "first_bad_sequence": report.first_bad_sequence,
+        "check": report.check,
+        "unkeyed_events": report.unkeyed_events,
     })))
 }
 

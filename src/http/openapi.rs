@@ -279,7 +279,7 @@ pub fn document(allowlist: &Allowlist) -> Value {
     );
     paths.insert(
         "/v1/jobs/{job_id}/audit".into(),
-        job_read("Verify the job's hash chain", endpoint_roles("GET /v1/jobs/{job_id}/audit"), json!({"type": "object", "required": ["verified", "events", "first_bad_sequence"], "properties": {"job_id": {"type": "string"}, "verified": {"type": "boolean"}, "events": {"type": "integer"}, "first_bad_sequence": {"type": ["integer", "null"]}}}), vec![]),
+        job_read("Verify the job's hash chain: hashes, MACs, head and signed checkpoints; the first bad or missing sequence and the check that found it", endpoint_roles("GET /v1/jobs/{job_id}/audit"), json!({"type": "object", "required": ["verified", "events", "first_bad_sequence"], "properties": {"job_id": {"type": "string"}, "verified": {"type": "boolean"}, "events": {"type": "integer"}, "first_bad_sequence": {"type": ["integer", "null"]}, "check": {"description": "The check that found first_bad_sequence", "enum": ["sequence", "prev_hash", "hash", "mac", "unknown_key", "unkeyed", "head", "checkpoint", null]}, "unkeyed_events": {"description": "Events written before the chain was keyed, accepted because a signed checkpoint vouches for them", "type": "integer", "minimum": 0}}}), vec![]),
     );
     paths.insert(
         "/v1/jobs/{job_id}/replay".into(),

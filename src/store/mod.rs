@@ -1,11 +1,15 @@
 //! The event store on PostgreSQL: an append-only `events` table with a
-//! per-stream SHA-256 hash chain, stream heads, upcasters on load, and chain
+//! per-stream SHA-256 hash chain keyed by an HMAC whose secret is not in the
+//! database (`chain`), stream heads, signed checkpoints of those heads kept
+//! outside the database (`checkpoint`), upcasters on load, and chain
 //! verification for auditors.
 //!
 //! The service writes through this module rather than postgres-es's
 //! repository because one transaction must hold more than the events: the
 //! idempotency record, the hash chain's head and the door index (docs/03).
 
+pub mod chain;
+pub mod checkpoint;
 pub mod hash;
 mod repo;
 pub mod upcast;
@@ -13,9 +17,9 @@ pub mod wake;
 
 pub use repo::{
     append, bind_append, decode_stream, envelope_hash, hash_input, load_head, load_stream,
-    load_stream_rows, position_marker, prepare_append, verify_rows, Appended, AuditReport,
-    EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState, APPEND_CTES,
-    STREAM_COLUMNS,
+    load_stream_rows, position_marker, prepare_append, verify_rows, Appended, AuditCheck,
+    AuditReport, EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState,
+    APPEND_CTES, STREAM_COLUMNS,
 };
 pub use wake::wake_projectors;
 

@@ -32,19 +32,8 @@ async fn audit(t: &TestApp, job: &str) -> serde_json::Value {
 }
 
 fn cli_verify(t: &TestApp, job: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
-        .args(["audit", "verify", job])
-        .env("DATABASE_URL", &t.db_url)
-        .env(
-            "DISPATCH_SOPS_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/sops"),
-        )
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    let (code, out) = cli_with(&t.db_url, &["audit", "verify", job], None, None);
+    (code == Some(0), out)
 }
 
 async fn tamper(t: &TestApp, sql: &str) {
@@ -162,7 +151,7 @@ async fn an_old_event_version_loads_through_its_upcaster() {
         payload: json!({"note": "written by the prototype"}),
         meta,
     };
-    dispatch_api::store::append(&mut conn, "job", &job, &head, vec![legacy])
+    dispatch_api::store::append(&mut conn, &t.app.chain, "job", &job, &head, vec![legacy])
         .await
         .unwrap();
     let view = t

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod cache;
+mod chain;
 mod concurrency;
 mod destructive;
 mod evidence;

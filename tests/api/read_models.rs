@@ -82,9 +82,16 @@ async fn slow_append(pool: &PgPool, job: &str, events: Vec<JobEvent>, hold: Dura
             .await
             .unwrap();
         let news = events.iter().map(new_event).collect();
-        if store::append(&mut tx, "job", job, &head, news)
-            .await
-            .is_err()
+        if store::append(
+            &mut tx,
+            &crate::support::chain_keys(),
+            "job",
+            job,
+            &head,
+            news,
+        )
+        .await
+        .is_err()
         {
             continue;
         }

@@ -70,6 +70,48 @@ pub struct TestApp {
     pub counter: Arc<AtomicU64>,
 }
 
+/// The chain keyring the tests key events with (one per test process).
+pub fn chain_keys() -> Arc<dispatch_api::store::chain::ChainKeys> {
+    static KEYS: std::sync::OnceLock<Arc<dispatch_api::store::chain::ChainKeys>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Arc::new(dispatch_api::store::chain::ChainKeys::generate()))
+        .clone()
+}
+
+/// `dispatch-api ARGS` on database `db_url` with the tests' keyring
+/// (`keyring`: its document; `None`: the tests' one) and checkpoints read
+/// from `evidence` (`None`: none); exit code and stdout.
+pub fn cli_with(
+    db_url: &str,
+    args: &[&str],
+    keyring: Option<&str>,
+    evidence: Option<&std::path::Path>,
+) -> (Option<i32>, String) {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"));
+    cmd.args(args)
+        .env("DATABASE_URL", db_url)
+        .env(
+            "DISPATCH_SOPS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/sops"),
+        )
+        .env("DISPATCH_DATA_DIR", data.path())
+        .env_remove("DISPATCH_CHAIN_KEYS_FILE")
+        .env(
+            "DISPATCH_CHAIN_KEYRING",
+            keyring.map_or_else(|| chain_keys().to_toml(), str::to_string),
+        );
+    match evidence {
+        Some(dir) => cmd.env("DISPATCH_EVIDENCE_STORE", dir),
+        None => cmd.env_remove("DISPATCH_EVIDENCE_STORE"),
+    };
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
 /// Creates a fresh database with migrations applied.
 pub async fn fresh_database() -> (String, String, PgPool) {
     let admin = PgConnectOptions::from_str(&admin_url()).unwrap();
@@ -118,6 +160,8 @@ impl TestApp {
                 &pool,
                 dispatch_api::app::writer::DEFAULT_WRITERS,
             ),
+            chain: chain_keys(),
+            checkpoints: dispatch_api::app::checkpoints::Checkpoints::default(),
         };
         let state = AppState {
             app: app.clone(),

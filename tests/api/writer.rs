@@ -39,7 +39,7 @@ fn write(job: &str, head: &StreamState, events: usize, key: &str) -> Write {
             meta: meta(),
         })
         .collect();
-    let (append, _) = store::prepare_append("job", job, head, new).unwrap();
+    let (append, _) = store::prepare_append(&chain_keys(), "job", job, head, new).unwrap();
     // The answer names each event's position: the database fills them in
     // between the pieces.
     let mut pieces = vec![format!("{{\"job\":\"{job}\",\"positions\":[").into_bytes()];
@@ -177,7 +177,7 @@ async fn writes_committed_together_each_stand_alone() {
             .await
             .unwrap();
         assert!(
-            store::verify_rows("job", job, &rows, head.as_ref()).verified,
+            store::verify_rows("job", job, &rows, head.as_ref(), &chain_keys(), &[]).verified,
             "{job}"
         );
     }

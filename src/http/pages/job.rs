@@ -1,7 +1,8 @@
 //! A job's page: its state, visits, checklist, evidence, invoice, approvals,
 //! notes and its event timeline, each event marked by the hash-chain
-//! verification (`store::verify_rows`): verified, the first bad sequence, or
-//! past the break. Also the evidence images, read with the session.
+//! verification (`store::verify_rows`: hashes, MACs, head and signed
+//! checkpoints): verified, the first bad sequence and the check that found
+//! it, or past the break. Also the evidence images, read with the session.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ use crate::domain::job::{Job, JobEvent};
 use crate::error::ApiError;
 use crate::http::extract::{require_endpoint, require_tool};
 use crate::http::AppState;
-use crate::store::{self, AuditReport, RawRow};
+use crate::store::{self, AuditCheck, AuditReport, RawRow};
 
 /// Image types shown inline; anything else is offered as a download.
 const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
@@ -337,17 +338,26 @@ fn timeline(
             Some(r) if r.verified => {
                 p.chain.chain-ok #chain-status role="status" data-verified="true" {
                     span aria-hidden="true" { "✓ " } "Hash chain verified: all " (r.events) " events are intact and in order."
+                    @if r.unkeyed_events > 0 {
+                        " " (r.unkeyed_events) " of them predate the keyed chain and are vouched for by a signed checkpoint."
+                    }
                 }
             }
             Some(r) => {
                 @let bad = r.first_bad_sequence.unwrap_or(0);
-                p.chain.chain-broken #chain-status role="alert" data-verified="false" data-first-bad=(bad) {
+                @let check = r.check.map_or("", AuditCheck::as_str);
+                p.chain.chain-broken #chain-status role="alert" data-verified="false" data-first-bad=(bad) data-check=(check) {
                     span aria-hidden="true" { "✗ " }
                     @if bad as usize > rows.len() {
-                        "Hash chain broken: the stream head records more events than are stored; events from sequence " (bad) " on are missing."
+                        @if r.check == Some(AuditCheck::Checkpoint) {
+                            "Hash chain broken: a signed checkpoint saw more events than are stored; events from sequence " (bad) " on are missing."
+                        } @else {
+                            "Hash chain broken: the stream head records more events than are stored; events from sequence " (bad) " on are missing."
+                        }
                     } @else {
-                        "Hash chain broken at sequence " (bad) ": that event was altered, removed or moved. Events after it cannot be trusted."
+                        "Hash chain broken at sequence " (bad) ": that event was altered, removed, moved or forged. Events after it cannot be trusted."
                     }
+                    " " span.small { "Found by the " code { (check) } " check." }
                 }
             }
             None => {
@@ -488,7 +498,16 @@ pub(super) async fn page(
     let may_audit = state
         .allowlist
         .endpoint_allowed("GET /v1/jobs/{job_id}/audit", s.caller.role);
-    let report = may_audit.then(|| store::verify_rows(Job::TYPE, &job_id, &rows, head.as_ref()));
+    let report = may_audit.then(|| {
+        store::verify_rows(
+            Job::TYPE,
+            &job_id,
+            &rows,
+            head.as_ref(),
+            &state.app.chain,
+            &state.app.checkpoints.heads(Job::TYPE, &job_id),
+        )
+    });
     let states = state_changes(&rows).unwrap_or_default();
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
@@ -619,6 +638,8 @@ mod tests {
             verified: false,
             events: 5,
             first_bad_sequence: Some(3),
+            check: Some(AuditCheck::Hash),
+            unkeyed_events: 0,
         };
         let marks: Vec<Mark> = (1..=5).map(|i| mark_of(i, Some(&r))).collect();
         assert_eq!(
@@ -635,6 +656,8 @@ mod tests {
             verified: true,
             events: 2,
             first_bad_sequence: None,
+            check: None,
+            unkeyed_events: 0,
         };
         assert_eq!(mark_of(2, Some(&ok)), Mark::Verified);
         assert_eq!(mark_of(2, None), Mark::NotChecked);
