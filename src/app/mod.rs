@@ -59,6 +59,9 @@ pub struct App {
     pub jobs: cache::JobCache,
     /// Commits command writes together (see [`writer`]).
     pub writer: writer::Writer,
+    /// Writes the gate's invocation records in batches
+    /// ([`crate::tools::log::InvocationLog`]).
+    pub invocations: crate::tools::log::InvocationLog,
 }
 
 /// Whether an id a caller sent can name anything stored. Ids are checked
