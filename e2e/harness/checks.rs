@@ -521,9 +521,11 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
     }
 }
 
-/// `GET /v1/tool-invocations` holds exactly the scenario's tool calls —
-/// refused ones included — each once, with its actor, outcome, status, code,
-/// idempotency key and events, each valid against `schemas/tool_invocation.schema.json`.
+/// `GET /v1/tool-invocations?transport=tool` holds exactly the scenario's
+/// tool calls — refused ones included — each once, with its actor, outcome,
+/// status, code, idempotency key and events; every record of every
+/// transport is valid against `schemas/tool_invocation.schema.json`, and the
+/// scenario's REST calls are there with transport `rest`.
 async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String> {
     let who = reader(ctx, args, "auditor");
     let schema = validator("tool_invocation.schema.json")?;
@@ -551,6 +553,8 @@ async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String
             ));
         }
     }
+    let rest = log.iter().filter(|r| r["transport"] == "rest").count();
+    log.retain(|r| r["transport"] == "tool");
     let calls: Vec<&Record> = ctx
         .records
         .iter()
@@ -614,7 +618,7 @@ async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String
     if problems.is_empty() {
         let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         Ok(format!(
-            "{} records, one per tool call ({}), each valid",
+            "{} tool records, one per tool call ({}), and {rest} REST records, each valid",
             log.len(),
             parts.join(", ")
         ))

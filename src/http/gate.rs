@@ -260,6 +260,15 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
             }
         }
         let error = refusal.rest_error(caller.role, op.access.as_access());
+        // What was asked, for the record: a refused command's JSON body
+        // (within the body limit) is read here, as its handler would have.
+        if parts.method == Method::POST {
+            if let Ok(value) =
+                super::extract::read_json(&parts.headers, body, state.limits.max_body_bytes).await
+            {
+                pending.asked.body(&value);
+            }
+        }
         pending.finish(error.status(), &error.problem(), false);
         return error.into_response();
     }

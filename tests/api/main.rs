@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod evidence;
 mod flow;
+mod gate;
 mod hostile;
 mod idempotency;
 mod injection;

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use crate::support::*;
 use crate::tools::{invocations, with_tools};
 
-const PROTOCOL: &str = "2025-06-18";
+pub const PROTOCOL: &str = "2025-06-18";
 
-async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -> Resp {
+pub async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -> Resp {
     let mut b = Request::builder()
         .method("POST")
         .uri("/mcp")
@@ -51,7 +51,7 @@ async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -> Va
 }
 
 /// `tools/call`; returns the result (`content`, `structuredContent`, `isError`).
-async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> Value {
+pub async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> Value {
     let r = rpc(
         t,
         key,
@@ -71,7 +71,7 @@ async fn call(t: &TestApp, key: &str, id: u64, name: &str, arguments: Value) -> 
     result
 }
 
-async fn handshake(t: &TestApp, key: &str) -> Value {
+pub async fn handshake(t: &TestApp, key: &str) -> Value {
     let init = rpc(
         t,
         key,
@@ -211,7 +211,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     assert_eq!(r["structuredContent"]["outcome"], "approval_required");
     assert!(r["structuredContent"]["approval_id"].is_string());
 
-    let records = invocations(&t, "actor=agent-1").await;
+    let records = invocations(&t, "actor=agent-1&transport=mcp").await;
     assert_eq!(records.len(), 9);
     assert!(records.iter().all(|r| r["transport"] == "mcp"));
     let outcomes: Vec<&str> = records
