@@ -322,7 +322,7 @@ async fn the_role_tool_matrix_follows_the_allowlist_and_every_refusal_is_recorde
                 "{role:?} {name}: {r}"
             );
             assert_eq!(r["actor"]["role"], role.as_str());
-            assert_eq!(r["transport"], "http");
+            assert_eq!(r["transport"], "tool");
             if !allowed {
                 assert_eq!(r["http_status"], 403);
                 assert_eq!(r["events"], json!([]));
