@@ -181,7 +181,10 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         .map(|p| p.as_str().to_string());
     let params = RawPathParams::from_request_parts(&mut parts, &state).await;
     let owned: Vec<(String, String)> = match &params {
-        Ok(p) => p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        Ok(p) => p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         Err(_) => Vec::new(),
     };
     let borrowed: Vec<(&str, &str)> = owned
@@ -459,7 +462,10 @@ mod tests {
             let op = operation(&m, r, &[]).unwrap();
             match op.access {
                 OwnedAccess::Endpoint(e) => {
-                    assert!(list.endpoints.contains_key(&e), "{e} is not in the allowlist")
+                    assert!(
+                        list.endpoints.contains_key(&e),
+                        "{e} is not in the allowlist"
+                    )
                 }
                 other => panic!("{m} {r}: {other:?}"),
             }

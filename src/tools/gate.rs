@@ -57,14 +57,12 @@ impl Refusal {
             (Refusal::RateLimited { retry_after_secs }, _) => {
                 ApiError::RateLimited { retry_after_secs }
             }
-            (Refusal::NotAllowed, Access::Tool(tool)) => ApiError::Forbidden(format!(
-                "role `{}` may not call `{tool}`",
-                role.as_str()
-            )),
-            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => ApiError::Forbidden(format!(
-                "role `{}` may not call {endpoint}",
-                role.as_str()
-            )),
+            (Refusal::NotAllowed, Access::Tool(tool)) => {
+                ApiError::Forbidden(format!("role `{}` may not call `{tool}`", role.as_str()))
+            }
+            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => {
+                ApiError::Forbidden(format!("role `{}` may not call {endpoint}", role.as_str()))
+            }
             (Refusal::NotAllowed, Access::Handler) => {
                 ApiError::Forbidden(format!("role `{}` may not call this", role.as_str()))
             }
@@ -273,7 +271,10 @@ mod tests {
             Err(Refusal::RateLimited { retry_after_secs }) if retry_after_secs >= 1
         ));
         let other = caller("agent-2", Role::Agent);
-        assert_eq!(gate.admit(&other, Access::Endpoint("GET /v1/tools")), Ok(()));
+        assert_eq!(
+            gate.admit(&other, Access::Endpoint("GET /v1/tools")),
+            Ok(())
+        );
         assert_eq!(
             gate.admit(&other, Access::Endpoint("GET /v1/jobs/{job_id}/events")),
             Err(Refusal::NotAllowed)
@@ -286,7 +287,7 @@ mod tests {
             invocation_id: Uuid::new_v4(),
             transport: Transport::Rest,
             operation: "add_note".into(),
-            actor: Actor::new(Role::Agent, "agent-1".into()),
+            actor: Actor::new(Role::Agent, "agent-1"),
             idempotency_key: Some("k".into()),
             argument_digest: digest(&json!({})),
             job_id: Some("job-1".into()),

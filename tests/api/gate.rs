@@ -71,7 +71,8 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     // The budget is spent, whichever way the next call comes.
     let before = t.events(&job).await.len();
     for r in [
-        t.cmd(&job, "add_note", &agent, json!({"text": "two"})).await,
+        t.cmd(&job, "add_note", &agent, json!({"text": "two"}))
+            .await,
         t.get(&format!("/v1/jobs/{job}"), &agent).await,
         t.get("/v1/board", &agent).await,
         t.get("/v1/tools", &agent).await,
@@ -152,7 +153,13 @@ fn hidden(page: &str, name: &str) -> String {
     page[start..].split('"').next().unwrap().to_string()
 }
 
-async fn page(t: &TestApp, method: &str, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Resp {
+async fn page(
+    t: &TestApp,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> Resp {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -188,9 +195,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     let note_events = r.json["events"].clone();
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;
     assert_eq!(r.status, 200);
-    let r = t
-        .cmd(&job, "triage_job", &agent, json!({}))
-        .await;
+    let r = t.cmd(&job, "triage_job", &agent, json!({})).await;
     assert_eq!(r.status, 422, "{:?}", r.json);
     let guard_code = r.code().to_string();
     let r = t
@@ -215,16 +220,34 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(r.code(), "forbidden");
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let first = t
-        .post_raw(&path, Some(&agent), Some("reused-1"), r#"{"text":"a"}"#, &[])
+        .post_raw(
+            &path,
+            Some(&agent),
+            Some("reused-1"),
+            r#"{"text":"a"}"#,
+            &[],
+        )
         .await;
     assert_eq!(first.status, 200);
     let again = t
-        .post_raw(&path, Some(&agent), Some("reused-1"), r#"{"text":"a"}"#, &[])
+        .post_raw(
+            &path,
+            Some(&agent),
+            Some("reused-1"),
+            r#"{"text":"a"}"#,
+            &[],
+        )
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let reused = t
-        .post_raw(&path, Some(&agent), Some("reused-1"), r#"{"text":"b"}"#, &[])
+        .post_raw(
+            &path,
+            Some(&agent),
+            Some("reused-1"),
+            r#"{"text":"b"}"#,
+            &[],
+        )
         .await;
     assert_eq!(reused.status, 409);
     assert_eq!(reused.code(), "idempotency_key_reused");
@@ -270,7 +293,10 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(rest[5]["approval_id"], approval.as_str());
     assert_eq!(rest[5]["events"], json!([]));
     assert_eq!(rest[6]["idempotency_key"], "reused-1");
-    assert_eq!((rest[6]["replayed"].clone(), rest[7]["replayed"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (rest[6]["replayed"].clone(), rest[7]["replayed"].clone()),
+        (json!(false), json!(true))
+    );
     assert_eq!(rest[7]["events"], json!([]), "a replay appends nothing");
     assert_ne!(
         rest[6]["argument_digest"], rest[8]["argument_digest"],
@@ -279,7 +305,13 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(rest[6]["argument_digest"], rest[7]["argument_digest"]);
 
     // The tool envelope and MCP.
-    let r = tool(&t, &agent, "add_note", json!({"job_id": job, "text": "by tool"})).await;
+    let r = tool(
+        &t,
+        &agent,
+        "add_note",
+        json!({"job_id": job, "text": "by tool"}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     handshake(&t, &agent).await;
     let r = call(
@@ -293,7 +325,14 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(r["isError"], false, "{r}");
 
     // The dispatcher approves on the page: transport `ui`.
-    let login = page(&t, "POST", "/ui/login", None, &[("key", &t.keys.dispatcher)]).await;
+    let login = page(
+        &t,
+        "POST",
+        "/ui/login",
+        None,
+        &[("key", &t.keys.dispatcher)],
+    )
+    .await;
     assert_eq!(login.status, 303);
     let cookie = login.headers["set-cookie"]
         .to_str()
@@ -321,7 +360,12 @@ async fn every_transport_lands_in_one_log_with_its_name() {
         ],
     )
     .await;
-    assert_eq!(decided.status, 303, "{}", String::from_utf8_lossy(&decided.body));
+    assert_eq!(
+        decided.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&decided.body)
+    );
 
     for (transport, actor, count) in [
         ("tool", "agent-1", 1),
@@ -350,7 +394,10 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     // reads of it are REST calls too.
     let all = invocations(&t, "").await;
     for transport in ["rest", "tool", "mcp", "ui"] {
-        assert!(all.iter().any(|r| r["transport"] == transport), "{transport}");
+        assert!(
+            all.iter().any(|r| r["transport"] == transport),
+            "{transport}"
+        );
     }
     assert!(all
         .iter()
@@ -367,7 +414,11 @@ async fn mcp_refuses_a_cross_site_origin() {
     let t = TestApp::spawn().await;
     let agent = t.keys.agent.clone();
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
-    for origin in ["http://evil.example", "null", "http://localhost.evil.example"] {
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://localhost.evil.example",
+    ] {
         let r = mcp_from(&t, &agent, Some(origin), &list).await;
         assert_eq!(r.status, 403, "{origin}");
         assert_eq!(r.headers["content-type"], "application/problem+json");
@@ -388,9 +439,18 @@ async fn mcp_refuses_a_cross_site_origin() {
         )
         .await;
     assert_eq!(r.status, 403);
-    for origin in [None, Some("http://localhost:3000"), Some("http://127.0.0.1")] {
+    for origin in [
+        None,
+        Some("http://localhost:3000"),
+        Some("http://127.0.0.1"),
+    ] {
         let r = mcp_from(&t, &agent, origin, &list).await;
-        assert_eq!(r.status, 200, "{origin:?}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{origin:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(r.json["result"]["tools"].as_array().unwrap().len() > 1);
     }
     // Configurable: a gateway's own origin, and nothing else.

@@ -970,7 +970,10 @@ async fn the_log_is_role_checked_filterable_and_append_only() {
         1
     );
     let r = t
-        .get("/v1/tool-invocations?limit=1&transport=tool", &t.keys.auditor)
+        .get(
+            "/v1/tool-invocations?limit=1&transport=tool",
+            &t.keys.auditor,
+        )
         .await;
     assert_eq!(r.json["invocations"].as_array().unwrap().len(), 1);
     let next = r.json["next_after"].as_i64().unwrap();

@@ -274,19 +274,18 @@ pub(super) async fn decide(
         approval_id: Some(approval_id.clone()).filter(|a| gate::plausible_id(a)),
         at: state.app.clock.now(),
     };
-    let (reply, decision, job_id) = match run_decision(&state, &s, &approval_id, &form, &mut call)
-        .await
-    {
-        Ok(decided) => decided,
-        Err((e, status, code)) => {
-            let doc = json!({"code": code});
-            state
-                .tools
-                .gate
-                .record(&state.app.invocations, call.finish(status, &doc, false));
-            return Err(e);
-        }
-    };
+    let (reply, decision, job_id) =
+        match run_decision(&state, &s, &approval_id, &form, &mut call).await {
+            Ok(decided) => decided,
+            Err((e, status, code)) => {
+                let doc = json!({"code": code});
+                state
+                    .tools
+                    .gate
+                    .record(&state.app.invocations, call.finish(status, &doc, false));
+                return Err(e);
+            }
+        };
     let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
     state.tools.gate.record(
         &state.app.invocations,
