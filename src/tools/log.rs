@@ -233,6 +233,12 @@ pub const MAX_BATCH: usize = 1_000;
 /// counted in `dispatch_tool_log_failures_total`).
 const WRITE_ATTEMPTS: u32 = 5;
 
+/// How long the writer gathers records after the first of a batch before
+/// it writes them (a flush request writes at once). Answers do not wait for
+/// the write, so this costs them nothing; it turns a commit per call into a
+/// commit per window under load.
+pub const GATHER: Duration = Duration::from_millis(10);
+
 enum Msg {
     Record(Box<InvocationRecord>),
     Flush(oneshot::Sender<()>),
@@ -257,10 +263,23 @@ impl std::fmt::Debug for Msg {
 
 impl InvocationLog {
     /// Starts the writer task with a connection of its own to `pool`'s
-    /// database (it never queues behind requests for a connection).
+    /// database (it never queues behind requests for a connection). That
+    /// connection commits with `synchronous_commit = off`: the records are
+    /// written behind the answers anyway, and a commit that does not wait
+    /// for the WAL flush keeps the log off the disk's critical path (a
+    /// PostgreSQL crash may lose the last fraction of a second of records,
+    /// never the events; docs/decisions.md).
     pub fn start(pool: &PgPool) -> InvocationLog {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(rx, crate::db::sibling(pool, 1)));
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let connection = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        tokio::spawn(run(rx, connection));
         InvocationLog { queue }
     }
 
@@ -296,6 +315,15 @@ async fn run(mut rx: mpsc::Receiver<Msg>, pool: PgPool) {
             Some(Msg::Record(r)) => batch.push(*r),
             Some(Msg::Flush(w)) => waiting.push(w),
             None => return,
+        }
+        // Gather for a moment (a reader waiting, or a full batch, writes at once).
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while waiting.is_empty() && batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Record(r))) => batch.push(*r),
+                Ok(Some(Msg::Flush(w))) => waiting.push(w),
+                Ok(None) | Err(_) => break,
+            }
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
