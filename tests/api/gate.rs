@@ -467,3 +467,84 @@ async fn mcp_refuses_a_cross_site_origin() {
     let r = mcp_from(&t, &agent, Some("http://localhost:3000"), &list).await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn the_log_writes_queued_records_in_order_and_flush_waits_for_them() {
+    use dispatch_api::domain::{Actor, Role};
+    use dispatch_api::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
+    let t = TestApp::spawn().await;
+    let log = InvocationLog::start(&t.app.pool);
+    let n = 2_500;
+    for i in 0..n {
+        log.record(InvocationRecord {
+            position: 0,
+            invocation_id: uuid::Uuid::new_v4(),
+            tool: "get_sop".into(),
+            actor: Actor::new(Role::Agent, "bulk-agent"),
+            transport: Transport::ALL[i % 4],
+            idempotency_key: Some(format!("bulk-{i}")),
+            argument_digest: "0".repeat(64),
+            outcome: Outcome::Ok,
+            error_code: None,
+            http_status: 200,
+            job_id: None,
+            approval_id: None,
+            events: Vec::new(),
+            replayed: false,
+            at: t0(),
+        });
+    }
+    // Everything queued before the flush is written when it returns (as at
+    // shutdown, and before `GET /v1/tool-invocations` reads).
+    log.flush().await;
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM tool_invocations WHERE actor_id = 'bulk-agent' ORDER BY position",
+    )
+    .fetch_all(&t.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), n);
+    assert!(
+        keys.iter()
+            .enumerate()
+            .all(|(i, k)| *k == format!("bulk-{i}")),
+        "positions follow the queue's order"
+    );
+    let records = invocations(&t, "actor=bulk-agent&transport=ui").await;
+    assert_eq!(records.len(), n / 4);
+    // An old `http` row (before migration 0011) reads as `tool`; no new row may say `http`.
+    let insert = |transport: &'static str| {
+        let pool = t.app.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO tool_invocations (invocation_id, tool, actor, actor_id, transport, \
+                 argument_digest, outcome, http_status, at) VALUES (gen_random_uuid(), 'get_sop', \
+                 '{\"kind\":\"agent\",\"id\":\"old-agent\",\"role\":\"agent\"}', 'old-agent', $1, \
+                 repeat('0', 64), 'ok', 200, now())",
+            )
+            .bind(transport)
+            .execute(&pool)
+            .await
+        }
+    };
+    let refused = insert("http").await.unwrap_err();
+    assert!(refused.to_string().contains("transport_check"), "{refused}");
+    let mut tx = t.app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE tool_invocations DROP CONSTRAINT tool_invocations_transport_check")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO tool_invocations (invocation_id, tool, actor, actor_id, transport, \
+         argument_digest, outcome, http_status, at) VALUES (gen_random_uuid(), 'get_sop', \
+         '{\"kind\":\"agent\",\"id\":\"old-agent\",\"role\":\"agent\"}', 'old-agent', 'http', \
+         repeat('0', 64), 'ok', 200, now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let old = invocations(&t, "actor=old-agent&transport=tool").await;
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0]["transport"], "tool");
+}
