@@ -116,7 +116,8 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
         access: OwnedAccess::Endpoint(key.to_string()),
         fast_path: false,
     };
-    let get = method == Method::GET;
+    // axum answers HEAD with the GET handler: it passes the same gate.
+    let get = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
     Some(match route {
         "/v1/jobs" if post => tool("open_job"),
@@ -435,6 +436,11 @@ mod tests {
                     "POST /v1/technicians/{technician_id}/commands/set_shift".into()
                 )
             ))
+        );
+        assert_eq!(
+            op(Method::HEAD, "/v1/jobs/{job_id}/audit", &[("job_id", "j")]),
+            op(Method::GET, "/v1/jobs/{job_id}/audit", &[("job_id", "j")]),
+            "HEAD runs the GET handler: the same gate"
         );
         assert_eq!(op(Method::DELETE, "/v1/jobs/{job_id}", &[]), None);
         assert_eq!(op(Method::GET, "/healthz", &[]), None);

@@ -548,3 +548,39 @@ async fn the_log_writes_queued_records_in_order_and_flush_waits_for_them() {
     assert_eq!(old.len(), 1);
     assert_eq!(old[0]["transport"], "tool");
 }
+
+#[tokio::test]
+async fn head_requests_pass_the_gate_like_gets() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("gate-head").await;
+    let head = |key: String, path: String| {
+        let t = &t;
+        async move {
+            t.send(
+                Request::builder()
+                    .method("HEAD")
+                    .uri(path)
+                    .header("authorization", format!("Bearer {key}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // The agent may not read a job's audit: not by GET, not by HEAD.
+    let r = head(t.keys.agent.clone(), format!("/v1/jobs/{job}/audit")).await;
+    assert_eq!(r.status, 403);
+    let r = head(t.keys.auditor.clone(), format!("/v1/jobs/{job}/audit")).await;
+    assert_eq!(r.status, 200);
+    let records = invocations(&t, "transport=rest&tool=GET%20/v1/jobs/%7Bjob_id%7D/audit").await;
+    let seen: Vec<(&str, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["actor"]["id"].as_str().unwrap(),
+                r["http_status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("agent-1", 403), ("auditor-1", 200)]);
+}
