@@ -524,8 +524,9 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
 /// `GET /v1/tool-invocations?transport=tool` holds exactly the scenario's
 /// tool calls — refused ones included — each once, with its actor, outcome,
 /// status, code, idempotency key and events; every record of every
-/// transport is valid against `schemas/tool_invocation.schema.json`, and the
-/// scenario's REST calls are there with transport `rest`.
+/// transport is valid against `schemas/tool_invocation.schema.json`, and
+/// every REST mutation the scenario made with a key is there with transport
+/// `rest`, its actor, idempotency key and status.
 async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String> {
     let who = reader(ctx, args, "auditor");
     let schema = validator("tool_invocation.schema.json")?;
@@ -554,6 +555,29 @@ async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String
         }
     }
     let rest = log.iter().filter(|r| r["transport"] == "rest").count();
+    // Every REST mutation the scenario made with a key is in the log with
+    // transport `rest`, its actor, idempotency key and status.
+    for c in ctx
+        .records
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Http) && r.answer.status != 401)
+    {
+        let (Some(actor), Some(key)) = (&c.actor, &c.idempotency_key) else {
+            continue;
+        };
+        let found = log.iter().any(|r| {
+            r["transport"] == "rest"
+                && r["actor"]["id"] == actor.as_str()
+                && r["idempotency_key"] == key.as_str()
+                && r["http_status"] == c.answer.status
+        });
+        if !found {
+            problems.push(format!(
+                "call {}: no `rest` record for {actor}'s call with key {key} answered {}",
+                c.id, c.answer.status
+            ));
+        }
+    }
     log.retain(|r| r["transport"] == "tool");
     let calls: Vec<&Record> = ctx
         .records
