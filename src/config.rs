@@ -159,12 +159,13 @@ pub struct ServeConfig {
     #[arg(long, env = "DISPATCH_TIMER_INTERVAL_MS", default_value_t = 1000)]
     pub timer_interval_ms: u64,
 
-    /// Tool calls (HTTP and MCP) each API key may make per minute, sustained;
-    /// 0 turns the limit off. Counted per process: N replicas admit N times this.
+    /// Calls each API key may make per minute, sustained, over every
+    /// transport together (REST, `/v1/tools`, MCP, the pages' forms); 0
+    /// turns the limit off. Counted per process: N replicas admit N times this.
     #[arg(long, env = "DISPATCH_TOOL_RATE_PER_MINUTE", default_value_t = 600)]
     pub tool_rate_per_minute: u32,
 
-    /// Tool calls a key may make at once before the per-minute rate applies.
+    /// Calls a key may make at once before the per-minute rate applies.
     #[arg(long, env = "DISPATCH_TOOL_RATE_BURST", default_value_t = 60)]
     pub tool_rate_burst: u32,
 
@@ -183,6 +184,17 @@ pub struct ServeConfig {
     #[arg(long, env = "DISPATCH_CHECKPOINT_INTERVAL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval_secs: u64,
+    /// `Origin` header values `/mcp` accepts when a request carries one
+    /// (comma-separated; `scheme://host` accepts any port, `scheme://host:port`
+    /// only that one); any other is refused 403. `*` accepts any. A request
+    /// without `Origin` (not from a browser) is not affected.
+    #[arg(
+        long,
+        env = "DISPATCH_MCP_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = crate::tools::DEFAULT_MCP_ALLOWED_ORIGINS
+    )]
+    pub mcp_allowed_origins: Vec<String>,
 
     /// The clock: `system`, or `manual:<RFC 3339>` for deterministic scenarios
     /// (stands still until an admin calls `POST /v1/admin/clock`, which exists

@@ -85,6 +85,7 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         evidence,
         jobs: crate::app::cache::JobCache::new(config.job_cache_size),
         writer: crate::app::writer::Writer::start(&pool, config.db_writers),
+        invocations: crate::tools::log::InvocationLog::start(&pool),
         pool,
     })
 }
@@ -112,6 +113,7 @@ impl Application {
                 rate_per_minute: serve.tool_rate_per_minute,
                 rate_burst: serve.tool_rate_burst,
                 mcp_allowed_hosts: serve.mcp_allowed_hosts.clone(),
+                mcp_allowed_origins: serve.mcp_allowed_origins.clone(),
             },
         )?;
         let state = AppState {
@@ -170,9 +172,10 @@ pub async fn shutdown_signal() {
 }
 
 /// `dispatch-api serve`: the HTTP service, the projectors, the timers and
-/// the checkpoint writer; on SIGTERM, drains in-flight requests, then stops
-/// projectors and timers between batches (each batch is one transaction:
-/// nothing half-written) and writes a last checkpoint.
+/// the checkpoint writer; on SIGTERM, drains in-flight requests, writes the
+/// invocation log's queued records, then stops projectors and timers between
+/// batches (each batch is one transaction: nothing half-written) and writes a
+/// last checkpoint.
 pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let crate::clock::ClockSetting::Manual(start) = serve.clock {
         tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
@@ -204,9 +207,17 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         std::time::Duration::from_secs(serve.checkpoint_interval_secs),
         stopped,
     ));
+    let invocations = app.invocations.clone();
     let application = Application::build(app, serve).await?;
     tracing::info!(addr = %application.addr(), "dispatch-api listening");
     let served = application.run_until(shutdown_signal()).await;
+    // Every answered call's record is written before the process ends.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), invocations.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("the invocation log could not be written within 10 s of shutdown");
+    }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let _ = projectors.await;

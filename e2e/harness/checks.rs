@@ -521,9 +521,12 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
     }
 }
 
-/// `GET /v1/tool-invocations` holds exactly the scenario's tool calls —
-/// refused ones included — each once, with its actor, outcome, status, code,
-/// idempotency key and events, each valid against `schemas/tool_invocation.schema.json`.
+/// `GET /v1/tool-invocations?transport=tool` holds exactly the scenario's
+/// tool calls — refused ones included — each once, with its actor, outcome,
+/// status, code, idempotency key and events; every record of every
+/// transport is valid against `schemas/tool_invocation.schema.json`, and
+/// every REST mutation the scenario made with a key is there with transport
+/// `rest`, its actor, idempotency key and status.
 async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String> {
     let who = reader(ctx, args, "auditor");
     let schema = validator("tool_invocation.schema.json")?;
@@ -551,6 +554,31 @@ async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String
             ));
         }
     }
+    let rest = log.iter().filter(|r| r["transport"] == "rest").count();
+    // Every REST mutation the scenario made with a key is in the log with
+    // transport `rest`, its actor, idempotency key and status.
+    for c in ctx
+        .records
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Http) && r.answer.status != 401)
+    {
+        let (Some(actor), Some(key)) = (&c.actor, &c.idempotency_key) else {
+            continue;
+        };
+        let found = log.iter().any(|r| {
+            r["transport"] == "rest"
+                && r["actor"]["id"] == actor.as_str()
+                && r["idempotency_key"] == key.as_str()
+                && r["http_status"] == c.answer.status
+        });
+        if !found {
+            problems.push(format!(
+                "call {}: no `rest` record for {actor}'s call with key {key} answered {}",
+                c.id, c.answer.status
+            ));
+        }
+    }
+    log.retain(|r| r["transport"] == "tool");
     let calls: Vec<&Record> = ctx
         .records
         .iter()
@@ -614,7 +642,7 @@ async fn tool_log_complete(ctx: &mut Ctx, args: &Value) -> Result<String, String
     if problems.is_empty() {
         let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         Ok(format!(
-            "{} records, one per tool call ({}), each valid",
+            "{} tool records, one per tool call ({}), and {rest} REST records, each valid",
             log.len(),
             parts.join(", ")
         ))

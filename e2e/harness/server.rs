@@ -49,6 +49,9 @@ fn apply_env(cmd: &mut Command, database_url: &str, dir: &std::path::Path) {
         .env("DATABASE_URL", database_url)
         .env("DISPATCH_DATA_DIR", dir)
         .env("DISPATCH_LOG_FORMAT", "json")
+        // The scenarios make many calls with one key: no rate limit unless a
+        // scenario sets one (`[server] env`, applied after this).
+        .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
         .env_remove("DISPATCH_LISTEN")
         .env_remove("DISPATCH_CLOCK");
 }

@@ -64,6 +64,9 @@ pub struct App {
     pub chain: Arc<crate::store::chain::ChainKeys>,
     /// The heads signed checkpoints recorded (see [`checkpoints`]).
     pub checkpoints: checkpoints::Checkpoints,
+    /// Writes the gate's invocation records in batches
+    /// ([`crate::tools::log::InvocationLog`]).
+    pub invocations: crate::tools::log::InvocationLog,
 }
 
 /// Whether an id a caller sent can name anything stored. Ids are checked

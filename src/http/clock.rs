@@ -45,6 +45,7 @@ fn invalid(field: &str, detail: &str) -> ApiError {
 async fn move_clock(
     State(state): State<AppState>,
     caller: Caller,
+    asked: super::gate::Asked,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
@@ -59,6 +60,7 @@ async fn move_clock(
         .manual()
         .ok_or_else(|| ApiError::NotFound("no such endpoint".into()))?;
     let body = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    asked.body(&body);
     let fields = body.as_object().cloned().unwrap_or_default();
     if let Some(unknown) = fields
         .keys()

@@ -179,7 +179,7 @@ pub fn is_routed_technician_command(name: &str) -> bool {
 /// One tool call, as a transport decoded it (nothing checked yet).
 #[derive(Debug)]
 pub struct Invocation {
-    /// HTTP or MCP.
+    /// `tool` (`POST /v1/tools/{tool}`) or `mcp`.
     pub transport: Transport,
     /// The tool asked for (not yet checked).
     pub tool: String,
@@ -230,7 +230,7 @@ pub fn tool_envelope(
     causation_id: Option<&[u8]>,
 ) -> Invocation {
     let mut inv = Invocation {
-        transport: Transport::Http,
+        transport: Transport::Tool,
         tool,
         invocation_id: None,
         idempotency_key: None,

@@ -35,6 +35,12 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
-        problem_response(self.status(), body)
+        let mut resp = problem_response(self.status(), body);
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            // The key's own wait, as the problem's `retry_after` says.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        resp
     }
 }

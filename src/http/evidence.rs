@@ -9,7 +9,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 
-use super::extract::{mutation_meta, read_body, require_endpoint};
+use super::extract::{mutation_meta, read_body};
+use super::gate::Asked;
 use super::{reply_response, AppState};
 use crate::app::Caller;
 use crate::error::{ApiError, Result};
@@ -22,8 +23,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/evidence/{sha256}", get(download))
 }
 
-async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> Result<Response> {
-    require_endpoint(&state, &caller, "POST /v1/evidence")?;
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    asked: Asked,
+    req: Request,
+) -> Result<Response> {
     let headers = req.headers().clone();
     let limit = state.limits.max_evidence_bytes;
     let content_type = headers
@@ -107,6 +112,7 @@ async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> 
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let digest = json!({"sha256": sha256_hex(&bytes), "content_type": file_type});
+    asked.body(&digest);
     let meta = mutation_meta(&headers, "POST", "/v1/evidence", &digest)?;
     let reply = state
         .app
@@ -117,10 +123,9 @@ async fn upload(State(state): State<AppState>, caller: Caller, req: Request) -> 
 
 async fn download(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(sha256): Path<String>,
 ) -> Result<Response> {
-    require_endpoint(&state, &caller, "GET /v1/evidence/{sha256}")?;
     let bytes = state
         .app
         .evidence

@@ -13,11 +13,16 @@ use crate::app::{keys, Caller, RequestMeta};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
 use crate::store::hash::{canonical_json, sha256_hex};
+use crate::tools::gate::{Access, Refusal};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        // The gate (`super::gate`) resolved the key already on a `/v1` route.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let hash = keys::key_hash(bearer_key(&parts.headers)?)?;
         look_up_caller(state, &hash).await
     }
@@ -60,27 +65,25 @@ pub async fn look_up_caller(state: &AppState, hash: &str) -> Result<Caller> {
     Ok(caller)
 }
 
-/// Checks the allowlist for a tool-backed endpoint.
+/// Checks the allowlist for a tool-backed endpoint, without spending the
+/// key's budget: the pages use it to decide what to show, and the job
+/// command fast path after it looks the key up again. Calls themselves pass
+/// [`crate::tools::gate::Gate::admit`].
 pub fn require_tool(state: &AppState, caller: &Caller, tool: &str) -> Result<()> {
-    if state.allowlist.tool_allowed(tool, caller.role) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "role `{}` may not call `{tool}`",
-            caller.role.as_str()
-        )))
-    }
+    allowed(state, caller, Access::Tool(tool))
 }
 
-/// Checks the allowlist for a non-tool endpoint (`METHOD /path/{param}`).
+/// Checks the allowlist for a non-tool endpoint (`METHOD /path/{param}`),
+/// without spending the key's budget (the pages' reads).
 pub fn require_endpoint(state: &AppState, caller: &Caller, endpoint: &str) -> Result<()> {
-    if state.allowlist.endpoint_allowed(endpoint, caller.role) {
+    allowed(state, caller, Access::Endpoint(endpoint))
+}
+
+fn allowed(state: &AppState, caller: &Caller, access: Access<'_>) -> Result<()> {
+    if state.tools.gate.allows(caller.role, access) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
-            "role `{}` may not call {endpoint}",
-            caller.role.as_str()
-        )))
+        Err(Refusal::NotAllowed.rest_error(caller.role, access))
     }
 }
 

@@ -6,21 +6,21 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 
 use super::decode;
-use super::extract::{
-    bearer_key, look_up_caller, mutation_meta, read_json, require_endpoint, require_tool,
-};
+use super::extract::{look_up_caller, mutation_meta, read_json, require_tool};
+use super::gate::{Asked, Authenticated};
 use super::{query_params, reply_response, AppState};
-use crate::app::{keys, Caller, RequestMeta};
+use crate::app::{Caller, RequestMeta};
 use crate::domain::job::{Job, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
 
-/// The routes of this resource.
+/// The routes of this resource. Each passes the gate (`super::gate`) first:
+/// the allowlist check and the rate limit are there, not here.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(open_job))
@@ -35,11 +35,12 @@ pub fn router() -> Router<AppState> {
 async fn open_job(
     State(state): State<AppState>,
     caller: Caller,
+    asked: Asked,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    require_tool(&state, &caller, "open_job")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    asked.body(&value);
     let meta = mutation_meta(&headers, "POST", "/v1/jobs", &value)?;
     let command = decode::job_command("open_job", value)?;
     let reply = state.app.execute_job(&caller, &meta, None, command).await?;
@@ -54,21 +55,22 @@ async fn open_job(
 /// answers (401 before anything else) are those of the ordinary path.
 async fn job_command(
     State(state): State<AppState>,
+    Extension(auth): Extension<Authenticated>,
+    asked: Asked,
     Path((job_id, command)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let hash = keys::key_hash(bearer_key(&headers)?)?;
-    // A key resolved before gives a provisional caller: nothing is answered
-    // on it but a write that checked the key itself.
-    let known = state.app.jobs.caller(&hash);
-    let provisional = known.is_some();
-    let caller = match known {
-        Some(c) => c,
-        None => look_up_caller(&state, &hash).await?,
-    };
+    // The gate resolved the key — from this process's key cache when it had
+    // it (a provisional caller: nothing is answered on it but a write that
+    // checked the key itself) — and admitted the call.
+    let Authenticated {
+        caller,
+        hash,
+        provisional,
+    } = auth;
     let (meta, decoded) =
-        match prepare_job_command(&state, &caller, &job_id, &command, &headers, body).await {
+        match prepare_job_command(&state, &asked, &job_id, &command, &headers, body).await {
             Ok(p) => p,
             Err(e) => {
                 if provisional {
@@ -105,10 +107,10 @@ async fn job_command(
 }
 
 /// What a job command request asks, checked and decoded: the route, the
-/// allowlist, the body, the mutation headers.
+/// body, the mutation headers (the gate checked the allowlist).
 async fn prepare_job_command(
     state: &AppState,
-    caller: &Caller,
+    asked: &Asked,
     job_id: &str,
     command: &str,
     headers: &HeaderMap,
@@ -120,8 +122,8 @@ async fn prepare_job_command(
             decode::echo(command)
         )));
     }
-    require_tool(state, caller, command)?;
     let value = read_json(headers, body, state.limits.max_body_bytes).await?;
+    asked.body(&value);
     let path = format!("/v1/jobs/{job_id}/commands/{command}");
     let meta = mutation_meta(headers, "POST", &path, &value)?;
     let decoded = decode::job_command(command, value)?;
@@ -155,7 +157,6 @@ async fn get_job(
     caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "get_job")?;
     let job = state.app.load_job(&job_id, None).await?;
     check_technician_scope(&caller, &job)?;
     let view = crate::app::queries::job_view(&state.app, &job)
@@ -165,10 +166,9 @@ async fn get_job(
 
 async fn job_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/events")?;
     let events = state.app.stream_events(Job::TYPE, &job_id).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound("job not found".into()));
@@ -178,10 +178,9 @@ async fn job_events(
 
 async fn job_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/audit")?;
     let report = state
         .app
         .audit(Job::TYPE, &job_id)
@@ -199,11 +198,10 @@ async fn job_audit(
 
 async fn job_replay(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(job_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/replay")?;
     let params = query_params(query.as_deref(), &["to_sequence"])?;
     let to =
         match params.get("to_sequence") {
@@ -225,10 +223,9 @@ async fn job_replay(
 
 async fn job_transitions(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/jobs/{job_id}/transitions")?;
     let transitions = state.app.transitions(&job_id).await?;
     Ok(Json(json!({"job_id": job_id, "transitions": transitions})))
 }

@@ -1,8 +1,11 @@
 //! The closed toolset as a Model Context Protocol server at `/mcp`
 //! (streamable HTTP, crate `rmcp`), for agent gateways.
 //!
-//! The same tools, with the same gates, as `POST /v1/tools/{tool}`: the bearer
-//! key is checked before rmcp sees the request (401 otherwise); `tools/list`
+//! The same tools, with the same gate, as `POST /v1/tools/{tool}`: a
+//! browser's cross-site `Origin` is refused 403 first (the streamable HTTP
+//! transport requires servers to validate it; `DISPATCH_MCP_ALLOWED_ORIGINS`),
+//! then the bearer key is checked before rmcp sees the request (401
+//! otherwise), and rmcp checks the `Host` (DNS rebinding); `tools/list`
 //! shows the caller's tools only; `tools/call` goes through the one
 //! invocation path (`super::tools::invoke`) — rate limit, allowlist, the
 //! tool's JSON Schema, idempotency (the `idempotency_key` argument is
@@ -70,6 +73,61 @@ pub fn service(state: &AppState) -> Router {
         .fallback_service(mcp)
         .layer(middleware::map_response(label_transport_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), check_origin))
+}
+
+/// Refuses a request whose `Origin` is not one of
+/// `DISPATCH_MCP_ALLOWED_ORIGINS` with `403 forbidden` (problem+json),
+/// before the key is looked at. No `Origin` (a client that is not a
+/// browser) passes.
+async fn check_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        if !origin_allowed(&state.tools.config.mcp_allowed_origins, origin.as_bytes()) {
+            metrics::counter!("dispatch_mcp_origin_refused_total").increment(1);
+            return ApiError::Forbidden(
+                "this Origin may not call /mcp (DISPATCH_MCP_ALLOWED_ORIGINS)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether an `Origin` header value is allowed: `*` in the list allows any;
+/// an entry `scheme://host` allows that scheme and host on any port,
+/// `scheme://host:port` only that port. `null`, or anything that is not a
+/// `scheme://host[:port]`, is refused.
+pub fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
+    if allowed.iter().any(|a| a.trim() == "*") {
+        return true;
+    }
+    let Some(origin) = std::str::from_utf8(origin)
+        .ok()
+        .and_then(|o| url::Url::parse(o.trim()).ok())
+    else {
+        return false;
+    };
+    let Some(host) = origin.host_str() else {
+        return false;
+    };
+    allowed.iter().any(|entry| {
+        let entry = entry.trim();
+        let Ok(allowed) = url::Url::parse(entry) else {
+            return false;
+        };
+        let authority = entry
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+            .unwrap_or("");
+        let has_port = authority
+            .rfind(':')
+            .is_some_and(|i| !authority[i..].contains(']'));
+        allowed.scheme().eq_ignore_ascii_case(origin.scheme())
+            && allowed
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+            && (!has_port || allowed.port_or_known_default() == origin.port_or_known_default())
+    })
 }
 
 /// rmcp answers what is not an MCP request at all (no JSON Content-Type, an
@@ -100,6 +158,9 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         }
         Err(e) => {
             let unauthorized = matches!(e, ApiError::Unauthorized);
+            if unauthorized {
+                crate::tools::gate::unauthenticated(crate::tools::log::Transport::Mcp);
+            }
             let mut resp = e.into_response();
             if unauthorized {
                 resp.headers_mut()
@@ -206,5 +267,44 @@ impl ServerHandler for McpTools {
             Outcome::Refused | Outcome::Error => CallToolResult::structured_error(answer.body),
         };
         Ok(result.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins_are_matched_by_scheme_host_and_port_when_given() {
+        let defaults: Vec<String> = crate::tools::DEFAULT_MCP_ALLOWED_ORIGINS
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://127.0.0.1:8443",
+            "http://[::1]:6274",
+            "HTTP://LOCALHOST:1",
+        ] {
+            assert!(origin_allowed(&defaults, ok.as_bytes()), "{ok}");
+        }
+        for refused in [
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "null",
+            "file://",
+            "ws://localhost",
+            "",
+            "http://127.0.0.2",
+        ] {
+            assert!(!origin_allowed(&defaults, refused.as_bytes()), "{refused}");
+        }
+        let pinned = vec!["https://agents.example:8443".to_string()];
+        assert!(origin_allowed(&pinned, b"https://agents.example:8443"));
+        assert!(!origin_allowed(&pinned, b"https://agents.example"));
+        assert!(!origin_allowed(&pinned, b"http://agents.example:8443"));
+        assert!(origin_allowed(&["*".to_string()], b"http://evil.example"));
+        assert!(!origin_allowed(&defaults, b"\xff"));
     }
 }

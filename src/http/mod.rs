@@ -6,6 +6,7 @@ pub mod decode;
 mod error;
 mod evidence;
 pub mod extract;
+pub mod gate;
 mod jobs;
 mod mcp;
 pub mod openapi;
@@ -70,18 +71,29 @@ pub struct AppState {
     pub tools: Arc<crate::tools::Toolset>,
 }
 
-/// The whole router.
+/// The whole router. Every authenticated `/v1` route passes the one gate
+/// ([`gate::rest`]: allowlist, per-key rate limit, invocation log);
+/// `POST /v1/tools/{tool}` and `/mcp` pass the same gate in their shared
+/// invocation path (`tools::invoke`), the pages' command forms in theirs.
+/// Health, readiness, metrics, the document and the pages' reads are outside it.
 pub fn router(state: AppState) -> Router {
     let timeout = state.limits.request_timeout;
-    Router::new()
+    let gated = Router::new()
         .merge(jobs::router())
         .merge(technicians::router())
         .merge(evidence::router())
         .merge(sops::router())
-        .merge(ops::router())
         .merge(read_models::router())
-        .merge(tools::router())
+        .merge(tools::gated_router())
         .merge(clock::router(&state))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::rest,
+        ));
+    Router::new()
+        .merge(gated)
+        .merge(tools::router())
+        .merge(ops::router())
         .merge(pages::router())
         .nest_service("/mcp", mcp::service(&state))
         .fallback(not_found)

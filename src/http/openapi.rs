@@ -46,6 +46,10 @@ fn common_errors(responses: &mut Map<String, Value>, mutation: bool) {
         problem("No such job, technician or command (`not_found`)"),
     );
     responses.insert(
+        "429".into(),
+        problem("The key's call budget, shared by every transport, is spent (`rate_limited`); see Retry-After"),
+    );
+    responses.insert(
         "503".into(),
         problem("The database is unavailable (`unavailable`); see Retry-After"),
     );
@@ -681,7 +685,7 @@ fn toolset_paths(
     paths.insert(
         "/v1/tool-invocations".into(),
         json!({"get": operation(
-            "The tool-invocation log, in order: every call with actor, tool, argument digest, outcome and the events it caused",
+            "The invocation log, in order: every call through the gate — REST, tool, MCP, page form — with actor, transport, operation, argument digest, outcome and the events it caused",
             allowlist
                 .endpoints
                 .get("GET /v1/tool-invocations")
@@ -691,6 +695,7 @@ fn toolset_paths(
                 q("job_id", query_text(crate::app::read_models::QUERY_TEXT_CHARS)),
                 q("actor", query_text(crate::app::read_models::QUERY_TEXT_CHARS)),
                 q("tool", query_text(100)),
+                q("transport", json!({"enum": ["rest", "tool", "mcp", "ui"]})),
                 q("after", json!({"type": "integer", "minimum": 0})),
                 q("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
             ]),
@@ -707,7 +712,7 @@ fn toolset_paths(
     paths.insert(
         "/mcp".into(),
         json!({"post": {
-            "summary": "The same tools as a Model Context Protocol server (streamable HTTP, stateless, JSON answers): initialize, tools/list (the key's tools), tools/call (arguments plus a required `idempotency_key`). Send `Accept: application/json, text/event-stream`; the Host must be one of DISPATCH_MCP_ALLOWED_HOSTS.",
+            "summary": "The same tools as a Model Context Protocol server (streamable HTTP, stateless, JSON answers): initialize, tools/list (the key's tools), tools/call (arguments plus a required `idempotency_key`). Send `Accept: application/json, text/event-stream`; the Host must be one of DISPATCH_MCP_ALLOWED_HOSTS, and a browser's Origin one of DISPATCH_MCP_ALLOWED_ORIGINS.",
             "x-roles": any_role,
             "parameters": [{"name": "MCP-Protocol-Version", "in": "header", "required": false, "schema": {"type": "string"}}],
             "requestBody": json_body(json!({"type": "object", "required": ["jsonrpc", "method"], "properties": {
@@ -717,7 +722,10 @@ fn toolset_paths(
                 "202": {"description": "A notification, accepted"},
                 "400": text("Not a valid MCP request (headers, protocol version)"),
                 "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
-                "403": text("The Host (or Origin) is not allowed"),
+                "403": {"description": "A cross-site Origin (not one of DISPATCH_MCP_ALLOWED_ORIGINS: problem+json, `forbidden`), or a Host not allowed (plain text)",
+                    "content": {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+                        "text/plain": {"schema": {"type": "string"}}}},
                 "404": ok_json("A JSON-RPC error: no such method", json!({"type": "object"})),
                 "406": text("The client must accept application/json and text/event-stream"),
                 "413": text("Body over the limit"),

@@ -1,12 +1,12 @@
 //! The read-model queries: board, billing readiness, roster, schedules,
-//! approvals, projection status. Each answer carries its position.
+//! approvals, projection status. Each answer carries its position. The gate
+//! (`super::gate`) checks the allowlist and the rate limit before these run.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::extract::{require_endpoint, require_tool};
 use super::{query_params, AppState};
 use crate::app::Caller;
 use crate::domain::Role;
@@ -48,29 +48,26 @@ fn params(query: Option<String>) -> Result<std::collections::HashMap<String, Str
 
 async fn board(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "search_board")?;
     Ok(Json(state.app.board(&params(q)?).await?))
 }
 
 async fn billing(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "get_billing_status")?;
     Ok(Json(state.app.billing_readiness(&params(q)?).await?))
 }
 
 /// `GET /v1/technicians` (routed from `technicians`).
 pub async fn roster(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "find_technicians")?;
     Ok(Json(state.app.technicians(&params(q)?).await?))
 }
 
@@ -80,11 +77,6 @@ async fn schedule(
     Path(technician_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>> {
-    require_endpoint(
-        &state,
-        &caller,
-        "GET /v1/technicians/{technician_id}/schedule",
-    )?;
     if caller.role == Role::Technician
         && caller.technician_id.as_deref() != Some(technician_id.as_str())
     {
@@ -97,14 +89,12 @@ async fn schedule(
 
 async fn approvals(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/approvals")?;
     Ok(Json(state.app.approvals(&params(q)?).await?))
 }
 
-async fn projections(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/projections")?;
+async fn projections(State(state): State<AppState>, _caller: Caller) -> Result<Json<Value>> {
     Ok(Json(state.app.projections_status().await?))
 }

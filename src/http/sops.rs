@@ -5,7 +5,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::extract::require_tool;
 use super::AppState;
 use crate::app::Caller;
 use crate::domain::sop::IncidentSop;
@@ -53,8 +52,7 @@ pub fn sop_json(s: &IncidentSop) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "get_sop")?;
+async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<Value>> {
     let sops: Vec<Value> = state
         .app
         .sops
@@ -66,10 +64,9 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
 
 async fn one(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(incident_type): Path<String>,
 ) -> Result<Json<Value>> {
-    require_tool(&state, &caller, "get_sop")?;
     let sop = state
         .app
         .sops

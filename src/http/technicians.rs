@@ -1,4 +1,5 @@
-//! `/v1/technicians`: register a technician and run `update_skills` / `set_shift`.
+//! `/v1/technicians`: register a technician and run `update_skills` / `set_shift`
+//! (the gate, `super::gate`, checked the allowlist and the rate limit).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -8,7 +9,8 @@ use axum::routing::post;
 use axum::Router;
 
 use super::decode;
-use super::extract::{mutation_meta, read_json, require_endpoint};
+use super::extract::{mutation_meta, read_json};
+use super::gate::Asked;
 use super::{reply_response, AppState};
 use crate::app::Caller;
 use crate::error::{ApiError, Result};
@@ -29,11 +31,12 @@ pub fn router() -> Router<AppState> {
 async fn register(
     State(state): State<AppState>,
     caller: Caller,
+    asked: Asked,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    require_endpoint(&state, &caller, "POST /v1/technicians")?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    asked.body(&value);
     let meta = mutation_meta(&headers, "POST", "/v1/technicians", &value)?;
     let cmd = decode::technician_command(decode::REGISTER_TECHNICIAN, value)?;
     let reply = state
@@ -46,6 +49,7 @@ async fn register(
 async fn command(
     State(state): State<AppState>,
     caller: Caller,
+    asked: Asked,
     Path((technician_id, command)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -55,12 +59,8 @@ async fn command(
             "no technician command by that name".into(),
         ));
     }
-    require_endpoint(
-        &state,
-        &caller,
-        &format!("POST /v1/technicians/{{technician_id}}/commands/{command}"),
-    )?;
     let value = read_json(&headers, body, state.limits.max_body_bytes).await?;
+    asked.body(&value);
     let meta = mutation_meta(
         &headers,
         "POST",

@@ -1,8 +1,9 @@
 //! The closed toolset over HTTP — `GET /v1/tools` (the caller's manifest),
 //! `POST /v1/tools/{tool}` (one tool_invocation envelope),
-//! `GET /v1/tool-invocations` (the log) — and the invocation path that the
-//! MCP transport (`super::mcp`) shares: rate limit → allowlist → envelope →
-//! input schema → exactly one command or query → one log record.
+//! `GET /v1/tool-invocations` (the log of every transport) — and the
+//! invocation path that the MCP transport (`super::mcp`) shares: the gate
+//! (rate limit → allowlist) → envelope → input schema → exactly one command
+//! or query → one log record.
 
 use std::collections::HashMap;
 
@@ -17,20 +18,24 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::decode::{self, Invocation, ToolRequest};
-use super::extract::{read_json, request_hash, require_endpoint};
+use super::extract::{read_json, request_hash};
 use super::{query_params, AppState};
 use crate::app::read_models::{query_text, QUERY_TEXT_CHARS};
 use crate::app::{Caller, RequestMeta};
 use crate::error::{ApiError, Result};
-use crate::store::hash::{canonical_json, sha256_hex};
-use crate::tools::log::{self, InvocationRecord, Outcome};
+use crate::tools::gate::{self, plausible_id, Access, Call};
+use crate::tools::log::{self, Outcome, Transport};
 use crate::tools::manifest;
 
-/// The routes of this resource.
+/// `POST /v1/tools/{tool}`: it passes the gate in [`invoke`], as MCP does.
 pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/tools/{tool}", post(call_tool))
+}
+
+/// The manifest and the log: REST routes, behind the REST gate (`super::gate`).
+pub fn gated_router() -> Router<AppState> {
     Router::new()
         .route("/v1/tools", get(list_tools))
-        .route("/v1/tools/{tool}", post(call_tool))
         .route("/v1/tool-invocations", get(invocations))
 }
 
@@ -74,6 +79,24 @@ async fn answer_and_record(
     invocation_id: Uuid,
     tool_name: String,
 ) -> ToolAnswer {
+    let arg = |name: &str| {
+        inv.arguments
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| plausible_id(s))
+            .map(str::to_string)
+    };
+    let call = Call {
+        invocation_id,
+        transport: inv.transport,
+        operation: tool_name.clone(),
+        actor: caller.actor(),
+        idempotency_key: inv.idempotency_key.clone(),
+        argument_digest: argument_digest(&inv.arguments),
+        job_id: arg("job_id"),
+        approval_id: arg("approval_id"),
+        at: state.app.clock.now(),
+    };
     let result = dispatch(state, caller, &mut inv, invocation_id).await;
     let (status, doc, replayed, retry_after) = match result {
         Ok(done) => (done.status, done.body, done.replayed, None),
@@ -92,80 +115,32 @@ async fn answer_and_record(
             (e.status(), e.problem(), false, retry)
         }
     };
-    let code = (status >= 400)
-        .then(|| doc.get("code").and_then(Value::as_str).map(str::to_string))
-        .flatten();
-    let outcome = Outcome::of(status, code.as_deref());
+    let record = call.finish(status, &doc, replayed);
+    let outcome = record.outcome;
     let mut body = json!({
         "invocation_id": invocation_id,
         "tool": tool_name,
         "outcome": outcome.as_str(),
     });
-    let approval_id = doc
-        .get("approval_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
     if status >= 400 {
-        body["error"] = doc.clone();
+        body["error"] = doc;
     } else {
         if outcome == Outcome::ApprovalRequired {
-            body["approval_id"] = approval_id.clone().into();
+            body["approval_id"] = doc
+                .get("approval_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .into();
         }
-        body["result"] = doc.clone();
+        body["result"] = doc;
     }
     if replayed {
         body["replayed"] = true.into();
     }
-    let arg = |name: &str| {
-        inv.arguments
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|s| plausible_id(s))
-            .map(str::to_string)
-    };
-    let events = match doc.get("events") {
-        Some(Value::Array(events)) if status < 400 && !replayed => events.clone(),
-        _ => Vec::new(),
-    };
-    let record = InvocationRecord {
-        position: 0,
-        invocation_id,
-        tool: tool_name,
-        actor: caller.actor(),
-        transport: inv.transport,
-        idempotency_key: inv.idempotency_key.clone(),
-        argument_digest: argument_digest(&inv.arguments),
-        outcome,
-        error_code: code,
-        http_status: status,
-        job_id: doc
-            .get("job_id")
-            .and_then(Value::as_str)
-            .filter(|s| status < 400 && plausible_id(s))
-            .map(str::to_string)
-            .or_else(|| arg("job_id")),
-        approval_id: approval_id
-            .filter(|s| plausible_id(s))
-            .or_else(|| arg("approval_id")),
-        events,
-        replayed,
-        at: state.app.clock.now(),
-    };
-    // Only allowlisted names become label values: a caller cannot grow the metric set.
-    let label = if state.tools.allowlist.tools.contains_key(&record.tool) {
-        record.tool.clone()
-    } else {
-        "unknown".to_string()
-    };
-    metrics::counter!("dispatch_tool_calls_total", "tool" => label, "outcome" => outcome.as_str())
-        .increment(1);
-    if let Err(e) = log::append(&state.app.pool, &record).await {
-        // The answer still goes out: a command that committed has its effect,
-        // and its events carry this invocation id. A retry with the same key
-        // replays the answer and is recorded then.
-        metrics::counter!("dispatch_tool_log_failures_total").increment(1);
-        tracing::error!(error = ?e, "could not record a tool invocation");
-    }
+    // The answer goes out without waiting for the write (docs/decisions.md):
+    // a command that committed has its effect, and its events carry this
+    // invocation id.
+    state.tools.gate.record(&state.app.invocations, record);
     ToolAnswer {
         status,
         body,
@@ -192,14 +167,9 @@ fn record_tool_name(tool: &str) -> String {
     }
 }
 
-/// Whether an argument can be recorded as an id (it may come from a refused call).
-fn plausible_id(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control)
-}
-
 /// SHA-256 of the arguments' canonical JSON.
 pub fn argument_digest(arguments: &Value) -> String {
-    sha256_hex(canonical_json(arguments).as_bytes())
+    gate::digest(arguments)
 }
 
 async fn dispatch(
@@ -209,12 +179,12 @@ async fn dispatch(
     invocation_id: Uuid,
 ) -> Result<Done> {
     let tools = &state.tools;
-    if let Err(wait) = tools.limiter.check(&caller.key_name) {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(ApiError::RateLimited {
-            retry_after_secs: secs.max(1),
-        });
-    }
+    // The one gate: the key's budget (shared with REST, MCP and the pages),
+    // then the allowlist (`403 tool_not_allowed`, also for no such tool).
+    tools
+        .gate
+        .admit(caller, Access::Tool(&inv.tool))
+        .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
     let call = decode::tool_call(tools, caller.role, inv)?;
     match call.request {
         ToolRequest::Command { job_id, command } => {
@@ -307,11 +277,20 @@ fn answer_response(answer: ToolAnswer) -> Response {
 
 async fn call_tool(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: std::result::Result<Caller, ApiError>,
     Path(tool): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized) {
+                gate::unauthenticated(Transport::Tool);
+            }
+            return e.into_response();
+        }
+    };
     let envelope = read_json(&headers, body, state.limits.max_body_bytes).await;
     let raw = |name: &str| headers.get(name).map(|v| v.as_bytes());
     let inv = decode::tool_envelope(
@@ -330,13 +309,12 @@ async fn list_tools(State(state): State<AppState>, caller: Caller) -> Json<Value
 
 async fn invocations(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
-    require_endpoint(&state, &caller, "GET /v1/tool-invocations")?;
     let params = query_params(
         query.as_deref(),
-        &["job_id", "actor", "tool", "after", "limit"],
+        &["job_id", "actor", "tool", "transport", "after", "limit"],
     )?;
     let number = |name: &str, min: i64, max: i64| -> Result<Option<i64>> {
         params
@@ -355,13 +333,29 @@ async fn invocations(
     let text = |name: &str, max: usize| -> Result<Option<String>> {
         Ok(query_text(&params, name, max)?.map(str::to_string))
     };
+    let transport = params
+        .get("transport")
+        .map(|t| {
+            Transport::ALL
+                .into_iter()
+                .find(|known| known.as_str() == t)
+                .ok_or_else(|| ApiError::Validation {
+                    detail: "transport must be one of rest, tool, mcp, ui".into(),
+                    field: Some("transport".into()),
+                })
+        })
+        .transpose()?;
     let filter = log::Filter {
         job_id: text("job_id", QUERY_TEXT_CHARS)?,
         actor: text("actor", QUERY_TEXT_CHARS)?,
         tool: text("tool", TOOL_NAME_CHARS)?,
+        transport,
         after: number("after", 0, i64::MAX)?,
         limit: number("limit", 1, 1000)?.unwrap_or(100),
     };
+    // Everything this process answered before this request is in the log
+    // when it is read (records are written behind their answers).
+    state.app.invocations.flush().await;
     let records = log::list(&state.app.pool, &filter).await?;
     let next_after = (records.len() as i64 == filter.limit)
         .then(|| records.last().map(|r| r.position))

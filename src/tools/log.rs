@@ -1,10 +1,22 @@
-//! The tool-invocation log: one append-only record per tool call, whatever
-//! its outcome, valid against `schemas/tool_invocation.schema.json`.
+//! The invocation log: one append-only record per call that passed the
+//! gate's authentication (`super::gate`) — REST, the tool envelope, MCP, the
+//! pages' forms — whatever its outcome, valid against
+//! `schemas/tool_invocation.schema.json`.
+//!
+//! Records are written by one background task ([`InvocationLog`]) that
+//! inserts whatever has queued up in one multi-row statement; an answer
+//! does not wait for its record (docs/decisions.md, "The gate's log is
+//! written behind the answer"). [`InvocationLog::flush`] waits until every
+//! record queued before it is committed: the log's reader and the
+//! shutdown sequence call it.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::Actor;
@@ -14,18 +26,45 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
-    /// `POST /v1/tools/{tool}`.
-    Http,
+    /// A REST route under `/v1` (commands and queries).
+    Rest,
+    /// `POST /v1/tools/{tool}` (recorded as `http` before migration 0011,
+    /// and read as this).
+    #[serde(alias = "http")]
+    Tool,
     /// `tools/call` at `/mcp`.
     Mcp,
+    /// A form of the pages under `/ui` that runs a command.
+    Ui,
 }
 
 impl Transport {
+    /// Every transport, in the order the docs list them.
+    pub const ALL: [Transport; 4] = [
+        Transport::Rest,
+        Transport::Tool,
+        Transport::Mcp,
+        Transport::Ui,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Transport::Http => "http",
+            Transport::Rest => "rest",
+            Transport::Tool => "tool",
             Transport::Mcp => "mcp",
+            Transport::Ui => "ui",
+        }
+    }
+
+    /// The transport of a wire name (`http`, the old name of `tool`, included).
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s {
+            "rest" => Some(Transport::Rest),
+            "tool" | "http" => Some(Transport::Tool),
+            "mcp" => Some(Transport::Mcp),
+            "ui" => Some(Transport::Ui),
+            _ => None,
         }
     }
 }
@@ -69,22 +108,27 @@ impl Outcome {
     }
 }
 
-/// One tool call as recorded.
+/// One call as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationRecord {
     /// Position in the log (store-wide order of records).
     pub position: i64,
     /// The call's id (the envelope's, or made by the service).
     pub invocation_id: Uuid,
-    /// The tool asked for (as asked, clipped to 100 characters).
+    /// The operation: the tool or command wire name where there is one
+    /// (`add_note`, `get_job`, `register_technician`), otherwise the
+    /// allowlist's endpoint key (`GET /v1/jobs/{job_id}/events`); over the
+    /// tool transports the tool as asked, clipped to 100 characters.
     pub tool: String,
     /// Who called (from the key).
     pub actor: Actor,
-    /// HTTP or MCP.
+    /// REST, tool, MCP or UI.
     pub transport: Transport,
-    /// The envelope's idempotency key, when it had a usable one.
+    /// The call's idempotency key (envelope, `Idempotency-Key` header or
+    /// form), when it had a usable one.
     pub idempotency_key: Option<String>,
-    /// SHA-256 of the arguments' canonical JSON.
+    /// SHA-256 of the canonical JSON of what was asked: a tool's arguments;
+    /// for REST `{"path": …, "query": …, "body": …}`.
     pub argument_digest: String,
     /// What became of it.
     pub outcome: Outcome,
@@ -104,33 +148,225 @@ pub struct InvocationRecord {
     pub at: DateTime<Utc>,
 }
 
-/// Appends a record; returns its position.
-pub async fn append(pool: &PgPool, r: &InvocationRecord) -> Result<i64> {
-    let actor =
-        serde_json::to_value(&r.actor).map_err(|e| crate::error::ApiError::Internal(e.into()))?;
-    let row = sqlx::query(
+/// Appends records in one statement, in the order given (their positions
+/// follow that order).
+pub async fn append_batch(pool: &PgPool, records: &[InvocationRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let n = records.len();
+    let mut invocation_ids = Vec::with_capacity(n);
+    let mut tools = Vec::with_capacity(n);
+    let mut actors = Vec::with_capacity(n);
+    let mut actor_ids = Vec::with_capacity(n);
+    let mut transports = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut digests = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut codes = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut job_ids = Vec::with_capacity(n);
+    let mut approval_ids = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    let mut replayed = Vec::with_capacity(n);
+    let mut ats = Vec::with_capacity(n);
+    for r in records {
+        invocation_ids.push(r.invocation_id);
+        tools.push(r.tool.clone());
+        actors.push(
+            serde_json::to_value(&r.actor)
+                .map_err(|e| crate::error::ApiError::Internal(e.into()))?,
+        );
+        actor_ids.push(r.actor.id.clone());
+        transports.push(r.transport.as_str());
+        keys.push(r.idempotency_key.clone());
+        digests.push(r.argument_digest.clone());
+        outcomes.push(r.outcome.as_str());
+        codes.push(r.error_code.clone());
+        statuses.push(i32::from(r.http_status));
+        job_ids.push(r.job_id.clone());
+        approval_ids.push(r.approval_id.clone());
+        events.push(Value::Array(r.events.clone()));
+        replayed.push(r.replayed);
+        ats.push(r.at);
+    }
+    sqlx::query(
         "INSERT INTO tool_invocations (invocation_id, tool, actor, actor_id, transport, idempotency_key, \
          argument_digest, outcome, error_code, http_status, job_id, approval_id, events, replayed, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING position",
+         SELECT invocation_id, tool, actor, actor_id, transport, idempotency_key, argument_digest, outcome, \
+         error_code, http_status, job_id, approval_id, events, replayed, at \
+         FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::text[], $10::int4[], $11::text[], $12::text[], $13::jsonb[], $14::bool[], \
+         $15::timestamptz[]) WITH ORDINALITY AS r(invocation_id, tool, actor, actor_id, transport, \
+         idempotency_key, argument_digest, outcome, error_code, http_status, job_id, approval_id, events, \
+         replayed, at, n) ORDER BY n",
     )
-    .bind(r.invocation_id)
-    .bind(&r.tool)
-    .bind(&actor)
-    .bind(&r.actor.id)
-    .bind(r.transport.as_str())
-    .bind(&r.idempotency_key)
-    .bind(&r.argument_digest)
-    .bind(r.outcome.as_str())
-    .bind(&r.error_code)
-    .bind(i32::from(r.http_status))
-    .bind(&r.job_id)
-    .bind(&r.approval_id)
-    .bind(Value::Array(r.events.clone()))
-    .bind(r.replayed)
-    .bind(r.at)
-    .fetch_one(pool)
+    .bind(invocation_ids)
+    .bind(tools)
+    .bind(actors)
+    .bind(actor_ids)
+    .bind(transports)
+    .bind(keys)
+    .bind(digests)
+    .bind(outcomes)
+    .bind(codes)
+    .bind(statuses)
+    .bind(job_ids)
+    .bind(approval_ids)
+    .bind(events)
+    .bind(replayed)
+    .bind(ats)
+    .execute(pool)
     .await?;
-    Ok(row.try_get("position")?)
+    Ok(())
+}
+
+/// Records that may wait in the queue; past this a record is dropped and
+/// counted (`dispatch_invocation_log_dropped_total`) rather than the
+/// answer held back. Per-key rate limits keep honest load far below it.
+pub const QUEUE_CAPACITY: usize = 100_000;
+
+/// Records one statement inserts at most.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Attempts at writing one batch before its records are given up (and
+/// counted in `dispatch_tool_log_failures_total`).
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// How long the writer gathers records after the first of a batch before
+/// it writes them (a flush request writes at once). Answers do not wait for
+/// the write, so this costs them nothing; it turns a commit per call into a
+/// commit per window under load.
+pub const GATHER: Duration = Duration::from_millis(10);
+
+enum Msg {
+    Record(Box<InvocationRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The batching writer of the log: a handle to its one background task.
+/// Cheap to clone; the task stops when the last handle is dropped, after
+/// writing what was queued.
+#[derive(Debug, Clone)]
+pub struct InvocationLog {
+    queue: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Record(r) => f.debug_tuple("Record").field(&r.invocation_id).finish(),
+            Msg::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl InvocationLog {
+    /// Starts the writer task with a connection of its own to `pool`'s
+    /// database (it never queues behind requests for a connection). That
+    /// connection commits with `synchronous_commit = off`: the records are
+    /// written behind the answers anyway, and a commit that does not wait
+    /// for the WAL flush keeps the log off the disk's critical path (a
+    /// PostgreSQL crash may lose the last fraction of a second of records,
+    /// never the events; docs/decisions.md).
+    pub fn start(pool: &PgPool) -> InvocationLog {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let connection = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        tokio::spawn(run(rx, connection));
+        InvocationLog { queue }
+    }
+
+    /// Queues a record; never waits. A full queue (the database has been
+    /// unreachable for a long while) drops the record, counted and logged.
+    pub fn record(&self, record: InvocationRecord) {
+        if let Err(e) = self.queue.try_send(Msg::Record(Box::new(record))) {
+            metrics::counter!("dispatch_invocation_log_dropped_total").increment(1);
+            let id = match &e {
+                mpsc::error::TrySendError::Full(Msg::Record(r))
+                | mpsc::error::TrySendError::Closed(Msg::Record(r)) => Some(r.invocation_id),
+                _ => None,
+            };
+            tracing::error!(invocation_id = ?id, "invocation log queue full or closed: a record is lost");
+        }
+    }
+
+    /// Waits until every record queued before this call has been written
+    /// (or given up after its attempts).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Msg>, pool: PgPool) {
+    let mut batch: Vec<InvocationRecord> = Vec::new();
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        match rx.recv().await {
+            Some(Msg::Record(r)) => batch.push(*r),
+            Some(Msg::Flush(w)) => waiting.push(w),
+            None => return,
+        }
+        // Gather for a moment (a reader waiting, or a full batch, writes at once).
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while waiting.is_empty() && batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Record(r))) => batch.push(*r),
+                Ok(Some(Msg::Flush(w))) => waiting.push(w),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Record(r)) => batch.push(*r),
+                Ok(Msg::Flush(w)) => waiting.push(w),
+                Err(_) => break,
+            }
+        }
+        write(&pool, &batch).await;
+        batch.clear();
+        for w in waiting.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Writes one batch, retrying with growing pauses (the database may be
+/// restarting); gives it up, counted, after [`WRITE_ATTEMPTS`].
+async fn write(pool: &PgPool, batch: &[InvocationRecord]) {
+    if batch.is_empty() {
+        return;
+    }
+    metrics::histogram!("dispatch_invocation_log_batch_size").record(batch.len() as f64);
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match append_batch(pool, batch).await {
+            Ok(()) => {
+                metrics::histogram!("dispatch_invocation_log_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(error = ?e, attempt, records = batch.len(), "could not write invocation records; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+            Err(e) => {
+                metrics::counter!("dispatch_tool_log_failures_total").increment(batch.len() as u64);
+                tracing::error!(error = ?e, records = batch.len(), "could not write invocation records: they are lost");
+            }
+        }
+    }
 }
 
 /// Which records to list.
@@ -140,8 +376,10 @@ pub struct Filter {
     pub job_id: Option<String>,
     /// Only calls by this key (the actor id).
     pub actor: Option<String>,
-    /// Only calls of this tool.
+    /// Only calls of this tool (operation).
     pub tool: Option<String>,
+    /// Only calls that came this way (`tool` also finds the old `http`).
+    pub transport: Option<Transport>,
     /// Only records after this position (paging).
     pub after: Option<i64>,
     /// At most this many.
@@ -154,13 +392,18 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<InvocationRecord>> {
         "SELECT position, invocation_id, tool, actor, transport, idempotency_key, argument_digest, outcome, \
          error_code, http_status, job_id, approval_id, events, replayed, at FROM tool_invocations \
          WHERE ($1::text IS NULL OR job_id = $1) AND ($2::text IS NULL OR actor_id = $2) \
-         AND ($3::text IS NULL OR tool = $3) AND position > $4 ORDER BY position LIMIT $5",
+         AND ($3::text IS NULL OR tool = $3) AND position > $4 \
+         AND ($6::text[] IS NULL OR transport = ANY($6)) ORDER BY position LIMIT $5",
     )
     .bind(&f.job_id)
     .bind(&f.actor)
     .bind(&f.tool)
     .bind(f.after.unwrap_or(0))
     .bind(f.limit)
+    .bind(f.transport.map(|t| match t {
+        Transport::Tool => vec!["tool", "http"],
+        other => vec![other.as_str()],
+    }))
     .fetch_all(pool)
     .await?;
     rows.iter().map(decode).collect()
@@ -178,7 +421,9 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<InvocationRecord> {
         invocation_id: row.try_get("invocation_id")?,
         tool: row.try_get("tool")?,
         actor: serde_json::from_value(actor).map_err(internal)?,
-        transport: serde_json::from_value(Value::String(transport)).map_err(internal)?,
+        transport: Transport::parse(&transport).ok_or_else(|| {
+            crate::error::ApiError::Internal(anyhow::anyhow!("unknown transport `{transport}`"))
+        })?,
         idempotency_key: row.try_get("idempotency_key")?,
         argument_digest: row.try_get("argument_digest")?,
         outcome: serde_json::from_value(Value::String(outcome)).map_err(internal)?,
@@ -194,7 +439,18 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<InvocationRecord> {
 
 #[cfg(test)]
 mod tests {
-    use super::Outcome;
+    use super::{Outcome, Transport};
+
+    #[test]
+    fn the_old_http_transport_reads_as_tool() {
+        assert_eq!(Transport::parse("http"), Some(Transport::Tool));
+        let t: Transport = serde_json::from_str("\"http\"").unwrap();
+        assert_eq!(t, Transport::Tool);
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"tool\"");
+        for t in Transport::ALL {
+            assert_eq!(Transport::parse(t.as_str()), Some(t));
+        }
+    }
 
     #[test]
     fn outcomes_follow_status_and_code() {

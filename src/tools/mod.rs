@@ -1,10 +1,11 @@
 //! The closed toolset: the declarative allowlist every access check derives
-//! from, the tools' input schemas, the manifest, the invocation log and the
-//! per-key rate limit. The transports (HTTP `POST /v1/tools/{tool}` and MCP at
-//! `/mcp`) live in `crate::http` and share one invocation path
-//! (`crate::http::tools`).
+//! from, the tools' input schemas, the manifest, the one gate (allowlist and
+//! per-key rate limit, [`gate`]) and the invocation log. The transports (REST
+//! under `/v1`, `POST /v1/tools/{tool}`, MCP at `/mcp`, the pages' forms)
+//! live in `crate::http`; every one of them passes [`gate::Gate`].
 
 pub mod allowlist;
+pub mod gate;
 pub mod log;
 pub mod manifest;
 pub mod rate_limit;
@@ -13,7 +14,7 @@ pub mod schemas;
 use std::sync::Arc;
 
 use allowlist::{Allowlist, ToolKind};
-use rate_limit::ToolRateLimiter;
+use gate::Gate;
 use schemas::{SchemaError, ToolSchemas};
 
 /// The query tools the invocation path knows how to run; a query tool in the
@@ -29,13 +30,20 @@ pub const QUERY_TOOLS: &[&str] = &[
 /// Tool settings (from `ServeConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolsConfig {
-    /// Sustained tool calls per key per minute (0: no limit).
+    /// Sustained calls per key per minute, every transport together (0: no limit).
     pub rate_per_minute: u32,
     /// Calls a key may make at once before the rate applies.
     pub rate_burst: u32,
     /// `Host` values `/mcp` accepts (DNS-rebinding protection); `*` accepts any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values `/mcp` accepts when a request carries one
+    /// (`scheme://host` accepts any port, `scheme://host:port` that port
+    /// only); `*` accepts any.
+    pub mcp_allowed_origins: Vec<String>,
 }
+
+/// The `Origin` values `/mcp` accepts by default: this machine, any port.
+pub const DEFAULT_MCP_ALLOWED_ORIGINS: &str = "http://localhost,https://localhost,http://127.0.0.1,https://127.0.0.1,http://[::1],https://[::1]";
 
 impl Default for ToolsConfig {
     fn default() -> Self {
@@ -43,6 +51,10 @@ impl Default for ToolsConfig {
             rate_per_minute: 600,
             rate_burst: 60,
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            mcp_allowed_origins: DEFAULT_MCP_ALLOWED_ORIGINS
+                .split(',')
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
@@ -65,8 +77,8 @@ pub struct Toolset {
     pub allowlist: Arc<Allowlist>,
     /// Every tool's compiled input schema.
     pub schemas: ToolSchemas,
-    /// The per-key call budget.
-    pub limiter: ToolRateLimiter,
+    /// The one gate: the allowlist and the per-key call budget, for every transport.
+    pub gate: Gate,
     /// The settings.
     pub config: ToolsConfig,
 }
@@ -83,7 +95,7 @@ impl Toolset {
         }
         let schemas = ToolSchemas::load(&allowlist)?;
         Ok(Toolset {
-            limiter: ToolRateLimiter::new(config.rate_per_minute, config.rate_burst),
+            gate: Gate::new(allowlist.clone(), config.rate_per_minute, config.rate_burst),
             allowlist,
             schemas,
             config,

@@ -23,7 +23,7 @@ fn with_cache(t: &TestApp, jobs: JobCache) -> axum::Router {
         allowlist: Arc::new(Allowlist::builtin().unwrap()),
         limits: Default::default(),
         metrics: None,
-        tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+        tools: test_toolset(),
     })
 }
 

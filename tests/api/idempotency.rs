@@ -153,7 +153,7 @@ async fn answers_survive_a_restart() {
         ),
         limits: Default::default(),
         metrics: None,
-        tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+        tools: test_toolset(),
     };
     let router = dispatch_api::http::router(state);
     let req = axum::http::Request::builder()

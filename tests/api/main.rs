@@ -11,6 +11,7 @@ mod destructive;
 mod evidence;
 mod fence;
 mod flow;
+mod gate;
 mod hostile;
 mod idempotency;
 mod injection;

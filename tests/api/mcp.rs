@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use crate::support::*;
 use crate::tools::{invocations, with_tools};
 
-const PROTOCOL: &str = "2025-06-18";
+pub const PROTOCOL: &str = "2025-06-18";
 
-async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -> Resp {
+pub async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -> Resp {
     let mut b = Request::builder()
         .method("POST")
         .uri("/mcp")
@@ -211,7 +211,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     assert_eq!(r["structuredContent"]["outcome"], "approval_required");
     assert!(r["structuredContent"]["approval_id"].is_string());
 
-    let records = invocations(&t, "actor=agent-1").await;
+    let records = invocations(&t, "actor=agent-1&transport=mcp").await;
     assert_eq!(records.len(), 9);
     assert!(records.iter().all(|r| r["transport"] == "mcp"));
     let outcomes: Vec<&str> = records

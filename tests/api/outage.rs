@@ -25,7 +25,7 @@ async fn database_down_answers_503_with_retry_after() {
         allowlist: Arc::new(Allowlist::builtin().unwrap()),
         limits: Default::default(),
         metrics: None,
-        tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+        tools: test_toolset(),
     };
     let down = TestApp {
         router: router(state),
@@ -67,7 +67,7 @@ async fn database_refusing_connections_answers_503_then_recovers() {
         allowlist: Arc::new(Allowlist::builtin().unwrap()),
         limits: Default::default(),
         metrics: None,
-        tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+        tools: test_toolset(),
     };
     let svc = TestApp {
         router: router(state),

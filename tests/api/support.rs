@@ -112,6 +112,22 @@ pub fn cli_with(
     )
 }
 
+/// The shipped allowlist with no rate limit: the suites make hundreds of
+/// calls with one key, and the gate's budget covers REST too. The tests of
+/// the limit itself set one (`tools::with_tools`).
+pub fn test_toolset() -> Arc<dispatch_api::tools::Toolset> {
+    Arc::new(
+        dispatch_api::tools::Toolset::new(
+            Arc::new(Allowlist::builtin().unwrap()),
+            dispatch_api::tools::ToolsConfig {
+                rate_per_minute: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
 /// Creates a fresh database with migrations applied.
 pub async fn fresh_database() -> (String, String, PgPool) {
     let admin = PgConnectOptions::from_str(&admin_url()).unwrap();
@@ -162,13 +178,14 @@ impl TestApp {
             ),
             chain: chain_keys(),
             checkpoints: dispatch_api::app::checkpoints::Checkpoints::default(),
+            invocations: dispatch_api::tools::log::InvocationLog::start(&pool),
         };
         let state = AppState {
             app: app.clone(),
             allowlist: Arc::new(Allowlist::builtin().unwrap()),
             limits,
             metrics: Some(dispatch_api::telemetry::metrics_handle()),
-            tools: std::sync::Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
+            tools: test_toolset(),
         };
         let make = |role, name: &str, tech: Option<&str>| {
             let pool = pool.clone();

@@ -297,7 +297,7 @@ async fn the_role_tool_matrix_follows_the_allowlist_and_every_refusal_is_recorde
         assert_eq!(r.json["error"]["code"], "tool_not_allowed");
         expected_refusals += 1;
     }
-    let records = invocations(&t, "").await;
+    let records = invocations(&t, "transport=tool").await;
     let refused: Vec<&Value> = records
         .iter()
         .filter(|r| r["error_code"] == "tool_not_allowed")
@@ -322,7 +322,7 @@ async fn the_role_tool_matrix_follows_the_allowlist_and_every_refusal_is_recorde
                 "{role:?} {name}: {r}"
             );
             assert_eq!(r["actor"]["role"], role.as_str());
-            assert_eq!(r["transport"], "http");
+            assert_eq!(r["transport"], "tool");
             if !allowed {
                 assert_eq!(r["http_status"], 403);
                 assert_eq!(r["events"], json!([]));
@@ -408,7 +408,7 @@ async fn the_envelope_is_strict_and_its_refusals_are_recorded() {
         .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.code(), "unauthorized");
-    let records = invocations(&t, "actor=agent-1").await;
+    let records = invocations(&t, "actor=agent-1&transport=tool").await;
     assert_eq!(records.len(), 10);
     assert!(records.iter().all(|r| r["events"] == json!([])));
     assert!(records[..9]
@@ -507,7 +507,7 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
     // Every event names the tool call that caused it.
     let events = t.events(&job).await;
     assert_eq!(events[0]["tool_invocation_id"], json!(invocation_id));
-    let records = invocations(&t, &format!("job_id={job}")).await;
+    let records = invocations(&t, &format!("job_id={job}&transport=tool")).await;
     assert_eq!(
         records.len(),
         6,
@@ -693,7 +693,7 @@ async fn the_agent_only_requests_an_nte_increase_and_one_approval_carries_it_out
         .filter(|e| e["event_type"] == "NteIncreased")
         .count();
     assert_eq!(increases, 1);
-    let records = invocations(&t, &format!("job_id={job}")).await;
+    let records = invocations(&t, &format!("job_id={job}&transport=tool")).await;
     let decided: Vec<&Value> = records
         .iter()
         .filter(|r| r["tool"] == "decide_approval")
@@ -907,7 +907,7 @@ async fn rate_limited_calls_answer_429_with_retry_after_and_are_recorded() {
         tool(&t, &t.keys.dispatcher, "get_sop", args).await.status,
         200
     );
-    let records = invocations(&t, "actor=agent-1").await;
+    let records = invocations(&t, "actor=agent-1&transport=tool").await;
     assert_eq!(records.len(), 3);
     assert_eq!(records[2]["error_code"], "rate_limited");
     assert_eq!(records[2]["http_status"], 429);
@@ -946,21 +946,40 @@ async fn the_log_is_role_checked_filterable_and_append_only() {
     for key in [&t.keys.dispatcher, &t.keys.admin] {
         assert_eq!(t.get("/v1/tool-invocations", key).await.status, 200);
     }
-    assert_eq!(invocations(&t, &format!("job_id={job}")).await.len(), 2);
+    // The tool calls (the REST calls around them are in the log too, with
+    // transport `rest`: tests/api/gate.rs).
+    let tool = "transport=tool";
     assert_eq!(
-        invocations(&t, &format!("job_id={job}&actor=agent-1"))
+        invocations(&t, &format!("job_id={job}&{tool}")).await.len(),
+        2
+    );
+    assert_eq!(
+        invocations(&t, &format!("job_id={job}&actor=agent-1&{tool}"))
             .await
             .len(),
         1
     );
-    assert_eq!(invocations(&t, "actor=agent-1").await.len(), 2);
-    assert_eq!(invocations(&t, "tool=get_sop").await.len(), 1);
-    let r = t.get("/v1/tool-invocations?limit=1", &t.keys.auditor).await;
+    assert_eq!(
+        invocations(&t, &format!("actor=agent-1&{tool}"))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        invocations(&t, &format!("tool=get_sop&{tool}")).await.len(),
+        1
+    );
+    let r = t
+        .get(
+            "/v1/tool-invocations?limit=1&transport=tool",
+            &t.keys.auditor,
+        )
+        .await;
     assert_eq!(r.json["invocations"].as_array().unwrap().len(), 1);
     let next = r.json["next_after"].as_i64().unwrap();
     let r = t
         .get(
-            &format!("/v1/tool-invocations?after={next}"),
+            &format!("/v1/tool-invocations?after={next}&transport=tool"),
             &t.keys.auditor,
         )
         .await;
@@ -980,7 +999,7 @@ async fn the_log_is_role_checked_filterable_and_append_only() {
         let e = sqlx::query(sql).execute(&t.app.pool).await.unwrap_err();
         assert!(e.to_string().contains("append-only"), "{sql}: {e}");
     }
-    assert_eq!(invocations(&t, "").await.len(), 3);
+    assert_eq!(invocations(&t, "transport=tool").await.len(), 3);
 }
 
 #[tokio::test]

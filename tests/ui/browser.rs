@@ -301,6 +301,7 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
         .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
         .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
         .env("DISPATCH_LOG_FORMAT", "json")
+        .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
         .env("RUST_LOG", "warn")
         .stdout(log.try_clone().unwrap())
         .stderr(log)

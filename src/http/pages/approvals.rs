@@ -19,10 +19,12 @@ use uuid::Uuid;
 use super::layout::{self, Nav};
 use super::session::{check_post, read_form, UiSession};
 use super::{PageError, PageResult, Within};
-use crate::app::RequestMeta;
+use crate::app::{Reply, RequestMeta};
 use crate::error::ApiError;
 use crate::http::extract::{request_hash, require_endpoint};
 use crate::http::AppState;
+use crate::tools::gate::{self, Access, Call};
+use crate::tools::log::Transport;
 
 /// What an approval would carry out, for people.
 pub(super) fn action_text(action: &Value, nte_now: &Value) -> Markup {
@@ -242,6 +244,11 @@ fn bad(s: &UiSession, detail: &str) -> PageError {
 }
 
 /// `POST /ui/approvals/{approval_id}/decide`: runs `decide_approval`.
+///
+/// A form that comes from a page of this session (origin and CSRF token
+/// checked) is the person's call: it passes the one gate — the key's rate
+/// limit and the allowlist — and is recorded in the invocation log with
+/// transport `ui`, whatever its answer.
 pub(super) async fn decide(
     State(state): State<AppState>,
     s: UiSession,
@@ -251,49 +258,44 @@ pub(super) async fn decide(
 ) -> PageResult {
     let form = read_form(&headers, body).await.map_err(|e| e.within(&s))?;
     check_post(&headers, &form, &s)?;
-    let job_id = form
-        .get("job_id")
-        .filter(|j| !j.is_empty() && j.len() <= 200)
-        .ok_or_else(|| bad(&s, "The form names no job."))?;
-    let decision = form
-        .get("decision")
-        .map(String::as_str)
-        .filter(|d| matches!(*d, "approve" | "reject"))
-        .ok_or_else(|| bad(&s, "The decision must be approve or reject."))?;
-    let nonce = form
-        .get("idem")
-        .filter(|n| {
-            n.starts_with("ui-")
-                && n.len() <= 100
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .ok_or_else(|| bad(&s, "The form is incomplete; reload the page."))?;
-    let mut args = json!({"approval_id": approval_id, "decision": decision});
-    if let Some(r) = form
-        .get("reason")
-        .map(|r| r.trim())
-        .filter(|r| !r.is_empty())
-    {
-        args["reason"] = r.into();
+    let mut asked = json!({"approval_id": approval_id});
+    for field in ["job_id", "decision", "reason", "back"] {
+        if let Some(v) = form.get(field) {
+            asked[field] = v.as_str().into();
+        }
     }
-    let path = format!("/v1/jobs/{job_id}/commands/decide_approval");
-    let meta = RequestMeta {
-        idempotency_key: format!("{nonce}-{decision}"),
-        request_hash: request_hash("POST", &path, &args),
-        if_match: None,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        tool_invocation_id: None,
+    let mut call = Call {
+        invocation_id: Uuid::new_v4(),
+        transport: Transport::Ui,
+        operation: "decide_approval".into(),
+        actor: s.caller.actor(),
+        idempotency_key: None,
+        argument_digest: gate::digest(&asked),
+        job_id: form
+            .get("job_id")
+            .filter(|j| gate::plausible_id(j))
+            .cloned(),
+        approval_id: Some(approval_id.clone()).filter(|a| gate::plausible_id(a)),
+        at: state.app.clock.now(),
     };
-    // The allowlist check the API runs for this command, then the command.
-    crate::http::extract::require_tool(&state, &s.caller, "decide_approval").within(&s)?;
-    let command = crate::http::decode::job_command("decide_approval", args).within(&s)?;
-    let reply = state
-        .app
-        .execute_job(&s.caller, &meta, Some(job_id), command)
-        .await
-        .within(&s)?;
+    let (reply, decision, job_id) =
+        match run_decision(&state, &s, &approval_id, &form, &mut call).await {
+            Ok(decided) => decided,
+            Err((e, status, code)) => {
+                let doc = json!({"code": code});
+                state
+                    .tools
+                    .gate
+                    .record(&state.app.invocations, call.finish(status, &doc, false));
+                return Err(e);
+            }
+        };
     let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    state.tools.gate.record(
+        &state.app.invocations,
+        call.finish(reply.status, &answer, reply.replayed),
+    );
+    let job_id = job_id.as_str();
     let done = if reply.status < 400 {
         if decision == "approve" {
             "approved"
@@ -316,4 +318,77 @@ pub(super) async fn decide(
         }
     };
     Ok(Redirect::to(&target).into_response())
+}
+
+/// A refusal of a decision form: the page to show, and the status and code to record.
+type Refused = (PageError, u16, &'static str);
+
+/// The decision form's fields, the gate, the command: the command's reply,
+/// the decision and the job; or the page to show with what to record. The
+/// call's idempotency key is filled in once it is known.
+async fn run_decision(
+    state: &AppState,
+    s: &UiSession,
+    approval_id: &str,
+    form: &HashMap<String, String>,
+    call: &mut Call,
+) -> Result<(Reply, &'static str, String), Refused> {
+    let invalid = |detail: &str| (bad(s, detail), 400, "validation_error");
+    let Some(job_id) = form
+        .get("job_id")
+        .filter(|j| !j.is_empty() && j.len() <= 200)
+    else {
+        return Err(invalid("The form names no job."));
+    };
+    let Some(decision) = form.get("decision").and_then(|d| match d.as_str() {
+        "approve" => Some("approve"),
+        "reject" => Some("reject"),
+        _ => None,
+    }) else {
+        return Err(invalid("The decision must be approve or reject."));
+    };
+    let Some(nonce) = form.get("idem").filter(|n| {
+        n.starts_with("ui-")
+            && n.len() <= 100
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }) else {
+        return Err(invalid("The form is incomplete; reload the page."));
+    };
+    let idempotency_key = format!("{nonce}-{decision}");
+    call.idempotency_key = Some(idempotency_key.clone());
+    let mut args = json!({"approval_id": approval_id, "decision": decision});
+    if let Some(r) = form
+        .get("reason")
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+    {
+        args["reason"] = r.into();
+    }
+    let path = format!("/v1/jobs/{job_id}/commands/decide_approval");
+    let meta = RequestMeta {
+        idempotency_key,
+        request_hash: request_hash("POST", &path, &args),
+        if_match: None,
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        tool_invocation_id: None,
+    };
+    // The one gate the API's calls pass: the key's budget, then the allowlist.
+    let access = Access::Tool("decide_approval");
+    if let Err(refusal) = state.tools.gate.admit(&s.caller, access) {
+        let e = refusal.rest_error(s.caller.role, access);
+        let (status, code) = (e.status(), e.code());
+        return Err((PageError::from(e).within(s), status, code));
+    }
+    let failed = |e: ApiError| {
+        let (status, code) = (e.status(), e.code());
+        (PageError::from(e).within(s), status, code)
+    };
+    let command = crate::http::decode::job_command("decide_approval", args).map_err(failed)?;
+    state
+        .app
+        .execute_job(&s.caller, &meta, Some(job_id), command)
+        .await
+        .map(|reply| (reply, decision, job_id.clone()))
+        .map_err(failed)
 }

@@ -1,0 +1,480 @@
+//! The gate on the REST routes: one middleware on every authenticated `/v1`
+//! route (not on `POST /v1/tools/{tool}`, whose invocation path passes the
+//! same gate itself, nor on health, metrics, the document or the pages).
+//!
+//! For each request it names the operation (the tool or command wire name,
+//! or the allowlist's endpoint key), authenticates the key (401 is answered
+//! here and counted, not logged), asks [`Gate::admit`] — the key's rate
+//! limit, then the allowlist — and, whatever the handler then answers,
+//! hands one record with transport `rest` to the invocation log. The
+//! handlers no longer check the allowlist themselves; they read the caller
+//! the gate resolved ([`Authenticated`], or `Caller` from the extensions),
+//! and report the body they decoded ([`Asked`]) for the argument digest.
+//!
+//! A job command from a key this process resolved before keeps its fast
+//! path (`jobs::job_command`): the gate admits it on the cached caller, and
+//! anything answered without a write that checks the key — a refusal here
+//! included — is answered only after the key is looked up again.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::decode;
+use super::extract::{bearer_key, look_up_caller};
+use super::AppState;
+use crate::app::{keys, Caller};
+use crate::error::ApiError;
+use crate::tools::gate::{self, plausible_id, usable_key, Access, Call};
+use crate::tools::log::{InvocationLog, Transport};
+use crate::tools::Toolset;
+
+/// The caller the gate resolved for this request.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who.
+    pub caller: Caller,
+    /// SHA-256 of the bearer key.
+    pub hash: String,
+    /// Taken from this process's key cache without a lookup (job commands
+    /// only): nothing may be answered on it but a write that checks the
+    /// key itself.
+    pub provisional: bool,
+}
+
+/// What the handler decoded from the body, for the record's argument
+/// digest (a handler that reads no body leaves it empty).
+#[derive(Debug, Clone, Default)]
+pub struct Asked(Arc<OnceLock<Value>>);
+
+impl Asked {
+    /// Notes the body as decoded (the first call wins).
+    pub fn body(&self, value: &Value) {
+        let _ = self.0.set(value.clone());
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Asked {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Asked>().cloned().unwrap_or_default())
+    }
+}
+
+/// What a REST route does, for the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Recorded as the record's `tool`.
+    pub name: String,
+    /// The allowlist entry it answers to.
+    pub access: OwnedAccess,
+    /// A job command, which may run on a cached caller.
+    pub fast_path: bool,
+}
+
+/// [`Access`] with its names owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedAccess {
+    /// `[tools.NAME]`.
+    Tool(String),
+    /// `[endpoints."METHOD /path"]`.
+    Endpoint(String),
+    /// The handler answers (404 for a path that names no command).
+    Handler,
+}
+
+impl OwnedAccess {
+    fn as_access(&self) -> Access<'_> {
+        match self {
+            OwnedAccess::Tool(t) => Access::Tool(t),
+            OwnedAccess::Endpoint(e) => Access::Endpoint(e),
+            OwnedAccess::Handler => Access::Handler,
+        }
+    }
+}
+
+/// The operation a request to `route` (axum's matched path) asks for, or
+/// `None` for a route or method the gate does not cover (the router
+/// answers 404 or 405 as before).
+pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Option<Operation> {
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let tool = |name: &str| Operation {
+        name: name.to_string(),
+        access: OwnedAccess::Tool(name.to_string()),
+        fast_path: false,
+    };
+    let endpoint = |key: &str| Operation {
+        name: key.to_string(),
+        access: OwnedAccess::Endpoint(key.to_string()),
+        fast_path: false,
+    };
+    // axum answers HEAD with the GET handler: it passes the same gate.
+    let get = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    Some(match route {
+        "/v1/jobs" if post => tool("open_job"),
+        "/v1/jobs/{job_id}" if get => tool("get_job"),
+        "/v1/jobs/{job_id}/commands/{command}" if post => match param("command") {
+            Some(c) if decode::is_routed_job_command(c) => Operation {
+                fast_path: true,
+                ..tool(c)
+            },
+            _ => Operation {
+                name: format!("POST {route}"),
+                access: OwnedAccess::Handler,
+                fast_path: true,
+            },
+        },
+        "/v1/jobs/{job_id}/events"
+        | "/v1/jobs/{job_id}/audit"
+        | "/v1/jobs/{job_id}/replay"
+        | "/v1/jobs/{job_id}/transitions"
+        | "/v1/technicians/{technician_id}/schedule"
+        | "/v1/approvals"
+        | "/v1/projections"
+        | "/v1/evidence/{sha256}"
+        | "/v1/tools"
+        | "/v1/tool-invocations"
+            if get =>
+        {
+            endpoint(&format!("GET {route}"))
+        }
+        "/v1/technicians" if post => Operation {
+            name: decode::REGISTER_TECHNICIAN.to_string(),
+            ..endpoint("POST /v1/technicians")
+        },
+        "/v1/technicians" if get => tool("find_technicians"),
+        "/v1/technicians/{technician_id}/commands/{command}" if post => match param("command") {
+            Some(c) if decode::is_routed_technician_command(c) => Operation {
+                name: c.to_string(),
+                ..endpoint(&format!(
+                    "POST /v1/technicians/{{technician_id}}/commands/{c}"
+                ))
+            },
+            _ => Operation {
+                name: format!("POST {route}"),
+                access: OwnedAccess::Handler,
+                fast_path: false,
+            },
+        },
+        "/v1/board" if get => tool("search_board"),
+        "/v1/billing/readiness" if get => tool("get_billing_status"),
+        "/v1/sops" | "/v1/sops/{incident_type}" if get => tool("get_sop"),
+        "/v1/evidence" | "/v1/admin/clock" if post => endpoint(&format!("POST {route}")),
+        _ => return None,
+    })
+}
+
+/// The REST gate (a `route_layer` over the `/v1` routes).
+pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let params = RawPathParams::from_request_parts(&mut parts, &state).await;
+    let owned: Vec<(String, String)> = match &params {
+        Ok(p) => p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let borrowed: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let op = match (&route, &params) {
+        (Some(route), Ok(_)) => operation(&parts.method, route, &borrowed),
+        // A path segment that is not UTF-8: the handler refuses it (400);
+        // the call still passes the gate under its route.
+        (Some(route), Err(_)) => Some(Operation {
+            name: format!("{} {route}", parts.method),
+            access: OwnedAccess::Handler,
+            fast_path: false,
+        }),
+        (None, _) => None,
+    };
+    let Some(op) = op else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+
+    let hash = match bearer_key(&parts.headers).and_then(keys::key_hash) {
+        Ok(h) => h,
+        Err(e) => return unattributed(e),
+    };
+    let cached = if op.fast_path {
+        state.app.jobs.caller(&hash)
+    } else {
+        None
+    };
+    let provisional = cached.is_some();
+    let caller = match cached {
+        Some(c) => c,
+        None => match look_up_caller(&state, &hash).await {
+            Ok(c) => c,
+            Err(e) => return unattributed(e),
+        },
+    };
+
+    let mut pending = Pending {
+        tools: state.tools.clone(),
+        log: state.app.invocations.clone(),
+        call: Some(Call {
+            invocation_id: Uuid::new_v4(),
+            transport: Transport::Rest,
+            operation: op.name.clone(),
+            actor: caller.actor(),
+            idempotency_key: parts
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .filter(|k| usable_key(k))
+                .map(str::to_string),
+            argument_digest: String::new(),
+            job_id: borrowed
+                .iter()
+                .find(|(k, _)| *k == "job_id")
+                .map(|(_, v)| *v)
+                .filter(|v| plausible_id(v))
+                .map(str::to_string),
+            approval_id: None,
+            at: state.app.clock.now(),
+        }),
+        path: owned,
+        query: parts.uri.query().map(str::to_string),
+        asked: Asked::default(),
+    };
+
+    if let Err(refusal) = state.tools.gate.admit(&caller, op.access.as_access()) {
+        if provisional {
+            // Nothing is answered on a cached caller but a write that
+            // checked the key: a revoked key hears 401, not this.
+            if let Err(e) = look_up_caller(&state, &hash).await {
+                pending.call = None;
+                return unattributed(e);
+            }
+        }
+        let error = refusal.rest_error(caller.role, op.access.as_access());
+        // What was asked, for the record: a refused command's JSON body
+        // (within the body limit) is read here, as its handler would have.
+        if parts.method == Method::POST {
+            if let Ok(value) =
+                super::extract::read_json(&parts.headers, body, state.limits.max_body_bytes).await
+            {
+                pending.asked.body(&value);
+            }
+        }
+        pending.finish(error.status(), &error.problem(), false);
+        return error.into_response();
+    }
+
+    parts.extensions.insert(pending.asked.clone());
+    if !provisional {
+        parts.extensions.insert(caller.clone());
+    }
+    parts.extensions.insert(Authenticated {
+        caller,
+        hash,
+        provisional,
+    });
+    let is_post = parts.method == Method::POST;
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let status = response.status().as_u16();
+    if status == 401 {
+        // A cached key found revoked by the write: not attributable.
+        pending.call = None;
+        gate::unauthenticated(Transport::Rest);
+        return response;
+    }
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    // Command answers and problem documents are small and carry what the
+    // record needs (events, job and approval ids, the code); a successful
+    // query's answer is not read.
+    if is_post || status >= 400 {
+        let (head, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let doc = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        pending.finish(status, &doc, replayed);
+        Response::from_parts(head, Body::from(bytes))
+    } else {
+        pending.finish(status, &Value::Null, replayed);
+        response
+    }
+}
+
+/// A refusal before the caller is known (401, or the system role's 403):
+/// counted, not logged per key.
+fn unattributed(e: ApiError) -> Response {
+    if matches!(e, ApiError::Unauthorized) {
+        gate::unauthenticated(Transport::Rest);
+    }
+    e.into_response()
+}
+
+/// A call admitted or refused by the gate whose record is not yet written.
+/// Dropped unfinished (the request timed out, or the client went away
+/// while it ran), it is recorded as `408 request_abandoned`.
+struct Pending {
+    tools: Arc<Toolset>,
+    log: InvocationLog,
+    call: Option<Call>,
+    path: Vec<(String, String)>,
+    query: Option<String>,
+    asked: Asked,
+}
+
+impl Pending {
+    fn finish(&mut self, status: u16, doc: &Value, replayed: bool) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        let body = self.asked.0.get().cloned().unwrap_or(Value::Null);
+        if call.approval_id.is_none() {
+            call.approval_id = body
+                .get("approval_id")
+                .and_then(Value::as_str)
+                .filter(|s| plausible_id(s))
+                .map(str::to_string);
+        }
+        let path: Map<String, Value> = self
+            .path
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let query: Map<String, Value> =
+            url::form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect();
+        call.argument_digest = gate::digest(&serde_json::json!({
+            "path": path,
+            "query": query,
+            "body": body,
+        }));
+        self.tools
+            .gate
+            .record(&self.log, call.finish(status, doc, replayed));
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.call.is_some() {
+            self.finish(
+                408,
+                &serde_json::json!({"code": "request_abandoned"}),
+                false,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rest_route_names_its_operation() {
+        let op = |m: Method, route: &str, params: &[(&str, &str)]| {
+            operation(&m, route, params).map(|o| (o.name, o.access))
+        };
+        assert_eq!(
+            op(
+                Method::POST,
+                "/v1/jobs/{job_id}/commands/{command}",
+                &[("job_id", "j"), ("command", "add_note")]
+            ),
+            Some(("add_note".into(), OwnedAccess::Tool("add_note".into())))
+        );
+        assert_eq!(
+            op(
+                Method::POST,
+                "/v1/jobs/{job_id}/commands/{command}",
+                &[("job_id", "j"), ("command", "approve_everything")]
+            ),
+            Some((
+                "POST /v1/jobs/{job_id}/commands/{command}".into(),
+                OwnedAccess::Handler
+            ))
+        );
+        assert_eq!(
+            op(Method::GET, "/v1/jobs/{job_id}/events", &[("job_id", "j")]),
+            Some((
+                "GET /v1/jobs/{job_id}/events".into(),
+                OwnedAccess::Endpoint("GET /v1/jobs/{job_id}/events".into())
+            ))
+        );
+        assert_eq!(
+            op(Method::GET, "/v1/board", &[]),
+            Some((
+                "search_board".into(),
+                OwnedAccess::Tool("search_board".into())
+            ))
+        );
+        assert_eq!(
+            op(
+                Method::POST,
+                "/v1/technicians/{technician_id}/commands/{command}",
+                &[("technician_id", "t"), ("command", "set_shift")]
+            ),
+            Some((
+                "set_shift".into(),
+                OwnedAccess::Endpoint(
+                    "POST /v1/technicians/{technician_id}/commands/set_shift".into()
+                )
+            ))
+        );
+        assert_eq!(
+            op(Method::HEAD, "/v1/jobs/{job_id}/audit", &[("job_id", "j")]),
+            op(Method::GET, "/v1/jobs/{job_id}/audit", &[("job_id", "j")]),
+            "HEAD runs the GET handler: the same gate"
+        );
+        assert_eq!(op(Method::DELETE, "/v1/jobs/{job_id}", &[]), None);
+        assert_eq!(op(Method::GET, "/healthz", &[]), None);
+    }
+
+    #[test]
+    fn every_endpoint_the_gate_names_is_in_the_allowlist() {
+        let list = crate::tools::allowlist::Allowlist::builtin().unwrap();
+        let routes = [
+            (Method::GET, "/v1/jobs/{job_id}/events"),
+            (Method::GET, "/v1/jobs/{job_id}/audit"),
+            (Method::GET, "/v1/jobs/{job_id}/replay"),
+            (Method::GET, "/v1/jobs/{job_id}/transitions"),
+            (Method::GET, "/v1/technicians/{technician_id}/schedule"),
+            (Method::GET, "/v1/approvals"),
+            (Method::GET, "/v1/projections"),
+            (Method::GET, "/v1/evidence/{sha256}"),
+            (Method::GET, "/v1/tools"),
+            (Method::GET, "/v1/tool-invocations"),
+            (Method::POST, "/v1/technicians"),
+            (Method::POST, "/v1/evidence"),
+            (Method::POST, "/v1/admin/clock"),
+        ];
+        for (m, r) in routes {
+            let op = operation(&m, r, &[]).unwrap();
+            match op.access {
+                OwnedAccess::Endpoint(e) => {
+                    assert!(
+                        list.endpoints.contains_key(&e),
+                        "{e} is not in the allowlist"
+                    )
+                }
+                other => panic!("{m} {r}: {other:?}"),
+            }
+        }
+    }
+}
