@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 /// The binary Cargo built for this package.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_dispatch-api");
 
+/// One chain keyring for every service and CLI run of the suite: replicas of
+/// one store key their events with the same secrets, as they would when the
+/// keyring comes from a secret store (README, "Chain keys"); each replica's
+/// own data folder would otherwise get a keyring of its own.
+pub fn suite_keyring() -> &'static str {
+    static KEYRING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEYRING.get_or_init(|| dispatch_api::store::chain::ChainKeys::generate().to_toml())
+}
+
 /// A free loopback port.
 pub fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -83,6 +92,7 @@ impl Service {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("DATABASE_URL", &self.database_url)
             .env("DISPATCH_DATA_DIR", &self.dir)
+            .env("DISPATCH_CHAIN_KEYRING", suite_keyring())
             .env("DISPATCH_EVIDENCE_STORE", self.dir.join("evidence"))
             .env("DISPATCH_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("DISPATCH_LOG_FORMAT", "json")
@@ -225,6 +235,7 @@ pub async fn cli(database_url: &str, dir: &Path, args: &[&str]) -> (i32, String,
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("DATABASE_URL", database_url)
         .env("DISPATCH_DATA_DIR", dir)
+        .env("DISPATCH_CHAIN_KEYRING", suite_keyring())
         .env("DISPATCH_LOG_FORMAT", "json")
         .args(args)
         .stdin(Stdio::null());
