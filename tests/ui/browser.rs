@@ -298,6 +298,9 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
         .env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
         .env("DISPATCH_CLOCK", format!("manual:{}", t0().to_rfc3339()))
         .env("DISPATCH_DATA_DIR", work.path())
+        // The seeded jobs were keyed in process with the tests' keyring: the
+        // service verifies (and keys) with the same one, as replicas share one.
+        .env("DISPATCH_CHAIN_KEYRING", support::chain_keys().to_toml())
         .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
         .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
         .env("DISPATCH_LOG_FORMAT", "json")
