@@ -136,6 +136,37 @@ pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+impl From<crate::tools::schemas::InputError> for ApiError {
+    fn from(e: crate::tools::schemas::InputError) -> Self {
+        use crate::tools::schemas::InputError as E;
+        match e {
+            E::UnknownTool(what) => ApiError::ToolNotAllowed(what),
+            E::Invalid { detail, field } => ApiError::Validation { detail, field },
+        }
+    }
+}
+
+impl From<crate::tools::log::LogError> for ApiError {
+    fn from(e: crate::tools::log::LogError) -> Self {
+        match e {
+            crate::tools::log::LogError::Database(db) => ApiError::from(db),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::read_models::ReadModelError> for ApiError {
+    fn from(e: crate::read_models::ReadModelError) -> Self {
+        use crate::read_models::ReadModelError as E;
+        match e {
+            E::Unknown(what) => ApiError::NotFound(what),
+            E::Database(db) => ApiError::from(db),
+            E::Store(store) => ApiError::from(store),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if sqlx_unavailable(&e) {

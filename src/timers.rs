@@ -13,7 +13,6 @@ use uuid::Uuid;
 use crate::app::{App, Caller, RequestMeta};
 use crate::domain::job::{ExpireOffer, FlagSlaBreach, JobCommand, SlaKind};
 use crate::domain::Role;
-use crate::error::Result;
 use crate::store::hash::sha256_hex;
 
 /// What one tick did.
@@ -45,7 +44,7 @@ fn meta(key: String) -> RequestMeta {
 }
 
 /// Finds due offers and breached SLAs on the board and acts on each once.
-pub async fn tick(app: &App) -> Result<TickReport> {
+pub async fn tick(app: &App) -> anyhow::Result<TickReport> {
     let now = app.clock.now();
     let (table, _) = app.read_model("board").await?;
     let rows = sqlx::query(&format!(
@@ -81,7 +80,7 @@ pub async fn tick(app: &App) -> Result<TickReport> {
                         JobCommand::ExpireOffer(ExpireOffer {}),
                     )
                     .await?;
-                if reply.status == 200 && !reply.replayed {
+                if !reply.is_problem() && !reply.replayed {
                     report.expired += 1;
                 }
             }
@@ -114,7 +113,7 @@ pub async fn tick(app: &App) -> Result<TickReport> {
                     JobCommand::FlagSlaBreach(FlagSlaBreach { kind }),
                 )
                 .await?;
-            if reply.status == 200 && !reply.replayed {
+            if !reply.is_problem() && !reply.replayed {
                 report.breaches += 1;
             }
         }

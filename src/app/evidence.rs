@@ -211,3 +211,30 @@ pub async fn upload_for(
     })
     .transpose()
 }
+
+/// The media type each stored object was first uploaded with, by sha256
+/// (what the job page shows for evidence recorded before uploads kept their
+/// own types).
+pub async fn object_types(
+    pool: &PgPool,
+    shas: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let rows =
+        sqlx::query("SELECT sha256, content_type FROM evidence_objects WHERE sha256 = ANY($1)")
+            .bind(shas)
+            .fetch_all(pool)
+            .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("sha256")?, r.try_get("content_type")?)))
+        .collect()
+}
+
+/// The media type a stored object was first uploaded with.
+pub async fn object_type(pool: &PgPool, sha256: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT content_type FROM evidence_objects WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(pool)
+            .await?,
+    )
+}

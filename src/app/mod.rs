@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod keys;
 pub mod queries;
 pub mod read_models;
+pub mod sessions;
 pub mod writer;
 
 use std::sync::Arc;
@@ -77,7 +78,35 @@ pub fn storable_id(id: &str) -> bool {
     !id.contains('\0')
 }
 
+/// What `/readyz` reports: the migrations applied and the read models
+/// registered, or that the database cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// Migrations recorded as applied.
+    pub migrations: i64,
+    /// Read models in the registry.
+    pub read_models_registered: i64,
+}
+
 impl App {
+    /// Asks the database what `/readyz` reports; `None` when it cannot be reached.
+    pub async fn readiness(&self) -> Option<Readiness> {
+        let migrations: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+        let read_models_registered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection_registry")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0);
+        Some(Readiness {
+            migrations,
+            read_models_registered,
+        })
+    }
+
     /// The services the job aggregate consults.
     pub fn job_services(&self) -> JobServices {
         JobServices {

@@ -31,9 +31,10 @@ use super::decode;
 use super::extract::{bearer_key, look_up_caller};
 use super::AppState;
 use crate::app::{keys, Caller};
+use crate::domain::Role;
 use crate::error::ApiError;
-use crate::tools::gate::{self, plausible_id, usable_key, Access, Call};
-use crate::tools::log::{InvocationLog, Transport};
+use crate::tools::gate::{self, plausible_id, usable_key, Access, Call, Refusal};
+use crate::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
 use crate::tools::Toolset;
 
 /// The caller the gate resolved for this request.
@@ -382,9 +383,150 @@ impl Drop for Pending {
     }
 }
 
+/// How REST and the pages (`rest_error`) and the tool transports
+/// (`tool_error`) answer a call the gate did not admit.
+impl Refusal {
+    /// As REST and the pages answer it: `429 rate_limited`, or `403
+    /// forbidden` naming the tool or endpoint.
+    pub fn rest_error(self, role: Role, access: Access<'_>) -> ApiError {
+        match (self, access) {
+            (Refusal::RateLimited { retry_after_secs }, _) => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            (Refusal::NotAllowed, Access::Tool(tool)) => {
+                ApiError::Forbidden(format!("role `{}` may not call `{tool}`", role.as_str()))
+            }
+            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => {
+                ApiError::Forbidden(format!("role `{}` may not call {endpoint}", role.as_str()))
+            }
+            (Refusal::NotAllowed, Access::Handler) => {
+                ApiError::Forbidden(format!("role `{}` may not call this", role.as_str()))
+            }
+        }
+    }
+
+    /// As the tool transports answer it: `429 rate_limited`, or `403
+    /// tool_not_allowed` (also for a tool that does not exist).
+    pub fn tool_error(self, role: Role, tool_echo: &str) -> ApiError {
+        match self {
+            Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
+            Refusal::NotAllowed => ApiError::ToolNotAllowed(format!(
+                "role `{}` may not call `{tool_echo}`",
+                role.as_str()
+            )),
+        }
+    }
+}
+
+/// The outcome of an answer with this status and problem code: the one
+/// place an HTTP answer becomes a record's outcome.
+pub fn outcome_of(status: u16, code: Option<&str>) -> Outcome {
+    match status {
+        202 => Outcome::ApprovalRequired,
+        200..=299 => Outcome::Ok,
+        403 | 422 | 429 => Outcome::Refused,
+        409 if code != Some("version_conflict") => Outcome::Refused,
+        _ => Outcome::Error,
+    }
+}
+
+impl Call {
+    /// The record of this call given its answer: the status, the answer's
+    /// document (a problem document from 400 on; `Null` when the answer is
+    /// not read, as a successful query's) and whether a stored answer was
+    /// replayed. The outcome follows status and code
+    /// ([`outcome_of`]); events are recorded only when this call appended them.
+    pub fn finish(self, status: u16, doc: &Value, replayed: bool) -> InvocationRecord {
+        let code = (status >= 400)
+            .then(|| doc.get("code").and_then(Value::as_str))
+            .flatten()
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_string);
+        let outcome = outcome_of(status, code.as_deref());
+        let text = |name: &str| {
+            doc.get(name)
+                .and_then(Value::as_str)
+                .filter(|s| plausible_id(s))
+                .map(str::to_string)
+        };
+        let events = match doc.get("events") {
+            Some(Value::Array(events)) if status < 400 && !replayed => events.clone(),
+            _ => Vec::new(),
+        };
+        let job_id = if status < 400 { text("job_id") } else { None }.or(self.job_id);
+        let approval_id = text("approval_id").or(self.approval_id);
+        InvocationRecord {
+            position: 0,
+            invocation_id: self.invocation_id,
+            tool: self.operation,
+            actor: self.actor,
+            transport: self.transport,
+            idempotency_key: self.idempotency_key,
+            argument_digest: self.argument_digest,
+            outcome,
+            error_code: code,
+            http_status: status.clamp(100, 599),
+            job_id,
+            approval_id,
+            events,
+            replayed,
+            at: self.at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Actor;
+    use crate::tools::gate::digest;
+    use chrono::Utc;
+    use serde_json::json;
+
+    #[test]
+    fn a_record_takes_its_outcome_code_and_events_from_the_answer() {
+        let call = Call {
+            invocation_id: Uuid::new_v4(),
+            transport: Transport::Rest,
+            operation: "add_note".into(),
+            actor: Actor::new(Role::Agent, "agent-1"),
+            idempotency_key: Some("k".into()),
+            argument_digest: digest(&json!({})),
+            job_id: Some("job-1".into()),
+            approval_id: None,
+            at: Utc::now(),
+        };
+        let ok = call.clone().finish(
+            200,
+            &json!({"job_id": "job-1", "events": [{"event_id": "e", "event_type": "NoteAdded", "sequence": 2, "global_position": 9}]}),
+            false,
+        );
+        assert_eq!(ok.outcome, Outcome::Ok);
+        assert_eq!(ok.events.len(), 1);
+        let replayed = call.clone().finish(200, &json!({"events": [{}]}), true);
+        assert!(replayed.events.is_empty());
+        let refused = call.finish(403, &json!({"code": "forbidden", "job_id": "x"}), false);
+        assert_eq!(refused.outcome, Outcome::Refused);
+        assert_eq!(refused.error_code.as_deref(), Some("forbidden"));
+        assert_eq!(refused.job_id.as_deref(), Some("job-1"));
+    }
+    #[test]
+    fn outcomes_follow_status_and_code() {
+        assert_eq!(outcome_of(200, None), Outcome::Ok);
+        assert_eq!(outcome_of(201, None), Outcome::Ok);
+        assert_eq!(outcome_of(202, None), Outcome::ApprovalRequired);
+        assert_eq!(outcome_of(403, Some("tool_not_allowed")), Outcome::Refused);
+        assert_eq!(outcome_of(422, Some("nte_exceeded")), Outcome::Refused);
+        assert_eq!(outcome_of(429, Some("rate_limited")), Outcome::Refused);
+        assert_eq!(
+            outcome_of(409, Some("idempotency_key_reused")),
+            Outcome::Refused
+        );
+        assert_eq!(outcome_of(409, Some("version_conflict")), Outcome::Error);
+        assert_eq!(outcome_of(400, Some("validation_error")), Outcome::Error);
+        assert_eq!(outcome_of(404, Some("not_found")), Outcome::Error);
+        assert_eq!(outcome_of(503, Some("unavailable")), Outcome::Error);
+    }
 
     #[test]
     fn every_rest_route_names_its_operation() {

@@ -24,21 +24,13 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let expected = crate::db::MIGRATOR.iter().count() as i64;
-    let applied: Result<i64, sqlx::Error> =
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&state.app.pool)
-            .await;
     let models = crate::read_models::all().len() as i64;
-    let registered: Result<i64, sqlx::Error> =
-        sqlx::query_scalar("SELECT count(*) FROM projection_registry")
-            .fetch_one(&state.app.pool)
-            .await;
-    match applied {
-        Ok(n) if n >= expected && registered.as_ref().is_ok_and(|r| *r >= models) => {
-            (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": n, "read_models": models}))).into_response()
+    match state.app.readiness().await.ok_or(()) {
+        Ok(r) if r.migrations >= expected && r.read_models_registered >= models => {
+            (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "migrations": r.migrations, "read_models": models}))).into_response()
         }
-        Ok(n) if n >= expected => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": n, "read_models": "not registered"}))).into_response(),
-        Ok(n) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": n, "expected": expected}))).into_response(),
+        Ok(r) if r.migrations >= expected => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": r.migrations, "read_models": "not registered"}))).into_response(),
+        Ok(r) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "ok", "migrations": r.migrations, "expected": expected}))).into_response(),
         Err(_) => {
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "database": "unreachable"}))).into_response();
             r.headers_mut().insert(header::RETRY_AFTER, super::error::RETRY_AFTER_SECONDS.into());

@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::jobs::{upsert_rows, JobChange};
+use super::Result;
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::{ApprovalAction, ApprovalStatus};
-use crate::error::Result;
 
 /// The approvals projection.
 pub struct Approvals;

@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::jobs::{upsert_rows, JobChange};
+use super::Result;
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::{ApprovalAction, ApprovalStatus, Channel, Invoice, Job, JobState};
 use crate::domain::sop::SopLibrary;
-use crate::error::Result;
 
 /// The billing readiness projection.
 pub struct BillingReadiness;

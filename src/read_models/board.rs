@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::jobs::{upsert_rows, JobChange};
+use super::Result;
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::{Job, VisitStatus};
-use crate::error::Result;
 
 /// The board projection.
 pub struct Board;

@@ -8,8 +8,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::EventRow;
+use super::{ReadModelError, Result};
 use crate::domain::job::{Job, JobEvent};
-use crate::error::{ApiError, Result};
 
 /// A job touched by a batch: as it was before the batch and after it.
 #[derive(Debug, Clone)]
@@ -24,8 +24,8 @@ pub struct JobChange {
     pub last_position: i64,
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("{e}"))
+fn internal(e: impl std::fmt::Display) -> ReadModelError {
+    ReadModelError::Corrupt(e.to_string())
 }
 
 /// Whether a state table keeps its states as `jsonb` (tables made before

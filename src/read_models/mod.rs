@@ -26,7 +26,30 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::domain::sop::SopLibrary;
-use crate::error::Result;
+/// What can go wrong in the projectors and the read models' queries. The
+/// HTTP layer maps it to the contract's codes (`crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// No read model of that name (or not registered).
+    #[error("{0}")]
+    Unknown(String),
+    /// The database refused or could not be reached.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A stream could not be read or folded.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Waiting for the read models took longer than its bound.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Stored data that should not exist (an event that does not decode, a
+    /// checkpoint that is no number): a bug or a damaged store.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// `Result` with [`ReadModelError`].
+pub type Result<T, E = ReadModelError> = std::result::Result<T, E>;
 
 /// A read model's versioned definition (`projections/<name>.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -83,7 +106,7 @@ impl EventRow {
         let mut tagged = serde_json::Map::new();
         tagged.insert(event_type, payload);
         serde_json::from_value(Value::Object(tagged)).map_err(|e| {
-            crate::error::ApiError::Internal(anyhow::anyhow!(
+            ReadModelError::Corrupt(format!(
                 "event at position {} does not decode: {e}",
                 self.global_position
             ))

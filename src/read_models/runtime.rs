@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::jobs::{fold_jobs, fold_jobs_into, JobChange};
 use super::{EventRow, Projection, ProjectionContext};
-use crate::error::{ApiError, Result};
+use super::{ReadModelError, Result};
 
 /// Events per batch in the live loop (rebuilds use the same size; the loop
 /// simply runs more batches).
@@ -175,7 +175,7 @@ impl Runtime {
             .projections
             .iter()
             .find(|p| p.definition().name == name)
-            .ok_or_else(|| ApiError::NotFound(format!("no read model named `{name}`")))?;
+            .ok_or_else(|| ReadModelError::Unknown(format!("no read model named `{name}`")))?;
         let def = p.definition();
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch_projection_registry'))")
@@ -187,7 +187,7 @@ impl Runtime {
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("read model `{name}` is not registered")))?;
+        .ok_or_else(|| ReadModelError::Unknown(format!("read model `{name}` is not registered")))?;
         let table = table_name(&def.name, def.version, generation);
         create_tables(&mut tx, p.as_ref(), &table).await?;
         // A rebuild already under way is superseded: its table is retired.
@@ -237,7 +237,7 @@ impl Runtime {
                 sequence: r.try_get("sequence")?,
                 global_position: r.try_get("global_position")?,
                 tx_id: tx_text.parse().map_err(|_| {
-                    ApiError::Internal(anyhow::anyhow!("tx id {tx_text} is not a number"))
+                    ReadModelError::Corrupt(format!("tx id {tx_text} is not a number"))
                 })?,
                 event_type: r.try_get("event_type")?,
                 event_version: r.try_get("event_version")?,
@@ -426,7 +426,7 @@ impl Runtime {
                 p.apply(&mut tx, table, &batch, changes, &self.ctx).await?;
                 self.mark(&mut tx, table, &batch).await?;
             }
-            Ok::<(), ApiError>(())
+            Ok::<(), ReadModelError>(())
         };
         match prefetch {
             Some(slot) => {
@@ -693,9 +693,9 @@ impl Runtime {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(120) {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "read models did not catch up within two minutes"
-                )));
+                return Err(ReadModelError::TimedOut(
+                    "read models did not catch up within two minutes".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

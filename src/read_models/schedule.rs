@@ -6,8 +6,8 @@ use sqlx::PgConnection;
 
 use super::board::is_active;
 use super::jobs::{delete_jobs, upsert_rows, JobChange};
+use super::Result;
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
-use crate::error::Result;
 
 /// The technician schedule projection.
 pub struct TechnicianSchedule;

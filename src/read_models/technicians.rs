@@ -9,10 +9,10 @@ use sqlx::{PgConnection, Row};
 
 use super::board::is_active;
 use super::jobs::{upsert_rows, JobChange};
+use super::Result;
 use super::{definition, Definition, EventRow, Projection, ProjectionContext};
 use crate::domain::job::Job;
 use crate::domain::technician::{Technician, TechnicianEvent};
-use crate::error::Result;
 
 /// The technicians projection.
 pub struct Technicians;

@@ -19,11 +19,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::allowlist::Allowlist;
-use super::log::{InvocationLog, InvocationRecord, Outcome, Transport};
+use super::log::{InvocationLog, InvocationRecord, Transport};
 use super::rate_limit::ToolRateLimiter;
 use crate::app::Caller;
 use crate::domain::{Actor, Role};
-use crate::error::ApiError;
 use crate::store::hash::{canonical_json, sha256_hex};
 
 /// Which allowlist entry an operation answers to.
@@ -47,39 +46,6 @@ pub enum Refusal {
     },
     /// The allowlist does not give the caller's role this operation.
     NotAllowed,
-}
-
-impl Refusal {
-    /// As REST and the pages answer it: `429 rate_limited`, or `403
-    /// forbidden` naming the tool or endpoint.
-    pub fn rest_error(self, role: Role, access: Access<'_>) -> ApiError {
-        match (self, access) {
-            (Refusal::RateLimited { retry_after_secs }, _) => {
-                ApiError::RateLimited { retry_after_secs }
-            }
-            (Refusal::NotAllowed, Access::Tool(tool)) => {
-                ApiError::Forbidden(format!("role `{}` may not call `{tool}`", role.as_str()))
-            }
-            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => {
-                ApiError::Forbidden(format!("role `{}` may not call {endpoint}", role.as_str()))
-            }
-            (Refusal::NotAllowed, Access::Handler) => {
-                ApiError::Forbidden(format!("role `{}` may not call this", role.as_str()))
-            }
-        }
-    }
-
-    /// As the tool transports answer it: `429 rate_limited`, or `403
-    /// tool_not_allowed` (also for a tool that does not exist).
-    pub fn tool_error(self, role: Role, tool_echo: &str) -> ApiError {
-        match self {
-            Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
-            Refusal::NotAllowed => ApiError::ToolNotAllowed(format!(
-                "role `{}` may not call `{tool_echo}`",
-                role.as_str()
-            )),
-        }
-    }
 }
 
 /// The allowlist and the per-key rate limit, shared by every transport.
@@ -173,8 +139,8 @@ pub fn usable_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
-/// One call as it passes the gate, before its answer: [`Call::finish`]
-/// makes its record.
+/// One call as it passes the gate, before its answer: its transport makes
+/// the record from the answer (`crate::http::gate`, `Call::finish`).
 #[derive(Debug, Clone)]
 pub struct Call {
     /// The call's id.
@@ -197,55 +163,9 @@ pub struct Call {
     pub at: DateTime<Utc>,
 }
 
-impl Call {
-    /// The record of this call given its answer: the status, the answer's
-    /// document (a problem document from 400 on; `Null` when the answer is
-    /// not read, as a successful query's) and whether a stored answer was
-    /// replayed. The outcome follows status and code
-    /// ([`Outcome::of`]); events are recorded only when this call appended them.
-    pub fn finish(self, status: u16, doc: &Value, replayed: bool) -> InvocationRecord {
-        let code = (status >= 400)
-            .then(|| doc.get("code").and_then(Value::as_str))
-            .flatten()
-            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-            .map(str::to_string);
-        let outcome = Outcome::of(status, code.as_deref());
-        let text = |name: &str| {
-            doc.get(name)
-                .and_then(Value::as_str)
-                .filter(|s| plausible_id(s))
-                .map(str::to_string)
-        };
-        let events = match doc.get("events") {
-            Some(Value::Array(events)) if status < 400 && !replayed => events.clone(),
-            _ => Vec::new(),
-        };
-        let job_id = if status < 400 { text("job_id") } else { None }.or(self.job_id);
-        let approval_id = text("approval_id").or(self.approval_id);
-        InvocationRecord {
-            position: 0,
-            invocation_id: self.invocation_id,
-            tool: self.operation,
-            actor: self.actor,
-            transport: self.transport,
-            idempotency_key: self.idempotency_key,
-            argument_digest: self.argument_digest,
-            outcome,
-            error_code: code,
-            http_status: status.clamp(100, 599),
-            job_id,
-            approval_id,
-            events,
-            replayed,
-            at: self.at,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn caller(name: &str, role: Role) -> Caller {
         Caller {
@@ -279,33 +199,5 @@ mod tests {
             gate.admit(&other, Access::Endpoint("GET /v1/jobs/{job_id}/events")),
             Err(Refusal::NotAllowed)
         );
-    }
-
-    #[test]
-    fn a_record_takes_its_outcome_code_and_events_from_the_answer() {
-        let call = Call {
-            invocation_id: Uuid::new_v4(),
-            transport: Transport::Rest,
-            operation: "add_note".into(),
-            actor: Actor::new(Role::Agent, "agent-1"),
-            idempotency_key: Some("k".into()),
-            argument_digest: digest(&json!({})),
-            job_id: Some("job-1".into()),
-            approval_id: None,
-            at: Utc::now(),
-        };
-        let ok = call.clone().finish(
-            200,
-            &json!({"job_id": "job-1", "events": [{"event_id": "e", "event_type": "NoteAdded", "sequence": 2, "global_position": 9}]}),
-            false,
-        );
-        assert_eq!(ok.outcome, Outcome::Ok);
-        assert_eq!(ok.events.len(), 1);
-        let replayed = call.clone().finish(200, &json!({"events": [{}]}), true);
-        assert!(replayed.events.is_empty());
-        let refused = call.finish(403, &json!({"code": "forbidden", "job_id": "x"}), false);
-        assert_eq!(refused.outcome, Outcome::Refused);
-        assert_eq!(refused.error_code.as_deref(), Some("forbidden"));
-        assert_eq!(refused.job_id.as_deref(), Some("job-1"));
     }
 }

@@ -20,7 +20,19 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::Actor;
-use crate::error::Result;
+/// What can go wrong writing or reading the invocation log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The database refused or could not be reached.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A stored record that does not decode (a bug or a damaged table).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// `Result` with [`LogError`].
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 /// How the call arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,17 +107,6 @@ impl Outcome {
             Outcome::Error => "error",
         }
     }
-
-    /// The outcome of an answer with this status and problem code.
-    pub fn of(status: u16, code: Option<&str>) -> Outcome {
-        match status {
-            202 => Outcome::ApprovalRequired,
-            200..=299 => Outcome::Ok,
-            403 | 422 | 429 => Outcome::Refused,
-            409 if code != Some("version_conflict") => Outcome::Refused,
-            _ => Outcome::Error,
-        }
-    }
 }
 
 /// One call as recorded.
@@ -173,10 +174,7 @@ pub async fn append_batch(pool: &PgPool, records: &[InvocationRecord]) -> Result
     for r in records {
         invocation_ids.push(r.invocation_id);
         tools.push(r.tool.clone());
-        actors.push(
-            serde_json::to_value(&r.actor)
-                .map_err(|e| crate::error::ApiError::Internal(e.into()))?,
-        );
+        actors.push(serde_json::to_value(&r.actor).map_err(|e| LogError::Corrupt(e.to_string()))?);
         actor_ids.push(r.actor.id.clone());
         transports.push(r.transport.as_str());
         keys.push(r.idempotency_key.clone());
@@ -410,7 +408,7 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<InvocationRecord>> {
 }
 
 fn decode(row: &sqlx::postgres::PgRow) -> Result<InvocationRecord> {
-    let internal = |e: serde_json::Error| crate::error::ApiError::Internal(e.into());
+    let internal = |e: serde_json::Error| LogError::Corrupt(e.to_string());
     let actor: Value = row.try_get("actor")?;
     let transport: String = row.try_get("transport")?;
     let outcome: String = row.try_get("outcome")?;
@@ -421,9 +419,8 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<InvocationRecord> {
         invocation_id: row.try_get("invocation_id")?,
         tool: row.try_get("tool")?,
         actor: serde_json::from_value(actor).map_err(internal)?,
-        transport: Transport::parse(&transport).ok_or_else(|| {
-            crate::error::ApiError::Internal(anyhow::anyhow!("unknown transport `{transport}`"))
-        })?,
+        transport: Transport::parse(&transport)
+            .ok_or_else(|| LogError::Corrupt(format!("unknown transport `{transport}`")))?,
         idempotency_key: row.try_get("idempotency_key")?,
         argument_digest: row.try_get("argument_digest")?,
         outcome: serde_json::from_value(Value::String(outcome)).map_err(internal)?,
@@ -439,7 +436,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<InvocationRecord> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Outcome, Transport};
+    use super::Transport;
 
     #[test]
     fn the_old_http_transport_reads_as_tool() {
@@ -450,23 +447,5 @@ mod tests {
         for t in Transport::ALL {
             assert_eq!(Transport::parse(t.as_str()), Some(t));
         }
-    }
-
-    #[test]
-    fn outcomes_follow_status_and_code() {
-        assert_eq!(Outcome::of(200, None), Outcome::Ok);
-        assert_eq!(Outcome::of(201, None), Outcome::Ok);
-        assert_eq!(Outcome::of(202, None), Outcome::ApprovalRequired);
-        assert_eq!(Outcome::of(403, Some("tool_not_allowed")), Outcome::Refused);
-        assert_eq!(Outcome::of(422, Some("nte_exceeded")), Outcome::Refused);
-        assert_eq!(Outcome::of(429, Some("rate_limited")), Outcome::Refused);
-        assert_eq!(
-            Outcome::of(409, Some("idempotency_key_reused")),
-            Outcome::Refused
-        );
-        assert_eq!(Outcome::of(409, Some("version_conflict")), Outcome::Error);
-        assert_eq!(Outcome::of(400, Some("validation_error")), Outcome::Error);
-        assert_eq!(Outcome::of(404, Some("not_found")), Outcome::Error);
-        assert_eq!(Outcome::of(503, Some("unavailable")), Outcome::Error);
     }
 }

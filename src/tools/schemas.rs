@@ -11,7 +11,6 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::{Map, Value};
 
 use super::allowlist::Allowlist;
-use crate::error::ApiError;
 
 macro_rules! tool_schema_files {
     ($($name:literal),+ $(,)?) => {
@@ -128,11 +127,11 @@ impl ToolSchemas {
 
     /// Checks a tool's arguments. The refusal names the offending argument
     /// and the rule, never the value (which may be hostile or huge).
-    pub fn validate(&self, tool: &str, arguments: &Value) -> Result<(), ApiError> {
+    pub fn validate(&self, tool: &str, arguments: &Value) -> Result<(), InputError> {
         let schema = self
             .by_tool
             .get(tool)
-            .ok_or_else(|| ApiError::ToolNotAllowed(format!("no tool named `{}`", clip(tool))))?;
+            .ok_or_else(|| InputError::UnknownTool(format!("no tool named `{}`", clip(tool))))?;
         let Some(error) = schema.validator.iter_errors(arguments).next() else {
             return Ok(());
         };
@@ -187,10 +186,37 @@ impl ToolSchemas {
         } else {
             format!("argument `{field}`")
         };
-        Err(ApiError::Validation {
+        Err(InputError::Invalid {
             detail: format!("{name} {rule}"),
             field: (!field.is_empty()).then_some(field),
         })
+    }
+}
+
+/// Arguments a tool refuses before anything runs (mapped to the contract's
+/// `tool_not_allowed` and `validation_error` in `crate::error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// No tool of that name has a schema.
+    #[error("{0}")]
+    UnknownTool(String),
+    /// The arguments break the tool's schema: which argument and which rule.
+    #[error("{detail}")]
+    Invalid {
+        /// The argument and the rule, never the value.
+        detail: String,
+        /// The argument's dotted path, when one is to blame.
+        field: Option<String>,
+    },
+}
+
+impl InputError {
+    /// The argument to blame, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            InputError::Invalid { field, .. } => field.as_deref(),
+            InputError::UnknownTool(_) => None,
+        }
     }
 }
 
@@ -358,28 +384,27 @@ mod tests {
                 &serde_json::json!({"job_id": job, "text": long}),
             )
             .unwrap_err();
-        let doc = err.problem();
-        assert_eq!(doc["code"], "validation_error");
-        assert_eq!(doc["field"], "text");
-        assert!(!doc["detail"].as_str().unwrap().contains("xxxx"));
+        assert!(matches!(err, InputError::Invalid { .. }), "{err:?}");
+        assert_eq!(err.field(), Some("text"));
+        assert!(!err.to_string().contains("xxxx"));
         let err = s
             .validate(
                 "add_note",
                 &serde_json::json!({"job_id": job, "text": "ok\u{0007}bell"}),
             )
             .unwrap_err();
-        assert_eq!(err.problem()["field"], "text");
+        assert_eq!(err.field().unwrap(), "text");
         let err = s
             .validate(
                 "add_note",
                 &serde_json::json!({"job_id": job, "text": "hi", "role": "admin"}),
             )
             .unwrap_err();
-        assert_eq!(err.problem()["field"], "role");
+        assert_eq!(err.field().unwrap(), "role");
         let err = s
             .validate("add_note", &serde_json::json!({"text": "hi"}))
             .unwrap_err();
-        assert_eq!(err.problem()["field"], "job_id");
+        assert_eq!(err.field().unwrap(), "job_id");
         s.validate(
             "add_note",
             &serde_json::json!({"job_id": job, "text": "line one\nline two\ttab"}),
@@ -391,7 +416,7 @@ mod tests {
                 &serde_json::json!({"job_id": job, "fields": {"door": {"nested": true}}}),
             )
             .unwrap_err();
-        assert_eq!(err.problem()["field"], "fields.door");
+        assert_eq!(err.field().unwrap(), "fields.door");
     }
 
     /// Dotted property paths and the required ones, through objects, arrays

@@ -434,7 +434,7 @@ fn the_accept_offer_schema_refuses_what_the_decoder_refuses() {
     ] {
         let args = json!({"job_id": job, "eta": eta});
         let e = tools.schemas.validate("accept_offer", &args).unwrap_err();
-        assert_eq!(e.problem()["field"], "eta", "{eta}");
+        assert_eq!(e.field(), Some("eta"), "{eta}");
     }
     for eta in ["2026-10-21T01:30:00Z", "2026-10-21T01:30:00.5+02:00"] {
         let args = json!({"job_id": job, "eta": eta});

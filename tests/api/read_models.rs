@@ -250,7 +250,7 @@ impl Projection for BoardV2 {
         batch: &[EventRow],
         changes: &[dispatch_api::read_models::jobs::JobChange],
         ctx: &ProjectionContext,
-    ) -> dispatch_api::error::Result<()> {
+    ) -> dispatch_api::read_models::Result<()> {
         Board.apply(conn, table, batch, changes, ctx).await
     }
 }

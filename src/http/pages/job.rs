@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use maud::{html, Markup};
 use serde_json::Value;
-use sqlx::Row;
 
 use super::approvals::{action_text, decision_forms, flash};
 use super::layout::{self, Nav};
@@ -210,25 +209,17 @@ async fn evidence_section(state: &AppState, s: &UiSession, v: &Value) -> Markup 
         .iter()
         .filter_map(|e| e["sha256"].as_str().map(str::to_string))
         .collect();
-    let types: HashMap<String, String> =
-        sqlx::query("SELECT sha256, content_type FROM evidence_objects WHERE sha256 = ANY($1)")
-            .bind(&shas)
-            .fetch_all(&state.app.pool)
-            .await
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|r| {
-                        Some((r.try_get("sha256").ok()?, r.try_get("content_type").ok()?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    let types: HashMap<String, String> = crate::app::evidence::object_types(&state.app.pool, &shas)
+        .await
+        .unwrap_or_default();
     html! {
         ul.evidence {
             @for e in &items {
                 @let sha = e["sha256"].as_str().unwrap_or("");
                 @let kind = layout::words(e["kind"].as_str().unwrap_or("evidence"));
-                @let ct = types.get(sha).map(String::as_str).unwrap_or("");
+                // The attachment's own upload's type; the object's first
+                // upload's for evidence attached before uploads kept theirs.
+                @let ct = e["content_type"].as_str().or(types.get(sha).map(String::as_str)).unwrap_or("");
                 @let href = format!("/ui/evidence/{}", layout::seg(sha));
                 li {
                     figure {
@@ -591,13 +582,9 @@ pub(super) async fn evidence(
         )
         .within(&s));
     };
-    let ct: Option<String> =
-        sqlx::query_scalar("SELECT content_type FROM evidence_objects WHERE sha256 = $1")
-            .bind(&sha256)
-            .fetch_optional(&state.app.pool)
-            .await
-            .map_err(ApiError::from)
-            .within(&s)?;
+    let ct: Option<String> = crate::app::evidence::object_type(&state.app.pool, &sha256)
+        .await
+        .within(&s)?;
     let inline = ct.as_deref().and_then(|c| {
         INLINE_IMAGES
             .iter()

@@ -10,11 +10,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use rand::RngCore;
-use sqlx::Row;
 
 use super::layout::{self, Nav};
 use super::{PageError, PageResult};
-use crate::app::{keys, Caller};
+use crate::app::{keys, sessions, Caller};
 use crate::domain::Role;
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -23,7 +22,7 @@ use crate::store::hash::sha256_hex;
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "dispatch_session";
 /// How long a session lasts after logging in (absolute, not sliding).
-pub const SESSION_TTL_HOURS: i64 = 12;
+pub use crate::app::sessions::SESSION_TTL_HOURS;
 /// The largest form body a page accepts.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -68,20 +67,8 @@ fn same(a: &str, b: &str) -> bool {
 /// sessions and sessions of revoked keys are `None`.
 async fn resolve(state: &AppState, token: &str) -> Result<Option<UiSession>, ApiError> {
     let token_hash = sha256_hex(token.as_bytes());
-    let row = sqlx::query(
-        "SELECT k.name, k.role, k.technician_id FROM ui_sessions s JOIN api_keys k ON k.name = s.key_name \
-         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND k.revoked_at IS NULL",
-    )
-    .bind(&token_hash)
-    .fetch_optional(&state.app.pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let role = Role::parse(&row.try_get::<String, _>("role")?).filter(|r| *r != Role::System);
-    let Some(role) = role else { return Ok(None) };
-    let caller = Caller {
-        key_name: row.try_get("name")?,
-        role,
-        technician_id: row.try_get("technician_id")?,
+    let Some(caller) = sessions::resolve(&state.app.pool, &token_hash).await? else {
+        return Ok(None);
     };
     Ok(Some(UiSession {
         nav: Nav::items(state, &caller),
@@ -293,18 +280,12 @@ pub(super) async fn login(
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    // Old sessions are kept a week past their expiry for the record, then dropped.
-    sqlx::query("DELETE FROM ui_sessions WHERE expires_at < now() - interval '7 days'")
-        .execute(&state.app.pool)
-        .await
-        .map_err(ApiError::from)?;
-    sqlx::query("INSERT INTO ui_sessions (token_hash, key_name, expires_at) VALUES ($1, $2, now() + make_interval(hours => $3))")
-        .bind(sha256_hex(token.as_bytes()))
-        .bind(&caller.key_name)
-        .bind(SESSION_TTL_HOURS as i32)
-        .execute(&state.app.pool)
-        .await
-        .map_err(ApiError::from)?;
+    sessions::start(
+        &state.app.pool,
+        &sha256_hex(token.as_bytes()),
+        &caller.key_name,
+    )
+    .await?;
     tracing::info!(key = %caller.key_name, role = caller.role.as_str(), "ui login");
     let target = next.unwrap_or_else(|| landing(&state, &caller));
     let mut resp = Redirect::to(&target).into_response();
@@ -324,13 +305,9 @@ pub(super) async fn logout(
 ) -> PageResult {
     let form = read_form(&headers, body).await?;
     check_post(&headers, &form, &s)?;
-    sqlx::query(
-        "UPDATE ui_sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(&s.token_hash)
-    .execute(&state.app.pool)
-    .await
-    .map_err(|e| PageError::from(ApiError::from(e)).within(&s))?;
+    sessions::end(&state.app.pool, &s.token_hash)
+        .await
+        .map_err(|e| PageError::from(e).within(&s))?;
     let mut resp = Redirect::to("/ui/login").into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0));
