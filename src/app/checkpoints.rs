@@ -107,9 +107,33 @@ impl Checkpoints {
         store: &EvidenceStore,
         keys: &ChainKeys,
     ) -> anyhow::Result<usize> {
+        self.write_parts(pool, store, keys, false).await
+    }
+
+    /// As [`Checkpoints::write`], but a long backlog (a store upgraded or
+    /// bulk-loaded behind the service's back) is caught up at half speed: as
+    /// long a pause after each part as the part took, so the commands being
+    /// served keep the database's attention. What the server's loop uses.
+    pub async fn write_paced(
+        &self,
+        pool: &PgPool,
+        store: &EvidenceStore,
+        keys: &ChainKeys,
+    ) -> anyhow::Result<usize> {
+        self.write_parts(pool, store, keys, true).await
+    }
+
+    async fn write_parts(
+        &self,
+        pool: &PgPool,
+        store: &EvidenceStore,
+        keys: &ChainKeys,
+        pace: bool,
+    ) -> anyhow::Result<usize> {
         let mut state = self.writer.lock().await;
         let mut written = 0;
         loop {
+            let started = std::time::Instant::now();
             let mut conn = pool.acquire().await?;
             let Some(changes) = checkpoint::changes_since(&mut conn, keys, state.covers).await?
             else {
@@ -140,6 +164,9 @@ impl Checkpoints {
             metrics::counter!("dispatch_checkpoints_written_total").increment(cps.len() as u64);
             if !changes.more {
                 break;
+            }
+            if pace {
+                tokio::time::sleep(started.elapsed()).await;
             }
         }
         Ok(written)
@@ -183,7 +210,7 @@ pub async fn run(
     interval: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let once = |why: &'static str| {
+    let once = |why: &'static str, pace: bool| {
         let (checkpoints, pool, store, keys) = (
             checkpoints.clone(),
             pool.clone(),
@@ -191,17 +218,22 @@ pub async fn run(
             keys.clone(),
         );
         async move {
-            match checkpoints.write(&pool, &store, &keys).await {
+            let written = if pace {
+                checkpoints.write_paced(&pool, &store, &keys).await
+            } else {
+                checkpoints.write(&pool, &store, &keys).await
+            };
+            match written {
                 Ok(0) => tracing::debug!(why, "nothing new to checkpoint"),
                 Ok(n) => tracing::debug!(objects = n, why, "checkpoint written"),
                 Err(e) => tracing::error!(error = %e, why, "cannot write a checkpoint"),
             }
         }
     };
-    once("start-up").await;
+    once("start-up", true).await;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => once("interval").await,
+            _ = tokio::time::sleep(interval) => once("interval", true).await,
             changed = stopped.changed() => {
                 if changed.is_err() || *stopped.borrow() {
                     break;
@@ -214,7 +246,7 @@ pub async fn run(
     // anywhere on the server holds the last ones back for a moment.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
     loop {
-        once("shutdown").await;
+        once("shutdown", false).await;
         match checkpoints.behind(&pool).await {
             Ok(true) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
