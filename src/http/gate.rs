@@ -4,7 +4,7 @@
 //!
 //! For each request it names the operation (the tool or command wire name,
 //! or the allowlist's endpoint key), authenticates the key (401 is answered
-//! here and counted, not logged), asks [`Gate::admit`] — the key's rate
+//! here and counted, not logged), asks [`Gate::admit`](crate::tools::gate::Gate::admit) — the key's rate
 //! limit, then the allowlist — and, whatever the handler then answers,
 //! hands one record with transport `rest` to the invocation log. The
 //! handlers no longer check the allowlist themselves; they read the caller

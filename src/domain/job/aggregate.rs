@@ -114,7 +114,7 @@ impl Job {
     /// Decides a command: the events it yields, or why it is refused. Pure.
     ///
     /// Every command is decided on its own rules first; then **the
-    /// destructive rule** ([`Job::person_decides`]) looks at what it would
+    /// destructive rule** (`Job::person_decides`) looks at what it would
     /// do: an agent's command whose events would end the job or discard
     /// recorded work yields only an `ApprovalRequested`, and a person decides.
     pub fn decide(
