@@ -861,12 +861,25 @@ mod tests {
 
     /// A chained stream of `n` rows, hashed and keyed as the store does it.
     fn chain(keys: &ChainKeys, n: usize) -> Vec<RawRow> {
-        let mut prev = GENESIS_HASH.to_string();
-        (1..=n as i64)
+        rows("long", Some(keys), 1, n as i64, GENESIS_HASH)
+    }
+
+    /// Rows `from..=to` of stream `job`/`stream_id` chained after `prev`,
+    /// hashed as the store hashes them and keyed with `keys` (unkeyed, as
+    /// legacy events are, with `None`).
+    pub(super) fn rows(
+        stream_id: &str,
+        keys: Option<&ChainKeys>,
+        from: i64,
+        to: i64,
+        prev: &str,
+    ) -> Vec<RawRow> {
+        let mut prev = prev.to_string();
+        (from..=to)
             .map(|sequence| {
                 let mut r = RawRow {
                     sequence,
-                    global_position: sequence * 3,
+                    global_position: sequence,
                     event_id: Uuid::now_v7(),
                     event_type: "NoteAdded".into(),
                     event_version: "1.0".into(),
@@ -879,7 +892,7 @@ mod tests {
                 };
                 r.hash = envelope_hash(
                     "job",
-                    "long",
+                    stream_id,
                     sequence,
                     &r.event_id.to_string(),
                     &r.event_type,
@@ -888,9 +901,11 @@ mod tests {
                     &r.metadata,
                     &r.prev_hash,
                 );
-                let (key_id, mac) = keys.mac("job", "long", sequence, &r.hash);
-                r.key_id = Some(key_id.to_string());
-                r.mac = Some(mac);
+                if let Some(k) = keys {
+                    let (id, mac) = k.mac("job", stream_id, sequence, &r.hash);
+                    r.key_id = Some(id.to_string());
+                    r.mac = Some(mac);
+                }
                 prev.clone_from(&r.hash);
                 r
             })
@@ -984,45 +999,9 @@ mod tests {
 #[cfg(test)]
 mod keyed_tests {
     use super::*;
-    use serde_json::json;
 
     fn stream(keys: Option<&ChainKeys>, from: i64, to: i64, prev: &str) -> Vec<RawRow> {
-        let mut prev = prev.to_string();
-        (from..=to)
-            .map(|sequence| {
-                let mut r = RawRow {
-                    sequence,
-                    global_position: sequence,
-                    event_id: Uuid::now_v7(),
-                    event_type: "NoteAdded".into(),
-                    event_version: "1.0".into(),
-                    payload: json!({"text": format!("n{sequence}")}),
-                    metadata: json!({}),
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                    key_id: None,
-                    mac: None,
-                };
-                r.hash = envelope_hash(
-                    "job",
-                    "s",
-                    sequence,
-                    &r.event_id.to_string(),
-                    &r.event_type,
-                    &r.event_version,
-                    &r.payload,
-                    &r.metadata,
-                    &r.prev_hash,
-                );
-                if let Some(k) = keys {
-                    let (id, mac) = k.mac("job", "s", sequence, &r.hash);
-                    r.key_id = Some(id.to_string());
-                    r.mac = Some(mac);
-                }
-                prev.clone_from(&r.hash);
-                r
-            })
-            .collect()
+        super::tests::rows("s", keys, from, to, prev)
     }
 
     fn at(rows: &[RawRow], seq: i64) -> CheckpointedHead {
