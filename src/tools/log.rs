@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::postgres::PgPoolCopyExt;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -149,74 +150,87 @@ pub struct InvocationRecord {
     pub at: DateTime<Utc>,
 }
 
-/// Appends records in one statement, in the order given (their positions
-/// follow that order).
+/// The log's columns, in the order [`copy_rows`] writes them.
+const COLUMNS: &str = "invocation_id, tool, actor, actor_id, transport, idempotency_key, \
+     argument_digest, outcome, error_code, http_status, job_id, approval_id, events, replayed, at";
+
+/// Appends records in one `COPY`, in the order given (their positions
+/// follow that order). `COPY` rather than a multi-row `INSERT`: PostgreSQL
+/// spends about half the CPU per row on it (no arrays to bind and unnest,
+/// no executor per row; docs/benchmarks.md, item 19).
 pub async fn append_batch(pool: &PgPool, records: &[InvocationRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let n = records.len();
-    let mut invocation_ids = Vec::with_capacity(n);
-    let mut tools = Vec::with_capacity(n);
-    let mut actors = Vec::with_capacity(n);
-    let mut actor_ids = Vec::with_capacity(n);
-    let mut transports = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut digests = Vec::with_capacity(n);
-    let mut outcomes = Vec::with_capacity(n);
-    let mut codes = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut job_ids = Vec::with_capacity(n);
-    let mut approval_ids = Vec::with_capacity(n);
-    let mut events = Vec::with_capacity(n);
-    let mut replayed = Vec::with_capacity(n);
-    let mut ats = Vec::with_capacity(n);
-    for r in records {
-        invocation_ids.push(r.invocation_id);
-        tools.push(r.tool.clone());
-        actors.push(serde_json::to_value(&r.actor).map_err(|e| LogError::Corrupt(e.to_string()))?);
-        actor_ids.push(r.actor.id.clone());
-        transports.push(r.transport.as_str());
-        keys.push(r.idempotency_key.clone());
-        digests.push(r.argument_digest.clone());
-        outcomes.push(r.outcome.as_str());
-        codes.push(r.error_code.clone());
-        statuses.push(i32::from(r.http_status));
-        job_ids.push(r.job_id.clone());
-        approval_ids.push(r.approval_id.clone());
-        events.push(Value::Array(r.events.clone()));
-        replayed.push(r.replayed);
-        ats.push(r.at);
+    let rows = copy_rows(records)?;
+    let mut copy = pool
+        .copy_in_raw(&format!("COPY tool_invocations ({COLUMNS}) FROM STDIN"))
+        .await?;
+    if let Err(e) = copy.send(rows).await {
+        copy.abort("the invocation log could not send its rows")
+            .await
+            .ok();
+        return Err(e.into());
     }
-    sqlx::query(
-        "INSERT INTO tool_invocations (invocation_id, tool, actor, actor_id, transport, idempotency_key, \
-         argument_digest, outcome, error_code, http_status, job_id, approval_id, events, replayed, at) \
-         SELECT invocation_id, tool, actor, actor_id, transport, idempotency_key, argument_digest, outcome, \
-         error_code, http_status, job_id, approval_id, events, replayed, at \
-         FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::text[], $10::int4[], $11::text[], $12::text[], $13::jsonb[], $14::bool[], \
-         $15::timestamptz[]) WITH ORDINALITY AS r(invocation_id, tool, actor, actor_id, transport, \
-         idempotency_key, argument_digest, outcome, error_code, http_status, job_id, approval_id, events, \
-         replayed, at, n) ORDER BY n",
-    )
-    .bind(invocation_ids)
-    .bind(tools)
-    .bind(actors)
-    .bind(actor_ids)
-    .bind(transports)
-    .bind(keys)
-    .bind(digests)
-    .bind(outcomes)
-    .bind(codes)
-    .bind(statuses)
-    .bind(job_ids)
-    .bind(approval_ids)
-    .bind(events)
-    .bind(replayed)
-    .bind(ats)
-    .execute(pool)
-    .await?;
+    copy.finish().await?;
     Ok(())
+}
+
+/// The records as `COPY … FROM STDIN` text: one line per record, columns
+/// separated by tabs, `\N` for NULL, backslash, tab, newline and carriage
+/// return escaped.
+fn copy_rows(records: &[InvocationRecord]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(records.len() * 400);
+    for r in records {
+        let actor =
+            serde_json::to_string(&r.actor).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let events =
+            serde_json::to_string(&r.events).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let status = r.http_status.to_string();
+        let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let uuid = r.invocation_id.to_string();
+        let fields: [Option<&str>; 15] = [
+            Some(&uuid),
+            Some(&r.tool),
+            Some(&actor),
+            Some(&r.actor.id),
+            Some(r.transport.as_str()),
+            r.idempotency_key.as_deref(),
+            Some(&r.argument_digest),
+            Some(r.outcome.as_str()),
+            r.error_code.as_deref(),
+            Some(&status),
+            r.job_id.as_deref(),
+            r.approval_id.as_deref(),
+            Some(&events),
+            Some(if r.replayed { "t" } else { "f" }),
+            Some(&at),
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            match field {
+                None => out.extend_from_slice(b"\\N"),
+                Some(text) => copy_escape(text, &mut out),
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// One field in `COPY` text format.
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 /// Records that may wait in the queue; past this a record is dropped and

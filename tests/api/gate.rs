@@ -550,6 +550,60 @@ async fn the_log_writes_queued_records_in_order_and_flush_waits_for_them() {
 }
 
 #[tokio::test]
+async fn a_record_reads_back_exactly_as_written_whatever_its_text() {
+    // The log is written with COPY's text format: backslashes, tabs,
+    // newlines, quotes, `\N` and non-ASCII text must come back unchanged,
+    // and an absent value as absent (not as the text "\N").
+    use dispatch_api::domain::{Actor, Role};
+    use dispatch_api::tools::log::{self, InvocationRecord, Outcome, Transport};
+    let t = TestApp::spawn().await;
+    let awkward = "a\\b\tc\nd\re \\N \\. \"q\" ß☃ {\"x\":1}";
+    let record = |i: usize, text: Option<&str>| InvocationRecord {
+        position: 0,
+        invocation_id: uuid::Uuid::new_v4(),
+        tool: text.unwrap_or("get_sop").chars().take(100).collect(),
+        actor: Actor::new(Role::Agent, "copy-agent"),
+        transport: Transport::ALL[i % 4],
+        idempotency_key: text.map(|s| format!("key {s}")),
+        argument_digest: "f".repeat(64),
+        outcome: Outcome::Refused,
+        error_code: text.map(|_| "not_found".to_string()),
+        http_status: 404,
+        job_id: text.map(str::to_string),
+        approval_id: None,
+        events: vec![json!({"event_type": text.unwrap_or("none"), "sequence": i})],
+        replayed: i % 2 == 1,
+        at: t0() + chrono::Duration::microseconds(i as i64 * 1_001),
+    };
+    let written = vec![
+        record(0, Some(awkward)),
+        record(1, None),
+        record(2, Some("\\N")),
+    ];
+    log::append_batch(&t.app.pool, &written).await.unwrap();
+    let read = log::list(
+        &t.app.pool,
+        &log::Filter {
+            actor: Some("copy-agent".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read.len(), written.len());
+    for (r, w) in read.iter().zip(&written) {
+        assert_eq!(
+            InvocationRecord {
+                position: 0,
+                ..r.clone()
+            },
+            *w
+        );
+    }
+}
+
+#[tokio::test]
 async fn head_requests_pass_the_gate_like_gets() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("gate-head").await;
