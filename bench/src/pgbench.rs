@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use anyhow::Context;
 
-use super::stats::Samples;
+use crate::stats::Samples;
 
 /// What pgbench reported.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +66,7 @@ pub async fn run(
     }
     std::fs::create_dir_all(log_dir)?;
     let mut cmd = tokio::process::Command::new("pgbench");
-    if crate::db::plain_loopback(url) {
+    if dispatch_api::db::plain_loopback(url) {
         cmd.env("PGSSLMODE", "disable");
     }
     let out = cmd
@@ -88,7 +88,10 @@ pub async fn run(
         // trigger leaves the wake-up to after commit (migration 0006).
         .env(
             "PGOPTIONS",
-            format!("-c {}=on -c jit=off", crate::store::wake::WAKE_AFTER_COMMIT),
+            format!(
+                "-c {}=on -c jit=off",
+                dispatch_api::store::wake::WAKE_AFTER_COMMIT
+            ),
         )
         .stdin(Stdio::null())
         .kill_on_drop(true)

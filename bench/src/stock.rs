@@ -14,11 +14,11 @@ use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::load::LoadResult;
-use super::mix::{MixSpec, Who};
-use crate::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
-use crate::domain::technician::Shift;
-use crate::domain::{Actor, Issued};
+use crate::load::LoadResult;
+use crate::mix::{MixSpec, Who};
+use dispatch_api::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
+use dispatch_api::domain::technician::Shift;
+use dispatch_api::domain::{Actor, Issued};
 
 /// postgres-es 0.5's schema (`db/init.sql`: events and snapshots).
 pub const SCHEMA: &str = "
@@ -86,8 +86,14 @@ pub async fn run(
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
             let tech = format!("bench-tech-{c}");
-            let agent = Actor::new(crate::domain::Role::Agent, format!("bench-agent-{c}"));
-            let desk = Actor::new(crate::domain::Role::Dispatcher, format!("bench-desk-{c}"));
+            let agent = Actor::new(
+                dispatch_api::domain::Role::Agent,
+                format!("bench-agent-{c}"),
+            );
+            let desk = Actor::new(
+                dispatch_api::domain::Role::Dispatcher,
+                format!("bench-desk-{c}"),
+            );
             let tech_actor = Actor::technician(tech.clone(), tech.clone());
             let evidence: Vec<(String, String)> = mix
                 .evidence
@@ -95,7 +101,7 @@ pub async fn run(
                 .map(|k| {
                     (
                         k.clone(),
-                        crate::store::hash::sha256_hex(format!("{k}{c}").as_bytes()),
+                        dispatch_api::store::hash::sha256_hex(format!("{k}{c}").as_bytes()),
                     )
                 })
                 .collect();
