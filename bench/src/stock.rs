@@ -18,7 +18,8 @@ use crate::load::LoadResult;
 use crate::mix::{MixSpec, Who};
 use dispatch_api::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
 use dispatch_api::domain::technician::Shift;
-use dispatch_api::domain::{Actor, Issued};
+use dispatch_api::domain::{Actor, Issued, Role};
+use dispatch_api::store::hash::sha256_hex;
 
 /// postgres-es 0.5's schema (`db/init.sql`: events and snapshots).
 pub const SCHEMA: &str = "
@@ -86,24 +87,13 @@ pub async fn run(
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
             let tech = format!("bench-tech-{c}");
-            let agent = Actor::new(
-                dispatch_api::domain::Role::Agent,
-                format!("bench-agent-{c}"),
-            );
-            let desk = Actor::new(
-                dispatch_api::domain::Role::Dispatcher,
-                format!("bench-desk-{c}"),
-            );
+            let agent = Actor::new(Role::Agent, format!("bench-agent-{c}"));
+            let desk = Actor::new(Role::Dispatcher, format!("bench-desk-{c}"));
             let tech_actor = Actor::technician(tech.clone(), tech.clone());
             let evidence: Vec<(String, String)> = mix
                 .evidence
                 .iter()
-                .map(|k| {
-                    (
-                        k.clone(),
-                        dispatch_api::store::hash::sha256_hex(format!("{k}{c}").as_bytes()),
-                    )
-                })
+                .map(|k| (k.clone(), sha256_hex(format!("{k}{c}").as_bytes())))
                 .collect();
             let mut res = LoadResult::default();
             let mut job_n = 0usize;
