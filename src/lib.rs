@@ -27,6 +27,9 @@
 //!   document; [`error`] maps every layer's errors to the contract's codes.
 //! - [`timers`] — the system actor (offer expiry, SLA breaches).
 //! - [`server`], [`cli`], [`config`], [`db`], [`telemetry`] — wiring.
+//! - Not here: the benchmark, a workspace member of its own (`bench/`,
+//!   `dispatch-bench`), which drives this crate's binary from the outside;
+//!   the service links no load generator.
 //!
 //! One command's path, `POST /v1/jobs/{id}/commands/accept_offer`:
 //! `http/mod.rs` (router) → `http/gate.rs` (key, limit, allowlist, log) →
@@ -41,7 +44,6 @@
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

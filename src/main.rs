@@ -44,8 +44,6 @@ enum Command {
         #[command(subcommand)]
         command: SopsCommand,
     },
-    /// Measure every performance figure against same-run baselines (docs/benchmarks.md).
-    Bench(dispatch_api::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,9 +147,6 @@ async fn main() -> ExitCode {
         Command::Sops {
             command: SopsCommand::Check,
         } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),
-        Command::Bench(args) => dispatch_api::bench::run(&cli.config, args)
-            .await
-            .map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

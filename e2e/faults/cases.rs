@@ -8,15 +8,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dispatch_api::bench::load::{create_identities, prepare, Identity};
-use dispatch_api::bench::mix::{open_body, MixSpec};
 use dispatch_api::domain::sop::SopLibrary;
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::clients::{create_identities, prepare, Identity};
 use super::load::{self, Ledger, Load};
+use super::mix::{open_body, MixSpec};
 use super::proc::{Cluster, Service};
 use super::verify;
 use super::{Figures, Sizes};

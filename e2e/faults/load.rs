@@ -1,5 +1,5 @@
 //! The fault suite's clients: each works whole job lifecycles (the
-//! benchmark's command mix, `dispatch_api::bench::mix`), one request at a
+//! benchmark's command mix, `bench/src/mix.rs`), one request at a
 //! time, and retries every unacknowledged command with the **same**
 //! idempotency key and body until it is answered — the way the agent's tool
 //! bridge must. Every attempt goes into a ledger that the checks read.
@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dispatch_api::bench::load::Identity;
-use dispatch_api::bench::mix::{MixSpec, Who};
 use serde_json::Value;
+
+use super::clients::Identity;
+use super::mix::{MixSpec, Who};
 
 /// One attempt of a command.
 #[derive(Debug, Clone)]

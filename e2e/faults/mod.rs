@@ -9,7 +9,17 @@
 //! an argument runs only the cases whose name contains it.
 
 pub mod cases;
+// The benchmark's clients and command mix (the `dispatch-bench` crate),
+// compiled into this target too: the suite drives the same workload, and a
+// dev-dependency on dispatch-bench would be a cycle (it depends on this
+// crate). See docs/decisions.md, "The benchmark in its own crate".
+#[allow(dead_code)]
+#[path = "../../bench/src/clients.rs"]
+pub mod clients;
 pub mod load;
+#[allow(dead_code)]
+#[path = "../../bench/src/mix.rs"]
+pub mod mix;
 pub mod proc;
 #[allow(dead_code)]
 #[path = "../harness/server.rs"]

@@ -245,7 +245,10 @@ pub async fn machine(pool: &PgPool, mode: &str) -> Machine {
 }
 
 const BEGIN: &str =
-    "<!-- bench:begin (written by `dispatch-api bench`; edit outside these markers) -->";
+    "<!-- bench:begin (written by `dispatch-bench`; edit outside these markers) -->";
+/// How a begin marker starts, whatever its note says (files written when the
+/// benchmark was still `dispatch-api bench` carry that name in it).
+const BEGIN_PREFIX: &str = "<!-- bench:begin";
 const END: &str = "<!-- bench:end -->";
 
 /// Writes the results into `path` between the markers (keeping the text
@@ -266,7 +269,7 @@ pub fn write(path: &Path, machine: &Machine, rows: &[Row], extra: &str) -> anyho
     body.push('\n');
     body.push_str(END);
     let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let text = match (existing.find(BEGIN), existing.find(END)) {
+    let text = match (existing.find(BEGIN_PREFIX), existing.find(END)) {
         (Some(a), Some(b)) if b > a => {
             format!("{}{}{}", &existing[..a], body, &existing[b + END.len()..])
         }
@@ -302,5 +305,20 @@ mod tests {
         };
         assert_eq!(r.pass(), Some(true));
         assert!(markdown_table(&[r]).contains("| x | 30.00 ms |"));
+    }
+
+    #[test]
+    fn write_replaces_between_the_markers_whatever_the_begin_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("benchmarks.md");
+        let old = "# Benchmarks\n\nbefore\n\n<!-- bench:begin (written by `dispatch-api bench`; edit outside these markers) -->\nold table\n<!-- bench:end -->\n\nafter\n";
+        std::fs::write(&path, old).unwrap();
+        write(&path, &Machine::default(), &[], "").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(
+            "# Benchmarks\n\nbefore\n\n<!-- bench:begin (written by `dispatch-bench`;"
+        ));
+        assert!(text.ends_with("<!-- bench:end -->\n\nafter\n"));
+        assert!(!text.contains("old table"));
     }
 }

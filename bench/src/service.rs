@@ -1,5 +1,5 @@
-//! The service under test: the real binary (`current_exe() serve`) on a free
-//! loopback port, its own database, projectors and timers running.
+//! The service under test: the real `dispatch-api` binary (`serve`) on a
+//! free loopback port, its own database, projectors and timers running.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -99,22 +99,42 @@ impl CpuMeter {
     }
 }
 
+/// The `dispatch-api` binary to measure: `explicit` (`--service-bin`,
+/// `DISPATCH_BENCH_SERVICE_BIN`) if given, else `dispatch-api` beside this
+/// executable — where cargo puts it when it builds the workspace (`cargo
+/// build --release --workspace` builds both; `cargo build -p dispatch-bench`
+/// alone does not rebuild the service).
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .context("cannot find the running binary")?
+            .with_file_name(format!("dispatch-api{}", std::env::consts::EXE_SUFFIX)),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "no service binary at {}: build it with `cargo build --release --workspace`, or name it with --service-bin",
+        path.display()
+    );
+    Ok(path)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
 
 impl Service {
-    /// Starts the binary against `database_url` (events keyed with the
+    /// Starts the binary `exe` against `database_url` (events keyed with the
     /// keyring in file `keyring`) and waits until `/readyz` answers.
     pub async fn start(
+        exe: &Path,
         database_url: &str,
         sops_dir: &Path,
         work_dir: &Path,
         keyring: &Path,
         (pool_size, writers): (u32, u32),
     ) -> anyhow::Result<Service> {
-        let exe = std::env::current_exe().context("cannot find the running binary")?;
         let port = free_port()?;
         std::fs::create_dir_all(work_dir)?;
         let log = work_dir.join(format!("service-{port}.log"));
@@ -145,7 +165,7 @@ impl Service {
             .stderr(err)
             .kill_on_drop(true)
             .spawn()
-            .context("cannot start `dispatch-api serve`")?;
+            .with_context(|| format!("cannot start `{} serve`", exe.display()))?;
         let pid = child.id().unwrap_or_default();
         let mut svc = Service {
             child,

@@ -7,9 +7,9 @@ use std::time::Instant;
 use futures::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::domain::sop::SopLibrary;
-use crate::read_models::runtime::Runtime;
-use crate::read_models::ProjectionContext;
+use dispatch_api::domain::sop::SopLibrary;
+use dispatch_api::read_models::runtime::Runtime;
+use dispatch_api::read_models::ProjectionContext;
 
 /// Rates in events per second.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,7 @@ pub async fn plain_scan(pool: &PgPool) -> anyhow::Result<(u64, f64)> {
 pub async fn runtime(pool: &PgPool, sops: Arc<SopLibrary>) -> anyhow::Result<Runtime> {
     let rt = Runtime::new(pool.clone(), ProjectionContext { sops });
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    super::generate::mark_projected(pool).await?;
+    crate::generate::mark_projected(pool).await?;
     Ok(rt)
 }
 

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use super::load::Identity;
-use super::mix::{intake_body, open_body};
-use super::stats::Samples;
+use crate::clients::Identity;
+use crate::mix::{intake_body, open_body};
+use crate::stats::Samples;
 
 /// The store's own stream query (what the service reads for a job).
 const RAW_SELECT: &str = "SELECT sequence, global_position, event_id, event_type, event_version, \

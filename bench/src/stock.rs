@@ -14,11 +14,12 @@ use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::load::LoadResult;
-use super::mix::{MixSpec, Who};
-use crate::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
-use crate::domain::technician::Shift;
-use crate::domain::{Actor, Issued};
+use crate::load::LoadResult;
+use crate::mix::{MixSpec, Who};
+use dispatch_api::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
+use dispatch_api::domain::technician::Shift;
+use dispatch_api::domain::{Actor, Issued, Role};
+use dispatch_api::store::hash::sha256_hex;
 
 /// postgres-es 0.5's schema (`db/init.sql`: events and snapshots).
 pub const SCHEMA: &str = "
@@ -86,18 +87,13 @@ pub async fn run(
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
             let tech = format!("bench-tech-{c}");
-            let agent = Actor::new(crate::domain::Role::Agent, format!("bench-agent-{c}"));
-            let desk = Actor::new(crate::domain::Role::Dispatcher, format!("bench-desk-{c}"));
+            let agent = Actor::new(Role::Agent, format!("bench-agent-{c}"));
+            let desk = Actor::new(Role::Dispatcher, format!("bench-desk-{c}"));
             let tech_actor = Actor::technician(tech.clone(), tech.clone());
             let evidence: Vec<(String, String)> = mix
                 .evidence
                 .iter()
-                .map(|k| {
-                    (
-                        k.clone(),
-                        crate::store::hash::sha256_hex(format!("{k}{c}").as_bytes()),
-                    )
-                })
+                .map(|k| (k.clone(), sha256_hex(format!("{k}{c}").as_bytes())))
                 .collect();
             let mut res = LoadResult::default();
             let mut job_n = 0usize;

@@ -5,7 +5,7 @@
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
-use crate::domain::sop::SopLibrary;
+use dispatch_api::domain::sop::SopLibrary;
 
 /// The incident type every benchmark job uses.
 pub const INCIDENT: &str = "door_stuck_open";

@@ -8,7 +8,9 @@ use std::process::Stdio;
 
 use anyhow::Context;
 
-use super::stats::Samples;
+use crate::stats::Samples;
+use dispatch_api::db::plain_loopback;
+use dispatch_api::store::wake::WAKE_AFTER_COMMIT;
 
 /// What pgbench reported.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +68,7 @@ pub async fn run(
     }
     std::fs::create_dir_all(log_dir)?;
     let mut cmd = tokio::process::Command::new("pgbench");
-    if crate::db::plain_loopback(url) {
+    if plain_loopback(url) {
         cmd.env("PGSSLMODE", "disable");
     }
     let out = cmd
@@ -88,7 +90,7 @@ pub async fn run(
         // trigger leaves the wake-up to after commit (migration 0006).
         .env(
             "PGOPTIONS",
-            format!("-c {}=on -c jit=off", crate::store::wake::WAKE_AFTER_COMMIT),
+            format!("-c {}=on -c jit=off", WAKE_AFTER_COMMIT),
         )
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -26,16 +26,17 @@ use sqlx::postgres::PgPoolCopyExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::mix::{MixSpec, Who, INCIDENT};
+use crate::mix::{MixSpec, Who, INCIDENT};
 use cqrs_es::Aggregate;
 
-use crate::domain::job::{Job, JobCommand, JobServices, TechnicianProfile};
-use crate::domain::sop::SopLibrary;
-use crate::domain::technician::{RegisterTechnician, Shift, Technician, TechnicianCommand};
-use crate::domain::{Actor, Issued, Role};
-use crate::store::chain::ChainKeys;
-use crate::store::hash::{canonical_json, sha256_canonical};
-use crate::store::{self, EventMeta, NewEvent, StreamState};
+use dispatch_api::domain::job::{Job, JobCommand, JobEvent, JobServices, TechnicianProfile};
+use dispatch_api::domain::policy::DispatchPolicy;
+use dispatch_api::domain::sop::{SopLibrary, SopRef};
+use dispatch_api::domain::technician::{RegisterTechnician, Shift, Technician, TechnicianCommand};
+use dispatch_api::domain::{Actor, Issued, Role};
+use dispatch_api::store::chain::ChainKeys;
+use dispatch_api::store::hash::{canonical_json, sha256_canonical, sha256_hex, GENESIS_HASH};
+use dispatch_api::store::{self, EventMeta, NewEvent, StreamState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Var {
@@ -208,11 +209,11 @@ fn split_event<E: serde::Serialize>(event: &E) -> anyhow::Result<(String, Value)
 }
 
 fn event_template(
-    event: &crate::domain::job::JobEvent,
+    event: &JobEvent,
     at: DateTime<Utc>,
     by: &Actor,
     command: &str,
-    sop: Option<crate::domain::sop::SopRef>,
+    sop: Option<SopRef>,
 ) -> anyhow::Result<EventTemplate> {
     use cqrs_es::DomainEvent;
     let (event_type, payload) = split_event(event)?;
@@ -257,7 +258,7 @@ fn event_template(
 /// Decides `steps` for a stand-in job; returns the templates.
 fn job_template(
     services: &JobServices,
-    steps: Vec<super::mix::Step>,
+    steps: Vec<crate::mix::Step>,
     start: DateTime<Utc>,
 ) -> anyhow::Result<JobTemplate> {
     let sop = services
@@ -289,7 +290,7 @@ fn job_template(
         for e in events {
             out.events
                 .push(event_template(&e, at, &by, name, sop_ref.clone())?);
-            if matches!(e, crate::domain::job::JobEvent::CheckedOut { .. }) {
+            if matches!(e, JobEvent::CheckedOut { .. }) {
                 completed_at = Some(at.to_rfc3339());
             }
             job.apply(e);
@@ -350,12 +351,12 @@ impl Generator {
     ) -> anyhow::Result<Generator> {
         let services = JobServices {
             sops,
-            policy: Arc::new(crate::domain::policy::DispatchPolicy::default()),
+            policy: Arc::new(DispatchPolicy::default()),
         };
         let evidence: Vec<(String, String)> = mix
             .evidence
             .iter()
-            .map(|k| (k.clone(), crate::store::hash::sha256_hex(k.as_bytes())))
+            .map(|k| (k.clone(), sha256_hex(k.as_bytes())))
             .collect();
         let base = Utc
             .with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
@@ -374,7 +375,7 @@ impl Generator {
         }
         let mut prefix = mix.lifecycle("@@SITE@@", "@@TECH@@", &evidence, "INV");
         prefix.truncate(7); // open … check_in: on site
-        prefix.push(super::mix::Step {
+        prefix.push(crate::mix::Step {
             command: "add_note",
             who: Who::Agent,
             body: serde_json::json!({"text": "customer called back: door still holding open; technician on site"}),
@@ -427,7 +428,7 @@ impl Generator {
             if exists.is_some() {
                 continue;
             }
-            let cmd: RegisterTechnician = serde_json::from_value(super::mix::technician_body(&id))?;
+            let cmd: RegisterTechnician = serde_json::from_value(crate::mix::technician_body(&id))?;
             let at = Utc
                 .with_ymd_and_hms(2026, 1, 1, 8, 0, 0)
                 .single()
@@ -564,7 +565,7 @@ impl Generator {
         let tech = "gen-tech-0".to_string();
         let corr = fast_uuid(&mut rng);
         let mut buf = String::with_capacity(events as usize * 1200);
-        let mut prev = crate::store::hash::GENESIS_HASH.to_string();
+        let mut prev = GENESIS_HASH.to_string();
         let mut scratch = String::new();
         let mut seq = 0i64;
         let prefix = self.long_prefix.clone();
@@ -643,7 +644,7 @@ impl Generator {
             tech: format!("gen-tech-{}", n as usize % self.technicians),
             corr: fast_uuid(rng),
             next: 0,
-            prev: crate::store::hash::GENESIS_HASH.to_string(),
+            prev: GENESIS_HASH.to_string(),
         };
         let close = |s: &Slot, heads: &mut String, doors: &mut String| {
             if s.next == 0 {
@@ -794,7 +795,7 @@ fn check(t: &EventTemplate, v: &Vars<'_>, hash: &str) -> anyhow::Result<()> {
     let _: EventMeta = serde_json::from_value(metadata.clone())?;
     let mut tagged = serde_json::Map::new();
     tagged.insert(t.event_type.clone(), payload.clone());
-    let _: crate::domain::job::JobEvent = serde_json::from_value(Value::Object(tagged))?;
+    let _: JobEvent = serde_json::from_value(Value::Object(tagged))?;
     let expected = sha256_canonical(&store::hash_input(
         Job::TYPE,
         v.job,

@@ -1,6 +1,11 @@
-//! The benchmark cannot rot: `dispatch-api bench --smoke` (tiny sizes) runs
+//! The benchmark cannot rot: `dispatch-bench --smoke` (tiny sizes) runs
 //! every phase against TEST_DATABASE_URL's server and writes a table with
 //! every figure. No timing is asserted — only that each figure is produced.
+//!
+//! It measures the `dispatch-api` binary beside `dispatch-bench` in the
+//! target directory: `cargo test` at the repository root builds both (the
+//! root package's tests need its binary); `cargo test -p dispatch-bench`
+//! alone does not rebuild the service.
 
 use std::process::Command;
 use std::time::Instant;
@@ -34,13 +39,13 @@ fn bench_smoke_writes_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("benchmarks.md");
     let started = Instant::now();
-    let run = Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
-        .args(["bench", "--smoke", "--out"])
+    let run = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
+        .args(["--smoke", "--out"])
         .arg(&out)
         .env("DATABASE_URL", &server)
         .env(
             "DISPATCH_SOPS_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/sops"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../sops"),
         )
         .env("DISPATCH_LOG_FORMAT", "pretty")
         .env("RUST_LOG", "warn")
@@ -48,7 +53,10 @@ fn bench_smoke_writes_every_figure() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "bench --smoke failed:\n{stderr}");
+    assert!(
+        run.status.success(),
+        "dispatch-bench --smoke failed:\n{stderr}"
+    );
     let table = std::fs::read_to_string(&out).unwrap();
     for figure in FIGURES {
         assert!(
@@ -71,7 +79,7 @@ fn bench_smoke_writes_every_figure() {
         );
     }
     eprintln!(
-        "bench --smoke ran in {:.1} s",
+        "dispatch-bench --smoke ran in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

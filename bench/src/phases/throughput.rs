@@ -1,0 +1,333 @@
+//! Phase 1, `throughput`: the whole HTTP stack with each client count,
+//! against pgbench inserting one row into an identical events table and
+//! against stock cqrs-es + postgres-es; projection lag under that load
+//! against the NOTIFY round trip; then the service's peak RSS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{failed_commands, ms, Ctx, Main};
+use crate::databases::{checkpoint, migrated, pool, Databases};
+use crate::load::{self, LagResult, LoadResult, LoadSpec};
+use crate::pgbench::{self, PgbenchResult};
+use crate::report::{Bar, Row};
+use crate::service::CpuMeter;
+use crate::stats::Samples;
+use crate::stock;
+use dispatch_api::domain::job::JobServices;
+use dispatch_api::domain::policy::DispatchPolicy;
+
+/// The baselines' databases and what they run.
+struct Baselines {
+    pgbench_url: String,
+    /// pgbench's script: one row like the generator's into an identical table.
+    script: PathBuf,
+    have_pgbench: bool,
+    stock_url: String,
+    /// What stock cqrs-es decides with (the same domain as the service).
+    services: JobServices,
+}
+
+/// What one client count measured.
+struct Round {
+    round: usize,
+    clients: usize,
+    ours: LoadResult,
+    lag: LagResult,
+    probe: Samples,
+    pg: Option<PgbenchResult>,
+    stock: LoadResult,
+}
+
+/// The phase: the baselines' databases, one round per client count (if
+/// `--only` leaves the phase in), and the peak RSS row.
+pub(super) async fn throughput(
+    ctx: &mut Ctx,
+    dbs: &mut Databases,
+    main: &Main,
+) -> anyhow::Result<()> {
+    let base = baselines(ctx, dbs).await?;
+    if ctx.sizes.wants("throughput") {
+        for (round, clients) in ctx.sizes.clients.into_iter().enumerate() {
+            let r = one_round(ctx, main, &base, round, clients).await?;
+            push_rows(ctx, &r);
+        }
+    }
+    let peak = main.svc.memory_kb().map(|m| m.1 as f64 / 1024.0);
+    dbs.drop_one("stock").await?;
+    dbs.drop_one("pgbench").await?;
+    ctx.rows.push(Row {
+        figure: "peak RSS under the throughput load".into(),
+        value: peak,
+        unit: "MB",
+        baseline: main.idle_rss,
+        baseline_label: "RSS idle after start, MB".into(),
+        bar: Bar::ValueAtMost(200.0),
+        note: "VmHWM of the service process; goal ≤ 80 MB".into(),
+    });
+    Ok(())
+}
+
+/// Creates the pgbench and stock databases.
+async fn baselines(ctx: &Ctx, dbs: &mut Databases) -> anyhow::Result<Baselines> {
+    let pgbench_url = dbs.create("pgbench").await?;
+    migrated(&pgbench_url, 1).await?.close().await;
+    let (sample_payload, sample_meta) = ctx.gen.sample_row();
+    let script = pgbench::write_script(&ctx.work, &sample_payload, &sample_meta)?;
+    let have_pgbench = pgbench::available();
+    let stock_url = dbs.create("stock").await?;
+    {
+        let p = pool(&stock_url, 1).await?;
+        stock::create_schema(&p).await?;
+        p.close().await;
+    }
+    Ok(Baselines {
+        pgbench_url,
+        script,
+        have_pgbench,
+        stock_url,
+        services: JobServices {
+            sops: ctx.sops.clone(),
+            policy: Arc::new(DispatchPolicy::default()),
+        },
+    })
+}
+
+/// One client count: ours, then pgbench, then stock, each after a checkpoint.
+async fn one_round(
+    ctx: &mut Ctx,
+    main: &Main,
+    base: &Baselines,
+    round: usize,
+    clients: usize,
+) -> anyhow::Result<Round> {
+    let (ours, lag, probe) = full_stack(ctx, main, round, clients).await?;
+    let pg = if base.have_pgbench {
+        pgbench_baseline(ctx, main, base, clients).await
+    } else {
+        ctx.failures.push("pgbench is not installed".into());
+        None
+    };
+    let stock = stock_baseline(ctx, main, base, round, clients).await?;
+    Ok(Round {
+        round,
+        clients,
+        ours,
+        lag,
+        probe,
+        pg,
+        stock,
+    })
+}
+
+/// Our service under `clients` unpaced clients, with the lag watcher and the
+/// NOTIFY probe running beside it.
+async fn full_stack(
+    ctx: &mut Ctx,
+    main: &Main,
+    round: usize,
+    clients: usize,
+) -> anyhow::Result<(LoadResult, LagResult, Samples)> {
+    let svc = &main.svc;
+    checkpoint(&main.pool).await;
+    ctx.progress.say(format!(
+        "HTTP: {clients} clients, {:.0} s",
+        ctx.sizes.measure.as_secs_f64()
+    ));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(load::watch_lag(
+        main.pool.clone(),
+        rx,
+        Duration::from_secs(15),
+    ));
+    let (stop_probe, probe_rx) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(load::notify_probe(main.pool.clone(), probe_rx));
+    let spec = LoadSpec {
+        tag: format!("t{round}"),
+        clients,
+        warmup: ctx.sizes.warmup,
+        measure: ctx.sizes.measure,
+        rate: None,
+    };
+    let cpu0 = CpuMeter::now(Some(svc.pid));
+    let ours = load::run(&svc.base, &main.ids, &ctx.mix, &spec, Some(tx)).await?;
+    let ours_cpu = CpuMeter::now(Some(svc.pid)).per_op_ms(&cpu0, ours.all_ok);
+    let _ = stop_probe.send(true);
+    let lag = watcher.await??;
+    let probe = probe.await??;
+    let s = ours.latencies.summary();
+    ctx.progress.say(format!(
+        "HTTP {clients}: {:.0} cmd/s, {}, {} errors{}",
+        ours.throughput,
+        ms(&s),
+        ours.errors,
+        if ours.first_errors.is_empty() {
+            String::new()
+        } else {
+            format!(" (first: {})", ours.first_errors[0])
+        }
+    ));
+    ctx.progress.say(format!(
+        "HTTP {clients}: CPU per command: service {:.3} ms, postgres {:.3} ms, load driver {:.3} ms",
+        ours_cpu.0, ours_cpu.1, ours_cpu.2
+    ));
+    ctx.cpu_notes.push(format!(
+        "{clients} clients, full stack: service {:.3} ms, PostgreSQL {:.3} ms, load driver {:.3} ms of CPU per command",
+        ours_cpu.0, ours_cpu.1, ours_cpu.2
+    ));
+    if ours.errors > 0 {
+        failed_commands(ctx, &format!("HTTP {clients} clients"), &ours);
+        for p in svc.log_problems() {
+            ctx.progress.say(format!("service: {p}"));
+        }
+    }
+    ctx.progress.say(format!(
+        "lag {clients}: {} ({} unresolved)",
+        ms(&lag.lag.summary()),
+        lag.unresolved
+    ));
+    Ok((ours, lag, probe))
+}
+
+/// pgbench inserting one row per transaction with as many clients; a
+/// failure is the run's, not the phase's.
+async fn pgbench_baseline(
+    ctx: &mut Ctx,
+    main: &Main,
+    base: &Baselines,
+    clients: usize,
+) -> Option<PgbenchResult> {
+    checkpoint(&main.pool).await;
+    ctx.progress.say(format!("pgbench: {clients} clients"));
+    match pgbench::run(
+        &base.pgbench_url,
+        &base.script,
+        clients,
+        ctx.sizes.measure.as_secs_f64().round() as u64,
+        &ctx.work.join("pgblog"),
+    )
+    .await
+    {
+        Ok(r) => {
+            ctx.progress.say(format!(
+                "pgbench {clients}: {:.0} tps, {}",
+                r.tps,
+                ms(&r.latencies.summary())
+            ));
+            Some(r)
+        }
+        Err(e) => {
+            ctx.failures.push(format!("pgbench {clients}: {e:#}"));
+            None
+        }
+    }
+}
+
+/// Stock cqrs-es + postgres-es running the same mix in this process.
+async fn stock_baseline(
+    ctx: &mut Ctx,
+    main: &Main,
+    base: &Baselines,
+    round: usize,
+    clients: usize,
+) -> anyhow::Result<LoadResult> {
+    checkpoint(&main.pool).await;
+    ctx.progress
+        .say(format!("stock cqrs-es + postgres-es: {clients} clients"));
+    // Its own pool for the run (closed after, so that pgbench can open all its connections).
+    let stock_pool = pool(&base.stock_url, ctx.connections.0).await?;
+    let cpu0 = CpuMeter::now(None);
+    let st = stock::run(
+        stock_pool.clone(),
+        base.services.clone(),
+        &ctx.mix,
+        &format!("s{round}"),
+        clients,
+        ctx.sizes.warmup,
+        ctx.sizes.measure,
+    )
+    .await?;
+    let stock_cpu = CpuMeter::now(None).per_op_ms(&cpu0, st.all_ok);
+    stock_pool.close().await;
+    ctx.progress.say(format!(
+        "stock {clients}: {:.0} cmd/s, {}, {} errors",
+        st.throughput,
+        ms(&st.latencies.summary()),
+        st.errors
+    ));
+    ctx.progress.say(format!(
+        "stock {clients}: CPU per command: postgres {:.3} ms, framework (in this process) {:.3} ms",
+        stock_cpu.1, stock_cpu.2
+    ));
+    ctx.cpu_notes.push(format!(
+        "{clients} clients, stock cqrs-es: PostgreSQL {:.3} ms, framework {:.3} ms of CPU per command",
+        stock_cpu.1, stock_cpu.2
+    ));
+    failed_commands(ctx, &format!("stock {clients} clients"), &st);
+    Ok(st)
+}
+
+/// The round's four rows; the first round's carry the bars.
+fn push_rows(ctx: &mut Ctx, r: &Round) {
+    let (round, clients) = (r.round, r.clients);
+    let s = r.ours.latencies.summary();
+    let l = r.lag.lag.summary();
+    let pg_p99 = r.pg.as_ref().map(|p| p.latencies.summary());
+    ctx.rows.push(Row {
+        figure: format!("command throughput, {clients} clients, vs pgbench"),
+        value: Some(r.ours.throughput),
+        unit: "cmd/s",
+        baseline: r.pg.as_ref().map(|p| p.tps),
+        baseline_label: "pgbench one-row insert, tps".into(),
+        bar: if round == 0 {
+            Bar::RatioAtLeast(0.25)
+        } else {
+            Bar::None
+        },
+        note: format!(
+            "{} commands in {:.0} s; goal ≥ 0.50×",
+            r.ours.ok,
+            ctx.sizes.measure.as_secs_f64()
+        ),
+    });
+    ctx.rows.push(Row {
+        figure: format!("command p99, {clients} clients"),
+        value: Some(s.p99),
+        unit: "ms",
+        baseline: pg_p99.map(|p| p.p99),
+        baseline_label: "pgbench insert p99, ms".into(),
+        bar: if round == 0 {
+            Bar::ValueAtMost(50.0)
+        } else {
+            Bar::None
+        },
+        note: format!(
+            "p50 {:.1} / p95 {:.1} ms; stock p99 {:.1} ms",
+            s.p50,
+            s.p95,
+            r.stock.latencies.summary().p99
+        ),
+    });
+    ctx.rows.push(Row {
+        figure: format!("command throughput, {clients} clients, vs stock cqrs-es"),
+        value: Some(r.ours.throughput),
+        unit: "cmd/s",
+        baseline: Some(r.stock.throughput),
+        baseline_label: "stock cqrs-es + postgres-es, cmd/s".into(),
+        bar: Bar::RatioAtLeast(1.0),
+        note: "same mix, stock without HTTP; goal ≥ 2×".into(),
+    });
+    ctx.rows.push(Row {
+        figure: format!("projection lag p99, {clients} clients"),
+        value: Some(l.p99),
+        unit: "ms",
+        baseline: Some(r.probe.summary().p99),
+        baseline_label: "NOTIFY round trip p99 under the same load, ms".into(),
+        bar: Bar::ValueAtMost(500.0),
+        note: format!(
+            "p50 {:.1} ms, n={}, unresolved {}; goal ≤ 100 ms",
+            l.p50, l.count, r.lag.unresolved
+        ),
+    });
+}
