@@ -9,11 +9,13 @@ use uuid::Uuid;
 
 use std::io::Write;
 
+use super::answer::position_marker;
+use super::batch::{self, write_batch, Refused};
 use super::chain::{ChainKeys, MacFailure};
 use super::checkpoint::CheckpointedHead;
 use super::hash::{sha256_canonical, write_canonical, write_str, Hasher, GENESIS_HASH};
 use super::upcast::upcast;
-use super::{is_unique_violation, StoreError};
+use super::StoreError;
 use crate::domain::sop::SopRef;
 use crate::domain::Actor;
 
@@ -418,36 +420,37 @@ pub struct PreparedAppend {
     pub aggregate_type: String,
     /// The stream.
     pub aggregate_id: String,
-    /// 1-based, continuing the head.
-    pub sequences: Vec<i64>,
-    /// Event types.
-    pub event_types: Vec<String>,
-    /// Payload versions.
-    pub event_versions: Vec<String>,
-    /// Payloads, JSON text.
-    pub payloads: Vec<String>,
-    /// Metadata, JSON text.
-    pub metadata: Vec<String>,
-    /// Event ids.
-    pub event_ids: Vec<Uuid>,
-    /// Each event's previous hash.
-    pub prev_hashes: Vec<String>,
-    /// Each event's hash.
-    pub hashes: Vec<String>,
-    /// The chain key each event is keyed with (the active one).
-    pub key_ids: Vec<String>,
-    /// Each event's MAC under its key.
-    pub macs: Vec<String>,
+    /// The events, in sequence order.
+    pub events: Vec<PreparedEvent>,
     /// The stream's head after these events.
     pub head: StreamState,
 }
 
-/// The global position an [`Appended`] carries until the database assigns
-/// the real one (`-9000000000000000000 - i` for the i-th event): answers are
-/// rendered with it and the position is put in its place in the same
-/// statement that inserts the events (see `app::commands`).
-pub fn position_marker(i: usize) -> i64 {
-    -9_000_000_000_000_000_000 - i as i64
+/// One event ready to append (the `dispatch_event` composite of migration
+/// 0015, fields in its order).
+#[derive(Debug, Clone, sqlx::Type)]
+#[sqlx(type_name = "dispatch_event")]
+pub struct PreparedEvent {
+    /// 1-based, continuing the head.
+    pub sequence: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Payload version.
+    pub event_version: String,
+    /// Payload, JSON text.
+    pub payload: String,
+    /// Metadata, JSON text.
+    pub metadata: String,
+    /// Event id.
+    pub event_id: Uuid,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// The event's hash.
+    pub hash: String,
+    /// The chain key the event is keyed with (the active one).
+    pub key_id: String,
+    /// The event's MAC under that key.
+    pub mac: String,
 }
 
 /// Computes ids, metadata, the hash chain and the MACs (under the active
@@ -460,23 +463,13 @@ pub fn prepare_append(
     head: &StreamState,
     events: Vec<NewEvent>,
 ) -> Result<(PreparedAppend, Vec<Appended>), StoreError> {
-    let n = events.len();
     let mut p = PreparedAppend {
         aggregate_type: aggregate_type.to_string(),
         aggregate_id: aggregate_id.to_string(),
-        sequences: Vec::with_capacity(n),
-        event_types: Vec::with_capacity(n),
-        event_versions: Vec::with_capacity(n),
-        payloads: Vec::with_capacity(n),
-        metadata: Vec::with_capacity(n),
-        event_ids: Vec::with_capacity(n),
-        prev_hashes: Vec::with_capacity(n),
-        hashes: Vec::with_capacity(n),
-        key_ids: Vec::with_capacity(n),
-        macs: Vec::with_capacity(n),
+        events: Vec::with_capacity(events.len()),
         head: head.clone(),
     };
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
         let sequence = p.head.sequence + 1;
         // Time-ordered (UUIDv7): new ids land at the right edge of the
@@ -503,66 +496,29 @@ pub fn prepare_append(
             sequence,
             global_position: position_marker(i),
         });
-        p.sequences.push(sequence);
-        p.event_types.push(e.event_type);
-        p.event_versions.push(e.event_version);
-        p.payloads.push(e.payload.to_string());
-        p.metadata.push(metadata.to_string());
-        p.event_ids.push(event_id);
         let (key_id, mac) = keys.mac(aggregate_type, aggregate_id, sequence, &hash);
-        p.key_ids.push(key_id.to_string());
-        p.macs.push(mac);
-        p.prev_hashes
-            .push(std::mem::replace(&mut p.head.hash, hash.clone()));
-        p.hashes.push(hash);
+        p.events.push(PreparedEvent {
+            sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: e.payload.to_string(),
+            metadata: metadata.to_string(),
+            event_id,
+            prev_hash: std::mem::replace(&mut p.head.hash, hash.clone()),
+            hash,
+            key_id: key_id.to_string(),
+            mac,
+        });
         p.head.sequence = sequence;
     }
     Ok((p, out))
 }
 
-/// Two CTEs, `appended (sequence, global_position)` and `head`, that insert
-/// a [`PreparedAppend`] bound by [`bind_append`] at parameters `$1`..`$14`.
-/// Positions are assigned in insert order, which is sequence order.
-pub const APPEND_CTES: &str = "appended AS ( \
-       INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                           payload, metadata, event_id, prev_hash, hash, key_id, mac) \
-       SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json, \
-              e.event_id, e.prev_hash, e.hash, e.key_id, e.mac \
-       FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[], \
-                   $13::text[], $14::text[]) \
-            WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, event_id, prev_hash, hash, \
-                                 key_id, mac, n) \
-       ORDER BY e.n \
-       RETURNING sequence, global_position), \
-     head AS ( \
-       INSERT INTO stream_heads (aggregate_type, aggregate_id, sequence, hash) VALUES ($1, $2, $11, $12) \
-       ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, hash = EXCLUDED.hash)";
-
-/// Binds a [`PreparedAppend`] as `$1`..`$14` of [`APPEND_CTES`].
-pub fn bind_append<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    p: &'q PreparedAppend,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&p.aggregate_type)
-        .bind(&p.aggregate_id)
-        .bind(&p.sequences)
-        .bind(&p.event_types)
-        .bind(&p.event_versions)
-        .bind(&p.payloads)
-        .bind(&p.metadata)
-        .bind(&p.event_ids)
-        .bind(&p.prev_hashes)
-        .bind(&p.hashes)
-        .bind(p.head.sequence)
-        .bind(&p.head.hash)
-        .bind(&p.key_ids)
-        .bind(&p.macs)
-}
-
 /// Appends events to a stream inside the caller's transaction, chaining their
 /// hashes, keying them with the active key of `keys` and moving the stream
-/// head, in one statement. A concurrent append to the same stream is
-/// [`StoreError::Conflict`].
+/// head: one write of the batch function the group-commit writer uses
+/// ([`super::batch`]), with no stored answer. A concurrent append to the
+/// same stream is [`StoreError::Conflict`].
 pub async fn append(
     conn: &mut PgConnection,
     keys: &ChainKeys,
@@ -572,24 +528,24 @@ pub async fn append(
     events: Vec<NewEvent>,
 ) -> Result<Vec<Appended>, StoreError> {
     let (prepared, mut out) = prepare_append(keys, aggregate_type, aggregate_id, head, events)?;
-    let sql = format!("WITH {APPEND_CTES} SELECT sequence, global_position FROM appended");
-    let rows = bind_append(sqlx::query(&sql), &prepared)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                StoreError::Conflict
-            } else {
-                StoreError::Database(err)
+    let write = batch::Write {
+        answer: None,
+        key_check: None,
+        append: Some(prepared),
+        door: None,
+    };
+    let outcome = write_batch(&mut *conn, &[&write]).await?.pop();
+    match outcome {
+        Some(Ok(written)) => {
+            for (a, position) in out.iter_mut().zip(written.positions) {
+                a.global_position = position;
             }
-        })?;
-    for r in rows {
-        let sequence: i64 = r.try_get(0)?;
-        if let Some(a) = out.iter_mut().find(|a| a.sequence == sequence) {
-            a.global_position = r.try_get(1)?;
+            Ok(out)
         }
+        Some(Err(Refused::Conflict)) => Err(StoreError::Conflict),
+        Some(Err(Refused::Failed(e))) => Err(e),
+        Some(Err(Refused::KeyRefused)) | None => Err(StoreError::NoOutcome(1)),
     }
-    Ok(out)
 }
 
 /// Which check found a stream's first bad or missing sequence.
