@@ -22,16 +22,19 @@ pub mod checkpoint;
 pub mod hash;
 mod repo;
 pub mod upcast;
+mod verify;
 pub mod wake;
 pub mod writer;
 
 pub use answer::{position_marker, Answer};
 pub use batch::{DoorRow, Refused, Write};
+pub use hash::{envelope_hash, hash_input};
 pub use repo::{
-    append, decode_stream, envelope_hash, hash_input, load_head, load_stream, load_stream_rows,
-    prepare_append, verify_rows, Appended, AuditCheck, AuditReport, EventMeta, NewEvent,
-    PreparedAppend, PreparedEvent, RawRow, StoredEvent, StreamState, STREAM_COLUMNS,
+    append, decode_stream, load_head, load_stream, load_stream_rows, prepare_append, Appended,
+    EventMeta, NewEvent, PreparedAppend, PreparedEvent, RawRow, StoredEvent, StreamState,
+    STREAM_COLUMNS,
 };
+pub use verify::{verify_rows, AuditCheck, AuditReport};
 pub use wake::wake_projectors;
 pub use writer::Writer;
 
