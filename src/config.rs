@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DISPATCH_DB_WRITERS",
-        default_value_t = crate::app::writer::DEFAULT_WRITERS,
+        default_value_t = crate::store::writer::DEFAULT_WRITERS,
         value_parser = clap::value_parser!(u32).range(1..=64),
         global = true
     )]

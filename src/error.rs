@@ -98,6 +98,11 @@ impl From<StoreError> for ApiError {
                 current: None,
             },
             StoreError::Database(db) => ApiError::from(db),
+            StoreError::Batch(db) if sqlx_unavailable(&db) => ApiError::Unavailable,
+            StoreError::Refused { code, message } if database_unavailable(&code, &message) => {
+                ApiError::Unavailable
+            }
+            StoreError::WriterStopped => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
         }
     }

@@ -13,13 +13,21 @@
 //! - [`tools`] — the closed toolset: the allowlist (`tools/allowlist.toml`),
 //!   the one gate every transport passes (`tools/gate.rs`: per-key limit,
 //!   allowlist, invocation log), the tools' input schemas, the manifest.
-//! - [`app`] — what a request does, independent of HTTP: idempotency, the
-//!   facts a command needs, the decision, the write (`app/commands.rs`), the
-//!   group-commit writer (`app/writer.rs`), the job cache, keys, evidence,
-//!   UI sessions, the chain's signed checkpoints (`app/checkpoints.rs`).
-//! - [`store`] — the event store on PostgreSQL: appending and reading
-//!   streams, the SHA-256 chain and its HMAC (`store/chain.rs`), signed
-//!   checkpoints, upcasters.
+//! - [`app`] — what a request does, independent of HTTP: commands
+//!   (`app/commands/`: the read–decide–write runner in `mod.rs`, stored
+//!   answers in `idempotency.rs`, the facts a command needs in `facts.rs`,
+//!   job and technician commands in `job.rs` and `technician.rs`, and the
+//!   one door of a job command, `App::job_command`, with its known-key
+//!   shortcut in `fast_path.rs`), the job cache (`app/cache.rs`), API keys
+//!   and the known keys (`app/keys.rs`), evidence, UI sessions, the
+//!   chain's signed checkpoints (`app/checkpoints.rs`).
+//! - [`store`] — the event store on PostgreSQL: reading streams and
+//!   preparing appends (`store/repo.rs`), the one append path
+//!   (`store/batch.rs`: `dispatch_write_batch`, used by the group-commit
+//!   writer `store/writer.rs` and by `store::append`), the answer's
+//!   position placeholders (`store/answer.rs`), the SHA-256 chain and its
+//!   HMAC (`store/chain.rs`), signed checkpoints, upcasters; its own errors
+//!   (`StoreError`, `Refused`).
 //! - [`read_models`] — the projector runtime (global order, exactly once,
 //!   rebuilds into shadow tables) and one module per read model.
 //! - [`http`] — axum: the router, the gate's middleware (`http/gate.rs`), one
@@ -32,14 +40,17 @@
 //!   the service links no load generator.
 //!
 //! One command's path, `POST /v1/jobs/{id}/commands/accept_offer`:
-//! `http/mod.rs` (router) → `http/gate.rs` (key, limit, allowlist, log) →
-//! `http/jobs.rs` (`job_command`: decode) → `app/commands.rs` (idempotency,
-//! facts, decide, write) → `domain/job/aggregate.rs` (`Job::decide`) →
+//! `http/jobs.rs` (route table) → `http/gate.rs` (key, limit, allowlist,
+//! log) → `http/jobs.rs` (`job_command`: decode, call, encode) →
+//! `app/commands/fast_path.rs` (`App::job_command`, the one door) →
+//! `app/commands/job.rs` (stored answer or stream or job cache, facts,
+//! decide, answer) → `domain/job/aggregate.rs` (`Job::decide`) →
 //! `domain/job/decide/field.rs` (`accept_offer`) → `domain/job/state.rs`
-//! (apply `OfferAccepted`) → `app/writer.rs` + `store/repo.rs` (hash chain,
-//! MAC, the batch function of `migrations/0013_…`) → `read_models/runtime.rs`
-//! → `read_models/board.rs`, `schedule.rs`, … (the projections). Shortening
-//! this path is issue 17's unfinished part (docs/03).
+//! (apply `OfferAccepted`) → `store/repo.rs` (`prepare_append`: hash chain,
+//! MAC) → `store/writer.rs` + `store/batch.rs` (group commit, the batch
+//! function of `migrations/0015_…`) → `read_models/runtime.rs` →
+//! `read_models/board.rs`, `schedule.rs`, … (the projections). docs/03,
+//! "One command's path", lists the same hops.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -84,7 +84,9 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         clock,
         evidence,
         jobs: crate::app::cache::JobCache::new(config.job_cache_size),
-        writer: crate::app::writer::Writer::start(&pool, config.db_writers),
+        // No job kept, no command could act on a known key: none is kept.
+        keys: crate::app::KnownKeys::new(config.job_cache_size),
+        writer: crate::store::Writer::start(&pool, config.db_writers),
         invocations: crate::tools::log::InvocationLog::start(&pool),
         pool,
     })

@@ -21,36 +21,28 @@
 //!
 //! So a stale entry costs one refused write, never a wrong answer.
 //!
-//! Beside the jobs it keeps the callers that recent requests' keys resolved
-//! to, by the key's SHA-256. A job command on a cached job with a known key
-//! skips the key lookup: its write checks, in the same subtransaction, that the
-//! key is still active (`dispatch_require_active_key`, migration 0008), and
-//! any other outcome looks the key up before it answers. So a revoked key
-//! takes effect at the revocation's commit, as it does without the cache.
+//! A job command from a key this process already knows may also skip the
+//! key lookup on a kept job (its write checks the key): that shortcut is
+//! `App::job_command`'s (`app/commands/fast_path.rs`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::keys::Caller;
 use crate::domain::job::Job;
 use crate::store::StreamState;
 
 /// The default number of jobs kept (a job's state is a few kB).
 pub const DEFAULT_CAPACITY: usize = 4096;
 
-/// The most callers kept (one per API key in use).
-pub const CALLERS: usize = 1024;
-
 /// Job id → the job and its stream head, least recently used evicted first.
 type Entries = LruCache<String, (Job, StreamState)>;
 
-/// Recently commanded jobs, and the callers of recently used keys.
+/// Recently commanded jobs.
 #[derive(Clone)]
 pub struct JobCache {
     inner: Option<Arc<Mutex<Entries>>>,
-    callers: Option<Arc<Mutex<LruCache<String, Caller>>>>,
 }
 
 impl std::fmt::Debug for JobCache {
@@ -71,8 +63,6 @@ impl JobCache {
     pub fn new(capacity: usize) -> Self {
         JobCache {
             inner: NonZeroUsize::new(capacity).map(|n| Arc::new(Mutex::new(LruCache::new(n)))),
-            callers: NonZeroUsize::new(capacity.min(CALLERS))
-                .map(|n| Arc::new(Mutex::new(LruCache::new(n)))),
         }
     }
 
@@ -92,28 +82,6 @@ impl JobCache {
     pub fn put(&self, job_id: &str, job: Job, head: StreamState) {
         if let Some(c) = &self.inner {
             Self::lock(c).put(job_id.to_string(), (job, head));
-        }
-    }
-
-    /// The caller a key (by its SHA-256) resolved to before, if kept. Only
-    /// for a write that checks the key itself.
-    pub fn caller(&self, key_hash: &str) -> Option<Caller> {
-        self.callers
-            .as_ref()
-            .and_then(|c| Self::lock(c).get(key_hash).cloned())
-    }
-
-    /// Keeps the caller a key lookup resolved.
-    pub fn put_caller(&self, key_hash: &str, caller: &Caller) {
-        if let Some(c) = &self.callers {
-            Self::lock(c).put(key_hash.to_string(), caller.clone());
-        }
-    }
-
-    /// Forgets a key (its lookup failed).
-    pub fn forget_caller(&self, key_hash: &str) {
-        if let Some(c) = &self.callers {
-            Self::lock(c).pop(key_hash);
         }
     }
 

@@ -238,3 +238,31 @@ pub async fn object_type(pool: &PgPool, sha256: &str) -> Result<Option<String>> 
             .await?,
     )
 }
+
+impl super::App {
+    /// Stores an evidence upload under the idempotency rules of every
+    /// mutation (its key claimed first, in one transaction).
+    pub async fn upload_evidence(
+        &self,
+        caller: &super::Caller,
+        meta: &super::RequestMeta,
+        content: bytes::Bytes,
+        content_type: String,
+    ) -> Result<super::Reply> {
+        let app = self.clone();
+        let by = caller.key_name.clone();
+        self.idempotent(caller, meta, move |_conn| {
+            Box::pin(async move {
+                let info = app
+                    .evidence
+                    .put(&app.pool, content, &content_type, &by)
+                    .await?;
+                Ok((
+                    201,
+                    serde_json::to_value(info).map_err(|e| ApiError::Internal(e.into()))?,
+                ))
+            })
+        })
+        .await
+    }
+}

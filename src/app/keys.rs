@@ -1,7 +1,16 @@
-//! API keys: made by the CLI, stored as SHA-256 only, resolved per request.
+//! API keys: made by the CLI, stored as SHA-256 only, resolved per request
+//! ([`App::look_up_key`]), and the callers recently resolved keys map to
+//! ([`KnownKeys`]: what lets a job command skip the lookup, see
+//! [`App::job_command`]).
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 use rand::RngCore;
 use sqlx::{PgPool, Row};
+
+use super::App;
 
 use crate::domain::{Actor, Role};
 use crate::error::{ApiError, Result};
@@ -131,4 +140,79 @@ pub async fn authenticate_hash(pool: &PgPool, hash: &str) -> Result<Caller> {
         role: Role::parse(&role).ok_or(ApiError::Unauthorized)?,
         technician_id: row.try_get("technician_id")?,
     })
+}
+
+/// The most keys kept by [`KnownKeys`] (one per API key in use).
+pub const KNOWN_KEYS: usize = 1024;
+
+/// The callers that recently looked-up keys resolved to, by the key's
+/// SHA-256. Only a job command's write that checks the key itself may act on
+/// one without a lookup ([`App::job_command`]); everything else looks the
+/// key up.
+#[derive(Clone, Default)]
+pub struct KnownKeys {
+    inner: Option<Arc<Mutex<LruCache<String, Caller>>>>,
+}
+
+impl std::fmt::Debug for KnownKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownKeys").finish_non_exhaustive()
+    }
+}
+
+impl KnownKeys {
+    /// Keeps up to `capacity` keys (at most [`KNOWN_KEYS`]); `0` keeps none
+    /// (every request looks its key up).
+    pub fn new(capacity: usize) -> Self {
+        KnownKeys {
+            inner: NonZeroUsize::new(capacity.min(KNOWN_KEYS))
+                .map(|n| Arc::new(Mutex::new(LruCache::new(n)))),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut LruCache<String, Caller>) -> T) -> Option<T> {
+        self.inner
+            .as_ref()
+            .map(|c| f(&mut c.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// The caller a key (by its SHA-256) resolved to before, if kept.
+    pub fn get(&self, key_hash: &str) -> Option<Caller> {
+        self.with(|c| c.get(key_hash).cloned()).flatten()
+    }
+
+    /// Keeps the caller a key lookup resolved.
+    pub fn put(&self, key_hash: &str, caller: &Caller) {
+        self.with(|c| c.put(key_hash.to_string(), caller.clone()));
+    }
+
+    /// Forgets a key (its lookup failed).
+    pub fn forget(&self, key_hash: &str) {
+        self.with(|c| c.pop(key_hash));
+    }
+}
+
+impl App {
+    /// Looks a key up by its SHA-256: the caller, or `Unauthorized`, or
+    /// `Forbidden` for the system role (internal: no request acts as it).
+    /// What it resolved to is kept in the known keys; a key that no longer
+    /// resolves is forgotten.
+    pub async fn look_up_key(&self, key_hash: &str) -> Result<Caller> {
+        let caller = match authenticate_hash(&self.pool, key_hash).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, ApiError::Unauthorized) {
+                    self.keys.forget(key_hash);
+                }
+                return Err(e);
+            }
+        };
+        if caller.role == Role::System {
+            return Err(ApiError::Forbidden(
+                "the system role cannot be used over HTTP".into(),
+            ));
+        }
+        self.keys.put(key_hash, &caller);
+        Ok(caller)
+    }
 }

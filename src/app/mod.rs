@@ -1,8 +1,9 @@
 //! The application layer: what a request does, independent of HTTP.
 //!
 //! It resolves the facts a command needs (technician profiles, jobs at the
-//! same door, uploaded evidence), runs the aggregate's decision, and appends
-//! the events with the idempotency record in one transaction.
+//! same door, uploaded evidence), runs the aggregate's decision, and hands
+//! the events with the stored answer to the store as one write
+//! ([`commands`]). A job command enters by one door, [`App::job_command`].
 
 pub mod cache;
 pub mod checkpoints;
@@ -12,15 +13,14 @@ pub mod keys;
 pub mod queries;
 pub mod read_models;
 pub mod sessions;
-pub mod writer;
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use commands::Reply;
-pub use keys::Caller;
+pub use commands::{KeyedCaller, Reply};
+pub use keys::{Caller, KnownKeys};
 
 use crate::clock::Clock;
 use crate::domain::job::JobServices;
@@ -59,8 +59,10 @@ pub struct App {
     pub evidence: evidence::EvidenceStore,
     /// Job states left by recent commands (see [`cache`]).
     pub jobs: cache::JobCache,
-    /// Commits command writes together (see [`writer`]).
-    pub writer: writer::Writer,
+    /// The callers recently looked-up API keys resolved to (see [`keys`]).
+    pub keys: keys::KnownKeys,
+    /// Commits command writes together (see [`crate::store::writer`]).
+    pub writer: crate::store::Writer,
     /// The chain's keys: every new event's MAC, checkpoint signatures.
     pub chain: Arc<crate::store::chain::ChainKeys>,
     /// The heads signed checkpoints recorded (see [`checkpoints`]).

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::app::{keys, Caller, RequestMeta};
-use crate::domain::Role;
 use crate::error::{ApiError, Result};
 use crate::store::hash::{canonical_json, sha256_hex};
 use crate::tools::gate::{Access, Refusal};
@@ -24,7 +23,7 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(caller.clone());
         }
         let hash = keys::key_hash(bearer_key(&parts.headers)?)?;
-        look_up_caller(state, &hash).await
+        state.app.look_up_key(&hash).await
     }
 }
 
@@ -41,33 +40,8 @@ pub fn bearer_key(headers: &HeaderMap) -> Result<&str> {
         .trim())
 }
 
-/// Looks a key up by its SHA-256: the caller, or `Unauthorized`, or
-/// `Forbidden` for the system role (internal: no request acts as it). What
-/// it resolved to is remembered for job commands that check the key in
-/// their write ([`crate::app::cache`]); a key that no longer resolves is
-/// forgotten.
-pub async fn look_up_caller(state: &AppState, hash: &str) -> Result<Caller> {
-    let caller = match keys::authenticate_hash(&state.app.pool, hash).await {
-        Ok(c) => c,
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized) {
-                state.app.jobs.forget_caller(hash);
-            }
-            return Err(e);
-        }
-    };
-    if caller.role == Role::System {
-        return Err(ApiError::Forbidden(
-            "the system role cannot be used over HTTP".into(),
-        ));
-    }
-    state.app.jobs.put_caller(hash, &caller);
-    Ok(caller)
-}
-
 /// Checks the allowlist for a tool-backed endpoint, without spending the
-/// key's budget: the pages use it to decide what to show, and the job
-/// command fast path after it looks the key up again. Calls themselves pass
+/// key's budget: the pages use it to decide what to show. Calls themselves pass
 /// [`crate::tools::gate::Gate::admit`].
 pub fn require_tool(state: &AppState, caller: &Caller, tool: &str) -> Result<()> {
     allowed(state, caller, Access::Tool(tool))

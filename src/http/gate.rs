@@ -8,13 +8,19 @@
 //! limit, then the allowlist — and, whatever the handler then answers,
 //! hands one record with transport `rest` to the invocation log. The
 //! handlers no longer check the allowlist themselves; they read the caller
-//! the gate resolved ([`Authenticated`], or `Caller` from the extensions),
+//! the gate resolved ([`KeyedCaller`](crate::app::KeyedCaller), or `Caller`
+//! from the extensions),
 //! and report the body they decoded ([`Asked`]) for the argument digest.
 //!
 //! A job command from a key this process resolved before keeps its fast
-//! path (`jobs::job_command`): the gate admits it on the cached caller, and
-//! anything answered without a write that checks the key — a refusal here
-//! included — is answered only after the key is looked up again.
+//! path: the gate admits it on the known caller ([`App::resolve_key`],
+//! provisional), and a refusal here is answered only after the key is
+//! confirmed ([`App::confirm_key`]); the rest of the rule is
+//! [`App::job_command`]'s.
+//!
+//! [`App::resolve_key`]: crate::app::App::resolve_key
+//! [`App::confirm_key`]: crate::app::App::confirm_key
+//! [`App::job_command`]: crate::app::App::job_command
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,27 +34,14 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::decode;
-use super::extract::{bearer_key, look_up_caller};
+use super::extract::bearer_key;
 use super::AppState;
-use crate::app::{keys, Caller};
+use crate::app::keys;
 use crate::domain::Role;
 use crate::error::ApiError;
 use crate::tools::gate::{self, plausible_id, usable_key, Access, Call, Refusal};
 use crate::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
 use crate::tools::Toolset;
-
-/// The caller the gate resolved for this request.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    /// Who.
-    pub caller: Caller,
-    /// SHA-256 of the bearer key.
-    pub hash: String,
-    /// Taken from this process's key cache without a lookup (job commands
-    /// only): nothing may be answered on it but a write that checks the
-    /// key itself.
-    pub provisional: bool,
-}
 
 /// What the handler decoded from the body, for the record's argument
 /// digest (a handler that reads no body leaves it empty).
@@ -212,19 +205,11 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         Ok(h) => h,
         Err(e) => return unattributed(e),
     };
-    let cached = if op.fast_path {
-        state.app.jobs.caller(&hash)
-    } else {
-        None
+    let who = match state.app.resolve_key(hash, op.fast_path).await {
+        Ok(who) => who,
+        Err(e) => return unattributed(e),
     };
-    let provisional = cached.is_some();
-    let caller = match cached {
-        Some(c) => c,
-        None => match look_up_caller(&state, &hash).await {
-            Ok(c) => c,
-            Err(e) => return unattributed(e),
-        },
-    };
+    let caller = who.caller.clone();
 
     let mut pending = Pending {
         tools: state.tools.clone(),
@@ -256,10 +241,10 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
     };
 
     if let Err(refusal) = state.tools.gate.admit(&caller, op.access.as_access()) {
-        if provisional {
-            // Nothing is answered on a cached caller but a write that
+        if who.is_provisional() {
+            // Nothing is answered on a known key's caller but a write that
             // checked the key: a revoked key hears 401, not this.
-            if let Err(e) = look_up_caller(&state, &hash).await {
+            if let Err(e) = state.app.confirm_key(&who).await {
                 pending.call = None;
                 return unattributed(e);
             }
@@ -279,14 +264,10 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
     }
 
     parts.extensions.insert(pending.asked.clone());
-    if !provisional {
-        parts.extensions.insert(caller.clone());
+    if !who.is_provisional() {
+        parts.extensions.insert(caller);
     }
-    parts.extensions.insert(Authenticated {
-        caller,
-        hash,
-        provisional,
-    });
+    parts.extensions.insert(who);
     let is_post = parts.method == Method::POST;
     let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status().as_u16();

@@ -11,10 +11,10 @@ use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 
 use super::decode;
-use super::extract::{look_up_caller, mutation_meta, read_json, require_tool};
-use super::gate::{Asked, Authenticated};
+use super::extract::{mutation_meta, read_json};
+use super::gate::Asked;
 use super::{query_params, reply_response, AppState};
-use crate::app::{Caller, RequestMeta};
+use crate::app::{Caller, KeyedCaller, RequestMeta};
 use crate::domain::job::{Job, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
@@ -47,62 +47,23 @@ async fn open_job(
     Ok(reply_response(reply))
 }
 
-/// A job command. A key this process has resolved before skips the lookup
-/// when the job's state is kept here too: the write checks the key in the
-/// same statement (`app::cache`). Everything that write does not settle —
-/// a bad request, a refusal, a stale state, a reused idempotency key, a key
-/// no longer active — is answered only after the key is looked up, so the
-/// answers (401 before anything else) are those of the ordinary path.
+/// A job command: decoded, run through the application's one door for job
+/// commands ([`App::job_command`](crate::app::App::job_command), which owns
+/// the known-key shortcut and its rule), answered.
 async fn job_command(
     State(state): State<AppState>,
-    Extension(auth): Extension<Authenticated>,
+    Extension(who): Extension<KeyedCaller>,
     asked: Asked,
     Path((job_id, command)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    // The gate resolved the key — from this process's key cache when it had
-    // it (a provisional caller: nothing is answered on it but a write that
-    // checked the key itself) — and admitted the call.
-    let Authenticated {
-        caller,
-        hash,
-        provisional,
-    } = auth;
-    let (meta, decoded) =
+    let (meta, command) =
         match prepare_job_command(&state, &asked, &job_id, &command, &headers, body).await {
-            Ok(p) => p,
-            Err(e) => {
-                if provisional {
-                    look_up_caller(&state, &hash).await?;
-                }
-                return Err(e);
-            }
+            Ok(decoded) => decoded,
+            Err(e) => return Err(state.app.refusal(&who, e).await),
         };
-    let caller = if provisional {
-        match state
-            .app
-            .try_job_with_key_in_write(&caller, &hash, &meta, &job_id, decoded.clone())
-            .await
-        {
-            Ok(Some(reply)) => return Ok(reply_response(reply)),
-            Err(e) => {
-                look_up_caller(&state, &hash).await?;
-                return Err(e);
-            }
-            Ok(None) => {
-                let caller = look_up_caller(&state, &hash).await?;
-                require_tool(&state, &caller, &command)?;
-                caller
-            }
-        }
-    } else {
-        caller
-    };
-    let reply = state
-        .app
-        .execute_job(&caller, &meta, Some(&job_id), decoded)
-        .await?;
+    let reply = state.app.job_command(&who, &meta, &job_id, command).await?;
     Ok(reply_response(reply))
 }
 

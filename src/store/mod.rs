@@ -7,21 +7,36 @@
 //! The service writes through this module rather than postgres-es's
 //! repository because one transaction must hold more than the events: the
 //! idempotency record, the hash chain's head and the door index (docs/03).
+//!
+//! Every append goes one way: a [`Write`] (events, head, door row, stored
+//! answer) sent through `dispatch_write_batch` ([`batch`]), by the
+//! group-commit [`writer`] for commands and by [`append`] inside a caller's
+//! transaction for everything else. The answer's position placeholders are
+//! [`answer`]'s. Errors here are the store's own ([`StoreError`],
+//! [`Refused`]); `crate::error` maps them to the contract's codes.
 
+pub mod answer;
+pub mod batch;
 pub mod chain;
 pub mod checkpoint;
 pub mod hash;
 mod repo;
 pub mod upcast;
+mod verify;
 pub mod wake;
+pub mod writer;
 
+pub use answer::{position_marker, Answer};
+pub use batch::{DoorRow, Refused, Write};
+pub use hash::{envelope_hash, hash_input};
 pub use repo::{
-    append, bind_append, decode_stream, envelope_hash, hash_input, load_head, load_stream,
-    load_stream_rows, position_marker, prepare_append, verify_rows, Appended, AuditCheck,
-    AuditReport, EventMeta, NewEvent, PreparedAppend, RawRow, StoredEvent, StreamState,
-    APPEND_CTES, STREAM_COLUMNS,
+    append, decode_stream, load_head, load_stream, load_stream_rows, prepare_append, Appended,
+    EventMeta, NewEvent, PreparedAppend, PreparedEvent, RawRow, StoredEvent, StreamState,
+    STREAM_COLUMNS,
 };
+pub use verify::{verify_rows, AuditCheck, AuditReport};
 pub use wake::wake_projectors;
+pub use writer::Writer;
 
 /// A storage failure. Unique violations are concurrency conflicts; the rest
 /// are infrastructure failures.
@@ -41,6 +56,28 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A batch call failed as a whole (every write in it shares the error).
+    #[error("the batch write failed: {0}")]
+    Batch(std::sync::Arc<sqlx::Error>),
+    /// The batch function refused a write for a reason other than a
+    /// conflict or a key (its SQLSTATE and message).
+    #[error("write refused: {code}: {message}")]
+    Refused {
+        /// SQLSTATE.
+        code: String,
+        /// The database's message.
+        message: String,
+    },
+    /// The batch function answered no row for this write (1-based).
+    #[error("the batch write returned no row for write {0}")]
+    NoOutcome(usize),
+    /// The group-commit writer has stopped (the process is shutting down).
+    #[error("the group-commit writer has stopped")]
+    WriterStopped,
+    /// An answer's event positions could not be placed: it does not carry
+    /// its events' [`position_marker`]s (a bug).
+    #[error("the answer's event positions could not be placed")]
+    Unplaceable,
 }
 
 /// Whether a database error is a unique violation (SQLSTATE 23505).

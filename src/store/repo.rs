@@ -7,13 +7,12 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use std::io::Write;
-
-use super::chain::{ChainKeys, MacFailure};
-use super::checkpoint::CheckpointedHead;
-use super::hash::{sha256_canonical, write_canonical, write_str, Hasher, GENESIS_HASH};
+use super::answer::position_marker;
+use super::batch::{self, write_batch, Refused};
+use super::chain::ChainKeys;
+use super::hash::{envelope_hash, GENESIS_HASH};
 use super::upcast::upcast;
-use super::{is_unique_violation, StoreError};
+use super::StoreError;
 use crate::domain::sop::SopRef;
 use crate::domain::Actor;
 
@@ -106,127 +105,20 @@ impl Default for StreamState {
     }
 }
 
-/// The object whose canonical form is hashed: the envelope without `hash`
-/// and `global_position` (the database assigns the position at insert, and it
-/// orders events; it does not identify them).
-/// Public so that generators (the benchmark's bulk loader) hash exactly as the store does.
-#[allow(clippy::too_many_arguments)]
-pub fn hash_input(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-    prev_hash: &str,
-) -> Value {
-    let mut obj = match metadata {
-        Value::Object(m) => m.clone(),
-        other => {
-            let mut m = Map::new();
-            m.insert("metadata".into(), other.clone());
-            m
-        }
-    };
-    obj.insert("aggregate_type".into(), aggregate_type.into());
-    obj.insert("aggregate_id".into(), aggregate_id.into());
-    obj.insert("sequence".into(), sequence.into());
-    obj.insert("event_id".into(), event_id.into());
-    obj.insert("event_type".into(), event_type.into());
-    obj.insert("event_version".into(), event_version.into());
-    obj.insert("payload".into(), payload.clone());
-    obj.insert("prev_hash".into(), prev_hash.into());
-    Value::Object(obj)
-}
-
-/// SHA-256 of the canonical form of [`hash_input`], written straight into
-/// the hasher (no merged object, no copies of payload and metadata).
-#[allow(clippy::too_many_arguments)]
-pub fn envelope_hash(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-    prev_hash: &str,
-) -> String {
-    enum Field<'a> {
-        Value(&'a Value),
-        Str(&'a str),
-        Int(i64),
-    }
-    let Value::Object(meta) = metadata else {
-        return sha256_canonical(&hash_input(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_id,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-            prev_hash,
-        ));
-    };
-    let envelope = [
-        ("aggregate_type", Field::Str(aggregate_type)),
-        ("aggregate_id", Field::Str(aggregate_id)),
-        ("sequence", Field::Int(sequence)),
-        ("event_id", Field::Str(event_id)),
-        ("event_type", Field::Str(event_type)),
-        ("event_version", Field::Str(event_version)),
-        ("payload", Field::Value(payload)),
-        ("prev_hash", Field::Str(prev_hash)),
-    ];
-    let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(meta.len() + envelope.len());
-    for (k, v) in meta {
-        // The envelope's own fields win over metadata keys of the same name.
-        if !envelope.iter().any(|(e, _)| *e == k.as_str()) {
-            fields.push((k.as_str(), Field::Value(v)));
-        }
-    }
-    fields.extend(envelope);
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = Hasher::default();
-    let mut write = || -> std::io::Result<()> {
-        h.write_all(b"{")?;
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if i > 0 {
-                h.write_all(b",")?;
-            }
-            write_str(k, &mut h)?;
-            h.write_all(b":")?;
-            match v {
-                Field::Value(v) => write_canonical(v, &mut h)?,
-                Field::Str(s) => write_str(s, &mut h)?,
-                Field::Int(n) => write!(h, "{n}")?,
-            }
-        }
-        h.write_all(b"}")
-    };
-    write().expect("hashing does not fail");
-    h.hex()
-}
-
 /// A raw row, undecoded: what verification reads.
 #[derive(Debug, Clone)]
 pub struct RawRow {
-    sequence: i64,
-    global_position: i64,
-    event_id: Uuid,
-    event_type: String,
-    event_version: String,
-    payload: Value,
-    metadata: Value,
-    prev_hash: String,
-    hash: String,
-    key_id: Option<String>,
-    mac: Option<String>,
+    pub(super) sequence: i64,
+    pub(super) global_position: i64,
+    pub(super) event_id: Uuid,
+    pub(super) event_type: String,
+    pub(super) event_version: String,
+    pub(super) payload: Value,
+    pub(super) metadata: Value,
+    pub(super) prev_hash: String,
+    pub(super) hash: String,
+    pub(super) key_id: Option<String>,
+    pub(super) mac: Option<String>,
 }
 
 const SELECT_ROWS: &str = "SELECT sequence, global_position, event_id, event_type, event_version, \
@@ -418,36 +310,37 @@ pub struct PreparedAppend {
     pub aggregate_type: String,
     /// The stream.
     pub aggregate_id: String,
-    /// 1-based, continuing the head.
-    pub sequences: Vec<i64>,
-    /// Event types.
-    pub event_types: Vec<String>,
-    /// Payload versions.
-    pub event_versions: Vec<String>,
-    /// Payloads, JSON text.
-    pub payloads: Vec<String>,
-    /// Metadata, JSON text.
-    pub metadata: Vec<String>,
-    /// Event ids.
-    pub event_ids: Vec<Uuid>,
-    /// Each event's previous hash.
-    pub prev_hashes: Vec<String>,
-    /// Each event's hash.
-    pub hashes: Vec<String>,
-    /// The chain key each event is keyed with (the active one).
-    pub key_ids: Vec<String>,
-    /// Each event's MAC under its key.
-    pub macs: Vec<String>,
+    /// The events, in sequence order.
+    pub events: Vec<PreparedEvent>,
     /// The stream's head after these events.
     pub head: StreamState,
 }
 
-/// The global position an [`Appended`] carries until the database assigns
-/// the real one (`-9000000000000000000 - i` for the i-th event): answers are
-/// rendered with it and the position is put in its place in the same
-/// statement that inserts the events (see `app::commands`).
-pub fn position_marker(i: usize) -> i64 {
-    -9_000_000_000_000_000_000 - i as i64
+/// One event ready to append (the `dispatch_event` composite of migration
+/// 0015, fields in its order).
+#[derive(Debug, Clone, sqlx::Type)]
+#[sqlx(type_name = "dispatch_event")]
+pub struct PreparedEvent {
+    /// 1-based, continuing the head.
+    pub sequence: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Payload version.
+    pub event_version: String,
+    /// Payload, JSON text.
+    pub payload: String,
+    /// Metadata, JSON text.
+    pub metadata: String,
+    /// Event id.
+    pub event_id: Uuid,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// The event's hash.
+    pub hash: String,
+    /// The chain key the event is keyed with (the active one).
+    pub key_id: String,
+    /// The event's MAC under that key.
+    pub mac: String,
 }
 
 /// Computes ids, metadata, the hash chain and the MACs (under the active
@@ -460,23 +353,13 @@ pub fn prepare_append(
     head: &StreamState,
     events: Vec<NewEvent>,
 ) -> Result<(PreparedAppend, Vec<Appended>), StoreError> {
-    let n = events.len();
     let mut p = PreparedAppend {
         aggregate_type: aggregate_type.to_string(),
         aggregate_id: aggregate_id.to_string(),
-        sequences: Vec::with_capacity(n),
-        event_types: Vec::with_capacity(n),
-        event_versions: Vec::with_capacity(n),
-        payloads: Vec::with_capacity(n),
-        metadata: Vec::with_capacity(n),
-        event_ids: Vec::with_capacity(n),
-        prev_hashes: Vec::with_capacity(n),
-        hashes: Vec::with_capacity(n),
-        key_ids: Vec::with_capacity(n),
-        macs: Vec::with_capacity(n),
+        events: Vec::with_capacity(events.len()),
         head: head.clone(),
     };
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
         let sequence = p.head.sequence + 1;
         // Time-ordered (UUIDv7): new ids land at the right edge of the
@@ -503,66 +386,29 @@ pub fn prepare_append(
             sequence,
             global_position: position_marker(i),
         });
-        p.sequences.push(sequence);
-        p.event_types.push(e.event_type);
-        p.event_versions.push(e.event_version);
-        p.payloads.push(e.payload.to_string());
-        p.metadata.push(metadata.to_string());
-        p.event_ids.push(event_id);
         let (key_id, mac) = keys.mac(aggregate_type, aggregate_id, sequence, &hash);
-        p.key_ids.push(key_id.to_string());
-        p.macs.push(mac);
-        p.prev_hashes
-            .push(std::mem::replace(&mut p.head.hash, hash.clone()));
-        p.hashes.push(hash);
+        p.events.push(PreparedEvent {
+            sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: e.payload.to_string(),
+            metadata: metadata.to_string(),
+            event_id,
+            prev_hash: std::mem::replace(&mut p.head.hash, hash.clone()),
+            hash,
+            key_id: key_id.to_string(),
+            mac,
+        });
         p.head.sequence = sequence;
     }
     Ok((p, out))
 }
 
-/// Two CTEs, `appended (sequence, global_position)` and `head`, that insert
-/// a [`PreparedAppend`] bound by [`bind_append`] at parameters `$1`..`$14`.
-/// Positions are assigned in insert order, which is sequence order.
-pub const APPEND_CTES: &str = "appended AS ( \
-       INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                           payload, metadata, event_id, prev_hash, hash, key_id, mac) \
-       SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json, \
-              e.event_id, e.prev_hash, e.hash, e.key_id, e.mac \
-       FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[], \
-                   $13::text[], $14::text[]) \
-            WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, event_id, prev_hash, hash, \
-                                 key_id, mac, n) \
-       ORDER BY e.n \
-       RETURNING sequence, global_position), \
-     head AS ( \
-       INSERT INTO stream_heads (aggregate_type, aggregate_id, sequence, hash) VALUES ($1, $2, $11, $12) \
-       ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, hash = EXCLUDED.hash)";
-
-/// Binds a [`PreparedAppend`] as `$1`..`$14` of [`APPEND_CTES`].
-pub fn bind_append<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    p: &'q PreparedAppend,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&p.aggregate_type)
-        .bind(&p.aggregate_id)
-        .bind(&p.sequences)
-        .bind(&p.event_types)
-        .bind(&p.event_versions)
-        .bind(&p.payloads)
-        .bind(&p.metadata)
-        .bind(&p.event_ids)
-        .bind(&p.prev_hashes)
-        .bind(&p.hashes)
-        .bind(p.head.sequence)
-        .bind(&p.head.hash)
-        .bind(&p.key_ids)
-        .bind(&p.macs)
-}
-
 /// Appends events to a stream inside the caller's transaction, chaining their
 /// hashes, keying them with the active key of `keys` and moving the stream
-/// head, in one statement. A concurrent append to the same stream is
-/// [`StoreError::Conflict`].
+/// head: one write of the batch function the group-commit writer uses
+/// ([`super::batch`]), with no stored answer. A concurrent append to the
+/// same stream is [`StoreError::Conflict`].
 pub async fn append(
     conn: &mut PgConnection,
     keys: &ChainKeys,
@@ -572,235 +418,23 @@ pub async fn append(
     events: Vec<NewEvent>,
 ) -> Result<Vec<Appended>, StoreError> {
     let (prepared, mut out) = prepare_append(keys, aggregate_type, aggregate_id, head, events)?;
-    let sql = format!("WITH {APPEND_CTES} SELECT sequence, global_position FROM appended");
-    let rows = bind_append(sqlx::query(&sql), &prepared)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                StoreError::Conflict
-            } else {
-                StoreError::Database(err)
-            }
-        })?;
-    for r in rows {
-        let sequence: i64 = r.try_get(0)?;
-        if let Some(a) = out.iter_mut().find(|a| a.sequence == sequence) {
-            a.global_position = r.try_get(1)?;
-        }
-    }
-    Ok(out)
-}
-
-/// Which check found a stream's first bad or missing sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditCheck {
-    /// A sequence is missing, repeated or out of place.
-    Sequence,
-    /// The event's `prev_hash` is not the previous event's `hash`.
-    PrevHash,
-    /// The event's `hash` is not the SHA-256 of its envelope.
-    Hash,
-    /// The event's MAC does not verify under its key.
-    Mac,
-    /// The event names a chain key the keyring does not hold.
-    UnknownKey,
-    /// An event without a MAC that no signed checkpoint vouches for.
-    Unkeyed,
-    /// The recorded stream head does not match the events.
-    Head,
-    /// A signed checkpoint's head of the stream is not among its events.
-    Checkpoint,
-}
-
-impl AuditCheck {
-    /// The wire name (`prev_hash`, `unknown_key`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditCheck::Sequence => "sequence",
-            AuditCheck::PrevHash => "prev_hash",
-            AuditCheck::Hash => "hash",
-            AuditCheck::Mac => "mac",
-            AuditCheck::UnknownKey => "unknown_key",
-            AuditCheck::Unkeyed => "unkeyed",
-            AuditCheck::Head => "head",
-            AuditCheck::Checkpoint => "checkpoint",
-        }
-    }
-}
-
-/// The result of verifying a stream's chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditReport {
-    /// Whether every event is intact and in place.
-    pub verified: bool,
-    /// Events read.
-    pub events: i64,
-    /// The first sequence that is altered, missing or out of place.
-    pub first_bad_sequence: Option<i64>,
-    /// The check that found `first_bad_sequence` (`null` when verified).
-    #[serde(default)]
-    pub check: Option<AuditCheck>,
-    /// Events without a MAC (written before the chain was keyed) accepted
-    /// because a signed checkpoint vouches for them.
-    #[serde(default)]
-    pub unkeyed_events: i64,
-}
-
-/// Streams at least this long are hashed on several threads.
-const PARALLEL_HASHING_FROM: usize = 1024;
-
-/// What a row's own fields say about it: its recomputed hash, and for a
-/// keyed row whether its MAC verifies (`None`: unkeyed).
-type RowCheck = (String, Option<Result<(), MacFailure>>);
-
-/// Each row's hash recomputed from its stored fields, and its MAC checked.
-/// Both depend only on the row itself (the previous hash is one of its
-/// stored fields), so a long stream is split across the machine's cores;
-/// the chain itself is checked afterwards, in order.
-fn row_checks(
-    keys: &ChainKeys,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    rows: &[RawRow],
-) -> Vec<RowCheck> {
-    let check = |r: &RawRow| {
-        let hash = envelope_hash(
-            aggregate_type,
-            aggregate_id,
-            r.sequence,
-            &r.event_id.to_string(),
-            &r.event_type,
-            &r.event_version,
-            &r.payload,
-            &r.metadata,
-            &r.prev_hash,
-        );
-        let mac = r.key_id.as_deref().map(|key_id| {
-            keys.verify_mac(
-                aggregate_type,
-                aggregate_id,
-                r.sequence,
-                key_id,
-                &r.hash,
-                r.mac.as_deref(),
-            )
-        });
-        (hash, mac)
+    let write = batch::Write {
+        answer: None,
+        key_check: None,
+        append: Some(prepared),
+        door: None,
     };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if rows.len() < PARALLEL_HASHING_FROM || threads < 2 {
-        return rows.iter().map(check).collect();
-    }
-    let chunk = rows.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("hashing does not panic"))
-            .collect()
-    })
-}
-
-/// Verifies a stream's rows, in order, against: their sequence, their
-/// chain (`prev_hash`), their hashes, their MACs under `keys` (an event
-/// without one is accepted only below a head in `checkpointed` that the
-/// chain reaches), the heads signed checkpoints recorded for the stream
-/// (`checkpointed`: each must be among the rows), and the stream head
-/// (`head`: the recorded last sequence and hash, if any). Reports the first
-/// bad or missing sequence and the check that found it.
-pub fn verify_rows(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    rows: &[RawRow],
-    head: Option<&StreamState>,
-    keys: &ChainKeys,
-    checkpointed: &[CheckpointedHead],
-) -> AuditReport {
-    let mut prev = GENESIS_HASH.to_string();
-    let mut unkeyed = 0i64;
-    let mut keyed_seen = false;
-    let bad = |seq: i64, check: AuditCheck, unkeyed: i64| AuditReport {
-        verified: false,
-        events: rows.len() as i64,
-        first_bad_sequence: Some(seq),
-        check: Some(check),
-        unkeyed_events: unkeyed,
-    };
-    // The highest unkeyed checkpointed head (recorded by a store's first
-    // checkpoint, before the chain was keyed) that the rows reach with the
-    // same hash: the unkeyed events up to it are vouched for. Keyed heads
-    // vouch for no unkeyed event: a legitimate writer may have appended on
-    // top of a forged row.
-    let vouched_to = checkpointed
-        .iter()
-        .filter(|c| c.unkeyed)
-        .filter(|c| {
-            usize::try_from(c.sequence - 1)
-                .ok()
-                .and_then(|i| rows.get(i))
-                .is_some_and(|r| r.sequence == c.sequence && c.matches(&r.hash))
-        })
-        .map(|c| c.sequence)
-        .max()
-        .unwrap_or(0);
-    let checks = row_checks(keys, aggregate_type, aggregate_id, rows);
-    for (i, (r, (hash, mac))) in rows.iter().zip(&checks).enumerate() {
-        let expected_seq = i as i64 + 1;
-        if r.sequence != expected_seq {
-            return bad(expected_seq, AuditCheck::Sequence, unkeyed);
-        }
-        if r.prev_hash != prev {
-            return bad(r.sequence, AuditCheck::PrevHash, unkeyed);
-        }
-        if *hash != r.hash {
-            return bad(r.sequence, AuditCheck::Hash, unkeyed);
-        }
-        match mac {
-            Some(Ok(())) => keyed_seen = true,
-            Some(Err(MacFailure::UnknownKey)) => {
-                return bad(r.sequence, AuditCheck::UnknownKey, unkeyed)
+    let outcome = write_batch(&mut *conn, &[&write]).await?.pop();
+    match outcome {
+        Some(Ok(written)) => {
+            for (a, position) in out.iter_mut().zip(written.positions) {
+                a.global_position = position;
             }
-            Some(Err(MacFailure::Mismatch)) => return bad(r.sequence, AuditCheck::Mac, unkeyed),
-            // Legacy events are a prefix: none follows a keyed one.
-            None if r.sequence <= vouched_to && !keyed_seen => unkeyed += 1,
-            None => return bad(r.sequence, AuditCheck::Unkeyed, unkeyed),
+            Ok(out)
         }
-        if checkpointed
-            .iter()
-            .any(|c| c.sequence == r.sequence && !c.matches(&r.hash))
-        {
-            return bad(r.sequence, AuditCheck::Checkpoint, unkeyed);
-        }
-        prev.clone_from(&r.hash);
-    }
-    let last = rows.len() as i64;
-    if let Some(h) = head {
-        if h.sequence > last {
-            return bad(last + 1, AuditCheck::Head, unkeyed);
-        }
-        if h.sequence == last && last > 0 && h.hash != prev {
-            return bad(last, AuditCheck::Head, unkeyed);
-        }
-        if h.sequence < last {
-            // Events past the recorded head: the head was moved back.
-            return bad(h.sequence + 1, AuditCheck::Head, unkeyed);
-        }
-    }
-    if checkpointed.iter().any(|c| c.sequence > last) {
-        // A signed checkpoint saw events that are gone.
-        return bad(last + 1, AuditCheck::Checkpoint, unkeyed);
-    }
-    AuditReport {
-        verified: true,
-        events: rows.len() as i64,
-        first_bad_sequence: None,
-        check: None,
-        unkeyed_events: unkeyed,
+        Some(Err(Refused::Conflict)) => Err(StoreError::Conflict),
+        Some(Err(Refused::Failed(e))) => Err(e),
+        Some(Err(Refused::KeyRefused)) | None => Err(StoreError::NoOutcome(1)),
     }
 }
 
@@ -830,118 +464,6 @@ pub async fn load_head(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn envelope_hash_is_the_hash_of_hash_input() {
-        let metadata = [
-            json!({"actor": {"id": "a", "kind": "agent", "role": "agent"}, "occurred_at": "2026-01-01T00:00:00Z",
-                   "note": "é \"q\" \n\u{1} \u{2028}", "causation_id": null}),
-            json!({"payload": "shadowed", "sequence": 99, "prev_hash": "x", "zz": [1, 2.5, null, true, -74.0, 1e300]}),
-            json!("not an object"),
-            json!(null),
-            json!({}),
-        ];
-        let payloads = [
-            json!({"b": 1, "a": {"y": [1, -74.0], "x": "s"}, "": "empty key", "ü": 1}),
-            json!([]),
-            json!("text"),
-        ];
-        for m in &metadata {
-            for p in &payloads {
-                assert_eq!(
-                    envelope_hash("job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"),
-                    sha256_canonical(&hash_input(
-                        "job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"
-                    )),
-                    "{m} {p}"
-                );
-            }
-        }
-    }
-
-    /// A chained stream of `n` rows, hashed and keyed as the store does it.
-    fn chain(keys: &ChainKeys, n: usize) -> Vec<RawRow> {
-        rows("long", Some(keys), 1, n as i64, GENESIS_HASH)
-    }
-
-    /// Rows `from..=to` of stream `job`/`stream_id` chained after `prev`,
-    /// hashed as the store hashes them and keyed with `keys` (unkeyed, as
-    /// legacy events are, with `None`).
-    pub(super) fn rows(
-        stream_id: &str,
-        keys: Option<&ChainKeys>,
-        from: i64,
-        to: i64,
-        prev: &str,
-    ) -> Vec<RawRow> {
-        let mut prev = prev.to_string();
-        (from..=to)
-            .map(|sequence| {
-                let mut r = RawRow {
-                    sequence,
-                    global_position: sequence,
-                    event_id: Uuid::now_v7(),
-                    event_type: "NoteAdded".into(),
-                    event_version: "1.0".into(),
-                    payload: json!({"text": format!("note {sequence}")}),
-                    metadata: json!({"actor": {"id": "a", "kind": "agent", "role": "agent"}}),
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                    key_id: None,
-                    mac: None,
-                };
-                r.hash = envelope_hash(
-                    "job",
-                    stream_id,
-                    sequence,
-                    &r.event_id.to_string(),
-                    &r.event_type,
-                    &r.event_version,
-                    &r.payload,
-                    &r.metadata,
-                    &r.prev_hash,
-                );
-                if let Some(k) = keys {
-                    let (id, mac) = k.mac("job", stream_id, sequence, &r.hash);
-                    r.key_id = Some(id.to_string());
-                    r.mac = Some(mac);
-                }
-                prev.clone_from(&r.hash);
-                r
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_long_stream_is_verified_across_threads_to_the_first_bad_sequence() {
-        let keys = ChainKeys::generate();
-        let n = PARALLEL_HASHING_FROM * 3 + 7;
-        let mut rows = chain(&keys, n);
-        let head = StreamState {
-            sequence: n as i64,
-            hash: rows[n - 1].hash.clone(),
-        };
-        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
-        assert!(report.verified, "{report:?}");
-        assert_eq!(report.events, n as i64);
-        // Altered in the last of the chunks, and then also earlier: the
-        // first altered sequence is the one reported.
-        rows[n - 3].payload = json!({"text": "forged"});
-        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
-        assert_eq!(report.first_bad_sequence, Some(n as i64 - 2));
-        rows[PARALLEL_HASHING_FROM + 1].metadata = json!({"actor": "someone else"});
-        let report = verify_rows("job", "long", &rows, Some(&head), &keys, &[]);
-        assert_eq!(
-            report.first_bad_sequence,
-            Some(PARALLEL_HASHING_FROM as i64 + 2)
-        );
-        // A row that went missing breaks the chain where it was.
-        let mut gap = chain(&keys, n);
-        gap.remove(2000);
-        let report = verify_rows("job", "long", &gap, None, &keys, &[]);
-        assert_eq!(report.first_bad_sequence, Some(2001));
-        assert_eq!(report.check, Some(AuditCheck::Sequence));
-    }
 
     #[test]
     fn payload_text_decodes_like_the_value_path() {
@@ -993,144 +515,5 @@ mod tests {
             ),
             Err(StoreError::Decode { sequence: 5, .. })
         ));
-    }
-}
-
-#[cfg(test)]
-mod keyed_tests {
-    use super::*;
-
-    fn stream(keys: Option<&ChainKeys>, from: i64, to: i64, prev: &str) -> Vec<RawRow> {
-        super::tests::rows("s", keys, from, to, prev)
-    }
-
-    fn at(rows: &[RawRow], seq: i64) -> CheckpointedHead {
-        let r = &rows[seq as usize - 1];
-        if r.key_id.is_some() {
-            CheckpointedHead::new(seq, &r.hash).unwrap()
-        } else {
-            CheckpointedHead::legacy(seq, &r.hash).unwrap()
-        }
-    }
-
-    fn check(r: &AuditReport) -> (Option<i64>, Option<&'static str>) {
-        (r.first_bad_sequence, r.check.map(AuditCheck::as_str))
-    }
-
-    #[test]
-    fn each_check_is_named_where_it_fails() {
-        let keys = ChainKeys::generate();
-        let rows = stream(Some(&keys), 1, 5, GENESIS_HASH);
-        let ok = verify_rows("job", "s", &rows, None, &keys, &[]);
-        assert!(ok.verified && ok.check.is_none(), "{ok:?}");
-
-        let mut bad_mac = rows.clone();
-        bad_mac[2].mac = Some("00".repeat(32));
-        assert_eq!(
-            check(&verify_rows("job", "s", &bad_mac, None, &keys, &[])),
-            (Some(3), Some("mac"))
-        );
-        let mut no_mac = rows.clone();
-        no_mac[3].mac = None;
-        assert_eq!(
-            check(&verify_rows("job", "s", &no_mac, None, &keys, &[])),
-            (Some(4), Some("mac"))
-        );
-        let other = ChainKeys::generate();
-        assert_eq!(
-            check(&verify_rows("job", "s", &rows, None, &other, &[])),
-            (Some(1), Some("unknown_key"))
-        );
-        let mut forged = rows.clone();
-        forged.extend(stream(None, 6, 6, &rows[4].hash));
-        assert_eq!(
-            check(&verify_rows("job", "s", &forged, None, &keys, &[])),
-            (Some(6), Some("unkeyed"))
-        );
-        let mut prev = rows.clone();
-        prev[1].prev_hash = GENESIS_HASH.into();
-        assert_eq!(
-            check(&verify_rows("job", "s", &prev, None, &keys, &[])),
-            (Some(2), Some("prev_hash"))
-        );
-        let head = StreamState {
-            sequence: 7,
-            hash: "x".into(),
-        };
-        assert_eq!(
-            check(&verify_rows("job", "s", &rows, Some(&head), &keys, &[])),
-            (Some(6), Some("head"))
-        );
-        let back = StreamState {
-            sequence: 3,
-            hash: rows[2].hash.clone(),
-        };
-        assert_eq!(
-            check(&verify_rows("job", "s", &rows, Some(&back), &keys, &[])),
-            (Some(4), Some("head"))
-        );
-        // The tail after a checkpoint is gone, the head rolled back with it.
-        let cut = &rows[..3];
-        let head = StreamState {
-            sequence: 3,
-            hash: rows[2].hash.clone(),
-        };
-        assert_eq!(
-            check(&verify_rows(
-                "job",
-                "s",
-                cut,
-                Some(&head),
-                &keys,
-                &[at(&rows, 5)]
-            )),
-            (Some(4), Some("checkpoint"))
-        );
-    }
-
-    #[test]
-    fn unkeyed_events_pass_only_under_a_checkpoint_the_chain_reaches() {
-        let keys = ChainKeys::generate();
-        let legacy = stream(None, 1, 4, GENESIS_HASH);
-        let mut rows = legacy.clone();
-        rows.extend(stream(Some(&keys), 5, 6, &legacy[3].hash));
-        let r = verify_rows("job", "s", &rows, None, &keys, &[]);
-        assert_eq!(check(&r), (Some(1), Some("unkeyed")));
-        let r = verify_rows("job", "s", &rows, None, &keys, &[at(&legacy, 4)]);
-        assert!(r.verified, "{r:?}");
-        assert_eq!(r.unkeyed_events, 4);
-        // Vouched only up to the checkpointed head.
-        let r = verify_rows("job", "s", &rows, None, &keys, &[at(&legacy, 2)]);
-        assert_eq!(check(&r), (Some(3), Some("unkeyed")));
-        // A checkpoint whose hash the chain does not reach vouches for nothing.
-        let wrong = CheckpointedHead::legacy(4, &"ab".repeat(32)).unwrap();
-        let r = verify_rows("job", "s", &rows, None, &keys, &[wrong]);
-        assert_eq!(check(&r), (Some(1), Some("unkeyed")));
-        // A keyed head vouches for no unkeyed event: a forged unkeyed row
-        // that a legitimate keyed append then built on is still found.
-        let mut built_on = legacy.clone();
-        built_on.extend(stream(None, 5, 5, &legacy[3].hash));
-        built_on.extend(stream(Some(&keys), 6, 6, &built_on[4].hash));
-        let r = verify_rows(
-            "job",
-            "s",
-            &built_on,
-            None,
-            &keys,
-            &[at(&legacy, 4), at(&built_on, 6)],
-        );
-        assert_eq!(check(&r), (Some(5), Some("unkeyed")));
-        // And no unkeyed event follows a keyed one, whatever vouches.
-        let mut after_keyed = stream(Some(&keys), 1, 2, GENESIS_HASH);
-        after_keyed.extend(stream(None, 3, 3, &after_keyed[1].hash));
-        let r = verify_rows(
-            "job",
-            "s",
-            &after_keyed,
-            None,
-            &keys,
-            &[at(&after_keyed, 3)],
-        );
-        assert_eq!(check(&r), (Some(3), Some("unkeyed")));
     }
 }

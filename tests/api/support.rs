@@ -172,9 +172,10 @@ impl TestApp {
             clock: clock.clone(),
             evidence: EvidenceStore::in_memory(),
             jobs: dispatch_api::app::cache::JobCache::default(),
-            writer: dispatch_api::app::writer::Writer::start(
+            keys: dispatch_api::app::KnownKeys::new(dispatch_api::app::cache::DEFAULT_CAPACITY),
+            writer: dispatch_api::store::Writer::start(
                 &pool,
-                dispatch_api::app::writer::DEFAULT_WRITERS,
+                dispatch_api::store::writer::DEFAULT_WRITERS,
             ),
             chain: chain_keys(),
             checkpoints: dispatch_api::app::checkpoints::Checkpoints::default(),

@@ -1,11 +1,12 @@
-//! Group commit (src/app/writer.rs, migration 0009): writes committed
+//! Group commit (src/store/writer.rs, migration 0015): writes committed
 //! together each stand alone — a write the store refuses leaves nothing,
 //! and the writes beside it commit.
 
 use dispatch_api::app::keys::key_hash;
-use dispatch_api::app::writer::{write_together, Refused, Write};
 use dispatch_api::domain::actor::{Actor, ActorKind, Role};
+use dispatch_api::store::writer::write_together;
 use dispatch_api::store::{self, EventMeta, NewEvent, StreamState};
+use dispatch_api::store::{Answer, Refused, Write};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -54,11 +55,13 @@ fn write(job: &str, head: &StreamState, events: usize, key: &str) -> Write {
         pieces = vec![format!("{{\"job\":\"{job}\"}}").into_bytes()];
     }
     Write {
-        caller: "writer-test".into(),
-        idempotency_key: key.into(),
-        request_hash: format!("hash-{key}"),
-        status: if events == 0 { 422 } else { 200 },
-        pieces,
+        answer: Some(Answer {
+            caller: "writer-test".into(),
+            idempotency_key: key.into(),
+            request_hash: format!("hash-{key}"),
+            status: if events == 0 { 422 } else { 200 },
+            pieces,
+        }),
         key_check: None,
         append: (events > 0).then_some(append),
         door: None,

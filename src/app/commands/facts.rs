@@ -1,0 +1,150 @@
+//! What a job command needs to know from outside its job's stream, found
+//! before the decision (the domain decides without I/O): the jobs at the
+//! same door (`open_job`: duplicates and recalls, from `job_doors`), another
+//! job a duplicate link names (`resolve_duplicate`, and a `decide_approval`
+//! that would carry a link out), the offered technician (`offer_job`) and
+//! the uploaded evidence (`attach_evidence`).
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::Aggregate;
+use sqlx::{PgConnection, Row};
+
+use crate::app::evidence;
+use crate::domain::job::{
+    ApprovalAction, DuplicateTarget, Job, JobCommand, JobState, RecallOf, RelatedJobs,
+};
+use crate::domain::technician::{Technician, TechnicianEvent};
+use crate::error::{ApiError, Result};
+use crate::store;
+
+/// How long ago a completed job at the same door makes a new one a recall.
+const RECALL_WINDOW_DAYS: i64 = 30;
+
+/// Gives `command` (on job `job_id`, as it stands: `job`) the facts it
+/// needs. `at`: the decision's time; `uploader`: the caller's key name
+/// (evidence is found among its own uploads).
+pub(super) async fn gather(
+    conn: &mut PgConnection,
+    job_id: &str,
+    job: &Job,
+    command: &mut JobCommand,
+    at: DateTime<Utc>,
+    uploader: &str,
+) -> Result<()> {
+    match command {
+        JobCommand::OpenJob(c) => {
+            c.job_id = job_id.to_string();
+            c.related = related_jobs(conn, &c.site.id, &c.door.id, at).await?;
+        }
+        JobCommand::OfferJob(c) => {
+            let (events, _) =
+                store::load_stream::<TechnicianEvent>(conn, Technician::TYPE, &c.technician_id)
+                    .await?;
+            let tech = events.into_iter().fold(Technician::default(), |mut t, e| {
+                t.apply(e);
+                t
+            });
+            c.technician = tech.data.map(|d| d.profile());
+        }
+        JobCommand::AttachEvidence(c) => {
+            c.upload = evidence::upload_for(conn, &c.sha256, uploader).await?;
+            if c.upload.is_none() {
+                return Err(ApiError::UnknownEvidence(
+                    c.sha256.chars().take(64).collect(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    // A duplicate link sees its target as it is now: the one it names, or
+    // (naming none) the job's own candidate; an approval that would carry a
+    // link out, the link's target.
+    let link = match &*command {
+        JobCommand::ResolveDuplicate(c) => c.duplicate_of.clone().or_else(|| {
+            job.data()
+                .and_then(|d| d.flags.possible_duplicate_of.clone())
+        }),
+        JobCommand::DecideApproval(c) => job
+            .data()
+            .and_then(|d| d.approval(&c.approval_id))
+            .and_then(|a| match &a.action {
+                ApprovalAction::LinkDuplicate { duplicate_of } => Some(duplicate_of.clone()),
+                _ => None,
+            }),
+        _ => None,
+    };
+    if let Some(target) = link {
+        let found = duplicate_target(conn, &target).await?;
+        match command {
+            JobCommand::ResolveDuplicate(c) => c.target = found,
+            JobCommand::DecideApproval(c) => c.link_target = found,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The jobs at a door (`job_doors`), newest first, as `open_job` weighs
+/// them: the first one still before its work is done is a possible
+/// duplicate; the first one completed within [`RECALL_WINDOW_DAYS`] makes
+/// the new job a recall of it.
+async fn related_jobs(
+    conn: &mut PgConnection,
+    site_id: &str,
+    door_id: &str,
+    at: DateTime<Utc>,
+) -> Result<RelatedJobs> {
+    let rows = sqlx::query(
+        "SELECT job_id, state, technician_id, completed_at FROM job_doors WHERE site_id = $1 AND door_id = $2 ORDER BY updated_at DESC",
+    )
+    .bind(site_id)
+    .bind(door_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut related = RelatedJobs::default();
+    for r in rows {
+        let id: String = r.try_get("job_id")?;
+        let state = JobState::parse(&r.try_get::<String, _>("state")?);
+        let completed_at: Option<DateTime<Utc>> = r.try_get("completed_at")?;
+        match state {
+            Some(s) if s.before_work_completed() && related.open_duplicate_of.is_none() => {
+                related.open_duplicate_of = Some(id);
+            }
+            Some(JobState::Cancelled | JobState::Duplicate) | None => {}
+            Some(_) => {
+                let recent =
+                    completed_at.is_some_and(|t| t > at - Duration::days(RECALL_WINDOW_DAYS));
+                if recent && related.recall_of.is_none() {
+                    related.recall_of = Some(RecallOf {
+                        job_id: id,
+                        technician_id: r.try_get("technician_id")?,
+                    });
+                }
+            }
+        }
+    }
+    Ok(related)
+}
+
+/// Another job as a duplicate link sees it: open or not, its site and door
+/// (`job_doors`); `None` when no such job exists.
+async fn duplicate_target(
+    conn: &mut PgConnection,
+    job_id: &str,
+) -> Result<Option<DuplicateTarget>> {
+    let row = sqlx::query("SELECT state, site_id, door_id FROM job_doors WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let Some(state) = JobState::parse(&r.try_get::<String, _>("state")?) else {
+        return Ok(None);
+    };
+    Ok(Some(DuplicateTarget {
+        open: state.is_open(),
+        site_id: r.try_get("site_id")?,
+        door_id: r.try_get("door_id")?,
+    }))
+}
