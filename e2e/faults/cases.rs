@@ -509,11 +509,15 @@ pub async fn replicas(url: &str, dir: &Path, sizes: &Sizes) -> CaseResult {
     };
     let mut services = Vec::new();
     for i in 1..=3 {
+        // Three replicas share one PostgreSQL (max_connections 100 here):
+        // each is sized as an operator would size it for that, half the
+        // default pool, so that the case does not run the server out of
+        // connections when anything else is connected.
         let mut s = match Service::new(
             &format!("replica {i}"),
             url,
             &dir.join(format!("r{i}")),
-            &[],
+            &[("DISPATCH_DB_POOL_SIZE", "8".to_string())],
         ) {
             Ok(s) => s,
             Err(e) => return (f, vec![e]),
