@@ -28,11 +28,16 @@
 //!   position placeholders (`store/answer.rs`), the SHA-256 chain and its
 //!   HMAC (`store/chain.rs`), signed checkpoints, upcasters; its own errors
 //!   (`StoreError`, `Refused`).
-//! - [`read_models`] — the projector runtime (global order, exactly once,
-//!   rebuilds into shadow tables) and one module per read model.
+//! - [`read_models`] — the projector runtime (`read_models/runtime/`: the
+//!   global order in `order.rs`, batches applied exactly once with their
+//!   checkpoints in `batch.rs`, the table registry in `tables.rs`, rebuilds
+//!   into shadow tables in `rebuild.rs`, the live loop in `run.rs`) and one
+//!   module per read model.
 //! - [`http`] — axum: the router, the gate's middleware (`http/gate.rs`), one
-//!   module per resource, MCP (`http/mcp.rs`), the pages, the OpenAPI
-//!   document; [`error`] maps every layer's errors to the contract's codes.
+//!   module per resource, MCP (`http/mcp.rs`), the pages (`http/pages/`; a
+//!   job's page and timeline in `http/pages/job/`), the OpenAPI document
+//!   (`http/openapi/`: paths, read-model queries, toolset, components);
+//!   [`error`] maps every layer's errors to the contract's codes.
 //! - [`timers`] — the system actor (offer expiry, SLA breaches).
 //! - [`server`], [`cli`], [`config`], [`db`], [`telemetry`] — wiring.
 //! - Not here: the benchmark, a workspace member of its own (`bench/`,

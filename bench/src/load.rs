@@ -116,37 +116,12 @@ pub async fn run(
                     };
                     let body = serde_json::to_vec(&step.body).expect("JSON");
                     let sent = Instant::now();
-                    let answer = http
-                        .post(url)
-                        .bearer_auth(key)
-                        .header("idempotency-key", format!("{tag}-{}-{job_n}-{i}", id.index))
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    let outcome = match answer {
-                        Ok(r) => {
-                            let status = r.status();
-                            match r.bytes().await {
-                                Ok(bytes) if status.is_success() => Ok(bytes),
-                                Ok(bytes) => Err(format!(
-                                    "{} {}: {}",
-                                    step.command,
-                                    status,
-                                    String::from_utf8_lossy(&bytes)
-                                        .chars()
-                                        .take(300)
-                                        .collect::<String>()
-                                )),
-                                Err(e) => Err(format!("{}: {e}", step.command)),
-                            }
-                        }
-                        Err(e) => Err(format!("{}: {e}", step.command)),
-                    };
+                    let idempotency_key = format!("{tag}-{}-{job_n}-{i}", id.index);
+                    let outcome = post(&http, url, key, idempotency_key, body, step.command).await;
                     let done = Instant::now();
                     match outcome {
                         Ok(bytes) => {
-                            let ack: Ack = match serde_json::from_slice(&bytes) {
+                            let ack: Ack = match serde_json::from_slice(bytes.as_ref()) {
                                 Ok(a) => a,
                                 Err(e) => {
                                     res.errors += 1;
@@ -199,6 +174,45 @@ pub async fn run(
     }
     total.throughput = total.ok as f64 / spec.measure.as_secs_f64();
     Ok(total)
+}
+
+/// Sends one command; its answer's bytes if it succeeded, else what went
+/// wrong (the status and the start of the body, or the transport's error).
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    key: &str,
+    idempotency_key: String,
+    body: Vec<u8>,
+    command: &str,
+) -> Result<impl AsRef<[u8]>, String> {
+    let answer = http
+        .post(url)
+        .bearer_auth(key)
+        .header("idempotency-key", idempotency_key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match answer {
+        Ok(r) => {
+            let status = r.status();
+            match r.bytes().await {
+                Ok(bytes) if status.is_success() => Ok(bytes),
+                Ok(bytes) => Err(format!(
+                    "{} {}: {}",
+                    command,
+                    status,
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                )),
+                Err(e) => Err(format!("{command}: {e}")),
+            }
+        }
+        Err(e) => Err(format!("{command}: {e}")),
+    }
 }
 
 /// Projection lag as seen by a reader of the board.

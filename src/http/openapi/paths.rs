@@ -1,0 +1,200 @@
+//! The resources' paths: jobs (open, every command by its wire name, the
+//! reads of one job), technicians, evidence, SOPs, and the service's own
+//! endpoints.
+
+use schemars::SchemaGenerator;
+use serde_json::{json, Map, Value};
+
+use super::parts::{command_body, mutation_params, ok_json, operation, path_param, Roles};
+use crate::domain::job::{JobCommand, JOB_COMMANDS};
+use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
+use crate::http::decode;
+
+/// `POST /v1/jobs` (`open_job`) and `POST /v1/jobs/{job_id}/commands/{name}`
+/// for every other job command, each with its body schema and example; a
+/// command that may need approval also answers 202.
+pub(super) fn jobs(paths: &mut Map<String, Value>, generator: &mut SchemaGenerator, roles: &Roles) {
+    let answer = json!({"$ref": "#/components/schemas/CommandAnswer"});
+    let open_schema = JobCommand::body_schema("open_job", generator)
+        .map(Value::from)
+        .unwrap_or_default();
+    paths.insert(
+        "/v1/jobs".into(),
+        json!({"post": operation("open_job: open a job", roles.tool("open_job"), mutation_params(), Some(command_body("open_job", open_schema)), ("201", ok_json("The job was opened", answer.clone())), true)}),
+    );
+    for name in JOB_COMMANDS.iter().filter(|n| **n != "open_job") {
+        let schema = JobCommand::body_schema(name, generator)
+            .map(Value::from)
+            .unwrap_or_default();
+        let mut params = mutation_params();
+        params
+            .as_array_mut()
+            .expect("array")
+            .insert(0, path_param("job_id"));
+        let description = roles
+            .0
+            .tools
+            .get(*name)
+            .map(|t| t.description.clone())
+            .unwrap_or_default();
+        let mut op = operation(
+            &format!("{name}: {description}"),
+            roles.tool(name),
+            params,
+            Some(command_body(name, schema)),
+            ("200", ok_json("The command's events", answer.clone())),
+            true,
+        );
+        if roles
+            .0
+            .tools
+            .get(*name)
+            .is_some_and(|t| t.risk == crate::tools::allowlist::Risk::NeedsApproval)
+        {
+            op["responses"]["202"] = ok_json(
+                "Only an approval was requested (`status: approval_required`, `approval_id`)",
+                answer.clone(),
+            );
+        }
+        paths.insert(
+            format!("/v1/jobs/{{job_id}}/commands/{name}"),
+            json!({ "post": op }),
+        );
+    }
+}
+
+/// The reads of one job: the job now, its events, its chain's audit, a
+/// replay to an event, its state transitions.
+pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
+    let job_read = |summary: &str, who: Vec<String>, schema: Value, extra: Vec<Value>| {
+        let mut params = vec![path_param("job_id")];
+        params.extend(extra);
+        json!({"get": operation(summary, who, Value::Array(params), None, ("200", ok_json(summary, schema)), false)})
+    };
+    paths.insert(
+        "/v1/jobs/{job_id}".into(),
+        job_read(
+            "The job now, from its event stream",
+            roles.tool("get_job"),
+            json!({"$ref": "#/components/schemas/JobView"}),
+            vec![],
+        ),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/events".into(),
+        job_read("The job's event envelopes in order", roles.endpoint("GET /v1/jobs/{job_id}/events"), json!({"type": "object", "required": ["job_id", "events"], "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}}}}), vec![]),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/audit".into(),
+        job_read("Verify the job's hash chain: hashes, MACs, head and signed checkpoints; the first bad or missing sequence and the check that found it", roles.endpoint("GET /v1/jobs/{job_id}/audit"), json!({"type": "object", "required": ["verified", "events", "first_bad_sequence"], "properties": {"job_id": {"type": "string"}, "verified": {"type": "boolean"}, "events": {"type": "integer"}, "first_bad_sequence": {"type": ["integer", "null"]}, "check": {"description": "The check that found first_bad_sequence", "enum": ["sequence", "prev_hash", "hash", "mac", "unknown_key", "unkeyed", "head", "checkpoint", null]}, "unkeyed_events": {"description": "Events written before the chain was keyed, accepted because a signed checkpoint vouches for them", "type": "integer", "minimum": 0}}}), vec![]),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/replay".into(),
+        job_read(
+            "The job as it was after event N",
+            roles.endpoint("GET /v1/jobs/{job_id}/replay"),
+            json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
+            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}})],
+        ),
+    );
+    paths.insert(
+        "/v1/jobs/{job_id}/transitions".into(),
+        job_read("The job's state transitions", roles.endpoint("GET /v1/jobs/{job_id}/transitions"), json!({"type": "object", "required": ["job_id", "transitions"], "properties": {"job_id": {"type": "string"}, "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/StateTransition"}}}}), vec![]),
+    );
+}
+
+/// Registering a technician and the technician commands.
+pub(super) fn technicians(
+    paths: &mut Map<String, Value>,
+    generator: &mut SchemaGenerator,
+    roles: &Roles,
+) {
+    let tech_answer = ok_json(
+        "The technician's events",
+        json!({"$ref": "#/components/schemas/TechnicianAnswer"}),
+    );
+    let register = Value::from(generator.subschema_for::<RegisterTechnician>());
+    paths.insert(
+        "/v1/technicians".into(),
+        json!({"post": operation("Register a technician", roles.endpoint("POST /v1/technicians"), mutation_params(), Some(command_body(decode::REGISTER_TECHNICIAN, register)), ("201", tech_answer.clone()), true)}),
+    );
+    for (name, schema) in [
+        (
+            "update_skills",
+            Value::from(generator.subschema_for::<UpdateSkills>()),
+        ),
+        (
+            "set_shift",
+            Value::from(generator.subschema_for::<SetShift>()),
+        ),
+    ] {
+        let mut params = mutation_params();
+        params
+            .as_array_mut()
+            .expect("array")
+            .insert(0, path_param("technician_id"));
+        let endpoint = format!("POST /v1/technicians/{{technician_id}}/commands/{name}");
+        paths.insert(
+            format!("/v1/technicians/{{technician_id}}/commands/{name}"),
+            json!({"post": operation(name, roles.endpoint(&endpoint), params, Some(command_body(name, schema)), ("200", tech_answer.clone()), true)}),
+        );
+    }
+}
+
+/// Uploading and downloading evidence, and the SOP library.
+pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
+    // A raw upload is any bytes in any media type: `{}` admits every body
+    // (a JSON-string schema would call most files invalid).
+    let upload_body = json!({"required": true, "content": {
+        "application/octet-stream": {"schema": {}},
+        "image/*": {"schema": {}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": false, "properties": {"file": {"contentMediaType": "application/octet-stream"}}}}
+    }});
+    let evidence_schema = json!({"type": "object", "required": ["sha256", "size", "content_type"], "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}, "content_type": {"type": "string"}}});
+    paths.insert(
+        "/v1/evidence".into(),
+        json!({"post": operation("Upload evidence (raw body or multipart with one file field)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
+    );
+    paths.insert(
+        "/v1/evidence/{sha256}".into(),
+        json!({"get": operation("Download evidence", roles.endpoint("GET /v1/evidence/{sha256}"), json!([path_param("sha256")]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string"}}}})), false)}),
+    );
+    paths.insert(
+        "/v1/sops".into(),
+        json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"type": "object"}}}}))), false)}),
+    );
+    paths.insert(
+        "/v1/sops/{incident_type}".into(),
+        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([path_param("incident_type")]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
+    );
+}
+
+/// The service's own endpoints, open to anyone: health, readiness, metrics
+/// and this document.
+pub(super) fn service(paths: &mut Map<String, Value>) {
+    for (path, summary, content) in [
+        ("/healthz", "The process is up", "application/json"),
+        (
+            "/readyz",
+            "Database reachable and migrations applied (503 otherwise)",
+            "application/json",
+        ),
+        ("/metrics", "Prometheus metrics", "text/plain"),
+        ("/openapi.json", "This document", "application/json"),
+    ] {
+        let schema = if content == "text/plain" {
+            json!({"type": "string"})
+        } else {
+            json!({"type": "object"})
+        };
+        let mut responses =
+            json!({"200": {"description": summary, "content": {content: {"schema": schema}}}});
+        if path == "/readyz" {
+            responses["503"] = json!({"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        paths.insert(
+            path.into(),
+            json!({"get": {"summary": summary, "security": [], "responses": responses}}),
+        );
+    }
+}

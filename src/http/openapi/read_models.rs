@@ -1,0 +1,159 @@
+//! The read-model queries: each answer carries `position`; `min_position`
+//! waits for the model to apply a command's event or answers 503.
+
+use serde_json::{json, Map, Value};
+
+use super::parts::{ok_json, operation, path_param, problem, query_param, query_text, Roles};
+use crate::app::read_models::{QUERY_STATES_CHARS, QUERY_TEXT_CHARS};
+
+/// The board, billing readiness, the roster, schedules, approvals and the
+/// read models' own status. The roster is the `get` of `/v1/technicians`,
+/// whose `post` [`super::paths::technicians`] has already put there.
+pub(super) fn paths(paths: &mut Map<String, Value>, roles: &Roles) {
+    board_and_billing(paths, roles);
+    roster_and_schedule(paths, roles);
+    approvals_and_projections(paths, roles);
+}
+
+/// A free-text filter.
+fn text() -> Value {
+    query_text(QUERY_TEXT_CHARS)
+}
+
+/// `min_position`: the position the caller waits for.
+fn min_position() -> Value {
+    query_param("min_position", json!({"type": "integer", "minimum": 0}))
+}
+
+/// `limit`: at most this many rows.
+fn limit() -> Value {
+    query_param(
+        "limit",
+        json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+    )
+}
+
+/// An answer of rows at a position.
+fn rows(summary: &str) -> Value {
+    ok_json(
+        summary,
+        json!({"type": "object", "required": ["position", "rows"], "properties": {"position": {"type": "integer"}, "rows": {"type": "array", "items": {"type": "object"}}}}),
+    )
+}
+
+/// A read-model query: also 503 when the model is behind `min_position`.
+fn read(summary: &str, roles: Vec<String>, params: Vec<Value>, ok: Value) -> Value {
+    let behind = problem("The read model has not applied `min_position` in time (`projection_behind`, with `position`)");
+    let mut op = operation(
+        summary,
+        roles,
+        Value::Array(params),
+        None,
+        ("200", ok),
+        false,
+    );
+    op["responses"]["503"] = behind;
+    json!({ "get": op })
+}
+
+/// `GET /v1/board` and `GET /v1/billing/readiness`.
+fn board_and_billing(paths: &mut Map<String, Value>, roles: &Roles) {
+    let states = json!({"type": "string", "maxLength": QUERY_STATES_CHARS, "description": "a job state, or several separated by commas"});
+    paths.insert(
+        "/v1/board".into(),
+        read(
+            "The dispatch board (projection): open jobs with priority, SLA countdown and at-risk marker, technician, ETA, flags",
+            roles.tool("search_board"),
+            vec![
+                query_param("state", states),
+                query_param("priority", json!({"enum": ["P1", "P2", "P3", "P4"]})),
+                query_param("technician_id", text()),
+                query_param("client_id", text()),
+                query_param("incident_type", text()),
+                query_param("sla", json!({"enum": ["at_risk", "breached"]})),
+                limit(),
+                min_position(),
+            ],
+            rows("Board rows"),
+        ),
+    );
+    paths.insert(
+        "/v1/billing/readiness".into(),
+        read(
+            "Billing readiness (projection): ready, or the blockers; invoice lines and total against the NTE",
+            roles.tool("get_billing_status"),
+            vec![
+                query_param("ready", json!({"enum": ["true", "false"]})),
+                query_param("job_id", text()),
+                query_param("client_id", text()),
+                query_param("include_final", json!({"enum": ["true", "false"]})),
+                limit(),
+                min_position(),
+            ],
+            rows("Billing rows"),
+        ),
+    );
+}
+
+/// `GET /v1/technicians` (the roster) and a technician's schedule.
+fn roster_and_schedule(paths: &mut Map<String, Value>, roles: &Roles) {
+    let roster = read(
+        "The roster (projection): shift, skills, territory, current load; eligibility for an incident type",
+        roles.tool("find_technicians"),
+        vec![query_param("eligible_for", text()), query_param("territory", text()), query_param("shift", json!({"enum": ["available", "on_call", "off"]})), min_position()],
+        rows("Technicians"),
+    );
+    if let Some(entry) = paths
+        .get_mut("/v1/technicians")
+        .and_then(Value::as_object_mut)
+    {
+        entry.insert("get".into(), roster["get"].clone());
+    }
+    let mut schedule = read(
+        "A technician's open offers and visits with ETAs (projection)",
+        roles.endpoint("GET /v1/technicians/{technician_id}/schedule"),
+        vec![path_param("technician_id"), min_position()],
+        ok_json(
+            "Visits",
+            json!({"type": "object", "required": ["position", "technician_id", "visits"], "properties": {"position": {"type": "integer"}, "technician_id": {"type": "string"}, "visits": {"type": "array", "items": {"type": "object"}}}}),
+        ),
+    );
+    schedule["get"]["responses"]
+        .as_object_mut()
+        .expect("object")
+        .remove("400");
+    schedule["get"]["responses"]["400"] = problem("Bad query parameter (`validation_error`)");
+    paths.insert("/v1/technicians/{technician_id}/schedule".into(), schedule);
+}
+
+/// `GET /v1/approvals` and `GET /v1/projections`.
+fn approvals_and_projections(paths: &mut Map<String, Value>, roles: &Roles) {
+    paths.insert(
+        "/v1/approvals".into(),
+        read(
+            "Approvals (projection): pending ones wait for a person",
+            roles.endpoint("GET /v1/approvals"),
+            vec![
+                query_param(
+                    "status",
+                    json!({"enum": ["pending", "granted", "rejected", "moot"]}),
+                ),
+                query_param("job_id", text()),
+                limit(),
+                min_position(),
+            ],
+            rows("Approvals"),
+        ),
+    );
+    paths.insert(
+        "/v1/projections".into(),
+        json!({"get": operation(
+            "Each read model: name, version, position, lag in events and seconds, live or rebuilding",
+            roles.endpoint("GET /v1/projections"),
+            json!([]),
+            None,
+            ("200", ok_json("Read models", json!({"type": "object", "required": ["projections"], "properties": {"projections": {"type": "array", "items": {"type": "object", "required": ["name", "version", "status", "position", "lag_events", "lag_seconds"]}}}}))),
+            false,
+        )}),
+    );
+}
