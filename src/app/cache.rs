@@ -23,7 +23,7 @@
 //!
 //! A job command from a key this process already knows may also skip the
 //! key lookup on a kept job (its write checks the key): that shortcut is
-//! `App::job_command`'s (`app/commands/fast_path.rs`).
+//! `App::job_command`'s (`app/commands/job.rs`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,8 @@
 //! API keys: made by the CLI, stored as SHA-256 only, resolved per request
-//! ([`App::look_up_key`]), and the callers recently resolved keys map to
-//! ([`KnownKeys`]: what lets a job command skip the lookup, see
-//! [`App::job_command`]).
+//! ([`App::resolve_key`], [`App::look_up_key`]), and the callers recently
+//! resolved keys map to ([`KnownKeys`]: what lets a job command skip the
+//! lookup, on a *provisional* [`KeyedCaller`] that only a write checking the
+//! key itself may act on; the rule is [`App::job_command`]'s).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -142,6 +143,26 @@ pub async fn authenticate_hash(pool: &PgPool, hash: &str) -> Result<Caller> {
     })
 }
 
+/// A request's caller and the key it came with, as the gate resolved it
+/// ([`App::resolve_key`]).
+#[derive(Debug, Clone)]
+pub struct KeyedCaller {
+    /// Who.
+    pub caller: Caller,
+    /// SHA-256 of the bearer key.
+    pub key_hash: String,
+    /// Taken from the known keys without a lookup: nothing may be answered
+    /// on it but a write that checks the key itself.
+    provisional: bool,
+}
+
+impl KeyedCaller {
+    /// Whether the caller was taken from the known keys without a lookup.
+    pub fn is_provisional(&self) -> bool {
+        self.provisional
+    }
+}
+
 /// The most keys kept by [`KnownKeys`] (one per API key in use).
 pub const KNOWN_KEYS: usize = 1024;
 
@@ -193,6 +214,54 @@ impl KnownKeys {
 }
 
 impl App {
+    /// Resolves a request's key (by its SHA-256). A job command
+    /// (`job_command`) from a known key gets its caller without a lookup
+    /// (provisional, see the module); anything else is looked up.
+    pub async fn resolve_key(&self, key_hash: String, job_command: bool) -> Result<KeyedCaller> {
+        if job_command {
+            if let Some(caller) = self.keys.get(&key_hash) {
+                return Ok(KeyedCaller {
+                    caller,
+                    key_hash,
+                    provisional: true,
+                });
+            }
+        }
+        let caller = self.look_up_key(&key_hash).await?;
+        Ok(KeyedCaller {
+            caller,
+            key_hash,
+            provisional: false,
+        })
+    }
+
+    /// The caller, looked up if it was provisional: `Unauthorized` if the
+    /// key is no longer active. A key's name, role and technician never
+    /// change (only its revocation does), so the caller it resolves to now is
+    /// the one the gate admitted; if it were not, the key is refused rather
+    /// than run under an admission made for someone else.
+    pub async fn confirm_key(&self, who: &KeyedCaller) -> Result<Caller> {
+        if !who.provisional {
+            return Ok(who.caller.clone());
+        }
+        let caller = self.look_up_key(&who.key_hash).await?;
+        if caller != who.caller {
+            self.keys.forget(&who.key_hash);
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(caller)
+    }
+
+    /// The answer to a request refused before its command ran (`error`):
+    /// on a provisional caller, the key's own refusal if it is no longer
+    /// active.
+    pub async fn refusal(&self, who: &KeyedCaller, error: ApiError) -> ApiError {
+        match self.confirm_key(who).await {
+            Ok(_) => error,
+            Err(refused) => refused,
+        }
+    }
+
     /// Looks a key up by its SHA-256: the caller, or `Unauthorized`, or
     /// `Forbidden` for the system role (internal: no request acts as it).
     /// What it resolved to is kept in the known keys; a key that no longer

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use commands::{KeyedCaller, Reply};
-pub use keys::{Caller, KnownKeys};
+pub use commands::Reply;
+pub use keys::{Caller, KeyedCaller, KnownKeys};
 
 use crate::clock::Clock;
 use crate::domain::job::JobServices;

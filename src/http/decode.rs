@@ -153,9 +153,10 @@ pub fn job_command(name: &str, body: Value) -> Result<JobCommand> {
 }
 
 /// Whether `name` is a job command a caller may send to
-/// `POST /v1/jobs/{job_id}/commands/{name}` (`open_job` has its own route).
+/// `POST /v1/jobs/{job_id}/commands/{name}`: one of the route table's
+/// (`http/jobs.rs`; `open_job` has its own route).
 pub fn is_routed_job_command(name: &str) -> bool {
-    name != "open_job" && JOB_COMMANDS.contains(&name)
+    super::jobs::JOB_COMMAND_ROUTES.contains(&name)
 }
 
 /// A technician command's wire body as the typed command: `update_skills`,

@@ -97,7 +97,10 @@ impl OwnedAccess {
 
 /// The operation a request to `route` (axum's matched path) asks for, or
 /// `None` for a route or method the gate does not cover (the router
-/// answers 404 or 405 as before).
+/// answers 404 or 405 as before). A job command of the route table
+/// (`http/jobs.rs`) is the tool of its name: `POST
+/// /v1/jobs/{job_id}/commands/accept_offer` is `accept_offer`, admitted by
+/// the allowlist's `[tools.accept_offer]`.
 pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Option<Operation> {
     let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let tool = |name: &str| Operation {

@@ -19,8 +19,41 @@ use crate::domain::job::{Job, VisitStatus};
 use crate::domain::Role;
 use crate::error::{ApiError, Result};
 
+/// The job commands `POST /v1/jobs/{job_id}/commands/{command}` runs, by
+/// wire name, in lifecycle order: every job command but `open_job`, which
+/// has its own route. The gate names a request after its command and
+/// checks its allowlist entry (`[tools.accept_offer]` for `accept_offer`);
+/// the handler decodes the body by it; the domain decides it in the
+/// function of the same name (`domain/job/decide/`). Any other name is 404.
+pub(super) const JOB_COMMAND_ROUTES: &[&str] = &[
+    "record_intake",
+    "triage_job",
+    "set_priority",
+    "resolve_duplicate",
+    "offer_job",
+    "accept_offer",
+    "decline_offer",
+    "expire_offer",
+    "start_travel",
+    "check_in",
+    "complete_checklist_item",
+    "attach_evidence",
+    "check_out",
+    "schedule_return_visit",
+    "verify_closeout",
+    "reopen_unsatisfactory",
+    "mark_billing_ready",
+    "close_job",
+    "cancel_job",
+    "add_note",
+    "request_nte_increase",
+    "decide_approval",
+    "flag_sla_breach",
+];
+
 /// The routes of this resource. Each passes the gate (`super::gate`) first:
-/// the allowlist check and the rate limit are there, not here.
+/// the allowlist check and the rate limit are there, not here. One route
+/// serves every job command of [`JOB_COMMAND_ROUTES`].
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(open_job))
@@ -189,4 +222,20 @@ async fn job_transitions(
 ) -> Result<Json<Value>> {
     let transitions = state.app.transitions(&job_id).await?;
     Ok(Json(json!({"job_id": job_id, "transitions": transitions})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JOB_COMMAND_ROUTES;
+    use crate::domain::job::JOB_COMMANDS;
+
+    #[test]
+    fn the_route_table_routes_every_job_command_but_open_job() {
+        let routed: Vec<&str> = JOB_COMMANDS
+            .iter()
+            .copied()
+            .filter(|c| *c != "open_job")
+            .collect();
+        assert_eq!(JOB_COMMAND_ROUTES, routed.as_slice());
+    }
 }

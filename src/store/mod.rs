@@ -8,15 +8,15 @@
 //! repository because one transaction must hold more than the events: the
 //! idempotency record, the hash chain's head and the door index (docs/03).
 //!
-//! Every append goes one way: a [`Write`] (events, head, door row, stored
-//! answer) sent through `dispatch_write_batch` ([`batch`]), by the
-//! group-commit [`writer`] for commands and by [`append`] inside a caller's
-//! transaction for everything else. The answer's position placeholders are
-//! [`answer`]'s. Errors here are the store's own ([`StoreError`],
+//! Every append goes one way, in one file ([`writer`]): events prepared
+//! (hash chain, MACs), a [`Write`] (events, head, door row, stored answer)
+//! sent through `dispatch_write_batch` — by the group-commit [`Writer`] for
+//! commands and by [`append`] inside a caller's transaction for everything
+//! else. The answer's position placeholders are [`answer`]'s; reading
+//! streams is `repo`'s. Errors here are the store's own ([`StoreError`],
 //! [`Refused`]); `crate::error` maps them to the contract's codes.
 
 pub mod answer;
-pub mod batch;
 pub mod chain;
 pub mod checkpoint;
 pub mod hash;
@@ -27,16 +27,17 @@ pub mod wake;
 pub mod writer;
 
 pub use answer::{position_marker, Answer};
-pub use batch::{DoorRow, Refused, Write};
 pub use hash::{envelope_hash, hash_input};
 pub use repo::{
-    append, decode_stream, load_head, load_stream, load_stream_rows, prepare_append, Appended,
-    EventMeta, NewEvent, PreparedAppend, PreparedEvent, RawRow, StoredEvent, StreamState,
-    STREAM_COLUMNS,
+    decode_stream, load_head, load_stream, load_stream_rows, EventMeta, NewEvent, RawRow,
+    StoredEvent, StreamState, STREAM_COLUMNS,
 };
 pub use verify::{verify_rows, AuditCheck, AuditReport};
 pub use wake::wake_projectors;
-pub use writer::Writer;
+pub use writer::{
+    append, prepare_append, Appended, DoorRow, PreparedAppend, PreparedEvent, Refused, Write,
+    Writer,
+};
 
 /// A storage failure. Unique violations are concurrency conflicts; the rest
 /// are infrastructure failures.

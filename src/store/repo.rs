@@ -1,4 +1,5 @@
-//! Reading and appending streams, and verifying their hash chains.
+//! Reading streams (appending them is [`super::writer`]'s), and the raw
+//! rows their hash chains are verified from.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,10 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::answer::position_marker;
-use super::batch::{self, write_batch, Refused};
-use super::chain::ChainKeys;
-use super::hash::{envelope_hash, GENESIS_HASH};
+use super::hash::GENESIS_HASH;
 use super::upcast::upcast;
 use super::StoreError;
 use crate::domain::sop::SopRef;
@@ -287,155 +285,6 @@ fn decode_text<E: serde::de::DeserializeOwned>(
     scratch.push_str(payload);
     scratch.push('}');
     serde_json::from_str(scratch).map_err(decode_err)
-}
-
-/// Where an event landed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Appended {
-    /// Its id.
-    pub event_id: Uuid,
-    /// Its type.
-    pub event_type: String,
-    /// Its sequence.
-    pub sequence: i64,
-    /// Its global position.
-    pub global_position: i64,
-}
-
-/// Events ready to append: ids, metadata and chained hashes computed; the
-/// database assigns their global positions at insert.
-#[derive(Debug, Clone)]
-pub struct PreparedAppend {
-    /// `job` or `technician`.
-    pub aggregate_type: String,
-    /// The stream.
-    pub aggregate_id: String,
-    /// The events, in sequence order.
-    pub events: Vec<PreparedEvent>,
-    /// The stream's head after these events.
-    pub head: StreamState,
-}
-
-/// One event ready to append (the `dispatch_event` composite of migration
-/// 0015, fields in its order).
-#[derive(Debug, Clone, sqlx::Type)]
-#[sqlx(type_name = "dispatch_event")]
-pub struct PreparedEvent {
-    /// 1-based, continuing the head.
-    pub sequence: i64,
-    /// Event type.
-    pub event_type: String,
-    /// Payload version.
-    pub event_version: String,
-    /// Payload, JSON text.
-    pub payload: String,
-    /// Metadata, JSON text.
-    pub metadata: String,
-    /// Event id.
-    pub event_id: Uuid,
-    /// The previous event's hash.
-    pub prev_hash: String,
-    /// The event's hash.
-    pub hash: String,
-    /// The chain key the event is keyed with (the active one).
-    pub key_id: String,
-    /// The event's MAC under that key.
-    pub mac: String,
-}
-
-/// Computes ids, metadata, the hash chain and the MACs (under the active
-/// key of `keys`) for `events` after `head`; returns them with the events as
-/// they will be reported (positions are [`position_marker`]s).
-pub fn prepare_append(
-    keys: &ChainKeys,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    head: &StreamState,
-    events: Vec<NewEvent>,
-) -> Result<(PreparedAppend, Vec<Appended>), StoreError> {
-    let mut p = PreparedAppend {
-        aggregate_type: aggregate_type.to_string(),
-        aggregate_id: aggregate_id.to_string(),
-        events: Vec::with_capacity(events.len()),
-        head: head.clone(),
-    };
-    let mut out = Vec::with_capacity(events.len());
-    for (i, e) in events.into_iter().enumerate() {
-        let sequence = p.head.sequence + 1;
-        // Time-ordered (UUIDv7): new ids land at the right edge of the
-        // `events_event_id` index instead of on a random leaf of it, which
-        // with millions of events was a page read and a full-page WAL image
-        // per append (the benchmark's 10 M-event p99).
-        let event_id = Uuid::now_v7();
-        let metadata = serde_json::to_value(&e.meta)
-            .map_err(|source| StoreError::Decode { sequence, source })?;
-        let hash = envelope_hash(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            &event_id.to_string(),
-            &e.event_type,
-            &e.event_version,
-            &e.payload,
-            &metadata,
-            &p.head.hash,
-        );
-        out.push(Appended {
-            event_id,
-            event_type: e.event_type.clone(),
-            sequence,
-            global_position: position_marker(i),
-        });
-        let (key_id, mac) = keys.mac(aggregate_type, aggregate_id, sequence, &hash);
-        p.events.push(PreparedEvent {
-            sequence,
-            event_type: e.event_type,
-            event_version: e.event_version,
-            payload: e.payload.to_string(),
-            metadata: metadata.to_string(),
-            event_id,
-            prev_hash: std::mem::replace(&mut p.head.hash, hash.clone()),
-            hash,
-            key_id: key_id.to_string(),
-            mac,
-        });
-        p.head.sequence = sequence;
-    }
-    Ok((p, out))
-}
-
-/// Appends events to a stream inside the caller's transaction, chaining their
-/// hashes, keying them with the active key of `keys` and moving the stream
-/// head: one write of the batch function the group-commit writer uses
-/// ([`super::batch`]), with no stored answer. A concurrent append to the
-/// same stream is [`StoreError::Conflict`].
-pub async fn append(
-    conn: &mut PgConnection,
-    keys: &ChainKeys,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    head: &StreamState,
-    events: Vec<NewEvent>,
-) -> Result<Vec<Appended>, StoreError> {
-    let (prepared, mut out) = prepare_append(keys, aggregate_type, aggregate_id, head, events)?;
-    let write = batch::Write {
-        answer: None,
-        key_check: None,
-        append: Some(prepared),
-        door: None,
-    };
-    let outcome = write_batch(&mut *conn, &[&write]).await?.pop();
-    match outcome {
-        Some(Ok(written)) => {
-            for (a, position) in out.iter_mut().zip(written.positions) {
-                a.global_position = position;
-            }
-            Ok(out)
-        }
-        Some(Err(Refused::Conflict)) => Err(StoreError::Conflict),
-        Some(Err(Refused::Failed(e))) => Err(e),
-        Some(Err(Refused::KeyRefused)) | None => Err(StoreError::NoOutcome(1)),
-    }
 }
 
 /// Reads the recorded head of a stream.

@@ -1,18 +1,38 @@
-//! Job commands: decided on the job as its stream makes it — read from the
-//! store, or kept by the job cache ([`crate::app::cache`]) — and answered
-//! with the events they appended.
+//! A job command's whole way through the application, in the order it
+//! runs: the one door ([`App::job_command`]) and its known-key shortcut;
+//! the job as its stream makes it — read with the key's stored answer by
+//! the read–decide–write runner every command shares ([`App::command`]), or
+//! kept by the job cache ([`crate::app::cache`]); the facts, the decision
+//! and the events prepared ([`App::decide_job`]); the one write with its
+//! answer ([`App::write`]); and the answer.
+//!
+//! The shortcut: a job command from an API key this process has resolved
+//! before ([`KnownKeys`](crate::app::keys::KnownKeys)), on a job whose state
+//! it keeps, skips the key lookup. The gate admits it on the caller the key
+//! resolved to before (a *provisional* [`KeyedCaller`]), and its write
+//! checks, in the same subtransaction, that the key is still active
+//! (`dispatch_require_active_key`, migration 0008): a revoked key takes
+//! effect at the revocation's commit, as it does with the lookup.
+//!
+//! The rule: nothing is answered on a provisional caller but a write that
+//! checked the key. Whatever that write does not settle — a bad request, a
+//! refusal, a stale state, a reused idempotency key, a key no longer active
+//! — is answered only after the key is looked up ([`App::confirm_key`]), so
+//! the answers (401 before anything else) are those of the ordinary path.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 
-use super::{derived_id, events_json, facts, record_command, run, split_event, Decided, Reply};
-use crate::app::{App, Caller, RequestMeta};
+use super::{derived_id, events_json, facts, idempotency, run, split_event, Decided, Reply};
+use crate::app::{App, Caller, KeyedCaller, RequestMeta};
 use crate::domain::job::{CheckOutcome, Job, JobCommand, JobData, JobError, JobEvent, JobState};
 use crate::domain::Issued;
 use crate::error::{ApiError, Result};
-use crate::store::{self, Appended, DoorRow, NewEvent, Refused};
+use crate::store::{self, Answer, Appended, DoorRow, NewEvent, Refused, Write};
 
 /// What a job's row in `job_doors` records (besides when): its site and
 /// door, state and technician.
@@ -26,6 +46,64 @@ fn door_facts(d: &JobData) -> (String, String, JobState, Option<String>) {
 }
 
 impl App {
+    /// Runs a job command on job `job_id` for `who`: on a provisional caller
+    /// through the write that checks the key, and otherwise — or when that
+    /// write does not settle it — on the confirmed caller
+    /// ([`App::execute_job`]).
+    pub async fn job_command(
+        &self,
+        who: &KeyedCaller,
+        meta: &RequestMeta,
+        job_id: &str,
+        command: JobCommand,
+    ) -> Result<Reply> {
+        if who.is_provisional() {
+            match self.key_in_write(who, meta, job_id, command.clone()).await {
+                Ok(Some(reply)) => return Ok(reply),
+                Err(e) => return Err(self.refusal(who, e).await),
+                Ok(None) => {}
+            }
+        }
+        let caller = self.confirm_key(who).await?;
+        self.execute_job(&caller, meta, Some(job_id), command).await
+    }
+
+    /// A job command on a job whose state this process keeps, from a
+    /// provisional caller: answers only if the command appends events and
+    /// its write, which checks in the same statement that the key is still
+    /// active, commits. `None` otherwise — the job is not kept, the command
+    /// is refused, the state was stale, the idempotency key was used
+    /// before, or the API key is no longer active.
+    async fn key_in_write(
+        &self,
+        who: &KeyedCaller,
+        meta: &RequestMeta,
+        job_id: &str,
+        command: JobCommand,
+    ) -> Result<Option<Reply>> {
+        let started = std::time::Instant::now();
+        if !crate::app::storable_id(job_id) {
+            return Ok(None);
+        }
+        let Some(state) = self.jobs.take(job_id) else {
+            return Ok(None);
+        };
+        let name = command.wire_name();
+        let reply = self
+            .cached_job_command(
+                &who.caller,
+                meta,
+                job_id,
+                command,
+                state,
+                Some(&who.key_hash),
+            )
+            .await?;
+        if let Some(r) = &reply {
+            record_command(name, started, Ok(r));
+        }
+        Ok(reply)
+    }
     /// Executes a job command. `job_id` is `None` for `open_job` (the id is
     /// derived from the caller and the idempotency key, so retries agree).
     pub async fn execute_job(
@@ -73,6 +151,79 @@ impl App {
         result
     }
 
+    /// Runs a command on one stream (`stream`: aggregate type and id): reads
+    /// the key's stored answer or else the stream (one statement), decides,
+    /// and writes everything the decision leaves with its answer (one
+    /// write, [`App::write`]). The runner of every command: technician
+    /// commands (`technician.rs`) pass here too.
+    pub(super) async fn command<F>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        stream: (&str, &str),
+        decide: F,
+    ) -> Result<Reply>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Vec<PgRow>) -> BoxFuture<'c, Result<Decided>>,
+    {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT r.request_hash, r.status_code, r.response_body, {} \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN idempotency_records r ON r.caller = $1 AND r.idempotency_key = $2 \
+             LEFT JOIN LATERAL (SELECT * FROM events WHERE aggregate_type = $3 AND aggregate_id = $4) e \
+               ON r.caller IS NULL \
+             ORDER BY e.sequence",
+            store::STREAM_COLUMNS
+        ))
+        .bind(&caller.key_name)
+        .bind(&meta.idempotency_key)
+        .bind(stream.0)
+        .bind(stream.1)
+        .fetch_all(&mut *conn)
+        .await?;
+        if let Some(first) = rows.first() {
+            if let Some(hash) = first.try_get::<Option<String>, _>("request_hash")? {
+                return idempotency::replay(
+                    meta,
+                    hash,
+                    first.try_get("status_code")?,
+                    first.try_get("response_body")?,
+                );
+            }
+        }
+        let decided = match decide(&mut conn, rows).await {
+            Ok(d) => d,
+            Err(e) if e.is_final_answer() => Decided::from((e.status(), e.problem())),
+            Err(e) => return Err(e),
+        };
+        // The writer has connections of its own: this one goes back to the
+        // pool while the write waits for its batch.
+        drop(conn);
+        let status = decided.status;
+        match self.write(caller, meta, decided, None).await? {
+            Ok(body) => Ok(Reply {
+                status,
+                body,
+                replayed: false,
+            }),
+            // Another request committed first: the same key (its answer is
+            // the answer) or the same stream version (a conflict).
+            Err(Refused::Conflict) => {
+                let mut conn = self.pool.acquire().await?;
+                match self.stored_answer(&mut conn, caller, meta).await? {
+                    Some(reply) => Ok(reply),
+                    None => Err(ApiError::VersionConflict {
+                        expected: meta.if_match,
+                        current: None,
+                    }),
+                }
+            }
+            Err(Refused::KeyRefused) => Err(ApiError::Unauthorized),
+            Err(Refused::Failed(e)) => Err(e.into()),
+        }
+    }
+
     /// Runs a job command on the job's cached state: one write and no read.
     /// `None` when the cached path does not answer — the decision did not
     /// append events, or the write was refused because the state was stale
@@ -80,7 +231,7 @@ impl App {
     /// the store (see [`crate::app::cache`]).
     ///
     /// `key_check`: see [`App::write`]; a refused key is `None` too.
-    pub(super) async fn cached_job_command(
+    async fn cached_job_command(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
@@ -180,6 +331,75 @@ impl App {
             job: Some(job),
         })
     }
+
+    /// Writes what a decision leaves — its events, stream head and door row,
+    /// with its answer — as one all-or-nothing write, committed with the
+    /// writes of concurrent commands (see [`crate::store::writer`]); returns
+    /// the stored answer (with the events' positions in place). Once
+    /// written, the job's new state is kept and the projectors are woken
+    /// ([`App::written`]).
+    ///
+    /// `key_check`: the SHA-256 of a key that was not looked up for this
+    /// request; the write is then refused ([`Refused::KeyRefused`]) unless
+    /// the key is still active.
+    async fn write(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        decided: Decided,
+        key_check: Option<&str>,
+    ) -> Result<std::result::Result<Vec<u8>, Refused>> {
+        let bytes = serde_json::to_vec(&decided.body).map_err(|e| ApiError::Internal(e.into()))?;
+        let events = decided.append.as_ref().map_or(0, |a| a.events.len());
+        let answer = Answer::new(
+            &caller.key_name,
+            &meta.idempotency_key,
+            &meta.request_hash,
+            decided.status,
+            &bytes,
+            events,
+        )?;
+        let head = decided
+            .append
+            .as_ref()
+            .filter(|a| !a.events.is_empty())
+            .map(|a| {
+                (
+                    a.aggregate_type.clone(),
+                    a.aggregate_id.clone(),
+                    a.head.clone(),
+                )
+            });
+        let outcome = self
+            .writer
+            .write(Write {
+                answer: Some(answer),
+                key_check: key_check.map(str::to_string),
+                append: decided.append,
+                door: decided.door,
+            })
+            .await;
+        if outcome.is_ok() {
+            if let Some((stream_type, stream_id, head)) = head {
+                self.written((&stream_type, &stream_id), decided.job, head);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// After a write that appended events to `stream` committed (`head`: its
+    /// new head): wakes the projectors and keeps the job's new state.
+    fn written(&self, stream: (&str, &str), job: Option<Job>, head: store::StreamState) {
+        store::wake_projectors(&self.pool);
+        if let Some(job) = job {
+            // A job in a final state takes few commands more (most refused):
+            // the cache keeps the jobs being worked.
+            let open = job.data().is_some_and(|d| !d.state.is_final());
+            if stream.0 == Job::TYPE && open {
+                self.jobs.put(stream.1, job, head);
+            }
+        }
+    }
 }
 
 /// The job's new row in the door index, if what it holds changed (most
@@ -245,4 +465,36 @@ fn job_answer(
         200
     };
     (status, body)
+}
+
+/// Counts a job command's outcome and time.
+fn record_command(
+    name: &'static str,
+    started: std::time::Instant,
+    result: std::result::Result<&Reply, &ApiError>,
+) {
+    let outcome = match result {
+        Ok(r) if r.status < 400 => "ok",
+        Ok(_) => "refused",
+        Err(ApiError::VersionConflict { .. }) => "conflict",
+        Err(_) => "error",
+    };
+    metrics::counter!("dispatch_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("dispatch_command_seconds", "command" => name)
+        .record(started.elapsed().as_secs_f64());
+    if let Ok(r) = result {
+        if r.status >= 400 {
+            if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
+                let code = v
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string();
+                metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
+            }
+        }
+    } else if let Err(ApiError::VersionConflict { .. }) = result {
+        metrics::counter!("dispatch_conflicts_total").increment(1);
+    }
 }

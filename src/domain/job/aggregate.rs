@@ -269,11 +269,44 @@ impl Aggregate for Job {
         Ok(())
     }
 
+    /// Applies one event: its effect is written beside the decision of
+    /// the command that yields it, in the same phase's file
+    /// (`OfferAccepted`: `decide/field.rs`, next to `accept_offer`).
     fn apply(&mut self, event: JobEvent) {
+        use JobEvent as E;
         self.version += 1;
-        match &mut self.data {
-            None => self.data = JobData::opened(&event),
-            Some(data) => data.apply(event),
+        let Some(job) = self.data.as_mut() else {
+            self.data = intake::opened(&event);
+            return;
+        };
+        match event {
+            e @ (E::JobOpened { .. }
+            | E::IntakeRecorded { .. }
+            | E::JobTriaged { .. }
+            | E::PriorityChanged { .. }
+            | E::JobLinkedAsDuplicate { .. }
+            | E::DuplicateDismissed { .. }) => intake::apply(job, e),
+            e @ (E::JobOffered { .. }
+            | E::OfferAccepted { .. }
+            | E::OfferDeclined { .. }
+            | E::OfferExpired { .. }
+            | E::TravelStarted { .. }
+            | E::CheckedIn { .. }
+            | E::ChecklistItemCompleted { .. }
+            | E::EvidenceAttached { .. }
+            | E::CheckedOut { .. }
+            | E::ReturnVisitScheduled { .. }) => field::apply(job, e),
+            e @ (E::CloseoutVerified { .. }
+            | E::JobReopened { .. }
+            | E::BillingReadyMarked { .. }
+            | E::JobClosed { .. }) => closeout::apply(job, e),
+            e @ (E::JobCancelled { .. }
+            | E::NoteAdded { .. }
+            | E::ApprovalRequested { .. }
+            | E::ApprovalGranted { .. }
+            | E::ApprovalRejected { .. }
+            | E::NteIncreased { .. }
+            | E::SlaBreached { .. }) => any_state::apply(job, e),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The `Job` aggregate: one work order from first call to billing.
 //!
 //! `commands` holds what may be asked (by wire name), `events` what happened,
-//! `errors` every guard that can refuse, `aggregate` the decisions, and
-//! `state` the state the events build up.
+//! `errors` every guard that can refuse, `aggregate` the aggregate (it
+//! routes commands and events by phase), `decide` each command's decision
+//! and each event's effect, one file per phase, and `state` the state the
+//! events build up.
 
 mod aggregate;
 mod commands;

@@ -1,4 +1,7 @@
-//! The state a job's events build up, and how each event changes it.
+//! The state a job's events build up. How each event changes it lives
+//! beside the decision of the command that yields it, by phase
+//! (`decide/{intake,field,closeout,any_state}.rs`, each phase's `apply`);
+//! [`Job::apply`](super::Job) routes an event to its phase.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +13,7 @@ use super::commands::{
     CheckInMethod, CheckOutcome, ChecklistResult, CloseoutItemResult, Contact, Door, DoorLeftState,
     IfmOrder, Part, Site,
 };
-use super::events::{ApprovalAction, Channel, EvidenceKind, JobEvent, SlaKind};
+use super::events::{ApprovalAction, Channel, EvidenceKind, SlaKind};
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
 use crate::domain::policy::Priority;
@@ -182,6 +185,40 @@ pub struct Visit {
     pub checklist: BTreeMap<String, ChecklistEntry>,
 }
 
+impl Visit {
+    /// A new offer (visit `number`): nothing answered or done yet.
+    pub(in crate::domain::job) fn offered(
+        number: u32,
+        technician_id: String,
+        labor_rate_cents: i64,
+        offered_at: DateTime<Utc>,
+        ack_due_at: DateTime<Utc>,
+        preferred: bool,
+    ) -> Visit {
+        Visit {
+            number,
+            technician_id,
+            labor_rate_cents,
+            status: VisitStatus::Offered,
+            offered_at,
+            ack_due_at,
+            preferred,
+            eta: None,
+            decline_reason: None,
+            travel_started_at: None,
+            checked_in_at: None,
+            check_in_method: None,
+            checked_out_at: None,
+            outcome: None,
+            door_left_state: None,
+            resolution: None,
+            parts: Vec::new(),
+            labor_minutes: 0,
+            checklist: BTreeMap::new(),
+        }
+    }
+}
+
 /// A checklist result as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChecklistEntry {
@@ -339,7 +376,8 @@ impl JobData {
         self.visits.last()
     }
 
-    fn current_visit_mut(&mut self) -> Option<&mut Visit> {
+    /// The latest offer or visit, to change it.
+    pub(in crate::domain::job) fn current_visit_mut(&mut self) -> Option<&mut Visit> {
         self.visits.last_mut()
     }
 
@@ -351,313 +389,5 @@ impl JobData {
     /// Whether evidence of a kind is attached.
     pub fn has_evidence(&self, kind: EvidenceKind) -> bool {
         self.evidence.iter().any(|e| e.kind == kind)
-    }
-
-    pub(super) fn opened(event: &JobEvent) -> Option<JobData> {
-        let JobEvent::JobOpened {
-            job_id,
-            incident_type,
-            channel,
-            client_id,
-            site,
-            contact,
-            door,
-            description,
-            ifm,
-            opened_at,
-            possible_duplicate_of,
-            recall_of,
-            preferred_technician_id,
-            nte_cents,
-        } = event.clone()
-        else {
-            return None;
-        };
-        Some(JobData {
-            job_id,
-            state: JobState::Intake,
-            incident_type,
-            channel,
-            client_id,
-            site,
-            contact,
-            door,
-            description,
-            ifm,
-            opened_at,
-            priority: None,
-            p1_reasons: Vec::new(),
-            sla_due_at: None,
-            completion_due_at: None,
-            nte_cents,
-            intake: BTreeMap::new(),
-            flags: Flags {
-                possible_duplicate_of,
-                recall_of,
-                preferred_technician_id,
-                ..Flags::default()
-            },
-            visits: Vec::new(),
-            checklist: BTreeMap::new(),
-            evidence: Vec::new(),
-            approvals: Vec::new(),
-            notes: Vec::new(),
-            closeout: None,
-            invoice: None,
-            invoice_number: None,
-            cancel_reason: None,
-            cancel_trip_charge_cents: 0,
-        })
-    }
-
-    /// Applies one event (never fails: events are facts).
-    pub(super) fn apply(&mut self, event: JobEvent) {
-        match event {
-            JobEvent::JobOpened { .. } => {}
-            JobEvent::IntakeRecorded { fields } => self.intake.extend(fields),
-            JobEvent::JobTriaged {
-                priority,
-                p1_reasons,
-                sla_due_at,
-                completion_due_at,
-                make_safe_required,
-            } => {
-                self.state = JobState::Triaged;
-                self.priority = Some(priority);
-                self.p1_reasons = p1_reasons;
-                self.sla_due_at = sla_due_at;
-                self.completion_due_at = completion_due_at;
-                self.flags.make_safe_required = make_safe_required;
-            }
-            JobEvent::PriorityChanged {
-                to,
-                sla_due_at,
-                completion_due_at,
-                ..
-            } => {
-                self.priority = Some(to);
-                self.sla_due_at = sla_due_at;
-                self.completion_due_at = completion_due_at;
-            }
-            JobEvent::JobLinkedAsDuplicate { duplicate_of } => {
-                self.state = JobState::Duplicate;
-                self.flags.duplicate_of = Some(duplicate_of);
-                self.flags.possible_duplicate_of = None;
-            }
-            JobEvent::DuplicateDismissed { .. } => self.flags.possible_duplicate_of = None,
-            JobEvent::JobOffered {
-                visit,
-                technician_id,
-                labor_rate_cents,
-                offered_at,
-                ack_due_at,
-                preferred,
-            } => {
-                self.state = JobState::Offered;
-                self.visits.push(Visit {
-                    number: visit,
-                    technician_id,
-                    labor_rate_cents,
-                    status: VisitStatus::Offered,
-                    offered_at,
-                    ack_due_at,
-                    preferred,
-                    eta: None,
-                    decline_reason: None,
-                    travel_started_at: None,
-                    checked_in_at: None,
-                    check_in_method: None,
-                    checked_out_at: None,
-                    outcome: None,
-                    door_left_state: None,
-                    resolution: None,
-                    parts: Vec::new(),
-                    labor_minutes: 0,
-                    checklist: BTreeMap::new(),
-                });
-                self.checklist.clear();
-            }
-            JobEvent::OfferAccepted {
-                eta,
-                eta_beyond_sla,
-                ..
-            } => {
-                self.state = JobState::Confirmed;
-                self.flags.eta_beyond_sla = eta_beyond_sla;
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::Confirmed;
-                    v.eta = Some(eta);
-                }
-            }
-            JobEvent::OfferDeclined { reason, .. } => {
-                self.state = JobState::Triaged;
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::Declined;
-                    v.decline_reason = Some(reason);
-                }
-            }
-            JobEvent::OfferExpired { .. } => {
-                self.state = JobState::Triaged;
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::Expired;
-                }
-            }
-            JobEvent::TravelStarted { at, .. } => {
-                self.state = JobState::EnRoute;
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::EnRoute;
-                    v.travel_started_at = Some(at);
-                }
-            }
-            JobEvent::CheckedIn { method, at, .. } => {
-                self.state = JobState::OnSite;
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::OnSite;
-                    v.checked_in_at = Some(at);
-                    v.check_in_method = Some(method);
-                }
-            }
-            JobEvent::ChecklistItemCompleted {
-                item_id,
-                result,
-                note,
-            } => {
-                self.checklist
-                    .insert(item_id, ChecklistEntry { result, note });
-            }
-            JobEvent::EvidenceAttached {
-                kind,
-                sha256,
-                note,
-                content_type,
-                uploaded_by,
-            } => {
-                self.evidence.push(EvidenceRef {
-                    kind,
-                    sha256,
-                    note,
-                    content_type,
-                    uploaded_by,
-                });
-            }
-            JobEvent::CheckedOut {
-                outcome,
-                door_left_state,
-                resolution,
-                parts,
-                at,
-                labor_minutes,
-                ..
-            } => {
-                if outcome == CheckOutcome::Completed {
-                    self.state = JobState::WorkCompleted;
-                    self.flags.hold_reason = None;
-                } else {
-                    self.state = JobState::OnHold;
-                    self.flags.hold_reason = Some(outcome);
-                    self.flags.quote_approved = false;
-                }
-                if let Some(v) = self.current_visit_mut() {
-                    v.status = VisitStatus::CheckedOut;
-                    v.checked_out_at = Some(at);
-                    v.outcome = Some(outcome);
-                    v.door_left_state = Some(door_left_state);
-                    v.resolution = Some(resolution);
-                    v.parts = parts;
-                    v.labor_minutes = labor_minutes;
-                }
-            }
-            JobEvent::ReturnVisitScheduled { .. } => {
-                self.state = JobState::Triaged;
-                self.flags.hold_reason = None;
-            }
-            JobEvent::CloseoutVerified { items } => {
-                self.state = JobState::CloseoutVerified;
-                self.closeout = Some(items);
-            }
-            JobEvent::JobReopened { .. } => {
-                self.state = JobState::Triaged;
-                self.closeout = None;
-            }
-            JobEvent::BillingReadyMarked { invoice, .. } => {
-                self.state = JobState::BillingReady;
-                self.invoice = Some(invoice);
-            }
-            JobEvent::JobClosed { invoice_number } => {
-                self.state = JobState::Closed;
-                self.invoice_number = Some(invoice_number);
-            }
-            JobEvent::JobCancelled {
-                reason,
-                trip_charge_cents,
-                ..
-            } => {
-                self.state = JobState::Cancelled;
-                self.cancel_reason = Some(reason);
-                self.cancel_trip_charge_cents = trip_charge_cents;
-                if let Some(v) = self.current_visit_mut() {
-                    if v.status != VisitStatus::CheckedOut
-                        && v.status != VisitStatus::Declined
-                        && v.status != VisitStatus::Expired
-                    {
-                        v.status = VisitStatus::Cancelled;
-                    }
-                }
-            }
-            JobEvent::NoteAdded { text } => self.notes.push(Note { text }),
-            JobEvent::ApprovalRequested {
-                approval_id,
-                action,
-                reason,
-                requested_by,
-                at,
-            } => {
-                self.approvals.push(Approval {
-                    approval_id,
-                    action,
-                    reason,
-                    requested_by,
-                    requested_at: at,
-                    status: ApprovalStatus::Pending,
-                    decided_by: None,
-                    decision_reason: None,
-                });
-            }
-            JobEvent::ApprovalGranted {
-                approval_id,
-                decided_by,
-                reason,
-            } => {
-                self.decide(&approval_id, ApprovalStatus::Granted, decided_by, reason);
-            }
-            JobEvent::ApprovalRejected {
-                approval_id,
-                decided_by,
-                reason,
-            } => {
-                self.decide(&approval_id, ApprovalStatus::Rejected, decided_by, reason);
-            }
-            JobEvent::NteIncreased { to_cents, .. } => {
-                self.nte_cents = Some(to_cents);
-                if self.state == JobState::OnHold
-                    && self.flags.hold_reason == Some(CheckOutcome::NeedsQuote)
-                {
-                    self.flags.quote_approved = true;
-                }
-            }
-            JobEvent::SlaBreached { kind, .. } => {
-                if !self.flags.sla_breached.contains(&kind) {
-                    self.flags.sla_breached.push(kind);
-                }
-            }
-        }
-    }
-
-    fn decide(&mut self, id: &str, status: ApprovalStatus, by: Actor, reason: Option<String>) {
-        if let Some(a) = self.approvals.iter_mut().find(|a| a.approval_id == id) {
-            a.status = status;
-            a.decided_by = Some(by);
-            a.decision_reason = reason;
-        }
     }
 }

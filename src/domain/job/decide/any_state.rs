@@ -1,13 +1,14 @@
 //! Commands open to a job in many states: cancelling, notes, NTE requests,
 //! decisions on approvals and SLA breaches. One function per command, named
-//! after its wire name.
+//! after its wire name; then how their events change the job ([`apply`]).
 
 use super::*;
+use crate::domain::actor::Actor;
 use crate::domain::actor::Role;
 use crate::domain::job::commands::*;
 use crate::domain::job::errors::JobError;
 use crate::domain::job::events::{ApprovalAction, JobEvent, SlaKind};
-use crate::domain::job::state::{ApprovalStatus, JobState};
+use crate::domain::job::state::{Approval, ApprovalStatus, JobState, Note, VisitStatus};
 
 /// `cancel_job` (the state machine's row in `transitions.rs`): JobCancelled —
 /// agent on an ever-offered job: ApprovalRequested only.
@@ -181,4 +182,94 @@ pub(in crate::domain::job) fn decide_approval(cx: &Ctx<'_>, c: &DecideApproval) 
         },
         effect,
     ])
+}
+
+/// How the events of these commands change the job (never fails: events are facts):
+/// [`Job::apply`](crate::domain::job::Job) routes only them here.
+pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
+    match event {
+        JobEvent::JobCancelled {
+            reason,
+            trip_charge_cents,
+            ..
+        } => {
+            job.state = JobState::Cancelled;
+            job.cancel_reason = Some(reason);
+            job.cancel_trip_charge_cents = trip_charge_cents;
+            if let Some(v) = job.current_visit_mut() {
+                if v.status != VisitStatus::CheckedOut
+                    && v.status != VisitStatus::Declined
+                    && v.status != VisitStatus::Expired
+                {
+                    v.status = VisitStatus::Cancelled;
+                }
+            }
+        }
+        JobEvent::NoteAdded { text } => job.notes.push(Note { text }),
+        JobEvent::ApprovalRequested {
+            approval_id,
+            action,
+            reason,
+            requested_by,
+            at,
+        } => {
+            job.approvals.push(Approval {
+                approval_id,
+                action,
+                reason,
+                requested_by,
+                requested_at: at,
+                status: ApprovalStatus::Pending,
+                decided_by: None,
+                decision_reason: None,
+            });
+        }
+        JobEvent::ApprovalGranted {
+            approval_id,
+            decided_by,
+            reason,
+        } => {
+            settle(
+                job,
+                &approval_id,
+                ApprovalStatus::Granted,
+                decided_by,
+                reason,
+            );
+        }
+        JobEvent::ApprovalRejected {
+            approval_id,
+            decided_by,
+            reason,
+        } => {
+            settle(
+                job,
+                &approval_id,
+                ApprovalStatus::Rejected,
+                decided_by,
+                reason,
+            );
+        }
+        JobEvent::NteIncreased { to_cents, .. } => {
+            job.nte_cents = Some(to_cents);
+            if job.state == JobState::OnHold
+                && job.flags.hold_reason == Some(CheckOutcome::NeedsQuote)
+            {
+                job.flags.quote_approved = true;
+            }
+        }
+        JobEvent::SlaBreached { kind, .. } if !job.flags.sla_breached.contains(&kind) => {
+            job.flags.sla_breached.push(kind);
+        }
+        _ => {}
+    }
+}
+
+/// An approval decided: its status, who decided, their remark.
+fn settle(job: &mut JobData, id: &str, status: ApprovalStatus, by: Actor, reason: Option<String>) {
+    if let Some(a) = job.approvals.iter_mut().find(|a| a.approval_id == id) {
+        a.status = status;
+        a.decided_by = Some(by);
+        a.decision_reason = reason;
+    }
 }

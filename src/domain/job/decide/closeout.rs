@@ -1,5 +1,6 @@
 //! Closeout: verification, reopening, billing readiness and closing. One
-//! function per command, named after its wire name.
+//! function per command, named after its wire name; then how the
+//! closeout's events change the job ([`apply`]).
 
 use super::*;
 use crate::domain::job::commands::*;
@@ -125,4 +126,28 @@ pub(in crate::domain::job) fn close_job(cx: &Ctx<'_>, c: &CloseJob) -> Decided {
     Ok(vec![JobEvent::JobClosed {
         invoice_number: c.invoice_number.clone(),
     }])
+}
+
+/// How the closeout's events change the job (never fails: events are facts):
+/// [`Job::apply`](crate::domain::job::Job) routes only them here.
+pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
+    match event {
+        JobEvent::CloseoutVerified { items } => {
+            job.state = JobState::CloseoutVerified;
+            job.closeout = Some(items);
+        }
+        JobEvent::JobReopened { .. } => {
+            job.state = JobState::Triaged;
+            job.closeout = None;
+        }
+        JobEvent::BillingReadyMarked { invoice, .. } => {
+            job.state = JobState::BillingReady;
+            job.invoice = Some(invoice);
+        }
+        JobEvent::JobClosed { invoice_number } => {
+            job.state = JobState::Closed;
+            job.invoice_number = Some(invoice_number);
+        }
+        _ => {}
+    }
 }

@@ -1,13 +1,14 @@
 //! The field: offers and their answers, travel, check-in, the checklist,
 //! evidence, check-out and return visits. One function per command, named
-//! after its wire name.
+//! after its wire name; then how the field's events change the job
+//! ([`apply`]).
 
 use super::*;
 use crate::domain::actor::Role;
 use crate::domain::job::commands::*;
 use crate::domain::job::errors::JobError;
 use crate::domain::job::events::JobEvent;
-use crate::domain::job::state::JobState;
+use crate::domain::job::state::{ChecklistEntry, EvidenceRef, JobState, Visit, VisitStatus};
 use crate::domain::money::round_up_minutes;
 use crate::domain::technician::Shift;
 
@@ -306,4 +307,125 @@ pub(in crate::domain::job) fn schedule_return_visit(
     Ok(vec![JobEvent::ReturnVisitScheduled {
         reason: c.reason.clone(),
     }])
+}
+
+/// How the field's events change the job (never fails: events are facts):
+/// [`Job::apply`](crate::domain::job::Job) routes only them here.
+pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
+    match event {
+        JobEvent::JobOffered {
+            visit,
+            technician_id,
+            labor_rate_cents,
+            offered_at,
+            ack_due_at,
+            preferred,
+        } => {
+            job.state = JobState::Offered;
+            job.visits.push(Visit::offered(
+                visit,
+                technician_id,
+                labor_rate_cents,
+                offered_at,
+                ack_due_at,
+                preferred,
+            ));
+            job.checklist.clear();
+        }
+        JobEvent::OfferAccepted {
+            eta,
+            eta_beyond_sla,
+            ..
+        } => {
+            job.state = JobState::Confirmed;
+            job.flags.eta_beyond_sla = eta_beyond_sla;
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::Confirmed;
+                v.eta = Some(eta);
+            }
+        }
+        JobEvent::OfferDeclined { reason, .. } => {
+            job.state = JobState::Triaged;
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::Declined;
+                v.decline_reason = Some(reason);
+            }
+        }
+        JobEvent::OfferExpired { .. } => {
+            job.state = JobState::Triaged;
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::Expired;
+            }
+        }
+        JobEvent::TravelStarted { at, .. } => {
+            job.state = JobState::EnRoute;
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::EnRoute;
+                v.travel_started_at = Some(at);
+            }
+        }
+        JobEvent::CheckedIn { method, at, .. } => {
+            job.state = JobState::OnSite;
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::OnSite;
+                v.checked_in_at = Some(at);
+                v.check_in_method = Some(method);
+            }
+        }
+        JobEvent::ChecklistItemCompleted {
+            item_id,
+            result,
+            note,
+        } => {
+            job.checklist
+                .insert(item_id, ChecklistEntry { result, note });
+        }
+        JobEvent::EvidenceAttached {
+            kind,
+            sha256,
+            note,
+            content_type,
+            uploaded_by,
+        } => {
+            job.evidence.push(EvidenceRef {
+                kind,
+                sha256,
+                note,
+                content_type,
+                uploaded_by,
+            });
+        }
+        JobEvent::CheckedOut {
+            outcome,
+            door_left_state,
+            resolution,
+            parts,
+            at,
+            labor_minutes,
+            ..
+        } => {
+            if outcome == CheckOutcome::Completed {
+                job.state = JobState::WorkCompleted;
+                job.flags.hold_reason = None;
+            } else {
+                job.state = JobState::OnHold;
+                job.flags.hold_reason = Some(outcome);
+                job.flags.quote_approved = false;
+            }
+            if let Some(v) = job.current_visit_mut() {
+                v.status = VisitStatus::CheckedOut;
+                v.checked_out_at = Some(at);
+                v.outcome = Some(outcome);
+                v.door_left_state = Some(door_left_state);
+                v.resolution = Some(resolution);
+                v.parts = parts;
+                v.labor_minutes = labor_minutes;
+            }
+        }
+        JobEvent::ReturnVisitScheduled { .. } => {
+            job.state = JobState::Triaged;
+            job.flags.hold_reason = None;
+        }
+        _ => {}
+    }
 }

@@ -1,5 +1,8 @@
 //! Intake: opening a job, its intake fields, triage, priority, duplicates.
-//! One function per command, named after its wire name.
+//! One function per command, named after its wire name; then how the
+//! intake's events change the job ([`opened`], [`apply`]).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -8,7 +11,7 @@ use crate::domain::actor::Role;
 use crate::domain::job::commands::*;
 use crate::domain::job::errors::JobError;
 use crate::domain::job::events::{Channel, JobEvent};
-use crate::domain::job::state::JobState;
+use crate::domain::job::state::{Flags, JobState};
 use crate::domain::job::JobServices;
 
 /// `record_intake` (the state machine's row in `transitions.rs`):
@@ -218,4 +221,102 @@ pub(in crate::domain::job) fn open_job(
         recall_of: recall.map(|r| r.job_id),
         nte_cents,
     }])
+}
+
+/// How the intake's events change the job (never fails: events are facts):
+/// [`Job::apply`](crate::domain::job::Job) routes only them here.
+pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
+    match event {
+        JobEvent::JobOpened { .. } => {}
+        JobEvent::IntakeRecorded { fields } => job.intake.extend(fields),
+        JobEvent::JobTriaged {
+            priority,
+            p1_reasons,
+            sla_due_at,
+            completion_due_at,
+            make_safe_required,
+        } => {
+            job.state = JobState::Triaged;
+            job.priority = Some(priority);
+            job.p1_reasons = p1_reasons;
+            job.sla_due_at = sla_due_at;
+            job.completion_due_at = completion_due_at;
+            job.flags.make_safe_required = make_safe_required;
+        }
+        JobEvent::PriorityChanged {
+            to,
+            sla_due_at,
+            completion_due_at,
+            ..
+        } => {
+            job.priority = Some(to);
+            job.sla_due_at = sla_due_at;
+            job.completion_due_at = completion_due_at;
+        }
+        JobEvent::JobLinkedAsDuplicate { duplicate_of } => {
+            job.state = JobState::Duplicate;
+            job.flags.duplicate_of = Some(duplicate_of);
+            job.flags.possible_duplicate_of = None;
+        }
+        JobEvent::DuplicateDismissed { .. } => job.flags.possible_duplicate_of = None,
+        _ => {}
+    }
+}
+
+/// The job `JobOpened` opens (`None` for any other event).
+pub(in crate::domain::job) fn opened(event: &JobEvent) -> Option<JobData> {
+    let JobEvent::JobOpened {
+        job_id,
+        incident_type,
+        channel,
+        client_id,
+        site,
+        contact,
+        door,
+        description,
+        ifm,
+        opened_at,
+        possible_duplicate_of,
+        recall_of,
+        preferred_technician_id,
+        nte_cents,
+    } = event.clone()
+    else {
+        return None;
+    };
+    Some(JobData {
+        job_id,
+        state: JobState::Intake,
+        incident_type,
+        channel,
+        client_id,
+        site,
+        contact,
+        door,
+        description,
+        ifm,
+        opened_at,
+        priority: None,
+        p1_reasons: Vec::new(),
+        sla_due_at: None,
+        completion_due_at: None,
+        nte_cents,
+        intake: BTreeMap::new(),
+        flags: Flags {
+            possible_duplicate_of,
+            recall_of,
+            preferred_technician_id,
+            ..Flags::default()
+        },
+        visits: Vec::new(),
+        checklist: BTreeMap::new(),
+        evidence: Vec::new(),
+        approvals: Vec::new(),
+        notes: Vec::new(),
+        closeout: None,
+        invoice: None,
+        invoice_number: None,
+        cancel_reason: None,
+        cancel_trip_charge_cents: 0,
+    })
 }

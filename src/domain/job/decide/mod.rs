@@ -1,7 +1,9 @@
 //! The decision of every job command on its own rules, one function per
 //! command named after its wire name, grouped by phase; `Job::decide`
 //! (`super::aggregate`) dispatches to them and then applies the destructive
-//! rule. The checks they share are here.
+//! rule. Each phase's file also holds how its events change the job (its
+//! `apply`, to which `Job::apply` routes them), so a command's decision and
+//! its event's effect are read in one file. The checks they share are here.
 
 pub(in crate::domain::job) mod any_state;
 pub(in crate::domain::job) mod closeout;
