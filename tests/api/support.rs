@@ -392,32 +392,72 @@ pub fn closeout_all_pass(sop: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// What one job command must answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Want {
+    /// This HTTP status.
+    Status(u16),
+    /// The job in this state afterwards.
+    State(&'static str),
+    /// This HTTP status and this problem code.
+    Code(u16, &'static str),
+    /// This HTTP status and the job in this state afterwards.
+    StatusState(u16, &'static str),
+}
+
+impl Want {
+    /// Asserts that `r`, the answer to `command`, is what is wanted.
+    pub fn check(self, command: &str, r: &Resp) {
+        match self {
+            Want::Status(status) => assert_eq!(r.status, status, "{command}: {:?}", r.json),
+            Want::State(state) => {
+                assert_eq!(r.state(), state, "{command}: {} {:?}", r.status, r.json);
+            }
+            Want::Code(status, code) => {
+                assert_eq!(
+                    (r.status, r.code()),
+                    (status, code),
+                    "{command}: {:?}",
+                    r.json
+                );
+            }
+            Want::StatusState(status, state) => {
+                assert_eq!(
+                    (r.status, r.state()),
+                    (status, state),
+                    "{command}: {:?}",
+                    r.json
+                );
+            }
+        }
+    }
+}
+
+/// One step of a job's script: the command's wire name, the caller's key,
+/// the body and what it must answer.
+pub type Step<'a> = (&'a str, &'a str, Value, Want);
+
 impl TestApp {
-    /// Runs a job command and asserts the job's state after it.
-    pub async fn expect_state(
+    /// Runs a job command and asserts what it answers.
+    pub async fn expect(
         &self,
         job: &str,
         command: &str,
         key: &str,
         body: Value,
-        state: &str,
+        want: Want,
     ) -> Resp {
         let r = self.cmd(job, command, key, body).await;
-        assert_eq!(r.state(), state, "{command}: {} {:?}", r.status, r.json);
+        want.check(command, &r);
         r
     }
 
-    /// Runs a job command and asserts its status.
-    pub async fn expect_status(
-        &self,
-        job: &str,
-        command: &str,
-        key: &str,
-        body: Value,
-        status: u16,
-    ) -> Resp {
-        let r = self.cmd(job, command, key, body).await;
-        assert_eq!(r.status, status, "{command}: {:?}", r.json);
-        r
+    /// Runs job commands in order, each asserting what it answers; the answers.
+    pub async fn script(&self, job: &str, steps: Vec<Step<'_>>) -> Vec<Resp> {
+        let mut answers = Vec::with_capacity(steps.len());
+        for (command, key, body, want) in steps {
+            answers.push(self.expect(job, command, key, body, want).await);
+        }
+        answers
     }
 }
