@@ -69,14 +69,7 @@ async fn a_replica_with_a_stale_state_decides_on_the_stream() {
     assert_eq!(r.json["version"], 3);
     // B's cached state is now stale by one event: its next append continues
     // the stream instead of colliding with it.
-    let r = b
-        .cmd(
-            &job,
-            "add_note",
-            &b.keys.dispatcher,
-            json!({"text": "from B"}),
-        )
-        .await;
+    let r = b.note(&job, &b.keys.dispatcher, "from B").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["version"], 4);
     let sequences: Vec<i64> = a
@@ -98,9 +91,7 @@ async fn if_match_is_checked_against_the_stream_not_the_cache() {
     let a = TestApp::spawn().await;
     let b = via(&a, replica(&a));
     let job = a.open_ifm_job("site-cache-2").await;
-    let r = b
-        .cmd(&job, "add_note", &b.keys.agent, json!({"text": "B first"}))
-        .await;
+    let r = b.note(&job, &b.keys.agent, "B first").await;
     assert_eq!(r.json["version"], 2);
     // A's cache says version 1; the stream says 2, which the caller expects.
     let path = format!("/v1/jobs/{job}/commands/add_note");
@@ -189,14 +180,7 @@ async fn jobs_in_a_final_state_are_not_kept() {
     assert_eq!(r.state(), "cancelled", "{:?}", r.json);
     assert!(t.app.jobs.is_empty(), "a cancelled job is not kept");
     // It still answers from its stream.
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.dispatcher,
-            json!({"text": "after"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.dispatcher, "after").await;
     assert_eq!(r.code(), "invalid_transition", "{:?}", r.json);
     assert_eq!(r.json["current_state"], "cancelled");
 }
@@ -215,9 +199,7 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
     assert_eq!(r.status, 200, "{:?}", r.json);
     // Both the job and the agent's key are known to this process now; the
     // next command takes the path that checks the key in its write.
-    let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "kept"}))
-        .await;
+    let r = t.note(&job, &t.keys.agent, "kept").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(t.app.jobs.len(), 1);
     let head = || async {
@@ -232,14 +214,7 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
     dispatch_api::app::keys::revoke_key(&t.app.pool, "agent-1")
         .await
         .unwrap();
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": "after revocation"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.agent, "after revocation").await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"), "{:?}", r.json);
     // A request that is also wrong in other ways still hears 401 first.
     let r = t
@@ -263,13 +238,6 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
     assert_eq!(answers, 3, "open, intake and the first note only");
 
     // Another key keeps working on the same cached job.
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.dispatcher,
-            json!({"text": "desk"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.dispatcher, "desk").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
 }

@@ -145,12 +145,11 @@ impl<'a> World<'a> {
             .await
             .json;
         let r = t
-            .post_raw(
-                "/v1/evidence",
-                Some(&t.keys.dispatcher),
+            .upload(
+                &t.keys.dispatcher,
                 Some("fence-upload"),
                 "FENCE-EVIDENCE",
-                &[("content-type", "image/jpeg")],
+                "image/jpeg",
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.json);

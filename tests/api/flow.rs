@@ -7,15 +7,7 @@ use crate::support::*;
 
 async fn upload(t: &TestApp, key: &str, content: &str) -> String {
     let idem = t.idem();
-    let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(key),
-            Some(&idem),
-            content,
-            &[("content-type", "image/jpeg")],
-        )
-        .await;
+    let r = t.upload(key, Some(&idem), content, "image/jpeg").await;
     assert_eq!(r.status, 201, "{:?}", r.json);
     r.json["sha256"].as_str().unwrap().to_string()
 }

@@ -45,9 +45,7 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     // MCP's handshake is not a call: only tools/call spends budget.
     handshake(&t, &agent).await;
     // Four calls, one budget: a REST command, a REST read, a tool, an MCP call.
-    let r = t
-        .cmd(&job, "add_note", &agent, json!({"text": "one"}))
-        .await;
+    let r = t.note(&job, &agent, "one").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
@@ -71,8 +69,7 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     // The budget is spent, whichever way the next call comes.
     let before = t.events(&job).await.len();
     for r in [
-        t.cmd(&job, "add_note", &agent, json!({"text": "two"}))
-            .await,
+        t.note(&job, &agent, "two").await,
         t.get(&format!("/v1/jobs/{job}"), &agent).await,
         t.get("/v1/board", &agent).await,
         t.get("/v1/tools", &agent).await,
@@ -188,9 +185,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     // allowlist, a refusal by a guard, a request that needs approval, a
     // reused key, and a call with no key at all.
     let job = t.open_ifm_job("gate-log").await;
-    let r = t
-        .cmd(&job, "add_note", &agent, json!({"text": "called the site"}))
-        .await;
+    let r = t.note(&job, &agent, "called the site").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let note_events = r.json["events"].clone();
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;

@@ -188,12 +188,11 @@ async fn the_document_admits_any_bytes_as_a_raw_upload() {
         assert_eq!(content[media]["schema"], json!({}), "{media}");
     }
     let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.dispatcher),
+        .upload(
+            &t.keys.dispatcher,
             Some("raw-json-bytes"),
             "{}",
-            &[("content-type", "image/gif")],
+            "image/gif",
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json);
@@ -390,13 +389,7 @@ async fn a_multipart_upload_takes_only_its_file_part() {
     .enumerate()
     {
         let r = t
-            .post_raw(
-                "/v1/evidence",
-                Some(&t.keys.dispatcher),
-                Some(&format!("mp-{i}")),
-                body,
-                &[("content-type", &ct)],
-            )
+            .upload(&t.keys.dispatcher, Some(&format!("mp-{i}")), body, &ct)
             .await;
         assert_eq!(r.status, 400, "case {i}: {:?}", r.json);
         assert_eq!(r.code(), "validation_error", "case {i}");
@@ -407,15 +400,7 @@ async fn a_multipart_upload_takes_only_its_file_part() {
         .unwrap();
     assert_eq!(stored, 0, "a refused upload was stored");
     let ok = format!("{}--{boundary}--\r\n", part("file"));
-    let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.dispatcher),
-            Some("mp-ok"),
-            &ok,
-            &[("content-type", &ct)],
-        )
-        .await;
+    let r = t.upload(&t.keys.dispatcher, Some("mp-ok"), &ok, &ct).await;
     assert_eq!(r.status, 201, "{:?}", r.json);
 }
 

@@ -204,13 +204,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
     let h = t.open_ifm_job_with_key("inj-h").await;
     let b = t.open_ifm_job_with_key("inj-b").await;
     let evidence = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.tech_d),
-            Some("inj-ev"),
-            "JPEGDATA",
-            &[("content-type", "image/jpeg")],
-        )
+        .upload(&t.keys.tech_d, Some("inj-ev"), "JPEGDATA", "image/jpeg")
         .await;
     let sha = evidence.json["sha256"].as_str().unwrap().to_string();
     let mut w = Twins {

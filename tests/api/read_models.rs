@@ -419,9 +419,7 @@ async fn min_position_reads_the_commands_own_effect() {
     let _ = stop.send(true);
     projector.await.unwrap();
     // With the projector stopped, a position it never applied is 503 projection_behind.
-    let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "later"}))
-        .await;
+    let r = t.note(&job, &t.keys.agent, "later").await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
     let behind = t
         .get(&format!("/v1/board?min_position={pos}"), &t.keys.agent)
@@ -623,10 +621,8 @@ async fn states_as_jsonb(models: &[&str]) {
     }
     let job = t.open_ifm_job("site-jsonb-state").await;
     rt.catch_up().await.unwrap();
-    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "one"}))
-        .await;
-    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "two"}))
-        .await;
+    t.note(&job, &t.keys.agent, "one").await;
+    t.note(&job, &t.keys.agent, "two").await;
     rt.catch_up().await.unwrap();
     for (name, table) in &tables {
         let (kind, version): (String, i64) = sqlx::query_as(&format!(

@@ -266,6 +266,20 @@ impl TestApp {
             .await
     }
 
+    /// `POST /v1/evidence`: uploads `content` as `content_type` with key
+    /// `key` and idempotency key `idem` (`None`: none sent).
+    pub async fn upload(
+        &self,
+        key: &str,
+        idem: Option<&str>,
+        content: &str,
+        content_type: &str,
+    ) -> Resp {
+        let headers = [("content-type", content_type)];
+        self.post_raw("/v1/evidence", Some(key), idem, content, &headers)
+            .await
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
         let idem = self.idem();
         self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[])
@@ -286,6 +300,30 @@ impl TestApp {
     pub async fn cmd(&self, job: &str, command: &str, key: &str, body: Value) -> Resp {
         self.post(&format!("/v1/jobs/{job}/commands/{command}"), key, body)
             .await
+    }
+
+    /// `add_note` with `text` on a job, as `key`.
+    pub async fn note(&self, job: &str, key: &str, text: &str) -> Resp {
+        self.cmd(job, "add_note", key, json!({ "text": text }))
+            .await
+    }
+
+    /// Runs `sql` (statements split on `;`) on the events table with its
+    /// append-only trigger off: the tampering the chain must reveal.
+    pub async fn tamper(&self, sql: &str) {
+        let mut tx = self.app.pool.begin().await.unwrap();
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for stmt in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            sqlx::query(stmt).execute(&mut *tx).await.unwrap();
+        }
+        sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
     }
 
     /// Registers the four technicians of the canonical scenario.

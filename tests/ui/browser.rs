@@ -235,16 +235,15 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
     t.cmd(&tampered, "triage_job", &t.keys.agent, json!({}))
         .await;
     for i in 1..=3 {
-        t.cmd(
+        t.note(
             &tampered,
-            "add_note",
             &t.keys.agent,
-            json!({"text": format!("Called the site, update {i}")}),
+            &format!("Called the site, update {i}"),
         )
         .await;
     }
     let tampered_seq = 4;
-    tamper(t, &format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
+    t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
 
     let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
         .fetch_one(&t.app.pool)

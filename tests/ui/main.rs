@@ -201,21 +201,6 @@ pub async fn request_nte(t: &TestApp, job: &str, key: &str, cents: i64, reason: 
     r.json["approval_id"].as_str().unwrap().to_string()
 }
 
-/// Alters a stored event as a superuser who disables the append-only trigger.
-pub async fn tamper(t: &TestApp, sql: &str) {
-    let mut tx = t.app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-}
-
 /// A job's stored events.
 pub async fn stored_events(t: &TestApp, job: &str) -> Vec<Value> {
     t.events(job).await

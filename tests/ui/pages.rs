@@ -351,11 +351,10 @@ async fn stored_text_is_shown_escaped_never_interpreted() {
     let r = t.post("/v1/jobs", &t.keys.agent, body).await;
     assert_eq!(r.status, 201, "{:?}", r.json);
     let job = r.json["job_id"].as_str().unwrap().to_string();
-    t.cmd(
+    t.note(
         &job,
-        "add_note",
         &t.keys.agent,
-        json!({"text": format!("note {hostile}\r\nsecond line")}),
+        &format!("note {hostile}\r\nsecond line"),
     )
     .await;
     let r = t
@@ -497,13 +496,7 @@ async fn the_timeline_marks_the_first_bad_sequence_of_a_tampered_chain() {
     t.register_technicians().await;
     let job = job_on_site(&t, "site-tamper", &t.keys.tech_d, "tech-d").await;
     for i in 0..3 {
-        t.cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": format!("note {i}")}),
-        )
-        .await;
+        t.note(&job, &t.keys.agent, &format!("note {i}")).await;
     }
     let desk = login(&t, &t.keys.auditor).await;
     let p = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
@@ -515,7 +508,7 @@ async fn the_timeline_marks_the_first_bad_sequence_of_a_tampered_chain() {
 
     let count = stored_events(&t, &job).await.len();
     let seq = 9;
-    tamper(&t, &format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {seq}")).await;
+    t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {seq}")).await;
     let p = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
     assert_eq!(p.status, 200);
     assert!(
