@@ -145,13 +145,7 @@ async fn malformed_unknown_and_missing_things_are_4xx_with_codes() {
         assert_eq!(r.headers["content-type"], "application/problem+json");
     }
     let r = t
-        .post_raw(
-            &cmd,
-            Some(&t.keys.agent),
-            Some("k12"),
-            r#"{"text":"x","extra":1}"#,
-            &[],
-        )
+        .post_text(&cmd, &t.keys.agent, "k12", r#"{"text":"x","extra":1}"#)
         .await;
     assert_eq!(r.json["field"], "extra", "the unknown field is named");
     let r = t.post("/v1/jobs", &t.keys.agent, json!({"incident_type": "alien_invasion", "channel": "phone", "client_id": "c", "site": {"id": "s", "name": "n", "address": "a"}, "contact": {"name": "n", "phone": "p"}, "door": {"id": "d", "location": "l"}, "description": "d"})).await;
@@ -185,12 +179,11 @@ async fn oversized_bodies_are_413() {
     let job = t.open_ifm_job("site-big").await;
     let body = json!({"text": "y".repeat(2000)}).to_string();
     let r = t
-        .post_raw(
+        .post_text(
             &format!("/v1/jobs/{job}/commands/add_note"),
-            Some(&t.keys.agent),
-            Some("big"),
+            &t.keys.agent,
+            "big",
             &body,
-            &[],
         )
         .await;
     assert_eq!((r.status, r.code()), (413, "payload_too_large"));

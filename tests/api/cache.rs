@@ -128,25 +128,19 @@ async fn a_retried_key_replays_its_answer_from_a_cached_state() {
     let job = t.open_ifm_job("site-cache-3").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let body = json!({"text": "once"}).to_string();
-    let first = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
-        .await;
+    let first = t.post_text(&path, &t.keys.agent, "note-once", &body).await;
     assert_eq!(first.status, 200, "{:?}", first.json);
     // The state the note left is cached; the retry decides on it (a second
     // note would be allowed) but its key was used: the stored answer wins.
     assert_eq!(t.app.jobs.len(), 1);
-    let again = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
-        .await;
+    let again = t.post_text(&path, &t.keys.agent, "note-once", &body).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, first.body, "the same bytes");
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(t.events(&job).await.len(), 2, "one note, not two");
     // The same key for another body is refused, not applied.
     let other = json!({"text": "twice"}).to_string();
-    let reused = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &other, &[])
-        .await;
+    let reused = t.post_text(&path, &t.keys.agent, "note-once", &other).await;
     assert_eq!(reused.status, 409, "{:?}", reused.json);
     assert_eq!(reused.code(), "idempotency_key_reused");
     assert_eq!(t.events(&job).await.len(), 2);

@@ -89,11 +89,6 @@ async fn the_same_bytes_uploaded_twice_keep_two_types_and_uploaders() {
         assert_eq!(payload["uploaded_by"], expect_by, "{payload}");
     }
     let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher).await;
-    let types: Vec<&str> = view.json["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["content_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&view.json["evidence"], "content_type");
     assert_eq!(types, ["application/pdf", "image/jpeg"]);
 }

@@ -383,12 +383,11 @@ async fn call(
             (status, serde_json::to_vec(&answer).unwrap())
         } else {
             let r = t
-                .post_raw(
+                .post_text(
                     &format!("/v1/jobs/{job}/commands/{command}"),
-                    Some(key),
-                    Some(&idem),
+                    key,
+                    &idem,
                     &args.to_string(),
-                    &[],
                 )
                 .await;
             (r.status, r.body)

@@ -44,16 +44,6 @@ async fn attach_all(t: &TestApp, job: &str, kinds: [&str; 2]) {
     }
 }
 
-/// The event types a command's answer carries (`events[].event_type`).
-fn event_types(r: &Resp) -> Vec<&str> {
-    r.json["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn canonical_lifecycle_over_http() {
     let t = TestApp::spawn().await;
@@ -146,7 +136,10 @@ async fn canonical_lifecycle_over_http() {
         ("add_note",           agent, json!({"text": "after close"}),       Want::Code(422, "invalid_transition")),
     ];
     let r = t.script(&job, steps).await;
-    assert_eq!(event_types(&r[1]), ["ApprovalGranted", "NteIncreased"]);
+    assert_eq!(
+        strings(&r[1].json["events"], "event_type"),
+        ["ApprovalGranted", "NteIncreased"]
+    );
     assert_eq!(r[6].json["current_state"], "closed");
 
     // Every transition record validates; the job's view and its replay agree.

@@ -215,34 +215,16 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(r.code(), "forbidden");
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let first = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"a"}"#)
         .await;
     assert_eq!(first.status, 200);
     let again = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"a"}"#)
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let reused = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"b"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"b"}"#)
         .await;
     assert_eq!(reused.status, 409);
     assert_eq!(reused.code(), "idempotency_key_reused");
@@ -377,12 +359,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(ui["job_id"], job.as_str());
     assert_eq!(ui["approval_id"], approval.as_str());
     assert_eq!(ui["idempotency_key"], format!("{idem}-approve"));
-    let types: Vec<&str> = ui["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&ui["events"], "event_type");
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
     // The whole log, every transport, each record valid (the helper checks
     // each against schemas/tool_invocation.schema.json); the auditor's own

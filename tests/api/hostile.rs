@@ -6,26 +6,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use dispatch_api::read_models::runtime::Runtime;
-use dispatch_api::read_models::ProjectionContext;
 use serde_json::json;
 
 use crate::support::*;
-
-/// A test app whose read models are registered (and caught up), so that
-/// their queries answer.
-async fn with_read_models() -> TestApp {
-    let t = TestApp::spawn().await;
-    let rt = Runtime::new(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    rt.register().await.unwrap();
-    rt.catch_up().await.unwrap();
-    t
-}
 
 fn long(n: usize) -> String {
     "0".repeat(n)
@@ -35,7 +18,7 @@ fn long(n: usize) -> String {
 /// accepted (200 with no rows) on every read model and the invocation log.
 #[tokio::test]
 async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for (path, param, max) in [
         ("/v1/board", "technician_id", 200),
@@ -69,7 +52,7 @@ async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
 /// PostgreSQL, which cannot store NUL in text: `500 internal`.
 #[tokio::test]
 async fn query_text_with_control_characters_is_400_not_500() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for path in [
         "/v1/board?technician_id=a%00b",
@@ -90,7 +73,7 @@ async fn query_text_with_control_characters_is_400_not_500() {
 /// was accepted (200, no rows).
 #[tokio::test]
 async fn roster_shift_outside_its_enum_is_400() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let r = t.get("/v1/technicians?shift=napping", &t.keys.admin).await;
     assert_eq!(r.status, 400, "{:?}", r.json);
     assert_eq!(r.json["field"], "shift");
@@ -102,7 +85,7 @@ async fn roster_shift_outside_its_enum_is_400() {
 /// out the 5 s bound and answered `503 projection_behind` instead of `400`.
 #[tokio::test]
 async fn an_invalid_parameter_is_refused_before_any_wait() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     for path in [
         "/v1/approvals?limit=null&min_position=528155098204610",
         "/v1/board?sla=soon&min_position=528155098204610",
@@ -125,7 +108,7 @@ async fn an_invalid_parameter_is_refused_before_any_wait() {
 /// waiting can make a position that no command answered appear.
 #[tokio::test]
 async fn a_min_position_no_event_has_is_answered_at_once() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     for path in [
         "/v1/board?min_position=9007199254740991",
         "/v1/approvals?min_position=123456789",
@@ -254,7 +237,7 @@ async fn body_refusals_name_the_field_by_path_and_never_echo_unbounded_input() {
 /// too (`500 internal`); no stored id can hold one, so it is simply not found.
 #[tokio::test]
 async fn path_ids_with_a_nul_are_not_found_not_500() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for path in [
         "/v1/jobs/a%00b",
@@ -295,7 +278,7 @@ async fn path_ids_with_a_nul_are_not_found_not_500() {
 /// intake answer, a technician's name) reached PostgreSQL: `500 internal`.
 #[tokio::test]
 async fn body_strings_with_a_nul_are_400_and_change_nothing() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     t.register_technicians().await;
     let job = t.open_ifm_job("site-nul").await;
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")

@@ -63,35 +63,17 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
     let job = t.open_ifm_job("site-r").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let a = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{"text":"hello"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"hello"}"#)
         .await;
     assert_eq!(a.status, 200);
     let again = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{ "text" : "hello" }"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{ "text" : "hello" }"#)
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, a.body, "byte for byte");
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let other = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{"text":"bye"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"bye"}"#)
         .await;
     assert_eq!(
         (other.status, other.code()),
@@ -99,26 +81,16 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
     );
     // Keys are per caller: another caller may use the same key string.
     let d = t
-        .post_raw(
-            &path,
-            Some(&t.keys.dispatcher),
-            Some("note-1"),
-            r#"{"text":"bye"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.dispatcher, "note-1", r#"{"text":"bye"}"#)
         .await;
     assert_eq!(d.status, 200);
     // A domain refusal is a final answer: replayed even after the state changed.
     let triage = format!("/v1/jobs/{job}/commands/triage_job");
-    let refused = t
-        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
-        .await;
+    let refused = t.post_text(&triage, &t.keys.agent, "triage-1", "{}").await;
     assert_eq!(refused.code(), "missing_intake_fields");
     t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
-    let replay = t
-        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
-        .await;
+    let replay = t.post_text(&triage, &t.keys.agent, "triage-1", "{}").await;
     assert_eq!(replay.body, refused.body);
     let notes: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
@@ -134,13 +106,7 @@ async fn answers_survive_a_restart() {
     let job = t.open_ifm_job("site-restart").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let first = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("k"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "k", r#"{"text":"a"}"#)
         .await;
     // A new router and pool on the same database: what a restarted process sees.
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::support::*;
-use crate::tools::{invocations, project, tool, unlimited, with_tools};
+use crate::tools::{invocations, tool, unlimited, with_tools};
 
 const NO_CTRL_TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 const NO_CTRL_ID: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
@@ -200,7 +200,7 @@ impl Twins {
 async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could_not_do() {
     let t = with_tools(TestApp::spawn().await, unlimited());
     t.register_technicians().await;
-    project(&t).await;
+    t.project().await;
     let h = t.open_ifm_job_with_key("inj-h").await;
     let b = t.open_ifm_job_with_key("inj-b").await;
     let evidence = t

@@ -276,12 +276,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
         (&t.keys.dispatcher, Role::Dispatcher),
     ] {
         let r = rpc(&t, key, 1, "tools/list", json!({})).await;
-        let names: BTreeSet<&str> = r["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["name"].as_str().unwrap())
-            .collect();
+        let names: BTreeSet<&str> = strings(&r["result"]["tools"], "name").into_iter().collect();
         let expected: BTreeSet<&str> = allowlist.tools_for(role).map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, expected, "{role:?}");
     }

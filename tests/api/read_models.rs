@@ -18,15 +18,6 @@ use sqlx::PgPool;
 
 use crate::support::*;
 
-fn runtime(t: &TestApp) -> Runtime {
-    Runtime::new(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    )
-}
-
 fn new_event(event: &JobEvent) -> NewEvent {
     let v = serde_json::to_value(event).unwrap();
     let (event_type, payload) = v
@@ -164,7 +155,7 @@ async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
 #[tokio::test]
 async fn slow_concurrent_writers_skip_nothing_and_double_nothing() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t).batch_size(7);
+    let rt = t.runtime().batch_size(7);
     rt.register().await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(rt.clone().run(stopped));
@@ -201,7 +192,7 @@ async fn slow_concurrent_writers_skip_nothing_and_double_nothing() {
 async fn a_projector_killed_mid_batch_converges_to_a_rebuild() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t).batch_size(3);
+    let rt = t.runtime().batch_size(3);
     rt.register().await.unwrap();
     let writer = {
         let pool = t.app.pool.clone();
@@ -258,7 +249,7 @@ impl Projection for BoardV2 {
 #[tokio::test]
 async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
+    let rt = t.runtime();
     rt.register().await.unwrap();
     for j in 0..20 {
         t.open_ifm_job(&format!("bump-{j}")).await;
@@ -313,7 +304,7 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
 async fn min_position_reads_the_commands_own_effect() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t);
+    let rt = t.runtime();
     rt.register().await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(rt.clone().run(stopped));
@@ -362,12 +353,7 @@ async fn min_position_reads_the_commands_own_effect() {
             &t.keys.agent,
         )
         .await;
-    let ids: Vec<&str> = roster.json["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["technician_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = strings(&roster.json["rows"], "technician_id");
     assert_eq!(ids.len(), 3, "A, C and D hold AAADM: {ids:?}");
     assert!(!ids.contains(&"tech-b"));
     let d = roster.json["rows"]
@@ -433,7 +419,7 @@ async fn min_position_reads_the_commands_own_effect() {
 async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t);
+    let rt = t.runtime();
     rt.register().await.unwrap();
     let job = t.open_ifm_job("site-timer").await;
     t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
@@ -474,12 +460,7 @@ async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     let pool = PgPool::connect(&t.db_url).await.unwrap();
     let mut restarted = t.app.clone();
     restarted.pool = pool.clone();
-    let rt2 = Runtime::new(
-        pool,
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
+    let rt2 = t.runtime_on(pool);
     rt2.register().await.unwrap();
     rt2.catch_up().await.unwrap();
     assert_eq!(
@@ -528,7 +509,7 @@ async fn a_held_back_horizon_does_not_end_catch_up_early() {
     // (here: another connection, as a parallel test's writer would be)
     // hides every later event from projectors until it ends.
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
+    let rt = t.runtime();
     rt.register().await.unwrap();
     let mut holder = t.app.pool.begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()")
@@ -602,7 +583,7 @@ async fn job_states_copy_between_text_and_jsonb_tables() {
 /// the projectors, and checks every table against a rebuild.
 async fn states_as_jsonb(models: &[&str]) {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
+    let rt = t.runtime();
     rt.register().await.unwrap();
     let tables: Vec<(String, String)> =
         sqlx::query_as("SELECT name, active_table FROM projection_registry")
@@ -649,7 +630,7 @@ async fn states_as_jsonb(models: &[&str]) {
 #[tokio::test]
 async fn models_out_of_step_advance_alone_then_together() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t).batch_size(5);
+    let rt = t.runtime().batch_size(5);
     rt.register().await.unwrap();
     for j in 0..6 {
         let job = t.open_ifm_job(&format!("step-{j}")).await;

@@ -15,6 +15,8 @@ use dispatch_api::domain::policy::DispatchPolicy;
 use dispatch_api::domain::sop::SopLibrary;
 use dispatch_api::domain::Role;
 use dispatch_api::http::{router, AppState, Limits};
+use dispatch_api::read_models::runtime::Runtime;
+use dispatch_api::read_models::ProjectionContext;
 use dispatch_api::tools::allowlist::Allowlist;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -157,6 +159,14 @@ impl TestApp {
         Self::spawn_with(Limits::default()).await
     }
 
+    /// A test app whose read models are registered and caught up, so that
+    /// their queries answer.
+    pub async fn spawn_projected() -> TestApp {
+        let t = Self::spawn().await;
+        t.project().await;
+        t
+    }
+
     pub async fn spawn_with(limits: Limits) -> TestApp {
         let (db_url, _db_name, pool) = fresh_database().await;
         let clock = Arc::new(ManualClock::new(t0()));
@@ -280,10 +290,15 @@ impl TestApp {
             .await
     }
 
+    /// `POST path` with `body` sent as it is (JSON content type), key `key`
+    /// and idempotency key `idem`.
+    pub async fn post_text(&self, path: &str, key: &str, idem: &str, body: &str) -> Resp {
+        self.post_raw(path, Some(key), Some(idem), body, &[]).await
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
         let idem = self.idem();
-        self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[])
-            .await
+        self.post_text(path, key, &idem, &body.to_string()).await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Resp {
@@ -324,6 +339,28 @@ impl TestApp {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+    }
+
+    /// A projector runtime for this app's read models on `pool`.
+    pub fn runtime_on(&self, pool: PgPool) -> Runtime {
+        Runtime::new(
+            pool,
+            ProjectionContext {
+                sops: self.app.sops.clone(),
+            },
+        )
+    }
+
+    /// A projector runtime for this app's read models on its own pool.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime_on(self.app.pool.clone())
+    }
+
+    /// Registers and catches up every read model, so that their queries answer.
+    pub async fn project(&self) {
+        let runtime = self.runtime();
+        runtime.register().await.unwrap();
+        runtime.catch_up().await.unwrap();
     }
 
     /// Registers the four technicians of the canonical scenario.
@@ -391,6 +428,15 @@ pub fn open_body(site: &str) -> Value {
         "description": "Automatic sliding door stuck open after hours",
         "ifm": {"work_order_number": "WO-778812", "nte_cents": 50000}
     })
+}
+
+/// The string `field` of each element of the JSON array `list`.
+pub fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
 }
 
 /// Validates an instance against a schema file under `schemas/`.

@@ -82,18 +82,6 @@ pub fn unlimited() -> ToolsConfig {
     }
 }
 
-/// Registers and catches up the read models so query tools answer.
-pub async fn project(t: &TestApp) {
-    let rt = dispatch_api::read_models::runtime::Runtime::new(
-        t.app.pool.clone(),
-        dispatch_api::read_models::ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    rt.register().await.unwrap();
-    rt.catch_up().await.unwrap();
-}
-
 /// Arguments that pass each tool's schema (whether the domain agrees is another matter).
 pub fn valid_arguments(name: &str, job: &str) -> Value {
     let mut args = match name {
@@ -252,7 +240,7 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
 async fn the_role_tool_matrix_follows_the_allowlist_and_every_refusal_is_recorded() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    project(&t).await;
+    t.project().await;
     let list = Allowlist::builtin().unwrap();
     let mut expected_refusals = 0;
     for role in HTTP_ROLES {
@@ -562,7 +550,7 @@ async fn query_tools_answer_from_the_read_models() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
     let job = t.open_ifm_job("queries").await;
-    project(&t).await;
+    t.project().await;
     let agent = &t.keys.agent;
     let r = tool(
         &t,
@@ -585,12 +573,7 @@ async fn query_tools_answer_from_the_read_models() {
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let ids: Vec<&str> = r.json["result"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["technician_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = strings(&r.json["result"]["rows"], "technician_id");
     assert!(
         ids.contains(&"tech-a") && !ids.contains(&"tech-b"),
         "{ids:?}"
@@ -665,12 +648,7 @@ async fn the_agent_only_requests_an_nte_increase_and_one_approval_carries_it_out
     .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "ok");
-    let types: Vec<&str> = r.json["result"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&r.json["result"]["events"], "event_type");
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
     let r = tool_with(
         &t,

@@ -12,8 +12,6 @@ mod support;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use chrono::Duration;
-use dispatch_api::read_models::runtime::Runtime;
-use dispatch_api::read_models::ProjectionContext;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -110,18 +108,6 @@ pub async fn login(t: &TestApp, key: &str) -> String {
         .strip_prefix("dispatch_session=")
         .unwrap()
         .to_string()
-}
-
-/// Brings every read model up to date.
-pub async fn project(t: &TestApp) {
-    let runtime = Runtime::new(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    runtime.register().await.unwrap();
-    runtime.catch_up().await.unwrap();
 }
 
 /// Opens the canonical IFM job (as the agent) at a site named after its id

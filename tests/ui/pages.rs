@@ -17,7 +17,7 @@ use crate::*;
 #[tokio::test]
 async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie() {
     let t = TestApp::spawn().await;
-    project(&t).await;
+    t.project().await;
     // No session: pages send you to the login form, and come back after.
     let p = get_page(&t, "/ui/board?state=triaged", None).await;
     assert_eq!(
@@ -108,7 +108,7 @@ async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie()
 #[tokio::test]
 async fn unknown_revoked_and_logged_out_sessions_end_at_once() {
     let t = TestApp::spawn().await;
-    project(&t).await;
+    t.project().await;
     let p = post_form(
         &t,
         "/ui/login",
@@ -219,7 +219,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
     let mine = job_on_site(&t, "site-mine", &t.keys.tech_d, "tech-d").await;
     let approval = request_nte(&t, &mine, &t.keys.agent, 90000, "new operator").await;
     let other = t.open_ifm_job("site-other").await;
-    project(&t).await;
+    t.project().await;
 
     // Dispatcher: every page, and the buttons.
     let desk = login(&t, &t.keys.dispatcher).await;
@@ -366,7 +366,7 @@ async fn stored_text_is_shown_escaped_never_interpreted() {
         )
         .await;
     assert_eq!(r.status, 202);
-    project(&t).await;
+    t.project().await;
     let desk = login(&t, &t.keys.dispatcher).await;
     for path in [
         "/ui/board".to_string(),
@@ -458,7 +458,7 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
         after.body
     );
     // A fresh form (new key) for a decided approval is refused by the domain, politely.
-    project(&t).await;
+    t.project().await;
     let again = get_page(&t, "/ui/approvals", Some(&desk)).await;
     assert!(!again.body.contains("class=\"approve\""));
     let stale = [
@@ -634,7 +634,7 @@ async fn read_until(body: &mut axum::body::BodyDataStream, seen: &mut String, wa
 async fn the_board_stream_sends_fresh_rows_when_the_projector_moves() {
     let t = TestApp::spawn().await;
     let first = t.open_ifm_job("site-stream-1").await;
-    project(&t).await;
+    t.project().await;
     let desk = login(&t, &t.keys.dispatcher).await;
     let page = get_page(&t, "/ui/board", Some(&desk)).await;
     assert!(page.body.contains(&first));
@@ -670,7 +670,7 @@ async fn the_board_stream_sends_fresh_rows_when_the_projector_moves() {
 
     // A command, then the projector: the stream sends rows with the new job.
     let second = t.open_ifm_job("site-stream-2").await;
-    project(&t).await;
+    t.project().await;
     assert!(read_until(&mut body, &mut seen, &second).await, "{seen}");
     assert!(seen.contains("event: rows") && seen.contains(&first));
     let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
