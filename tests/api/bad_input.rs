@@ -6,10 +6,7 @@ use serde_json::json;
 use crate::support::*;
 
 async fn event_count(t: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap()
+    t.count("SELECT count(*) FROM events").await
 }
 
 #[tokio::test]

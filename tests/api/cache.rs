@@ -224,11 +224,9 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
         .await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"));
     assert_eq!(head().await, before, "nothing was appended");
-    let answers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE caller = 'agent-1'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let answers = t
+        .count("SELECT count(*) FROM idempotency_records WHERE caller = 'agent-1'")
+        .await;
     assert_eq!(answers, 3, "open, intake and the first note only");
 
     // Another key keeps working on the same cached job.

@@ -85,11 +85,9 @@ async fn racing_offers_without_if_match_lose_nothing() {
         a.json,
         b.json
     );
-    let offers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'JobOffered'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let offers = t
+        .count("SELECT count(*) FROM events WHERE event_type = 'JobOffered'")
+        .await;
     assert_eq!(offers, 1);
     let r = t
         .post_raw(

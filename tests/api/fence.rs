@@ -144,14 +144,8 @@ impl<'a> World<'a> {
             .get("/v1/sops/door_stuck_open", &t.keys.dispatcher)
             .await
             .json;
-        let r = t
-            .upload(
-                &t.keys.dispatcher,
-                Some("fence-upload"),
-                "FENCE-EVIDENCE",
-                "image/jpeg",
-            )
-            .await;
+        let (desk, idem) = (&t.keys.dispatcher, Some("fence-upload"));
+        let r = t.upload(desk, idem, "FENCE-EVIDENCE", "image/jpeg").await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         World {
             t,

@@ -321,7 +321,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
         .unwrap()
         .to_string();
     let job_page = page(&t, "GET", &format!("/ui/jobs/{job}"), Some(&cookie), &[]).await;
-    let html = String::from_utf8_lossy(&job_page.body).into_owned();
+    let html = job_page.text();
     let (csrf, idem) = (hidden(&html, "csrf"), hidden(&html, "idem"));
     let decided = page(
         &t,
@@ -337,12 +337,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
         ],
     )
     .await;
-    assert_eq!(
-        decided.status,
-        303,
-        "{}",
-        String::from_utf8_lossy(&decided.body)
-    );
+    assert_eq!(decided.status, 303, "{}", decided.text());
 
     for (transport, actor, count) in [
         ("tool", "agent-1", 1),
@@ -417,12 +412,7 @@ async fn mcp_refuses_a_cross_site_origin() {
         Some("http://127.0.0.1"),
     ] {
         let r = mcp_from(&t, &agent, origin, &list).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{origin:?}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, 200, "{origin:?}: {}", r.text());
         assert!(r.json["result"]["tools"].as_array().unwrap().len() > 1);
     }
     // Configurable: a gateway's own origin, and nothing else.

@@ -146,7 +146,7 @@ async fn mcp_transport_refusals_say_what_they_are() {
             b = b.header(*h, *v);
         }
         let r = t.send(b.body(Body::from("{}")).unwrap()).await;
-        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, status, "{}", r.text());
         let ct = r
             .headers
             .get("content-type")
@@ -170,13 +170,9 @@ async fn the_document_admits_any_bytes_as_a_raw_upload() {
     for media in ["application/octet-stream", "image/*"] {
         assert_eq!(content[media]["schema"], json!({}), "{media}");
     }
+    let desk = &t.keys.dispatcher;
     let r = t
-        .upload(
-            &t.keys.dispatcher,
-            Some("raw-json-bytes"),
-            "{}",
-            "image/gif",
-        )
+        .upload(desk, Some("raw-json-bytes"), "{}", "image/gif")
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json);
 }
@@ -281,10 +277,7 @@ async fn body_strings_with_a_nul_are_400_and_change_nothing() {
     let t = TestApp::spawn_projected().await;
     t.register_technicians().await;
     let job = t.open_ifm_job("site-nul").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let before = t.count("SELECT count(*) FROM events").await;
     let nul = "a\u{0}b";
     let admin = &t.keys.admin;
     let cases = [
@@ -345,10 +338,7 @@ async fn body_strings_with_a_nul_are_400_and_change_nothing() {
         r.status,
         r.json
     );
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let after = t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after, "a refused command appended events");
 }
 
@@ -377,10 +367,7 @@ async fn a_multipart_upload_takes_only_its_file_part() {
         assert_eq!(r.status, 400, "case {i}: {:?}", r.json);
         assert_eq!(r.code(), "validation_error", "case {i}");
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence_objects")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let stored = t.count("SELECT count(*) FROM evidence_objects").await;
     assert_eq!(stored, 0, "a refused upload was stored");
     let ok = format!("{}--{boundary}--\r\n", part("file"));
     let r = t.upload(&t.keys.dispatcher, Some("mp-ok"), &ok, &ct).await;
@@ -462,10 +449,7 @@ async fn a_refusal_names_a_deeply_nested_field_within_bounds() {
 async fn a_tool_call_with_a_correlation_id_that_is_no_uuid_is_400() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-correlation").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let before = t.count("SELECT count(*) FROM events").await;
     for header in ["x-correlation-id", "x-causation-id"] {
         let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});
         let r = t
@@ -481,10 +465,7 @@ async fn a_tool_call_with_a_correlation_id_that_is_no_uuid_is_400() {
         assert_eq!(r.json["outcome"], "error");
         assert_eq!(r.json["error"]["field"], header);
     }
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let after = t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after);
     // A valid one is taken.
     let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});

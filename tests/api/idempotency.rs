@@ -50,10 +50,7 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
         1,
         "exactly one fresh answer"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let count = t.count("SELECT count(*) FROM events").await;
     assert_eq!(count, 1, "one JobOpened only");
 }
 
@@ -92,11 +89,9 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
         .await;
     let replay = t.post_text(&triage, &t.keys.agent, "triage-1", "{}").await;
     assert_eq!(replay.body, refused.body);
-    let notes: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let notes = t
+        .count("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
+        .await;
     assert_eq!(notes, 2);
 }
 

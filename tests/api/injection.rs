@@ -595,10 +595,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
 
     // Oversize text and control characters: refused with validation_error,
     // naming the argument, appending nothing anywhere.
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&w.t.app.pool)
-        .await
-        .unwrap();
+    let before = w.t.count("SELECT count(*) FROM events").await;
     let job = w.h.clone();
     for entry in expected.iter() {
         let (name, path) = entry.split_once(':').unwrap();
@@ -641,10 +638,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             );
         }
     }
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&w.t.app.pool)
-        .await
-        .unwrap();
+    let after = w.t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after, "refused text appended nothing");
     // Multi-byte text within 4096 characters but over 4 KiB: the domain refuses it.
     let r = tool(

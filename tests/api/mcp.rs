@@ -39,12 +39,7 @@ pub async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -
         &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
     )
     .await;
-    assert_eq!(
-        r.status,
-        200,
-        "{method}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, 200, "{method}: {}", r.text());
     assert_eq!(r.json["jsonrpc"], "2.0");
     assert_eq!(r.json["id"], id);
     r.json
@@ -87,7 +82,7 @@ pub async fn handshake(t: &TestApp, key: &str) -> Value {
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
     .await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 202, "{}", r.text());
     init
 }
 
@@ -289,7 +284,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
         },
     );
     let r = mcp_raw(&t, Some(&t.keys.agent), "dispatch-api:8080", &list).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = mcp_raw(&t, Some(&t.keys.agent), "localhost", &list).await;
     assert_eq!(r.status, 403);
     // Malformed requests are 4xx, never 5xx.
@@ -323,12 +318,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
             .body(Body::from(body))
             .unwrap();
         let r = t.send(req).await;
-        assert!(
-            r.status < 500,
-            "{body}: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
+        assert!(r.status < 500, "{body}: {} {}", r.status, r.text());
     }
     // GET (an SSE stream) is not offered: stateless, JSON answers.
     let req = Request::builder()

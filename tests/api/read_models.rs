@@ -124,10 +124,7 @@ async fn snapshot(pool: &PgPool) -> Vec<Vec<Value>> {
 /// Every serving table applied every event exactly once, and equals a fresh rebuild.
 async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
     rt.catch_up().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let total = t.count("SELECT count(*) FROM events").await;
     let applied: Vec<(String, i64)> = sqlx::query_as("SELECT r.name, c.events_applied FROM projection_registry r JOIN projection_checkpoints c ON c.table_name = r.active_table")
         .fetch_all(&t.app.pool)
         .await

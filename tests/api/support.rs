@@ -51,6 +51,10 @@ impl Resp {
     pub fn state(&self) -> &str {
         self.json.get("state").and_then(Value::as_str).unwrap_or("")
     }
+    /// The body as text (lossy), for messages and HTML.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// Keys made for a test.
@@ -361,6 +365,14 @@ impl TestApp {
         let runtime = self.runtime();
         runtime.register().await.unwrap();
         runtime.catch_up().await.unwrap();
+    }
+
+    /// The answer of a `SELECT count(*) …` on this app's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
     }
 
     /// Registers the four technicians of the canonical scenario.

@@ -211,10 +211,8 @@ async fn concurrent_writes_through_the_writer_all_commit_once() {
     for i in 0..20 {
         assert_eq!(events_of(&t.app.pool, &format!("wc-{i}")).await.len(), 1);
     }
-    let answers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE caller = 'writer-test'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let answers = t
+        .count("SELECT count(*) FROM idempotency_records WHERE caller = 'writer-test'")
+        .await;
     assert_eq!(answers, 20);
 }
