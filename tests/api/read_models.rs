@@ -328,14 +328,7 @@ async fn min_position_reads_the_commands_own_effect() {
     );
     assert_eq!(row["sla_at_risk"], false);
 
-    let r = t
-        .cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-d"}),
-        )
-        .await;
+    let r = t.offer(&job, &t.keys.agent, "tech-d").await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
     let sched = t
         .get(
@@ -419,16 +412,8 @@ async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     let rt = t.runtime();
     rt.register().await.unwrap();
     let job = t.open_ifm_job("site-timer").await;
-    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
-    t.cmd(
-        &job,
-        "offer_job",
-        &t.keys.agent,
-        json!({"technician_id": "tech-a"}),
-    )
-    .await;
+    t.intake_and_triage(&job).await;
+    t.offer(&job, &t.keys.agent, "tech-a").await;
     rt.catch_up().await.unwrap();
     let tick = dispatch_api::timers::tick(&t.app).await.unwrap();
     assert_eq!((tick.expired, tick.breaches), (0, 0), "nothing is due yet");

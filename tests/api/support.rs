@@ -375,6 +375,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `record_intake` with [`TestApp::intake`], then `triage_job`, as the
+    /// agent: the triage's answer.
+    pub async fn intake_and_triage(&self, job: &str) -> Resp {
+        let agent = &self.keys.agent;
+        self.cmd(job, "record_intake", agent, Self::intake()).await;
+        self.cmd(job, "triage_job", agent, json!({})).await
+    }
+
+    /// `offer_job` to technician `tech` on a job, as `key`.
+    pub async fn offer(&self, job: &str, key: &str, tech: &str) -> Resp {
+        let body = json!({ "technician_id": tech });
+        self.cmd(job, "offer_job", key, body).await
+    }
+
     /// Registers the four technicians of the canonical scenario.
     pub async fn register_technicians(&self) {
         let aaadm = json!([{"name": "AAADM", "expires_on": "2027-06-30"}]);
@@ -397,9 +411,12 @@ impl TestApp {
 
     /// Opens the canonical IFM job (automatic door stuck open, NTE $500).
     pub async fn open_ifm_job(&self, site: &str) -> String {
-        let r = self
-            .post("/v1/jobs", &self.keys.agent, open_body(site))
-            .await;
+        self.open_ifm_job_as(&self.keys.agent, site).await
+    }
+
+    /// Opens the canonical IFM job as `key`'s caller.
+    pub async fn open_ifm_job_as(&self, key: &str, site: &str) -> String {
+        let r = self.post("/v1/jobs", key, open_body(site)).await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         r.json["job_id"].as_str().unwrap().to_string()
     }
@@ -469,11 +486,7 @@ pub fn validate(schema_file: &str, instance: &Value) {
 impl TestApp {
     /// Opens the canonical job as the dispatcher (another caller, so another id).
     pub async fn open_ifm_job_with_key(&self, site: &str) -> String {
-        let r = self
-            .post("/v1/jobs", &self.keys.dispatcher, open_body(site))
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.json);
-        r.json["job_id"].as_str().unwrap().to_string()
+        self.open_ifm_job_as(&self.keys.dispatcher, site).await
     }
 }
 

@@ -132,44 +132,18 @@ pub async fn open_named(t: &TestApp, site: &str) -> String {
 /// Drives a job to `on_site` with `tech` (registered by `register_technicians`).
 pub async fn job_on_site(t: &TestApp, site: &str, tech_key: &str, tech: &str) -> String {
     let job = open_named(t, site).await;
-    assert_eq!(
-        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
-            .await
-            .status,
-        200
-    );
-    let r = t
-        .cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": tech}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.json);
+    let agent = &t.keys.agent;
     let eta = (t0() + Duration::hours(1)).to_rfc3339();
-    assert_eq!(
-        t.cmd(&job, "accept_offer", tech_key, json!({"eta": eta}))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "start_travel", tech_key, json!({}))
-            .await
-            .status,
-        200
-    );
-    let r = t
-        .cmd(&job, "check_in", tech_key, json!({"method": "app"}))
-        .await;
-    assert_eq!(r.state(), "on_site", "{:?}", r.json);
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        ("record_intake", agent,    TestApp::intake(),               Want::Status(200)),
+        ("triage_job",    agent,    json!({}),                       Want::Status(200)),
+        ("offer_job",     agent,    json!({"technician_id": tech}),  Want::Status(200)),
+        ("accept_offer",  tech_key, json!({"eta": eta}),             Want::Status(200)),
+        ("start_travel",  tech_key, json!({}),                       Want::Status(200)),
+        ("check_in",      tech_key, json!({"method": "app"}),        Want::State("on_site")),
+    ];
+    t.script(&job, steps).await;
     job
 }
 
