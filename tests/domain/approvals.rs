@@ -51,11 +51,7 @@ fn nobody_decides_their_own_request() {
             decide(&id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher2(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher2()),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 65_000,
@@ -101,11 +97,7 @@ fn the_agent_cannot_cancel_a_dispatched_job_alone() {
             decide(&id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
                 reason: "Caller says never mind".into(),
                 trip_charge_cents: 0,
@@ -147,11 +139,7 @@ fn an_approved_nte_increase_replaces_the_nte() {
             decide(&second, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: second.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(second.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(65_000),
                 to_cents: 70_000,
@@ -192,16 +180,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     h.exec(agent(), at(11), cancel("Caller says never mind"));
     // The job moves on while the approval waits.
     let mut moved = confirmed_from(h.clone());
-    moved.exec(
-        tech(TECH_D),
-        at(180),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        ),
-    );
+    moved.exec(tech(TECH_D), at(180), completed(vec![]));
     assert_eq!(moved.state(), JobState::WorkCompleted);
     moved
         .given()
@@ -236,11 +215,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
             decide(&id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
                 reason: "Caller says never mind".into(),
                 trip_charge_cents: TRIP,
@@ -254,11 +229,7 @@ fn confirmed_from(h: History) -> History {
     let mut h = h
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(20), start_travel())
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     h.do_the_work(TECH_D, at(61), 40);
     h
 }

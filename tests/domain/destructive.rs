@@ -53,11 +53,7 @@ fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
             decide_link(&id, Decision::Approve, Some(true)),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::JobLinkedAsDuplicate {
                 duplicate_of: "job-7".into(),
             },

@@ -68,14 +68,7 @@ fn canonical_story_domain_path() {
         agent(),
         at(8),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(8),
-            ack_due_at: at(23),
-            preferred: false,
-        }],
+        vec![job_offered(1, TECH_A, at(8), at(23), false)],
     );
 
     // 5. A declines; back in triaged; D is offered and accepts inside the SLA.
@@ -83,34 +76,20 @@ fn canonical_story_domain_path() {
         tech(TECH_A),
         at(10),
         decline("Already on a P1 across town"),
-        vec![JobEvent::OfferDeclined {
-            technician_id: TECH_A.into(),
-            reason: "Already on a P1 across town".into(),
-        }],
+        vec![offer_declined(TECH_A, "Already on a P1 across town")],
     );
     assert_eq!(h.state(), JobState::Triaged);
     h.step(
         agent(),
         at(11),
         offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(11),
-            ack_due_at: at(26),
-            preferred: false,
-        }],
+        vec![job_offered(2, TECH_D, at(11), at(26), false)],
     );
     h.step(
         tech(TECH_D),
         at(12),
         accept(at(60)),
-        vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }],
+        vec![offer_accepted(TECH_D, at(60), false)],
     );
 
     // 6. Travel, check in, the AAADM checklist, the before photo.
@@ -118,10 +97,7 @@ fn canonical_story_domain_path() {
         tech(TECH_D),
         at(20),
         start_travel(),
-        vec![JobEvent::TravelStarted {
-            technician_id: TECH_D.into(),
-            at: at(20),
-        }],
+        vec![travel_started(TECH_D, at(20))],
     );
     h.step(
         tech(TECH_D),
@@ -162,14 +138,7 @@ fn canonical_story_domain_path() {
         evidence(EvidenceKind::ChecklistForm, 2),
         vec![evidence_event(EvidenceKind::ChecklistForm, 2)],
     );
-    let done = || {
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![motor()],
-        )
-    };
+    let done = || completed(vec![motor()]);
     h.refused(
         tech(TECH_D),
         at(175),

@@ -14,37 +14,20 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         agent(),
         at(10),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }],
+        vec![job_offered(1, TECH_A, at(10), at(25), false)],
     );
     h.step(
         tech(TECH_A),
         at(13),
         decline("Two hours away"),
-        vec![JobEvent::OfferDeclined {
-            technician_id: TECH_A.into(),
-            reason: "Two hours away".into(),
-        }],
+        vec![offer_declined(TECH_A, "Two hours away")],
     );
     assert_eq!(h.state(), JobState::Triaged);
     h.step(
         agent(),
         at(15),
         offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(15),
-            ack_due_at: at(30),
-            preferred: false,
-        }],
+        vec![job_offered(2, TECH_D, at(15), at(30), false)],
     );
     // The first technician no longer has the offer.
     h.refused(tech(TECH_A), at(16), accept(at(60)), JobError::NotYourJob);
@@ -52,11 +35,7 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         tech(TECH_D),
         at(16),
         accept(at(60)),
-        vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }],
+        vec![offer_accepted(TECH_D, at(60), false)],
     );
     assert_eq!(h.state(), JobState::Confirmed);
     let statuses: Vec<_> = h.data().visits.iter().map(|v| v.status).collect();
@@ -94,14 +73,7 @@ fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
         agent(),
         at(27),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(27),
-            ack_due_at: at(42),
-            preferred: false,
-        }],
+        vec![job_offered(2, TECH_A, at(27), at(42), false)],
     );
 }
 
@@ -173,14 +145,7 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
         at(82),
         evidence(EvidenceKind::ChecklistForm, 3),
     );
-    let check_out_completed = || {
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        )
-    };
+    let check_out_completed = || completed(vec![]);
     h.refused(
         tech(TECH_D),
         at(150),
@@ -226,11 +191,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         .run(agent(), at(10), offer(qualified(TECH_D)))
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(20), start_travel())
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     // First visit: 40 minutes on site, the belt must be ordered.
     h.step(
         tech(TECH_D),
@@ -266,14 +227,13 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         agent(),
         hours(24),
         offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: hours(24),
-            ack_due_at: hours(24) + Duration::minutes(15),
-            preferred: false,
-        }],
+        vec![job_offered(
+            2,
+            TECH_D,
+            hours(24),
+            hours(24) + Duration::minutes(15),
+            false,
+        )],
     );
     h.exec(
         tech(TECH_D),
@@ -285,21 +245,12 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         hours(24) + Duration::minutes(5),
         start_travel(),
     );
-    h.exec(
-        tech(TECH_D),
-        hours(25),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_D), hours(25), check_in_app());
     h.do_the_work(TECH_D, hours(25), 10);
     h.step(
         tech(TECH_D),
         hours(25) + Duration::minutes(90),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![belt()],
-        ),
+        completed(vec![belt()]),
         vec![checked_out_event(
             TECH_D,
             CheckOutcome::Completed,
@@ -454,46 +405,19 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
     // Another technician may be offered, but is not the preferred one.
     h.given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(25), false)]);
     h.step(
         agent(),
         at(10),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: true,
-        }],
+        vec![job_offered(1, TECH_A, at(10), at(25), true)],
     );
     assert!(h.data().visits[0].preferred);
     h.exec(tech(TECH_A), at(12), accept(at(60)));
     h.exec(tech(TECH_A), at(20), start_travel());
-    h.exec(
-        tech(TECH_A),
-        at(60),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_A), at(60), check_in_app());
     h.do_the_work(TECH_A, at(61), 20);
-    h.exec(
-        tech(TECH_A),
-        at(120),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        ),
-    );
+    h.exec(tech(TECH_A), at(120), completed(vec![]));
     h.exec(
         agent(),
         at(130),
@@ -529,11 +453,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
         at(134),
         decide(&id, Decision::Approve, None),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(0),
                 to_cents: 21_500,
@@ -651,11 +571,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         at(136),
         decide(&id, Decision::Approve, None),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 80_000,
@@ -675,11 +591,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
     // A later needs-quote hold needs a new approval.
     h.exec(agent(), at(140), offer(qualified(TECH_D)));
     h.exec(tech(TECH_D), at(141), accept(at(200)));
-    h.exec(
-        tech(TECH_D),
-        at(200),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_D), at(200), check_in_app());
     h.exec(
         tech(TECH_D),
         at(230),
@@ -731,16 +643,7 @@ fn a_completion_after_the_due_time_is_still_a_completion_breach() {
     // a late check-in still is for the response SLA
     // (transitions::flag_sla_breach_response_met_by_a_timely_check_in_not_by_a_late_one).
     ready_to_check_out()
-        .run(
-            tech(TECH_D),
-            hours(25),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        )
+        .run(tech(TECH_D), hours(25), completed(vec![]))
         .given()
         .when(cmd(
             system(),

@@ -231,11 +231,7 @@ fn named_invalid_transitions() {
         (confirmed(), tech(TECH_D), decline("busy")),
         (triaged(), system(), expire()),
         (offered(), tech(TECH_D), start_travel()),
-        (
-            offered(),
-            tech(TECH_D),
-            check_in(CheckInMethod::App, None, None),
-        ),
+        (offered(), tech(TECH_D), check_in_app()),
         (
             en_route(),
             tech(TECH_D),
@@ -246,16 +242,7 @@ fn named_invalid_transitions() {
             dispatcher(),
             evidence(EvidenceKind::PhotoAfter, 5),
         ),
-        (
-            en_route(),
-            tech(TECH_D),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ),
+        (en_route(), tech(TECH_D), completed(vec![])),
         (on_site(), dispatcher(), schedule_return(None)),
         (
             on_site(),

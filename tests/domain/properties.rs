@@ -84,18 +84,6 @@ fn case() -> impl Strategy<Value = Case> {
 
 // ------------------------------------------------------------- the world
 
-const TYPES: [&str; 9] = [
-    "automatic_door_malfunction",
-    "dock_door_damage",
-    "door_stuck_open",
-    "fire_door_deficiency",
-    "fire_door_inspection",
-    "lock_or_access_control_failure",
-    "overhead_door_off_track",
-    "preventive_maintenance",
-    "storefront_glass_breakage",
-];
-
 const TECHS: [&str; 5] = ["tech-1", "tech-2", "tech-3", "tech-4", "tech-5"];
 
 /// The roster as the application would resolve it for an incident type:
@@ -170,7 +158,7 @@ fn decider(a: &Approval) -> Actor {
 }
 
 fn open_body_for(s: &Step) -> OpenJob {
-    let incident_type = TYPES[(s.a % 9) as usize];
+    let incident_type = INCIDENT_TYPES[(s.a % 9) as usize];
     let nte = 20_000 + i64::from(s.b % 20) * 10_000;
     let (channel, ifm) = match s.b % 4 {
         0 | 1 => (Channel::Ifm, Some(ifm_order(nte))),
@@ -350,9 +338,7 @@ fn happy(sim: &Sim, s: &Step) -> (Actor, JobCommand) {
                 )
             }
         }
-        JobState::Confirmed if s.b % 3 == 0 => {
-            (sim.current_tech(), check_in(CheckInMethod::App, None, None))
-        }
+        JobState::Confirmed if s.b % 3 == 0 => (sim.current_tech(), check_in_app()),
         JobState::Confirmed => (sim.current_tech(), start_travel()),
         JobState::EnRoute => (
             sim.current_tech(),

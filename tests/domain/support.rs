@@ -66,6 +66,19 @@ pub const TECH_C: &str = "tech-c";
 pub const TECH_D: &str = "tech-d";
 
 /// The call: Saturday 2026-05-02 21:00 UTC (after hours).
+/// The nine incident types of the shipped SOP library, in order.
+pub const INCIDENT_TYPES: [&str; 9] = [
+    "automatic_door_malfunction",
+    "dock_door_damage",
+    "door_stuck_open",
+    "fire_door_deficiency",
+    "fire_door_inspection",
+    "lock_or_access_control_failure",
+    "overhead_door_off_track",
+    "preventive_maintenance",
+    "storefront_glass_breakage",
+];
+
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 2, 21, 0, 0).unwrap()
 }
@@ -333,6 +346,11 @@ pub fn start_travel() -> JobCommand {
     JobCommand::StartTravel(StartTravel {})
 }
 
+/// The technician checks in through the app, without a location.
+pub fn check_in_app() -> JobCommand {
+    check_in(CheckInMethod::App, None, None)
+}
+
 pub fn check_in(method: CheckInMethod, lat: Option<f64>, lon: Option<f64>) -> JobCommand {
     JobCommand::CheckIn(CheckIn { method, lat, lon })
 }
@@ -386,6 +404,17 @@ pub fn belt() -> Part {
         quantity: 2,
         unit_price_cents: 3_500,
     }
+}
+
+/// `check_out` with the work completed, the door operational and the
+/// make-safe confirmed, fitting `parts`.
+pub fn completed(parts: Vec<Part>) -> JobCommand {
+    check_out(
+        CheckOutcome::Completed,
+        DoorLeftState::Operational,
+        Some(true),
+        parts,
+    )
 }
 
 pub fn check_out(
@@ -529,6 +558,60 @@ pub fn required_items(incident_type: &str) -> Vec<String> {
         .filter(|i| i.required)
         .map(|i| i.id.clone())
         .collect()
+}
+
+// ------------------------------------------------------------------ events
+
+/// `JobOffered` at the canonical labor rate.
+pub fn job_offered(
+    visit: u32,
+    technician_id: &str,
+    offered_at: DateTime<Utc>,
+    ack_due_at: DateTime<Utc>,
+    preferred: bool,
+) -> JobEvent {
+    JobEvent::JobOffered {
+        visit,
+        technician_id: technician_id.into(),
+        labor_rate_cents: RATE,
+        offered_at,
+        ack_due_at,
+        preferred,
+    }
+}
+
+/// `OfferDeclined` by `technician_id` for `reason`.
+pub fn offer_declined(technician_id: &str, reason: &str) -> JobEvent {
+    JobEvent::OfferDeclined {
+        technician_id: technician_id.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `OfferAccepted` by `technician_id` with `eta`.
+pub fn offer_accepted(technician_id: &str, eta: DateTime<Utc>, eta_beyond_sla: bool) -> JobEvent {
+    JobEvent::OfferAccepted {
+        technician_id: technician_id.into(),
+        eta,
+        eta_beyond_sla,
+    }
+}
+
+/// `TravelStarted` by `technician_id` at `at`.
+pub fn travel_started(technician_id: &str, at: DateTime<Utc>) -> JobEvent {
+    JobEvent::TravelStarted {
+        technician_id: technician_id.into(),
+        at,
+    }
+}
+
+/// `ApprovalGranted` by `decided_by`, without a reason.
+pub fn approval_granted(approval_id: impl Into<String>, decided_by: Actor) -> JobEvent {
+    JobEvent::ApprovalGranted {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: None,
+    }
 }
 
 // -------------------------------------------------------------- history
@@ -700,11 +783,7 @@ pub fn en_route() -> History {
 
 /// `on_site` since t0+60.
 pub fn on_site() -> History {
-    en_route().run(
-        tech(TECH_D),
-        at(60),
-        check_in(CheckInMethod::App, None, None),
-    )
+    en_route().run(tech(TECH_D), at(60), check_in_app())
 }
 
 /// `on_site` with every required checklist item passed (t0+61..) and every
@@ -717,16 +796,7 @@ pub fn ready_to_check_out() -> History {
 
 /// `work_completed`: checked out at t0+180 (120 min of labor) with `parts`.
 pub fn work_completed_with(parts: Vec<Part>) -> History {
-    ready_to_check_out().run(
-        tech(TECH_D),
-        at(180),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            parts,
-        ),
-    )
+    ready_to_check_out().run(tech(TECH_D), at(180), completed(parts))
 }
 
 /// `work_completed` with the motor: invoice 9,500 + 24,000 + 20,000 = 53,500 > NTE.

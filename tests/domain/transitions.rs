@@ -505,14 +505,7 @@ fn offer_job_yields_job_offered_with_the_p1_acknowledgement_window() {
     triaged()
         .given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(25), false)]);
 }
 
 #[test]
@@ -520,14 +513,7 @@ fn offer_job_window_follows_the_priority() {
     triaged_routine()
         .given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(40),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(40), false)]);
 }
 
 #[test]
@@ -578,14 +564,7 @@ fn offer_job_refuses_an_expired_certification_but_not_one_expiring_today() {
     triaged()
         .given()
         .when(cmd(agent(), at(10), offer(last_day)))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_B.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_B, at(10), at(25), false)]);
 }
 
 #[test]
@@ -648,11 +627,7 @@ fn accept_offer_yields_offer_accepted() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(12), accept(at(60))))
-        .then_expect_events(vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }]);
+        .then_expect_events(vec![offer_accepted(TECH_D, at(60), false)]);
 }
 
 #[test]
@@ -660,11 +635,7 @@ fn accept_offer_with_an_eta_after_the_sla_is_allowed_but_flagged() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(12), accept(hours(5))))
-        .then_expect_events(vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: hours(5),
-            eta_beyond_sla: true,
-        }]);
+        .then_expect_events(vec![offer_accepted(TECH_D, hours(5), true)]);
 }
 
 #[test]
@@ -691,10 +662,7 @@ fn decline_offer_yields_offer_declined_back_to_triaged() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(13), decline("On another emergency")))
-        .then_expect_events(vec![JobEvent::OfferDeclined {
-            technician_id: TECH_D.into(),
-            reason: "On another emergency".into(),
-        }]);
+        .then_expect_events(vec![offer_declined(TECH_D, "On another emergency")]);
     let h = offered().run(tech(TECH_D), at(13), decline("On another emergency"));
     assert_eq!(h.state(), JobState::Triaged);
     assert_eq!(h.data().visits[0].status, VisitStatus::Declined);
@@ -732,10 +700,7 @@ fn start_travel_yields_travel_started() {
     confirmed()
         .given()
         .when(cmd(tech(TECH_D), at(20), start_travel()))
-        .then_expect_events(vec![JobEvent::TravelStarted {
-            technician_id: TECH_D.into(),
-            at: at(20),
-        }]);
+        .then_expect_events(vec![travel_started(TECH_D, at(20))]);
     confirmed()
         .given()
         .when(cmd(tech(TECH_A), at(20), start_travel()))
@@ -816,11 +781,7 @@ fn check_in_validates_coordinates_and_technician() {
     assert_validation(result, "lon");
     en_route()
         .given()
-        .when(cmd(
-            tech(TECH_A),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        ))
+        .when(cmd(tech(TECH_A), at(60), check_in_app()))
         .then_expect_error(JobError::NotYourJob);
 }
 
@@ -937,16 +898,7 @@ fn attach_evidence_needs_a_lowercase_sha256() {
 fn check_out_completed_yields_checked_out_with_rounded_labor() {
     ready_to_check_out()
         .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![motor()],
-            ),
-        ))
+        .when(cmd(tech(TECH_D), at(180), completed(vec![motor()])))
         .then_expect_events(vec![checked_out_event(
             TECH_D,
             CheckOutcome::Completed,
@@ -1023,16 +975,7 @@ fn check_out_completed_counts_a_failed_item_as_missing() {
             checklist_item("fault_repaired", ChecklistResult::Fail),
         )
         .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ))
+        .when(cmd(tech(TECH_D), at(180), completed(vec![])))
         .then_expect_error(JobError::MissingFieldEvidence {
             missing: vec!["fault_repaired".into()],
         });
@@ -1109,11 +1052,7 @@ fn check_out_on_hold_an_unsafe_door_must_be_secured() {
     let routine_on_site = triaged_routine()
         .run(agent(), at(10), offer(qualified(TECH_D)))
         .run(tech(TECH_D), at(12), accept(at(60)))
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     routine_on_site
         .given()
         .when(cmd(
@@ -1193,16 +1132,7 @@ fn check_out_validates_resolution_and_parts() {
 fn check_out_only_by_the_assigned_technician() {
     ready_to_check_out()
         .given()
-        .when(cmd(
-            tech(TECH_A),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ))
+        .when(cmd(tech(TECH_A), at(180), completed(vec![])))
         .then_expect_error(JobError::NotYourJob);
 }
 
@@ -1566,11 +1496,7 @@ fn request_nte_increase_without_an_nte_sets_one() {
             decide(&expected_id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: expected_id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(expected_id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: None,
                 to_cents: 30_000,
@@ -1648,11 +1574,7 @@ fn decide_approval_approve_and_reject_cancel_job() {
             decide(&id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
                 reason: "Store closed for the night".into(),
                 trip_charge_cents: TRIP,
@@ -1683,11 +1605,7 @@ fn decide_approval_approve_and_reject_dismiss_duplicate() {
             decide(&id, Decision::Approve, None),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::DuplicateDismissed {
                 possible_duplicate_of: OTHER_JOB.into(),
                 approval_id: Some(id.clone()),
@@ -1780,11 +1698,7 @@ fn flag_sla_breach_response_met_by_a_timely_check_in_not_by_a_late_one() {
         .when(cmd(system(), hours(5), flag_sla(SlaKind::Response)))
         .then_expect_error(JobError::SlaNotBreached("response"));
     en_route()
-        .run(
-            tech(TECH_D),
-            hours(5),
-            check_in(CheckInMethod::App, None, None),
-        )
+        .run(tech(TECH_D), hours(5), check_in_app())
         .given()
         .when(cmd(system(), hours(5), flag_sla(SlaKind::Response)))
         .then_expect_events(vec![JobEvent::SlaBreached {
