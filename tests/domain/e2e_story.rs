@@ -72,33 +72,22 @@ fn canonical_story_domain_path() {
     );
 
     // 5. A declines; back in triaged; D is offered and accepts inside the SLA.
+    let reason = "Already on a P1 across town";
     h.step(
         tech(TECH_A),
         at(10),
-        decline("Already on a P1 across town"),
-        vec![offer_declined(TECH_A, "Already on a P1 across town")],
+        decline(reason),
+        vec![offer_declined(TECH_A, reason)],
     );
     assert_eq!(h.state(), JobState::Triaged);
-    h.step(
-        agent(),
-        at(11),
-        offer(qualified(TECH_D)),
-        vec![job_offered(2, TECH_D, at(11), at(26), false)],
-    );
-    h.step(
-        tech(TECH_D),
-        at(12),
-        accept(at(60)),
-        vec![offer_accepted(TECH_D, at(60), false)],
-    );
-
-    // 6. Travel, check in, the AAADM checklist, the before photo.
-    h.step(
-        tech(TECH_D),
-        at(20),
-        start_travel(),
-        vec![travel_started(TECH_D, at(20))],
-    );
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        (agent(),      at(11), offer(qualified(TECH_D)), vec![job_offered(2, TECH_D, at(11), at(26), false)]),
+        (tech(TECH_D), at(12), accept(at(60)),           vec![offer_accepted(TECH_D, at(60), false)]),
+        // 6. Travel, check in, the AAADM checklist, the before photo.
+        (tech(TECH_D), at(20), start_travel(),           vec![travel_started(TECH_D, at(20))]),
+    ];
+    h.steps(steps);
     h.step(
         tech(TECH_D),
         at(60),
@@ -126,18 +115,8 @@ fn canonical_story_domain_path() {
     assert!(required_items(INCIDENT)
         .iter()
         .any(|i| i.starts_with("aaadm_")));
-    h.step(
-        tech(TECH_D),
-        at(80),
-        evidence(EvidenceKind::PhotoBefore, 1),
-        vec![evidence_event(EvidenceKind::PhotoBefore, 1)],
-    );
-    h.step(
-        tech(TECH_D),
-        at(81),
-        evidence(EvidenceKind::ChecklistForm, 2),
-        vec![evidence_event(EvidenceKind::ChecklistForm, 2)],
-    );
+    h.attach(TECH_D, at(80), EvidenceKind::PhotoBefore, 1);
+    h.attach(TECH_D, at(81), EvidenceKind::ChecklistForm, 2);
     let done = || completed(vec![motor()]);
     h.refused(
         tech(TECH_D),
@@ -147,18 +126,8 @@ fn canonical_story_domain_path() {
             missing: vec!["photo_after".into(), "signature".into()],
         },
     );
-    h.step(
-        tech(TECH_D),
-        at(176),
-        evidence(EvidenceKind::PhotoAfter, 3),
-        vec![evidence_event(EvidenceKind::PhotoAfter, 3)],
-    );
-    h.step(
-        tech(TECH_D),
-        at(177),
-        evidence(EvidenceKind::Signature, 4),
-        vec![evidence_event(EvidenceKind::Signature, 4)],
-    );
+    h.attach(TECH_D, at(176), EvidenceKind::PhotoAfter, 3);
+    h.attach(TECH_D, at(177), EvidenceKind::Signature, 4);
     h.step(
         tech(TECH_D),
         at(180),
@@ -252,27 +221,9 @@ fn canonical_story_domain_path() {
     );
     let invoice = Invoice {
         lines: vec![
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 2".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 2 (120 min)".into(),
-                quantity: 120,
-                unit_cents: RATE,
-                amount_cents: 24_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Part,
-                description: "MOTOR-1 Operator motor".into(),
-                quantity: 1,
-                unit_cents: 20_000,
-                amount_cents: 20_000,
-            },
+            trip_line("Trip charge, visit 2"),
+            labor_line("Labor, visit 2 (120 min)", 120, 24_000),
+            part_line("MOTOR-1 Operator motor", 1, 20_000, 20_000),
         ],
         total_cents: 53_500,
     };

@@ -154,12 +154,7 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
             missing: vec!["photo_after".into()],
         },
     );
-    h.step(
-        tech(TECH_D),
-        at(151),
-        evidence(EvidenceKind::PhotoAfter, 4),
-        vec![evidence_event(EvidenceKind::PhotoAfter, 4)],
-    );
+    h.attach(TECH_D, at(151), EvidenceKind::PhotoAfter, 4);
     h.step(
         tech(TECH_D),
         at(152),
@@ -269,41 +264,11 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
     );
     let expected_invoice = Invoice {
         lines: vec![
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 1".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 1 (45 min)".into(),
-                quantity: 45,
-                unit_cents: RATE,
-                amount_cents: 9_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 2".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 2 (90 min)".into(),
-                quantity: 90,
-                unit_cents: RATE,
-                amount_cents: 18_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Part,
-                description: "BELT-42 Drive belt".into(),
-                quantity: 2,
-                unit_cents: 3_500,
-                amount_cents: 7_000,
-            },
+            trip_line("Trip charge, visit 1"),
+            labor_line("Labor, visit 1 (45 min)", 45, 9_000),
+            trip_line("Trip charge, visit 2"),
+            labor_line("Labor, visit 2 (90 min)", 90, 18_000),
+            part_line("BELT-42 Drive belt", 2, 3_500, 7_000),
         ],
         total_cents: 53_000,
     };

@@ -614,7 +614,50 @@ pub fn approval_granted(approval_id: impl Into<String>, decided_by: Actor) -> Jo
     }
 }
 
+// ---------------------------------------------------------- invoice lines
+
+/// A trip charge line (one trip at the canonical charge).
+pub fn trip_line(description: &str) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Trip,
+        description: description.into(),
+        quantity: 1,
+        unit_cents: TRIP,
+        amount_cents: TRIP,
+    }
+}
+
+/// A labor line: `minutes` at the canonical rate, `amount_cents` in all.
+pub fn labor_line(description: &str, minutes: i64, amount_cents: i64) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Labor,
+        description: description.into(),
+        quantity: minutes,
+        unit_cents: RATE,
+        amount_cents,
+    }
+}
+
+/// A part line.
+pub fn part_line(
+    description: &str,
+    quantity: i64,
+    unit_cents: i64,
+    amount_cents: i64,
+) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Part,
+        description: description.into(),
+        quantity,
+        unit_cents,
+        amount_cents,
+    }
+}
+
 // -------------------------------------------------------------- history
+
+/// One step of a story: who, when, the command, and the events it must yield.
+pub type Step = (Actor, DateTime<Utc>, JobCommand, Vec<JobEvent>);
 
 /// A job's history built by running real commands through `Job::decide` and
 /// applying what they yield; used as the `given` of the given/when/then tests.
@@ -696,6 +739,27 @@ impl History {
             .when(cmd(by, when, command))
             .then_expect_events(expected.clone());
         self.push(&expected);
+    }
+
+    /// Given/when/then each step of a story in order, appending what each
+    /// yielded.
+    #[track_caller]
+    pub fn steps(&mut self, steps: Vec<Step>) {
+        for (by, when, command, expected) in steps {
+            self.step(by, when, command, expected);
+        }
+    }
+
+    /// Given/when/then technician `tech_id` attaching evidence `kind` with
+    /// contents `n` at `when`.
+    #[track_caller]
+    pub fn attach(&mut self, tech_id: &str, when: DateTime<Utc>, kind: EvidenceKind, n: u64) {
+        self.step(
+            tech(tech_id),
+            when,
+            evidence(kind, n),
+            vec![evidence_event(kind, n)],
+        );
     }
 
     /// Given/when/then one refused step of a story (nothing appended).

@@ -1240,20 +1240,8 @@ fn mark_billing_ready_fixes_an_itemized_invoice_within_the_nte() {
         .then_expect_events(vec![JobEvent::BillingReadyMarked {
             invoice: Invoice {
                 lines: vec![
-                    InvoiceLine {
-                        kind: InvoiceLineKind::Trip,
-                        description: "Trip charge, visit 1".into(),
-                        quantity: 1,
-                        unit_cents: TRIP,
-                        amount_cents: TRIP,
-                    },
-                    InvoiceLine {
-                        kind: InvoiceLineKind::Labor,
-                        description: "Labor, visit 1 (120 min)".into(),
-                        quantity: 120,
-                        unit_cents: RATE,
-                        amount_cents: 24_000,
-                    },
+                    trip_line("Trip charge, visit 1"),
+                    labor_line("Labor, visit 1 (120 min)", 120, 24_000),
                 ],
                 total_cents: 33_500,
             },
