@@ -132,15 +132,7 @@ fn canonical_story_domain_path() {
         tech(TECH_D),
         at(180),
         done(),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
-            vec![motor()],
-            at(180),
-            120,
-        )],
+        vec![completed_event(vec![motor()], at(180), 120)],
     );
 
     // e2e.md step 7: mark_billing_ready before closeout verification reports

@@ -159,15 +159,7 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
         tech(TECH_D),
         at(152),
         check_out_completed(),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
-            vec![],
-            at(152),
-            105,
-        )],
+        vec![completed_event(vec![], at(152), 105)],
     );
     assert_eq!(h.state(), JobState::WorkCompleted);
 }
@@ -246,11 +238,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         tech(TECH_D),
         hours(25) + Duration::minutes(90),
         completed(vec![belt()]),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
+        vec![completed_event(
             vec![belt()],
             hours(25) + Duration::minutes(90),
             90,
@@ -456,22 +444,11 @@ fn a_recall_without_an_ifm_order_also_starts_at_nte_zero() {
     framework()
         .given_no_previous_events()
         .when(cmd(agent(), t0(), open(body)))
-        .then_expect_events(vec![JobEvent::JobOpened {
-            job_id: JOB_ID.into(),
-            incident_type: INCIDENT.into(),
-            channel: Channel::Phone,
-            client_id: "acme-retail".into(),
-            site: site(),
-            contact: contact(),
-            door: door(),
-            description: "Automatic sliding door stuck open".into(),
-            ifm: None,
-            opened_at: t0(),
-            possible_duplicate_of: None,
-            recall_of: Some(OTHER_JOB.into()),
-            preferred_technician_id: None,
-            nte_cents: Some(0),
-        }]);
+        .then_expect_events(vec![opened_without_ifm(
+            Channel::Phone,
+            Some(OTHER_JOB),
+            Some(0),
+        )]);
 }
 
 // ------------------------------------------------------------------ IFM

@@ -228,6 +228,31 @@ pub fn opened_event() -> JobEvent {
     }
 }
 
+/// `JobOpened` for the canonical job opened on `channel` without an IFM
+/// order, as a recall of `recall_of`, with `nte_cents`.
+pub fn opened_without_ifm(
+    channel: Channel,
+    recall_of: Option<&str>,
+    nte_cents: Option<i64>,
+) -> JobEvent {
+    JobEvent::JobOpened {
+        job_id: JOB_ID.into(),
+        incident_type: INCIDENT.into(),
+        channel,
+        client_id: "acme-retail".into(),
+        site: site(),
+        contact: contact(),
+        door: door(),
+        description: "Automatic sliding door stuck open".into(),
+        ifm: None,
+        opened_at: t0(),
+        possible_duplicate_of: None,
+        recall_of: recall_of.map(str::to_string),
+        preferred_technician_id: None,
+        nte_cents,
+    }
+}
+
 pub fn open(body: OpenJob) -> JobCommand {
     JobCommand::OpenJob(body)
 }
@@ -453,6 +478,19 @@ pub fn checked_out_event(
         at: when,
         labor_minutes,
     }
+}
+
+/// The `CheckedOut` of [`completed`] by technician D at `when`.
+pub fn completed_event(parts: Vec<Part>, when: DateTime<Utc>, labor_minutes: i64) -> JobEvent {
+    checked_out_event(
+        TECH_D,
+        CheckOutcome::Completed,
+        DoorLeftState::Operational,
+        true,
+        parts,
+        when,
+        labor_minutes,
+    )
 }
 
 pub fn schedule_return(reason: Option<&str>) -> JobCommand {

@@ -35,15 +35,17 @@ fn register(body: RegisterTechnician) -> TechnicianCommand {
     TechnicianCommand::RegisterTechnician(body)
 }
 
+/// What registering [`register_body`] records.
 fn registered_event() -> TechnicianEvent {
+    let body = register_body();
     TechnicianEvent::TechnicianRegistered {
         technician_id: TECH_D.into(),
-        name: "Dana Diaz".into(),
-        skills: vec!["automatic_doors".into(), "overhead_doors".into()],
-        certifications: vec![aaadm()],
-        territory: "springfield".into(),
-        shift: Shift::Available,
-        labor_rate_cents: RATE,
+        name: body.name,
+        skills: body.skills,
+        certifications: body.certifications,
+        territory: body.territory,
+        shift: body.shift,
+        labor_rate_cents: body.labor_rate_cents,
     }
 }
 
