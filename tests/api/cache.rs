@@ -2,12 +2,8 @@
 //! decided on a state that another replica has moved past still answer as
 //! if the stream had been read, and retried keys still replay.
 
-use std::sync::Arc;
-
 use dispatch_api::app::cache::JobCache;
 use dispatch_api::app::App;
-use dispatch_api::http::{router, AppState};
-use dispatch_api::tools::allowlist::Allowlist;
 use serde_json::json;
 
 use crate::support::*;
@@ -15,15 +11,9 @@ use crate::support::*;
 /// The router over `t`'s database, keys and clock with its own job cache:
 /// another replica.
 fn with_cache(t: &TestApp, jobs: JobCache) -> axum::Router {
-    router(AppState {
-        app: App {
-            jobs,
-            ..t.app.clone()
-        },
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
+    router_for(App {
+        jobs,
+        ..t.app.clone()
     })
 }
 
@@ -39,14 +29,7 @@ fn via(t: &TestApp, router: axum::Router) -> TestApp {
         app: t.app.clone(),
         clock: t.clock.clone(),
         db_url: t.db_url.clone(),
-        keys: Keys {
-            agent: t.keys.agent.clone(),
-            dispatcher: t.keys.dispatcher.clone(),
-            auditor: t.keys.auditor.clone(),
-            admin: t.keys.admin.clone(),
-            tech_a: t.keys.tech_a.clone(),
-            tech_d: t.keys.tech_d.clone(),
-        },
+        keys: t.keys.clone(),
         counter: t.counter.clone(),
     }
 }

@@ -452,14 +452,7 @@ fn with_keys(t: &TestApp, keys: Arc<ChainKeys>) -> TestApp {
         app,
         clock: t.clock.clone(),
         db_url: t.db_url.clone(),
-        keys: Keys {
-            agent: t.keys.agent.clone(),
-            dispatcher: t.keys.dispatcher.clone(),
-            auditor: t.keys.auditor.clone(),
-            admin: t.keys.admin.clone(),
-            tech_a: t.keys.tech_a.clone(),
-            tech_d: t.keys.tech_d.clone(),
-        },
+        keys: t.keys.clone(),
         counter: t.counter.clone(),
     }
 }

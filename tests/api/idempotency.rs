@@ -107,16 +107,7 @@ async fn answers_survive_a_restart() {
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();
     let mut app = t.app.clone();
     app.pool = pool;
-    let state = dispatch_api::http::AppState {
-        app,
-        allowlist: std::sync::Arc::new(
-            dispatch_api::tools::allowlist::Allowlist::builtin().unwrap(),
-        ),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
-    let router = dispatch_api::http::router(state);
+    let router = router_for(app);
     let req = axum::http::Request::builder()
         .method("POST")
         .uri(&path)

@@ -1,10 +1,7 @@
 //! A database that cannot be reached: 503 `unavailable` with Retry-After, fast.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatch_api::http::{router, AppState};
-use dispatch_api::tools::allowlist::Allowlist;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::support::*;
@@ -20,15 +17,8 @@ async fn database_down_answers_503_with_retry_after() {
         .unwrap();
     let mut app = t.app.clone();
     app.pool = dead;
-    let state = AppState {
-        app,
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
     let down = TestApp {
-        router: router(state),
+        router: router_for(app),
         ..t
     };
     let started = Instant::now();
@@ -62,15 +52,8 @@ async fn database_refusing_connections_answers_503_then_recovers() {
     // The service's own pool, with connections opened on demand only.
     let mut app = t.app.clone();
     app.pool = dispatch_api::db::connect(&t.db_url, 2).await.unwrap();
-    let state = AppState {
-        app,
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
     let svc = TestApp {
-        router: router(state),
+        router: router_for(app),
         ..t
     };
     let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();

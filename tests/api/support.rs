@@ -58,6 +58,7 @@ impl Resp {
 }
 
 /// Keys made for a test.
+#[derive(Clone)]
 pub struct Keys {
     pub agent: String,
     pub dispatcher: String,
@@ -132,6 +133,18 @@ pub fn test_toolset() -> Arc<dispatch_api::tools::Toolset> {
         )
         .unwrap(),
     )
+}
+
+/// A router serving `app` as the tests' replicas do: the shipped allowlist,
+/// default limits, no metrics, no rate limit.
+pub fn router_for(app: App) -> Router {
+    router(AppState {
+        app,
+        allowlist: Arc::new(Allowlist::builtin().unwrap()),
+        limits: Limits::default(),
+        metrics: None,
+        tools: test_toolset(),
+    })
 }
 
 /// Creates a fresh database with migrations applied.
@@ -517,26 +530,15 @@ pub enum Want {
 impl Want {
     /// Asserts that `r`, the answer to `command`, is what is wanted.
     pub fn check(self, command: &str, r: &Resp) {
+        let context = format!("{command}: {} {:?}", r.status, r.json);
         match self {
-            Want::Status(status) => assert_eq!(r.status, status, "{command}: {:?}", r.json),
-            Want::State(state) => {
-                assert_eq!(r.state(), state, "{command}: {} {:?}", r.status, r.json);
-            }
+            Want::Status(status) => assert_eq!(r.status, status, "{context}"),
+            Want::State(state) => assert_eq!(r.state(), state, "{context}"),
             Want::Code(status, code) => {
-                assert_eq!(
-                    (r.status, r.code()),
-                    (status, code),
-                    "{command}: {:?}",
-                    r.json
-                );
+                assert_eq!((r.status, r.code()), (status, code), "{context}");
             }
             Want::StatusState(status, state) => {
-                assert_eq!(
-                    (r.status, r.state()),
-                    (status, state),
-                    "{command}: {:?}",
-                    r.json
-                );
+                assert_eq!((r.status, r.state()), (status, state), "{context}");
             }
         }
     }
