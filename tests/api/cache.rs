@@ -80,26 +80,15 @@ async fn if_match_is_checked_against_the_stream_not_the_cache() {
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let note = |text: &str| json!({ "text": text }).to_string();
     let at_2 = [("if-match", "\"2\"")];
+    let agent = Some(a.keys.agent.as_str());
     let r = a
-        .post_raw(
-            &path,
-            Some(&a.keys.agent),
-            Some("a-at-2"),
-            &note("A at 2"),
-            &at_2,
-        )
+        .post_raw(&path, agent, Some("a-at-2"), &note("A at 2"), &at_2)
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["version"], 3);
     // And a version the stream has moved past is a conflict, cached or not.
     let r = a
-        .post_raw(
-            &path,
-            Some(&a.keys.agent),
-            Some("a-at-2-again"),
-            &note("again"),
-            &at_2,
-        )
+        .post_raw(&path, agent, Some("a-at-2-again"), &note("again"), &at_2)
         .await;
     assert_eq!(r.status, 409, "{:?}", r.json);
     assert_eq!(r.code(), "version_conflict");

@@ -22,14 +22,7 @@ async fn database_down_answers_503_with_retry_after() {
         ..t
     };
     let started = Instant::now();
-    let r = down
-        .cmd(
-            &job,
-            "add_note",
-            &down.keys.agent,
-            serde_json::json!({"text": "x"}),
-        )
-        .await;
+    let r = down.note(&job, &down.keys.agent, "x").await;
     assert_eq!((r.status, r.code()), (503, "unavailable"), "{:?}", r.json);
     assert!(r.headers.contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -89,13 +82,6 @@ async fn database_refusing_connections_answers_503_then_recovers() {
     for a in &answers {
         assert_eq!(a, &(503, "unavailable".to_string(), true), "{answers:?}");
     }
-    let r = svc
-        .cmd(
-            &job,
-            "add_note",
-            &svc.keys.agent,
-            serde_json::json!({"text": "after"}),
-        )
-        .await;
+    let r = svc.note(&job, &svc.keys.agent, "after").await;
     assert!((200..300).contains(&r.status), "{} {:?}", r.status, r.json);
 }
