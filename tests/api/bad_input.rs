@@ -59,20 +59,11 @@ async fn malformed_unknown_and_missing_things_are_4xx_with_codes() {
     assert_eq!((r.status, r.code()), (422, "unknown_incident_type"));
     let r = t.get("/v1/nowhere", &t.keys.agent).await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
-    let r = t
-        .get(
-            &format!("/v1/jobs/{job}/replay?to_sequence=zero"),
-            &t.keys.auditor,
-        )
-        .await;
-    assert_eq!((r.status, r.code()), (400, "validation_error"));
-    let r = t
-        .get(
-            &format!("/v1/jobs/{job}/replay?to_sequence=1&evil=1"),
-            &t.keys.auditor,
-        )
-        .await;
-    assert_eq!((r.status, r.code()), (400, "validation_error"));
+    for query in ["to_sequence=zero", "to_sequence=1&evil=1"] {
+        let path = format!("/v1/jobs/{job}/replay?{query}");
+        let r = t.get(&path, &t.keys.auditor).await;
+        assert_eq!((r.status, r.code()), (400, "validation_error"));
+    }
     assert_eq!(event_count(&t).await, before, "nothing changed");
 }
 

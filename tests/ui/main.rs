@@ -98,7 +98,7 @@ pub async fn post_form(
 
 /// Logs in with a key; returns the session token from the cookie.
 pub async fn login(t: &TestApp, key: &str) -> String {
-    let p = post_form(t, "/ui/login", None, &[("key", key)], Some(ORIGIN)).await;
+    let p = login_form(t, &[("key", key)]).await;
     assert_eq!(p.status, 303, "{}", p.body);
     let cookie = p.headers.get("set-cookie").unwrap().to_str().unwrap();
     cookie
@@ -108,6 +108,51 @@ pub async fn login(t: &TestApp, key: &str) -> String {
         .strip_prefix("dispatch_session=")
         .unwrap()
         .to_string()
+}
+
+/// A test app with the canonical technicians and a job on site with
+/// technician D at `site`: the app and the job.
+pub async fn spawn_with_job_on_site(site: &str) -> (TestApp, String) {
+    let t = TestApp::spawn().await;
+    t.register_technicians().await;
+    let job = job_on_site(&t, site, &t.keys.tech_d, "tech-d").await;
+    (t, job)
+}
+
+/// [`spawn_with_job_on_site`], then technician D asks for an NTE increase
+/// to `cents` and the dispatcher logs in: the app, the job, the approval
+/// and the dispatcher's session.
+pub async fn nte_request_for_the_desk(
+    site: &str,
+    cents: i64,
+    reason: &str,
+) -> (TestApp, String, String, String) {
+    let (t, job) = spawn_with_job_on_site(site).await;
+    let approval = request_nte(&t, &job, &t.keys.tech_d, cents, reason).await;
+    let desk = login(&t, &t.keys.dispatcher).await;
+    (t, job, approval, desk)
+}
+
+/// Posts an approval's decision form with `fields` in `session`, from our
+/// origin.
+pub async fn decide_form(
+    t: &TestApp,
+    approval: &str,
+    session: &str,
+    fields: &[(&str, &str)],
+) -> Page {
+    let path = format!("/ui/approvals/{approval}/decide");
+    post_form(t, &path, Some(session), fields, Some(ORIGIN)).await
+}
+
+/// `GET /ui/jobs/{job}` in `session`.
+pub async fn job_page(t: &TestApp, job: &str, session: &str) -> Page {
+    get_page(t, &format!("/ui/jobs/{job}"), Some(session)).await
+}
+
+/// Posts the login form with `fields`, from our origin.
+pub async fn login_form(t: &TestApp, fields: &[(&str, &str)]) -> Page {
+    post_form(t, "/ui/login", None, fields, Some(ORIGIN)).await
 }
 
 /// Opens the canonical IFM job (as the agent) at a site named after its id
