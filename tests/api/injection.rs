@@ -123,6 +123,14 @@ impl Twins {
     }
 
     /// The same plain command on both jobs (moving them along together).
+    /// Both jobs offered to technician D, who accepts.
+    async fn dispatch_to_d(&self) {
+        self.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
+            .await;
+        let eta = json!({"eta": "2026-11-21T00:30:00Z"});
+        self.both("tech-d", "accept_offer", eta).await;
+    }
+
     async fn both(&self, who: &str, name: &str, args: Value) {
         for job in [&self.h, &self.b] {
             let mut a = args.clone();
@@ -348,14 +356,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
         })
         .await;
     }
-    w.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
-        .await;
-    w.both(
-        "tech-d",
-        "accept_offer",
-        json!({"eta": "2026-11-21T00:30:00Z"}),
-    )
-    .await;
+    w.dispatch_to_d().await;
     w.both("tech-d", "start_travel", json!({})).await;
     w.both("tech-d", "check_in", json!({"method": "app"})).await;
     for text in &texts {
@@ -422,14 +423,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
                 |_| json!({}),
             )
             .await;
-            w.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
-                .await;
-            w.both(
-                "tech-d",
-                "accept_offer",
-                json!({"eta": "2026-11-21T00:30:00Z"}),
-            )
-            .await;
+            w.dispatch_to_d().await;
             w.both("tech-d", "check_in", json!({"method": "app"})).await;
         }
     }
