@@ -49,22 +49,11 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     assert_eq!(r.status, 200, "{:?}", r.json);
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = tool(
-        &t,
-        &agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    let r = tool(&t, &agent, "get_sop", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = call(
-        &t,
-        &agent,
-        1,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-1"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-1"});
+    let r = call(&t, &agent, 1, "get_sop", args).await;
     assert_eq!(r["isError"], false, "{r}");
     // The budget is spent, whichever way the next call comes.
     let before = t.events(&job).await.len();
@@ -93,14 +82,8 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     let r = tool(&t, &agent, "add_note", json!({"job_id": job, "text": "x"})).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json["error"]["code"], "rate_limited");
-    let r = call(
-        &t,
-        &agent,
-        2,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-2"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-2"});
+    let r = call(&t, &agent, 2, "get_sop", args).await;
     assert_eq!(r["isError"], true);
     assert_eq!(r["structuredContent"]["error"]["code"], "rate_limited");
     // Another key has its own budget.
@@ -282,23 +265,12 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(rest[6]["argument_digest"], rest[7]["argument_digest"]);
 
     // The tool envelope and MCP.
-    let r = tool(
-        &t,
-        &agent,
-        "add_note",
-        json!({"job_id": job, "text": "by tool"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "by tool"});
+    let r = tool(&t, &agent, "add_note", args).await;
     assert_eq!(r.status, 200);
     handshake(&t, &agent).await;
-    let r = call(
-        &t,
-        &agent,
-        1,
-        "add_note",
-        json!({"job_id": job, "text": "by mcp", "idempotency_key": "mcp-note"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "by mcp", "idempotency_key": "mcp-note"});
+    let r = call(&t, &agent, 1, "add_note", args).await;
     assert_eq!(r["isError"], false, "{r}");
 
     // The dispatcher approves on the page: transport `ui`.

@@ -149,14 +149,8 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     intake["idempotency_key"] = "run-7/call-2".into();
     let r = call(&t, agent, 4, "record_intake", intake).await;
     assert_eq!(r["isError"], false, "{r}");
-    let r = call(
-        &t,
-        agent,
-        5,
-        "triage_job",
-        json!({"job_id": job, "idempotency_key": "run-7/call-3"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "idempotency_key": "run-7/call-3"});
+    let r = call(&t, agent, 5, "triage_job", args).await;
     assert_eq!(r["isError"], false, "{r}");
     assert_eq!(r["structuredContent"]["result"]["state"], "triaged");
 
@@ -177,24 +171,13 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     assert_eq!(r["isError"], true);
     assert_eq!(r["structuredContent"]["error"]["code"], "validation_error");
     assert_eq!(r["structuredContent"]["error"]["field"], "text");
-    let r = call(
-        &t,
-        agent,
-        8,
-        "add_note",
-        json!({"job_id": job, "text": "hi", "role": "admin", "idempotency_key": "run-7/call-6"}),
-    )
-    .await;
+    let args =
+        json!({"job_id": job, "text": "hi", "role": "admin", "idempotency_key": "run-7/call-6"});
+    let r = call(&t, agent, 8, "add_note", args).await;
     assert_eq!(r["structuredContent"]["error"]["field"], "role");
     // The idempotency key is required in every call's arguments.
-    let r = call(
-        &t,
-        agent,
-        9,
-        "add_note",
-        json!({"job_id": job, "text": "hi"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "hi"});
+    let r = call(&t, agent, 9, "add_note", args).await;
     assert_eq!(r["isError"], true);
     assert_eq!(
         r["structuredContent"]["error"]["code"],

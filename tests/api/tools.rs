@@ -417,13 +417,8 @@ async fn the_envelope_is_strict_and_its_refusals_are_recorded() {
 async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_events() {
     let t = TestApp::spawn().await;
     let agent = &t.keys.agent;
-    let r = tool(
-        &t,
-        agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    let r = tool(&t, agent, "get_sop", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "ok");
     assert_eq!(r.json["result"]["incident_type"], "door_stuck_open");
@@ -565,26 +560,16 @@ async fn query_tools_answer_from_the_read_models() {
         .unwrap()
         .iter()
         .any(|row| row["job_id"] == job.as_str()));
-    let r = tool(
-        &t,
-        agent,
-        "find_technicians",
-        json!({"eligible_for": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"eligible_for": "door_stuck_open"});
+    let r = tool(&t, agent, "find_technicians", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let ids: Vec<&str> = strings(&r.json["result"]["rows"], "technician_id");
     assert!(
         ids.contains(&"tech-a") && !ids.contains(&"tech-b"),
         "{ids:?}"
     );
-    let r = tool(
-        &t,
-        agent,
-        "get_billing_status",
-        json!({"job_id": job, "ready": false}),
-    )
-    .await;
+    let args = json!({"job_id": job, "ready": false});
+    let r = tool(&t, agent, "get_billing_status", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["rows"][0]["job_id"], job.as_str());
     let r = tool(&t, agent, "search_board", json!({"state": ["nowhere"]})).await;
@@ -694,59 +679,30 @@ async fn nobody_approves_their_own_request_and_stale_approvals_are_refused() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("own").await;
     let desk = &t.keys.dispatcher;
-    let r = tool(
-        &t,
-        desk,
-        "request_nte_increase",
-        json!({"job_id": job, "amount_cents": 70000, "reason": "quote"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "amount_cents": 70000, "reason": "quote"});
+    let r = tool(&t, desk, "request_nte_increase", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     let own = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        &t.keys.agent,
-        "request_nte_increase",
-        json!({"job_id": job, "amount_cents": 65000, "reason": "parts"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "amount_cents": 65000, "reason": "parts"});
+    let r = tool(&t, &t.keys.agent, "request_nte_increase", args).await;
     let agents = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": own, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": own, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json["error"]["code"], "forbidden", "self-approval");
     assert_eq!(r.json["outcome"], "refused");
-    let r = tool(
-        &t,
-        &t.keys.admin,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": own, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": own, "decision": "approve"});
+    let r = tool(&t, &t.keys.admin, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     // The agent's smaller increase is no longer an increase: stale.
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": agents, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": agents, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_stale");
     // Rejecting is always possible while pending.
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": agents, "decision": "reject", "reason": "superseded"}),
-    )
-    .await;
+    let args =
+        json!({"job_id": job, "approval_id": agents, "decision": "reject", "reason": "superseded"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let job_now = t.get(&format!("/v1/jobs/{job}"), desk).await;
     assert_eq!(job_now.json["nte_cents"], 70000);
@@ -776,24 +732,14 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
     )
     .await;
     assert_eq!(r.json["result"]["state"], "offered", "{:?}", r.json);
-    let r = tool(
-        &t,
-        agent,
-        "cancel_job",
-        json!({"job_id": job, "reason": "customer fixed it"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "reason": "customer fixed it"});
+    let r = tool(&t, agent, "cancel_job", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "approval_required");
     assert_eq!(r.json["result"]["state"], "offered");
     let approval = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": approval, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": approval, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["state"], "cancelled");
     let cancels = t
@@ -812,13 +758,8 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
         .await;
     let dup = r.json["job_id"].as_str().unwrap().to_string();
     assert_eq!(r.json["state"], "intake");
-    let r = tool(
-        &t,
-        agent,
-        "resolve_duplicate",
-        json!({"job_id": dup, "resolution": "not_duplicate"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "resolution": "not_duplicate"});
+    let r = tool(&t, agent, "resolve_duplicate", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     let approval = r.json["approval_id"].as_str().unwrap().to_string();
     let flags = t.get(&format!("/v1/jobs/{dup}"), desk).await.json["flags"].clone();
@@ -827,25 +768,15 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
         first.as_str(),
         "unchanged: {flags}"
     );
-    let r = tool(
-        &t,
-        desk,
-        "resolve_duplicate",
-        json!({"job_id": dup, "resolution": "not_duplicate"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "resolution": "not_duplicate"});
+    let r = tool(&t, desk, "resolve_duplicate", args).await;
     assert_eq!(
         r.status, 200,
         "the dispatcher needs no approval: {:?}",
         r.json
     );
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": dup, "approval_id": approval, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "approval_id": approval, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_stale");
 }
@@ -895,27 +826,12 @@ async fn rate_limited_calls_answer_429_with_retry_after_and_are_recorded() {
 async fn the_log_is_role_checked_filterable_and_append_only() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("log").await;
-    tool(
-        &t,
-        &t.keys.agent,
-        "add_note",
-        json!({"job_id": job, "text": "one"}),
-    )
-    .await;
-    tool(
-        &t,
-        &t.keys.dispatcher,
-        "add_note",
-        json!({"job_id": job, "text": "two"}),
-    )
-    .await;
-    tool(
-        &t,
-        &t.keys.agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "one"});
+    tool(&t, &t.keys.agent, "add_note", args).await;
+    let args = json!({"job_id": job, "text": "two"});
+    tool(&t, &t.keys.dispatcher, "add_note", args).await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    tool(&t, &t.keys.agent, "get_sop", args).await;
     for key in [&t.keys.agent, &t.keys.tech_a] {
         let r = t.get("/v1/tool-invocations", key).await;
         assert_eq!(r.status, 403);
