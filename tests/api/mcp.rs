@@ -97,7 +97,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
 
     let list = rpc(&t, agent, 1, "tools/list", json!({})).await;
     let tools = list["result"]["tools"].as_array().unwrap();
-    let names: BTreeSet<&str> = tools.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> = field_of_each(tools, "name").into_iter().collect();
     let allowlist = Allowlist::builtin().unwrap();
     let expected: BTreeSet<&str> = allowlist
         .tools_for(Role::Agent)
@@ -192,10 +192,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     let records = invocations(&t, "actor=agent-1&transport=mcp").await;
     assert_eq!(records.len(), 9);
     assert!(records.iter().all(|r| r["transport"] == "mcp"));
-    let outcomes: Vec<&str> = records
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> = field_of_each(&records, "outcome");
     assert_eq!(
         outcomes,
         [

@@ -354,10 +354,7 @@ async fn min_position_reads_the_commands_own_effect() {
     assert_eq!(sched.json["visits"][0]["job_id"], json!(job));
     let roster = t
         .get(
-            &at_position(
-                &format!("/v1/technicians?eligible_for=door_stuck_open"),
-                pos,
-            ),
+            &at_position("/v1/technicians?eligible_for=door_stuck_open", pos),
             &t.keys.agent,
         )
         .await;
@@ -382,7 +379,7 @@ async fn min_position_reads_the_commands_own_effect() {
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
     let pending = t
         .get(
-            &at_position(&format!("/v1/approvals?status=pending"), pos),
+            &at_position("/v1/approvals?status=pending", pos),
             &t.keys.dispatcher,
         )
         .await;

@@ -474,8 +474,12 @@ pub fn open_body(site: &str) -> Value {
 
 /// The string `field` of each element of the JSON array `list`.
 pub fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
-    list.as_array()
-        .unwrap()
+    field_of_each(list.as_array().unwrap(), field)
+}
+
+/// The string `field` of each of `items`.
+pub fn field_of_each<'a>(items: &'a [Value], field: &str) -> Vec<&'a str> {
+    items
         .iter()
         .map(|item| item[field].as_str().unwrap())
         .collect()

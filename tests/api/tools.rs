@@ -173,7 +173,7 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
         assert_eq!(r.status, 200, "{:?}", r.json);
         assert_eq!(r.json["role"], role.as_str());
         let served = r.json["tools"].as_array().unwrap();
-        let names: Vec<&str> = served.iter().map(|x| x["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = field_of_each(served, "name");
         let expected: Vec<&str> = list.tools_for(role).map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, expected, "{role:?}");
         for entry in served {
@@ -448,27 +448,15 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
     intake["job_id"] = job.clone().into();
     let r = tool(&t, agent, "record_intake", intake).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job}),
-    )
-    .await;
+    let args = json!({"job_id": job});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["state"], "triaged");
     let first = r.json.clone();
     let events_before = t.events(&job).await;
     // The same key and arguments: the same answer, replayed, nothing appended.
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job}),
-    )
-    .await;
+    let args = json!({"job_id": job});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["idempotent-replayed"], "true");
     assert_eq!(r.json["result"], first["result"]);
@@ -476,14 +464,8 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
     assert_ne!(r.json["invocation_id"], first["invocation_id"]);
     assert_eq!(t.events(&job).await.len(), events_before.len());
     // The same key, other arguments: refused.
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job, "priority": "P1"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "priority": "P1"});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.json["outcome"], "refused");
     assert_eq!(r.json["error"]["code"], "idempotency_key_reused");
@@ -496,10 +478,7 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
         6,
         "open, triage, intake, triage, replay, reuse"
     );
-    let tools: Vec<&str> = records
-        .iter()
-        .map(|r| r["tool"].as_str().unwrap())
-        .collect();
+    let tools: Vec<&str> = field_of_each(&records, "tool");
     assert_eq!(
         tools,
         [

@@ -382,9 +382,7 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
     let events = stored_events(&t, &job).await;
     let new: Vec<&serde_json::Value> = events[before..].iter().collect();
     assert_eq!(
-        new.iter()
-            .map(|e| e["event_type"].as_str().unwrap())
-            .collect::<Vec<_>>(),
+        field_of_each(&events[before..], "event_type"),
         vec!["ApprovalGranted", "NteIncreased"]
     );
     for e in &new {
