@@ -291,12 +291,8 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
     let answer = t.get("/v1/board", &t.keys.dispatcher).await;
     assert_eq!(answer.json["rows"].as_array().unwrap().len(), 20);
     let status = t.get("/v1/projections", &t.keys.admin).await.json;
-    let board_status: Vec<&Value> = status["projections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["name"] == "board")
-        .collect();
+    let models = status["projections"].as_array().unwrap();
+    let board_status = with_field(models, "name", "board");
     assert_eq!(board_status.len(), 2);
     assert!(board_status
         .iter()

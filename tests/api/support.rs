@@ -449,6 +449,12 @@ impl TestApp {
         }})
     }
 
+    /// How many of the job's stored events are of `event_type`.
+    pub async fn count_events(&self, job: &str, event_type: &str) -> usize {
+        let events = self.events(job).await;
+        with_field(&events, "event_type", event_type).len()
+    }
+
     /// The job's events as stored.
     pub async fn events(&self, job: &str) -> Vec<Value> {
         let r = self
@@ -483,6 +489,11 @@ pub fn field_of_each<'a>(items: &'a [Value], field: &str) -> Vec<&'a str> {
         .iter()
         .map(|item| item[field].as_str().unwrap())
         .collect()
+}
+
+/// The items whose `field` is `value`.
+pub fn with_field<'a>(items: &'a [Value], field: &str, value: &str) -> Vec<&'a Value> {
+    items.iter().filter(|item| item[field] == value).collect()
 }
 
 /// Validates an instance against a schema file under `schemas/`.

@@ -602,44 +602,32 @@ async fn the_agent_only_requests_an_nte_increase_and_one_approval_carries_it_out
         .await;
     assert_eq!(r.status, 403);
     // The dispatcher approves: the effect happens once.
-    let r = tool_with(
-        &t,
-        &t.keys.dispatcher,
-        "decide_approval",
-        "desk-approve-1",
-        decide.clone(),
-    )
-    .await;
+    let desk = &t.keys.dispatcher;
+    let desk_approves = || {
+        tool_with(
+            &t,
+            desk,
+            "decide_approval",
+            "desk-approve-1",
+            decide.clone(),
+        )
+    };
+    let r = desk_approves().await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "ok");
     let types: Vec<&str> = strings(&r.json["result"]["events"], "event_type");
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
-    let r = tool_with(
-        &t,
-        &t.keys.dispatcher,
-        "decide_approval",
-        "desk-approve-1",
-        decide.clone(),
-    )
-    .await;
+    let r = desk_approves().await;
     assert_eq!(r.json["replayed"], true);
     let r = tool(&t, &t.keys.admin, "decide_approval", decide.clone()).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_not_pending");
     let job_now = t.get(&format!("/v1/jobs/{job}"), agent).await;
     assert_eq!(job_now.json["nte_cents"], 65000);
-    let increases = t
-        .events(&job)
-        .await
-        .iter()
-        .filter(|e| e["event_type"] == "NteIncreased")
-        .count();
+    let increases = t.count_events(&job, "NteIncreased").await;
     assert_eq!(increases, 1);
     let records = invocations(&t, &format!("job_id={job}&transport=tool")).await;
-    let decided: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["tool"] == "decide_approval")
-        .collect();
+    let decided = with_field(&records, "tool", "decide_approval");
     assert_eq!(decided.len(), 4);
     assert!(decided
         .iter()
@@ -721,12 +709,7 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
     let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["state"], "cancelled");
-    let cancels = t
-        .events(&job)
-        .await
-        .iter()
-        .filter(|e| e["event_type"] == "JobCancelled")
-        .count();
+    let cancels = t.count_events(&job, "JobCancelled").await;
     assert_eq!(cancels, 1);
 
     // A possible duplicate: the agent's dismissal is only a request; once the
