@@ -16,11 +16,7 @@ fn the_agent_cannot_link_an_ever_offered_job_alone() {
     assert_eq!(h.state(), JobState::Triaged);
     let approval_id = h.next_approval_id();
     h.given()
-        .when(cmd(
-            agent(),
-            at(20),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
+        .when(cmd(agent(), at(20), link_to_open("job-7")))
         .then_expect_events(vec![JobEvent::ApprovalRequested {
             approval_id,
             action: ApprovalAction::LinkDuplicate {
@@ -36,15 +32,9 @@ fn the_agent_cannot_link_an_ever_offered_job_alone() {
 fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
     let h = declined_back_to_triaged();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(20),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: "job-7".into(),
-        }]);
-    let h = h.run(agent(), at(20), link_duplicate(Some("job-7"), Some(true)));
+        .when(cmd(dispatcher(), at(20), link_to_open("job-7")))
+        .then_expect_events(vec![linked_as_duplicate_of("job-7")]);
+    let h = h.run(agent(), at(20), link_to_open("job-7"));
     let id = h.last_approval_id();
     h.given()
         .when(cmd(
@@ -54,9 +44,7 @@ fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
         ))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
-            JobEvent::JobLinkedAsDuplicate {
-                duplicate_of: "job-7".into(),
-            },
+            linked_as_duplicate_of("job-7"),
         ]);
     // The target closed meanwhile, or is gone: the approval is stale.
     for target in [Some(false), None] {
@@ -135,7 +123,5 @@ fn link_accepts_the_flagged_possible_duplicate_wherever_it_is() {
             at(3),
             link_duplicate_at(Some(OTHER_JOB), Some(true), "site-99", "door-99"),
         ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: OTHER_JOB.into(),
-        }]);
+        .then_expect_events(vec![linked_as_duplicate_of(OTHER_JOB)]);
 }

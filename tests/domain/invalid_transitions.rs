@@ -44,7 +44,7 @@ pub(crate) fn matrix() -> Vec<(&'static str, Actor, JobCommand, &'static [JobSta
         (
             "resolve_duplicate(link)",
             dispatcher(),
-            link_duplicate(Some("job-7"), Some(true)),
+            link_to_open("job-7"),
             &[Intake, Triaged],
         ),
         (
@@ -220,11 +220,7 @@ fn named_invalid_transitions() {
             dispatcher(),
             set_priority(Priority::P1, "r"),
         ),
-        (
-            offered(),
-            agent(),
-            link_duplicate(Some("job-7"), Some(true)),
-        ),
+        (offered(), agent(), link_to_open("job-7")),
         (triaged(), dispatcher(), not_duplicate()),
         (intake_recorded(), agent(), offer(qualified(TECH_D))),
         (triaged(), dispatcher(), accept(at(60))),

@@ -883,26 +883,14 @@ fn random_command_sequences_keep_the_lifecycle_invariants() {
             assert!(n > 0, "state {st:?} never reached");
         }
         let share = |st: JobState| cov.states.get(&st).copied().unwrap_or(0) * 100 / cov.cases;
-        assert!(
-            share(JobState::OnSite) >= 25,
-            "on_site in {}% of cases",
-            share(JobState::OnSite)
-        );
-        assert!(
-            share(JobState::WorkCompleted) >= 10,
-            "work_completed in {}%",
-            share(JobState::WorkCompleted)
-        );
-        assert!(
-            share(JobState::BillingReady) >= 4,
-            "billing_ready in {}%",
-            share(JobState::BillingReady)
-        );
-        assert!(
-            share(JobState::Closed) >= 2,
-            "closed in {}%",
-            share(JobState::Closed)
-        );
+        for (st, min) in [
+            (JobState::OnSite, 25),
+            (JobState::WorkCompleted, 10),
+            (JobState::BillingReady, 4),
+            (JobState::Closed, 2),
+        ] {
+            assert!(share(st) >= min, "{st:?} in {}% of cases", share(st));
+        }
         let all_events = [
             "JobOpened",
             "IntakeRecorded",

@@ -312,6 +312,11 @@ pub fn link_duplicate(duplicate_of: Option<&str>, target_open: Option<bool>) -> 
 }
 
 /// `link` to a target resolved at another site and door.
+/// `resolve_duplicate`: link to `duplicate_of`, which is still open.
+pub fn link_to_open(duplicate_of: &str) -> JobCommand {
+    link_duplicate(Some(duplicate_of), Some(true))
+}
+
 pub fn link_duplicate_at(
     duplicate_of: Option<&str>,
     target_open: Option<bool>,
@@ -640,6 +645,13 @@ pub fn travel_started(technician_id: &str, at: DateTime<Utc>) -> JobEvent {
     JobEvent::TravelStarted {
         technician_id: technician_id.into(),
         at,
+    }
+}
+
+/// `JobLinkedAsDuplicate` of `duplicate_of`.
+pub fn linked_as_duplicate_of(duplicate_of: &str) -> JobEvent {
+    JobEvent::JobLinkedAsDuplicate {
+        duplicate_of: duplicate_of.into(),
     }
 }
 

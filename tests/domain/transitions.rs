@@ -397,9 +397,7 @@ fn link_the_possible_duplicate_from_intake() {
     possible_duplicate()
         .given()
         .when(cmd(agent(), at(3), link_duplicate(None, Some(true))))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: OTHER_JOB.into(),
-        }]);
+        .then_expect_events(vec![linked_as_duplicate_of(OTHER_JOB)]);
     assert_eq!(duplicate().state(), JobState::Duplicate);
 }
 
@@ -407,14 +405,8 @@ fn link_the_possible_duplicate_from_intake() {
 fn link_a_named_job_from_triaged() {
     triaged()
         .given()
-        .when(cmd(
-            agent(),
-            at(8),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: "job-7".into(),
-        }]);
+        .when(cmd(agent(), at(8), link_to_open("job-7")))
+        .then_expect_events(vec![linked_as_duplicate_of("job-7")]);
 }
 
 #[test]
