@@ -8,9 +8,12 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
     let h = closeout_verified().run(agent(), at(205), nte_increase(65_000, "Motor"));
     let own = h.last_approval_id();
     for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(agent(), at(206), decide(&own, decision, None)))
-            .then_expect_error(JobError::Forbidden);
+        h.refused(
+            agent(),
+            at(206),
+            decide(&own, decision, None),
+            JobError::Forbidden,
+        );
     }
     let h = h.run(
         dispatcher(),
@@ -18,21 +21,19 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
         nte_increase(70_000, "Motor and belt"),
     );
     let dispatchers = h.last_approval_id();
-    h.given()
-        .when(cmd(
-            agent(),
-            at(208),
-            decide(&dispatchers, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::Forbidden);
+    h.refused(
+        agent(),
+        at(208),
+        decide(&dispatchers, Decision::Approve, None),
+        JobError::Forbidden,
+    );
     // Even an unknown approval id: the role is refused first.
-    h.given()
-        .when(cmd(
-            agent(),
-            at(208),
-            decide("whatever", Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::Forbidden);
+    h.refused(
+        agent(),
+        at(208),
+        decide("whatever", Decision::Approve, None),
+        JobError::Forbidden,
+    );
 }
 
 #[test]
@@ -40,9 +41,12 @@ fn nobody_decides_their_own_request() {
     let h = closeout_verified().run(dispatcher(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
     for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(dispatcher(), at(206), decide(&id, decision, None)))
-            .then_expect_error(JobError::SelfApproval);
+        h.refused(
+            dispatcher(),
+            at(206),
+            decide(&id, decision, None),
+            JobError::SelfApproval,
+        );
     }
     h.given()
         .when(cmd(
@@ -60,9 +64,12 @@ fn nobody_decides_their_own_request() {
         ]);
     let h = closeout_verified().run(admin(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
-    h.given()
-        .when(cmd(admin(), at(206), decide(&id, Decision::Approve, None)))
-        .then_expect_error(JobError::SelfApproval);
+    h.refused(
+        admin(),
+        at(206),
+        decide(&id, Decision::Approve, None),
+        JobError::SelfApproval,
+    );
 }
 
 #[test]
@@ -121,11 +128,14 @@ fn an_approved_nte_increase_replaces_the_nte() {
         Some(65_000),
         "replaced, not 50,000 + 65,000"
     );
-    h.given()
-        .when(cmd(agent(), at(207), nte_increase(65_000, "Again")))
-        .then_expect_error(JobError::NteNotIncreased {
+    h.refused(
+        agent(),
+        at(207),
+        nte_increase(65_000, "Again"),
+        JobError::NteNotIncreased {
             current_cents: Some(65_000),
-        });
+        },
+    );
     h.given()
         .when(cmd(agent(), at(207), nte_increase(115_000, "Sum")))
         .inspect_result()
@@ -182,17 +192,15 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     let mut moved = confirmed_from(h.clone());
     moved.exec(tech(TECH_D), at(180), completed(vec![]));
     assert_eq!(moved.state(), JobState::WorkCompleted);
-    moved
-        .given()
-        .when(cmd(
-            dispatcher(),
-            at(190),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
+    moved.refused(
+        dispatcher(),
+        at(190),
+        decide(&id, Decision::Approve, None),
+        JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::WorkCompleted,
-        });
+        },
+    );
     // It can still be rejected, which clears it.
     moved
         .given()
@@ -242,16 +250,15 @@ fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
     let small = h.next_approval_id();
     h.exec(agent(), at(206), nte_increase(65_000, "Small"));
     h.exec(dispatcher(), at(207), decide(&big, Decision::Approve, None));
-    h.given()
-        .when(cmd(
-            dispatcher(),
-            at(208),
-            decide(&small, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
+    h.refused(
+        dispatcher(),
+        at(208),
+        decide(&small, Decision::Approve, None),
+        JobError::ApprovalStale {
             approval_id: small,
             current_state: JobState::CloseoutVerified,
-        });
+        },
+    );
 }
 
 #[test]
@@ -260,16 +267,15 @@ fn an_nte_increase_cannot_be_decided_after_the_job_closed() {
     let id = h.next_approval_id();
     h.exec(agent(), at(220), nte_increase(90_000, "Late extra"));
     h.exec(dispatcher(), at(300), close("INV-9001"));
-    h.given()
-        .when(cmd(
-            dispatcher(),
-            at(301),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::InvalidTransition {
+    h.refused(
+        dispatcher(),
+        at(301),
+        decide(&id, Decision::Approve, None),
+        JobError::InvalidTransition {
             command: "decide_approval",
             current_state: JobState::Closed,
-        });
+        },
+    );
 }
 
 #[test]
@@ -278,27 +284,25 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
     let id = h.next_approval_id();
     h.exec(agent(), at(3), not_duplicate());
     h.exec(dispatcher(), at(4), not_duplicate());
-    h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(5),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
+    h.refused(
+        dispatcher2(),
+        at(5),
+        decide(&id, Decision::Approve, None),
+        JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::Intake,
-        });
+        },
+    );
     h.exec(agent(), at(6), triage(None));
-    h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(7),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
+    h.refused(
+        dispatcher2(),
+        at(7),
+        decide(&id, Decision::Approve, None),
+        JobError::ApprovalStale {
             approval_id: id,
             current_state: JobState::Triaged,
-        });
+        },
+    );
 }
 
 /// lifecycle.md lets `decide_approval` run in "any" state; so a pending
@@ -315,11 +319,14 @@ fn a_pending_approval_on_a_final_job_cannot_be_decided() {
     h.exec(dispatcher(), at(80), cancel("Store closed permanently"));
     assert_eq!(h.state(), JobState::Cancelled);
     for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(dispatcher(), at(81), decide(&id, decision, None)))
-            .then_expect_error(JobError::InvalidTransition {
+        h.refused(
+            dispatcher(),
+            at(81),
+            decide(&id, decision, None),
+            JobError::InvalidTransition {
                 command: "decide_approval",
                 current_state: JobState::Cancelled,
-            });
+            },
+        );
     }
 }

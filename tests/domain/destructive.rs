@@ -48,16 +48,15 @@ fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
         ]);
     // The target closed meanwhile, or is gone: the approval is stale.
     for target in [Some(false), None] {
-        h.given()
-            .when(cmd(
-                dispatcher(),
-                at(21),
-                decide_link(&id, Decision::Approve, target),
-            ))
-            .then_expect_error(JobError::ApprovalStale {
+        h.refused(
+            dispatcher(),
+            at(21),
+            decide_link(&id, Decision::Approve, target),
+            JobError::ApprovalStale {
                 approval_id: id.clone(),
                 current_state: JobState::Triaged,
-            });
+            },
+        );
     }
 }
 
@@ -92,24 +91,22 @@ fn the_agent_cannot_cancel_an_ever_offered_job_alone_in_any_state() {
 fn link_refuses_an_open_job_at_another_door() {
     for h in [triaged(), declined_back_to_triaged()] {
         for by in [agent(), dispatcher(), admin()] {
-            h.given()
-                .when(cmd(
-                    by,
-                    at(20),
-                    link_duplicate_at(Some("job-9"), Some(true), "site-17", "another-door"),
-                ))
-                .then_expect_error(JobError::DuplicateTargetUnrelated {
+            h.refused(
+                by,
+                at(20),
+                link_duplicate_at(Some("job-9"), Some(true), "site-17", "another-door"),
+                JobError::DuplicateTargetUnrelated {
                     duplicate_of: "job-9".into(),
-                });
-            h.given()
-                .when(cmd(
-                    admin(),
-                    at(20),
-                    link_duplicate_at(Some("job-9"), Some(true), "site-99", &door().id),
-                ))
-                .then_expect_error(JobError::DuplicateTargetUnrelated {
+                },
+            );
+            h.refused(
+                admin(),
+                at(20),
+                link_duplicate_at(Some("job-9"), Some(true), "site-99", &door().id),
+                JobError::DuplicateTargetUnrelated {
                     duplicate_of: "job-9".into(),
-                });
+                },
+            );
         }
     }
 }

@@ -47,14 +47,7 @@ fn canonical_story_domain_path() {
     assert!(h.data().flags.make_safe_required);
 
     // 4. B lacks AAADM, C is off shift, A is offered.
-    h.refused(
-        agent(),
-        at(6),
-        offer(no_aaadm(TECH_B)),
-        JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        },
-    );
+    h.refused(agent(), at(6), offer(no_aaadm(TECH_B)), lacks_aaadm());
     h.refused(
         agent(),
         at(7),

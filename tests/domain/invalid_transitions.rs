@@ -164,12 +164,15 @@ fn every_command_outside_its_states_is_an_invalid_transition() {
                     "{label} is allowed in {state:?} by lifecycle.md but was refused: {result:?}"
                 );
             } else {
-                h.given()
-                    .when(cmd(by.clone(), hours(200), command.clone()))
-                    .then_expect_error(JobError::InvalidTransition {
+                h.refused(
+                    by.clone(),
+                    hours(200),
+                    command.clone(),
+                    JobError::InvalidTransition {
                         command: wire,
                         current_state: state,
-                    });
+                    },
+                );
                 *refused_per_command.entry(label).or_default() += 1;
             }
             checked += 1;
@@ -183,10 +186,12 @@ fn every_command_outside_its_states_is_an_invalid_transition() {
 #[test]
 fn open_job_on_an_existing_job_in_any_state_is_refused() {
     for state in JobState::ALL {
-        history_in(state)
-            .given()
-            .when(cmd(agent(), hours(200), open(open_body())))
-            .then_expect_error(JobError::JobAlreadyExists);
+        history_in(state).refused(
+            agent(),
+            hours(200),
+            open(open_body()),
+            JobError::JobAlreadyExists,
+        );
     }
 }
 
@@ -260,11 +265,14 @@ fn named_invalid_transitions() {
     for (h, by, command) in cases {
         let wire = command.wire_name();
         let state = h.state();
-        h.given()
-            .when(cmd(by, hours(100), command))
-            .then_expect_error(JobError::InvalidTransition {
+        h.refused(
+            by,
+            hours(100),
+            command,
+            JobError::InvalidTransition {
                 command: wire,
                 current_state: state,
-            });
+            },
+        );
     }
 }

@@ -129,6 +129,13 @@ pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
 }
 
+/// The refusal of a technician without the AAADM certification.
+pub fn lacks_aaadm() -> JobError {
+    JobError::TechnicianNotQualified {
+        missing: vec!["AAADM".into()],
+    }
+}
+
 /// AAADM-certified automatic door technician, available.
 pub fn qualified(id: &str) -> TechnicianProfile {
     TechnicianProfile {

@@ -256,21 +256,13 @@ fn the_profile_the_job_checks_offers_against_follows_the_events() {
     assert_eq!(
         profile,
         TechnicianProfile {
-            technician_id: TECH_D.into(),
-            active: true,
-            skills: vec!["automatic_doors".into()],
             certifications: vec![("AAADM".into(), date(2026, 5, 1))],
             shift: Shift::OnCall,
-            labor_rate_cents: RATE,
+            ..qualified(TECH_D)
         }
     );
     // The lapsed certification makes the job refuse the offer.
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(profile)))
-        .then_expect_error(JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        });
+    triaged().refused(agent(), at(10), offer(profile), lacks_aaadm());
 }
 
 #[test]
