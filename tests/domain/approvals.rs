@@ -21,19 +21,9 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
         nte_increase(70_000, "Motor and belt"),
     );
     let dispatchers = h.last_approval_id();
-    h.refused(
-        agent(),
-        at(208),
-        decide(&dispatchers, Decision::Approve, None),
-        JobError::Forbidden,
-    );
+    h.refused(agent(), at(208), approve(&dispatchers), JobError::Forbidden);
     // Even an unknown approval id: the role is refused first.
-    h.refused(
-        agent(),
-        at(208),
-        decide("whatever", Decision::Approve, None),
-        JobError::Forbidden,
-    );
+    h.refused(agent(), at(208), approve("whatever"), JobError::Forbidden);
 }
 
 #[test]
@@ -49,11 +39,7 @@ fn nobody_decides_their_own_request() {
         );
     }
     h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(206),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher2(), at(206), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher2()),
             JobEvent::NteIncreased {
@@ -64,12 +50,7 @@ fn nobody_decides_their_own_request() {
         ]);
     let h = closeout_verified().run(admin(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
-    h.refused(
-        admin(),
-        at(206),
-        decide(&id, Decision::Approve, None),
-        JobError::SelfApproval,
-    );
+    h.refused(admin(), at(206), approve(&id), JobError::SelfApproval);
 }
 
 #[test]
@@ -98,11 +79,7 @@ fn the_agent_cannot_cancel_a_dispatched_job_alone() {
         ApprovalStatus::Pending
     );
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(12),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(12), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
@@ -118,11 +95,7 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let mut h = closeout_verified();
     let first = h.next_approval_id();
     h.exec(agent(), at(205), nte_increase(65_000, "Motor"));
-    h.exec(
-        dispatcher(),
-        at(206),
-        decide(&first, Decision::Approve, None),
-    );
+    h.exec(dispatcher(), at(206), approve(&first));
     assert_eq!(
         h.data().nte_cents,
         Some(65_000),
@@ -143,11 +116,7 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let second = h.next_approval_id();
     h.exec(agent(), at(208), nte_increase(70_000, "Belt too"));
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(209),
-            decide(&second, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(209), approve(&second)))
         .then_expect_events(vec![
             approval_granted(second.clone(), dispatcher()),
             JobEvent::NteIncreased {
@@ -156,11 +125,7 @@ fn an_approved_nte_increase_replaces_the_nte() {
                 approval_id: second.clone(),
             },
         ]);
-    h.exec(
-        dispatcher(),
-        at(209),
-        decide(&second, Decision::Approve, None),
-    );
+    h.exec(dispatcher(), at(209), approve(&second));
     assert_eq!(h.data().nte_cents, Some(70_000));
 }
 
@@ -195,7 +160,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     moved.refused(
         dispatcher(),
         at(190),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::WorkCompleted,
@@ -217,11 +182,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     // Before work completed, the same approval cancels with the trip charge owed then.
     h = confirmed_from(h);
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(150),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(150), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
@@ -249,11 +210,11 @@ fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
     h.exec(agent(), at(205), nte_increase(70_000, "Big"));
     let small = h.next_approval_id();
     h.exec(agent(), at(206), nte_increase(65_000, "Small"));
-    h.exec(dispatcher(), at(207), decide(&big, Decision::Approve, None));
+    h.exec(dispatcher(), at(207), approve(&big));
     h.refused(
         dispatcher(),
         at(208),
-        decide(&small, Decision::Approve, None),
+        approve(&small),
         JobError::ApprovalStale {
             approval_id: small,
             current_state: JobState::CloseoutVerified,
@@ -270,7 +231,7 @@ fn an_nte_increase_cannot_be_decided_after_the_job_closed() {
     h.refused(
         dispatcher(),
         at(301),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         JobError::InvalidTransition {
             command: "decide_approval",
             current_state: JobState::Closed,
@@ -287,7 +248,7 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
     h.refused(
         dispatcher2(),
         at(5),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         JobError::ApprovalStale {
             approval_id: id.clone(),
             current_state: JobState::Intake,
@@ -297,7 +258,7 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
     h.refused(
         dispatcher2(),
         at(7),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         JobError::ApprovalStale {
             approval_id: id,
             current_state: JobState::Triaged,

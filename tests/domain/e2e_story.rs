@@ -172,12 +172,7 @@ fn canonical_story_domain_path() {
             at: at(196),
         }],
     );
-    h.refused(
-        agent(),
-        at(197),
-        decide(&id, Decision::Approve, None),
-        JobError::Forbidden,
-    );
+    h.refused(agent(), at(197), approve(&id), JobError::Forbidden);
     h.refused(
         agent(),
         at(198),

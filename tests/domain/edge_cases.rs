@@ -404,7 +404,7 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
     h.step(
         dispatcher(),
         at(134),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
@@ -511,7 +511,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
     h.step(
         dispatcher(),
         at(136),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
@@ -557,7 +557,7 @@ fn an_nte_increase_approved_before_the_hold_is_not_the_quote() {
     let mut h = on_site();
     let id = h.next_approval_id();
     h.exec(tech(TECH_D), at(70), nte_increase(70_000, "Extra hinge"));
-    h.exec(dispatcher(), at(75), decide(&id, Decision::Approve, None));
+    h.exec(dispatcher(), at(75), approve(&id));
     h.exec(
         tech(TECH_D),
         at(120),

@@ -204,11 +204,7 @@ fn decide_approval_is_not_bound_to_a_state_but_effects_go_stale() {
         let id = h.last_approval_id();
         let result = h
             .given()
-            .when(cmd(
-                dispatcher(),
-                hours(101),
-                decide(&id, Decision::Approve, None),
-            ))
+            .when(cmd(dispatcher(), hours(101), approve(&id)))
             .inspect_result();
         assert!(result.is_ok(), "{state:?}: {result:?}");
     }

@@ -572,6 +572,11 @@ pub fn decide(approval_id: &str, decision: Decision, reason: Option<&str>) -> Jo
 
 /// `decide_approval` of a duplicate link, with the link's target as the
 /// application resolves it (a job at the fixture's site and door).
+/// `decide_approval`: approve, without a reason.
+pub fn approve(approval_id: &str) -> JobCommand {
+    decide(approval_id, Decision::Approve, None)
+}
+
 pub fn decide_link(approval_id: &str, decision: Decision, target_open: Option<bool>) -> JobCommand {
     JobCommand::DecideApproval(DecideApproval {
         approval_id: approval_id.into(),

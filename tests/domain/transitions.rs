@@ -1438,11 +1438,7 @@ fn request_nte_increase_without_an_nte_sets_one() {
         }]);
     let h = h.run(agent(), at(5), nte_increase(30_000, "Customer cap"));
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(6),
-            decide(&expected_id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(6), approve(&expected_id)))
         .then_expect_events(vec![
             approval_granted(expected_id.clone(), dispatcher()),
             JobEvent::NteIncreased {
@@ -1516,11 +1512,7 @@ fn decide_approval_approve_and_reject_cancel_job() {
     let h = en_route().run(agent(), at(30), cancel("Store closed for the night"));
     let id = h.last_approval_id();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(35),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(35), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::JobCancelled {
@@ -1547,11 +1539,7 @@ fn decide_approval_approve_and_reject_dismiss_duplicate() {
     let h = possible_duplicate().run(agent(), at(3), not_duplicate());
     let id = h.last_approval_id();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(4),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(4), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
             JobEvent::DuplicateDismissed {
@@ -1578,7 +1566,7 @@ fn decide_approval_refuses_unknown_and_decided_approvals() {
     h.refused(
         dispatcher(),
         at(210),
-        decide("no-such-approval", Decision::Approve, None),
+        approve("no-such-approval"),
         JobError::ApprovalNotFound("no-such-approval".into()),
     );
     for decision in [Decision::Approve, Decision::Reject] {
@@ -1587,7 +1575,7 @@ fn decide_approval_refuses_unknown_and_decided_approvals() {
             .refused(
                 dispatcher2(),
                 at(211),
-                decide(&id, Decision::Approve, None),
+                approve(&id),
                 JobError::ApprovalNotPending(id.clone()),
             );
     }
@@ -1597,12 +1585,7 @@ fn decide_approval_refuses_unknown_and_decided_approvals() {
 fn decide_approval_only_by_a_dispatcher_or_admin() {
     let (h, id) = nte_requested();
     for by in [agent(), auditor(), system()] {
-        h.refused(
-            by,
-            at(210),
-            decide(&id, Decision::Approve, None),
-            JobError::Forbidden,
-        );
+        h.refused(by, at(210), approve(&id), JobError::Forbidden);
     }
     // The job's own technician is still not a supervisor.
     h.refused(
