@@ -7,13 +7,8 @@ use crate::support::*;
 fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
     let h = closeout_verified().run(agent(), at(205), nte_increase(65_000, "Motor"));
     let own = h.last_approval_id();
-    for decision in [Decision::Approve, Decision::Reject] {
-        h.refused(
-            agent(),
-            at(206),
-            decide(&own, decision, None),
-            JobError::Forbidden,
-        );
+    for d in [Decision::Approve, Decision::Reject] {
+        h.refused(agent(), at(206), decide(&own, d, None), JobError::Forbidden);
     }
     let h = h.run(
         dispatcher(),
@@ -30,11 +25,11 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
 fn nobody_decides_their_own_request() {
     let h = closeout_verified().run(dispatcher(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
-    for decision in [Decision::Approve, Decision::Reject] {
+    for d in [Decision::Approve, Decision::Reject] {
         h.refused(
             dispatcher(),
             at(206),
-            decide(&id, decision, None),
+            decide(&id, d, None),
             JobError::SelfApproval,
         );
     }
@@ -169,16 +164,12 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     // It can still be rejected, which clears it.
     moved
         .given()
-        .when(cmd(
+        .when(cmd(dispatcher(), at(190), reject(&id, "Work done")))
+        .then_expect_events(vec![approval_rejected(
+            id.clone(),
             dispatcher(),
-            at(190),
-            decide(&id, Decision::Reject, Some("Work done")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id.clone(),
-            decided_by: dispatcher(),
-            reason: Some("Work done".into()),
-        }]);
+            "Work done",
+        )]);
     // Before work completed, the same approval cancels with the trip charge owed then.
     h = confirmed_from(h);
     h.given()

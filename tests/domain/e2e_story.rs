@@ -187,11 +187,7 @@ fn canonical_story_domain_path() {
         at(200),
         decide(&id, Decision::Approve, Some("Motor confirmed by photos")),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Motor confirmed by photos".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Motor confirmed by photos"),
             JobEvent::NteIncreased {
                 from_cents: Some(50_000),
                 to_cents: 65_000,

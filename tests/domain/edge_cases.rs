@@ -204,9 +204,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         dispatcher(),
         at(200),
         schedule_return(Some("Belt arrives tomorrow")),
-        vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Belt arrives tomorrow".into()),
-        }],
+        vec![return_visit_scheduled("Belt arrives tomorrow")],
     );
     assert_eq!(h.state(), JobState::Triaged);
     // Second visit, next day.
@@ -319,11 +317,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
         at(6),
         decide(&id, Decision::Approve, Some("Different door")),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Different door".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Different door"),
             JobEvent::DuplicateDismissed {
                 possible_duplicate_of: OTHER_JOB.into(),
                 approval_id: Some(id),
@@ -484,11 +478,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         at(131),
         nte_increase(90_000, "Quote: new header"),
     );
-    h.exec(
-        dispatcher(),
-        at(132),
-        decide(&rejected, Decision::Reject, Some("Too much")),
-    );
+    h.exec(dispatcher(), at(132), reject(&rejected, "Too much"));
     h.refused(
         dispatcher(),
         at(133),
@@ -526,9 +516,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         dispatcher(),
         at(137),
         schedule_return(Some("Quote approved")),
-        vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Quote approved".into()),
-        }],
+        vec![return_visit_scheduled("Quote approved")],
     );
     // A later needs-quote hold needs a new approval.
     h.exec(agent(), at(140), offer(qualified(TECH_D)));

@@ -577,6 +577,11 @@ pub fn approve(approval_id: &str) -> JobCommand {
     decide(approval_id, Decision::Approve, None)
 }
 
+/// `decide_approval`: reject, for `reason`.
+pub fn reject(approval_id: &str, reason: &str) -> JobCommand {
+    decide(approval_id, Decision::Reject, Some(reason))
+}
+
 pub fn decide_link(approval_id: &str, decision: Decision, target_open: Option<bool>) -> JobCommand {
     JobCommand::DecideApproval(DecideApproval {
         approval_id: approval_id.into(),
@@ -657,6 +662,39 @@ pub fn travel_started(technician_id: &str, at: DateTime<Utc>) -> JobEvent {
     JobEvent::TravelStarted {
         technician_id: technician_id.into(),
         at,
+    }
+}
+
+/// `ApprovalGranted` by `decided_by`, for `reason`.
+pub fn approval_granted_because(
+    approval_id: impl Into<String>,
+    decided_by: Actor,
+    reason: &str,
+) -> JobEvent {
+    JobEvent::ApprovalGranted {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: Some(reason.into()),
+    }
+}
+
+/// `ApprovalRejected` by `decided_by`, for `reason`.
+pub fn approval_rejected(
+    approval_id: impl Into<String>,
+    decided_by: Actor,
+    reason: &str,
+) -> JobEvent {
+    JobEvent::ApprovalRejected {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: Some(reason.into()),
+    }
+}
+
+/// `ReturnVisitScheduled` for `reason`.
+pub fn return_visit_scheduled(reason: &str) -> JobEvent {
+    JobEvent::ReturnVisitScheduled {
+        reason: Some(reason.into()),
     }
 }
 

@@ -1099,9 +1099,7 @@ fn schedule_return_visit_back_to_triaged() {
             at(200),
             schedule_return(Some("Motor arrives Monday")),
         ))
-        .then_expect_events(vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Motor arrives Monday".into()),
-        }]);
+        .then_expect_events(vec![return_visit_scheduled("Motor arrives Monday")]);
     on_hold(CheckOutcome::ReturnVisit)
         .given()
         .when(cmd(dispatcher(), at(200), schedule_return(None)))
@@ -1472,11 +1470,7 @@ fn decide_approval_approve_nte_increase() {
             decide(&id, Decision::Approve, Some("Motor was needed")),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Motor was needed".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Motor was needed"),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 65_000,
@@ -1489,16 +1483,12 @@ fn decide_approval_approve_nte_increase() {
 fn decide_approval_reject_nte_increase() {
     let (h, id) = nte_requested();
     h.given()
-        .when(cmd(
+        .when(cmd(dispatcher(), at(210), reject(&id, "Quote first")))
+        .then_expect_events(vec![approval_rejected(
+            id.clone(),
             dispatcher(),
-            at(210),
-            decide(&id, Decision::Reject, Some("Quote first")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id.clone(),
-            decided_by: dispatcher(),
-            reason: Some("Quote first".into()),
-        }]);
+            "Quote first",
+        )]);
     let h = h.run(dispatcher(), at(210), decide(&id, Decision::Reject, None));
     assert_eq!(h.data().nte_cents, Some(NTE));
     assert_eq!(
@@ -1522,16 +1512,8 @@ fn decide_approval_approve_and_reject_cancel_job() {
             },
         ]);
     h.given()
-        .when(cmd(
-            admin(),
-            at(35),
-            decide(&id, Decision::Reject, Some("Tech is nearly there")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id,
-            decided_by: admin(),
-            reason: Some("Tech is nearly there".into()),
-        }]);
+        .when(cmd(admin(), at(35), reject(&id, "Tech is nearly there")))
+        .then_expect_events(vec![approval_rejected(id, admin(), "Tech is nearly there")]);
 }
 
 #[test]
