@@ -77,11 +77,7 @@ fn the_agent_cannot_cancel_a_dispatched_job_alone() {
         .when(cmd(dispatcher(), at(12), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
-            JobEvent::JobCancelled {
-                reason: "Caller says never mind".into(),
-                trip_charge_cents: 0,
-                approval_id: Some(id),
-            },
+            cancelled_on_approval("Caller says never mind", 0, id),
         ]);
 }
 
@@ -156,10 +152,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
         dispatcher(),
         at(190),
         approve(&id),
-        JobError::ApprovalStale {
-            approval_id: id.clone(),
-            current_state: JobState::WorkCompleted,
-        },
+        stale(id.clone(), JobState::WorkCompleted),
     );
     // It can still be rejected, which clears it.
     moved
@@ -176,11 +169,7 @@ fn a_cancel_approved_after_work_completed_is_stale() {
         .when(cmd(dispatcher(), at(150), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
-            JobEvent::JobCancelled {
-                reason: "Caller says never mind".into(),
-                trip_charge_cents: TRIP,
-                approval_id: Some(id),
-            },
+            cancelled_on_approval("Caller says never mind", TRIP, id),
         ]);
 }
 
@@ -206,10 +195,7 @@ fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
         dispatcher(),
         at(208),
         approve(&small),
-        JobError::ApprovalStale {
-            approval_id: small,
-            current_state: JobState::CloseoutVerified,
-        },
+        stale(small, JobState::CloseoutVerified),
     );
 }
 
@@ -240,20 +226,14 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
         dispatcher2(),
         at(5),
         approve(&id),
-        JobError::ApprovalStale {
-            approval_id: id.clone(),
-            current_state: JobState::Intake,
-        },
+        stale(id.clone(), JobState::Intake),
     );
     h.exec(agent(), at(6), triage(None));
     h.refused(
         dispatcher2(),
         at(7),
         approve(&id),
-        JobError::ApprovalStale {
-            approval_id: id,
-            current_state: JobState::Triaged,
-        },
+        stale(id, JobState::Triaged),
     );
 }
 

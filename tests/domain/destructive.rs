@@ -52,10 +52,7 @@ fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
             dispatcher(),
             at(21),
             decide_link(&id, Decision::Approve, target),
-            JobError::ApprovalStale {
-                approval_id: id.clone(),
-                current_state: JobState::Triaged,
-            },
+            stale(id.clone(), JobState::Triaged),
         );
     }
 }

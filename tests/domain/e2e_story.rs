@@ -185,7 +185,7 @@ fn canonical_story_domain_path() {
     h.step(
         dispatcher(),
         at(200),
-        decide(&id, Decision::Approve, Some("Motor confirmed by photos")),
+        approve_because(&id, "Motor confirmed by photos"),
         vec![
             approval_granted_because(id.clone(), dispatcher(), "Motor confirmed by photos"),
             JobEvent::NteIncreased {

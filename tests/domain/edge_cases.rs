@@ -315,7 +315,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
     h.step(
         dispatcher(),
         at(6),
-        decide(&id, Decision::Approve, Some("Different door")),
+        approve_because(&id, "Different door"),
         vec![
             approval_granted_because(id.clone(), dispatcher(), "Different door"),
             JobEvent::DuplicateDismissed {

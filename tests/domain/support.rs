@@ -582,6 +582,11 @@ pub fn reject(approval_id: &str, reason: &str) -> JobCommand {
     decide(approval_id, Decision::Reject, Some(reason))
 }
 
+/// `decide_approval`: approve, for `reason`.
+pub fn approve_because(approval_id: &str, reason: &str) -> JobCommand {
+    decide(approval_id, Decision::Approve, Some(reason))
+}
+
 pub fn decide_link(approval_id: &str, decision: Decision, target_open: Option<bool>) -> JobCommand {
     JobCommand::DecideApproval(DecideApproval {
         approval_id: approval_id.into(),
@@ -695,6 +700,27 @@ pub fn approval_rejected(
 pub fn return_visit_scheduled(reason: &str) -> JobEvent {
     JobEvent::ReturnVisitScheduled {
         reason: Some(reason.into()),
+    }
+}
+
+/// `JobCancelled` for `reason` once approval `approval_id` was granted.
+pub fn cancelled_on_approval(
+    reason: &str,
+    trip_charge_cents: i64,
+    approval_id: impl Into<String>,
+) -> JobEvent {
+    JobEvent::JobCancelled {
+        reason: reason.into(),
+        trip_charge_cents,
+        approval_id: Some(approval_id.into()),
+    }
+}
+
+/// The refusal of an approval that no longer fits the job in `current_state`.
+pub fn stale(approval_id: impl Into<String>, current_state: JobState) -> JobError {
+    JobError::ApprovalStale {
+        approval_id: approval_id.into(),
+        current_state,
     }
 }
 

@@ -1467,7 +1467,7 @@ fn decide_approval_approve_nte_increase() {
         .when(cmd(
             dispatcher(),
             at(210),
-            decide(&id, Decision::Approve, Some("Motor was needed")),
+            approve_because(&id, "Motor was needed"),
         ))
         .then_expect_events(vec![
             approval_granted_because(id.clone(), dispatcher(), "Motor was needed"),
@@ -1505,11 +1505,7 @@ fn decide_approval_approve_and_reject_cancel_job() {
         .when(cmd(dispatcher(), at(35), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
-            JobEvent::JobCancelled {
-                reason: "Store closed for the night".into(),
-                trip_charge_cents: TRIP,
-                approval_id: Some(id.clone()),
-            },
+            cancelled_on_approval("Store closed for the night", TRIP, id.clone()),
         ]);
     h.given()
         .when(cmd(admin(), at(35), reject(&id, "Tech is nearly there")))
