@@ -273,16 +273,9 @@ pub async fn outage(
     let http = reqwest::Client::new();
     let mut ready_after = None;
     while up.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = http
-            .get(format!("{}/readyz", svc.base))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        {
-            if r.status().as_u16() == 200 {
-                ready_after = Some(up.elapsed());
-                break;
-            }
+        if super::server::is_ready(&http, &svc.base, Duration::from_secs(5)).await {
+            ready_after = Some(up.elapsed());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

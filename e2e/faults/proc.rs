@@ -100,13 +100,8 @@ impl Service {
             // The load drives thousands of calls per key: the gate's budget
             // is not what these cases test.
             .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {BINARY}: {e}"))?;
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let child = super::server::spawn_logging_to(&mut cmd, log)?;
         self.child = Some(child);
         self.starts += 1;
         Ok(())
@@ -136,15 +131,8 @@ impl Service {
                     ));
                 }
             }
-            if let Ok(r) = http
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status().as_u16() == 200 {
-                    return Ok(());
-                }
+            if super::server::is_ready(&http, &self.base, Duration::from_secs(2)).await {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(

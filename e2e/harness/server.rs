@@ -90,13 +90,8 @@ impl Server {
             apply_env(&mut cmd, &database_url, d.path());
             cmd.env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
                 .env("DISPATCH_CLOCK", clock)
-                .envs(extra_env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot start {BINARY}: {e}"))?;
+                .envs(extra_env);
+            let child = spawn_logging_to(&mut cmd, log)?;
             let mut server = Server {
                 base: format!("http://127.0.0.1:{port}"),
                 database_url: database_url.clone(),
@@ -128,15 +123,8 @@ impl Server {
                     self.log_tail(20)
                 ));
             }
-            if let Ok(r) = client
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status().as_u16() == 200 {
-                    return Ok(());
-                }
+            if is_ready(&client, &self.base, Duration::from_secs(2)).await {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -188,6 +176,27 @@ impl Server {
             let _ = self.dir.keep();
         }
     }
+}
+
+/// Starts `cmd` (the service binary) with no stdin or stdout and its
+/// stderr, the log, into `log`.
+pub fn spawn_logging_to(cmd: &mut Command, log: std::fs::File) -> Result<Child, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {BINARY}: {e}"))
+}
+
+/// Whether the service at `base` answers `GET /readyz` with 200 within
+/// `timeout`.
+pub async fn is_ready(http: &reqwest::Client, base: &str, timeout: Duration) -> bool {
+    let answer = http
+        .get(format!("{base}/readyz"))
+        .timeout(timeout)
+        .send()
+        .await;
+    matches!(answer, Ok(r) if r.status().as_u16() == 200)
 }
 
 /// A scenario's database.

@@ -12,13 +12,7 @@ async fn busy_job(t: &TestApp) -> String {
     t.register_technicians().await;
     let job = job_on_site(t, "site-audit").await;
     for i in 0..4 {
-        t.cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": format!("note {i}")}),
-        )
-        .await;
+        t.note(&job, &t.keys.agent, &format!("note {i}")).await;
     }
     job
 }
@@ -34,22 +28,6 @@ async fn audit(t: &TestApp, job: &str) -> serde_json::Value {
 fn cli_verify(t: &TestApp, job: &str) -> (bool, String) {
     let (code, out) = cli_with(&t.db_url, &["audit", "verify", job], None, None);
     (code == Some(0), out)
-}
-
-async fn tamper(t: &TestApp, sql: &str) {
-    let mut tx = t.app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    for stmt in sql.split(';').filter(|s| !s.trim().is_empty()) {
-        sqlx::query(stmt).execute(&mut *tx).await.unwrap();
-    }
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
@@ -103,7 +81,7 @@ async fn the_database_refuses_update_and_delete() {
 async fn a_changed_payload_is_reported_at_its_sequence() {
     let t = TestApp::spawn().await;
     let job = busy_job(&t).await;
-    tamper(&t, &format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = 9")).await;
+    t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = 9")).await;
     let a = audit(&t, &job).await;
     assert_eq!(
         (a["verified"].clone(), a["first_bad_sequence"].clone()),
@@ -125,7 +103,7 @@ async fn changed_metadata_deleted_and_swapped_rows_are_reported() {
         let t = TestApp::spawn().await;
         let job = busy_job(&t).await;
         assert_eq!(audit(&t, &job).await["events"], 11, "fixture has 11 events");
-        tamper(&t, &sql.replace("{job}", &job)).await;
+        t.tamper(&sql.replace("{job}", &job)).await;
         let a = audit(&t, &job).await;
         assert_eq!(a["first_bad_sequence"], json!(expected), "{case}: {a}");
         let (ok, out) = cli_verify(&t, &job);

@@ -11,9 +11,7 @@ async fn missing_wrong_revoked_and_wrong_role_keys() {
     let body = open_body("s").to_string();
     let r = t.post_raw("/v1/jobs", None, Some("a"), &body, &[]).await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"));
-    let r = t
-        .post_raw("/v1/jobs", Some("dak_not_a_key"), Some("a"), &body, &[])
-        .await;
+    let r = t.post_text("/v1/jobs", "dak_not_a_key", "a", &body).await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"));
     let r = t
         .post_raw(

@@ -2,12 +2,8 @@
 //! decided on a state that another replica has moved past still answer as
 //! if the stream had been read, and retried keys still replay.
 
-use std::sync::Arc;
-
 use dispatch_api::app::cache::JobCache;
 use dispatch_api::app::App;
-use dispatch_api::http::{router, AppState};
-use dispatch_api::tools::allowlist::Allowlist;
 use serde_json::json;
 
 use crate::support::*;
@@ -15,15 +11,9 @@ use crate::support::*;
 /// The router over `t`'s database, keys and clock with its own job cache:
 /// another replica.
 fn with_cache(t: &TestApp, jobs: JobCache) -> axum::Router {
-    router(AppState {
-        app: App {
-            jobs,
-            ..t.app.clone()
-        },
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
+    router_for(App {
+        jobs,
+        ..t.app.clone()
     })
 }
 
@@ -39,14 +29,7 @@ fn via(t: &TestApp, router: axum::Router) -> TestApp {
         app: t.app.clone(),
         clock: t.clock.clone(),
         db_url: t.db_url.clone(),
-        keys: Keys {
-            agent: t.keys.agent.clone(),
-            dispatcher: t.keys.dispatcher.clone(),
-            auditor: t.keys.auditor.clone(),
-            admin: t.keys.admin.clone(),
-            tech_a: t.keys.tech_a.clone(),
-            tech_d: t.keys.tech_d.clone(),
-        },
+        keys: t.keys.clone(),
         counter: t.counter.clone(),
     }
 }
@@ -69,14 +52,7 @@ async fn a_replica_with_a_stale_state_decides_on_the_stream() {
     assert_eq!(r.json["version"], 3);
     // B's cached state is now stale by one event: its next append continues
     // the stream instead of colliding with it.
-    let r = b
-        .cmd(
-            &job,
-            "add_note",
-            &b.keys.dispatcher,
-            json!({"text": "from B"}),
-        )
-        .await;
+    let r = b.note(&job, &b.keys.dispatcher, "from B").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["version"], 4);
     let sequences: Vec<i64> = a
@@ -98,34 +74,21 @@ async fn if_match_is_checked_against_the_stream_not_the_cache() {
     let a = TestApp::spawn().await;
     let b = via(&a, replica(&a));
     let job = a.open_ifm_job("site-cache-2").await;
-    let r = b
-        .cmd(&job, "add_note", &b.keys.agent, json!({"text": "B first"}))
-        .await;
+    let r = b.note(&job, &b.keys.agent, "B first").await;
     assert_eq!(r.json["version"], 2);
     // A's cache says version 1; the stream says 2, which the caller expects.
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let note = |text: &str| json!({ "text": text }).to_string();
     let at_2 = [("if-match", "\"2\"")];
+    let agent = Some(a.keys.agent.as_str());
     let r = a
-        .post_raw(
-            &path,
-            Some(&a.keys.agent),
-            Some("a-at-2"),
-            &note("A at 2"),
-            &at_2,
-        )
+        .post_raw(&path, agent, Some("a-at-2"), &note("A at 2"), &at_2)
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["version"], 3);
     // And a version the stream has moved past is a conflict, cached or not.
     let r = a
-        .post_raw(
-            &path,
-            Some(&a.keys.agent),
-            Some("a-at-2-again"),
-            &note("again"),
-            &at_2,
-        )
+        .post_raw(&path, agent, Some("a-at-2-again"), &note("again"), &at_2)
         .await;
     assert_eq!(r.status, 409, "{:?}", r.json);
     assert_eq!(r.code(), "version_conflict");
@@ -137,25 +100,19 @@ async fn a_retried_key_replays_its_answer_from_a_cached_state() {
     let job = t.open_ifm_job("site-cache-3").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let body = json!({"text": "once"}).to_string();
-    let first = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
-        .await;
+    let first = t.post_text(&path, &t.keys.agent, "note-once", &body).await;
     assert_eq!(first.status, 200, "{:?}", first.json);
     // The state the note left is cached; the retry decides on it (a second
     // note would be allowed) but its key was used: the stored answer wins.
     assert_eq!(t.app.jobs.len(), 1);
-    let again = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &body, &[])
-        .await;
+    let again = t.post_text(&path, &t.keys.agent, "note-once", &body).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, first.body, "the same bytes");
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(t.events(&job).await.len(), 2, "one note, not two");
     // The same key for another body is refused, not applied.
     let other = json!({"text": "twice"}).to_string();
-    let reused = t
-        .post_raw(&path, Some(&t.keys.agent), Some("note-once"), &other, &[])
-        .await;
+    let reused = t.post_text(&path, &t.keys.agent, "note-once", &other).await;
     assert_eq!(reused.status, 409, "{:?}", reused.json);
     assert_eq!(reused.code(), "idempotency_key_reused");
     assert_eq!(t.events(&job).await.len(), 2);
@@ -189,14 +146,7 @@ async fn jobs_in_a_final_state_are_not_kept() {
     assert_eq!(r.state(), "cancelled", "{:?}", r.json);
     assert!(t.app.jobs.is_empty(), "a cancelled job is not kept");
     // It still answers from its stream.
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.dispatcher,
-            json!({"text": "after"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.dispatcher, "after").await;
     assert_eq!(r.code(), "invalid_transition", "{:?}", r.json);
     assert_eq!(r.json["current_state"], "cancelled");
 }
@@ -215,9 +165,7 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
     assert_eq!(r.status, 200, "{:?}", r.json);
     // Both the job and the agent's key are known to this process now; the
     // next command takes the path that checks the key in its write.
-    let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "kept"}))
-        .await;
+    let r = t.note(&job, &t.keys.agent, "kept").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(t.app.jobs.len(), 1);
     let head = || async {
@@ -232,14 +180,7 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
     dispatch_api::app::keys::revoke_key(&t.app.pool, "agent-1")
         .await
         .unwrap();
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": "after revocation"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.agent, "after revocation").await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"), "{:?}", r.json);
     // A request that is also wrong in other ways still hears 401 first.
     let r = t
@@ -255,21 +196,12 @@ async fn a_key_revoked_after_use_is_refused_on_a_cached_job() {
         .await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"));
     assert_eq!(head().await, before, "nothing was appended");
-    let answers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE caller = 'agent-1'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let answers = t
+        .count("SELECT count(*) FROM idempotency_records WHERE caller = 'agent-1'")
+        .await;
     assert_eq!(answers, 3, "open, intake and the first note only");
 
     // Another key keeps working on the same cached job.
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.dispatcher,
-            json!({"text": "desk"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.dispatcher, "desk").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
 }

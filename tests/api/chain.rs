@@ -20,14 +20,7 @@ use crate::support::*;
 async fn job_with_notes(t: &TestApp, site: &str, notes: usize) -> String {
     let job = t.open_ifm_job(site).await;
     for i in 0..notes {
-        let r = t
-            .cmd(
-                &job,
-                "add_note",
-                &t.keys.agent,
-                json!({"text": format!("note {i}")}),
-            )
-            .await;
+        let r = t.note(&job, &t.keys.agent, &format!("note {i}")).await;
         assert_eq!(r.status, 200, "{:?}", r.json);
     }
     job
@@ -236,13 +229,7 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     checkpoint_covering(&t, &cps, &job).await;
     checkpoint_covering(&t, &cps, &other).await;
     for i in 0..3 {
-        t.cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": format!("later {i}")}),
-        )
-        .await;
+        t.note(&job, &t.keys.agent, &format!("later {i}")).await;
     }
     checkpoint_covering(&t, &cps, &job).await;
     let (last, _) = last_row(&t, &job).await;
@@ -465,14 +452,7 @@ fn with_keys(t: &TestApp, keys: Arc<ChainKeys>) -> TestApp {
         app,
         clock: t.clock.clone(),
         db_url: t.db_url.clone(),
-        keys: Keys {
-            agent: t.keys.agent.clone(),
-            dispatcher: t.keys.dispatcher.clone(),
-            auditor: t.keys.auditor.clone(),
-            admin: t.keys.admin.clone(),
-            tech_a: t.keys.tech_a.clone(),
-            tech_d: t.keys.tech_d.clone(),
-        },
+        keys: t.keys.clone(),
         counter: t.counter.clone(),
     }
 }
@@ -484,9 +464,7 @@ async fn keys_rotate_without_rewriting_history() {
     let job = job_with_notes(&t, "site-rotate", 1).await;
     let k2 = Arc::new(k1.rotated("k2"));
     let t2 = with_keys(&t, k2.clone());
-    let r = t2
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "under k2"}))
-        .await;
+    let r = t2.note(&job, &t.keys.agent, "under k2").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let events = t2.events(&job).await;
     for e in &events {
@@ -552,14 +530,7 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["unkeyed_events"], json!(legacy.0));
     // The first keyed event commits to the legacy head.
-    let r = t
-        .cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": "keyed now"}),
-        )
-        .await;
+    let r = t.note(&job, &t.keys.agent, "keyed now").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let events = t.events(&job).await;
     let first_keyed = &events[legacy.0 as usize];
@@ -605,9 +576,7 @@ async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
     // Forged after the first checkpoint, on the legacy stream; then the
     // service appends a keyed event on top of it, and checkpoints that.
     let forged = forge_nte_increase(&t, &job, None, None).await;
-    let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "on top"}))
-        .await;
+    let r = t.note(&job, &t.keys.agent, "on top").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     checkpoint_covering(&t, &cps, &job).await;
     let a = audit(&t, &job).await;
@@ -661,13 +630,7 @@ async fn a_restarted_server_loads_the_checkpoints_and_continues_after_them() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(settled);
-    t.cmd(
-        &job,
-        "add_note",
-        &t.keys.agent,
-        json!({"text": "after restart"}),
-    )
-    .await;
+    t.note(&job, &t.keys.agent, "after restart").await;
     let (last, _) = last_row(&t, &job).await;
     for _ in 0..200 {
         restarted

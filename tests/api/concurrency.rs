@@ -62,18 +62,8 @@ async fn racing_offers_without_if_match_lose_nothing() {
         .await;
     t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
     let (a, b) = tokio::join!(
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-a"})
-        ),
-        t.cmd(
-            &job,
-            "offer_job",
-            &t.keys.dispatcher,
-            json!({"technician_id": "tech-d"})
-        )
+        t.offer(&job, &t.keys.agent, "tech-a"),
+        t.offer(&job, &t.keys.dispatcher, "tech-d")
     );
     let mut statuses = [a.status, b.status];
     statuses.sort();
@@ -85,11 +75,9 @@ async fn racing_offers_without_if_match_lose_nothing() {
         a.json,
         b.json
     );
-    let offers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'JobOffered'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let offers = t
+        .count("SELECT count(*) FROM events WHERE event_type = 'JobOffered'")
+        .await;
     assert_eq!(offers, 1);
     let r = t
         .post_raw(

@@ -84,27 +84,16 @@ async fn the_agent_cannot_end_a_dispatched_job_by_linking_it_on_any_transport() 
     assert_eq!(snapshot(&t, &job).await, after_cancel);
 
     // /v1/tools: the same.
-    let r = tool(
-        &t,
-        &t.keys.agent,
-        "resolve_duplicate",
-        json!({"job_id": job, "resolution": "link", "duplicate_of": unrelated}),
-    )
-    .await;
+    let args = json!({"job_id": job, "resolution": "link", "duplicate_of": unrelated});
+    let r = tool(&t, &t.keys.agent, "resolve_duplicate", args).await;
     assert_eq!(r.json["outcome"], "refused", "{:?}", r.json);
     assert_eq!(r.json["error"]["code"], "duplicate_target_unrelated");
     assert_eq!(snapshot(&t, &job).await, after_cancel);
 
     // /mcp: the same.
     handshake(&t, &t.keys.agent).await;
-    let result = call(
-        &t,
-        &t.keys.agent,
-        7,
-        "resolve_duplicate",
-        json!({"idempotency_key": "mcp-link-1", "job_id": job, "resolution": "link", "duplicate_of": unrelated}),
-    )
-    .await;
+    let args = json!({"idempotency_key": "mcp-link-1", "job_id": job, "resolution": "link", "duplicate_of": unrelated});
+    let result = call(&t, &t.keys.agent, 7, "resolve_duplicate", args).await;
     assert_eq!(result["isError"], true, "{result}");
     assert_eq!(
         result["structuredContent"]["error"]["code"],
@@ -118,22 +107,11 @@ async fn the_agent_cannot_end_a_dispatched_job_by_linking_it_on_any_transport() 
         .await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     assert!(r.json["approval_id"].is_string(), "{:?}", r.json);
-    let r = tool(
-        &t,
-        &t.keys.agent,
-        "resolve_duplicate",
-        json!({"job_id": job, "resolution": "link", "duplicate_of": same_door}),
-    )
-    .await;
+    let args = json!({"job_id": job, "resolution": "link", "duplicate_of": same_door});
+    let r = tool(&t, &t.keys.agent, "resolve_duplicate", args).await;
     assert_eq!(r.json["outcome"], "approval_required", "{:?}", r.json);
-    let result = call(
-        &t,
-        &t.keys.agent,
-        8,
-        "resolve_duplicate",
-        json!({"idempotency_key": "mcp-link-2", "job_id": job, "resolution": "link", "duplicate_of": same_door}),
-    )
-    .await;
+    let args = json!({"idempotency_key": "mcp-link-2", "job_id": job, "resolution": "link", "duplicate_of": same_door});
+    let result = call(&t, &t.keys.agent, 8, "resolve_duplicate", args).await;
     assert_eq!(
         result["structuredContent"]["outcome"], "approval_required",
         "{result}"

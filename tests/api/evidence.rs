@@ -8,13 +8,7 @@ use crate::support::*;
 async fn raw_and_multipart_uploads_are_content_addressed() {
     let t = TestApp::spawn().await;
     let raw = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.tech_a),
-            Some("u1"),
-            "PNGDATA",
-            &[("content-type", "image/png")],
-        )
+        .upload(&t.keys.tech_a, Some("u1"), "PNGDATA", "image/png")
         .await;
     assert_eq!(raw.status, 201, "{:?}", raw.json);
     let sha = raw.json["sha256"].as_str().unwrap().to_string();
@@ -22,35 +16,13 @@ async fn raw_and_multipart_uploads_are_content_addressed() {
     let boundary = "XyZ";
     let body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--{boundary}--\r\n");
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let mp = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.tech_a),
-            Some("u2"),
-            &body,
-            &[("content-type", &ct)],
-        )
-        .await;
+    let mp = t.upload(&t.keys.tech_a, Some("u2"), &body, &ct).await;
     assert_eq!(mp.status, 201, "{:?}", mp.json);
     assert_eq!(mp.json["sha256"], json!(sha));
-    let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.tech_a),
-            None,
-            "PNGDATA",
-            &[("content-type", "image/png")],
-        )
-        .await;
+    let r = t.upload(&t.keys.tech_a, None, "PNGDATA", "image/png").await;
     assert_eq!(r.code(), "idempotency_key_required");
     let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.auditor),
-            Some("u3"),
-            "PNGDATA",
-            &[("content-type", "image/png")],
-        )
+        .upload(&t.keys.auditor, Some("u3"), "PNGDATA", "image/png")
         .await;
     assert_eq!(r.status, 403);
     let r = t
@@ -82,15 +54,7 @@ async fn the_same_bytes_uploaded_twice_keep_two_types_and_uploaders() {
     let upload = |key: String, idem: &'static str, ct: &'static str| {
         let t = &t;
         async move {
-            let r = t
-                .post_raw(
-                    "/v1/evidence",
-                    Some(&key),
-                    Some(idem),
-                    "SAME-BYTES",
-                    &[("content-type", ct)],
-                )
-                .await;
+            let r = t.upload(&key, Some(idem), "SAME-BYTES", ct).await;
             assert_eq!(r.status, 201, "{:?}", r.json);
             r
         }
@@ -125,11 +89,6 @@ async fn the_same_bytes_uploaded_twice_keep_two_types_and_uploaders() {
         assert_eq!(payload["uploaded_by"], expect_by, "{payload}");
     }
     let view = t.get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher).await;
-    let types: Vec<&str> = view.json["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["content_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&view.json["evidence"], "content_type");
     assert_eq!(types, ["application/pdf", "image/jpeg"]);
 }

@@ -144,15 +144,8 @@ impl<'a> World<'a> {
             .get("/v1/sops/door_stuck_open", &t.keys.dispatcher)
             .await
             .json;
-        let r = t
-            .post_raw(
-                "/v1/evidence",
-                Some(&t.keys.dispatcher),
-                Some("fence-upload"),
-                "FENCE-EVIDENCE",
-                &[("content-type", "image/jpeg")],
-            )
-            .await;
+        let (desk, idem) = (&t.keys.dispatcher, Some("fence-upload"));
+        let r = t.upload(desk, idem, "FENCE-EVIDENCE", "image/jpeg").await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         World {
             t,
@@ -384,12 +377,11 @@ async fn call(
             (status, serde_json::to_vec(&answer).unwrap())
         } else {
             let r = t
-                .post_raw(
+                .post_text(
                     &format!("/v1/jobs/{job}/commands/{command}"),
-                    Some(key),
-                    Some(&idem),
+                    key,
+                    &idem,
                     &args.to_string(),
-                    &[],
                 )
                 .await;
             (r.status, r.body)

@@ -45,34 +45,20 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     // MCP's handshake is not a call: only tools/call spends budget.
     handshake(&t, &agent).await;
     // Four calls, one budget: a REST command, a REST read, a tool, an MCP call.
-    let r = t
-        .cmd(&job, "add_note", &agent, json!({"text": "one"}))
-        .await;
+    let r = t.note(&job, &agent, "one").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = tool(
-        &t,
-        &agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    let r = tool(&t, &agent, "get_sop", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = call(
-        &t,
-        &agent,
-        1,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-1"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-1"});
+    let r = call(&t, &agent, 1, "get_sop", args).await;
     assert_eq!(r["isError"], false, "{r}");
     // The budget is spent, whichever way the next call comes.
     let before = t.events(&job).await.len();
     for r in [
-        t.cmd(&job, "add_note", &agent, json!({"text": "two"}))
-            .await,
+        t.note(&job, &agent, "two").await,
         t.get(&format!("/v1/jobs/{job}"), &agent).await,
         t.get("/v1/board", &agent).await,
         t.get("/v1/tools", &agent).await,
@@ -96,14 +82,8 @@ async fn rest_calls_spend_the_same_key_budget_as_tool_and_mcp_calls() {
     let r = tool(&t, &agent, "add_note", json!({"job_id": job, "text": "x"})).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json["error"]["code"], "rate_limited");
-    let r = call(
-        &t,
-        &agent,
-        2,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-2"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open", "idempotency_key": "mcp-2"});
+    let r = call(&t, &agent, 2, "get_sop", args).await;
     assert_eq!(r["isError"], true);
     assert_eq!(r["structuredContent"]["error"]["code"], "rate_limited");
     // Another key has its own budget.
@@ -188,9 +168,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     // allowlist, a refusal by a guard, a request that needs approval, a
     // reused key, and a call with no key at all.
     let job = t.open_ifm_job("gate-log").await;
-    let r = t
-        .cmd(&job, "add_note", &agent, json!({"text": "called the site"}))
-        .await;
+    let r = t.note(&job, &agent, "called the site").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let note_events = r.json["events"].clone();
     let r = t.get(&format!("/v1/jobs/{job}"), &agent).await;
@@ -220,34 +198,16 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(r.code(), "forbidden");
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let first = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"a"}"#)
         .await;
     assert_eq!(first.status, 200);
     let again = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"a"}"#)
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let reused = t
-        .post_raw(
-            &path,
-            Some(&agent),
-            Some("reused-1"),
-            r#"{"text":"b"}"#,
-            &[],
-        )
+        .post_text(&path, &agent, "reused-1", r#"{"text":"b"}"#)
         .await;
     assert_eq!(reused.status, 409);
     assert_eq!(reused.code(), "idempotency_key_reused");
@@ -305,23 +265,12 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(rest[6]["argument_digest"], rest[7]["argument_digest"]);
 
     // The tool envelope and MCP.
-    let r = tool(
-        &t,
-        &agent,
-        "add_note",
-        json!({"job_id": job, "text": "by tool"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "by tool"});
+    let r = tool(&t, &agent, "add_note", args).await;
     assert_eq!(r.status, 200);
     handshake(&t, &agent).await;
-    let r = call(
-        &t,
-        &agent,
-        1,
-        "add_note",
-        json!({"job_id": job, "text": "by mcp", "idempotency_key": "mcp-note"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "by mcp", "idempotency_key": "mcp-note"});
+    let r = call(&t, &agent, 1, "add_note", args).await;
     assert_eq!(r["isError"], false, "{r}");
 
     // The dispatcher approves on the page: transport `ui`.
@@ -344,7 +293,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
         .unwrap()
         .to_string();
     let job_page = page(&t, "GET", &format!("/ui/jobs/{job}"), Some(&cookie), &[]).await;
-    let html = String::from_utf8_lossy(&job_page.body).into_owned();
+    let html = job_page.text();
     let (csrf, idem) = (hidden(&html, "csrf"), hidden(&html, "idem"));
     let decided = page(
         &t,
@@ -360,12 +309,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
         ],
     )
     .await;
-    assert_eq!(
-        decided.status,
-        303,
-        "{}",
-        String::from_utf8_lossy(&decided.body)
-    );
+    assert_eq!(decided.status, 303, "{}", decided.text());
 
     for (transport, actor, count) in [
         ("tool", "agent-1", 1),
@@ -382,12 +326,7 @@ async fn every_transport_lands_in_one_log_with_its_name() {
     assert_eq!(ui["job_id"], job.as_str());
     assert_eq!(ui["approval_id"], approval.as_str());
     assert_eq!(ui["idempotency_key"], format!("{idem}-approve"));
-    let types: Vec<&str> = ui["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&ui["events"], "event_type");
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
     // The whole log, every transport, each record valid (the helper checks
     // each against schemas/tool_invocation.schema.json); the auditor's own
@@ -445,12 +384,7 @@ async fn mcp_refuses_a_cross_site_origin() {
         Some("http://127.0.0.1"),
     ] {
         let r = mcp_from(&t, &agent, origin, &list).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{origin:?}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, 200, "{origin:?}: {}", r.text());
         assert!(r.json["result"]["tools"].as_array().unwrap().len() > 1);
     }
     // Configurable: a gateway's own origin, and nothing else.

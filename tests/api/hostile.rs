@@ -6,26 +6,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use dispatch_api::read_models::runtime::Runtime;
-use dispatch_api::read_models::ProjectionContext;
 use serde_json::json;
 
 use crate::support::*;
-
-/// A test app whose read models are registered (and caught up), so that
-/// their queries answer.
-async fn with_read_models() -> TestApp {
-    let t = TestApp::spawn().await;
-    let rt = Runtime::new(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    rt.register().await.unwrap();
-    rt.catch_up().await.unwrap();
-    t
-}
 
 fn long(n: usize) -> String {
     "0".repeat(n)
@@ -35,7 +18,7 @@ fn long(n: usize) -> String {
 /// accepted (200 with no rows) on every read model and the invocation log.
 #[tokio::test]
 async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for (path, param, max) in [
         ("/v1/board", "technician_id", 200),
@@ -69,7 +52,7 @@ async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
 /// PostgreSQL, which cannot store NUL in text: `500 internal`.
 #[tokio::test]
 async fn query_text_with_control_characters_is_400_not_500() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for path in [
         "/v1/board?technician_id=a%00b",
@@ -81,8 +64,7 @@ async fn query_text_with_control_characters_is_400_not_500() {
         "/v1/tool-invocations?actor=%1b",
     ] {
         let r = t.get(path, admin).await;
-        assert_eq!(r.status, 400, "{path}: {:?}", r.json);
-        assert_eq!(r.code(), "validation_error", "{path}");
+        Want::Code(400, "validation_error").check(path, &r);
     }
 }
 
@@ -90,7 +72,7 @@ async fn query_text_with_control_characters_is_400_not_500() {
 /// was accepted (200, no rows).
 #[tokio::test]
 async fn roster_shift_outside_its_enum_is_400() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let r = t.get("/v1/technicians?shift=napping", &t.keys.admin).await;
     assert_eq!(r.status, 400, "{:?}", r.json);
     assert_eq!(r.json["field"], "shift");
@@ -98,25 +80,31 @@ async fn roster_shift_outside_its_enum_is_400() {
     assert_eq!(r.status, 200, "{:?}", r.json);
 }
 
+/// `GET path` as the admin; asserts that the answer came within 2 s.
+async fn get_at_once(t: &TestApp, path: &str) -> Resp {
+    let started = Instant::now();
+    let r = t.get(path, &t.keys.admin).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{path}: answered after {took:?}"
+    );
+    r
+}
+
 /// schemathesis: an invalid parameter next to a far `min_position` waited
 /// out the 5 s bound and answered `503 projection_behind` instead of `400`.
 #[tokio::test]
 async fn an_invalid_parameter_is_refused_before_any_wait() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     for path in [
         "/v1/approvals?limit=null&min_position=528155098204610",
         "/v1/board?sla=soon&min_position=528155098204610",
         "/v1/billing/readiness?ready=maybe&min_position=528155098204610",
         "/v1/technicians?eligible_for=no_such_type&min_position=528155098204610",
     ] {
-        let started = Instant::now();
-        let r = t.get(path, &t.keys.admin).await;
+        let r = get_at_once(&t, path).await;
         assert_eq!(r.status, 400, "{path}: {:?}", r.json);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{path}: refused only after {:?}",
-            started.elapsed()
-        );
     }
 }
 
@@ -125,22 +113,15 @@ async fn an_invalid_parameter_is_refused_before_any_wait() {
 /// waiting can make a position that no command answered appear.
 #[tokio::test]
 async fn a_min_position_no_event_has_is_answered_at_once() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     for path in [
         "/v1/board?min_position=9007199254740991",
         "/v1/approvals?min_position=123456789",
         "/v1/technicians/tech-a/schedule?min_position=99999",
     ] {
-        let started = Instant::now();
-        let r = t.get(path, &t.keys.admin).await;
-        assert_eq!(r.status, 503, "{path}: {:?}", r.json);
-        assert_eq!(r.code(), "projection_behind", "{path}");
+        let r = get_at_once(&t, path).await;
+        Want::Code(503, "projection_behind").check(path, &r);
         assert!(r.headers.contains_key("retry-after"), "{path}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{path}: answered after {:?}",
-            started.elapsed()
-        );
     }
 }
 
@@ -163,7 +144,7 @@ async fn mcp_transport_refusals_say_what_they_are() {
             b = b.header(*h, *v);
         }
         let r = t.send(b.body(Body::from("{}")).unwrap()).await;
-        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, status, "{}", r.text());
         let ct = r
             .headers
             .get("content-type")
@@ -187,14 +168,9 @@ async fn the_document_admits_any_bytes_as_a_raw_upload() {
     for media in ["application/octet-stream", "image/*"] {
         assert_eq!(content[media]["schema"], json!({}), "{media}");
     }
+    let desk = &t.keys.dispatcher;
     let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.dispatcher),
-            Some("raw-json-bytes"),
-            "{}",
-            &[("content-type", "image/gif")],
-        )
+        .upload(desk, Some("raw-json-bytes"), "{}", "image/gif")
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json);
 }
@@ -255,7 +231,7 @@ async fn body_refusals_name_the_field_by_path_and_never_echo_unbounded_input() {
 /// too (`500 internal`); no stored id can hold one, so it is simply not found.
 #[tokio::test]
 async fn path_ids_with_a_nul_are_not_found_not_500() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     let admin = &t.keys.admin;
     for path in [
         "/v1/jobs/a%00b",
@@ -267,8 +243,7 @@ async fn path_ids_with_a_nul_are_not_found_not_500() {
         "/v1/sops/a%00b",
     ] {
         let r = t.get(path, admin).await;
-        assert_eq!(r.status, 404, "GET {path}: {:?}", r.json);
-        assert_eq!(r.code(), "not_found", "GET {path}");
+        Want::Code(404, "not_found").check(&format!("GET {path}"), &r);
     }
     // Like any technician with no visits.
     let r = t.get("/v1/technicians/a%00b/schedule", admin).await;
@@ -296,13 +271,10 @@ async fn path_ids_with_a_nul_are_not_found_not_500() {
 /// intake answer, a technician's name) reached PostgreSQL: `500 internal`.
 #[tokio::test]
 async fn body_strings_with_a_nul_are_400_and_change_nothing() {
-    let t = with_read_models().await;
+    let t = TestApp::spawn_projected().await;
     t.register_technicians().await;
     let job = t.open_ifm_job("site-nul").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let before = t.count("SELECT count(*) FROM events").await;
     let nul = "a\u{0}b";
     let admin = &t.keys.admin;
     let cases = [
@@ -363,10 +335,7 @@ async fn body_strings_with_a_nul_are_400_and_change_nothing() {
         r.status,
         r.json
     );
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let after = t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after, "a refused command appended events");
 }
 
@@ -390,32 +359,15 @@ async fn a_multipart_upload_takes_only_its_file_part() {
     .enumerate()
     {
         let r = t
-            .post_raw(
-                "/v1/evidence",
-                Some(&t.keys.dispatcher),
-                Some(&format!("mp-{i}")),
-                body,
-                &[("content-type", &ct)],
-            )
+            .upload(&t.keys.dispatcher, Some(&format!("mp-{i}")), body, &ct)
             .await;
         assert_eq!(r.status, 400, "case {i}: {:?}", r.json);
         assert_eq!(r.code(), "validation_error", "case {i}");
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence_objects")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let stored = t.count("SELECT count(*) FROM evidence_objects").await;
     assert_eq!(stored, 0, "a refused upload was stored");
     let ok = format!("{}--{boundary}--\r\n", part("file"));
-    let r = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.dispatcher),
-            Some("mp-ok"),
-            &ok,
-            &[("content-type", &ct)],
-        )
-        .await;
+    let r = t.upload(&t.keys.dispatcher, Some("mp-ok"), &ok, &ct).await;
     assert_eq!(r.status, 201, "{:?}", r.json);
 }
 
@@ -494,10 +446,7 @@ async fn a_refusal_names_a_deeply_nested_field_within_bounds() {
 async fn a_tool_call_with_a_correlation_id_that_is_no_uuid_is_400() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("site-correlation").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let before = t.count("SELECT count(*) FROM events").await;
     for header in ["x-correlation-id", "x-causation-id"] {
         let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});
         let r = t
@@ -513,10 +462,7 @@ async fn a_tool_call_with_a_correlation_id_that_is_no_uuid_is_400() {
         assert_eq!(r.json["outcome"], "error");
         assert_eq!(r.json["error"]["field"], header);
     }
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let after = t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after);
     // A valid one is taken.
     let body = json!({"idempotency_key": t.idem(), "arguments": {"job_id": job, "text": "x"}});

@@ -50,10 +50,7 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
         1,
         "exactly one fresh answer"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let count = t.count("SELECT count(*) FROM events").await;
     assert_eq!(count, 1, "one JobOpened only");
 }
 
@@ -63,35 +60,17 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
     let job = t.open_ifm_job("site-r").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let a = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{"text":"hello"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"hello"}"#)
         .await;
     assert_eq!(a.status, 200);
     let again = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{ "text" : "hello" }"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{ "text" : "hello" }"#)
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, a.body, "byte for byte");
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let other = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("note-1"),
-            r#"{"text":"bye"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"bye"}"#)
         .await;
     assert_eq!(
         (other.status, other.code()),
@@ -99,32 +78,20 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
     );
     // Keys are per caller: another caller may use the same key string.
     let d = t
-        .post_raw(
-            &path,
-            Some(&t.keys.dispatcher),
-            Some("note-1"),
-            r#"{"text":"bye"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.dispatcher, "note-1", r#"{"text":"bye"}"#)
         .await;
     assert_eq!(d.status, 200);
     // A domain refusal is a final answer: replayed even after the state changed.
     let triage = format!("/v1/jobs/{job}/commands/triage_job");
-    let refused = t
-        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
-        .await;
+    let refused = t.post_text(&triage, &t.keys.agent, "triage-1", "{}").await;
     assert_eq!(refused.code(), "missing_intake_fields");
     t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
-    let replay = t
-        .post_raw(&triage, Some(&t.keys.agent), Some("triage-1"), "{}", &[])
-        .await;
+    let replay = t.post_text(&triage, &t.keys.agent, "triage-1", "{}").await;
     assert_eq!(replay.body, refused.body);
-    let notes: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let notes = t
+        .count("SELECT count(*) FROM events WHERE event_type = 'NoteAdded'")
+        .await;
     assert_eq!(notes, 2);
 }
 
@@ -134,28 +101,13 @@ async fn answers_survive_a_restart() {
     let job = t.open_ifm_job("site-restart").await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
     let first = t
-        .post_raw(
-            &path,
-            Some(&t.keys.agent),
-            Some("k"),
-            r#"{"text":"a"}"#,
-            &[],
-        )
+        .post_text(&path, &t.keys.agent, "k", r#"{"text":"a"}"#)
         .await;
     // A new router and pool on the same database: what a restarted process sees.
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();
     let mut app = t.app.clone();
     app.pool = pool;
-    let state = dispatch_api::http::AppState {
-        app,
-        allowlist: std::sync::Arc::new(
-            dispatch_api::tools::allowlist::Allowlist::builtin().unwrap(),
-        ),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
-    let router = dispatch_api::http::router(state);
+    let router = router_for(app);
     let req = axum::http::Request::builder()
         .method("POST")
         .uri(&path)

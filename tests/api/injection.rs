@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::support::*;
-use crate::tools::{invocations, project, tool, unlimited, with_tools};
+use crate::tools::{invocations, tool, unlimited, with_tools};
 
 const NO_CTRL_TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 const NO_CTRL_ID: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
@@ -123,6 +123,14 @@ impl Twins {
     }
 
     /// The same plain command on both jobs (moving them along together).
+    /// Both jobs offered to technician D, who accepts.
+    async fn dispatch_to_d(&self) {
+        self.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
+            .await;
+        let eta = json!({"eta": "2026-11-21T00:30:00Z"});
+        self.both("tech-d", "accept_offer", eta).await;
+    }
+
     async fn both(&self, who: &str, name: &str, args: Value) {
         for job in [&self.h, &self.b] {
             let mut a = args.clone();
@@ -200,17 +208,11 @@ impl Twins {
 async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could_not_do() {
     let t = with_tools(TestApp::spawn().await, unlimited());
     t.register_technicians().await;
-    project(&t).await;
+    t.project().await;
     let h = t.open_ifm_job_with_key("inj-h").await;
     let b = t.open_ifm_job_with_key("inj-b").await;
     let evidence = t
-        .post_raw(
-            "/v1/evidence",
-            Some(&t.keys.tech_d),
-            Some("inj-ev"),
-            "JPEGDATA",
-            &[("content-type", "image/jpeg")],
-        )
+        .upload(&t.keys.tech_d, Some("inj-ev"), "JPEGDATA", "image/jpeg")
         .await;
     let sha = evidence.json["sha256"].as_str().unwrap().to_string();
     let mut w = Twins {
@@ -354,14 +356,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
         })
         .await;
     }
-    w.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
-        .await;
-    w.both(
-        "tech-d",
-        "accept_offer",
-        json!({"eta": "2026-11-21T00:30:00Z"}),
-    )
-    .await;
+    w.dispatch_to_d().await;
     w.both("tech-d", "start_travel", json!({})).await;
     w.both("tech-d", "check_in", json!({"method": "app"})).await;
     for text in &texts {
@@ -428,14 +423,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
                 |_| json!({}),
             )
             .await;
-            w.both("agent", "offer_job", json!({"technician_id": "tech-d"}))
-                .await;
-            w.both(
-                "tech-d",
-                "accept_offer",
-                json!({"eta": "2026-11-21T00:30:00Z"}),
-            )
-            .await;
+            w.dispatch_to_d().await;
             w.both("tech-d", "check_in", json!({"method": "app"})).await;
         }
     }
@@ -601,10 +589,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
 
     // Oversize text and control characters: refused with validation_error,
     // naming the argument, appending nothing anywhere.
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&w.t.app.pool)
-        .await
-        .unwrap();
+    let before = w.t.count("SELECT count(*) FROM events").await;
     let job = w.h.clone();
     for entry in expected.iter() {
         let (name, path) = entry.split_once(':').unwrap();
@@ -647,10 +632,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             );
         }
     }
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&w.t.app.pool)
-        .await
-        .unwrap();
+    let after = w.t.count("SELECT count(*) FROM events").await;
     assert_eq!(before, after, "refused text appended nothing");
     // Multi-byte text within 4096 characters but over 4 KiB: the domain refuses it.
     let r = tool(

@@ -39,12 +39,7 @@ pub async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -
         &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
     )
     .await;
-    assert_eq!(
-        r.status,
-        200,
-        "{method}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, 200, "{method}: {}", r.text());
     assert_eq!(r.json["jsonrpc"], "2.0");
     assert_eq!(r.json["id"], id);
     r.json
@@ -87,7 +82,7 @@ pub async fn handshake(t: &TestApp, key: &str) -> Value {
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
     .await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 202, "{}", r.text());
     init
 }
 
@@ -102,7 +97,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
 
     let list = rpc(&t, agent, 1, "tools/list", json!({})).await;
     let tools = list["result"]["tools"].as_array().unwrap();
-    let names: BTreeSet<&str> = tools.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> = field_of_each(tools, "name").into_iter().collect();
     let allowlist = Allowlist::builtin().unwrap();
     let expected: BTreeSet<&str> = allowlist
         .tools_for(Role::Agent)
@@ -154,14 +149,8 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     intake["idempotency_key"] = "run-7/call-2".into();
     let r = call(&t, agent, 4, "record_intake", intake).await;
     assert_eq!(r["isError"], false, "{r}");
-    let r = call(
-        &t,
-        agent,
-        5,
-        "triage_job",
-        json!({"job_id": job, "idempotency_key": "run-7/call-3"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "idempotency_key": "run-7/call-3"});
+    let r = call(&t, agent, 5, "triage_job", args).await;
     assert_eq!(r["isError"], false, "{r}");
     assert_eq!(r["structuredContent"]["result"]["state"], "triaged");
 
@@ -182,24 +171,13 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     assert_eq!(r["isError"], true);
     assert_eq!(r["structuredContent"]["error"]["code"], "validation_error");
     assert_eq!(r["structuredContent"]["error"]["field"], "text");
-    let r = call(
-        &t,
-        agent,
-        8,
-        "add_note",
-        json!({"job_id": job, "text": "hi", "role": "admin", "idempotency_key": "run-7/call-6"}),
-    )
-    .await;
+    let args =
+        json!({"job_id": job, "text": "hi", "role": "admin", "idempotency_key": "run-7/call-6"});
+    let r = call(&t, agent, 8, "add_note", args).await;
     assert_eq!(r["structuredContent"]["error"]["field"], "role");
     // The idempotency key is required in every call's arguments.
-    let r = call(
-        &t,
-        agent,
-        9,
-        "add_note",
-        json!({"job_id": job, "text": "hi"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "hi"});
+    let r = call(&t, agent, 9, "add_note", args).await;
     assert_eq!(r["isError"], true);
     assert_eq!(
         r["structuredContent"]["error"]["code"],
@@ -214,10 +192,7 @@ async fn an_mcp_client_lists_the_agents_tools_and_runs_a_job_to_triaged() {
     let records = invocations(&t, "actor=agent-1&transport=mcp").await;
     assert_eq!(records.len(), 9);
     assert!(records.iter().all(|r| r["transport"] == "mcp"));
-    let outcomes: Vec<&str> = records
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> = field_of_each(&records, "outcome");
     assert_eq!(
         outcomes,
         [
@@ -276,12 +251,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
         (&t.keys.dispatcher, Role::Dispatcher),
     ] {
         let r = rpc(&t, key, 1, "tools/list", json!({})).await;
-        let names: BTreeSet<&str> = r["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["name"].as_str().unwrap())
-            .collect();
+        let names: BTreeSet<&str> = strings(&r["result"]["tools"], "name").into_iter().collect();
         let expected: BTreeSet<&str> = allowlist.tools_for(role).map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, expected, "{role:?}");
     }
@@ -294,7 +264,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
         },
     );
     let r = mcp_raw(&t, Some(&t.keys.agent), "dispatch-api:8080", &list).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = mcp_raw(&t, Some(&t.keys.agent), "localhost", &list).await;
     assert_eq!(r.status, 403);
     // Malformed requests are 4xx, never 5xx.
@@ -328,12 +298,7 @@ async fn mcp_authenticates_checks_the_host_and_shows_each_role_its_own_tools() {
             .body(Body::from(body))
             .unwrap();
         let r = t.send(req).await;
-        assert!(
-            r.status < 500,
-            "{body}: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
+        assert!(r.status < 500, "{body}: {} {}", r.status, r.text());
     }
     // GET (an SSE stream) is not offered: stateless, JSON answers.
     let req = Request::builder()

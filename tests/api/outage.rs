@@ -1,10 +1,7 @@
 //! A database that cannot be reached: 503 `unavailable` with Retry-After, fast.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatch_api::http::{router, AppState};
-use dispatch_api::tools::allowlist::Allowlist;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::support::*;
@@ -20,26 +17,12 @@ async fn database_down_answers_503_with_retry_after() {
         .unwrap();
     let mut app = t.app.clone();
     app.pool = dead;
-    let state = AppState {
-        app,
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
     let down = TestApp {
-        router: router(state),
+        router: router_for(app),
         ..t
     };
     let started = Instant::now();
-    let r = down
-        .cmd(
-            &job,
-            "add_note",
-            &down.keys.agent,
-            serde_json::json!({"text": "x"}),
-        )
-        .await;
+    let r = down.note(&job, &down.keys.agent, "x").await;
     assert_eq!((r.status, r.code()), (503, "unavailable"), "{:?}", r.json);
     assert!(r.headers.contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -62,15 +45,8 @@ async fn database_refusing_connections_answers_503_then_recovers() {
     // The service's own pool, with connections opened on demand only.
     let mut app = t.app.clone();
     app.pool = dispatch_api::db::connect(&t.db_url, 2).await.unwrap();
-    let state = AppState {
-        app,
-        allowlist: Arc::new(Allowlist::builtin().unwrap()),
-        limits: Default::default(),
-        metrics: None,
-        tools: test_toolset(),
-    };
     let svc = TestApp {
-        router: router(state),
+        router: router_for(app),
         ..t
     };
     let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
@@ -106,13 +82,6 @@ async fn database_refusing_connections_answers_503_then_recovers() {
     for a in &answers {
         assert_eq!(a, &(503, "unavailable".to_string(), true), "{answers:?}");
     }
-    let r = svc
-        .cmd(
-            &job,
-            "add_note",
-            &svc.keys.agent,
-            serde_json::json!({"text": "after"}),
-        )
-        .await;
+    let r = svc.note(&job, &svc.keys.agent, "after").await;
     assert!((200..300).contains(&r.status), "{} {:?}", r.status, r.json);
 }

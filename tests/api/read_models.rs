@@ -18,13 +18,32 @@ use sqlx::PgPool;
 
 use crate::support::*;
 
-fn runtime(t: &TestApp) -> Runtime {
-    Runtime::new(
+/// `rt` with its read models registered.
+async fn registered(rt: Runtime) -> Runtime {
+    rt.register().await.unwrap();
+    rt
+}
+
+/// A runtime for `projections` alone on `t`'s database.
+fn only(t: &TestApp, projections: Vec<Arc<dyn Projection>>) -> Runtime {
+    Runtime::with_projections(
         t.app.pool.clone(),
         ProjectionContext {
             sops: t.app.sops.clone(),
         },
+        projections,
     )
+}
+
+/// One timer tick of `app`.
+async fn tick(app: &dispatch_api::app::App) -> dispatch_api::timers::TickReport {
+    dispatch_api::timers::tick(app).await.unwrap()
+}
+
+/// `path` read at global position `pos` or later (`min_position`).
+fn at_position(path: &str, pos: i64) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}min_position={pos}")
 }
 
 fn new_event(event: &JobEvent) -> NewEvent {
@@ -133,10 +152,7 @@ async fn snapshot(pool: &PgPool) -> Vec<Vec<Value>> {
 /// Every serving table applied every event exactly once, and equals a fresh rebuild.
 async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
     rt.catch_up().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+    let total = t.count("SELECT count(*) FROM events").await;
     let applied: Vec<(String, i64)> = sqlx::query_as("SELECT r.name, c.events_applied FROM projection_registry r JOIN projection_checkpoints c ON c.table_name = r.active_table")
         .fetch_all(&t.app.pool)
         .await
@@ -164,8 +180,7 @@ async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
 #[tokio::test]
 async fn slow_concurrent_writers_skip_nothing_and_double_nothing() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t).batch_size(7);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime().batch_size(7)).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(rt.clone().run(stopped));
     let mut writers = Vec::new();
@@ -201,8 +216,7 @@ async fn slow_concurrent_writers_skip_nothing_and_double_nothing() {
 async fn a_projector_killed_mid_batch_converges_to_a_rebuild() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t).batch_size(3);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime().batch_size(3)).await;
     let writer = {
         let pool = t.app.pool.clone();
         tokio::spawn(async move {
@@ -258,8 +272,7 @@ impl Projection for BoardV2 {
 #[tokio::test]
 async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime()).await;
     for j in 0..20 {
         t.open_ifm_job(&format!("bump-{j}")).await;
     }
@@ -269,14 +282,7 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
 
     let mut def = Board.definition().clone();
     def.version = 2;
-    let v2 = Runtime::with_projections(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-        vec![Arc::new(BoardV2(def))],
-    )
-    .batch_size(4);
+    let v2 = only(&t, vec![Arc::new(BoardV2(def))]).batch_size(4);
     v2.register().await.unwrap();
     // One small step: the shadow is part-built, queries still answer from v1.
     v2.step(1).await.unwrap();
@@ -285,12 +291,8 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
     let answer = t.get("/v1/board", &t.keys.dispatcher).await;
     assert_eq!(answer.json["rows"].as_array().unwrap().len(), 20);
     let status = t.get("/v1/projections", &t.keys.admin).await.json;
-    let board_status: Vec<&Value> = status["projections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["name"] == "board")
-        .collect();
+    let models = status["projections"].as_array().unwrap();
+    let board_status = with_field(models, "name", "board");
     assert_eq!(board_status.len(), 2);
     assert!(board_status
         .iter()
@@ -313,8 +315,7 @@ async fn a_version_bump_rebuilds_behind_the_serving_table_then_swaps() {
 async fn min_position_reads_the_commands_own_effect() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime()).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(rt.clone().run(stopped));
     let job = t.open_ifm_job("site-mp").await;
@@ -322,9 +323,7 @@ async fn min_position_reads_the_commands_own_effect() {
         .await;
     let r = t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let board = t
-        .get(&format!("/v1/board?min_position={pos}"), &t.keys.agent)
-        .await;
+    let board = t.get(&at_position("/v1/board", pos), &t.keys.agent).await;
     assert_eq!(board.status, 200, "{:?}", board.json);
     assert!(board.json["position"].as_i64().unwrap() >= pos);
     let row = board.json["rows"]
@@ -340,34 +339,22 @@ async fn min_position_reads_the_commands_own_effect() {
     );
     assert_eq!(row["sla_at_risk"], false);
 
-    let r = t
-        .cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": "tech-d"}),
-        )
-        .await;
+    let r = t.offer(&job, &t.keys.agent, "tech-d").await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
     let sched = t
         .get(
-            &format!("/v1/technicians/tech-d/schedule?min_position={pos}"),
+            &at_position("/v1/technicians/tech-d/schedule", pos),
             &t.keys.tech_d,
         )
         .await;
     assert_eq!(sched.json["visits"][0]["job_id"], json!(job));
     let roster = t
         .get(
-            &format!("/v1/technicians?eligible_for=door_stuck_open&min_position={pos}"),
+            &at_position("/v1/technicians?eligible_for=door_stuck_open", pos),
             &t.keys.agent,
         )
         .await;
-    let ids: Vec<&str> = roster.json["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["technician_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = strings(&roster.json["rows"], "technician_id");
     assert_eq!(ids.len(), 3, "A, C and D hold AAADM: {ids:?}");
     assert!(!ids.contains(&"tech-b"));
     let d = roster.json["rows"]
@@ -388,14 +375,14 @@ async fn min_position_reads_the_commands_own_effect() {
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
     let pending = t
         .get(
-            &format!("/v1/approvals?status=pending&min_position={pos}"),
+            &at_position("/v1/approvals?status=pending", pos),
             &t.keys.dispatcher,
         )
         .await;
     assert_eq!(pending.json["rows"][0]["kind"], "nte_increase");
     let billing = t
         .get(
-            &format!("/v1/billing/readiness?job_id={job}&min_position={pos}"),
+            &at_position(&format!("/v1/billing/readiness?job_id={job}"), pos),
             &t.keys.agent,
         )
         .await;
@@ -419,13 +406,9 @@ async fn min_position_reads_the_commands_own_effect() {
     let _ = stop.send(true);
     projector.await.unwrap();
     // With the projector stopped, a position it never applied is 503 projection_behind.
-    let r = t
-        .cmd(&job, "add_note", &t.keys.agent, json!({"text": "later"}))
-        .await;
+    let r = t.note(&job, &t.keys.agent, "later").await;
     let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let behind = t
-        .get(&format!("/v1/board?min_position={pos}"), &t.keys.agent)
-        .await;
+    let behind = t.get(&at_position("/v1/board", pos), &t.keys.agent).await;
     assert_eq!((behind.status, behind.code()), (503, "projection_behind"));
     assert!(behind.headers.contains_key("retry-after"));
     assert!(behind.json["position"].as_i64().unwrap() < pos);
@@ -435,30 +418,25 @@ async fn min_position_reads_the_commands_own_effect() {
 async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    let rt = runtime(&t);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime()).await;
     let job = t.open_ifm_job("site-timer").await;
-    t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
-    t.cmd(
-        &job,
-        "offer_job",
-        &t.keys.agent,
-        json!({"technician_id": "tech-a"}),
-    )
-    .await;
+    t.intake_and_triage(&job).await;
+    t.offer(&job, &t.keys.agent, "tech-a").await;
     rt.catch_up().await.unwrap();
-    let tick = dispatch_api::timers::tick(&t.app).await.unwrap();
-    assert_eq!((tick.expired, tick.breaches), (0, 0), "nothing is due yet");
+    let first = tick(&t.app).await;
+    assert_eq!(
+        (first.expired, first.breaches),
+        (0, 0),
+        "nothing is due yet"
+    );
 
     t.clock.advance(Minutes::minutes(16));
     rt.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().expired, 1);
+    assert_eq!(tick(&t.app).await.expired, 1);
     // Before the board catches up, and after: never twice.
-    assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().expired, 0);
+    assert_eq!(tick(&t.app).await.expired, 0);
     rt.catch_up().await.unwrap();
-    assert_eq!(dispatch_api::timers::tick(&t.app).await.unwrap().expired, 0);
+    assert_eq!(tick(&t.app).await.expired, 0);
     let view = t
         .get(&format!("/v1/jobs/{job}"), &t.keys.dispatcher)
         .await
@@ -468,47 +446,21 @@ async fn timers_expire_offers_and_flag_breaches_once_across_restarts() {
     // The P1 response SLA (4 h) passes with nobody on site.
     t.clock.advance(Minutes::hours(4));
     rt.catch_up().await.unwrap();
-    assert_eq!(
-        dispatch_api::timers::tick(&t.app).await.unwrap().breaches,
-        1
-    );
+    assert_eq!(tick(&t.app).await.breaches, 1);
     // A restarted service (new pool, new runtime) does not repeat it.
     let pool = PgPool::connect(&t.db_url).await.unwrap();
     let mut restarted = t.app.clone();
     restarted.pool = pool.clone();
-    let rt2 = Runtime::new(
-        pool,
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
+    let rt2 = t.runtime_on(pool);
     rt2.register().await.unwrap();
     rt2.catch_up().await.unwrap();
-    assert_eq!(
-        dispatch_api::timers::tick(&restarted)
-            .await
-            .unwrap()
-            .breaches,
-        0
-    );
+    assert_eq!(tick(&restarted).await.breaches, 0);
     // Completion (24 h) later, once.
     t.clock.advance(Minutes::hours(21));
     rt2.catch_up().await.unwrap();
-    assert_eq!(
-        dispatch_api::timers::tick(&restarted)
-            .await
-            .unwrap()
-            .breaches,
-        1
-    );
+    assert_eq!(tick(&restarted).await.breaches, 1);
     rt2.catch_up().await.unwrap();
-    assert_eq!(
-        dispatch_api::timers::tick(&restarted)
-            .await
-            .unwrap()
-            .breaches,
-        0
-    );
+    assert_eq!(tick(&restarted).await.breaches, 0);
     let events = t.events(&job).await;
     let count = |ty: &str| events.iter().filter(|e| e["event_type"] == ty).count();
     assert_eq!((count("OfferExpired"), count("SlaBreached")), (1, 2));
@@ -530,8 +482,7 @@ async fn a_held_back_horizon_does_not_end_catch_up_early() {
     // (here: another connection, as a parallel test's writer would be)
     // hides every later event from projectors until it ends.
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime()).await;
     let mut holder = t.app.pool.begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *holder)
@@ -542,13 +493,7 @@ async fn a_held_back_horizon_does_not_end_catch_up_early() {
     }
     let mut def = Board.definition().clone();
     def.version = 2;
-    let v2 = Runtime::with_projections(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-        vec![Arc::new(BoardV2(def))],
-    );
+    let v2 = only(&t, vec![Arc::new(BoardV2(def))]);
     v2.register().await.unwrap();
     let waiting = tokio::spawn({
         let rt = rt.clone();
@@ -604,8 +549,7 @@ async fn job_states_copy_between_text_and_jsonb_tables() {
 /// the projectors, and checks every table against a rebuild.
 async fn states_as_jsonb(models: &[&str]) {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime()).await;
     let tables: Vec<(String, String)> =
         sqlx::query_as("SELECT name, active_table FROM projection_registry")
             .fetch_all(&t.app.pool)
@@ -623,10 +567,8 @@ async fn states_as_jsonb(models: &[&str]) {
     }
     let job = t.open_ifm_job("site-jsonb-state").await;
     rt.catch_up().await.unwrap();
-    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "one"}))
-        .await;
-    t.cmd(&job, "add_note", &t.keys.agent, json!({"text": "two"}))
-        .await;
+    t.note(&job, &t.keys.agent, "one").await;
+    t.note(&job, &t.keys.agent, "two").await;
     rt.catch_up().await.unwrap();
     for (name, table) in &tables {
         let (kind, version): (String, i64) = sqlx::query_as(&format!(
@@ -653,8 +595,7 @@ async fn states_as_jsonb(models: &[&str]) {
 #[tokio::test]
 async fn models_out_of_step_advance_alone_then_together() {
     let t = TestApp::spawn().await;
-    let rt = runtime(&t).batch_size(5);
-    rt.register().await.unwrap();
+    let rt = registered(t.runtime().batch_size(5)).await;
     for j in 0..6 {
         let job = t.open_ifm_job(&format!("step-{j}")).await;
         t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
@@ -662,14 +603,7 @@ async fn models_out_of_step_advance_alone_then_together() {
     }
     // The board alone moves ahead by one batch: the four others stand level
     // behind it.
-    let board_only = Runtime::with_projections(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-        vec![Arc::new(Board)],
-    )
-    .batch_size(5);
+    let board_only = only(&t, vec![Arc::new(Board)]).batch_size(5);
     assert_eq!(board_only.step(1).await.unwrap(), 5);
     let positions = || async {
         let rows: Vec<(String, i64)> = sqlx::query_as(

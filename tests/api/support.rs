@@ -15,6 +15,8 @@ use dispatch_api::domain::policy::DispatchPolicy;
 use dispatch_api::domain::sop::SopLibrary;
 use dispatch_api::domain::Role;
 use dispatch_api::http::{router, AppState, Limits};
+use dispatch_api::read_models::runtime::Runtime;
+use dispatch_api::read_models::ProjectionContext;
 use dispatch_api::tools::allowlist::Allowlist;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -49,9 +51,14 @@ impl Resp {
     pub fn state(&self) -> &str {
         self.json.get("state").and_then(Value::as_str).unwrap_or("")
     }
+    /// The body as text (lossy), for messages and HTML.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// Keys made for a test.
+#[derive(Clone)]
 pub struct Keys {
     pub agent: String,
     pub dispatcher: String,
@@ -128,6 +135,18 @@ pub fn test_toolset() -> Arc<dispatch_api::tools::Toolset> {
     )
 }
 
+/// A router serving `app` as the tests' replicas do: the shipped allowlist,
+/// default limits, no metrics, no rate limit.
+pub fn router_for(app: App) -> Router {
+    router(AppState {
+        app,
+        allowlist: Arc::new(Allowlist::builtin().unwrap()),
+        limits: Limits::default(),
+        metrics: None,
+        tools: test_toolset(),
+    })
+}
+
 /// Creates a fresh database with migrations applied.
 pub async fn fresh_database() -> (String, String, PgPool) {
     let admin = PgConnectOptions::from_str(&admin_url()).unwrap();
@@ -155,6 +174,14 @@ pub async fn fresh_database() -> (String, String, PgPool) {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(Limits::default()).await
+    }
+
+    /// A test app whose read models are registered and caught up, so that
+    /// their queries answer.
+    pub async fn spawn_projected() -> TestApp {
+        let t = Self::spawn().await;
+        t.project().await;
+        t
     }
 
     pub async fn spawn_with(limits: Limits) -> TestApp {
@@ -266,10 +293,29 @@ impl TestApp {
             .await
     }
 
+    /// `POST /v1/evidence`: uploads `content` as `content_type` with key
+    /// `key` and idempotency key `idem` (`None`: none sent).
+    pub async fn upload(
+        &self,
+        key: &str,
+        idem: Option<&str>,
+        content: &str,
+        content_type: &str,
+    ) -> Resp {
+        let headers = [("content-type", content_type)];
+        self.post_raw("/v1/evidence", Some(key), idem, content, &headers)
+            .await
+    }
+
+    /// `POST path` with `body` sent as it is (JSON content type), key `key`
+    /// and idempotency key `idem`.
+    pub async fn post_text(&self, path: &str, key: &str, idem: &str, body: &str) -> Resp {
+        self.post_raw(path, Some(key), Some(idem), body, &[]).await
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
         let idem = self.idem();
-        self.post_raw(path, Some(key), Some(&idem), &body.to_string(), &[])
-            .await
+        self.post_text(path, key, &idem, &body.to_string()).await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Resp {
@@ -286,6 +332,74 @@ impl TestApp {
     pub async fn cmd(&self, job: &str, command: &str, key: &str, body: Value) -> Resp {
         self.post(&format!("/v1/jobs/{job}/commands/{command}"), key, body)
             .await
+    }
+
+    /// `add_note` with `text` on a job, as `key`.
+    pub async fn note(&self, job: &str, key: &str, text: &str) -> Resp {
+        self.cmd(job, "add_note", key, json!({ "text": text }))
+            .await
+    }
+
+    /// Runs `sql` (statements split on `;`) on the events table with its
+    /// append-only trigger off: the tampering the chain must reveal.
+    pub async fn tamper(&self, sql: &str) {
+        let mut tx = self.app.pool.begin().await.unwrap();
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for stmt in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            sqlx::query(stmt).execute(&mut *tx).await.unwrap();
+        }
+        sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A projector runtime for this app's read models on `pool`.
+    pub fn runtime_on(&self, pool: PgPool) -> Runtime {
+        Runtime::new(
+            pool,
+            ProjectionContext {
+                sops: self.app.sops.clone(),
+            },
+        )
+    }
+
+    /// A projector runtime for this app's read models on its own pool.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime_on(self.app.pool.clone())
+    }
+
+    /// Registers and catches up every read model, so that their queries answer.
+    pub async fn project(&self) {
+        let runtime = self.runtime();
+        runtime.register().await.unwrap();
+        runtime.catch_up().await.unwrap();
+    }
+
+    /// The answer of a `SELECT count(*) …` on this app's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
+    }
+
+    /// `record_intake` with [`TestApp::intake`], then `triage_job`, as the
+    /// agent: the triage's answer.
+    pub async fn intake_and_triage(&self, job: &str) -> Resp {
+        let agent = &self.keys.agent;
+        self.cmd(job, "record_intake", agent, Self::intake()).await;
+        self.cmd(job, "triage_job", agent, json!({})).await
+    }
+
+    /// `offer_job` to technician `tech` on a job, as `key`.
+    pub async fn offer(&self, job: &str, key: &str, tech: &str) -> Resp {
+        let body = json!({ "technician_id": tech });
+        self.cmd(job, "offer_job", key, body).await
     }
 
     /// Registers the four technicians of the canonical scenario.
@@ -310,9 +424,12 @@ impl TestApp {
 
     /// Opens the canonical IFM job (automatic door stuck open, NTE $500).
     pub async fn open_ifm_job(&self, site: &str) -> String {
-        let r = self
-            .post("/v1/jobs", &self.keys.agent, open_body(site))
-            .await;
+        self.open_ifm_job_as(&self.keys.agent, site).await
+    }
+
+    /// Opens the canonical IFM job as `key`'s caller.
+    pub async fn open_ifm_job_as(&self, key: &str, site: &str) -> String {
+        let r = self.post("/v1/jobs", key, open_body(site)).await;
         assert_eq!(r.status, 201, "{:?}", r.json);
         r.json["job_id"].as_str().unwrap().to_string()
     }
@@ -330,6 +447,12 @@ impl TestApp {
             "power_cycled": true,
             "obstruction_visible": false
         }})
+    }
+
+    /// How many of the job's stored events are of `event_type`.
+    pub async fn count_events(&self, job: &str, event_type: &str) -> usize {
+        let events = self.events(job).await;
+        with_field(&events, "event_type", event_type).len()
     }
 
     /// The job's events as stored.
@@ -355,6 +478,24 @@ pub fn open_body(site: &str) -> Value {
     })
 }
 
+/// The string `field` of each element of the JSON array `list`.
+pub fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    field_of_each(list.as_array().unwrap(), field)
+}
+
+/// The string `field` of each of `items`.
+pub fn field_of_each<'a>(items: &'a [Value], field: &str) -> Vec<&'a str> {
+    items
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
+
+/// The items whose `field` is `value`.
+pub fn with_field<'a>(items: &'a [Value], field: &str, value: &str) -> Vec<&'a Value> {
+    items.iter().filter(|item| item[field] == value).collect()
+}
+
 /// Validates an instance against a schema file under `schemas/`.
 pub fn validate(schema_file: &str, instance: &Value) {
     let path = format!("{}/schemas/{schema_file}", env!("CARGO_MANIFEST_DIR"));
@@ -373,11 +514,7 @@ pub fn validate(schema_file: &str, instance: &Value) {
 impl TestApp {
     /// Opens the canonical job as the dispatcher (another caller, so another id).
     pub async fn open_ifm_job_with_key(&self, site: &str) -> String {
-        let r = self
-            .post("/v1/jobs", &self.keys.dispatcher, open_body(site))
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.json);
-        r.json["job_id"].as_str().unwrap().to_string()
+        self.open_ifm_job_as(&self.keys.dispatcher, site).await
     }
 }
 
@@ -392,32 +529,61 @@ pub fn closeout_all_pass(sop: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// What one job command must answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Want {
+    /// This HTTP status.
+    Status(u16),
+    /// The job in this state afterwards.
+    State(&'static str),
+    /// This HTTP status and this problem code.
+    Code(u16, &'static str),
+    /// This HTTP status and the job in this state afterwards.
+    StatusState(u16, &'static str),
+}
+
+impl Want {
+    /// Asserts that `r`, the answer to `command`, is what is wanted.
+    pub fn check(self, command: &str, r: &Resp) {
+        let context = format!("{command}: {} {:?}", r.status, r.json);
+        match self {
+            Want::Status(status) => assert_eq!(r.status, status, "{context}"),
+            Want::State(state) => assert_eq!(r.state(), state, "{context}"),
+            Want::Code(status, code) => {
+                assert_eq!((r.status, r.code()), (status, code), "{context}");
+            }
+            Want::StatusState(status, state) => {
+                assert_eq!((r.status, r.state()), (status, state), "{context}");
+            }
+        }
+    }
+}
+
+/// One step of a job's script: the command's wire name, the caller's key,
+/// the body and what it must answer.
+pub type Step<'a> = (&'a str, &'a str, Value, Want);
+
 impl TestApp {
-    /// Runs a job command and asserts the job's state after it.
-    pub async fn expect_state(
+    /// Runs a job command and asserts what it answers.
+    pub async fn expect(
         &self,
         job: &str,
         command: &str,
         key: &str,
         body: Value,
-        state: &str,
+        want: Want,
     ) -> Resp {
         let r = self.cmd(job, command, key, body).await;
-        assert_eq!(r.state(), state, "{command}: {} {:?}", r.status, r.json);
+        want.check(command, &r);
         r
     }
 
-    /// Runs a job command and asserts its status.
-    pub async fn expect_status(
-        &self,
-        job: &str,
-        command: &str,
-        key: &str,
-        body: Value,
-        status: u16,
-    ) -> Resp {
-        let r = self.cmd(job, command, key, body).await;
-        assert_eq!(r.status, status, "{command}: {:?}", r.json);
-        r
+    /// Runs job commands in order, each asserting what it answers; the answers.
+    pub async fn script(&self, job: &str, steps: Vec<Step<'_>>) -> Vec<Resp> {
+        let mut answers = Vec::with_capacity(steps.len());
+        for (command, key, body, want) in steps {
+            answers.push(self.expect(job, command, key, body, want).await);
+        }
+        answers
     }
 }

@@ -82,18 +82,6 @@ pub fn unlimited() -> ToolsConfig {
     }
 }
 
-/// Registers and catches up the read models so query tools answer.
-pub async fn project(t: &TestApp) {
-    let rt = dispatch_api::read_models::runtime::Runtime::new(
-        t.app.pool.clone(),
-        dispatch_api::read_models::ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    rt.register().await.unwrap();
-    rt.catch_up().await.unwrap();
-}
-
 /// Arguments that pass each tool's schema (whether the domain agrees is another matter).
 pub fn valid_arguments(name: &str, job: &str) -> Value {
     let mut args = match name {
@@ -185,7 +173,7 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
         assert_eq!(r.status, 200, "{:?}", r.json);
         assert_eq!(r.json["role"], role.as_str());
         let served = r.json["tools"].as_array().unwrap();
-        let names: Vec<&str> = served.iter().map(|x| x["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = field_of_each(served, "name");
         let expected: Vec<&str> = list.tools_for(role).map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, expected, "{role:?}");
         for entry in served {
@@ -252,7 +240,7 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
 async fn the_role_tool_matrix_follows_the_allowlist_and_every_refusal_is_recorded() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
-    project(&t).await;
+    t.project().await;
     let list = Allowlist::builtin().unwrap();
     let mut expected_refusals = 0;
     for role in HTTP_ROLES {
@@ -429,13 +417,8 @@ async fn the_envelope_is_strict_and_its_refusals_are_recorded() {
 async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_events() {
     let t = TestApp::spawn().await;
     let agent = &t.keys.agent;
-    let r = tool(
-        &t,
-        agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    let r = tool(&t, agent, "get_sop", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "ok");
     assert_eq!(r.json["result"]["incident_type"], "door_stuck_open");
@@ -465,27 +448,15 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
     intake["job_id"] = job.clone().into();
     let r = tool(&t, agent, "record_intake", intake).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job}),
-    )
-    .await;
+    let args = json!({"job_id": job});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["state"], "triaged");
     let first = r.json.clone();
     let events_before = t.events(&job).await;
     // The same key and arguments: the same answer, replayed, nothing appended.
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job}),
-    )
-    .await;
+    let args = json!({"job_id": job});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["idempotent-replayed"], "true");
     assert_eq!(r.json["result"], first["result"]);
@@ -493,14 +464,8 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
     assert_ne!(r.json["invocation_id"], first["invocation_id"]);
     assert_eq!(t.events(&job).await.len(), events_before.len());
     // The same key, other arguments: refused.
-    let r = tool_with(
-        &t,
-        agent,
-        "triage_job",
-        "call-1-triage",
-        json!({"job_id": job, "priority": "P1"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "priority": "P1"});
+    let r = tool_with(&t, agent, "triage_job", "call-1-triage", args).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.json["outcome"], "refused");
     assert_eq!(r.json["error"]["code"], "idempotency_key_reused");
@@ -513,10 +478,7 @@ async fn the_agent_triages_a_job_through_tools_and_retries_replay_without_new_ev
         6,
         "open, triage, intake, triage, replay, reuse"
     );
-    let tools: Vec<&str> = records
-        .iter()
-        .map(|r| r["tool"].as_str().unwrap())
-        .collect();
+    let tools: Vec<&str> = field_of_each(&records, "tool");
     assert_eq!(
         tools,
         [
@@ -562,7 +524,7 @@ async fn query_tools_answer_from_the_read_models() {
     let t = TestApp::spawn().await;
     t.register_technicians().await;
     let job = t.open_ifm_job("queries").await;
-    project(&t).await;
+    t.project().await;
     let agent = &t.keys.agent;
     let r = tool(
         &t,
@@ -577,31 +539,16 @@ async fn query_tools_answer_from_the_read_models() {
         .unwrap()
         .iter()
         .any(|row| row["job_id"] == job.as_str()));
-    let r = tool(
-        &t,
-        agent,
-        "find_technicians",
-        json!({"eligible_for": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"eligible_for": "door_stuck_open"});
+    let r = tool(&t, agent, "find_technicians", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    let ids: Vec<&str> = r.json["result"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["technician_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = strings(&r.json["result"]["rows"], "technician_id");
     assert!(
         ids.contains(&"tech-a") && !ids.contains(&"tech-b"),
         "{ids:?}"
     );
-    let r = tool(
-        &t,
-        agent,
-        "get_billing_status",
-        json!({"job_id": job, "ready": false}),
-    )
-    .await;
+    let args = json!({"job_id": job, "ready": false});
+    let r = tool(&t, agent, "get_billing_status", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["rows"][0]["job_id"], job.as_str());
     let r = tool(&t, agent, "search_board", json!({"state": ["nowhere"]})).await;
@@ -655,49 +602,32 @@ async fn the_agent_only_requests_an_nte_increase_and_one_approval_carries_it_out
         .await;
     assert_eq!(r.status, 403);
     // The dispatcher approves: the effect happens once.
-    let r = tool_with(
-        &t,
-        &t.keys.dispatcher,
-        "decide_approval",
-        "desk-approve-1",
-        decide.clone(),
-    )
-    .await;
+    let desk = &t.keys.dispatcher;
+    let desk_approves = || {
+        tool_with(
+            &t,
+            desk,
+            "decide_approval",
+            "desk-approve-1",
+            decide.clone(),
+        )
+    };
+    let r = desk_approves().await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "ok");
-    let types: Vec<&str> = r.json["result"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strings(&r.json["result"]["events"], "event_type");
     assert_eq!(types, ["ApprovalGranted", "NteIncreased"]);
-    let r = tool_with(
-        &t,
-        &t.keys.dispatcher,
-        "decide_approval",
-        "desk-approve-1",
-        decide.clone(),
-    )
-    .await;
+    let r = desk_approves().await;
     assert_eq!(r.json["replayed"], true);
     let r = tool(&t, &t.keys.admin, "decide_approval", decide.clone()).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_not_pending");
     let job_now = t.get(&format!("/v1/jobs/{job}"), agent).await;
     assert_eq!(job_now.json["nte_cents"], 65000);
-    let increases = t
-        .events(&job)
-        .await
-        .iter()
-        .filter(|e| e["event_type"] == "NteIncreased")
-        .count();
+    let increases = t.count_events(&job, "NteIncreased").await;
     assert_eq!(increases, 1);
     let records = invocations(&t, &format!("job_id={job}&transport=tool")).await;
-    let decided: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["tool"] == "decide_approval")
-        .collect();
+    let decided = with_field(&records, "tool", "decide_approval");
     assert_eq!(decided.len(), 4);
     assert!(decided
         .iter()
@@ -716,59 +646,30 @@ async fn nobody_approves_their_own_request_and_stale_approvals_are_refused() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("own").await;
     let desk = &t.keys.dispatcher;
-    let r = tool(
-        &t,
-        desk,
-        "request_nte_increase",
-        json!({"job_id": job, "amount_cents": 70000, "reason": "quote"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "amount_cents": 70000, "reason": "quote"});
+    let r = tool(&t, desk, "request_nte_increase", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     let own = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        &t.keys.agent,
-        "request_nte_increase",
-        json!({"job_id": job, "amount_cents": 65000, "reason": "parts"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "amount_cents": 65000, "reason": "parts"});
+    let r = tool(&t, &t.keys.agent, "request_nte_increase", args).await;
     let agents = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": own, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": own, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json["error"]["code"], "forbidden", "self-approval");
     assert_eq!(r.json["outcome"], "refused");
-    let r = tool(
-        &t,
-        &t.keys.admin,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": own, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": own, "decision": "approve"});
+    let r = tool(&t, &t.keys.admin, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     // The agent's smaller increase is no longer an increase: stale.
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": agents, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": agents, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_stale");
     // Rejecting is always possible while pending.
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": agents, "decision": "reject", "reason": "superseded"}),
-    )
-    .await;
+    let args =
+        json!({"job_id": job, "approval_id": agents, "decision": "reject", "reason": "superseded"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let job_now = t.get(&format!("/v1/jobs/{job}"), desk).await;
     assert_eq!(job_now.json["nte_cents"], 70000);
@@ -798,32 +699,17 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
     )
     .await;
     assert_eq!(r.json["result"]["state"], "offered", "{:?}", r.json);
-    let r = tool(
-        &t,
-        agent,
-        "cancel_job",
-        json!({"job_id": job, "reason": "customer fixed it"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "reason": "customer fixed it"});
+    let r = tool(&t, agent, "cancel_job", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     assert_eq!(r.json["outcome"], "approval_required");
     assert_eq!(r.json["result"]["state"], "offered");
     let approval = r.json["approval_id"].as_str().unwrap().to_string();
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": job, "approval_id": approval, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "approval_id": approval, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["result"]["state"], "cancelled");
-    let cancels = t
-        .events(&job)
-        .await
-        .iter()
-        .filter(|e| e["event_type"] == "JobCancelled")
-        .count();
+    let cancels = t.count_events(&job, "JobCancelled").await;
     assert_eq!(cancels, 1);
 
     // A possible duplicate: the agent's dismissal is only a request; once the
@@ -834,13 +720,8 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
         .await;
     let dup = r.json["job_id"].as_str().unwrap().to_string();
     assert_eq!(r.json["state"], "intake");
-    let r = tool(
-        &t,
-        agent,
-        "resolve_duplicate",
-        json!({"job_id": dup, "resolution": "not_duplicate"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "resolution": "not_duplicate"});
+    let r = tool(&t, agent, "resolve_duplicate", args).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     let approval = r.json["approval_id"].as_str().unwrap().to_string();
     let flags = t.get(&format!("/v1/jobs/{dup}"), desk).await.json["flags"].clone();
@@ -849,25 +730,15 @@ async fn the_agent_cannot_cancel_a_dispatched_job_or_dismiss_a_duplicate_alone()
         first.as_str(),
         "unchanged: {flags}"
     );
-    let r = tool(
-        &t,
-        desk,
-        "resolve_duplicate",
-        json!({"job_id": dup, "resolution": "not_duplicate"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "resolution": "not_duplicate"});
+    let r = tool(&t, desk, "resolve_duplicate", args).await;
     assert_eq!(
         r.status, 200,
         "the dispatcher needs no approval: {:?}",
         r.json
     );
-    let r = tool(
-        &t,
-        desk,
-        "decide_approval",
-        json!({"job_id": dup, "approval_id": approval, "decision": "approve"}),
-    )
-    .await;
+    let args = json!({"job_id": dup, "approval_id": approval, "decision": "approve"});
+    let r = tool(&t, desk, "decide_approval", args).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["code"], "approval_stale");
 }
@@ -917,27 +788,12 @@ async fn rate_limited_calls_answer_429_with_retry_after_and_are_recorded() {
 async fn the_log_is_role_checked_filterable_and_append_only() {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job("log").await;
-    tool(
-        &t,
-        &t.keys.agent,
-        "add_note",
-        json!({"job_id": job, "text": "one"}),
-    )
-    .await;
-    tool(
-        &t,
-        &t.keys.dispatcher,
-        "add_note",
-        json!({"job_id": job, "text": "two"}),
-    )
-    .await;
-    tool(
-        &t,
-        &t.keys.agent,
-        "get_sop",
-        json!({"incident_type": "door_stuck_open"}),
-    )
-    .await;
+    let args = json!({"job_id": job, "text": "one"});
+    tool(&t, &t.keys.agent, "add_note", args).await;
+    let args = json!({"job_id": job, "text": "two"});
+    tool(&t, &t.keys.dispatcher, "add_note", args).await;
+    let args = json!({"incident_type": "door_stuck_open"});
+    tool(&t, &t.keys.agent, "get_sop", args).await;
     for key in [&t.keys.agent, &t.keys.tech_a] {
         let r = t.get("/v1/tool-invocations", key).await;
         assert_eq!(r.status, 403);

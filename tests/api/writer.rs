@@ -98,6 +98,16 @@ async fn head_of(pool: &PgPool, job: &str) -> Option<i64> {
     .unwrap()
 }
 
+/// Whether a write was refused as a conflict.
+fn is_conflict<T>(outcome: &Result<T, Refused>) -> bool {
+    matches!(outcome, Err(Refused::Conflict))
+}
+
+/// Whether a write was refused for its key.
+fn is_key_refused<T>(outcome: &Result<T, Refused>) -> bool {
+    matches!(outcome, Err(Refused::KeyRefused))
+}
+
 #[tokio::test]
 async fn writes_committed_together_each_stand_alone() {
     let t = TestApp::spawn().await;
@@ -138,26 +148,14 @@ async fn writes_committed_together_each_stand_alone() {
     );
     assert_eq!(head_of(pool, "wt-a").await, Some(2));
 
-    assert!(
-        matches!(outcomes[1], Err(Refused::Conflict)),
-        "{:?}",
-        outcomes[1]
-    );
+    assert!(is_conflict(&outcomes[1]), "{:?}", outcomes[1]);
     assert!(events_of(pool, "wt-b").await.is_empty());
     assert_eq!(head_of(pool, "wt-b").await, None);
 
-    assert!(
-        matches!(outcomes[2], Err(Refused::Conflict)),
-        "{:?}",
-        outcomes[2]
-    );
+    assert!(is_conflict(&outcomes[2]), "{:?}", outcomes[2]);
     assert_eq!(answer_of(pool, "k-stale").await, None);
 
-    assert!(
-        matches!(outcomes[3], Err(Refused::KeyRefused)),
-        "{:?}",
-        outcomes[3]
-    );
+    assert!(is_key_refused(&outcomes[3]), "{:?}", outcomes[3]);
     assert!(events_of(pool, "wt-c").await.is_empty());
     assert_eq!(head_of(pool, "wt-c").await, None);
     assert_eq!(answer_of(pool, "k-revoked").await, None);
@@ -211,10 +209,8 @@ async fn concurrent_writes_through_the_writer_all_commit_once() {
     for i in 0..20 {
         assert_eq!(events_of(&t.app.pool, &format!("wc-{i}")).await.len(), 1);
     }
-    let answers: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE caller = 'writer-test'")
-            .fetch_one(&t.app.pool)
-            .await
-            .unwrap();
+    let answers = t
+        .count("SELECT count(*) FROM idempotency_records WHERE caller = 'writer-test'")
+        .await;
     assert_eq!(answers, 20);
 }

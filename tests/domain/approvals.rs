@@ -7,10 +7,8 @@ use crate::support::*;
 fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
     let h = closeout_verified().run(agent(), at(205), nte_increase(65_000, "Motor"));
     let own = h.last_approval_id();
-    for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(agent(), at(206), decide(&own, decision, None)))
-            .then_expect_error(JobError::Forbidden);
+    for d in [Decision::Approve, Decision::Reject] {
+        h.refused(agent(), at(206), decide(&own, d, None), JobError::Forbidden);
     }
     let h = h.run(
         dispatcher(),
@@ -18,44 +16,27 @@ fn the_agent_cannot_approve_its_own_request_nor_anyone_elses() {
         nte_increase(70_000, "Motor and belt"),
     );
     let dispatchers = h.last_approval_id();
-    h.given()
-        .when(cmd(
-            agent(),
-            at(208),
-            decide(&dispatchers, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::Forbidden);
+    h.refused(agent(), at(208), approve(&dispatchers), JobError::Forbidden);
     // Even an unknown approval id: the role is refused first.
-    h.given()
-        .when(cmd(
-            agent(),
-            at(208),
-            decide("whatever", Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::Forbidden);
+    h.refused(agent(), at(208), approve("whatever"), JobError::Forbidden);
 }
 
 #[test]
 fn nobody_decides_their_own_request() {
     let h = closeout_verified().run(dispatcher(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
-    for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(dispatcher(), at(206), decide(&id, decision, None)))
-            .then_expect_error(JobError::SelfApproval);
+    for d in [Decision::Approve, Decision::Reject] {
+        h.refused(
+            dispatcher(),
+            at(206),
+            decide(&id, d, None),
+            JobError::SelfApproval,
+        );
     }
     h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(206),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher2(), at(206), approve(&id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher2(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher2()),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 65_000,
@@ -64,9 +45,7 @@ fn nobody_decides_their_own_request() {
         ]);
     let h = closeout_verified().run(admin(), at(205), nte_increase(65_000, "Motor"));
     let id = h.last_approval_id();
-    h.given()
-        .when(cmd(admin(), at(206), decide(&id, Decision::Approve, None)))
-        .then_expect_error(JobError::SelfApproval);
+    h.refused(admin(), at(206), approve(&id), JobError::SelfApproval);
 }
 
 #[test]
@@ -95,22 +74,10 @@ fn the_agent_cannot_cancel_a_dispatched_job_alone() {
         ApprovalStatus::Pending
     );
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(12),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(12), approve(&id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
-            JobEvent::JobCancelled {
-                reason: "Caller says never mind".into(),
-                trip_charge_cents: 0,
-                approval_id: Some(id),
-            },
+            approval_granted(id.clone(), dispatcher()),
+            cancelled_on_approval("Caller says never mind", 0, id),
         ]);
 }
 
@@ -119,21 +86,20 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let mut h = closeout_verified();
     let first = h.next_approval_id();
     h.exec(agent(), at(205), nte_increase(65_000, "Motor"));
-    h.exec(
-        dispatcher(),
-        at(206),
-        decide(&first, Decision::Approve, None),
-    );
+    h.exec(dispatcher(), at(206), approve(&first));
     assert_eq!(
         h.data().nte_cents,
         Some(65_000),
         "replaced, not 50,000 + 65,000"
     );
-    h.given()
-        .when(cmd(agent(), at(207), nte_increase(65_000, "Again")))
-        .then_expect_error(JobError::NteNotIncreased {
+    h.refused(
+        agent(),
+        at(207),
+        nte_increase(65_000, "Again"),
+        JobError::NteNotIncreased {
             current_cents: Some(65_000),
-        });
+        },
+    );
     h.given()
         .when(cmd(agent(), at(207), nte_increase(115_000, "Sum")))
         .inspect_result()
@@ -141,28 +107,16 @@ fn an_approved_nte_increase_replaces_the_nte() {
     let second = h.next_approval_id();
     h.exec(agent(), at(208), nte_increase(70_000, "Belt too"));
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(209),
-            decide(&second, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(209), approve(&second)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: second.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(second.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(65_000),
                 to_cents: 70_000,
                 approval_id: second.clone(),
             },
         ]);
-    h.exec(
-        dispatcher(),
-        at(209),
-        decide(&second, Decision::Approve, None),
-    );
+    h.exec(dispatcher(), at(209), approve(&second));
     assert_eq!(h.data().nte_cents, Some(70_000));
 }
 
@@ -192,60 +146,30 @@ fn a_cancel_approved_after_work_completed_is_stale() {
     h.exec(agent(), at(11), cancel("Caller says never mind"));
     // The job moves on while the approval waits.
     let mut moved = confirmed_from(h.clone());
-    moved.exec(
-        tech(TECH_D),
-        at(180),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        ),
-    );
+    moved.exec(tech(TECH_D), at(180), completed(vec![]));
     assert_eq!(moved.state(), JobState::WorkCompleted);
-    moved
-        .given()
-        .when(cmd(
-            dispatcher(),
-            at(190),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
-            approval_id: id.clone(),
-            current_state: JobState::WorkCompleted,
-        });
+    moved.refused(
+        dispatcher(),
+        at(190),
+        approve(&id),
+        stale(id.clone(), JobState::WorkCompleted),
+    );
     // It can still be rejected, which clears it.
     moved
         .given()
-        .when(cmd(
+        .when(cmd(dispatcher(), at(190), reject(&id, "Work done")))
+        .then_expect_events(vec![approval_rejected(
+            id.clone(),
             dispatcher(),
-            at(190),
-            decide(&id, Decision::Reject, Some("Work done")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id.clone(),
-            decided_by: dispatcher(),
-            reason: Some("Work done".into()),
-        }]);
+            "Work done",
+        )]);
     // Before work completed, the same approval cancels with the trip charge owed then.
     h = confirmed_from(h);
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(150),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(150), approve(&id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
-            JobEvent::JobCancelled {
-                reason: "Caller says never mind".into(),
-                trip_charge_cents: TRIP,
-                approval_id: Some(id),
-            },
+            approval_granted(id.clone(), dispatcher()),
+            cancelled_on_approval("Caller says never mind", TRIP, id),
         ]);
 }
 
@@ -254,11 +178,7 @@ fn confirmed_from(h: History) -> History {
     let mut h = h
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(20), start_travel())
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     h.do_the_work(TECH_D, at(61), 40);
     h
 }
@@ -270,17 +190,13 @@ fn a_smaller_nte_increase_approved_after_a_larger_one_is_stale() {
     h.exec(agent(), at(205), nte_increase(70_000, "Big"));
     let small = h.next_approval_id();
     h.exec(agent(), at(206), nte_increase(65_000, "Small"));
-    h.exec(dispatcher(), at(207), decide(&big, Decision::Approve, None));
-    h.given()
-        .when(cmd(
-            dispatcher(),
-            at(208),
-            decide(&small, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
-            approval_id: small,
-            current_state: JobState::CloseoutVerified,
-        });
+    h.exec(dispatcher(), at(207), approve(&big));
+    h.refused(
+        dispatcher(),
+        at(208),
+        approve(&small),
+        stale(small, JobState::CloseoutVerified),
+    );
 }
 
 #[test]
@@ -289,16 +205,15 @@ fn an_nte_increase_cannot_be_decided_after_the_job_closed() {
     let id = h.next_approval_id();
     h.exec(agent(), at(220), nte_increase(90_000, "Late extra"));
     h.exec(dispatcher(), at(300), close("INV-9001"));
-    h.given()
-        .when(cmd(
-            dispatcher(),
-            at(301),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::InvalidTransition {
+    h.refused(
+        dispatcher(),
+        at(301),
+        approve(&id),
+        JobError::InvalidTransition {
             command: "decide_approval",
             current_state: JobState::Closed,
-        });
+        },
+    );
 }
 
 #[test]
@@ -307,27 +222,19 @@ fn a_duplicate_dismissal_approved_after_the_flag_was_cleared_is_stale() {
     let id = h.next_approval_id();
     h.exec(agent(), at(3), not_duplicate());
     h.exec(dispatcher(), at(4), not_duplicate());
-    h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(5),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
-            approval_id: id.clone(),
-            current_state: JobState::Intake,
-        });
+    h.refused(
+        dispatcher2(),
+        at(5),
+        approve(&id),
+        stale(id.clone(), JobState::Intake),
+    );
     h.exec(agent(), at(6), triage(None));
-    h.given()
-        .when(cmd(
-            dispatcher2(),
-            at(7),
-            decide(&id, Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalStale {
-            approval_id: id,
-            current_state: JobState::Triaged,
-        });
+    h.refused(
+        dispatcher2(),
+        at(7),
+        approve(&id),
+        stale(id, JobState::Triaged),
+    );
 }
 
 /// lifecycle.md lets `decide_approval` run in "any" state; so a pending
@@ -344,11 +251,14 @@ fn a_pending_approval_on_a_final_job_cannot_be_decided() {
     h.exec(dispatcher(), at(80), cancel("Store closed permanently"));
     assert_eq!(h.state(), JobState::Cancelled);
     for decision in [Decision::Approve, Decision::Reject] {
-        h.given()
-            .when(cmd(dispatcher(), at(81), decide(&id, decision, None)))
-            .then_expect_error(JobError::InvalidTransition {
+        h.refused(
+            dispatcher(),
+            at(81),
+            decide(&id, decision, None),
+            JobError::InvalidTransition {
                 command: "decide_approval",
                 current_state: JobState::Cancelled,
-            });
+            },
+        );
     }
 }

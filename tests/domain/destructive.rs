@@ -16,11 +16,7 @@ fn the_agent_cannot_link_an_ever_offered_job_alone() {
     assert_eq!(h.state(), JobState::Triaged);
     let approval_id = h.next_approval_id();
     h.given()
-        .when(cmd(
-            agent(),
-            at(20),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
+        .when(cmd(agent(), at(20), link_to_open("job-7")))
         .then_expect_events(vec![JobEvent::ApprovalRequested {
             approval_id,
             action: ApprovalAction::LinkDuplicate {
@@ -36,15 +32,9 @@ fn the_agent_cannot_link_an_ever_offered_job_alone() {
 fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
     let h = declined_back_to_triaged();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(20),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: "job-7".into(),
-        }]);
-    let h = h.run(agent(), at(20), link_duplicate(Some("job-7"), Some(true)));
+        .when(cmd(dispatcher(), at(20), link_to_open("job-7")))
+        .then_expect_events(vec![linked_as_duplicate_of("job-7")]);
+    let h = h.run(agent(), at(20), link_to_open("job-7"));
     let id = h.last_approval_id();
     h.given()
         .when(cmd(
@@ -53,27 +43,17 @@ fn a_dispatcher_links_at_once_and_approves_the_agents_link() {
             decide_link(&id, Decision::Approve, Some(true)),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
-            JobEvent::JobLinkedAsDuplicate {
-                duplicate_of: "job-7".into(),
-            },
+            approval_granted(id.clone(), dispatcher()),
+            linked_as_duplicate_of("job-7"),
         ]);
     // The target closed meanwhile, or is gone: the approval is stale.
     for target in [Some(false), None] {
-        h.given()
-            .when(cmd(
-                dispatcher(),
-                at(21),
-                decide_link(&id, Decision::Approve, target),
-            ))
-            .then_expect_error(JobError::ApprovalStale {
-                approval_id: id.clone(),
-                current_state: JobState::Triaged,
-            });
+        h.refused(
+            dispatcher(),
+            at(21),
+            decide_link(&id, Decision::Approve, target),
+            stale(id.clone(), JobState::Triaged),
+        );
     }
 }
 
@@ -108,24 +88,22 @@ fn the_agent_cannot_cancel_an_ever_offered_job_alone_in_any_state() {
 fn link_refuses_an_open_job_at_another_door() {
     for h in [triaged(), declined_back_to_triaged()] {
         for by in [agent(), dispatcher(), admin()] {
-            h.given()
-                .when(cmd(
-                    by,
-                    at(20),
-                    link_duplicate_at(Some("job-9"), Some(true), "site-17", "another-door"),
-                ))
-                .then_expect_error(JobError::DuplicateTargetUnrelated {
+            h.refused(
+                by,
+                at(20),
+                link_duplicate_at(Some("job-9"), Some(true), "site-17", "another-door"),
+                JobError::DuplicateTargetUnrelated {
                     duplicate_of: "job-9".into(),
-                });
-            h.given()
-                .when(cmd(
-                    admin(),
-                    at(20),
-                    link_duplicate_at(Some("job-9"), Some(true), "site-99", &door().id),
-                ))
-                .then_expect_error(JobError::DuplicateTargetUnrelated {
+                },
+            );
+            h.refused(
+                admin(),
+                at(20),
+                link_duplicate_at(Some("job-9"), Some(true), "site-99", &door().id),
+                JobError::DuplicateTargetUnrelated {
                     duplicate_of: "job-9".into(),
-                });
+                },
+            );
         }
     }
 }
@@ -139,7 +117,5 @@ fn link_accepts_the_flagged_possible_duplicate_wherever_it_is() {
             at(3),
             link_duplicate_at(Some(OTHER_JOB), Some(true), "site-99", "door-99"),
         ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: OTHER_JOB.into(),
-        }]);
+        .then_expect_events(vec![linked_as_duplicate_of(OTHER_JOB)]);
 }

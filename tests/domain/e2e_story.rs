@@ -47,14 +47,7 @@ fn canonical_story_domain_path() {
     assert!(h.data().flags.make_safe_required);
 
     // 4. B lacks AAADM, C is off shift, A is offered.
-    h.refused(
-        agent(),
-        at(6),
-        offer(no_aaadm(TECH_B)),
-        JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        },
-    );
+    h.refused(agent(), at(6), offer(no_aaadm(TECH_B)), lacks_aaadm());
     h.refused(
         agent(),
         at(7),
@@ -68,61 +61,26 @@ fn canonical_story_domain_path() {
         agent(),
         at(8),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(8),
-            ack_due_at: at(23),
-            preferred: false,
-        }],
+        vec![job_offered(1, TECH_A, at(8), at(23), false)],
     );
 
     // 5. A declines; back in triaged; D is offered and accepts inside the SLA.
+    let reason = "Already on a P1 across town";
     h.step(
         tech(TECH_A),
         at(10),
-        decline("Already on a P1 across town"),
-        vec![JobEvent::OfferDeclined {
-            technician_id: TECH_A.into(),
-            reason: "Already on a P1 across town".into(),
-        }],
+        decline(reason),
+        vec![offer_declined(TECH_A, reason)],
     );
     assert_eq!(h.state(), JobState::Triaged);
-    h.step(
-        agent(),
-        at(11),
-        offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(11),
-            ack_due_at: at(26),
-            preferred: false,
-        }],
-    );
-    h.step(
-        tech(TECH_D),
-        at(12),
-        accept(at(60)),
-        vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }],
-    );
-
-    // 6. Travel, check in, the AAADM checklist, the before photo.
-    h.step(
-        tech(TECH_D),
-        at(20),
-        start_travel(),
-        vec![JobEvent::TravelStarted {
-            technician_id: TECH_D.into(),
-            at: at(20),
-        }],
-    );
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        (agent(),      at(11), offer(qualified(TECH_D)), vec![job_offered(2, TECH_D, at(11), at(26), false)]),
+        (tech(TECH_D), at(12), accept(at(60)),           vec![offer_accepted(TECH_D, at(60), false)]),
+        // 6. Travel, check in, the AAADM checklist, the before photo.
+        (tech(TECH_D), at(20), start_travel(),           vec![travel_started(TECH_D, at(20))]),
+    ];
+    h.steps(steps);
     h.step(
         tech(TECH_D),
         at(60),
@@ -150,26 +108,9 @@ fn canonical_story_domain_path() {
     assert!(required_items(INCIDENT)
         .iter()
         .any(|i| i.starts_with("aaadm_")));
-    h.step(
-        tech(TECH_D),
-        at(80),
-        evidence(EvidenceKind::PhotoBefore, 1),
-        vec![evidence_event(EvidenceKind::PhotoBefore, 1)],
-    );
-    h.step(
-        tech(TECH_D),
-        at(81),
-        evidence(EvidenceKind::ChecklistForm, 2),
-        vec![evidence_event(EvidenceKind::ChecklistForm, 2)],
-    );
-    let done = || {
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![motor()],
-        )
-    };
+    h.attach(TECH_D, at(80), EvidenceKind::PhotoBefore, 1);
+    h.attach(TECH_D, at(81), EvidenceKind::ChecklistForm, 2);
+    let done = || completed(vec![motor()]);
     h.refused(
         tech(TECH_D),
         at(175),
@@ -178,31 +119,13 @@ fn canonical_story_domain_path() {
             missing: vec!["photo_after".into(), "signature".into()],
         },
     );
-    h.step(
-        tech(TECH_D),
-        at(176),
-        evidence(EvidenceKind::PhotoAfter, 3),
-        vec![evidence_event(EvidenceKind::PhotoAfter, 3)],
-    );
-    h.step(
-        tech(TECH_D),
-        at(177),
-        evidence(EvidenceKind::Signature, 4),
-        vec![evidence_event(EvidenceKind::Signature, 4)],
-    );
+    h.attach(TECH_D, at(176), EvidenceKind::PhotoAfter, 3);
+    h.attach(TECH_D, at(177), EvidenceKind::Signature, 4);
     h.step(
         tech(TECH_D),
         at(180),
         done(),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
-            vec![motor()],
-            at(180),
-            120,
-        )],
+        vec![completed_event(vec![motor()], at(180), 120)],
     );
 
     // e2e.md step 7: mark_billing_ready before closeout verification reports
@@ -249,12 +172,7 @@ fn canonical_story_domain_path() {
             at: at(196),
         }],
     );
-    h.refused(
-        agent(),
-        at(197),
-        decide(&id, Decision::Approve, None),
-        JobError::Forbidden,
-    );
+    h.refused(agent(), at(197), approve(&id), JobError::Forbidden);
     h.refused(
         agent(),
         at(198),
@@ -267,13 +185,9 @@ fn canonical_story_domain_path() {
     h.step(
         dispatcher(),
         at(200),
-        decide(&id, Decision::Approve, Some("Motor confirmed by photos")),
+        approve_because(&id, "Motor confirmed by photos"),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Motor confirmed by photos".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Motor confirmed by photos"),
             JobEvent::NteIncreased {
                 from_cents: Some(50_000),
                 to_cents: 65_000,
@@ -283,27 +197,9 @@ fn canonical_story_domain_path() {
     );
     let invoice = Invoice {
         lines: vec![
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 2".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 2 (120 min)".into(),
-                quantity: 120,
-                unit_cents: RATE,
-                amount_cents: 24_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Part,
-                description: "MOTOR-1 Operator motor".into(),
-                quantity: 1,
-                unit_cents: 20_000,
-                amount_cents: 20_000,
-            },
+            trip_line("Trip charge, visit 2"),
+            labor_line("Labor, visit 2 (120 min)", 120, 24_000),
+            part_line("MOTOR-1 Operator motor", 1, 20_000, 20_000),
         ],
         total_cents: 53_500,
     };

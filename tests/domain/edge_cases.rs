@@ -14,37 +14,20 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         agent(),
         at(10),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }],
+        vec![job_offered(1, TECH_A, at(10), at(25), false)],
     );
     h.step(
         tech(TECH_A),
         at(13),
         decline("Two hours away"),
-        vec![JobEvent::OfferDeclined {
-            technician_id: TECH_A.into(),
-            reason: "Two hours away".into(),
-        }],
+        vec![offer_declined(TECH_A, "Two hours away")],
     );
     assert_eq!(h.state(), JobState::Triaged);
     h.step(
         agent(),
         at(15),
         offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(15),
-            ack_due_at: at(30),
-            preferred: false,
-        }],
+        vec![job_offered(2, TECH_D, at(15), at(30), false)],
     );
     // The first technician no longer has the offer.
     h.refused(tech(TECH_A), at(16), accept(at(60)), JobError::NotYourJob);
@@ -52,11 +35,7 @@ fn a_technician_declines_the_agent_offers_another_who_accepts() {
         tech(TECH_D),
         at(16),
         accept(at(60)),
-        vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }],
+        vec![offer_accepted(TECH_D, at(60), false)],
     );
     assert_eq!(h.state(), JobState::Confirmed);
     let statuses: Vec<_> = h.data().visits.iter().map(|v| v.status).collect();
@@ -94,14 +73,7 @@ fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
         agent(),
         at(27),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(27),
-            ack_due_at: at(42),
-            preferred: false,
-        }],
+        vec![job_offered(2, TECH_A, at(27), at(42), false)],
     );
 }
 
@@ -173,14 +145,7 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
         at(82),
         evidence(EvidenceKind::ChecklistForm, 3),
     );
-    let check_out_completed = || {
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        )
-    };
+    let check_out_completed = || completed(vec![]);
     h.refused(
         tech(TECH_D),
         at(150),
@@ -189,25 +154,12 @@ fn check_out_without_the_after_photo_is_refused_then_succeeds_once_attached() {
             missing: vec!["photo_after".into()],
         },
     );
-    h.step(
-        tech(TECH_D),
-        at(151),
-        evidence(EvidenceKind::PhotoAfter, 4),
-        vec![evidence_event(EvidenceKind::PhotoAfter, 4)],
-    );
+    h.attach(TECH_D, at(151), EvidenceKind::PhotoAfter, 4);
     h.step(
         tech(TECH_D),
         at(152),
         check_out_completed(),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
-            vec![],
-            at(152),
-            105,
-        )],
+        vec![completed_event(vec![], at(152), 105)],
     );
     assert_eq!(h.state(), JobState::WorkCompleted);
 }
@@ -226,11 +178,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         .run(agent(), at(10), offer(qualified(TECH_D)))
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(20), start_travel())
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     // First visit: 40 minutes on site, the belt must be ordered.
     h.step(
         tech(TECH_D),
@@ -256,9 +204,7 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         dispatcher(),
         at(200),
         schedule_return(Some("Belt arrives tomorrow")),
-        vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Belt arrives tomorrow".into()),
-        }],
+        vec![return_visit_scheduled("Belt arrives tomorrow")],
     );
     assert_eq!(h.state(), JobState::Triaged);
     // Second visit, next day.
@@ -266,14 +212,13 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         agent(),
         hours(24),
         offer(qualified(TECH_D)),
-        vec![JobEvent::JobOffered {
-            visit: 2,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: hours(24),
-            ack_due_at: hours(24) + Duration::minutes(15),
-            preferred: false,
-        }],
+        vec![job_offered(
+            2,
+            TECH_D,
+            hours(24),
+            hours(24) + Duration::minutes(15),
+            false,
+        )],
     );
     h.exec(
         tech(TECH_D),
@@ -285,26 +230,13 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
         hours(24) + Duration::minutes(5),
         start_travel(),
     );
-    h.exec(
-        tech(TECH_D),
-        hours(25),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_D), hours(25), check_in_app());
     h.do_the_work(TECH_D, hours(25), 10);
     h.step(
         tech(TECH_D),
         hours(25) + Duration::minutes(90),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![belt()],
-        ),
-        vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
+        completed(vec![belt()]),
+        vec![completed_event(
             vec![belt()],
             hours(25) + Duration::minutes(90),
             90,
@@ -318,41 +250,11 @@ fn parts_on_order_hold_return_visit_and_labor_summing_both_visits() {
     );
     let expected_invoice = Invoice {
         lines: vec![
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 1".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 1 (45 min)".into(),
-                quantity: 45,
-                unit_cents: RATE,
-                amount_cents: 9_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Trip,
-                description: "Trip charge, visit 2".into(),
-                quantity: 1,
-                unit_cents: TRIP,
-                amount_cents: TRIP,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Labor,
-                description: "Labor, visit 2 (90 min)".into(),
-                quantity: 90,
-                unit_cents: RATE,
-                amount_cents: 18_000,
-            },
-            InvoiceLine {
-                kind: InvoiceLineKind::Part,
-                description: "BELT-42 Drive belt".into(),
-                quantity: 2,
-                unit_cents: 3_500,
-                amount_cents: 7_000,
-            },
+            trip_line("Trip charge, visit 1"),
+            labor_line("Labor, visit 1 (45 min)", 45, 9_000),
+            trip_line("Trip charge, visit 2"),
+            labor_line("Labor, visit 2 (90 min)", 90, 18_000),
+            part_line("BELT-42 Drive belt", 2, 3_500, 7_000),
         ],
         total_cents: 53_000,
     };
@@ -413,13 +315,9 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
     h.step(
         dispatcher(),
         at(6),
-        decide(&id, Decision::Approve, Some("Different door")),
+        approve_because(&id, "Different door"),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Different door".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Different door"),
             JobEvent::DuplicateDismissed {
                 possible_duplicate_of: OTHER_JOB.into(),
                 approval_id: Some(id),
@@ -454,46 +352,19 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
     // Another technician may be offered, but is not the preferred one.
     h.given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(25), false)]);
     h.step(
         agent(),
         at(10),
         offer(qualified(TECH_A)),
-        vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_A.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: true,
-        }],
+        vec![job_offered(1, TECH_A, at(10), at(25), true)],
     );
     assert!(h.data().visits[0].preferred);
     h.exec(tech(TECH_A), at(12), accept(at(60)));
     h.exec(tech(TECH_A), at(20), start_travel());
-    h.exec(
-        tech(TECH_A),
-        at(60),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_A), at(60), check_in_app());
     h.do_the_work(TECH_A, at(61), 20);
-    h.exec(
-        tech(TECH_A),
-        at(120),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            vec![],
-        ),
-    );
+    h.exec(tech(TECH_A), at(120), completed(vec![]));
     h.exec(
         agent(),
         at(130),
@@ -527,13 +398,9 @@ fn a_recall_bills_at_nte_zero_prefers_the_original_technician_until_an_increase_
     h.step(
         dispatcher(),
         at(134),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(0),
                 to_cents: 21_500,
@@ -571,22 +438,11 @@ fn a_recall_without_an_ifm_order_also_starts_at_nte_zero() {
     framework()
         .given_no_previous_events()
         .when(cmd(agent(), t0(), open(body)))
-        .then_expect_events(vec![JobEvent::JobOpened {
-            job_id: JOB_ID.into(),
-            incident_type: INCIDENT.into(),
-            channel: Channel::Phone,
-            client_id: "acme-retail".into(),
-            site: site(),
-            contact: contact(),
-            door: door(),
-            description: "Automatic sliding door stuck open".into(),
-            ifm: None,
-            opened_at: t0(),
-            possible_duplicate_of: None,
-            recall_of: Some(OTHER_JOB.into()),
-            preferred_technician_id: None,
-            nte_cents: Some(0),
-        }]);
+        .then_expect_events(vec![opened_without_ifm(
+            Channel::Phone,
+            Some(OTHER_JOB),
+            Some(0),
+        )]);
 }
 
 // ------------------------------------------------------------------ IFM
@@ -622,11 +478,7 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         at(131),
         nte_increase(90_000, "Quote: new header"),
     );
-    h.exec(
-        dispatcher(),
-        at(132),
-        decide(&rejected, Decision::Reject, Some("Too much")),
-    );
+    h.exec(dispatcher(), at(132), reject(&rejected, "Too much"));
     h.refused(
         dispatcher(),
         at(133),
@@ -649,13 +501,9 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
     h.step(
         dispatcher(),
         at(136),
-        decide(&id, Decision::Approve, None),
+        approve(&id),
         vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 80_000,
@@ -668,18 +516,12 @@ fn needs_quote_hold_waits_for_an_nte_increase_approved_while_on_hold() {
         dispatcher(),
         at(137),
         schedule_return(Some("Quote approved")),
-        vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Quote approved".into()),
-        }],
+        vec![return_visit_scheduled("Quote approved")],
     );
     // A later needs-quote hold needs a new approval.
     h.exec(agent(), at(140), offer(qualified(TECH_D)));
     h.exec(tech(TECH_D), at(141), accept(at(200)));
-    h.exec(
-        tech(TECH_D),
-        at(200),
-        check_in(CheckInMethod::App, None, None),
-    );
+    h.exec(tech(TECH_D), at(200), check_in_app());
     h.exec(
         tech(TECH_D),
         at(230),
@@ -703,7 +545,7 @@ fn an_nte_increase_approved_before_the_hold_is_not_the_quote() {
     let mut h = on_site();
     let id = h.next_approval_id();
     h.exec(tech(TECH_D), at(70), nte_increase(70_000, "Extra hinge"));
-    h.exec(dispatcher(), at(75), decide(&id, Decision::Approve, None));
+    h.exec(dispatcher(), at(75), approve(&id));
     h.exec(
         tech(TECH_D),
         at(120),
@@ -731,16 +573,7 @@ fn a_completion_after_the_due_time_is_still_a_completion_breach() {
     // a late check-in still is for the response SLA
     // (transitions::flag_sla_breach_response_met_by_a_timely_check_in_not_by_a_late_one).
     ready_to_check_out()
-        .run(
-            tech(TECH_D),
-            hours(25),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        )
+        .run(tech(TECH_D), hours(25), completed(vec![]))
         .given()
         .when(cmd(
             system(),

@@ -44,7 +44,7 @@ pub(crate) fn matrix() -> Vec<(&'static str, Actor, JobCommand, &'static [JobSta
         (
             "resolve_duplicate(link)",
             dispatcher(),
-            link_duplicate(Some("job-7"), Some(true)),
+            link_to_open("job-7"),
             &[Intake, Triaged],
         ),
         (
@@ -164,12 +164,15 @@ fn every_command_outside_its_states_is_an_invalid_transition() {
                     "{label} is allowed in {state:?} by lifecycle.md but was refused: {result:?}"
                 );
             } else {
-                h.given()
-                    .when(cmd(by.clone(), hours(200), command.clone()))
-                    .then_expect_error(JobError::InvalidTransition {
+                h.refused(
+                    by.clone(),
+                    hours(200),
+                    command.clone(),
+                    JobError::InvalidTransition {
                         command: wire,
                         current_state: state,
-                    });
+                    },
+                );
                 *refused_per_command.entry(label).or_default() += 1;
             }
             checked += 1;
@@ -183,10 +186,12 @@ fn every_command_outside_its_states_is_an_invalid_transition() {
 #[test]
 fn open_job_on_an_existing_job_in_any_state_is_refused() {
     for state in JobState::ALL {
-        history_in(state)
-            .given()
-            .when(cmd(agent(), hours(200), open(open_body())))
-            .then_expect_error(JobError::JobAlreadyExists);
+        history_in(state).refused(
+            agent(),
+            hours(200),
+            open(open_body()),
+            JobError::JobAlreadyExists,
+        );
     }
 }
 
@@ -199,11 +204,7 @@ fn decide_approval_is_not_bound_to_a_state_but_effects_go_stale() {
         let id = h.last_approval_id();
         let result = h
             .given()
-            .when(cmd(
-                dispatcher(),
-                hours(101),
-                decide(&id, Decision::Approve, None),
-            ))
+            .when(cmd(dispatcher(), hours(101), approve(&id)))
             .inspect_result();
         assert!(result.is_ok(), "{state:?}: {result:?}");
     }
@@ -220,22 +221,14 @@ fn named_invalid_transitions() {
             dispatcher(),
             set_priority(Priority::P1, "r"),
         ),
-        (
-            offered(),
-            agent(),
-            link_duplicate(Some("job-7"), Some(true)),
-        ),
+        (offered(), agent(), link_to_open("job-7")),
         (triaged(), dispatcher(), not_duplicate()),
         (intake_recorded(), agent(), offer(qualified(TECH_D))),
         (triaged(), dispatcher(), accept(at(60))),
         (confirmed(), tech(TECH_D), decline("busy")),
         (triaged(), system(), expire()),
         (offered(), tech(TECH_D), start_travel()),
-        (
-            offered(),
-            tech(TECH_D),
-            check_in(CheckInMethod::App, None, None),
-        ),
+        (offered(), tech(TECH_D), check_in_app()),
         (
             en_route(),
             tech(TECH_D),
@@ -246,16 +239,7 @@ fn named_invalid_transitions() {
             dispatcher(),
             evidence(EvidenceKind::PhotoAfter, 5),
         ),
-        (
-            en_route(),
-            tech(TECH_D),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ),
+        (en_route(), tech(TECH_D), completed(vec![])),
         (on_site(), dispatcher(), schedule_return(None)),
         (
             on_site(),
@@ -277,11 +261,14 @@ fn named_invalid_transitions() {
     for (h, by, command) in cases {
         let wire = command.wire_name();
         let state = h.state();
-        h.given()
-            .when(cmd(by, hours(100), command))
-            .then_expect_error(JobError::InvalidTransition {
+        h.refused(
+            by,
+            hours(100),
+            command,
+            JobError::InvalidTransition {
                 command: wire,
                 current_state: state,
-            });
+            },
+        );
     }
 }

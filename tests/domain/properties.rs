@@ -84,18 +84,6 @@ fn case() -> impl Strategy<Value = Case> {
 
 // ------------------------------------------------------------- the world
 
-const TYPES: [&str; 9] = [
-    "automatic_door_malfunction",
-    "dock_door_damage",
-    "door_stuck_open",
-    "fire_door_deficiency",
-    "fire_door_inspection",
-    "lock_or_access_control_failure",
-    "overhead_door_off_track",
-    "preventive_maintenance",
-    "storefront_glass_breakage",
-];
-
 const TECHS: [&str; 5] = ["tech-1", "tech-2", "tech-3", "tech-4", "tech-5"];
 
 /// The roster as the application would resolve it for an incident type:
@@ -170,7 +158,7 @@ fn decider(a: &Approval) -> Actor {
 }
 
 fn open_body_for(s: &Step) -> OpenJob {
-    let incident_type = TYPES[(s.a % 9) as usize];
+    let incident_type = INCIDENT_TYPES[(s.a % 9) as usize];
     let nte = 20_000 + i64::from(s.b % 20) * 10_000;
     let (channel, ifm) = match s.b % 4 {
         0 | 1 => (Channel::Ifm, Some(ifm_order(nte))),
@@ -350,9 +338,7 @@ fn happy(sim: &Sim, s: &Step) -> (Actor, JobCommand) {
                 )
             }
         }
-        JobState::Confirmed if s.b % 3 == 0 => {
-            (sim.current_tech(), check_in(CheckInMethod::App, None, None))
-        }
+        JobState::Confirmed if s.b % 3 == 0 => (sim.current_tech(), check_in_app()),
         JobState::Confirmed => (sim.current_tech(), start_travel()),
         JobState::EnRoute => (
             sim.current_tech(),
@@ -897,26 +883,14 @@ fn random_command_sequences_keep_the_lifecycle_invariants() {
             assert!(n > 0, "state {st:?} never reached");
         }
         let share = |st: JobState| cov.states.get(&st).copied().unwrap_or(0) * 100 / cov.cases;
-        assert!(
-            share(JobState::OnSite) >= 25,
-            "on_site in {}% of cases",
-            share(JobState::OnSite)
-        );
-        assert!(
-            share(JobState::WorkCompleted) >= 10,
-            "work_completed in {}%",
-            share(JobState::WorkCompleted)
-        );
-        assert!(
-            share(JobState::BillingReady) >= 4,
-            "billing_ready in {}%",
-            share(JobState::BillingReady)
-        );
-        assert!(
-            share(JobState::Closed) >= 2,
-            "closed in {}%",
-            share(JobState::Closed)
-        );
+        for (st, min) in [
+            (JobState::OnSite, 25),
+            (JobState::WorkCompleted, 10),
+            (JobState::BillingReady, 4),
+            (JobState::Closed, 2),
+        ] {
+            assert!(share(st) >= min, "{st:?} in {}% of cases", share(st));
+        }
         let all_events = [
             "JobOpened",
             "IntakeRecorded",

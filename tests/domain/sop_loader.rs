@@ -74,20 +74,7 @@ fn expect_error(root: &Path, file: &str, field: &str) -> SopError {
 fn the_real_library_loads_all_nine_incident_types() {
     let lib = SopLibrary::load(Path::new(SOP_DIR)).expect("loads");
     let types: Vec<&str> = lib.incident_types().collect();
-    assert_eq!(
-        types,
-        vec![
-            "automatic_door_malfunction",
-            "dock_door_damage",
-            "door_stuck_open",
-            "fire_door_deficiency",
-            "fire_door_inspection",
-            "lock_or_access_control_failure",
-            "overhead_door_off_track",
-            "preventive_maintenance",
-            "storefront_glass_breakage",
-        ]
-    );
+    assert_eq!(types, INCIDENT_TYPES);
     assert_eq!(lib.all().count(), 9);
     for sop in lib.all() {
         let t = &sop.incident_type;

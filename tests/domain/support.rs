@@ -66,6 +66,19 @@ pub const TECH_C: &str = "tech-c";
 pub const TECH_D: &str = "tech-d";
 
 /// The call: Saturday 2026-05-02 21:00 UTC (after hours).
+/// The nine incident types of the shipped SOP library, in order.
+pub const INCIDENT_TYPES: [&str; 9] = [
+    "automatic_door_malfunction",
+    "dock_door_damage",
+    "door_stuck_open",
+    "fire_door_deficiency",
+    "fire_door_inspection",
+    "lock_or_access_control_failure",
+    "overhead_door_off_track",
+    "preventive_maintenance",
+    "storefront_glass_breakage",
+];
+
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 2, 21, 0, 0).unwrap()
 }
@@ -114,6 +127,13 @@ pub fn tech(id: &str) -> Actor {
 
 pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// The refusal of a technician without the AAADM certification.
+pub fn lacks_aaadm() -> JobError {
+    JobError::TechnicianNotQualified {
+        missing: vec!["AAADM".into()],
+    }
 }
 
 /// AAADM-certified automatic door technician, available.
@@ -215,6 +235,31 @@ pub fn opened_event() -> JobEvent {
     }
 }
 
+/// `JobOpened` for the canonical job opened on `channel` without an IFM
+/// order, as a recall of `recall_of`, with `nte_cents`.
+pub fn opened_without_ifm(
+    channel: Channel,
+    recall_of: Option<&str>,
+    nte_cents: Option<i64>,
+) -> JobEvent {
+    JobEvent::JobOpened {
+        job_id: JOB_ID.into(),
+        incident_type: INCIDENT.into(),
+        channel,
+        client_id: "acme-retail".into(),
+        site: site(),
+        contact: contact(),
+        door: door(),
+        description: "Automatic sliding door stuck open".into(),
+        ifm: None,
+        opened_at: t0(),
+        possible_duplicate_of: None,
+        recall_of: recall_of.map(str::to_string),
+        preferred_technician_id: None,
+        nte_cents,
+    }
+}
+
 pub fn open(body: OpenJob) -> JobCommand {
     JobCommand::OpenJob(body)
 }
@@ -274,6 +319,11 @@ pub fn link_duplicate(duplicate_of: Option<&str>, target_open: Option<bool>) -> 
 }
 
 /// `link` to a target resolved at another site and door.
+/// `resolve_duplicate`: link to `duplicate_of`, which is still open.
+pub fn link_to_open(duplicate_of: &str) -> JobCommand {
+    link_duplicate(Some(duplicate_of), Some(true))
+}
+
 pub fn link_duplicate_at(
     duplicate_of: Option<&str>,
     target_open: Option<bool>,
@@ -333,6 +383,11 @@ pub fn start_travel() -> JobCommand {
     JobCommand::StartTravel(StartTravel {})
 }
 
+/// The technician checks in through the app, without a location.
+pub fn check_in_app() -> JobCommand {
+    check_in(CheckInMethod::App, None, None)
+}
+
 pub fn check_in(method: CheckInMethod, lat: Option<f64>, lon: Option<f64>) -> JobCommand {
     JobCommand::CheckIn(CheckIn { method, lat, lon })
 }
@@ -388,6 +443,17 @@ pub fn belt() -> Part {
     }
 }
 
+/// `check_out` with the work completed, the door operational and the
+/// make-safe confirmed, fitting `parts`.
+pub fn completed(parts: Vec<Part>) -> JobCommand {
+    check_out(
+        CheckOutcome::Completed,
+        DoorLeftState::Operational,
+        Some(true),
+        parts,
+    )
+}
+
 pub fn check_out(
     outcome: CheckOutcome,
     door_left_state: DoorLeftState,
@@ -424,6 +490,19 @@ pub fn checked_out_event(
         at: when,
         labor_minutes,
     }
+}
+
+/// The `CheckedOut` of [`completed`] by technician D at `when`.
+pub fn completed_event(parts: Vec<Part>, when: DateTime<Utc>, labor_minutes: i64) -> JobEvent {
+    checked_out_event(
+        TECH_D,
+        CheckOutcome::Completed,
+        DoorLeftState::Operational,
+        true,
+        parts,
+        when,
+        labor_minutes,
+    )
 }
 
 pub fn schedule_return(reason: Option<&str>) -> JobCommand {
@@ -493,6 +572,21 @@ pub fn decide(approval_id: &str, decision: Decision, reason: Option<&str>) -> Jo
 
 /// `decide_approval` of a duplicate link, with the link's target as the
 /// application resolves it (a job at the fixture's site and door).
+/// `decide_approval`: approve, without a reason.
+pub fn approve(approval_id: &str) -> JobCommand {
+    decide(approval_id, Decision::Approve, None)
+}
+
+/// `decide_approval`: reject, for `reason`.
+pub fn reject(approval_id: &str, reason: &str) -> JobCommand {
+    decide(approval_id, Decision::Reject, Some(reason))
+}
+
+/// `decide_approval`: approve, for `reason`.
+pub fn approve_because(approval_id: &str, reason: &str) -> JobCommand {
+    decide(approval_id, Decision::Approve, Some(reason))
+}
+
 pub fn decide_link(approval_id: &str, decision: Decision, target_open: Option<bool>) -> JobCommand {
     JobCommand::DecideApproval(DecideApproval {
         approval_id: approval_id.into(),
@@ -531,7 +625,165 @@ pub fn required_items(incident_type: &str) -> Vec<String> {
         .collect()
 }
 
+// ------------------------------------------------------------------ events
+
+/// `JobOffered` at the canonical labor rate.
+pub fn job_offered(
+    visit: u32,
+    technician_id: &str,
+    offered_at: DateTime<Utc>,
+    ack_due_at: DateTime<Utc>,
+    preferred: bool,
+) -> JobEvent {
+    JobEvent::JobOffered {
+        visit,
+        technician_id: technician_id.into(),
+        labor_rate_cents: RATE,
+        offered_at,
+        ack_due_at,
+        preferred,
+    }
+}
+
+/// `OfferDeclined` by `technician_id` for `reason`.
+pub fn offer_declined(technician_id: &str, reason: &str) -> JobEvent {
+    JobEvent::OfferDeclined {
+        technician_id: technician_id.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `OfferAccepted` by `technician_id` with `eta`.
+pub fn offer_accepted(technician_id: &str, eta: DateTime<Utc>, eta_beyond_sla: bool) -> JobEvent {
+    JobEvent::OfferAccepted {
+        technician_id: technician_id.into(),
+        eta,
+        eta_beyond_sla,
+    }
+}
+
+/// `TravelStarted` by `technician_id` at `at`.
+pub fn travel_started(technician_id: &str, at: DateTime<Utc>) -> JobEvent {
+    JobEvent::TravelStarted {
+        technician_id: technician_id.into(),
+        at,
+    }
+}
+
+/// `ApprovalGranted` by `decided_by`, for `reason`.
+pub fn approval_granted_because(
+    approval_id: impl Into<String>,
+    decided_by: Actor,
+    reason: &str,
+) -> JobEvent {
+    JobEvent::ApprovalGranted {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: Some(reason.into()),
+    }
+}
+
+/// `ApprovalRejected` by `decided_by`, for `reason`.
+pub fn approval_rejected(
+    approval_id: impl Into<String>,
+    decided_by: Actor,
+    reason: &str,
+) -> JobEvent {
+    JobEvent::ApprovalRejected {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: Some(reason.into()),
+    }
+}
+
+/// `ReturnVisitScheduled` for `reason`.
+pub fn return_visit_scheduled(reason: &str) -> JobEvent {
+    JobEvent::ReturnVisitScheduled {
+        reason: Some(reason.into()),
+    }
+}
+
+/// `JobCancelled` for `reason` once approval `approval_id` was granted.
+pub fn cancelled_on_approval(
+    reason: &str,
+    trip_charge_cents: i64,
+    approval_id: impl Into<String>,
+) -> JobEvent {
+    JobEvent::JobCancelled {
+        reason: reason.into(),
+        trip_charge_cents,
+        approval_id: Some(approval_id.into()),
+    }
+}
+
+/// The refusal of an approval that no longer fits the job in `current_state`.
+pub fn stale(approval_id: impl Into<String>, current_state: JobState) -> JobError {
+    JobError::ApprovalStale {
+        approval_id: approval_id.into(),
+        current_state,
+    }
+}
+
+/// `JobLinkedAsDuplicate` of `duplicate_of`.
+pub fn linked_as_duplicate_of(duplicate_of: &str) -> JobEvent {
+    JobEvent::JobLinkedAsDuplicate {
+        duplicate_of: duplicate_of.into(),
+    }
+}
+
+/// `ApprovalGranted` by `decided_by`, without a reason.
+pub fn approval_granted(approval_id: impl Into<String>, decided_by: Actor) -> JobEvent {
+    JobEvent::ApprovalGranted {
+        approval_id: approval_id.into(),
+        decided_by,
+        reason: None,
+    }
+}
+
+// ---------------------------------------------------------- invoice lines
+
+/// A trip charge line (one trip at the canonical charge).
+pub fn trip_line(description: &str) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Trip,
+        description: description.into(),
+        quantity: 1,
+        unit_cents: TRIP,
+        amount_cents: TRIP,
+    }
+}
+
+/// A labor line: `minutes` at the canonical rate, `amount_cents` in all.
+pub fn labor_line(description: &str, minutes: i64, amount_cents: i64) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Labor,
+        description: description.into(),
+        quantity: minutes,
+        unit_cents: RATE,
+        amount_cents,
+    }
+}
+
+/// A part line.
+pub fn part_line(
+    description: &str,
+    quantity: i64,
+    unit_cents: i64,
+    amount_cents: i64,
+) -> InvoiceLine {
+    InvoiceLine {
+        kind: InvoiceLineKind::Part,
+        description: description.into(),
+        quantity,
+        unit_cents,
+        amount_cents,
+    }
+}
+
 // -------------------------------------------------------------- history
+
+/// One step of a story: who, when, the command, and the events it must yield.
+pub type Step = (Actor, DateTime<Utc>, JobCommand, Vec<JobEvent>);
 
 /// A job's history built by running real commands through `Job::decide` and
 /// applying what they yield; used as the `given` of the given/when/then tests.
@@ -613,6 +865,27 @@ impl History {
             .when(cmd(by, when, command))
             .then_expect_events(expected.clone());
         self.push(&expected);
+    }
+
+    /// Given/when/then each step of a story in order, appending what each
+    /// yielded.
+    #[track_caller]
+    pub fn steps(&mut self, steps: Vec<Step>) {
+        for (by, when, command, expected) in steps {
+            self.step(by, when, command, expected);
+        }
+    }
+
+    /// Given/when/then technician `tech_id` attaching evidence `kind` with
+    /// contents `n` at `when`.
+    #[track_caller]
+    pub fn attach(&mut self, tech_id: &str, when: DateTime<Utc>, kind: EvidenceKind, n: u64) {
+        self.step(
+            tech(tech_id),
+            when,
+            evidence(kind, n),
+            vec![evidence_event(kind, n)],
+        );
     }
 
     /// Given/when/then one refused step of a story (nothing appended).
@@ -700,11 +973,7 @@ pub fn en_route() -> History {
 
 /// `on_site` since t0+60.
 pub fn on_site() -> History {
-    en_route().run(
-        tech(TECH_D),
-        at(60),
-        check_in(CheckInMethod::App, None, None),
-    )
+    en_route().run(tech(TECH_D), at(60), check_in_app())
 }
 
 /// `on_site` with every required checklist item passed (t0+61..) and every
@@ -717,16 +986,7 @@ pub fn ready_to_check_out() -> History {
 
 /// `work_completed`: checked out at t0+180 (120 min of labor) with `parts`.
 pub fn work_completed_with(parts: Vec<Part>) -> History {
-    ready_to_check_out().run(
-        tech(TECH_D),
-        at(180),
-        check_out(
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            Some(true),
-            parts,
-        ),
-    )
+    ready_to_check_out().run(tech(TECH_D), at(180), completed(parts))
 }
 
 /// `work_completed` with the motor: invoice 9,500 + 24,000 + 20,000 = 53,500 > NTE.

@@ -35,15 +35,17 @@ fn register(body: RegisterTechnician) -> TechnicianCommand {
     TechnicianCommand::RegisterTechnician(body)
 }
 
+/// What registering [`register_body`] records.
 fn registered_event() -> TechnicianEvent {
+    let body = register_body();
     TechnicianEvent::TechnicianRegistered {
         technician_id: TECH_D.into(),
-        name: "Dana Diaz".into(),
-        skills: vec!["automatic_doors".into(), "overhead_doors".into()],
-        certifications: vec![aaadm()],
-        territory: "springfield".into(),
-        shift: Shift::Available,
-        labor_rate_cents: RATE,
+        name: body.name,
+        skills: body.skills,
+        certifications: body.certifications,
+        territory: body.territory,
+        shift: body.shift,
+        labor_rate_cents: body.labor_rate_cents,
     }
 }
 
@@ -254,21 +256,13 @@ fn the_profile_the_job_checks_offers_against_follows_the_events() {
     assert_eq!(
         profile,
         TechnicianProfile {
-            technician_id: TECH_D.into(),
-            active: true,
-            skills: vec!["automatic_doors".into()],
             certifications: vec![("AAADM".into(), date(2026, 5, 1))],
             shift: Shift::OnCall,
-            labor_rate_cents: RATE,
+            ..qualified(TECH_D)
         }
     );
     // The lapsed certification makes the job refuse the offer.
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(profile)))
-        .then_expect_error(JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        });
+    triaged().refused(agent(), at(10), offer(profile), lacks_aaadm());
 }
 
 #[test]

@@ -27,22 +27,7 @@ fn open_job_on_every_channel() {
         framework()
             .given_no_previous_events()
             .when(cmd(agent(), t0(), open(body)))
-            .then_expect_events(vec![JobEvent::JobOpened {
-                job_id: JOB_ID.into(),
-                incident_type: INCIDENT.into(),
-                channel,
-                client_id: "acme-retail".into(),
-                site: site(),
-                contact: contact(),
-                door: door(),
-                description: "Automatic sliding door stuck open".into(),
-                ifm: None,
-                opened_at: t0(),
-                possible_duplicate_of: None,
-                recall_of: None,
-                preferred_technician_id: None,
-                nte_cents: None,
-            }]);
+            .then_expect_events(vec![opened_without_ifm(channel, None, None)]);
     }
 }
 
@@ -60,10 +45,12 @@ fn open_job_refuses_an_unknown_incident_type() {
 
 #[test]
 fn open_job_twice_is_refused() {
-    opened()
-        .given()
-        .when(cmd(agent(), at(1), open(open_body())))
-        .then_expect_error(JobError::JobAlreadyExists);
+    opened().refused(
+        agent(),
+        at(1),
+        open(open_body()),
+        JobError::JobAlreadyExists,
+    );
 }
 
 #[test]
@@ -158,51 +145,45 @@ fn record_intake_accepts_a_partial_answer_and_optional_fields() {
 
 #[test]
 fn record_intake_refuses_fields_the_sop_does_not_define() {
-    opened()
-        .given()
-        .when(cmd(
-            agent(),
-            at(2),
-            record_intake(fields(json!({"colour": "red", "symptom": "stuck_open"}))),
-        ))
-        .then_expect_error(JobError::InvalidIntakeFields {
+    opened().refused(
+        agent(),
+        at(2),
+        record_intake(fields(json!({"colour": "red", "symptom": "stuck_open"}))),
+        JobError::InvalidIntakeFields {
             fields: vec!["colour".into()],
-        });
+        },
+    );
 }
 
 #[test]
 fn record_intake_refuses_values_of_the_wrong_type() {
-    opened()
-        .given()
-        .when(cmd(
-            agent(),
-            at(2),
-            record_intake(fields(json!({
-                "after_hours": "yes",
-                "power_cycled": 1,
-                "symptom": "exploded",
-                "access_hours": "   ",
-                "mode_switch_position": "automatic",
-            }))),
-        ))
-        .then_expect_error(JobError::InvalidIntakeFields {
+    opened().refused(
+        agent(),
+        at(2),
+        record_intake(fields(json!({
+            "after_hours": "yes",
+            "power_cycled": 1,
+            "symptom": "exploded",
+            "access_hours": "   ",
+            "mode_switch_position": "automatic",
+        }))),
+        JobError::InvalidIntakeFields {
             fields: vec![
                 "access_hours".into(),
                 "after_hours".into(),
                 "power_cycled".into(),
                 "symptom".into(),
             ],
-        });
-    opened()
-        .given()
-        .when(cmd(
-            agent(),
-            at(2),
-            record_intake(fields(json!({"access_hours": "x".repeat(301)}))),
-        ))
-        .then_expect_error(JobError::InvalidIntakeFields {
+        },
+    );
+    opened().refused(
+        agent(),
+        at(2),
+        record_intake(fields(json!({"access_hours": "x".repeat(301)}))),
+        JobError::InvalidIntakeFields {
             fields: vec!["access_hours".into()],
-        });
+        },
+    );
 }
 
 #[test]
@@ -218,10 +199,11 @@ fn record_intake_refuses_an_empty_answer() {
 
 #[test]
 fn triage_before_intake_lists_every_missing_required_field() {
-    opened()
-        .given()
-        .when(cmd(agent(), at(1), triage(None)))
-        .then_expect_error(JobError::MissingIntakeFields {
+    opened().refused(
+        agent(),
+        at(1),
+        triage(None),
+        JobError::MissingIntakeFields {
             missing: vec![
                 "anyone_hurt_or_trapped".into(),
                 "opening_can_be_secured".into(),
@@ -231,7 +213,8 @@ fn triage_before_intake_lists_every_missing_required_field() {
                 "mode_switch_position".into(),
                 "power_cycled".into(),
             ],
-        });
+        },
+    );
 }
 
 #[test]
@@ -244,17 +227,20 @@ fn triage_with_part_of_the_intake_lists_the_rest() {
                 json!({"anyone_hurt_or_trapped": false, "symptom": "stuck_open"}),
             )),
         )
-        .given()
-        .when(cmd(agent(), at(2), triage(None)))
-        .then_expect_error(JobError::MissingIntakeFields {
-            missing: vec![
-                "opening_can_be_secured".into(),
-                "after_hours".into(),
-                "access_hours".into(),
-                "mode_switch_position".into(),
-                "power_cycled".into(),
-            ],
-        });
+        .refused(
+            agent(),
+            at(2),
+            triage(None),
+            JobError::MissingIntakeFields {
+                missing: vec![
+                    "opening_can_be_secured".into(),
+                    "after_hours".into(),
+                    "access_hours".into(),
+                    "mode_switch_position".into(),
+                    "power_cycled".into(),
+                ],
+            },
+        );
 }
 
 #[test]
@@ -304,12 +290,15 @@ fn triage_of_a_routine_call_takes_the_sop_default() {
 fn triage_agent_may_not_ask_for_less_urgent_than_the_sop() {
     opened()
         .run(agent(), at(2), record_intake(routine_intake()))
-        .given()
-        .when(cmd(agent(), at(5), triage(Some(Priority::P3))))
-        .then_expect_error(JobError::PriorityBelowSop {
-            requested: Priority::P3,
-            sop_priority: Priority::P2,
-        });
+        .refused(
+            agent(),
+            at(5),
+            triage(Some(Priority::P3)),
+            JobError::PriorityBelowSop {
+                requested: Priority::P3,
+                sop_priority: Priority::P2,
+            },
+        );
 }
 
 #[test]
@@ -369,17 +358,15 @@ fn set_priority_recomputes_the_sla_from_the_call_time() {
 
 #[test]
 fn set_priority_agent_may_not_go_below_the_sop() {
-    triaged()
-        .given()
-        .when(cmd(
-            agent(),
-            at(30),
-            set_priority(Priority::P2, "Looks calmer"),
-        ))
-        .then_expect_error(JobError::PriorityBelowSop {
+    triaged().refused(
+        agent(),
+        at(30),
+        set_priority(Priority::P2, "Looks calmer"),
+        JobError::PriorityBelowSop {
             requested: Priority::P2,
             sop_priority: Priority::P1,
-        });
+        },
+    );
     triaged()
         .given()
         .when(cmd(
@@ -412,9 +399,7 @@ fn link_the_possible_duplicate_from_intake() {
     possible_duplicate()
         .given()
         .when(cmd(agent(), at(3), link_duplicate(None, Some(true))))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: OTHER_JOB.into(),
-        }]);
+        .then_expect_events(vec![linked_as_duplicate_of(OTHER_JOB)]);
     assert_eq!(duplicate().state(), JobState::Duplicate);
 }
 
@@ -422,44 +407,36 @@ fn link_the_possible_duplicate_from_intake() {
 fn link_a_named_job_from_triaged() {
     triaged()
         .given()
-        .when(cmd(
-            agent(),
-            at(8),
-            link_duplicate(Some("job-7"), Some(true)),
-        ))
-        .then_expect_events(vec![JobEvent::JobLinkedAsDuplicate {
-            duplicate_of: "job-7".into(),
-        }]);
+        .when(cmd(agent(), at(8), link_to_open("job-7")))
+        .then_expect_events(vec![linked_as_duplicate_of("job-7")]);
 }
 
 #[test]
 fn link_refuses_a_target_that_is_missing_closed_or_itself() {
     for target_open in [Some(false), None] {
-        triaged()
-            .given()
-            .when(cmd(
-                agent(),
-                at(8),
-                link_duplicate(Some("job-7"), target_open),
-            ))
-            .then_expect_error(JobError::DuplicateTargetNotOpen {
-                duplicate_of: "job-7".into(),
-            });
-    }
-    triaged()
-        .given()
-        .when(cmd(
+        triaged().refused(
             agent(),
             at(8),
-            link_duplicate(Some(JOB_ID), Some(true)),
-        ))
-        .then_expect_error(JobError::DuplicateTargetNotOpen {
+            link_duplicate(Some("job-7"), target_open),
+            JobError::DuplicateTargetNotOpen {
+                duplicate_of: "job-7".into(),
+            },
+        );
+    }
+    triaged().refused(
+        agent(),
+        at(8),
+        link_duplicate(Some(JOB_ID), Some(true)),
+        JobError::DuplicateTargetNotOpen {
             duplicate_of: JOB_ID.into(),
-        });
-    triaged()
-        .given()
-        .when(cmd(agent(), at(8), link_duplicate(None, Some(true))))
-        .then_expect_error(JobError::NoDuplicateToResolve);
+        },
+    );
+    triaged().refused(
+        agent(),
+        at(8),
+        link_duplicate(None, Some(true)),
+        JobError::NoDuplicateToResolve,
+    );
 }
 
 #[test]
@@ -492,10 +469,12 @@ fn not_duplicate_by_the_agent_only_requests_approval() {
 
 #[test]
 fn not_duplicate_without_a_possible_duplicate_is_refused() {
-    intake_recorded()
-        .given()
-        .when(cmd(dispatcher(), at(3), not_duplicate()))
-        .then_expect_error(JobError::NoDuplicateToResolve);
+    intake_recorded().refused(
+        dispatcher(),
+        at(3),
+        not_duplicate(),
+        JobError::NoDuplicateToResolve,
+    );
 }
 
 // ------------------------------------------------------------ offer_job
@@ -505,14 +484,7 @@ fn offer_job_yields_job_offered_with_the_p1_acknowledgement_window() {
     triaged()
         .given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(25), false)]);
 }
 
 #[test]
@@ -520,22 +492,17 @@ fn offer_job_window_follows_the_priority() {
     triaged_routine()
         .given()
         .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_D.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(40),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(40), false)]);
 }
 
 #[test]
 fn offer_job_to_an_unknown_technician() {
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer_unknown("tech-x")))
-        .then_expect_error(JobError::UnknownTechnician("tech-x".into()));
+    triaged().refused(
+        agent(),
+        at(10),
+        offer_unknown("tech-x"),
+        JobError::UnknownTechnician("tech-x".into()),
+    );
 }
 
 #[test]
@@ -545,18 +512,15 @@ fn offer_job_lists_missing_skills_and_certifications() {
         certifications: vec![("fire_door_inspector".into(), date(2030, 1, 1))],
         ..qualified(TECH_B)
     };
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(nobody)))
-        .then_expect_error(JobError::TechnicianNotQualified {
+    triaged().refused(
+        agent(),
+        at(10),
+        offer(nobody),
+        JobError::TechnicianNotQualified {
             missing: vec!["automatic_doors".into(), "AAADM".into()],
-        });
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(no_aaadm(TECH_B))))
-        .then_expect_error(JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        });
+        },
+    );
+    triaged().refused(agent(), at(10), offer(no_aaadm(TECH_B)), lacks_aaadm());
 }
 
 #[test]
@@ -565,12 +529,7 @@ fn offer_job_refuses_an_expired_certification_but_not_one_expiring_today() {
         certifications: vec![("AAADM".into(), date(2026, 5, 1))],
         ..qualified(TECH_B)
     };
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(expired)))
-        .then_expect_error(JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        });
+    triaged().refused(agent(), at(10), offer(expired), lacks_aaadm());
     let last_day = TechnicianProfile {
         certifications: vec![("AAADM".into(), date(2026, 5, 2))],
         ..qualified(TECH_B)
@@ -578,47 +537,39 @@ fn offer_job_refuses_an_expired_certification_but_not_one_expiring_today() {
     triaged()
         .given()
         .when(cmd(agent(), at(10), offer(last_day)))
-        .then_expect_events(vec![JobEvent::JobOffered {
-            visit: 1,
-            technician_id: TECH_B.into(),
-            labor_rate_cents: RATE,
-            offered_at: at(10),
-            ack_due_at: at(25),
-            preferred: false,
-        }]);
+        .then_expect_events(vec![job_offered(1, TECH_B, at(10), at(25), false)]);
 }
 
 #[test]
 fn offer_job_refuses_off_shift_and_inactive_technicians() {
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(off_shift(TECH_C))))
-        .then_expect_error(JobError::TechnicianUnavailable {
+    triaged().refused(
+        agent(),
+        at(10),
+        offer(off_shift(TECH_C)),
+        JobError::TechnicianUnavailable {
             shift: Shift::Off,
             active: true,
-        });
+        },
+    );
     let gone = TechnicianProfile {
         active: false,
         ..qualified(TECH_C)
     };
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(gone)))
-        .then_expect_error(JobError::TechnicianUnavailable {
+    triaged().refused(
+        agent(),
+        at(10),
+        offer(gone),
+        JobError::TechnicianUnavailable {
             shift: Shift::Available,
             active: false,
-        });
+        },
+    );
     // Qualification is checked first.
     let both = TechnicianProfile {
         shift: Shift::Off,
         ..no_aaadm(TECH_C)
     };
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(both)))
-        .then_expect_error(JobError::TechnicianNotQualified {
-            missing: vec!["AAADM".into()],
-        });
+    triaged().refused(agent(), at(10), offer(both), lacks_aaadm());
 }
 
 #[test]
@@ -648,11 +599,7 @@ fn accept_offer_yields_offer_accepted() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(12), accept(at(60))))
-        .then_expect_events(vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: at(60),
-            eta_beyond_sla: false,
-        }]);
+        .then_expect_events(vec![offer_accepted(TECH_D, at(60), false)]);
 }
 
 #[test]
@@ -660,11 +607,7 @@ fn accept_offer_with_an_eta_after_the_sla_is_allowed_but_flagged() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(12), accept(hours(5))))
-        .then_expect_events(vec![JobEvent::OfferAccepted {
-            technician_id: TECH_D.into(),
-            eta: hours(5),
-            eta_beyond_sla: true,
-        }]);
+        .then_expect_events(vec![offer_accepted(TECH_D, hours(5), true)]);
 }
 
 #[test]
@@ -678,10 +621,7 @@ fn accept_offer_refuses_an_eta_in_the_past() {
 
 #[test]
 fn accept_offer_only_by_the_offered_technician() {
-    offered()
-        .given()
-        .when(cmd(tech(TECH_A), at(12), accept(at(60))))
-        .then_expect_error(JobError::NotYourJob);
+    offered().refused(tech(TECH_A), at(12), accept(at(60)), JobError::NotYourJob);
 }
 
 // -------------------------------------------------------- decline_offer
@@ -691,10 +631,7 @@ fn decline_offer_yields_offer_declined_back_to_triaged() {
     offered()
         .given()
         .when(cmd(tech(TECH_D), at(13), decline("On another emergency")))
-        .then_expect_events(vec![JobEvent::OfferDeclined {
-            technician_id: TECH_D.into(),
-            reason: "On another emergency".into(),
-        }]);
+        .then_expect_events(vec![offer_declined(TECH_D, "On another emergency")]);
     let h = offered().run(tech(TECH_D), at(13), decline("On another emergency"));
     assert_eq!(h.state(), JobState::Triaged);
     assert_eq!(h.data().visits[0].status, VisitStatus::Declined);
@@ -707,10 +644,12 @@ fn decline_offer_needs_a_reason_and_the_offered_technician() {
         .when(cmd(tech(TECH_D), at(13), decline(" ")))
         .inspect_result();
     assert_validation(result, "reason");
-    offered()
-        .given()
-        .when(cmd(tech(TECH_A), at(13), decline("Not me")))
-        .then_expect_error(JobError::NotYourJob);
+    offered().refused(
+        tech(TECH_A),
+        at(13),
+        decline("Not me"),
+        JobError::NotYourJob,
+    );
 }
 
 // --------------------------------------------------------- expire_offer
@@ -732,14 +671,8 @@ fn start_travel_yields_travel_started() {
     confirmed()
         .given()
         .when(cmd(tech(TECH_D), at(20), start_travel()))
-        .then_expect_events(vec![JobEvent::TravelStarted {
-            technician_id: TECH_D.into(),
-            at: at(20),
-        }]);
-    confirmed()
-        .given()
-        .when(cmd(tech(TECH_A), at(20), start_travel()))
-        .then_expect_error(JobError::NotYourJob);
+        .then_expect_events(vec![travel_started(TECH_D, at(20))]);
+    confirmed().refused(tech(TECH_A), at(20), start_travel(), JobError::NotYourJob);
 }
 
 // ------------------------------------------------------------- check_in
@@ -814,14 +747,7 @@ fn check_in_validates_coordinates_and_technician() {
         ))
         .inspect_result();
     assert_validation(result, "lon");
-    en_route()
-        .given()
-        .when(cmd(
-            tech(TECH_A),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        ))
-        .then_expect_error(JobError::NotYourJob);
+    en_route().refused(tech(TECH_A), at(60), check_in_app(), JobError::NotYourJob);
 }
 
 // ---------------------------------------------- complete_checklist_item
@@ -848,14 +774,12 @@ fn complete_checklist_item_yields_checklist_item_completed() {
 
 #[test]
 fn complete_checklist_item_refuses_an_item_the_sop_does_not_define() {
-    on_site()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(61),
-            checklist_item("paint_it_red", ChecklistResult::Pass),
-        ))
-        .then_expect_error(JobError::UnknownChecklistItem("paint_it_red".into()));
+    on_site().refused(
+        tech(TECH_D),
+        at(61),
+        checklist_item("paint_it_red", ChecklistResult::Pass),
+        JobError::UnknownChecklistItem("paint_it_red".into()),
+    );
 }
 
 // ------------------------------------------------------ attach_evidence
@@ -896,14 +820,12 @@ fn attach_evidence_on_site_and_in_any_open_state() {
 
 #[test]
 fn attach_evidence_refuses_kinds_the_sop_does_not_allow() {
-    on_site()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(62),
-            evidence(EvidenceKind::DropTestForm, 7),
-        ))
-        .then_expect_error(JobError::EvidenceKindNotAllowed(EvidenceKind::DropTestForm));
+    on_site().refused(
+        tech(TECH_D),
+        at(62),
+        evidence(EvidenceKind::DropTestForm, 7),
+        JobError::EvidenceKindNotAllowed(EvidenceKind::DropTestForm),
+    );
 }
 
 #[test]
@@ -937,25 +859,8 @@ fn attach_evidence_needs_a_lowercase_sha256() {
 fn check_out_completed_yields_checked_out_with_rounded_labor() {
     ready_to_check_out()
         .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![motor()],
-            ),
-        ))
-        .then_expect_events(vec![checked_out_event(
-            TECH_D,
-            CheckOutcome::Completed,
-            DoorLeftState::Operational,
-            true,
-            vec![motor()],
-            at(180),
-            120,
-        )]);
+        .when(cmd(tech(TECH_D), at(180), completed(vec![motor()])))
+        .then_expect_events(vec![completed_event(vec![motor()], at(180), 120)]);
     assert_eq!(work_completed().state(), JobState::WorkCompleted);
 }
 
@@ -999,19 +904,17 @@ fn check_out_completed_lists_everything_missing() {
         ]
         .map(String::from),
     );
-    on_site()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(120),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::LockedOut,
-                None,
-                vec![],
-            ),
-        ))
-        .then_expect_error(JobError::MissingFieldEvidence { missing });
+    on_site().refused(
+        tech(TECH_D),
+        at(120),
+        check_out(
+            CheckOutcome::Completed,
+            DoorLeftState::LockedOut,
+            None,
+            vec![],
+        ),
+        JobError::MissingFieldEvidence { missing },
+    );
 }
 
 #[test]
@@ -1022,39 +925,31 @@ fn check_out_completed_counts_a_failed_item_as_missing() {
             at(100),
             checklist_item("fault_repaired", ChecklistResult::Fail),
         )
-        .given()
-        .when(cmd(
+        .refused(
             tech(TECH_D),
             at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ))
-        .then_expect_error(JobError::MissingFieldEvidence {
-            missing: vec!["fault_repaired".into()],
-        });
+            completed(vec![]),
+            JobError::MissingFieldEvidence {
+                missing: vec!["fault_repaired".into()],
+            },
+        );
 }
 
 #[test]
 fn check_out_completed_needs_the_make_safe_confirmed_where_triage_required_it() {
-    ready_to_check_out()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(false),
-                vec![],
-            ),
-        ))
-        .then_expect_error(JobError::MissingFieldEvidence {
+    ready_to_check_out().refused(
+        tech(TECH_D),
+        at(180),
+        check_out(
+            CheckOutcome::Completed,
+            DoorLeftState::Operational,
+            Some(false),
+            vec![],
+        ),
+        JobError::MissingFieldEvidence {
             missing: vec!["make_safe_confirmed".into()],
-        });
+        },
+    );
 }
 
 #[test]
@@ -1092,28 +987,22 @@ fn check_out_on_hold_for_each_hold_outcome() {
 
 #[test]
 fn check_out_on_hold_an_unsafe_door_must_be_secured() {
-    on_site()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(120),
-            check_out(
-                CheckOutcome::PartsOnOrder,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ))
-        .then_expect_error(JobError::DoorNotSecured);
+    on_site().refused(
+        tech(TECH_D),
+        at(120),
+        check_out(
+            CheckOutcome::PartsOnOrder,
+            DoorLeftState::Operational,
+            Some(true),
+            vec![],
+        ),
+        JobError::DoorNotSecured,
+    );
     // Where triage required no make-safe, an operational door may be left on hold.
     let routine_on_site = triaged_routine()
         .run(agent(), at(10), offer(qualified(TECH_D)))
         .run(tech(TECH_D), at(12), accept(at(60)))
-        .run(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, None, None),
-        );
+        .run(tech(TECH_D), at(60), check_in_app());
     routine_on_site
         .given()
         .when(cmd(
@@ -1191,19 +1080,12 @@ fn check_out_validates_resolution_and_parts() {
 
 #[test]
 fn check_out_only_by_the_assigned_technician() {
-    ready_to_check_out()
-        .given()
-        .when(cmd(
-            tech(TECH_A),
-            at(180),
-            check_out(
-                CheckOutcome::Completed,
-                DoorLeftState::Operational,
-                Some(true),
-                vec![],
-            ),
-        ))
-        .then_expect_error(JobError::NotYourJob);
+    ready_to_check_out().refused(
+        tech(TECH_A),
+        at(180),
+        completed(vec![]),
+        JobError::NotYourJob,
+    );
 }
 
 // ------------------------------------------------ schedule_return_visit
@@ -1217,9 +1099,7 @@ fn schedule_return_visit_back_to_triaged() {
             at(200),
             schedule_return(Some("Motor arrives Monday")),
         ))
-        .then_expect_events(vec![JobEvent::ReturnVisitScheduled {
-            reason: Some("Motor arrives Monday".into()),
-        }]);
+        .then_expect_events(vec![return_visit_scheduled("Motor arrives Monday")]);
     on_hold(CheckOutcome::ReturnVisit)
         .given()
         .when(cmd(dispatcher(), at(200), schedule_return(None)))
@@ -1231,10 +1111,12 @@ fn schedule_return_visit_back_to_triaged() {
 
 #[test]
 fn schedule_return_visit_of_a_needs_quote_job_needs_the_quote() {
-    on_hold(CheckOutcome::NeedsQuote)
-        .given()
-        .when(cmd(dispatcher(), at(200), schedule_return(None)))
-        .then_expect_error(JobError::QuoteNotApproved);
+    on_hold(CheckOutcome::NeedsQuote).refused(
+        dispatcher(),
+        at(200),
+        schedule_return(None),
+        JobError::QuoteNotApproved,
+    );
 }
 
 // ------------------------------------------------------ verify_closeout
@@ -1254,15 +1136,17 @@ fn verify_closeout_lists_missing_and_failed_items() {
     let mut items = closeout_items(INCIDENT, ChecklistResult::Pass);
     items.remove(0);
     items[0].result = ChecklistResult::Fail; // aaadm_daily_check_passed
-    work_completed()
-        .given()
-        .when(cmd(agent(), at(200), verify_closeout(items)))
-        .then_expect_error(JobError::CloseoutIncomplete {
+    work_completed().refused(
+        agent(),
+        at(200),
+        verify_closeout(items),
+        JobError::CloseoutIncomplete {
             missing: vec![
                 "door_cycles_normally".into(),
                 "aaadm_daily_check_passed".into(),
             ],
-        });
+        },
+    );
 }
 
 #[test]
@@ -1310,20 +1194,8 @@ fn mark_billing_ready_fixes_an_itemized_invoice_within_the_nte() {
         .then_expect_events(vec![JobEvent::BillingReadyMarked {
             invoice: Invoice {
                 lines: vec![
-                    InvoiceLine {
-                        kind: InvoiceLineKind::Trip,
-                        description: "Trip charge, visit 1".into(),
-                        quantity: 1,
-                        unit_cents: TRIP,
-                        amount_cents: TRIP,
-                    },
-                    InvoiceLine {
-                        kind: InvoiceLineKind::Labor,
-                        description: "Labor, visit 1 (120 min)".into(),
-                        quantity: 120,
-                        unit_cents: RATE,
-                        amount_cents: 24_000,
-                    },
+                    trip_line("Trip charge, visit 1"),
+                    labor_line("Labor, visit 1 (120 min)", 120, 24_000),
                 ],
                 total_cents: 33_500,
             },
@@ -1333,13 +1205,15 @@ fn mark_billing_ready_fixes_an_itemized_invoice_within_the_nte() {
 
 #[test]
 fn mark_billing_ready_refuses_a_total_over_the_nte() {
-    closeout_verified()
-        .given()
-        .when(cmd(agent(), at(215), mark_billing_ready()))
-        .then_expect_error(JobError::NteExceeded {
+    closeout_verified().refused(
+        agent(),
+        at(215),
+        mark_billing_ready(),
+        JobError::NteExceeded {
             total_cents: 53_500,
             nte_cents: NTE,
-        });
+        },
+    );
 }
 
 // ------------------------------------------------------------ close_job
@@ -1518,12 +1392,14 @@ fn request_nte_increase_by_the_assigned_technician() {
 #[test]
 fn request_nte_increase_must_be_above_the_current_nte() {
     for amount in [NTE, NTE - 1, 0] {
-        closeout_verified()
-            .given()
-            .when(cmd(agent(), at(205), nte_increase(amount, "More")))
-            .then_expect_error(JobError::NteNotIncreased {
+        closeout_verified().refused(
+            agent(),
+            at(205),
+            nte_increase(amount, "More"),
+            JobError::NteNotIncreased {
                 current_cents: Some(NTE),
-            });
+            },
+        );
     }
     for (amount, reason, field) in [
         (-1, "More", "amount_cents"),
@@ -1560,17 +1436,9 @@ fn request_nte_increase_without_an_nte_sets_one() {
         }]);
     let h = h.run(agent(), at(5), nte_increase(30_000, "Customer cap"));
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(6),
-            decide(&expected_id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(6), approve(&expected_id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: expected_id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(expected_id.clone(), dispatcher()),
             JobEvent::NteIncreased {
                 from_cents: None,
                 to_cents: 30_000,
@@ -1599,14 +1467,10 @@ fn decide_approval_approve_nte_increase() {
         .when(cmd(
             dispatcher(),
             at(210),
-            decide(&id, Decision::Approve, Some("Motor was needed")),
+            approve_because(&id, "Motor was needed"),
         ))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: Some("Motor was needed".into()),
-            },
+            approval_granted_because(id.clone(), dispatcher(), "Motor was needed"),
             JobEvent::NteIncreased {
                 from_cents: Some(NTE),
                 to_cents: 65_000,
@@ -1619,16 +1483,12 @@ fn decide_approval_approve_nte_increase() {
 fn decide_approval_reject_nte_increase() {
     let (h, id) = nte_requested();
     h.given()
-        .when(cmd(
+        .when(cmd(dispatcher(), at(210), reject(&id, "Quote first")))
+        .then_expect_events(vec![approval_rejected(
+            id.clone(),
             dispatcher(),
-            at(210),
-            decide(&id, Decision::Reject, Some("Quote first")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id.clone(),
-            decided_by: dispatcher(),
-            reason: Some("Quote first".into()),
-        }]);
+            "Quote first",
+        )]);
     let h = h.run(dispatcher(), at(210), decide(&id, Decision::Reject, None));
     assert_eq!(h.data().nte_cents, Some(NTE));
     assert_eq!(
@@ -1642,34 +1502,14 @@ fn decide_approval_approve_and_reject_cancel_job() {
     let h = en_route().run(agent(), at(30), cancel("Store closed for the night"));
     let id = h.last_approval_id();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(35),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(35), approve(&id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
-            JobEvent::JobCancelled {
-                reason: "Store closed for the night".into(),
-                trip_charge_cents: TRIP,
-                approval_id: Some(id.clone()),
-            },
+            approval_granted(id.clone(), dispatcher()),
+            cancelled_on_approval("Store closed for the night", TRIP, id.clone()),
         ]);
     h.given()
-        .when(cmd(
-            admin(),
-            at(35),
-            decide(&id, Decision::Reject, Some("Tech is nearly there")),
-        ))
-        .then_expect_events(vec![JobEvent::ApprovalRejected {
-            approval_id: id,
-            decided_by: admin(),
-            reason: Some("Tech is nearly there".into()),
-        }]);
+        .when(cmd(admin(), at(35), reject(&id, "Tech is nearly there")))
+        .then_expect_events(vec![approval_rejected(id, admin(), "Tech is nearly there")]);
 }
 
 #[test]
@@ -1677,17 +1517,9 @@ fn decide_approval_approve_and_reject_dismiss_duplicate() {
     let h = possible_duplicate().run(agent(), at(3), not_duplicate());
     let id = h.last_approval_id();
     h.given()
-        .when(cmd(
-            dispatcher(),
-            at(4),
-            decide(&id, Decision::Approve, None),
-        ))
+        .when(cmd(dispatcher(), at(4), approve(&id)))
         .then_expect_events(vec![
-            JobEvent::ApprovalGranted {
-                approval_id: id.clone(),
-                decided_by: dispatcher(),
-                reason: None,
-            },
+            approval_granted(id.clone(), dispatcher()),
             JobEvent::DuplicateDismissed {
                 possible_duplicate_of: OTHER_JOB.into(),
                 approval_id: Some(id.clone()),
@@ -1709,23 +1541,21 @@ fn decide_approval_approve_and_reject_dismiss_duplicate() {
 #[test]
 fn decide_approval_refuses_unknown_and_decided_approvals() {
     let (h, id) = nte_requested();
-    h.given()
-        .when(cmd(
-            dispatcher(),
-            at(210),
-            decide("no-such-approval", Decision::Approve, None),
-        ))
-        .then_expect_error(JobError::ApprovalNotFound("no-such-approval".into()));
+    h.refused(
+        dispatcher(),
+        at(210),
+        approve("no-such-approval"),
+        JobError::ApprovalNotFound("no-such-approval".into()),
+    );
     for decision in [Decision::Approve, Decision::Reject] {
         h.clone()
             .run(dispatcher(), at(210), decide(&id, decision, None))
-            .given()
-            .when(cmd(
+            .refused(
                 dispatcher2(),
                 at(211),
-                decide(&id, Decision::Approve, None),
-            ))
-            .then_expect_error(JobError::ApprovalNotPending(id.clone()));
+                approve(&id),
+                JobError::ApprovalNotPending(id.clone()),
+            );
     }
 }
 
@@ -1733,18 +1563,15 @@ fn decide_approval_refuses_unknown_and_decided_approvals() {
 fn decide_approval_only_by_a_dispatcher_or_admin() {
     let (h, id) = nte_requested();
     for by in [agent(), auditor(), system()] {
-        h.given()
-            .when(cmd(by, at(210), decide(&id, Decision::Approve, None)))
-            .then_expect_error(JobError::Forbidden);
+        h.refused(by, at(210), approve(&id), JobError::Forbidden);
     }
     // The job's own technician is still not a supervisor.
-    h.given()
-        .when(cmd(
-            tech(TECH_D),
-            at(210),
-            decide(&id, Decision::Reject, None),
-        ))
-        .then_expect_error(JobError::Forbidden);
+    h.refused(
+        tech(TECH_D),
+        at(210),
+        decide(&id, Decision::Reject, None),
+        JobError::Forbidden,
+    );
 }
 
 // ------------------------------------------------------ flag_sla_breach
@@ -1762,29 +1589,32 @@ fn flag_sla_breach_response_once_due_without_a_check_in() {
             kind: SlaKind::Response,
             due_at: hours(4),
         }]);
-    triaged()
-        .given()
-        .when(cmd(system(), hours(4), flag_sla(SlaKind::Response)))
-        .then_expect_error(JobError::SlaNotBreached("response"));
+    triaged().refused(
+        system(),
+        hours(4),
+        flag_sla(SlaKind::Response),
+        JobError::SlaNotBreached("response"),
+    );
     triaged()
         .run(system(), hours(5), flag_sla(SlaKind::Response))
-        .given()
-        .when(cmd(system(), hours(6), flag_sla(SlaKind::Response)))
-        .then_expect_error(JobError::SlaNotBreached("response"));
+        .refused(
+            system(),
+            hours(6),
+            flag_sla(SlaKind::Response),
+            JobError::SlaNotBreached("response"),
+        );
 }
 
 #[test]
 fn flag_sla_breach_response_met_by_a_timely_check_in_not_by_a_late_one() {
-    on_site()
-        .given()
-        .when(cmd(system(), hours(5), flag_sla(SlaKind::Response)))
-        .then_expect_error(JobError::SlaNotBreached("response"));
+    on_site().refused(
+        system(),
+        hours(5),
+        flag_sla(SlaKind::Response),
+        JobError::SlaNotBreached("response"),
+    );
     en_route()
-        .run(
-            tech(TECH_D),
-            hours(5),
-            check_in(CheckInMethod::App, None, None),
-        )
+        .run(tech(TECH_D), hours(5), check_in_app())
         .given()
         .when(cmd(system(), hours(5), flag_sla(SlaKind::Response)))
         .then_expect_events(vec![JobEvent::SlaBreached {
@@ -1809,32 +1639,43 @@ fn flag_sla_breach_completion() {
             kind: SlaKind::Completion,
             due_at: hours(24),
         }]);
-    work_completed()
-        .given()
-        .when(cmd(system(), hours(25), flag_sla(SlaKind::Completion)))
-        .then_expect_error(JobError::SlaNotBreached("completion"));
-    on_site()
-        .given()
-        .when(cmd(system(), hours(23), flag_sla(SlaKind::Completion)))
-        .then_expect_error(JobError::SlaNotBreached("completion"));
+    work_completed().refused(
+        system(),
+        hours(25),
+        flag_sla(SlaKind::Completion),
+        JobError::SlaNotBreached("completion"),
+    );
+    on_site().refused(
+        system(),
+        hours(23),
+        flag_sla(SlaKind::Completion),
+        JobError::SlaNotBreached("completion"),
+    );
 }
 
 #[test]
 fn flag_sla_breach_needs_an_sla_and_the_system_actor() {
-    intake_recorded()
-        .given()
-        .when(cmd(system(), hours(30), flag_sla(SlaKind::Response)))
-        .then_expect_error(JobError::SlaNotBreached("response"));
+    intake_recorded().refused(
+        system(),
+        hours(30),
+        flag_sla(SlaKind::Response),
+        JobError::SlaNotBreached("response"),
+    );
     opened()
         .run(agent(), at(2), record_intake(routine_intake()))
         .run(dispatcher(), at(5), triage(Some(Priority::P4)))
-        .given()
-        .when(cmd(system(), hours(300), flag_sla(SlaKind::Completion)))
-        .then_expect_error(JobError::SlaNotBreached("completion"));
+        .refused(
+            system(),
+            hours(300),
+            flag_sla(SlaKind::Completion),
+            JobError::SlaNotBreached("completion"),
+        );
     for by in [agent(), dispatcher(), admin()] {
-        triaged()
-            .given()
-            .when(cmd(by, hours(5), flag_sla(SlaKind::Response)))
-            .then_expect_error(JobError::Forbidden);
+        triaged().refused(
+            by,
+            hours(5),
+            flag_sla(SlaKind::Response),
+            JobError::Forbidden,
+        );
     }
 }

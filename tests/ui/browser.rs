@@ -153,27 +153,13 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
         t.clock
             .set(t0() - chrono::Duration::minutes((hours_ago * 60.0) as i64));
         let job = open_named(t, site).await;
-        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-            .await;
-        assert_eq!(
-            t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
-                .await
-                .state(),
-            "triaged"
-        );
+        assert_eq!(t.intake_and_triage(&job).await.state(), "triaged");
     }
     t.clock.set(t0());
 
     // The board's variety: a P1 make-safe waiting for a technician, its possible duplicate, one in intake, one offered.
     let triaged = open_named(t, "store-12").await;
-    t.cmd(&triaged, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    assert_eq!(
-        t.cmd(&triaged, "triage_job", &t.keys.agent, json!({}))
-            .await
-            .state(),
-        "triaged"
-    );
+    assert_eq!(t.intake_and_triage(&triaged).await.state(), "triaged");
     let mut second_call = open_body("store-12");
     second_call["site"]["name"] = json!("Store 12");
     second_call["description"] = json!("Caller says the same door is stuck again");
@@ -184,35 +170,18 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
     body["incident_type"] = json!("door_stuck_open");
     assert_eq!(t.post("/v1/jobs", &t.keys.agent, body).await.status, 201);
     let offered = open_named(t, "civic-center").await;
-    t.cmd(&offered, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    t.cmd(&offered, "triage_job", &t.keys.agent, json!({}))
-        .await;
+    t.intake_and_triage(&offered).await;
     assert_eq!(
-        t.cmd(
-            &offered,
-            "offer_job",
-            &t.keys.dispatcher,
-            json!({"technician_id": "tech-a"})
-        )
-        .await
-        .state(),
+        t.offer(&offered, &t.keys.dispatcher, "tech-a")
+            .await
+            .state(),
         "offered"
     );
 
     // Confirmed with tech-d, with an NTE increase the agent asked for (a technician sees it, cannot decide it).
     let tech_job = open_named(t, "airport-t2").await;
-    t.cmd(&tech_job, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    t.cmd(&tech_job, "triage_job", &t.keys.agent, json!({}))
-        .await;
-    t.cmd(
-        &tech_job,
-        "offer_job",
-        &t.keys.agent,
-        json!({"technician_id": "tech-d"}),
-    )
-    .await;
+    t.intake_and_triage(&tech_job).await;
+    t.offer(&tech_job, &t.keys.agent, "tech-d").await;
     let eta = (t0() + chrono::Duration::minutes(90)).to_rfc3339();
     assert_eq!(
         t.cmd(
@@ -230,21 +199,17 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
 
     // A job whose stored history was altered behind the service's back.
     let tampered = open_named(t, "museum-east").await;
-    t.cmd(&tampered, "record_intake", &t.keys.agent, TestApp::intake())
-        .await;
-    t.cmd(&tampered, "triage_job", &t.keys.agent, json!({}))
-        .await;
+    t.intake_and_triage(&tampered).await;
     for i in 1..=3 {
-        t.cmd(
+        t.note(
             &tampered,
-            "add_note",
             &t.keys.agent,
-            json!({"text": format!("Called the site, update {i}")}),
+            &format!("Called the site, update {i}"),
         )
         .await;
     }
     let tampered_seq = 4;
-    tamper(t, &format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
+    t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
 
     let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
         .fetch_one(&t.app.pool)

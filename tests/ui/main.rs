@@ -12,8 +12,6 @@ mod support;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use chrono::Duration;
-use dispatch_api::read_models::runtime::Runtime;
-use dispatch_api::read_models::ProjectionContext;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -100,7 +98,7 @@ pub async fn post_form(
 
 /// Logs in with a key; returns the session token from the cookie.
 pub async fn login(t: &TestApp, key: &str) -> String {
-    let p = post_form(t, "/ui/login", None, &[("key", key)], Some(ORIGIN)).await;
+    let p = login_form(t, &[("key", key)]).await;
     assert_eq!(p.status, 303, "{}", p.body);
     let cookie = p.headers.get("set-cookie").unwrap().to_str().unwrap();
     cookie
@@ -112,16 +110,49 @@ pub async fn login(t: &TestApp, key: &str) -> String {
         .to_string()
 }
 
-/// Brings every read model up to date.
-pub async fn project(t: &TestApp) {
-    let runtime = Runtime::new(
-        t.app.pool.clone(),
-        ProjectionContext {
-            sops: t.app.sops.clone(),
-        },
-    );
-    runtime.register().await.unwrap();
-    runtime.catch_up().await.unwrap();
+/// A test app with the canonical technicians and a job on site with
+/// technician D at `site`: the app and the job.
+pub async fn spawn_with_job_on_site(site: &str) -> (TestApp, String) {
+    let t = TestApp::spawn().await;
+    t.register_technicians().await;
+    let job = job_on_site(&t, site, &t.keys.tech_d, "tech-d").await;
+    (t, job)
+}
+
+/// [`spawn_with_job_on_site`], then technician D asks for an NTE increase
+/// to `cents` and the dispatcher logs in: the app, the job, the approval
+/// and the dispatcher's session.
+pub async fn nte_request_for_the_desk(
+    site: &str,
+    cents: i64,
+    reason: &str,
+) -> (TestApp, String, String, String) {
+    let (t, job) = spawn_with_job_on_site(site).await;
+    let approval = request_nte(&t, &job, &t.keys.tech_d, cents, reason).await;
+    let desk = login(&t, &t.keys.dispatcher).await;
+    (t, job, approval, desk)
+}
+
+/// Posts an approval's decision form with `fields` in `session`, from our
+/// origin.
+pub async fn decide_form(
+    t: &TestApp,
+    approval: &str,
+    session: &str,
+    fields: &[(&str, &str)],
+) -> Page {
+    let path = format!("/ui/approvals/{approval}/decide");
+    post_form(t, &path, Some(session), fields, Some(ORIGIN)).await
+}
+
+/// `GET /ui/jobs/{job}` in `session`.
+pub async fn job_page(t: &TestApp, job: &str, session: &str) -> Page {
+    get_page(t, &format!("/ui/jobs/{job}"), Some(session)).await
+}
+
+/// Posts the login form with `fields`, from our origin.
+pub async fn login_form(t: &TestApp, fields: &[(&str, &str)]) -> Page {
+    post_form(t, "/ui/login", None, fields, Some(ORIGIN)).await
 }
 
 /// Opens the canonical IFM job (as the agent) at a site named after its id
@@ -146,44 +177,18 @@ pub async fn open_named(t: &TestApp, site: &str) -> String {
 /// Drives a job to `on_site` with `tech` (registered by `register_technicians`).
 pub async fn job_on_site(t: &TestApp, site: &str, tech_key: &str, tech: &str) -> String {
     let job = open_named(t, site).await;
-    assert_eq!(
-        t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "triage_job", &t.keys.agent, json!({}))
-            .await
-            .status,
-        200
-    );
-    let r = t
-        .cmd(
-            &job,
-            "offer_job",
-            &t.keys.agent,
-            json!({"technician_id": tech}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.json);
+    let agent = &t.keys.agent;
     let eta = (t0() + Duration::hours(1)).to_rfc3339();
-    assert_eq!(
-        t.cmd(&job, "accept_offer", tech_key, json!({"eta": eta}))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        t.cmd(&job, "start_travel", tech_key, json!({}))
-            .await
-            .status,
-        200
-    );
-    let r = t
-        .cmd(&job, "check_in", tech_key, json!({"method": "app"}))
-        .await;
-    assert_eq!(r.state(), "on_site", "{:?}", r.json);
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        ("record_intake", agent,    TestApp::intake(),               Want::Status(200)),
+        ("triage_job",    agent,    json!({}),                       Want::Status(200)),
+        ("offer_job",     agent,    json!({"technician_id": tech}),  Want::Status(200)),
+        ("accept_offer",  tech_key, json!({"eta": eta}),             Want::Status(200)),
+        ("start_travel",  tech_key, json!({}),                       Want::Status(200)),
+        ("check_in",      tech_key, json!({"method": "app"}),        Want::State("on_site")),
+    ];
+    t.script(&job, steps).await;
     job
 }
 
@@ -199,21 +204,6 @@ pub async fn request_nte(t: &TestApp, job: &str, key: &str, cents: i64, reason: 
         .await;
     assert_eq!(r.status, 202, "{:?}", r.json);
     r.json["approval_id"].as_str().unwrap().to_string()
-}
-
-/// Alters a stored event as a superuser who disables the append-only trigger.
-pub async fn tamper(t: &TestApp, sql: &str) {
-    let mut tx = t.app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// A job's stored events.

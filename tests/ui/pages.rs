@@ -17,7 +17,7 @@ use crate::*;
 #[tokio::test]
 async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie() {
     let t = TestApp::spawn().await;
-    project(&t).await;
+    t.project().await;
     // No session: pages send you to the login form, and come back after.
     let p = get_page(&t, "/ui/board?state=triaged", None).await;
     assert_eq!(
@@ -31,15 +31,12 @@ async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie()
         form.body
     );
 
-    let p = post_form(
+    let p = login_form(
         &t,
-        "/ui/login",
-        None,
         &[
             ("key", &t.keys.dispatcher),
             ("next", "/ui/board?state=triaged"),
         ],
-        Some(ORIGIN),
     )
     .await;
     assert_eq!((p.status, p.location()), (303, "/ui/board?state=triaged"));
@@ -91,12 +88,9 @@ async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie()
     assert_eq!(board.status, 200);
     assert!(board.body.contains("dispatcher-1"));
     // Open redirects are refused: a foreign `next` lands on the role's first page.
-    let p = post_form(
+    let p = login_form(
         &t,
-        "/ui/login",
-        None,
         &[("key", &t.keys.dispatcher), ("next", "//evil.example/")],
-        Some(ORIGIN),
     )
     .await;
     assert_eq!(p.location(), "/ui/board");
@@ -108,15 +102,8 @@ async fn login_keeps_only_a_hashed_session_in_a_secure_strict_http_only_cookie()
 #[tokio::test]
 async fn unknown_revoked_and_logged_out_sessions_end_at_once() {
     let t = TestApp::spawn().await;
-    project(&t).await;
-    let p = post_form(
-        &t,
-        "/ui/login",
-        None,
-        &[("key", "dak_not_a_key")],
-        Some(ORIGIN),
-    )
-    .await;
+    t.project().await;
+    let p = login_form(&t, &[("key", "dak_not_a_key")]).await;
     assert_eq!(p.status, 401);
     assert!(p.body.contains("unknown or revoked") && p.headers.get("set-cookie").is_none());
 
@@ -146,25 +133,14 @@ async fn unknown_revoked_and_logged_out_sessions_end_at_once() {
         .await
         .unwrap();
     assert_eq!(get_page(&t, "/ui/board", Some(&token)).await.status, 303);
-    let p = post_form(
-        &t,
-        "/ui/login",
-        None,
-        &[("key", &t.keys.auditor)],
-        Some(ORIGIN),
-    )
-    .await;
+    let p = login_form(&t, &[("key", &t.keys.auditor)]).await;
     assert_eq!(p.status, 401);
 }
 
 #[tokio::test]
 async fn posts_need_this_sessions_csrf_token_and_this_origin() {
-    let t = TestApp::spawn().await;
-    t.register_technicians().await;
-    let job = job_on_site(&t, "site-csrf", &t.keys.tech_d, "tech-d").await;
-    let approval = request_nte(&t, &job, &t.keys.tech_d, 75000, "motor").await;
-    let token = login(&t, &t.keys.dispatcher).await;
-    let page = get_page(&t, &format!("/ui/jobs/{job}"), Some(&token)).await;
+    let (t, job, approval, token) = nte_request_for_the_desk("site-csrf", 75000, "motor").await;
+    let page = job_page(&t, &job, &token).await;
     let csrf = page.hidden("csrf");
     let idem = page.hidden("idem");
     let path = format!("/ui/approvals/{approval}/decide");
@@ -214,12 +190,10 @@ async fn posts_need_this_sessions_csrf_token_and_this_origin() {
 
 #[tokio::test]
 async fn pages_and_buttons_follow_the_allowlist() {
-    let t = TestApp::spawn().await;
-    t.register_technicians().await;
-    let mine = job_on_site(&t, "site-mine", &t.keys.tech_d, "tech-d").await;
+    let (t, mine) = spawn_with_job_on_site("site-mine").await;
     let approval = request_nte(&t, &mine, &t.keys.agent, 90000, "new operator").await;
     let other = t.open_ifm_job("site-other").await;
-    project(&t).await;
+    t.project().await;
 
     // Dispatcher: every page, and the buttons.
     let desk = login(&t, &t.keys.dispatcher).await;
@@ -232,7 +206,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
     ] {
         assert_eq!(get_page(&t, path, Some(&desk)).await.status, 200, "{path}");
     }
-    let job = get_page(&t, &format!("/ui/jobs/{mine}"), Some(&desk)).await;
+    let job = job_page(&t, &mine, &desk).await;
     assert!(
         job.body.contains("button class=\"approve\""),
         "{}",
@@ -249,14 +223,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
 
     // Technician: their visits and their jobs, no board, no approvals, no buttons, no timeline.
     let tech = login(&t, &t.keys.tech_d).await;
-    let landing = post_form(
-        &t,
-        "/ui/login",
-        None,
-        &[("key", &t.keys.tech_d)],
-        Some(ORIGIN),
-    )
-    .await;
+    let landing = login_form(&t, &[("key", &t.keys.tech_d)]).await;
     assert_eq!(landing.location(), "/ui/technicians/tech-d/schedule");
     for path in [
         "/ui/board",
@@ -276,7 +243,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
             && !visits.body.contains(">Board<")
             && !visits.body.contains(">Approvals<")
     );
-    let job = get_page(&t, &format!("/ui/jobs/{mine}"), Some(&tech)).await;
+    let job = job_page(&t, &mine, &tech).await;
     assert_eq!(job.status, 200);
     assert!(
         job.body.contains("pending")
@@ -288,12 +255,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
     assert!(
         job.body.contains("may not read this job's events") && !job.body.contains("data-chain=")
     );
-    assert_eq!(
-        get_page(&t, &format!("/ui/jobs/{other}"), Some(&tech))
-            .await
-            .status,
-        403
-    );
+    assert_eq!(job_page(&t, &other, &tech).await.status, 403);
     // Posting the decision anyway is refused by the allowlist, and changes nothing.
     let csrf = job.hidden("csrf");
     let before = stored_events(&t, &mine).await.len();
@@ -321,7 +283,7 @@ async fn pages_and_buttons_follow_the_allowlist() {
         approvals.body.contains("may read approvals but not decide")
             && !approvals.body.contains("class=\"approve\"")
     );
-    let job = get_page(&t, &format!("/ui/jobs/{mine}"), Some(&audit)).await;
+    let job = job_page(&t, &mine, &audit).await;
     assert!(
         job.body.contains("data-chain=\"verified\"") && !job.body.contains("class=\"approve\"")
     );
@@ -351,11 +313,10 @@ async fn stored_text_is_shown_escaped_never_interpreted() {
     let r = t.post("/v1/jobs", &t.keys.agent, body).await;
     assert_eq!(r.status, 201, "{:?}", r.json);
     let job = r.json["job_id"].as_str().unwrap().to_string();
-    t.cmd(
+    t.note(
         &job,
-        "add_note",
         &t.keys.agent,
-        json!({"text": format!("note {hostile}\r\nsecond line")}),
+        &format!("note {hostile}\r\nsecond line"),
     )
     .await;
     let r = t
@@ -367,7 +328,7 @@ async fn stored_text_is_shown_escaped_never_interpreted() {
         )
         .await;
     assert_eq!(r.status, 202);
-    project(&t).await;
+    t.project().await;
     let desk = login(&t, &t.keys.dispatcher).await;
     for path in [
         "/ui/board".to_string(),
@@ -395,12 +356,9 @@ async fn stored_text_is_shown_escaped_never_interpreted() {
 
 #[tokio::test]
 async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
-    let t = TestApp::spawn().await;
-    t.register_technicians().await;
-    let job = job_on_site(&t, "site-decide", &t.keys.tech_d, "tech-d").await;
-    let approval = request_nte(&t, &job, &t.keys.tech_d, 75000, "motor replacement").await;
-    let desk = login(&t, &t.keys.dispatcher).await;
-    let page = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
+    let (t, job, approval, desk) =
+        nte_request_for_the_desk("site-decide", 75000, "motor replacement").await;
+    let page = job_page(&t, &job, &desk).await;
     assert!(page.body.contains("$500.00"));
     let (csrf, idem) = (page.hidden("csrf"), page.hidden("idem"));
     assert!(idem.starts_with("ui-"));
@@ -413,22 +371,8 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
         ("back", "job"),
     ];
     // A double submit of the same form: one command, the same answer.
-    let first = post_form(
-        &t,
-        &format!("/ui/approvals/{approval}/decide"),
-        Some(&desk),
-        &fields,
-        Some(ORIGIN),
-    )
-    .await;
-    let second = post_form(
-        &t,
-        &format!("/ui/approvals/{approval}/decide"),
-        Some(&desk),
-        &fields,
-        Some(ORIGIN),
-    )
-    .await;
+    let first = decide_form(&t, &approval, &desk, &fields).await;
+    let second = decide_form(&t, &approval, &desk, &fields).await;
     assert_eq!(first.status, 303, "{}", first.body);
     assert_eq!(
         first.location(),
@@ -438,9 +382,7 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
     let events = stored_events(&t, &job).await;
     let new: Vec<&serde_json::Value> = events[before..].iter().collect();
     assert_eq!(
-        new.iter()
-            .map(|e| e["event_type"].as_str().unwrap())
-            .collect::<Vec<_>>(),
+        field_of_each(&events[before..], "event_type"),
         vec!["ApprovalGranted", "NteIncreased"]
     );
     for e in &new {
@@ -459,7 +401,7 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
         after.body
     );
     // A fresh form (new key) for a decided approval is refused by the domain, politely.
-    project(&t).await;
+    t.project().await;
     let again = get_page(&t, "/ui/approvals", Some(&desk)).await;
     assert!(!again.body.contains("class=\"approve\""));
     let stale = [
@@ -469,20 +411,13 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
         ("idem", "ui-fresh"),
         ("back", "approvals"),
     ];
-    let p = post_form(
-        &t,
-        &format!("/ui/approvals/{approval}/decide"),
-        Some(&desk),
-        &stale,
-        Some(ORIGIN),
-    )
-    .await;
+    let p = decide_form(&t, &approval, &desk, &stale).await;
     assert_eq!(p.location(), "/ui/approvals?done=approval_not_pending");
     let shown = get_page(&t, p.location(), Some(&desk)).await;
     assert!(shown.body.contains("Not done: approval not pending."));
     // The person who asked may not decide their own request: no buttons for them.
     let second_ask = request_nte(&t, &job, &t.keys.dispatcher, 80000, "more").await;
-    let own = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
+    let own = job_page(&t, &job, &desk).await;
     assert!(
         own.body.contains("Your own request")
             && !own
@@ -493,20 +428,12 @@ async fn a_decision_is_one_idempotent_command_audited_as_the_person() {
 
 #[tokio::test]
 async fn the_timeline_marks_the_first_bad_sequence_of_a_tampered_chain() {
-    let t = TestApp::spawn().await;
-    t.register_technicians().await;
-    let job = job_on_site(&t, "site-tamper", &t.keys.tech_d, "tech-d").await;
+    let (t, job) = spawn_with_job_on_site("site-tamper").await;
     for i in 0..3 {
-        t.cmd(
-            &job,
-            "add_note",
-            &t.keys.agent,
-            json!({"text": format!("note {i}")}),
-        )
-        .await;
+        t.note(&job, &t.keys.agent, &format!("note {i}")).await;
     }
     let desk = login(&t, &t.keys.auditor).await;
-    let p = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
+    let p = job_page(&t, &job, &desk).await;
     assert!(p.body.contains("data-verified=\"true\"") && !p.body.contains("data-chain=\"broken\""));
     assert!(
         p.body.contains("not through a tool") && p.body.contains("intake.door_stuck_open v"),
@@ -515,8 +442,8 @@ async fn the_timeline_marks_the_first_bad_sequence_of_a_tampered_chain() {
 
     let count = stored_events(&t, &job).await.len();
     let seq = 9;
-    tamper(&t, &format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {seq}")).await;
-    let p = get_page(&t, &format!("/ui/jobs/{job}"), Some(&desk)).await;
+    t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {seq}")).await;
+    let p = job_page(&t, &job, &desk).await;
     assert_eq!(p.status, 200);
     assert!(
         p.body
@@ -549,9 +476,7 @@ async fn the_timeline_marks_the_first_bad_sequence_of_a_tampered_chain() {
 
 #[tokio::test]
 async fn evidence_is_served_to_the_session_with_a_safe_type() {
-    let t = TestApp::spawn().await;
-    t.register_technicians().await;
-    let job = job_on_site(&t, "site-evidence", &t.keys.tech_d, "tech-d").await;
+    let (t, job) = spawn_with_job_on_site("site-evidence").await;
     let png = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/e2e/browser/door-before.png"
@@ -591,7 +516,7 @@ async fn evidence_is_served_to_the_session_with_a_safe_type() {
         shas.push(sha);
     }
     let tech = login(&t, &t.keys.tech_d).await;
-    let page = get_page(&t, &format!("/ui/jobs/{job}"), Some(&tech)).await;
+    let page = job_page(&t, &job, &tech).await;
     assert!(
         page.body.contains(&format!(
             "<img src=\"/ui/evidence/{}\" alt=\"photo before\"",
@@ -641,7 +566,7 @@ async fn read_until(body: &mut axum::body::BodyDataStream, seen: &mut String, wa
 async fn the_board_stream_sends_fresh_rows_when_the_projector_moves() {
     let t = TestApp::spawn().await;
     let first = t.open_ifm_job("site-stream-1").await;
-    project(&t).await;
+    t.project().await;
     let desk = login(&t, &t.keys.dispatcher).await;
     let page = get_page(&t, "/ui/board", Some(&desk)).await;
     assert!(page.body.contains(&first));
@@ -677,7 +602,7 @@ async fn the_board_stream_sends_fresh_rows_when_the_projector_moves() {
 
     // A command, then the projector: the stream sends rows with the new job.
     let second = t.open_ifm_job("site-stream-2").await;
-    project(&t).await;
+    t.project().await;
     assert!(read_until(&mut body, &mut seen, &second).await, "{seen}");
     assert!(seen.contains("event: rows") && seen.contains(&first));
     let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
