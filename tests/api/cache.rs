@@ -31,6 +31,7 @@ fn via(t: &TestApp, router: axum::Router) -> TestApp {
         db_url: t.db_url.clone(),
         keys: t.keys.clone(),
         counter: t.counter.clone(),
+        db: t.db.clone(),
     }
 }
 

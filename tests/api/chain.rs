@@ -454,6 +454,7 @@ fn with_keys(t: &TestApp, keys: Arc<ChainKeys>) -> TestApp {
         db_url: t.db_url.clone(),
         keys: t.keys.clone(),
         counter: t.counter.clone(),
+        db: t.db.clone(),
     }
 }
 

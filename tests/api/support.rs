@@ -75,6 +75,36 @@ pub struct TestApp {
     pub db_url: String,
     pub keys: Keys,
     pub counter: Arc<AtomicU64>,
+    /// The test's database, dropped with the last handle.
+    pub db: Arc<TestDb>,
+}
+
+/// A test's database: dropped when the last handle goes — at the test's
+/// end, passed or failed — so that test runs leave no databases behind
+/// (hundreds of them slow every later run: autovacuum visits each).
+pub struct TestDb {
+    pub name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Dropped inside the test's runtime, which cannot be blocked on:
+        // a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let opts = PgConnectOptions::from_str(&admin_url()).ok()?;
+                let mut conn = opts.connect().await.ok()?;
+                sqlx::query(&sql).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
 }
 
 /// The chain keyring the tests key events with (one per test process).
@@ -185,7 +215,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(limits: Limits) -> TestApp {
-        let (db_url, _db_name, pool) = fresh_database().await;
+        let (db_url, db_name, pool) = fresh_database().await;
         let clock = Arc::new(ManualClock::new(t0()));
         let sops = SopLibrary::load(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -240,6 +270,7 @@ impl TestApp {
             db_url,
             keys,
             counter: Arc::new(AtomicU64::new(0)),
+            db: Arc::new(TestDb { name: db_name }),
         }
     }
 
