@@ -4,7 +4,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::Role;
 use crate::error::ApiError;
+use crate::tools::gate::{Access, Refusal};
 
 /// Seconds a client should wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
@@ -42,5 +44,40 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         resp
+    }
+}
+
+/// How REST and the pages (`rest_error`) and the tool transports
+/// (`tool_error`) answer a call the gate did not admit.
+impl Refusal {
+    /// As REST and the pages answer it: `429 rate_limited`, or `403
+    /// forbidden` naming the tool or endpoint.
+    pub fn rest_error(self, role: Role, access: Access<'_>) -> ApiError {
+        match (self, access) {
+            (Refusal::RateLimited { retry_after_secs }, _) => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            (Refusal::NotAllowed, Access::Tool(tool)) => {
+                ApiError::Forbidden(format!("role `{}` may not call `{tool}`", role.as_str()))
+            }
+            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => {
+                ApiError::Forbidden(format!("role `{}` may not call {endpoint}", role.as_str()))
+            }
+            (Refusal::NotAllowed, Access::Handler) => {
+                ApiError::Forbidden(format!("role `{}` may not call this", role.as_str()))
+            }
+        }
+    }
+
+    /// As the tool transports answer it: `429 rate_limited`, or `403
+    /// tool_not_allowed` (also for a tool that does not exist).
+    pub fn tool_error(self, role: Role, tool_echo: &str) -> ApiError {
+        match self {
+            Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
+            Refusal::NotAllowed => ApiError::ToolNotAllowed(format!(
+                "role `{}` may not call `{tool_echo}`",
+                role.as_str()
+            )),
+        }
     }
 }

@@ -37,9 +37,8 @@ use super::decode;
 use super::extract::bearer_key;
 use super::AppState;
 use crate::app::keys;
-use crate::domain::Role;
 use crate::error::ApiError;
-use crate::tools::gate::{self, plausible_id, usable_key, Access, Call, Refusal};
+use crate::tools::gate::{self, plausible_id, usable_key, Access, Call};
 use crate::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
 use crate::tools::Toolset;
 
@@ -367,41 +366,6 @@ impl Drop for Pending {
     }
 }
 
-/// How REST and the pages (`rest_error`) and the tool transports
-/// (`tool_error`) answer a call the gate did not admit.
-impl Refusal {
-    /// As REST and the pages answer it: `429 rate_limited`, or `403
-    /// forbidden` naming the tool or endpoint.
-    pub fn rest_error(self, role: Role, access: Access<'_>) -> ApiError {
-        match (self, access) {
-            (Refusal::RateLimited { retry_after_secs }, _) => {
-                ApiError::RateLimited { retry_after_secs }
-            }
-            (Refusal::NotAllowed, Access::Tool(tool)) => {
-                ApiError::Forbidden(format!("role `{}` may not call `{tool}`", role.as_str()))
-            }
-            (Refusal::NotAllowed, Access::Endpoint(endpoint)) => {
-                ApiError::Forbidden(format!("role `{}` may not call {endpoint}", role.as_str()))
-            }
-            (Refusal::NotAllowed, Access::Handler) => {
-                ApiError::Forbidden(format!("role `{}` may not call this", role.as_str()))
-            }
-        }
-    }
-
-    /// As the tool transports answer it: `429 rate_limited`, or `403
-    /// tool_not_allowed` (also for a tool that does not exist).
-    pub fn tool_error(self, role: Role, tool_echo: &str) -> ApiError {
-        match self {
-            Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
-            Refusal::NotAllowed => ApiError::ToolNotAllowed(format!(
-                "role `{}` may not call `{tool_echo}`",
-                role.as_str()
-            )),
-        }
-    }
-}
-
 /// The outcome of an answer with this status and problem code: the one
 /// place an HTTP answer becomes a record's outcome.
 pub fn outcome_of(status: u16, code: Option<&str>) -> Outcome {
@@ -462,7 +426,7 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Actor;
+    use crate::domain::{Actor, Role};
     use crate::tools::gate::digest;
     use chrono::Utc;
     use serde_json::json;

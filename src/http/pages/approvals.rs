@@ -155,6 +155,15 @@ pub(super) async fn page(
     let may_decide = state
         .allowlist
         .tool_allowed("decide_approval", s.caller.role);
+    let mut pending_cols = vec![
+        ("Job", false),
+        ("Action", false),
+        ("Reason given", false),
+        ("Requested by", false),
+    ];
+    if may_decide {
+        pending_cols.push(("Decision", false));
+    }
     let body = html! {
         (flash(&q))
         @if behind {
@@ -168,36 +177,30 @@ pub(super) async fn page(
             @if pending.is_empty() {
                 p.empty { "Nothing waits for a decision." }
             } @else {
-                div.table-wrap {
-                    table.approvals {
-                        thead { tr {
-                            th scope="col" { "Job" }
-                            th scope="col" { "Action" }
-                            th scope="col" { "Reason given" }
-                            th scope="col" { "Requested by" }
-                            @if may_decide { th scope="col" { "Decision" } }
-                        } }
-                        tbody {
-                            @for r in &pending {
-                                @let job = r["job_id"].as_str().unwrap_or("");
-                                @let id = r["approval_id"].as_str().unwrap_or("");
-                                tr data-approval-id=(id) {
-                                    td {
-                                        a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) }
-                                        br; span.muted.small { (layout::words(r["incident_type"].as_str().unwrap_or(""))) }
-                                        " " (layout::state_badge(r["job_state"].as_str().unwrap_or("")))
-                                    }
-                                    td { (action_text(&r["action"], &r["nte_cents"])) }
-                                    td.free-text { (r["reason"].as_str().unwrap_or("")) }
-                                    td { (layout::actor(&r["requested_by"])) br; span.small { (layout::time_v(&r["requested_at"])) } }
-                                    @if may_decide {
-                                        td { (decision_forms(&state, &s, id, job, &r["requested_by"], "approvals", &format!("{} at {}", layout::words(r["kind"].as_str().unwrap_or("")), r["site_name"].as_str().unwrap_or("?")))) }
-                                    }
+                (layout::table(
+                    Some("approvals"),
+                    None,
+                    &pending_cols,
+                    html! {
+                        @for r in &pending {
+                            @let job = r["job_id"].as_str().unwrap_or("");
+                            @let id = r["approval_id"].as_str().unwrap_or("");
+                            tr data-approval-id=(id) {
+                                td {
+                                    a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) }
+                                    br; span.muted.small { (layout::words(r["incident_type"].as_str().unwrap_or(""))) }
+                                    " " (layout::state_badge(r["job_state"].as_str().unwrap_or("")))
+                                }
+                                td { (action_text(&r["action"], &r["nte_cents"])) }
+                                td.free-text { (r["reason"].as_str().unwrap_or("")) }
+                                td { (layout::actor(&r["requested_by"])) br; span.small { (layout::time_v(&r["requested_at"])) } }
+                                @if may_decide {
+                                    td { (decision_forms(&state, &s, id, job, &r["requested_by"], "approvals", &format!("{} at {}", layout::words(r["kind"].as_str().unwrap_or("")), r["site_name"].as_str().unwrap_or("?")))) }
                                 }
                             }
                         }
-                    }
-                }
+                    },
+                ))
             }
         }
         section aria-labelledby="decided-h" {
@@ -205,29 +208,23 @@ pub(super) async fn page(
             @if decided.is_empty() {
                 p.empty { "None yet." }
             } @else {
-                div.table-wrap {
-                    table.approvals {
-                        thead { tr {
-                            th scope="col" { "Job" }
-                            th scope="col" { "Action" }
-                            th scope="col" { "Status" }
-                            th scope="col" { "Requested by" }
-                            th scope="col" { "Decided by" }
-                        } }
-                        tbody {
-                            @for r in &decided {
-                                @let job = r["job_id"].as_str().unwrap_or("");
-                                tr data-approval-id=(r["approval_id"].as_str().unwrap_or("")) {
-                                    td { a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) } }
-                                    td { (action_text(&r["action"], &r["nte_cents"])) }
-                                    td { (layout::state_badge(r["status"].as_str().unwrap_or(""))) }
-                                    td { (layout::actor(&r["requested_by"])) }
-                                    td { (layout::actor(&r["decided_by"])) }
-                                }
+                (layout::table(
+                    Some("approvals"),
+                    None,
+                    &[("Job", false), ("Action", false), ("Status", false), ("Requested by", false), ("Decided by", false)],
+                    html! {
+                        @for r in &decided {
+                            @let job = r["job_id"].as_str().unwrap_or("");
+                            tr data-approval-id=(r["approval_id"].as_str().unwrap_or("")) {
+                                td { a href=(format!("/ui/jobs/{}", layout::seg(job))) { (r["site_name"].as_str().unwrap_or("?")) } }
+                                td { (action_text(&r["action"], &r["nte_cents"])) }
+                                td { (layout::state_badge(r["status"].as_str().unwrap_or(""))) }
+                                td { (layout::actor(&r["requested_by"])) }
+                                td { (layout::actor(&r["decided_by"])) }
                             }
                         }
-                    }
-                }
+                    },
+                ))
             }
         }
     };

@@ -58,30 +58,23 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
             @if ready.is_empty() {
                 p.empty { "No job is ready to bill." }
             } @else {
-                div.table-wrap {
-                    table {
-                        thead { tr {
-                            th scope="col" { "Job" }
-                            th scope="col" { "Client" }
-                            th scope="col" { "Work order" }
-                            th scope="col" { "Lines" }
-                            th scope="col" class="num" { "Total" }
-                            th scope="col" class="num" { "NTE" }
-                        } }
-                        tbody {
-                            @for r in &ready {
-                                tr data-job-id=(r["job_id"].as_str().unwrap_or("")) {
-                                    td { (job_link(r)) }
-                                    td { (layout::text_v(&r["client_id"])) }
-                                    td { (layout::text_v(&r["work_order_number"])) }
-                                    td { (r["lines"].as_array().map_or(0, Vec::len)) }
-                                    td.num { (layout::money_v(&r["total_cents"], "—")) }
-                                    td.num { (layout::money_v(&r["nte_cents"], "no cap")) }
-                                }
+                (layout::table(
+                    None,
+                    None,
+                    &[("Job", false), ("Client", false), ("Work order", false), ("Lines", false), ("Total", true), ("NTE", true)],
+                    html! {
+                        @for r in &ready {
+                            tr data-job-id=(r["job_id"].as_str().unwrap_or("")) {
+                                td { (job_link(r)) }
+                                td { (layout::text_v(&r["client_id"])) }
+                                td { (layout::text_v(&r["work_order_number"])) }
+                                td { (r["lines"].as_array().map_or(0, Vec::len)) }
+                                td.num { (layout::money_v(&r["total_cents"], "—")) }
+                                td.num { (layout::money_v(&r["nte_cents"], "no cap")) }
                             }
                         }
-                    }
-                }
+                    },
+                ))
             }
         }
         section aria-labelledby="blocked-h" {
@@ -89,34 +82,28 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
             @if blocked.is_empty() {
                 p.empty { "Nothing is blocked." }
             } @else {
-                div.table-wrap {
-                    table {
-                        thead { tr {
-                            th scope="col" { "Job" }
-                            th scope="col" { "Client" }
-                            th scope="col" { "Blockers" }
-                            th scope="col" class="num" { "Total so far" }
-                            th scope="col" class="num" { "NTE" }
-                        } }
-                        tbody {
-                            @for r in &blocked {
-                                tr data-job-id=(r["job_id"].as_str().unwrap_or("")) {
-                                    td { (job_link(r)) }
-                                    td { (layout::text_v(&r["client_id"])) }
-                                    td {
-                                        ul.blockers {
-                                            @for b in r["blockers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                                                li { (blocker_text(b)) }
-                                            }
+                (layout::table(
+                    None,
+                    None,
+                    &[("Job", false), ("Client", false), ("Blockers", false), ("Total so far", true), ("NTE", true)],
+                    html! {
+                        @for r in &blocked {
+                            tr data-job-id=(r["job_id"].as_str().unwrap_or("")) {
+                                td { (job_link(r)) }
+                                td { (layout::text_v(&r["client_id"])) }
+                                td {
+                                    ul.blockers {
+                                        @for b in r["blockers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                                            li { (blocker_text(b)) }
                                         }
                                     }
-                                    td.num { (layout::money_v(&r["total_cents"], "—")) }
-                                    td.num { (layout::money_v(&r["nte_cents"], "no cap")) }
                                 }
+                                td.num { (layout::money_v(&r["total_cents"], "—")) }
+                                td.num { (layout::money_v(&r["nte_cents"], "no cap")) }
                             }
                         }
-                    }
-                }
+                    },
+                ))
             }
         }
     };

@@ -243,6 +243,37 @@ pub fn actor(v: &Value) -> Markup {
     }
 }
 
+/// A data table as every page draws one: the scrolling wrapper, `class`
+/// on the table, a caption for screen readers, the column headings
+/// (`(title, numeric)`; numeric columns are right-aligned) and `rows`, the
+/// `tr`s of its body.
+pub fn table(
+    class: Option<&str>,
+    caption: Option<&str>,
+    cols: &[(&str, bool)],
+    rows: Markup,
+) -> Markup {
+    html! {
+        div.table-wrap {
+            table class=[class] {
+                @if let Some(caption) = caption {
+                    caption.sr-only { (caption) }
+                }
+                thead { tr {
+                    @for (title, numeric) in cols {
+                        @if *numeric {
+                            th scope="col" class="num" { (title) }
+                        } @else {
+                            th scope="col" { (title) }
+                        }
+                    }
+                } }
+                tbody { (rows) }
+            }
+        }
+    }
+}
+
 /// Text that marks something for screen readers only.
 pub fn sr(text: &str) -> Markup {
     html! { span.sr-only { (text) } }

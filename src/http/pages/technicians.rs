@@ -32,55 +32,48 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
         @if rows.is_empty() {
             p.empty { "No technician is registered." }
         } @else {
-            div.table-wrap {
-                table.roster {
-                    thead { tr {
-                        th scope="col" { "Technician" }
-                        th scope="col" { "Shift" }
-                        th scope="col" { "Skills" }
-                        th scope="col" { "Certifications" }
-                        th scope="col" { "Territory" }
-                        th scope="col" class="num" { "Load" }
-                    } }
-                    tbody {
-                        @for r in &rows {
-                            @let id = r["technician_id"].as_str().unwrap_or("");
-                            @let shift = r["shift"].as_str().unwrap_or("unknown");
-                            tr data-technician-id=(id) {
-                                td {
-                                    strong { (r["name"].as_str().unwrap_or(id)) }
-                                    br; code.small { (id) }
-                                    @if may_schedule {
-                                        br; a.small href=(format!("/ui/technicians/{}/schedule", layout::seg(id))) { "visits" (layout::sr(&format!(" of {id}"))) }
-                                    }
+            (layout::table(
+                Some("roster"),
+                None,
+                &[("Technician", false), ("Shift", false), ("Skills", false), ("Certifications", false), ("Territory", false), ("Load", true)],
+                html! {
+                    @for r in &rows {
+                        @let id = r["technician_id"].as_str().unwrap_or("");
+                        @let shift = r["shift"].as_str().unwrap_or("unknown");
+                        tr data-technician-id=(id) {
+                            td {
+                                strong { (r["name"].as_str().unwrap_or(id)) }
+                                br; code.small { (id) }
+                                @if may_schedule {
+                                    br; a.small href=(format!("/ui/technicians/{}/schedule", layout::seg(id))) { "visits" (layout::sr(&format!(" of {id}"))) }
                                 }
-                                td { span class=(format!("badge shift shift-{}", layout::css_token(shift))) { (layout::words(shift)) } }
-                                td {
-                                    ul.tags {
-                                        @for sk in r["skills"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                                            li { (layout::words(sk)) }
-                                        }
-                                    }
-                                }
-                                td {
-                                    ul.tags {
-                                        @for c in r["certifications"].as_array().into_iter().flatten() {
-                                            @let exp = c["expires_on"].as_str().unwrap_or("");
-                                            @let expired = chrono::NaiveDate::parse_from_str(exp, "%Y-%m-%d").map_or(true, |d| d < today);
-                                            li class=[expired.then_some("expired")] {
-                                                (c["name"].as_str().unwrap_or("?")) " "
-                                                span.small { @if expired { "expired " } @else { "until " } (exp) }
-                                            }
-                                        }
-                                    }
-                                }
-                                td { (layout::text_v(&r["territory"])) }
-                                td.num { (r["active_load"].as_i64().unwrap_or(0)) (layout::sr(" active offers and visits")) }
                             }
+                            td { span class=(format!("badge shift shift-{}", layout::css_token(shift))) { (layout::words(shift)) } }
+                            td {
+                                ul.tags {
+                                    @for sk in r["skills"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                                        li { (layout::words(sk)) }
+                                    }
+                                }
+                            }
+                            td {
+                                ul.tags {
+                                    @for c in r["certifications"].as_array().into_iter().flatten() {
+                                        @let exp = c["expires_on"].as_str().unwrap_or("");
+                                        @let expired = chrono::NaiveDate::parse_from_str(exp, "%Y-%m-%d").map_or(true, |d| d < today);
+                                        li class=[expired.then_some("expired")] {
+                                            (c["name"].as_str().unwrap_or("?")) " "
+                                            span.small { @if expired { "expired " } @else { "until " } (exp) }
+                                        }
+                                    }
+                                }
+                            }
+                            td { (layout::text_v(&r["territory"])) }
+                            td.num { (r["active_load"].as_i64().unwrap_or(0)) (layout::sr(" active offers and visits")) }
                         }
                     }
-                }
-            }
+                },
+            ))
             p.muted { "Load counts active offers and visits. Read model position " (answer["position"].as_i64().unwrap_or(0)) "." }
         }
     };
@@ -128,35 +121,28 @@ pub(super) async fn schedule(
         @if visits.is_empty() {
             p.empty { "No open offers or visits." }
         } @else {
-            div.table-wrap {
-                table {
-                    thead { tr {
-                        th scope="col" { "Priority" }
-                        th scope="col" { "Job" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "Answer by" }
-                        th scope="col" { "ETA" }
-                        th scope="col" { "Response due" }
-                    } }
-                    tbody {
-                        @for v in &visits {
-                            @let job = v["job_id"].as_str().unwrap_or("");
-                            tr data-job-id=(job) {
-                                td { (layout::priority_badge(v["priority"].as_str())) }
-                                td {
-                                    a href=(format!("/ui/jobs/{}", layout::seg(job))) { (v["site_name"].as_str().unwrap_or("?")) }
-                                    br; span.muted.small { (v["site_address"].as_str().unwrap_or("")) " · " (v["door_location"].as_str().unwrap_or("")) }
-                                    br; span.small { (layout::words(v["incident_type"].as_str().unwrap_or(""))) ", visit " (v["visit"].as_i64().unwrap_or(0)) }
-                                }
-                                td { (layout::state_badge(v["status"].as_str().unwrap_or(""))) }
-                                td { @if v["status"] == "offered" { (layout::time_v(&v["ack_due_at"])) } @else { span.none { "—" } } }
-                                td { (layout::time_v(&v["eta"])) }
-                                td { (layout::time_v(&v["sla_due_at"])) }
+            (layout::table(
+                None,
+                None,
+                &[("Priority", false), ("Job", false), ("Status", false), ("Answer by", false), ("ETA", false), ("Response due", false)],
+                html! {
+                    @for v in &visits {
+                        @let job = v["job_id"].as_str().unwrap_or("");
+                        tr data-job-id=(job) {
+                            td { (layout::priority_badge(v["priority"].as_str())) }
+                            td {
+                                a href=(format!("/ui/jobs/{}", layout::seg(job))) { (v["site_name"].as_str().unwrap_or("?")) }
+                                br; span.muted.small { (v["site_address"].as_str().unwrap_or("")) " · " (v["door_location"].as_str().unwrap_or("")) }
+                                br; span.small { (layout::words(v["incident_type"].as_str().unwrap_or(""))) ", visit " (v["visit"].as_i64().unwrap_or(0)) }
                             }
+                            td { (layout::state_badge(v["status"].as_str().unwrap_or(""))) }
+                            td { @if v["status"] == "offered" { (layout::time_v(&v["ack_due_at"])) } @else { span.none { "—" } } }
+                            td { (layout::time_v(&v["eta"])) }
+                            td { (layout::time_v(&v["sla_due_at"])) }
                         }
                     }
-                }
-            }
+                },
+            ))
         }
     };
     let nav = if own { Nav::Schedule } else { Nav::Technicians };

@@ -114,43 +114,35 @@ fn visits(v: &Value) -> Markup {
         @if visits.is_empty() {
             p.empty { "Not offered to anyone yet." }
         } @else {
-            div.table-wrap {
-                table.visits {
-                    thead { tr {
-                        th scope="col" { "#" }
-                        th scope="col" { "Technician" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "ETA" }
-                        th scope="col" { "Checked in" }
-                        th scope="col" { "Checked out" }
-                        th scope="col" { "Outcome" }
-                    } }
-                    tbody {
-                        @for vis in &visits {
-                            tr {
-                                td { (vis["number"].as_i64().unwrap_or(0)) }
-                                td { (vis["technician_id"].as_str().unwrap_or("")) }
-                                td { (layout::state_badge(vis["status"].as_str().unwrap_or(""))) }
-                                td { (layout::time_v(&vis["eta"])) }
-                                td { (layout::time_v(&vis["checked_in_at"])) }
-                                td { (layout::time_v(&vis["checked_out_at"])) }
-                                td {
-                                    @if let Some(o) = vis["outcome"].as_str() {
-                                        (layout::words(o))
-                                        @if let Some(d) = vis["door_left_state"].as_str() { br; span.muted.small { "door " (layout::words(d)) } }
-                                        @if let Some(r) = vis["resolution"].as_str() { br; span.free-text.small { (r) } }
-                                        @if vis["labor_minutes"].as_i64().unwrap_or(0) > 0 { br; span.small { (vis["labor_minutes"].as_i64().unwrap_or(0)) " min labour" } }
-                                    } @else if let Some(r) = vis["decline_reason"].as_str() {
-                                        "declined: " span.free-text { (r) }
-                                    } @else {
-                                        span.none { "—" }
-                                    }
+            (layout::table(
+                Some("visits"),
+                None,
+                &[("#", false), ("Technician", false), ("Status", false), ("ETA", false), ("Checked in", false), ("Checked out", false), ("Outcome", false)],
+                html! {
+                    @for vis in &visits {
+                        tr {
+                            td { (vis["number"].as_i64().unwrap_or(0)) }
+                            td { (vis["technician_id"].as_str().unwrap_or("")) }
+                            td { (layout::state_badge(vis["status"].as_str().unwrap_or(""))) }
+                            td { (layout::time_v(&vis["eta"])) }
+                            td { (layout::time_v(&vis["checked_in_at"])) }
+                            td { (layout::time_v(&vis["checked_out_at"])) }
+                            td {
+                                @if let Some(o) = vis["outcome"].as_str() {
+                                    (layout::words(o))
+                                    @if let Some(d) = vis["door_left_state"].as_str() { br; span.muted.small { "door " (layout::words(d)) } }
+                                    @if let Some(r) = vis["resolution"].as_str() { br; span.free-text.small { (r) } }
+                                    @if vis["labor_minutes"].as_i64().unwrap_or(0) > 0 { br; span.small { (vis["labor_minutes"].as_i64().unwrap_or(0)) " min labour" } }
+                                } @else if let Some(r) = vis["decline_reason"].as_str() {
+                                    "declined: " span.free-text { (r) }
+                                } @else {
+                                    span.none { "—" }
                                 }
                             }
                         }
                     }
-                }
-            }
+                },
+            ))
         }
     }
 }

@@ -71,73 +71,63 @@ pub(super) fn timeline(
                 p.muted { "Your role may read the events but not their verification." }
             }
         }
-        div.table-wrap {
-            table.timeline {
-                caption.sr-only { "Every event of the job, oldest first, with its hash-chain mark" }
-                thead { tr {
-                    th scope="col" { "#" }
-                    th scope="col" { "Chain" }
-                    th scope="col" { "Event" }
-                    th scope="col" { "When" }
-                    th scope="col" { "Actor" }
-                    th scope="col" { "Command and tool call" }
-                    th scope="col" { "SOP" }
-                    th scope="col" { "Payload" }
-                } }
-                tbody {
-                    @for (i, row) in rows.iter().enumerate() {
-                        @let seq = row.sequence();
-                        @let mark = mark_of(seq, report);
-                        @let (class, symbol, label) = match mark {
-                            Mark::Verified => ("event chain-ok", "✓", "verified"),
-                            Mark::Broken => ("event chain-broken", "✗", "chain breaks here"),
-                            Mark::AfterBreak => ("event chain-after", "?", "after the break: not verifiable"),
-                            Mark::NotChecked => ("event", "·", "not checked"),
-                        };
-                        tr class=(class) id=(format!("event-{seq}")) data-sequence=(seq)
-                            data-chain=(match mark { Mark::Verified => "verified", Mark::Broken => "broken", Mark::AfterBreak => "after-break", Mark::NotChecked => "unchecked" }) {
-                            td.num { (seq) }
-                            td.mark { span aria-hidden="true" { (symbol) } " " span.mark-label { (label) } }
-                            @match row.envelope(Job::TYPE, job_id) {
-                                Ok(e) => {
-                                    td {
-                                        strong.event-type { (e.event_type) }
-                                        " " span.muted.small { "v" (e.event_version) }
-                                        @if let Some(Some(st)) = states.get(i) { br; span.transition { "→ " (layout::state_badge(st)) } }
-                                        br; span.muted.small { "position " (e.global_position) " · " code title=(e.hash) { (e.hash.chars().take(10).collect::<String>()) "…" } }
-                                    }
-                                    td.small { (layout::time(Some(e.meta.occurred_at))) }
-                                    td.small { (layout::actor(&serde_json::to_value(&e.meta.actor).unwrap_or(Value::Null))) }
-                                    td.small {
-                                        @match &e.meta.command { Some(c) => code { (c) }, None => span.none { "—" } }
-                                        br;
-                                        @match e.meta.tool_invocation_id {
-                                            Some(t) => { "tool call " code.tool-call title=(t) { (t.to_string().chars().take(8).collect::<String>()) "…" } },
-                                            None => span.none { "not through a tool" },
-                                        }
-                                    }
-                                    td.small {
-                                        @match &e.meta.sop {
-                                            Some(sop) => { (sop.id) " v" (sop.version) br; code title=(sop.sha256) { (sop.sha256.chars().take(8).collect::<String>()) } },
-                                            None => span.none { "—" },
-                                        }
-                                    }
-                                    td {
-                                        details {
-                                            summary { "Payload" (layout::sr(&format!(" of event {seq}"))) }
-                                            pre.payload { (pretty(&e.payload)) }
-                                        }
+        (layout::table(
+            Some("timeline"),
+            Some("Every event of the job, oldest first, with its hash-chain mark"),
+            &[("#", false), ("Chain", false), ("Event", false), ("When", false), ("Actor", false), ("Command and tool call", false), ("SOP", false), ("Payload", false)],
+            html! {
+                @for (i, row) in rows.iter().enumerate() {
+                    @let seq = row.sequence();
+                    @let mark = mark_of(seq, report);
+                    @let (class, symbol, label) = match mark {
+                        Mark::Verified => ("event chain-ok", "✓", "verified"),
+                        Mark::Broken => ("event chain-broken", "✗", "chain breaks here"),
+                        Mark::AfterBreak => ("event chain-after", "?", "after the break: not verifiable"),
+                        Mark::NotChecked => ("event", "·", "not checked"),
+                    };
+                    tr class=(class) id=(format!("event-{seq}")) data-sequence=(seq)
+                        data-chain=(match mark { Mark::Verified => "verified", Mark::Broken => "broken", Mark::AfterBreak => "after-break", Mark::NotChecked => "unchecked" }) {
+                        td.num { (seq) }
+                        td.mark { span aria-hidden="true" { (symbol) } " " span.mark-label { (label) } }
+                        @match row.envelope(Job::TYPE, job_id) {
+                            Ok(e) => {
+                                td {
+                                    strong.event-type { (e.event_type) }
+                                    " " span.muted.small { "v" (e.event_version) }
+                                    @if let Some(Some(st)) = states.get(i) { br; span.transition { "→ " (layout::state_badge(st)) } }
+                                    br; span.muted.small { "position " (e.global_position) " · " code title=(e.hash) { (e.hash.chars().take(10).collect::<String>()) "…" } }
+                                }
+                                td.small { (layout::time(Some(e.meta.occurred_at))) }
+                                td.small { (layout::actor(&serde_json::to_value(&e.meta.actor).unwrap_or(Value::Null))) }
+                                td.small {
+                                    @match &e.meta.command { Some(c) => code { (c) }, None => span.none { "—" } }
+                                    br;
+                                    @match e.meta.tool_invocation_id {
+                                        Some(t) => { "tool call " code.tool-call title=(t) { (t.to_string().chars().take(8).collect::<String>()) "…" } },
+                                        None => span.none { "not through a tool" },
                                     }
                                 }
-                                Err(err) => {
-                                    td colspan="6" { strong { "Unreadable event: " } (err.to_string()) }
+                                td.small {
+                                    @match &e.meta.sop {
+                                        Some(sop) => { (sop.id) " v" (sop.version) br; code title=(sop.sha256) { (sop.sha256.chars().take(8).collect::<String>()) } },
+                                        None => span.none { "—" },
+                                    }
                                 }
+                                td {
+                                    details {
+                                        summary { "Payload" (layout::sr(&format!(" of event {seq}"))) }
+                                        pre.payload { (pretty(&e.payload)) }
+                                    }
+                                }
+                            }
+                            Err(err) => {
+                                td colspan="6" { strong { "Unreadable event: " } (err.to_string()) }
                             }
                         }
                     }
                 }
-            }
-        }
+            },
+        ))
     }
 }
 
