@@ -8,37 +8,24 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// The router over `t`'s database, keys and clock with its own job cache:
-/// another replica.
-fn with_cache(t: &TestApp, jobs: JobCache) -> axum::Router {
-    router_for(App {
+/// `t` served by a replica with its own job cache `jobs`: the same
+/// database, keys and clock.
+fn with_cache(t: &TestApp, jobs: JobCache) -> TestApp {
+    t.serving(App {
         jobs,
         ..t.app.clone()
     })
 }
 
 /// A second replica: the same database, keys and clock, its own job cache.
-fn replica(t: &TestApp) -> axum::Router {
+fn replica(t: &TestApp) -> TestApp {
     with_cache(t, JobCache::default())
-}
-
-/// `t` with requests sent to another router.
-fn via(t: &TestApp, router: axum::Router) -> TestApp {
-    TestApp {
-        router,
-        app: t.app.clone(),
-        clock: t.clock.clone(),
-        db_url: t.db_url.clone(),
-        keys: t.keys.clone(),
-        counter: t.counter.clone(),
-        db: t.db.clone(),
-    }
 }
 
 #[tokio::test]
 async fn a_replica_with_a_stale_state_decides_on_the_stream() {
     let a = TestApp::spawn().await;
-    let b = via(&a, replica(&a));
+    let b = replica(&a);
     let job = a.open_ifm_job("site-cache-1").await;
     // A keeps the job as opened (version 1); B records the intake.
     let r = b
@@ -73,7 +60,7 @@ async fn a_replica_with_a_stale_state_decides_on_the_stream() {
 #[tokio::test]
 async fn if_match_is_checked_against_the_stream_not_the_cache() {
     let a = TestApp::spawn().await;
-    let b = via(&a, replica(&a));
+    let b = replica(&a);
     let job = a.open_ifm_job("site-cache-2").await;
     let r = b.note(&job, &b.keys.agent, "B first").await;
     assert_eq!(r.json["version"], 2);
@@ -122,7 +109,7 @@ async fn a_retried_key_replays_its_answer_from_a_cached_state() {
 #[tokio::test]
 async fn a_cache_of_none_reads_every_stream() {
     let t = TestApp::spawn().await;
-    let uncached = via(&t, with_cache(&t, JobCache::new(0)));
+    let uncached = with_cache(&t, JobCache::new(0));
     let job = uncached.open_ifm_job("site-cache-4").await;
     let r = uncached
         .cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use dispatch_api::app::evidence::EvidenceStore;
 use dispatch_api::app::App;
-use dispatch_api::http::{router, AppState};
 use dispatch_api::store::{self, chain::ChainKeys};
-use dispatch_api::tools::allowlist::Allowlist;
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -437,25 +435,10 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
 
 /// `t`'s router with another keyring (a replica restarted after rotation).
 fn with_keys(t: &TestApp, keys: Arc<ChainKeys>) -> TestApp {
-    let app = App {
+    t.serving(App {
         chain: keys,
         ..t.app.clone()
-    };
-    TestApp {
-        router: router(AppState {
-            app: app.clone(),
-            allowlist: Arc::new(Allowlist::builtin().unwrap()),
-            limits: Default::default(),
-            metrics: None,
-            tools: Arc::new(dispatch_api::tools::Toolset::builtin().unwrap()),
-        }),
-        app,
-        clock: t.clock.clone(),
-        db_url: t.db_url.clone(),
-        keys: t.keys.clone(),
-        counter: t.counter.clone(),
-        db: t.db.clone(),
-    }
+    })
 }
 
 #[tokio::test]

@@ -274,6 +274,21 @@ impl TestApp {
         }
     }
 
+    /// `self` served by another app (a replica, or one restarted with other
+    /// settings): the same database, keys, clock and counters, with requests
+    /// sent to `router_for(app)`.
+    pub fn serving(&self, app: App) -> TestApp {
+        TestApp {
+            router: router_for(app.clone()),
+            app,
+            clock: self.clock.clone(),
+            db_url: self.db_url.clone(),
+            keys: self.keys.clone(),
+            counter: self.counter.clone(),
+            db: self.db.clone(),
+        }
+    }
+
     /// A new idempotency key.
     pub fn idem(&self) -> String {
         format!("key-{}", self.counter.fetch_add(1, Ordering::SeqCst))
