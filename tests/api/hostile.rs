@@ -53,8 +53,7 @@ async fn query_text_over_its_documented_bound_is_400_naming_the_parameter() {
 #[tokio::test]
 async fn query_text_with_control_characters_is_400_not_500() {
     let t = TestApp::spawn_projected().await;
-    let admin = &t.keys.admin;
-    for path in [
+    let paths = [
         "/v1/board?technician_id=a%00b",
         "/v1/board?client_id=%07",
         "/v1/billing/readiness?job_id=%00",
@@ -62,9 +61,16 @@ async fn query_text_with_control_characters_is_400_not_500() {
         "/v1/approvals?job_id=%00",
         "/v1/tool-invocations?job_id=%00",
         "/v1/tool-invocations?actor=%1b",
-    ] {
-        let r = t.get(path, admin).await;
-        Want::Code(400, "validation_error").check(path, &r);
+    ];
+    each_get_answers(&t, &paths, 400, "validation_error").await;
+}
+
+/// `GET` each of `paths` as the admin: each answers `status` with the
+/// problem `code`.
+async fn each_get_answers(t: &TestApp, paths: &[&str], status: u16, code: &'static str) {
+    for path in paths {
+        let r = t.get(path, &t.keys.admin).await;
+        Want::Code(status, code).check(&format!("GET {path}"), &r);
     }
 }
 
@@ -232,8 +238,7 @@ async fn body_refusals_name_the_field_by_path_and_never_echo_unbounded_input() {
 #[tokio::test]
 async fn path_ids_with_a_nul_are_not_found_not_500() {
     let t = TestApp::spawn_projected().await;
-    let admin = &t.keys.admin;
-    for path in [
+    let paths = [
         "/v1/jobs/a%00b",
         "/v1/jobs/a%00b/events",
         "/v1/jobs/a%00b/audit",
@@ -241,10 +246,9 @@ async fn path_ids_with_a_nul_are_not_found_not_500() {
         "/v1/jobs/a%00b/transitions",
         "/v1/evidence/a%00b",
         "/v1/sops/a%00b",
-    ] {
-        let r = t.get(path, admin).await;
-        Want::Code(404, "not_found").check(&format!("GET {path}"), &r);
-    }
+    ];
+    each_get_answers(&t, &paths, 404, "not_found").await;
+    let admin = &t.keys.admin;
     // Like any technician with no visits.
     let r = t.get("/v1/technicians/a%00b/schedule", admin).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
