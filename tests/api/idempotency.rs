@@ -54,11 +54,17 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
     assert_eq!(count, 1, "one JobOpened only");
 }
 
+/// A test app with one job open at `site`, and that job's `add_note` path.
+async fn a_job_to_note(site: &str) -> (TestApp, String, String) {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job(site).await;
+    let path = format!("/v1/jobs/{job}/commands/add_note");
+    (t, job, path)
+}
+
 #[tokio::test]
 async fn same_key_other_body_is_refused_and_refusals_replay_too() {
-    let t = TestApp::spawn().await;
-    let job = t.open_ifm_job("site-r").await;
-    let path = format!("/v1/jobs/{job}/commands/add_note");
+    let (t, job, path) = a_job_to_note("site-r").await;
     let a = t
         .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"hello"}"#)
         .await;
@@ -97,9 +103,7 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
 
 #[tokio::test]
 async fn answers_survive_a_restart() {
-    let t = TestApp::spawn().await;
-    let job = t.open_ifm_job("site-restart").await;
-    let path = format!("/v1/jobs/{job}/commands/add_note");
+    let (t, _, path) = a_job_to_note("site-restart").await;
     let first = t
         .post_text(&path, &t.keys.agent, "k", r#"{"text":"a"}"#)
         .await;
@@ -107,7 +111,6 @@ async fn answers_survive_a_restart() {
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();
     let mut app = t.app.clone();
     app.pool = pool;
-    let router = router_for(app);
     let req = axum::http::Request::builder()
         .method("POST")
         .uri(&path)
@@ -115,11 +118,8 @@ async fn answers_survive_a_restart() {
         .header("idempotency-key", "k")
         .body(axum::body::Body::from(r#"{"text":"a"}"#))
         .unwrap();
-    let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-    assert_eq!(resp.headers()["idempotent-replayed"], "true");
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    assert_eq!(body.to_vec(), first.body);
+    let resp = t.serving(app).send(req).await;
+    assert_eq!(resp.headers["idempotent-replayed"], "true");
+    assert_eq!(resp.body, first.body);
     let _ = json!({});
 }
