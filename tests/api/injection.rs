@@ -140,6 +140,15 @@ impl Twins {
         }
     }
 
+    /// `twin` for each `(name, path, plain, args)` row in turn, as `who`
+    /// with `text`, where the arguments are the same for both jobs.
+    async fn twin_each(&mut self, who: &str, text: &str, rows: Vec<(&str, &str, &str, Value)>) {
+        for (name, path, plain, args) in rows {
+            self.twin(who, name, path, text, plain, |_| args.clone())
+                .await;
+        }
+    }
+
     /// `name` with hostile text at `path` on H and `plain` on B: the same
     /// answer, the same events, and the hostile text stored verbatim.
     async fn twin(
@@ -294,17 +303,18 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             )
             .await;
         }
-        w.twin("agent", "add_note", "text", text, "called the site", |_| {
-            json!({})
-        })
-        .await;
-        w.twin(
+        w.twin_each(
             "agent",
-            "request_nte_increase",
-            "reason",
             text,
-            "parts",
-            |_| json!({"amount_cents": 60000}),
+            vec![
+                ("add_note", "text", "called the site", json!({})),
+                (
+                    "request_nte_increase",
+                    "reason",
+                    "parts",
+                    json!({"amount_cents": 60000}),
+                ),
+            ],
         )
         .await;
     }
@@ -328,22 +338,18 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
     w.both("agent", "record_intake", intake).await;
     w.both("agent", "triage_job", json!({})).await;
     for text in &texts {
-        w.twin(
+        w.twin_each(
             "agent",
-            "set_priority",
-            "reason",
             text,
-            "confirmed by phone",
-            |_| json!({"priority": "P1"}),
-        )
-        .await;
-        w.twin(
-            "agent",
-            "offer_job",
-            "technician_id",
-            text,
-            "tech-nobody",
-            |_| json!({}),
+            vec![
+                (
+                    "set_priority",
+                    "reason",
+                    "confirmed by phone",
+                    json!({"priority": "P1"}),
+                ),
+                ("offer_job", "technician_id", "tech-nobody", json!({})),
+            ],
         )
         .await;
     }
@@ -360,32 +366,29 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
     w.both("tech-d", "start_travel", json!({})).await;
     w.both("tech-d", "check_in", json!({"method": "app"})).await;
     for text in &texts {
-        w.twin(
+        w.twin_each(
             "tech-d",
-            "complete_checklist_item",
-            "note",
             text,
-            "ok",
-            |_| json!({"item_id": "as_found_recorded", "result": "pass"}),
-        )
-        .await;
-        w.twin(
-            "tech-d",
-            "complete_checklist_item",
-            "item_id",
-            text,
-            "no_such_item",
-            |_| json!({"result": "pass"}),
-        )
-        .await;
-        let sha = sha.clone();
-        w.twin(
-            "tech-d",
-            "attach_evidence",
-            "note",
-            text,
-            "front",
-            move |_| json!({"kind": "photo_before", "sha256": sha}),
+            vec![
+                (
+                    "complete_checklist_item",
+                    "note",
+                    "ok",
+                    json!({"item_id": "as_found_recorded", "result": "pass"}),
+                ),
+                (
+                    "complete_checklist_item",
+                    "item_id",
+                    "no_such_item",
+                    json!({"result": "pass"}),
+                ),
+                (
+                    "attach_evidence",
+                    "note",
+                    "front",
+                    json!({"kind": "photo_before", "sha256": sha}),
+                ),
+            ],
         )
         .await;
     }
@@ -438,18 +441,19 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             |_| json!({"items": [{"id": "", "result": "pass"}]}),
         )
         .await;
-        w.twin(
+        w.twin_each(
             "desk",
-            "reopen_unsatisfactory",
-            "reason",
             text,
-            "customer unhappy",
-            |_| json!({}),
+            vec![
+                (
+                    "reopen_unsatisfactory",
+                    "reason",
+                    "customer unhappy",
+                    json!({}),
+                ),
+                ("close_job", "invoice_number", "INV-1", json!({})),
+            ],
         )
-        .await;
-        w.twin("desk", "close_job", "invoice_number", text, "INV-1", |_| {
-            json!({})
-        })
         .await;
     }
     // The desk rejects the agent's requests with hostile reasons; the agent's
