@@ -46,6 +46,16 @@ fn at_position(path: &str, pos: i64) -> String {
     format!("{path}{sep}min_position={pos}")
 }
 
+/// The global position of the first event `r`, a command's answer, wrote.
+fn first_position(r: &Resp) -> i64 {
+    r.json["events"][0]["global_position"].as_i64().unwrap()
+}
+
+/// `GET path` as `key`, read at least as far as the first event of `r`.
+async fn get_after(t: &TestApp, r: &Resp, path: &str, key: &str) -> Resp {
+    t.get(&at_position(path, first_position(r)), key).await
+}
+
 fn new_event(event: &JobEvent) -> NewEvent {
     let v = serde_json::to_value(event).unwrap();
     let (event_type, payload) = v
@@ -322,7 +332,7 @@ async fn min_position_reads_the_commands_own_effect() {
     t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
         .await;
     let r = t.cmd(&job, "triage_job", &t.keys.agent, json!({})).await;
-    let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
+    let pos = first_position(&r);
     let board = t.get(&at_position("/v1/board", pos), &t.keys.agent).await;
     assert_eq!(board.status, 200, "{:?}", board.json);
     assert!(board.json["position"].as_i64().unwrap() >= pos);
@@ -340,20 +350,15 @@ async fn min_position_reads_the_commands_own_effect() {
     assert_eq!(row["sla_at_risk"], false);
 
     let r = t.offer(&job, &t.keys.agent, "tech-d").await;
-    let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let sched = t
-        .get(
-            &at_position("/v1/technicians/tech-d/schedule", pos),
-            &t.keys.tech_d,
-        )
-        .await;
+    let sched = get_after(&t, &r, "/v1/technicians/tech-d/schedule", &t.keys.tech_d).await;
     assert_eq!(sched.json["visits"][0]["job_id"], json!(job));
-    let roster = t
-        .get(
-            &at_position("/v1/technicians?eligible_for=door_stuck_open", pos),
-            &t.keys.agent,
-        )
-        .await;
+    let roster = get_after(
+        &t,
+        &r,
+        "/v1/technicians?eligible_for=door_stuck_open",
+        &t.keys.agent,
+    )
+    .await;
     let ids: Vec<&str> = strings(&roster.json["rows"], "technician_id");
     assert_eq!(ids.len(), 3, "A, C and D hold AAADM: {ids:?}");
     assert!(!ids.contains(&"tech-b"));
@@ -372,20 +377,10 @@ async fn min_position_reads_the_commands_own_effect() {
             json!({"amount_cents": 90000, "reason": "scope"}),
         )
         .await;
-    let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
-    let pending = t
-        .get(
-            &at_position("/v1/approvals?status=pending", pos),
-            &t.keys.dispatcher,
-        )
-        .await;
+    let pending = get_after(&t, &r, "/v1/approvals?status=pending", &t.keys.dispatcher).await;
     assert_eq!(pending.json["rows"][0]["kind"], "nte_increase");
-    let billing = t
-        .get(
-            &at_position(&format!("/v1/billing/readiness?job_id={job}"), pos),
-            &t.keys.agent,
-        )
-        .await;
+    let readiness = format!("/v1/billing/readiness?job_id={job}");
+    let billing = get_after(&t, &r, &readiness, &t.keys.agent).await;
     let blockers = billing.json["rows"][0]["blockers"]
         .as_array()
         .unwrap()
@@ -407,7 +402,7 @@ async fn min_position_reads_the_commands_own_effect() {
     projector.await.unwrap();
     // With the projector stopped, a position it never applied is 503 projection_behind.
     let r = t.note(&job, &t.keys.agent, "later").await;
-    let pos = r.json["events"][0]["global_position"].as_i64().unwrap();
+    let pos = first_position(&r);
     let behind = t.get(&at_position("/v1/board", pos), &t.keys.agent).await;
     assert_eq!((behind.status, behind.code()), (503, "projection_behind"));
     assert!(behind.headers.contains_key("retry-after"));
