@@ -54,20 +54,20 @@ async fn fifty_concurrent_retries_give_one_set_of_events_and_identical_answers()
     assert_eq!(count, 1, "one JobOpened only");
 }
 
-/// A test app with one job open at `site`, and that job's `add_note` path.
-async fn a_job_to_note(site: &str) -> (TestApp, String, String) {
+/// A test app with one job open at `site`, that job's `add_note` path, and
+/// the answer to the agent's first note there: `body` sent under the
+/// idempotency key `idem`.
+async fn a_noted_job(site: &str, idem: &str, body: &str) -> (TestApp, String, String, Resp) {
     let t = TestApp::spawn().await;
     let job = t.open_ifm_job(site).await;
     let path = format!("/v1/jobs/{job}/commands/add_note");
-    (t, job, path)
+    let first = t.post_text(&path, &t.keys.agent, idem, body).await;
+    (t, job, path, first)
 }
 
 #[tokio::test]
 async fn same_key_other_body_is_refused_and_refusals_replay_too() {
-    let (t, job, path) = a_job_to_note("site-r").await;
-    let a = t
-        .post_text(&path, &t.keys.agent, "note-1", r#"{"text":"hello"}"#)
-        .await;
+    let (t, job, path, a) = a_noted_job("site-r", "note-1", r#"{"text":"hello"}"#).await;
     assert_eq!(a.status, 200);
     let again = t
         .post_text(&path, &t.keys.agent, "note-1", r#"{ "text" : "hello" }"#)
@@ -103,10 +103,7 @@ async fn same_key_other_body_is_refused_and_refusals_replay_too() {
 
 #[tokio::test]
 async fn answers_survive_a_restart() {
-    let (t, _, path) = a_job_to_note("site-restart").await;
-    let first = t
-        .post_text(&path, &t.keys.agent, "k", r#"{"text":"a"}"#)
-        .await;
+    let (t, _, path, first) = a_noted_job("site-restart", "k", r#"{"text":"a"}"#).await;
     // A new router and pool on the same database: what a restarted process sees.
     let pool = sqlx::PgPool::connect(&t.db_url).await.unwrap();
     let mut app = t.app.clone();
