@@ -1,6 +1,7 @@
 //! Every row of lifecycle.md's transition table, given/when/then: the exact
 //! events a command yields, or the exact error variant that refuses it.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::support::*;
@@ -277,13 +278,11 @@ fn triage_of_a_routine_call_takes_the_sop_default() {
         .run(agent(), at(2), record_intake(routine_intake()))
         .given()
         .when(cmd(agent(), at(5), triage(None)))
-        .then_expect_events(vec![JobEvent::JobTriaged {
-            priority: Priority::P2,
-            p1_reasons: vec![],
-            sla_due_at: Some(hours(24)),
-            completion_due_at: Some(hours(72)),
-            make_safe_required: false,
-        }]);
+        .then_expect_events(vec![triaged_without_p1_reasons(
+            Priority::P2,
+            Some(hours(24)),
+            Some(hours(72)),
+        )]);
 }
 
 #[test]
@@ -304,56 +303,70 @@ fn triage_agent_may_not_ask_for_less_urgent_than_the_sop() {
 #[test]
 fn triage_agent_may_raise_and_dispatcher_may_lower() {
     let recorded = opened().run(agent(), at(2), record_intake(routine_intake()));
-    recorded
-        .given()
-        .when(cmd(agent(), at(5), triage(Some(Priority::P1))))
-        .then_expect_events(vec![JobEvent::JobTriaged {
-            priority: Priority::P1,
-            p1_reasons: vec![],
-            sla_due_at: Some(hours(4)),
-            completion_due_at: Some(hours(24)),
-            make_safe_required: false,
-        }]);
-    recorded
-        .given()
-        .when(cmd(dispatcher(), at(5), triage(Some(Priority::P3))))
-        .then_expect_events(vec![JobEvent::JobTriaged {
-            priority: Priority::P3,
-            p1_reasons: vec![],
-            sla_due_at: Some(hours(72)),
-            completion_due_at: Some(hours(240)),
-            make_safe_required: false,
-        }]);
-    recorded
-        .given()
-        .when(cmd(dispatcher(), at(5), triage(Some(Priority::P4))))
-        .then_expect_events(vec![JobEvent::JobTriaged {
-            priority: Priority::P4,
-            p1_reasons: vec![],
-            sla_due_at: None,
-            completion_due_at: None,
-            make_safe_required: false,
-        }]);
+    // (who asks, for what, the SLA and completion deadlines that follow)
+    for (by, priority, sla, completion) in [
+        (agent(), Priority::P1, Some(hours(4)), Some(hours(24))),
+        (
+            dispatcher(),
+            Priority::P3,
+            Some(hours(72)),
+            Some(hours(240)),
+        ),
+        (dispatcher(), Priority::P4, None, None),
+    ] {
+        recorded
+            .given()
+            .when(cmd(by, at(5), triage(Some(priority))))
+            .then_expect_events(vec![triaged_without_p1_reasons(priority, sla, completion)]);
+    }
+}
+
+/// `JobTriaged` at `priority` with no P1 reason and no make-safe.
+fn triaged_without_p1_reasons(
+    priority: Priority,
+    sla_due_at: Option<DateTime<Utc>>,
+    completion_due_at: Option<DateTime<Utc>>,
+) -> JobEvent {
+    JobEvent::JobTriaged {
+        priority,
+        p1_reasons: vec![],
+        sla_due_at,
+        completion_due_at,
+        make_safe_required: false,
+    }
 }
 
 // --------------------------------------------------------- set_priority
 
+/// The dispatcher sets `to` on `h` (now at `from`) with `reason` at
+/// minute `minute`: `PriorityChanged` with the deadlines that follow.
+fn dispatcher_sets_priority(
+    h: History,
+    minute: i64,
+    (from, to): (Priority, Priority),
+    reason: &str,
+    (sla_due_at, completion_due_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+) {
+    h.given()
+        .when(cmd(dispatcher(), at(minute), set_priority(to, reason)))
+        .then_expect_events(vec![JobEvent::PriorityChanged {
+            from,
+            to,
+            reason: reason.into(),
+            sla_due_at,
+            completion_due_at,
+        }]);
+}
+
 #[test]
 fn set_priority_recomputes_the_sla_from_the_call_time() {
-    triaged_routine()
-        .given()
-        .when(cmd(
-            dispatcher(),
-            at(90),
-            set_priority(Priority::P1, "Store manager escalated"),
-        ))
-        .then_expect_events(vec![JobEvent::PriorityChanged {
-            from: Priority::P2,
-            to: Priority::P1,
-            reason: "Store manager escalated".into(),
-            sla_due_at: Some(hours(4)),
-            completion_due_at: Some(hours(24)),
-        }]);
+    dispatcher_sets_priority(
+        triaged_routine(),
+        90,
+        (Priority::P2, Priority::P1),
+        "Store manager escalated",
+        (Some(hours(4)), Some(hours(24))),
+    );
 }
 
 #[test]
@@ -367,20 +380,13 @@ fn set_priority_agent_may_not_go_below_the_sop() {
             sop_priority: Priority::P1,
         },
     );
-    triaged()
-        .given()
-        .when(cmd(
-            dispatcher(),
-            at(30),
-            set_priority(Priority::P3, "Door secured by the store"),
-        ))
-        .then_expect_events(vec![JobEvent::PriorityChanged {
-            from: Priority::P1,
-            to: Priority::P3,
-            reason: "Door secured by the store".into(),
-            sla_due_at: Some(hours(72)),
-            completion_due_at: Some(hours(240)),
-        }]);
+    dispatcher_sets_priority(
+        triaged(),
+        30,
+        (Priority::P1, Priority::P3),
+        "Door secured by the store",
+        (Some(hours(72)), Some(hours(240))),
+    );
 }
 
 #[test]
