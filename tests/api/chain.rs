@@ -32,12 +32,46 @@ async fn audit(t: &TestApp, job: &str) -> Value {
     r.json
 }
 
+/// Asserts that the audit `a` failed first at `sequence`, on `check`.
+#[track_caller]
+fn assert_failed_at(a: &Value, sequence: i64, check: &str) {
+    assert_eq!(
+        failed_at(a),
+        (json!(false), json!(sequence), json!(check)),
+        "{a}"
+    );
+}
+
 fn failed_at(a: &Value) -> (Value, Value, Value) {
     (
         a["verified"].clone(),
         a["first_bad_sequence"].clone(),
         a["check"].clone(),
     )
+}
+
+/// `dispatch-api audit verify TARGET` on `t`'s database, with `keyring`
+/// (`None`: the tests' one) and checkpoints from `evidence`; see `cli_with`.
+fn verify_cli(
+    t: &TestApp,
+    target: &str,
+    keyring: Option<&str>,
+    evidence: Option<&std::path::Path>,
+) -> (Option<i32>, String) {
+    cli_with(&t.db_url, &["audit", "verify", target], keyring, evidence)
+}
+
+/// Strips the key and MAC from every event of `job`: as the store held them
+/// before the chain was keyed (migration 0010).
+async fn unkey(t: &TestApp, job: &str) {
+    as_owner(
+        t,
+        &["events"],
+        &[format!(
+            "UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'"
+        )],
+    )
+    .await;
 }
 
 /// A local checkpoint store for `t` (the CLI reads the same folder).
@@ -196,23 +230,13 @@ async fn a_forged_append_with_a_recomputed_hash_is_found_and_named() {
             "{case}: {a}"
         );
         assert_eq!(a["events"], json!(seq), "{case}");
-        let (code, out) = cli_with(
-            &t.db_url,
-            &["audit", "verify", &job],
-            None,
-            Some(dir.path()),
-        );
+        let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
         assert_eq!(code, Some(1), "{case}: {out}");
         assert!(
             out.contains(&format!("FAILED at sequence {seq} (check {check})")),
             "{case}: {out}"
         );
-        let (code, out) = cli_with(
-            &t.db_url,
-            &["audit", "verify", "--all"],
-            None,
-            Some(dir.path()),
-        );
+        let (code, out) = verify_cli(&t, "--all", None, Some(dir.path()));
         assert_eq!(code, Some(1), "{case} --all: {out}");
     }
 }
@@ -251,19 +275,10 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     )
     .await;
     let a = audit(&t, &job).await;
-    assert_eq!(
-        failed_at(&a),
-        (json!(false), json!(keep + 1), json!("checkpoint")),
-        "{a}"
-    );
+    assert_failed_at(&a, keep + 1, "checkpoint");
     assert_eq!(audit(&t, &other).await["verified"], true);
     // The CLI reads the checkpoints from the store itself.
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", "--all"],
-        None,
-        Some(dir.path()),
-    );
+    let (code, out) = verify_cli(&t, "--all", None, Some(dir.path()));
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(&format!(
@@ -275,7 +290,7 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     assert!(out.contains(&format!("job {other}: verified")), "{out}");
     // Without the checkpoints, the rolled-back tail is invisible: that is
     // what they are for.
-    let (code, _) = cli_with(&t.db_url, &["audit", "verify", &job], None, None);
+    let (code, _) = verify_cli(&t, &job, None, None);
     assert_eq!(code, Some(0));
 }
 
@@ -291,12 +306,7 @@ async fn a_checkpoint_object_that_does_not_verify_fails_the_cli() {
     let mut cp: Value = serde_json::from_str(&text).unwrap();
     cp["heads"][0]["sequence"] = json!(1);
     std::fs::write(&path, cp.to_string()).unwrap();
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", &job],
-        None,
-        Some(dir.path()),
-    );
+    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("signature does not verify"), "{out}");
 }
@@ -459,27 +469,13 @@ async fn keys_rotate_without_rewriting_history() {
     let a = audit(&t2, &job).await;
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["unkeyed_events"], 0);
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", &job],
-        Some(&k2.to_toml()),
-        None,
-    );
+    let (code, out) = verify_cli(&t, &job, Some(&k2.to_toml()), None);
     assert_eq!(code, Some(0), "{out}");
     // A keyring that lost k1 cannot vouch for what k1 keyed.
     let lost = Arc::new(k2.without(k1.active_id()));
     let a = audit(&with_keys(&t, lost.clone()), &job).await;
-    assert_eq!(
-        failed_at(&a),
-        (json!(false), json!(1), json!("unknown_key")),
-        "{a}"
-    );
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", &job],
-        Some(&lost.to_toml()),
-        None,
-    );
+    assert_failed_at(&a, 1, "unknown_key");
+    let (code, out) = verify_cli(&t, &job, Some(&lost.to_toml()), None);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("FAILED at sequence 1 (check unknown_key)"),
@@ -493,21 +489,10 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     let (dir, cps) = checkpoint_store();
     let job = job_with_notes(&t, "site-legacy", 2).await;
     // As the store held them before the chain was keyed (migration 0010).
-    as_owner(
-        &t,
-        &["events"],
-        &[format!(
-            "UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'"
-        )],
-    )
-    .await;
+    unkey(&t, &job).await;
     let legacy = last_row(&t, &job).await;
     let a = audit(&t, &job).await;
-    assert_eq!(
-        failed_at(&a),
-        (json!(false), json!(1), json!("unkeyed")),
-        "{a}"
-    );
+    assert_failed_at(&a, 1, "unkeyed");
     // The store's first checkpoint vouches for what it holds.
     checkpoint_covering(&t, &cps, &job).await;
     let a = audit(&t, &job).await;
@@ -529,12 +514,7 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["events"], json!(legacy.0 + 1));
     assert_eq!(a["unkeyed_events"], json!(legacy.0));
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", &job],
-        None,
-        Some(dir.path()),
-    );
+    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains(&format!("{} unkeyed vouched by a checkpoint", legacy.0)),
@@ -547,14 +527,7 @@ async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
     let t = TestApp::spawn().await;
     let (dir, cps) = checkpoint_store();
     let job = job_with_notes(&t, "site-built-on", 1).await;
-    as_owner(
-        &t,
-        &["events"],
-        &[format!(
-            "UPDATE events SET key_id = NULL, mac = NULL WHERE aggregate_id = '{job}'"
-        )],
-    )
-    .await;
+    unkey(&t, &job).await;
     checkpoint_covering(&t, &cps, &job).await;
     assert_eq!(audit(&t, &job).await["verified"], true);
     // Forged after the first checkpoint, on the legacy stream; then the
@@ -564,17 +537,8 @@ async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
     assert_eq!(r.status, 200, "{:?}", r.json);
     checkpoint_covering(&t, &cps, &job).await;
     let a = audit(&t, &job).await;
-    assert_eq!(
-        failed_at(&a),
-        (json!(false), json!(forged), json!("unkeyed")),
-        "{a}"
-    );
-    let (code, out) = cli_with(
-        &t.db_url,
-        &["audit", "verify", &job],
-        None,
-        Some(dir.path()),
-    );
+    assert_failed_at(&a, forged, "unkeyed");
+    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(&format!("FAILED at sequence {forged} (check unkeyed)")),
