@@ -1582,100 +1582,64 @@ fn decide_approval_only_by_a_dispatcher_or_admin() {
 
 // ------------------------------------------------------ flag_sla_breach
 
+/// The system flags a `kind` breach on `h` at `when`: `SlaBreached`, due at
+/// `due_at`.
+fn breach_flagged(h: &History, when: DateTime<Utc>, kind: SlaKind, due_at: DateTime<Utc>) {
+    h.given()
+        .when(cmd(system(), when, flag_sla(kind)))
+        .then_expect_events(vec![JobEvent::SlaBreached { kind, due_at }]);
+}
+
+/// The system's `kind` flag on `h` at `when` is refused:
+/// `SlaNotBreached(name)`.
+fn breach_not_flagged(h: &History, when: DateTime<Utc>, kind: SlaKind, name: &'static str) {
+    h.refused(
+        system(),
+        when,
+        flag_sla(kind),
+        JobError::SlaNotBreached(name),
+    );
+}
+
 #[test]
 fn flag_sla_breach_response_once_due_without_a_check_in() {
-    triaged()
-        .given()
-        .when(cmd(
-            system(),
-            hours(4) + chrono::Duration::seconds(1),
-            flag_sla(SlaKind::Response),
-        ))
-        .then_expect_events(vec![JobEvent::SlaBreached {
-            kind: SlaKind::Response,
-            due_at: hours(4),
-        }]);
-    triaged().refused(
-        system(),
+    let response = SlaKind::Response;
+    breach_flagged(
+        &triaged(),
+        hours(4) + chrono::Duration::seconds(1),
+        response,
         hours(4),
-        flag_sla(SlaKind::Response),
-        JobError::SlaNotBreached("response"),
     );
-    triaged()
-        .run(system(), hours(5), flag_sla(SlaKind::Response))
-        .refused(
-            system(),
-            hours(6),
-            flag_sla(SlaKind::Response),
-            JobError::SlaNotBreached("response"),
-        );
+    breach_not_flagged(&triaged(), hours(4), response, "response");
+    let flagged = triaged().run(system(), hours(5), flag_sla(response));
+    breach_not_flagged(&flagged, hours(6), response, "response");
 }
 
 #[test]
 fn flag_sla_breach_response_met_by_a_timely_check_in_not_by_a_late_one() {
-    on_site().refused(
-        system(),
-        hours(5),
-        flag_sla(SlaKind::Response),
-        JobError::SlaNotBreached("response"),
-    );
-    en_route()
-        .run(tech(TECH_D), hours(5), check_in_app())
-        .given()
-        .when(cmd(system(), hours(5), flag_sla(SlaKind::Response)))
-        .then_expect_events(vec![JobEvent::SlaBreached {
-            kind: SlaKind::Response,
-            due_at: hours(4),
-        }]);
+    let response = SlaKind::Response;
+    breach_not_flagged(&on_site(), hours(5), response, "response");
+    let late = en_route().run(tech(TECH_D), hours(5), check_in_app());
+    breach_flagged(&late, hours(5), response, hours(4));
 }
 
 #[test]
 fn flag_sla_breach_completion() {
-    on_site()
-        .given()
-        .when(cmd(system(), hours(25), flag_sla(SlaKind::Completion)))
-        .then_expect_events(vec![JobEvent::SlaBreached {
-            kind: SlaKind::Completion,
-            due_at: hours(24),
-        }]);
-    on_hold(CheckOutcome::PartsOnOrder)
-        .given()
-        .when(cmd(system(), hours(25), flag_sla(SlaKind::Completion)))
-        .then_expect_events(vec![JobEvent::SlaBreached {
-            kind: SlaKind::Completion,
-            due_at: hours(24),
-        }]);
-    work_completed().refused(
-        system(),
-        hours(25),
-        flag_sla(SlaKind::Completion),
-        JobError::SlaNotBreached("completion"),
-    );
-    on_site().refused(
-        system(),
-        hours(23),
-        flag_sla(SlaKind::Completion),
-        JobError::SlaNotBreached("completion"),
-    );
+    let completion = SlaKind::Completion;
+    breach_flagged(&on_site(), hours(25), completion, hours(24));
+    let parts_on_order = on_hold(CheckOutcome::PartsOnOrder);
+    breach_flagged(&parts_on_order, hours(25), completion, hours(24));
+    breach_not_flagged(&work_completed(), hours(25), completion, "completion");
+    breach_not_flagged(&on_site(), hours(23), completion, "completion");
 }
 
 #[test]
 fn flag_sla_breach_needs_an_sla_and_the_system_actor() {
-    intake_recorded().refused(
-        system(),
-        hours(30),
-        flag_sla(SlaKind::Response),
-        JobError::SlaNotBreached("response"),
-    );
-    opened()
+    breach_not_flagged(&intake_recorded(), hours(30), SlaKind::Response, "response");
+    let p4 = opened()
         .run(agent(), at(2), record_intake(routine_intake()))
-        .run(dispatcher(), at(5), triage(Some(Priority::P4)))
-        .refused(
-            system(),
-            hours(300),
-            flag_sla(SlaKind::Completion),
-            JobError::SlaNotBreached("completion"),
-        );
+        .run(dispatcher(), at(5), triage(Some(Priority::P4)));
+    breach_not_flagged(&p4, hours(300), SlaKind::Completion, "completion");
     for by in [agent(), dispatcher(), admin()] {
         triaged().refused(
             by,
