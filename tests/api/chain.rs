@@ -61,6 +61,15 @@ fn verify_cli(
     cli_with(&t.db_url, &["audit", "verify", target], keyring, evidence)
 }
 
+/// Asserts that a CLI run (its exit code and output) exited `code`
+/// and says `says`; the output.
+#[track_caller]
+fn assert_says((exit, out): (Option<i32>, String), code: i32, says: &str) -> String {
+    assert_eq!(exit, Some(code), "{out}");
+    assert!(out.contains(says), "{out}");
+    out
+}
+
 /// Strips the key and MAC from every event of `job`: as the store held them
 /// before the chain was keyed (migration 0010).
 async fn unkey(t: &TestApp, job: &str) {
@@ -278,15 +287,11 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
     assert_failed_at(&a, keep + 1, "checkpoint");
     assert_eq!(audit(&t, &other).await["verified"], true);
     // The CLI reads the checkpoints from the store itself.
-    let (code, out) = verify_cli(&t, "--all", None, Some(dir.path()));
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains(&format!(
-            "job {job}: FAILED at sequence {} (check checkpoint)",
-            keep + 1
-        )),
-        "{out}"
+    let says = format!(
+        "job {job}: FAILED at sequence {} (check checkpoint)",
+        keep + 1
     );
+    let out = assert_says(verify_cli(&t, "--all", None, Some(dir.path())), 1, &says);
     assert!(out.contains(&format!("job {other}: verified")), "{out}");
     // Without the checkpoints, the rolled-back tail is invisible: that is
     // what they are for.
@@ -306,9 +311,11 @@ async fn a_checkpoint_object_that_does_not_verify_fails_the_cli() {
     let mut cp: Value = serde_json::from_str(&text).unwrap();
     cp["heads"][0]["sequence"] = json!(1);
     std::fs::write(&path, cp.to_string()).unwrap();
-    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("signature does not verify"), "{out}");
+    assert_says(
+        verify_cli(&t, &job, None, Some(dir.path())),
+        1,
+        "signature does not verify",
+    );
 }
 
 fn refused(r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str) {
@@ -475,11 +482,10 @@ async fn keys_rotate_without_rewriting_history() {
     let lost = Arc::new(k2.without(k1.active_id()));
     let a = audit(&with_keys(&t, lost.clone()), &job).await;
     assert_failed_at(&a, 1, "unknown_key");
-    let (code, out) = verify_cli(&t, &job, Some(&lost.to_toml()), None);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("FAILED at sequence 1 (check unknown_key)"),
-        "{out}"
+    assert_says(
+        verify_cli(&t, &job, Some(&lost.to_toml()), None),
+        1,
+        "FAILED at sequence 1 (check unknown_key)",
     );
 }
 
@@ -514,12 +520,8 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
     assert_eq!(a["verified"], true, "{a}");
     assert_eq!(a["events"], json!(legacy.0 + 1));
     assert_eq!(a["unkeyed_events"], json!(legacy.0));
-    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.contains(&format!("{} unkeyed vouched by a checkpoint", legacy.0)),
-        "{out}"
-    );
+    let says = format!("{} unkeyed vouched by a checkpoint", legacy.0);
+    assert_says(verify_cli(&t, &job, None, Some(dir.path())), 0, &says);
 }
 
 #[tokio::test]
@@ -538,12 +540,8 @@ async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
     checkpoint_covering(&t, &cps, &job).await;
     let a = audit(&t, &job).await;
     assert_failed_at(&a, forged, "unkeyed");
-    let (code, out) = verify_cli(&t, &job, None, Some(dir.path()));
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains(&format!("FAILED at sequence {forged} (check unkeyed)")),
-        "{out}"
-    );
+    let says = format!("FAILED at sequence {forged} (check unkeyed)");
+    assert_says(verify_cli(&t, &job, None, Some(dir.path())), 1, &says);
 }
 
 #[tokio::test]
