@@ -83,6 +83,18 @@ async fn unkey(t: &TestApp, job: &str) {
     .await;
 }
 
+/// A test app with a local checkpoint store (see `checkpoint_store`) and a
+/// job opened at `site` with `notes` notes.
+async fn noted_with_checkpoints(
+    site: &str,
+    notes: usize,
+) -> (TestApp, tempfile::TempDir, EvidenceStore, String) {
+    let t = TestApp::spawn().await;
+    let (dir, cps) = checkpoint_store();
+    let job = job_with_notes(&t, site, notes).await;
+    (t, dir, cps, job)
+}
+
 /// A local checkpoint store for `t` (the CLI reads the same folder).
 fn checkpoint_store() -> (tempfile::TempDir, EvidenceStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -225,9 +237,7 @@ async fn a_forged_append_with_a_recomputed_hash_is_found_and_named() {
             "unknown_key",
         ),
     ] {
-        let t = TestApp::spawn().await;
-        let (dir, cps) = checkpoint_store();
-        let job = job_with_notes(&t, "site-forge", 2).await;
+        let (t, dir, cps, job) = noted_with_checkpoints("site-forge", 2).await;
         checkpoint_covering(&t, &cps, &job).await;
         let seq = forge_nte_increase(&t, &job, key_id, mac).await;
         // A checkpoint written after the forgery does not vouch for it.
@@ -252,9 +262,7 @@ async fn a_forged_append_with_a_recomputed_hash_is_found_and_named() {
 
 #[tokio::test]
 async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoint() {
-    let t = TestApp::spawn().await;
-    let (dir, cps) = checkpoint_store();
-    let job = job_with_notes(&t, "site-tail", 2).await;
+    let (t, dir, cps, job) = noted_with_checkpoints("site-tail", 2).await;
     let other = job_with_notes(&t, "site-other", 1).await;
     // The store's first checkpoint, then one that covers what came after.
     checkpoint_covering(&t, &cps, &job).await;
@@ -301,9 +309,7 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
 
 #[tokio::test]
 async fn a_checkpoint_object_that_does_not_verify_fails_the_cli() {
-    let t = TestApp::spawn().await;
-    let (dir, cps) = checkpoint_store();
-    let job = job_with_notes(&t, "site-sig", 1).await;
+    let (t, dir, cps, job) = noted_with_checkpoints("site-sig", 1).await;
     checkpoint_covering(&t, &cps, &job).await;
     let name = cps.checkpoint_names().await.unwrap().remove(0);
     let path = dir.path().join("checkpoints").join(&name);
@@ -491,9 +497,7 @@ async fn keys_rotate_without_rewriting_history() {
 
 #[tokio::test]
 async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to_them() {
-    let t = TestApp::spawn().await;
-    let (dir, cps) = checkpoint_store();
-    let job = job_with_notes(&t, "site-legacy", 2).await;
+    let (t, dir, cps, job) = noted_with_checkpoints("site-legacy", 2).await;
     // As the store held them before the chain was keyed (migration 0010).
     unkey(&t, &job).await;
     let legacy = last_row(&t, &job).await;
@@ -526,9 +530,7 @@ async fn legacy_unkeyed_events_verify_under_a_checkpoint_and_keyed_ones_chain_to
 
 #[tokio::test]
 async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
-    let t = TestApp::spawn().await;
-    let (dir, cps) = checkpoint_store();
-    let job = job_with_notes(&t, "site-built-on", 1).await;
+    let (t, dir, cps, job) = noted_with_checkpoints("site-built-on", 1).await;
     unkey(&t, &job).await;
     checkpoint_covering(&t, &cps, &job).await;
     assert_eq!(audit(&t, &job).await["verified"], true);
@@ -546,9 +548,7 @@ async fn an_unkeyed_forgery_a_keyed_append_then_built_on_is_still_found() {
 
 #[tokio::test]
 async fn a_restarted_server_loads_the_checkpoints_and_continues_after_them() {
-    let t = TestApp::spawn().await;
-    let (_dir, cps) = checkpoint_store();
-    let job = job_with_notes(&t, "site-restart", 1).await;
+    let (t, _dir, cps, job) = noted_with_checkpoints("site-restart", 1).await;
     checkpoint_covering(&t, &cps, &job).await;
     let before = cps.checkpoint_names().await.unwrap().len();
     // A new process: the index comes from the store, signatures checked.
