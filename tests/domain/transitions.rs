@@ -360,12 +360,14 @@ fn dispatcher_sets_priority(
 
 #[test]
 fn set_priority_recomputes_the_sla_from_the_call_time() {
+    let due = (Some(hours(4)), Some(hours(24)));
+    let reason = "Store manager escalated";
     dispatcher_sets_priority(
         triaged_routine(),
         90,
         (Priority::P2, Priority::P1),
-        "Store manager escalated",
-        (Some(hours(4)), Some(hours(24))),
+        reason,
+        due,
     );
 }
 
@@ -380,13 +382,9 @@ fn set_priority_agent_may_not_go_below_the_sop() {
             sop_priority: Priority::P1,
         },
     );
-    dispatcher_sets_priority(
-        triaged(),
-        30,
-        (Priority::P1, Priority::P3),
-        "Door secured by the store",
-        (Some(hours(72)), Some(hours(240))),
-    );
+    let due = (Some(hours(72)), Some(hours(240)));
+    let reason = "Door secured by the store";
+    dispatcher_sets_priority(triaged(), 30, (Priority::P1, Priority::P3), reason, due);
 }
 
 #[test]
