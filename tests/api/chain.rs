@@ -333,44 +333,36 @@ fn refused(r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str) {
     assert_eq!(code.as_deref(), Some("42501"), "{what}: {e}");
 }
 
+/// Asserts that each `(sql, what)` in turn is refused (see `refused`);
+/// `$1` is `job` where one is given.
+async fn each_refused(pool: &sqlx::PgPool, job: Option<&str>, cases: &[(&str, &str)]) {
+    for (sql, what) in cases {
+        let mut query = sqlx::query(sql);
+        if let Some(job) = job {
+            query = query.bind(job);
+        }
+        refused(query.execute(pool).await, what);
+    }
+}
+
 #[tokio::test]
 async fn the_database_refuses_rewriting_heads_and_stored_answers() {
     let t = TestApp::spawn().await;
     let job = job_with_notes(&t, "site-db", 2).await;
     let pool = &t.app.pool;
     let (last, _) = last_row(&t, &job).await;
-    refused(
-        sqlx::query("UPDATE stream_heads SET sequence = sequence - 1, hash = (SELECT hash FROM events WHERE aggregate_id = $1 AND sequence = 1) WHERE aggregate_id = $1")
-            .bind(&job)
-            .execute(pool)
-            .await,
-        "a head moved back",
-    );
-    refused(
-        sqlx::query("UPDATE stream_heads SET hash = repeat('ab', 32) WHERE aggregate_id = $1")
-            .bind(&job)
-            .execute(pool)
-            .await,
-        "a head on a hash no event has",
-    );
-    refused(
-        sqlx::query("UPDATE stream_heads SET sequence = sequence + 1 WHERE aggregate_id = $1")
-            .bind(&job)
-            .execute(pool)
-            .await,
-        "a head past the last event",
-    );
-    refused(
-        sqlx::query("DELETE FROM stream_heads WHERE aggregate_id = $1")
-            .bind(&job)
-            .execute(pool)
-            .await,
-        "a head deleted",
-    );
-    refused(
-        sqlx::query("TRUNCATE stream_heads").execute(pool).await,
-        "heads truncated",
-    );
+    each_refused(
+        pool,
+        Some(&job),
+        &[
+            ("UPDATE stream_heads SET sequence = sequence - 1, hash = (SELECT hash FROM events WHERE aggregate_id = $1 AND sequence = 1) WHERE aggregate_id = $1", "a head moved back"),
+            ("UPDATE stream_heads SET hash = repeat('ab', 32) WHERE aggregate_id = $1", "a head on a hash no event has"),
+            ("UPDATE stream_heads SET sequence = sequence + 1 WHERE aggregate_id = $1", "a head past the last event"),
+            ("DELETE FROM stream_heads WHERE aggregate_id = $1", "a head deleted"),
+        ],
+    )
+    .await;
+    each_refused(pool, None, &[("TRUNCATE stream_heads", "heads truncated")]).await;
     // A head inserted below a stream's last event: a stream with two events
     // and (yet) no head row.
     for seq in 1..=2i64 {
@@ -389,12 +381,15 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
             .await
             .unwrap();
     }
-    refused(
-        sqlx::query("INSERT INTO stream_heads VALUES ('job', 'headless', 1, 'h1')")
-            .execute(pool)
-            .await,
-        "a head inserted below the last event",
-    );
+    each_refused(
+        pool,
+        None,
+        &[(
+            "INSERT INTO stream_heads VALUES ('job', 'headless', 1, 'h1')",
+            "a head inserted below the last event",
+        )],
+    )
+    .await;
     sqlx::query("INSERT INTO stream_heads VALUES ('job', 'headless', 2, 'h2')")
         .execute(pool)
         .await
@@ -409,30 +404,17 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
             .await
             .unwrap();
     assert!(n > 0);
-    refused(
-        sqlx::query("UPDATE idempotency_records SET response_body = '{\"forged\":true}'::bytea WHERE status_code <> 0")
-            .execute(pool)
-            .await,
-        "a stored answer rewritten",
-    );
-    refused(
-        sqlx::query("UPDATE idempotency_records SET status_code = 0, response_body = ''::bytea WHERE status_code <> 0")
-            .execute(pool)
-            .await,
-        "a stored answer turned provisional",
-    );
-    refused(
-        sqlx::query("DELETE FROM idempotency_records")
-            .execute(pool)
-            .await,
-        "stored answers deleted",
-    );
-    refused(
-        sqlx::query("TRUNCATE idempotency_records")
-            .execute(pool)
-            .await,
-        "stored answers truncated",
-    );
+    each_refused(
+        pool,
+        None,
+        &[
+            ("UPDATE idempotency_records SET response_body = '{\"forged\":true}'::bytea WHERE status_code <> 0", "a stored answer rewritten"),
+            ("UPDATE idempotency_records SET status_code = 0, response_body = ''::bytea WHERE status_code <> 0", "a stored answer turned provisional"),
+            ("DELETE FROM idempotency_records", "stored answers deleted"),
+            ("TRUNCATE idempotency_records", "stored answers truncated"),
+        ],
+    )
+    .await;
     // The one transition the code makes: a provisional claim completed once.
     sqlx::query("INSERT INTO idempotency_records (caller, idempotency_key, request_hash, status_code, response_body) VALUES ('c', 'k', 'h', 0, ''::bytea)")
         .execute(pool)
@@ -442,18 +424,21 @@ async fn the_database_refuses_rewriting_heads_and_stored_answers() {
         .execute(pool)
         .await
         .expect("a provisional claim is completed");
-    refused(
-        sqlx::query("UPDATE idempotency_records SET status_code = 201 WHERE caller = 'c'")
-            .execute(pool)
-            .await,
-        "a completed answer changed",
-    );
-    refused(
-        sqlx::query("UPDATE idempotency_records SET request_hash = 'other' WHERE caller = 'c'")
-            .execute(pool)
-            .await,
-        "a request hash changed",
-    );
+    each_refused(
+        pool,
+        None,
+        &[
+            (
+                "UPDATE idempotency_records SET status_code = 201 WHERE caller = 'c'",
+                "a completed answer changed",
+            ),
+            (
+                "UPDATE idempotency_records SET request_hash = 'other' WHERE caller = 'c'",
+                "a request hash changed",
+            ),
+        ],
+    )
+    .await;
 }
 
 /// `t`'s router with another keyring (a replica restarted after rotation).
