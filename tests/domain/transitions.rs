@@ -483,20 +483,22 @@ fn not_duplicate_without_a_possible_duplicate_is_refused() {
 
 // ------------------------------------------------------------ offer_job
 
+/// The agent offers the job on `h` to technician D at minute 10: the first
+/// `JobOffered`, its acknowledgement window ending at `window_ends`.
+fn agent_offers_to_d(h: History, window_ends: DateTime<Utc>) {
+    h.given()
+        .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
+        .then_expect_events(vec![job_offered(1, TECH_D, at(10), window_ends, false)]);
+}
+
 #[test]
 fn offer_job_yields_job_offered_with_the_p1_acknowledgement_window() {
-    triaged()
-        .given()
-        .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(25), false)]);
+    agent_offers_to_d(triaged(), at(25));
 }
 
 #[test]
 fn offer_job_window_follows_the_priority() {
-    triaged_routine()
-        .given()
-        .when(cmd(agent(), at(10), offer(qualified(TECH_D))))
-        .then_expect_events(vec![job_offered(1, TECH_D, at(10), at(40), false)]);
+    agent_offers_to_d(triaged_routine(), at(40));
 }
 
 #[test]
@@ -598,20 +600,23 @@ fn offer_job_to_an_on_call_technician() {
 
 // --------------------------------------------------------- accept_offer
 
-#[test]
-fn accept_offer_yields_offer_accepted() {
+/// Technician D accepts the offered job at minute 12 with `eta`:
+/// `OfferAccepted`, flagged `eta_beyond_sla` or not.
+fn d_accepts(eta: DateTime<Utc>, eta_beyond_sla: bool) {
     offered()
         .given()
-        .when(cmd(tech(TECH_D), at(12), accept(at(60))))
-        .then_expect_events(vec![offer_accepted(TECH_D, at(60), false)]);
+        .when(cmd(tech(TECH_D), at(12), accept(eta)))
+        .then_expect_events(vec![offer_accepted(TECH_D, eta, eta_beyond_sla)]);
+}
+
+#[test]
+fn accept_offer_yields_offer_accepted() {
+    d_accepts(at(60), false);
 }
 
 #[test]
 fn accept_offer_with_an_eta_after_the_sla_is_allowed_but_flagged() {
-    offered()
-        .given()
-        .when(cmd(tech(TECH_D), at(12), accept(hours(5))))
-        .then_expect_events(vec![offer_accepted(TECH_D, hours(5), true)]);
+    d_accepts(hours(5), true);
 }
 
 #[test]
