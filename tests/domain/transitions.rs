@@ -686,54 +686,40 @@ fn start_travel_yields_travel_started() {
 
 // ------------------------------------------------------------- check_in
 
-#[test]
-fn check_in_from_en_route() {
-    en_route()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(60),
-            check_in(CheckInMethod::App, Some(39.7817), Some(-89.6501)),
-        ))
+/// `by` checks technician D in on `h` at `minute` by `method` at
+/// `(lat, lon)`: `CheckedIn` with the same.
+fn checks_in(
+    h: History,
+    by: Actor,
+    minute: i64,
+    method: CheckInMethod,
+    (lat, lon): (Option<f64>, Option<f64>),
+) {
+    h.given()
+        .when(cmd(by, at(minute), check_in(method, lat, lon)))
         .then_expect_events(vec![JobEvent::CheckedIn {
             technician_id: TECH_D.into(),
-            method: CheckInMethod::App,
-            lat: Some(39.7817),
-            lon: Some(-89.6501),
-            at: at(60),
+            method,
+            lat,
+            lon,
+            at: at(minute),
         }]);
 }
 
 #[test]
+fn check_in_from_en_route() {
+    let place = (Some(39.7817), Some(-89.6501));
+    checks_in(en_route(), tech(TECH_D), 60, CheckInMethod::App, place);
+}
+
+#[test]
 fn check_in_straight_from_confirmed_and_by_relay() {
-    confirmed()
-        .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(55),
-            check_in(CheckInMethod::Ivr, None, None),
-        ))
-        .then_expect_events(vec![JobEvent::CheckedIn {
-            technician_id: TECH_D.into(),
-            method: CheckInMethod::Ivr,
-            lat: None,
-            lon: None,
-            at: at(55),
-        }]);
-    en_route()
-        .given()
-        .when(cmd(
-            agent(),
-            at(58),
-            check_in(CheckInMethod::AgentRelay, None, None),
-        ))
-        .then_expect_events(vec![JobEvent::CheckedIn {
-            technician_id: TECH_D.into(),
-            method: CheckInMethod::AgentRelay,
-            lat: None,
-            lon: None,
-            at: at(58),
-        }]);
+    for (h, by, minute, method) in [
+        (confirmed(), tech(TECH_D), 55, CheckInMethod::Ivr),
+        (en_route(), agent(), 58, CheckInMethod::AgentRelay),
+    ] {
+        checks_in(h, by, minute, method, (None, None));
+    }
 }
 
 #[test]
