@@ -947,6 +947,19 @@ fn check_out_completed_needs_the_make_safe_confirmed_where_triage_required_it() 
     );
 }
 
+/// Technician D's `check_out` at minute 120, with no make-safe confirmation.
+fn d_checks_out(
+    outcome: CheckOutcome,
+    door_left_state: DoorLeftState,
+    parts: Vec<Part>,
+) -> Issued<JobCommand> {
+    cmd(
+        tech(TECH_D),
+        at(120),
+        check_out(outcome, door_left_state, None, parts),
+    )
+}
+
 #[test]
 fn check_out_on_hold_for_each_hold_outcome() {
     for (outcome, door_state) in [
@@ -956,11 +969,7 @@ fn check_out_on_hold_for_each_hold_outcome() {
     ] {
         on_site()
             .given()
-            .when(cmd(
-                tech(TECH_D),
-                at(120),
-                check_out(outcome, door_state, None, vec![belt()]),
-            ))
+            .when(d_checks_out(outcome, door_state, vec![belt()]))
             .then_expect_events(vec![checked_out_event(
                 TECH_D,
                 outcome,
@@ -998,17 +1007,13 @@ fn check_out_on_hold_an_unsafe_door_must_be_secured() {
         .run(agent(), at(10), offer(qualified(TECH_D)))
         .run(tech(TECH_D), at(12), accept(at(60)))
         .run(tech(TECH_D), at(60), check_in_app());
+    let operational = DoorLeftState::Operational;
     routine_on_site
         .given()
-        .when(cmd(
-            tech(TECH_D),
-            at(120),
-            check_out(
-                CheckOutcome::PartsOnOrder,
-                DoorLeftState::Operational,
-                None,
-                vec![],
-            ),
+        .when(d_checks_out(
+            CheckOutcome::PartsOnOrder,
+            operational,
+            vec![],
         ))
         .then_expect_events(vec![checked_out_event(
             TECH_D,
@@ -1041,18 +1046,10 @@ fn check_out_validates_resolution_and_parts() {
         ),
     ];
     for (parts, field) in cases {
+        let secured = DoorLeftState::Secured;
         let result = on_site()
             .given()
-            .when(cmd(
-                tech(TECH_D),
-                at(120),
-                check_out(
-                    CheckOutcome::PartsOnOrder,
-                    DoorLeftState::Secured,
-                    None,
-                    parts,
-                ),
-            ))
+            .when(d_checks_out(CheckOutcome::PartsOnOrder, secured, parts))
             .inspect_result();
         assert_validation(result, field);
     }
