@@ -57,14 +57,7 @@ fn an_offer_expires_unanswered_and_the_job_returns_to_triaged() {
     for by in [agent(), dispatcher(), admin(), tech(TECH_D)] {
         h.refused(by, at(40), expire(), JobError::Forbidden);
     }
-    h.step(
-        system(),
-        at(25),
-        expire(),
-        vec![JobEvent::OfferExpired {
-            technician_id: TECH_D.into(),
-        }],
-    );
+    h.step(system(), at(25), expire(), vec![offer_expired(TECH_D)]);
     assert_eq!(h.state(), JobState::Triaged);
     assert_eq!(h.data().visits[0].status, VisitStatus::Expired);
     // The expired technician has no rights on the job any more.
@@ -318,10 +311,7 @@ fn a_possible_duplicate_blocks_triage_until_resolved() {
         approve_because(&id, "Different door"),
         vec![
             approval_granted_because(id.clone(), dispatcher(), "Different door"),
-            JobEvent::DuplicateDismissed {
-                possible_duplicate_of: OTHER_JOB.into(),
-                approval_id: Some(id),
-            },
+            duplicate_dismissed(Some(id)),
         ],
     );
     h.step(agent(), at(7), triage(None), vec![triaged_p1_event()]);

@@ -645,6 +645,22 @@ pub fn job_offered(
     }
 }
 
+/// `OfferExpired` for `technician_id`.
+pub fn offer_expired(technician_id: &str) -> JobEvent {
+    JobEvent::OfferExpired {
+        technician_id: technician_id.into(),
+    }
+}
+
+/// `DuplicateDismissed` for `OTHER_JOB`, by the decision on `approval_id`
+/// (`None`: at once, by a dispatcher).
+pub fn duplicate_dismissed(approval_id: Option<String>) -> JobEvent {
+    JobEvent::DuplicateDismissed {
+        possible_duplicate_of: OTHER_JOB.into(),
+        approval_id,
+    }
+}
+
 /// `OfferDeclined` by `technician_id` for `reason`.
 pub fn offer_declined(technician_id: &str, reason: &str) -> JobEvent {
     JobEvent::OfferDeclined {

@@ -448,10 +448,7 @@ fn not_duplicate_by_a_dispatcher_dismisses_at_once() {
     possible_duplicate()
         .given()
         .when(cmd(dispatcher(), at(3), not_duplicate()))
-        .then_expect_events(vec![JobEvent::DuplicateDismissed {
-            possible_duplicate_of: OTHER_JOB.into(),
-            approval_id: None,
-        }]);
+        .then_expect_events(vec![duplicate_dismissed(None)]);
 }
 
 #[test]
@@ -668,9 +665,7 @@ fn expire_offer_by_the_system_once_the_window_passed() {
     offered()
         .given()
         .when(cmd(system(), at(25), expire()))
-        .then_expect_events(vec![JobEvent::OfferExpired {
-            technician_id: TECH_D.into(),
-        }]);
+        .then_expect_events(vec![offer_expired(TECH_D)]);
 }
 
 // --------------------------------------------------------- start_travel
@@ -1512,10 +1507,7 @@ fn decide_approval_approve_and_reject_dismiss_duplicate() {
         .when(cmd(dispatcher(), at(4), approve(&id)))
         .then_expect_events(vec![
             approval_granted(id.clone(), dispatcher()),
-            JobEvent::DuplicateDismissed {
-                possible_duplicate_of: OTHER_JOB.into(),
-                approval_id: Some(id.clone()),
-            },
+            duplicate_dismissed(Some(id.clone())),
         ]);
     h.given()
         .when(cmd(
