@@ -904,6 +904,21 @@ impl History {
         );
     }
 
+    /// Given/when/then one accepted step of a story: exactly `events`
+    /// (nothing appended to `self`).
+    #[track_caller]
+    pub fn yields(
+        &self,
+        by: Actor,
+        when: DateTime<Utc>,
+        command: JobCommand,
+        events: Vec<JobEvent>,
+    ) {
+        self.given()
+            .when(cmd(by, when, command))
+            .then_expect_events(events);
+    }
+
     /// Given/when/then one refused step of a story (nothing appended).
     #[track_caller]
     pub fn refused(&self, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {

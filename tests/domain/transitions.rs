@@ -445,10 +445,8 @@ fn link_refuses_a_target_that_is_missing_closed_or_itself() {
 
 #[test]
 fn not_duplicate_by_a_dispatcher_dismisses_at_once() {
-    possible_duplicate()
-        .given()
-        .when(cmd(dispatcher(), at(3), not_duplicate()))
-        .then_expect_events(vec![duplicate_dismissed(None)]);
+    let dismissed = vec![duplicate_dismissed(None)];
+    possible_duplicate().yields(dispatcher(), at(3), not_duplicate(), dismissed);
 }
 
 #[test]
@@ -662,20 +660,15 @@ fn decline_offer_needs_a_reason_and_the_offered_technician() {
 
 #[test]
 fn expire_offer_by_the_system_once_the_window_passed() {
-    offered()
-        .given()
-        .when(cmd(system(), at(25), expire()))
-        .then_expect_events(vec![offer_expired(TECH_D)]);
+    offered().yields(system(), at(25), expire(), vec![offer_expired(TECH_D)]);
 }
 
 // --------------------------------------------------------- start_travel
 
 #[test]
 fn start_travel_yields_travel_started() {
-    confirmed()
-        .given()
-        .when(cmd(tech(TECH_D), at(20), start_travel()))
-        .then_expect_events(vec![travel_started(TECH_D, at(20))]);
+    let started = vec![travel_started(TECH_D, at(20))];
+    confirmed().yields(tech(TECH_D), at(20), start_travel(), started);
     confirmed().refused(tech(TECH_A), at(20), start_travel(), JobError::NotYourJob);
 }
 
