@@ -919,6 +919,14 @@ impl History {
             .then_expect_events(events);
     }
 
+    /// Given/when/then one step refused as a validation error naming
+    /// `field` (see `assert_validation`).
+    #[track_caller]
+    pub fn invalid(&self, by: Actor, when: DateTime<Utc>, command: JobCommand, field: &str) {
+        let result = self.given().when(cmd(by, when, command)).inspect_result();
+        assert_validation(result, field);
+    }
+
     /// Given/when/then one refused step of a story (nothing appended).
     #[track_caller]
     pub fn refused(&self, by: Actor, when: DateTime<Utc>, command: JobCommand, error: JobError) {

@@ -189,11 +189,7 @@ fn record_intake_refuses_values_of_the_wrong_type() {
 
 #[test]
 fn record_intake_refuses_an_empty_answer() {
-    let result = opened()
-        .given()
-        .when(cmd(agent(), at(2), record_intake(fields(json!({})))))
-        .inspect_result();
-    assert_validation(result, "fields");
+    opened().invalid(agent(), at(2), record_intake(fields(json!({}))), "fields");
 }
 
 // ----------------------------------------------------------- triage_job
@@ -389,11 +385,8 @@ fn set_priority_agent_may_not_go_below_the_sop() {
 
 #[test]
 fn set_priority_needs_a_reason() {
-    let result = triaged()
-        .given()
-        .when(cmd(dispatcher(), at(30), set_priority(Priority::P2, "")))
-        .inspect_result();
-    assert_validation(result, "reason");
+    let no_reason = set_priority(Priority::P2, "");
+    triaged().invalid(dispatcher(), at(30), no_reason, "reason");
 }
 
 // ---------------------------------------------------- resolve_duplicate
@@ -616,11 +609,7 @@ fn accept_offer_with_an_eta_after_the_sla_is_allowed_but_flagged() {
 
 #[test]
 fn accept_offer_refuses_an_eta_in_the_past() {
-    let result = offered()
-        .given()
-        .when(cmd(tech(TECH_D), at(12), accept(at(11))))
-        .inspect_result();
-    assert_validation(result, "eta");
+    offered().invalid(tech(TECH_D), at(12), accept(at(11)), "eta");
 }
 
 #[test]
@@ -643,11 +632,7 @@ fn decline_offer_yields_offer_declined_back_to_triaged() {
 
 #[test]
 fn decline_offer_needs_a_reason_and_the_offered_technician() {
-    let result = offered()
-        .given()
-        .when(cmd(tech(TECH_D), at(13), decline(" ")))
-        .inspect_result();
-    assert_validation(result, "reason");
+    offered().invalid(tech(TECH_D), at(13), decline(" "), "reason");
     offered().refused(
         tech(TECH_A),
         at(13),
@@ -1136,11 +1121,7 @@ fn verify_closeout_refuses_items_the_sop_does_not_define() {
         id: "bogus".into(),
         result: ChecklistResult::Pass,
     });
-    let result = work_completed()
-        .given()
-        .when(cmd(agent(), at(200), verify_closeout(items)))
-        .inspect_result();
-    assert_validation(result, "items.bogus");
+    work_completed().invalid(agent(), at(200), verify_closeout(items), "items.bogus");
 }
 
 // ------------------------------------------------- reopen_unsatisfactory
@@ -1157,11 +1138,7 @@ fn reopen_from_work_completed_and_from_closeout_verified() {
         assert_eq!(h.state(), JobState::Triaged);
         assert_eq!(h.data().closeout, None);
     }
-    let result = work_completed()
-        .given()
-        .when(cmd(dispatcher(), at(240), reopen("")))
-        .inspect_result();
-    assert_validation(result, "reason");
+    work_completed().invalid(dispatcher(), at(240), reopen(""), "reason");
 }
 
 // --------------------------------------------------- mark_billing_ready
@@ -1206,11 +1183,7 @@ fn close_job_yields_job_closed() {
         .then_expect_events(vec![JobEvent::JobClosed {
             invoice_number: "INV-9001".into(),
         }]);
-    let result = billing_ready()
-        .given()
-        .when(cmd(dispatcher(), at(300), close("")))
-        .inspect_result();
-    assert_validation(result, "invoice_number");
+    billing_ready().invalid(dispatcher(), at(300), close(""), "invoice_number");
 }
 
 // ----------------------------------------------------------- cancel_job
@@ -1279,11 +1252,7 @@ fn cancel_after_offered_by_the_agent_only_requests_approval() {
 
 #[test]
 fn cancel_needs_a_reason() {
-    let result = triaged()
-        .given()
-        .when(cmd(dispatcher(), at(30), cancel("\t")))
-        .inspect_result();
-    assert_validation(result, "reason");
+    triaged().invalid(dispatcher(), at(30), cancel("\t"), "reason");
 }
 
 // ------------------------------------------------------------- add_note
@@ -1311,11 +1280,7 @@ fn add_note_validates_its_text() {
         ("bell\u{7}".into(), "text"),
         ("x".repeat(4097), "text"),
     ] {
-        let result = triaged()
-            .given()
-            .when(cmd(agent(), at(30), note(&text)))
-            .inspect_result();
-        assert_validation(result, field);
+        triaged().invalid(agent(), at(30), note(&text), field);
     }
     triaged()
         .given()
@@ -1386,11 +1351,7 @@ fn request_nte_increase_must_be_above_the_current_nte() {
         (10_000_000_001, "More", "amount_cents"),
         (65_000, "", "reason"),
     ] {
-        let result = closeout_verified()
-            .given()
-            .when(cmd(agent(), at(205), nte_increase(amount, reason)))
-            .inspect_result();
-        assert_validation(result, field);
+        closeout_verified().invalid(agent(), at(205), nte_increase(amount, reason), field);
     }
 }
 
