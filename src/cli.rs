@@ -212,11 +212,7 @@ pub async fn projections_rebuild(
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<String> = match (name, all) {
         (Some(n), _) => vec![n.to_string()],
-        (None, true) => rt
-            .projections()
-            .iter()
-            .map(|p| p.definition().name.clone())
-            .collect(),
+        (None, true) => rt.names(),
         (None, false) => anyhow::bail!("name a read model or pass --all"),
     };
     for n in &names {

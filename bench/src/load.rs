@@ -47,6 +47,32 @@ pub struct LoadResult {
     pub first_errors: Vec<String>,
 }
 
+impl LoadResult {
+    /// The clients' results (`tasks`, each one client's) as one, over a
+    /// window of `measure`; `who` names the clients in a panic's error.
+    pub async fn combine(
+        tasks: Vec<tokio::task::JoinHandle<LoadResult>>,
+        measure: Duration,
+        who: &str,
+    ) -> anyhow::Result<LoadResult> {
+        let mut total = LoadResult::default();
+        for t in tasks {
+            let r = t
+                .await
+                .with_context(|| format!("a {who} client panicked"))?;
+            total.ok += r.ok;
+            total.all_ok += r.all_ok;
+            total.errors += r.errors;
+            total.latencies.extend(r.latencies);
+            if total.first_errors.len() < 5 {
+                total.first_errors.extend(r.first_errors);
+            }
+        }
+        total.throughput = total.ok as f64 / measure.as_secs_f64();
+        Ok(total)
+    }
+}
+
 #[derive(Deserialize)]
 struct Ack {
     job_id: Option<String>,
@@ -161,19 +187,7 @@ pub async fn run(
             res
         }));
     }
-    let mut total = LoadResult::default();
-    for t in tasks {
-        let r = t.await.context("a load client panicked")?;
-        total.ok += r.ok;
-        total.all_ok += r.all_ok;
-        total.errors += r.errors;
-        total.latencies.extend(r.latencies);
-        if total.first_errors.len() < 5 {
-            total.first_errors.extend(r.first_errors);
-        }
-    }
-    total.throughput = total.ok as f64 / spec.measure.as_secs_f64();
-    Ok(total)
+    LoadResult::combine(tasks, spec.measure, "load").await
 }
 
 /// Sends one command; its answer's bytes if it succeeded, else what went

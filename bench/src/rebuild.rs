@@ -65,11 +65,7 @@ pub async fn measure(
         "plain scan: {n} rows in {secs:.2} s ({:.0} rows/s)",
         out.scan_rate
     ));
-    let names: Vec<String> = rt
-        .projections()
-        .iter()
-        .map(|p| p.definition().name.clone())
-        .collect();
+    let names = rt.names();
     for name in &names {
         rt.request_rebuild(name)
             .await

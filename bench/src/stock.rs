@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -166,17 +165,5 @@ pub async fn run(
             res
         }));
     }
-    let mut total = LoadResult::default();
-    for t in tasks {
-        let r = t.await.context("a stock client panicked")?;
-        total.ok += r.ok;
-        total.all_ok += r.all_ok;
-        total.errors += r.errors;
-        total.latencies.extend(r.latencies);
-        if total.first_errors.len() < 5 {
-            total.first_errors.extend(r.first_errors);
-        }
-    }
-    total.throughput = total.ok as f64 / measure.as_secs_f64();
-    Ok(total)
+    LoadResult::combine(tasks, measure, "stock").await
 }

@@ -156,11 +156,7 @@ pub async fn read_models_equal_rebuild(pool: &PgPool) -> Result<usize, String> {
     rt.register().await.map_err(|e| format!("register: {e}"))?;
     rt.catch_up().await.map_err(|e| format!("catch up: {e}"))?;
     let before = snapshot(pool).await?;
-    let names: Vec<String> = rt
-        .projections()
-        .iter()
-        .map(|p| p.definition().name.clone())
-        .collect();
+    let names = rt.names();
     for name in &names {
         rt.request_rebuild(name)
             .await

@@ -86,6 +86,15 @@ impl Runtime {
         &self.projections
     }
 
+    /// The names of the read models this runtime runs (what
+    /// [`Runtime::request_rebuild`] takes).
+    pub fn names(&self) -> Vec<String> {
+        self.projections
+            .iter()
+            .map(|p| p.definition().name.clone())
+            .collect()
+    }
+
     /// The serving tables' share of a pass: those standing level advance
     /// together ([`Runtime::advance_level`]), the rest (a model behind or
     /// ahead of the others) each on its own, side by side.
