@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::domain::job::JobError;
+use crate::domain::registry::RegistryError;
 use crate::domain::technician::TechnicianError;
 use crate::store::StoreError;
 
@@ -68,6 +69,9 @@ pub enum ApiError {
     /// A technician command refused by the domain.
     #[error(transparent)]
     Technician(#[from] TechnicianError),
+    /// A registry command refused by the domain.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
     #[error("no evidence with sha256 {0} was uploaded")]
     UnknownEvidence(String),
@@ -208,6 +212,7 @@ impl ApiError {
                 TechnicianError::AlreadyRegistered => 409,
                 TechnicianError::Validation { .. } => 400,
             },
+            ApiError::Registry(e) => e.status(),
             ApiError::UnknownEvidence(_) => 422,
             ApiError::Unavailable | ApiError::ProjectionBehind { .. } => 503,
             ApiError::Internal(_) => 500,
@@ -231,6 +236,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Job(e) => e.code(),
             ApiError::Technician(e) => e.code(),
+            ApiError::Registry(e) => e.code(),
             ApiError::UnknownEvidence(_) => "unknown_evidence",
             ApiError::ProjectionBehind { .. } => "projection_behind",
             ApiError::Unavailable => "unavailable",
@@ -243,7 +249,10 @@ impl ApiError {
     pub fn is_final_answer(&self) -> bool {
         matches!(
             self,
-            ApiError::Job(_) | ApiError::Technician(_) | ApiError::UnknownEvidence(_)
+            ApiError::Job(_)
+                | ApiError::Technician(_)
+                | ApiError::Registry(_)
+                | ApiError::UnknownEvidence(_)
         )
     }
 
@@ -288,7 +297,8 @@ impl ApiError {
                     obj.insert("field".into(), field.clone().into());
                 }
             }
-            ApiError::Technician(TechnicianError::Validation { field, .. }) => {
+            ApiError::Technician(TechnicianError::Validation { field, .. })
+            | ApiError::Registry(RegistryError::Validation { field, .. }) => {
                 obj.insert("field".into(), field.clone().into());
             }
             ApiError::RateLimited { retry_after_secs } => {

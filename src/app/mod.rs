@@ -12,6 +12,7 @@ pub mod evidence;
 pub mod keys;
 pub mod queries;
 pub mod read_models;
+pub mod registry;
 pub mod sessions;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@ pub mod actor;
 pub mod job;
 pub mod money;
 pub mod policy;
+pub mod registry;
 pub mod sop;
 pub mod technician;
 

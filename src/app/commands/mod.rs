@@ -75,7 +75,7 @@ impl From<(u16, Value)> for Decided {
 /// The id of a stream a caller creates without naming it (`kind`: `job`
 /// or `technician`): derived from the caller and the idempotency key, so
 /// retries agree.
-fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
+pub(super) fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
     let name = format!(
         "dispatch-api/{kind}/{}/{}",
         caller.key_name, meta.idempotency_key
@@ -84,7 +84,7 @@ fn derived_id(caller: &Caller, meta: &RequestMeta, kind: &str) -> String {
 }
 
 /// Splits an externally tagged event into (type, payload).
-fn split_event<E: serde::Serialize>(event: &E) -> Result<(String, Value)> {
+pub(super) fn split_event<E: serde::Serialize>(event: &E) -> Result<(String, Value)> {
     match serde_json::to_value(event).map_err(|e| ApiError::Internal(e.into()))? {
         Value::Object(m) if m.len() == 1 => Ok(m.into_iter().next().expect("one entry")),
         other => Err(ApiError::Internal(anyhow::anyhow!(
@@ -94,7 +94,7 @@ fn split_event<E: serde::Serialize>(event: &E) -> Result<(String, Value)> {
 }
 
 /// Runs the aggregate's `handle` through an event sink and collects its events.
-async fn run<A: Aggregate>(
+pub(super) async fn run<A: Aggregate>(
     aggregate: &mut A,
     command: A::Command,
     services: &A::Services,
@@ -106,7 +106,7 @@ async fn run<A: Aggregate>(
 
 /// The events an answer reports (positions are the store's markers until
 /// the write puts the real ones in their place).
-fn events_json(appended: &[Appended]) -> Value {
+pub(super) fn events_json(appended: &[Appended]) -> Value {
     Value::Array(
         appended
             .iter()
@@ -117,7 +117,7 @@ fn events_json(appended: &[Appended]) -> Value {
 
 impl App {
     /// The envelope metadata of the events a command appends.
-    fn event_meta(
+    pub(super) fn event_meta(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
