@@ -100,6 +100,9 @@ fn opened(job_id: &str) -> JobEvent {
         recall_of: None,
         preferred_technician_id: None,
         nte_cents: None,
+        door_id: None,
+        planned: None,
+        follow_up_of: None,
     }
 }
 

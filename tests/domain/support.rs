@@ -212,6 +212,10 @@ pub fn open_body() -> OpenJob {
         description: "Automatic sliding door stuck open".into(),
         ifm: Some(ifm_order(NTE)),
         related: RelatedJobs::default(),
+        door_id: None,
+        register: None,
+        planned: None,
+        follow_up_of: None,
     }
 }
 
@@ -232,6 +236,9 @@ pub fn opened_event() -> JobEvent {
         recall_of: None,
         preferred_technician_id: None,
         nte_cents: Some(NTE),
+        door_id: None,
+        planned: None,
+        follow_up_of: None,
     }
 }
 
@@ -257,6 +264,9 @@ pub fn opened_without_ifm(
         recall_of: recall_of.map(str::to_string),
         preferred_technician_id: None,
         nte_cents,
+        door_id: None,
+        planned: None,
+        follow_up_of: None,
     }
 }
 
@@ -466,6 +476,7 @@ pub fn check_out(
         make_safe_confirmed,
         resolution: "Replaced the operator motor, adjusted sensors".into(),
         parts,
+        deficiencies: vec![],
     })
 }
 
@@ -489,6 +500,7 @@ pub fn checked_out_event(
         parts,
         at: when,
         labor_minutes,
+        deficiencies: vec![],
     }
 }
 

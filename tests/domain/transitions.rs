@@ -1037,6 +1037,7 @@ fn check_out_validates_resolution_and_parts() {
                 make_safe_confirmed: None,
                 resolution: "".into(),
                 parts: vec![],
+                deficiencies: vec![],
             }),
         ))
         .inspect_result();

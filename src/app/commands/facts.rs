@@ -34,7 +34,12 @@ pub(super) async fn gather(
     match command {
         JobCommand::OpenJob(c) => {
             c.job_id = job_id.to_string();
-            c.related = related_jobs(conn, &c.site.id, &c.door.id, at).await?;
+            let keys = crate::app::registry::jobs::resolve_door(conn, c).await?;
+            // Planned work and follow-ups are the service's own: neither a
+            // duplicate of a caller's report nor a recall.
+            if c.planned.is_none() && c.follow_up_of.is_none() {
+                c.related = related_jobs(conn, &keys, at).await?;
+            }
         }
         JobCommand::OfferJob(c) => {
             let (events, _) =
@@ -87,18 +92,23 @@ pub(super) async fn gather(
 /// The jobs at a door (`job_doors`), newest first, as `open_job` weighs
 /// them: the first one still before its work is done is a possible
 /// duplicate; the first one completed within [`RECALL_WINDOW_DAYS`] makes
-/// the new job a recall of it.
+/// the new job a recall of it. A registered door's jobs are found by its
+/// id wherever it stood, and with them the jobs opened before the registry
+/// under the site's reference and the door's tag.
 async fn related_jobs(
     conn: &mut PgConnection,
-    site_id: &str,
-    door_id: &str,
+    keys: &crate::app::registry::jobs::DoorKeys,
     at: DateTime<Utc>,
 ) -> Result<RelatedJobs> {
     let rows = sqlx::query(
-        "SELECT job_id, state, technician_id, completed_at FROM job_doors WHERE site_id = $1 AND door_id = $2 ORDER BY updated_at DESC",
+        "SELECT job_id, state, technician_id, completed_at FROM job_doors \
+         WHERE ($1::text IS NOT NULL AND door_id = $1) \
+            OR (site_id = $2 AND door_id = $3) \
+         ORDER BY updated_at DESC",
     )
-    .bind(site_id)
-    .bind(door_id)
+    .bind(&keys.door_id)
+    .bind(&keys.site_text)
+    .bind(&keys.door_text)
     .fetch_all(&mut *conn)
     .await?;
     let mut related = RelatedJobs::default();

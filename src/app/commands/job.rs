@@ -111,10 +111,14 @@ impl App {
         caller: &Caller,
         meta: &RequestMeta,
         job_id: Option<&str>,
-        command: JobCommand,
+        mut command: JobCommand,
     ) -> Result<Reply> {
         let started = std::time::Instant::now();
         let name = command.wire_name();
+        if let Err(e) = self.register_at_call(caller, meta, &mut command).await {
+            record_command(name, started, Err(&e));
+            return Err(e);
+        }
         let job_id = job_id
             .map(str::to_string)
             .unwrap_or_else(|| derived_id(caller, meta, "job"));

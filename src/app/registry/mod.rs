@@ -10,6 +10,7 @@
 //! them in one transaction the same way.
 
 pub mod index;
+pub mod jobs;
 
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};

@@ -16,7 +16,7 @@ use crate::domain::policy::Priority;
 use crate::domain::technician::Shift;
 
 /// A site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     /// The client's site id.
@@ -38,7 +38,7 @@ pub struct Contact {
 }
 
 /// The door.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Door {
     /// The site's door id.
@@ -75,7 +75,37 @@ pub struct RelatedJobs {
     pub recall_of: Option<RecallOf>,
 }
 
-/// `open_job`.
+/// Recurring work a maintenance plan opened (resolved: only the system
+/// actor's scheduler sets it, `src/app/registry/schedule.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PlannedWork {
+    /// The plan.
+    pub plan_id: String,
+    /// The occurrence's scheduled due date (with the door, what names it).
+    pub due_on: NaiveDate,
+    /// The plan's priority for its jobs.
+    pub priority: Priority,
+    /// When the work is due: the job's completion SLA.
+    pub due_at: DateTime<Utc>,
+}
+
+/// A new caller's site and door, registered by `open_job` before the job
+/// opens (the caller's role must be allowed `register_site` and
+/// `register_door`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAtCall {
+    /// The site to register; absent when the door is at a registered site
+    /// (`door.site_id`).
+    #[serde(default)]
+    pub site: Option<crate::domain::registry::site::RegisterSite>,
+    /// The door to register (its `site_id` defaults to the new site's).
+    pub door: crate::domain::registry::door::RegisterDoor,
+}
+
+/// `open_job`: at a registered door (`door_id`), at a new caller's door
+/// registered in the same call (`register`), or — as before the registry —
+/// at a site and door given as text (`client_id`, `site`, `door`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenJob {
@@ -87,14 +117,24 @@ pub struct OpenJob {
     pub incident_type: String,
     /// How it came in.
     pub channel: Channel,
-    /// The client.
+    /// The client (with `door_id`: the door's customer when absent).
+    #[serde(default)]
     pub client_id: String,
-    /// Where.
+    /// Where (with `door_id`: from the registry).
+    #[serde(default)]
     pub site: Site,
     /// Onsite contact.
     pub contact: Contact,
-    /// Which door.
+    /// Which door (with `door_id`: from the registry).
+    #[serde(default)]
     pub door: Door,
+    /// A registered door: the job's site, door and client are the
+    /// registry's, and duplicates and recalls are found by this id.
+    #[serde(default)]
+    pub door_id: Option<String>,
+    /// A new caller's site and door, registered in the same call.
+    #[serde(default)]
+    pub register: Option<RegisterAtCall>,
     /// What the caller said.
     pub description: String,
     /// IFM work order.
@@ -104,6 +144,15 @@ pub struct OpenJob {
     #[serde(skip_deserializing, default)]
     #[schemars(skip)]
     pub related: RelatedJobs,
+    /// The maintenance plan's occurrence this job does (resolved).
+    #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
+    pub planned: Option<PlannedWork>,
+    /// The job whose finding this job follows up (resolved: the system
+    /// actor's deficiency follow-up).
+    #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
+    pub follow_up_of: Option<String>,
 }
 
 /// `record_intake`.
@@ -361,6 +410,25 @@ pub struct CheckOut {
     /// Parts used.
     #[serde(default)]
     pub parts: Vec<Part>,
+    /// Deficiencies found (an inspection's findings): each is recorded at
+    /// the door, and a finding on a registered door opens a follow-up job
+    /// and marks the door impaired until that job is completed.
+    #[serde(default)]
+    pub deficiencies: Vec<Deficiency>,
+}
+
+/// A deficiency found at the door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deficiency {
+    /// What is wrong (e.g. "closer does not latch the door").
+    pub description: String,
+    /// The checklist item it fails, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The corrective action recommended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrective_action: Option<String>,
 }
 
 /// `schedule_return_visit`.

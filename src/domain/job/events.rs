@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::commands::{
-    CheckInMethod, CheckOutcome, ChecklistResult, CloseoutItemResult, Contact, Door, DoorLeftState,
-    IfmOrder, Part, Site,
+    CheckInMethod, CheckOutcome, ChecklistResult, CloseoutItemResult, Contact, Deficiency, Door,
+    DoorLeftState, IfmOrder, Part, PlannedWork, Site,
 };
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
@@ -177,6 +177,16 @@ pub enum JobEvent {
         preferred_technician_id: Option<String>,
         /// The NTE in force (IFM's, or 0 for a recall).
         nte_cents: Option<i64>,
+        /// The registered door (the registry's id; `site` and `door` are
+        /// then the registry's site and door).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door_id: Option<String>,
+        /// The maintenance plan occurrence it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        planned: Option<PlannedWork>,
+        /// The job whose finding it follows up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        follow_up_of: Option<String>,
     },
     /// `record_intake`.
     IntakeRecorded {
@@ -320,6 +330,9 @@ pub enum JobEvent {
         at: DateTime<Utc>,
         /// Billable minutes of this visit (rounded per SOP).
         labor_minutes: i64,
+        /// Deficiencies found (an inspection's findings).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deficiencies: Vec<Deficiency>,
     },
     /// `schedule_return_visit`.
     ReturnVisitScheduled {

@@ -19,6 +19,7 @@ pub use aggregate::{Job, JobServices};
 pub use commands::{
     AcceptOffer, AddNote, AttachEvidence, CancelJob, CheckIn, CheckInMethod, CheckOut,
     CheckOutcome, ChecklistResult, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
+    Deficiency, PlannedWork, RegisterAtCall,
     DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution,
     DuplicateTarget, ExpireOffer, FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob,
     OpenJob, Part, RecallOf, RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease,

@@ -3,6 +3,7 @@
 //! (`decide/{intake,field,closeout,any_state}.rs`, each phase's `apply`);
 //! [`Job::apply`](super::Job) routes an event to its phase.
 
+use crate::domain::job::{Deficiency, PlannedWork};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -183,6 +184,9 @@ pub struct Visit {
     pub labor_minutes: i64,
     /// Checklist results recorded during this visit.
     pub checklist: BTreeMap<String, ChecklistEntry>,
+    /// Deficiencies found on this visit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deficiencies: Vec<Deficiency>,
 }
 
 impl Visit {
@@ -215,6 +219,7 @@ impl Visit {
             parts: Vec::new(),
             labor_minutes: 0,
             checklist: BTreeMap::new(),
+            deficiencies: Vec::new(),
         }
     }
 }
@@ -368,6 +373,15 @@ pub struct JobData {
     pub cancel_reason: Option<String>,
     /// Trip charge on cancellation.
     pub cancel_trip_charge_cents: i64,
+    /// The registered door (the registry's id), when opened at one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door_id: Option<String>,
+    /// The maintenance plan occurrence it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<PlannedWork>,
+    /// The job whose finding it follows up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up_of: Option<String>,
 }
 
 impl JobData {

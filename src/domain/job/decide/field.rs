@@ -242,6 +242,28 @@ pub(in crate::domain::job) fn check_out(cx: &Ctx<'_>, c: &CheckOut) -> Decided {
             });
         }
     }
+    if c.deficiencies.len() > 100 {
+        return Err(JobError::Validation {
+            field: "deficiencies".into(),
+            problem: "at most 100 entries",
+        });
+    }
+    for (i, d) in c.deficiencies.iter().enumerate() {
+        check_text(
+            &format!("deficiencies[{i}].description"),
+            &d.description,
+            MAX_TEXT_BYTES,
+        )?;
+        check_opt_text(&format!("deficiencies[{i}].item_id"), &d.item_id)?;
+        check_opt_text(
+            &format!("deficiencies[{i}].corrective_action"),
+            &d.corrective_action,
+        )?;
+    }
+    // An inspection's failed item is its finding, not unfinished work: a
+    // required item counts as done when it passed, is N/A, or failed with
+    // a deficiency recorded for it.
+    let found = |id: &str| c.deficiencies.iter().any(|d| d.item_id.as_deref() == Some(id));
     let make_safe_confirmed = c.make_safe_confirmed.unwrap_or(false);
     if c.outcome == CheckOutcome::Completed {
         let mut missing: Vec<String> = sop
@@ -250,8 +272,9 @@ pub(in crate::domain::job) fn check_out(cx: &Ctx<'_>, c: &CheckOut) -> Decided {
             .iter()
             .filter(|i| i.required)
             .filter(|i| {
-                !job.checklist.get(&i.id).is_some_and(|e| {
-                    matches!(e.result, ChecklistResult::Pass | ChecklistResult::Na)
+                !job.checklist.get(&i.id).is_some_and(|e| match e.result {
+                    ChecklistResult::Pass | ChecklistResult::Na => true,
+                    ChecklistResult::Fail => found(&i.id),
                 })
             })
             .map(|i| i.id.clone())
@@ -288,6 +311,7 @@ pub(in crate::domain::job) fn check_out(cx: &Ctx<'_>, c: &CheckOut) -> Decided {
         parts: c.parts.clone(),
         at,
         labor_minutes: minutes,
+        deficiencies: c.deficiencies.clone(),
     }])
 }
 
@@ -402,6 +426,7 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
             parts,
             at,
             labor_minutes,
+            deficiencies,
             ..
         } => {
             if outcome == CheckOutcome::Completed {
@@ -420,6 +445,7 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
                 v.resolution = Some(resolution);
                 v.parts = parts;
                 v.labor_minutes = labor_minutes;
+                v.deficiencies = deficiencies;
             }
         }
         JobEvent::ReturnVisitScheduled { .. } => {

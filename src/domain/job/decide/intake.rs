@@ -84,9 +84,13 @@ pub(in crate::domain::job) fn triage_job(cx: &Ctx<'_>, c: &TriageJob) -> Decided
             })
         }
         Some(p) => p,
-        None => computed,
+        None => job.planned.as_ref().map_or(computed, |p| p.priority),
     };
-    let (sla_due_at, completion_due_at) = sla_dues(&svc.policy, job, priority);
+    let (sla_due_at, mut completion_due_at) = sla_dues(&svc.policy, job, priority);
+    if let Some(p) = &job.planned {
+        // Planned work is due when its occurrence is, whatever the policy.
+        completion_due_at = Some(p.due_at);
+    }
     let make_safe_required = sop
         .field
         .make_safe_when
@@ -220,6 +224,9 @@ pub(in crate::domain::job) fn open_job(
         preferred_technician_id: recall.as_ref().and_then(|r| r.technician_id.clone()),
         recall_of: recall.map(|r| r.job_id),
         nte_cents,
+        door_id: c.door_id.clone(),
+        planned: c.planned.clone(),
+        follow_up_of: c.follow_up_of.clone(),
     }])
 }
 
@@ -280,6 +287,9 @@ pub(in crate::domain::job) fn opened(event: &JobEvent) -> Option<JobData> {
         recall_of,
         preferred_technician_id,
         nte_cents,
+        door_id,
+        planned,
+        follow_up_of,
     } = event.clone()
     else {
         return None;
@@ -296,10 +306,12 @@ pub(in crate::domain::job) fn opened(event: &JobEvent) -> Option<JobData> {
         description,
         ifm,
         opened_at,
-        priority: None,
+        // Planned work carries its plan's priority and its due date as the
+        // completion SLA from the start.
+        priority: planned.as_ref().map(|p| p.priority),
         p1_reasons: Vec::new(),
         sla_due_at: None,
-        completion_due_at: None,
+        completion_due_at: planned.as_ref().map(|p| p.due_at),
         nte_cents,
         intake: BTreeMap::new(),
         flags: Flags {
@@ -318,5 +330,8 @@ pub(in crate::domain::job) fn opened(event: &JobEvent) -> Option<JobData> {
         invoice_number: None,
         cancel_reason: None,
         cancel_trip_charge_cents: 0,
+        door_id,
+        planned,
+        follow_up_of,
     })
 }
