@@ -84,8 +84,14 @@ impl App {
                 .unwrap_or_else(|| derived_id(caller, meta, "site"));
             site.site_id = Some(id.clone());
             if index::find(&mut tx, Kind::Site, &id).await?.is_none() {
-                self.registry_in(&mut tx, caller, meta, None, RegistryCommand::Site(SiteCommand::Register(site)))
-                    .await?;
+                self.registry_in(
+                    &mut tx,
+                    caller,
+                    meta,
+                    None,
+                    RegistryCommand::Site(SiteCommand::Register(site)),
+                )
+                .await?;
             }
             if door.site_id.is_empty() {
                 door.site_id = id;
@@ -97,8 +103,14 @@ impl App {
             .unwrap_or_else(|| derived_id(caller, meta, "door"));
         door.door_id = Some(id.clone());
         if index::find(&mut tx, Kind::Door, &id).await?.is_none() {
-            self.registry_in(&mut tx, caller, meta, None, RegistryCommand::Door(DoorCommand::Register(door)))
-                .await?;
+            self.registry_in(
+                &mut tx,
+                caller,
+                meta,
+                None,
+                RegistryCommand::Door(DoorCommand::Register(door)),
+            )
+            .await?;
         }
         tx.commit().await?;
         crate::store::wake_projectors(&self.pool);
@@ -130,10 +142,12 @@ pub async fn resolve_door(conn: &mut PgConnection, c: &mut OpenJob) -> Result<Do
             "a registered door's site and door come from the registry: give door_id or site and door, not both",
         ));
     }
-    let not_found = || ApiError::Registry(RegistryError::NotFound {
-        kind: Kind::Door,
-        id: door_id.chars().take(200).collect(),
-    });
+    let not_found = || {
+        ApiError::Registry(RegistryError::NotFound {
+            kind: Kind::Door,
+            id: door_id.chars().take(200).collect(),
+        })
+    };
     if !crate::app::storable_id(&door_id) {
         return Err(not_found());
     }

@@ -19,12 +19,11 @@ pub use aggregate::{Job, JobServices};
 pub use commands::{
     AcceptOffer, AddNote, AttachEvidence, CancelJob, CheckIn, CheckInMethod, CheckOut,
     CheckOutcome, ChecklistResult, CloseJob, CloseoutItemResult, CompleteChecklistItem, Contact,
-    Deficiency, PlannedWork, RegisterAtCall,
-    DecideApproval, Decision, DeclineOffer, Door, DoorLeftState, DuplicateResolution,
+    DecideApproval, Decision, DeclineOffer, Deficiency, Door, DoorLeftState, DuplicateResolution,
     DuplicateTarget, ExpireOffer, FlagSlaBreach, IfmOrder, JobCommand, MarkBillingReady, OfferJob,
-    OpenJob, Part, RecallOf, RecordIntake, RelatedJobs, ReopenUnsatisfactory, RequestNteIncrease,
-    ResolveDuplicate, ScheduleReturnVisit, SetPriority, Site, StartTravel, TechnicianProfile,
-    TriageJob, Upload, VerifyCloseout, JOB_COMMANDS,
+    OpenJob, Part, PlannedWork, RecallOf, RecordIntake, RegisterAtCall, RelatedJobs,
+    ReopenUnsatisfactory, RequestNteIncrease, ResolveDuplicate, ScheduleReturnVisit, SetPriority,
+    Site, StartTravel, TechnicianProfile, TriageJob, Upload, VerifyCloseout, JOB_COMMANDS,
 };
 pub use errors::JobError;
 pub use events::{

@@ -263,7 +263,11 @@ pub(in crate::domain::job) fn check_out(cx: &Ctx<'_>, c: &CheckOut) -> Decided {
     // An inspection's failed item is its finding, not unfinished work: a
     // required item counts as done when it passed, is N/A, or failed with
     // a deficiency recorded for it.
-    let found = |id: &str| c.deficiencies.iter().any(|d| d.item_id.as_deref() == Some(id));
+    let found = |id: &str| {
+        c.deficiencies
+            .iter()
+            .any(|d| d.item_id.as_deref() == Some(id))
+    };
     let make_safe_confirmed = c.make_safe_confirmed.unwrap_or(false);
     if c.outcome == CheckOutcome::Completed {
         let mut missing: Vec<String> = sop
