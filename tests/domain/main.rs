@@ -7,6 +7,7 @@
 //! - `destructive`: the agent never ends an ever-offered job alone; duplicate links.
 //! - `e2e_story`: the domain path of the canonical end-to-end story.
 //! - `technician`: the Technician aggregate.
+//! - `registry`: customers, sites, doors and maintenance plans; a plan's schedule.
 //! - `sop_loader`: the real SOP library and malformed ones.
 //! - `properties`: random command sequences against the invariants.
 //!
@@ -20,6 +21,7 @@ mod e2e_story;
 mod edge_cases;
 mod invalid_transitions;
 mod properties;
+mod registry;
 mod sop_loader;
 mod technician;
 mod transition_table;
