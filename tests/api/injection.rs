@@ -396,10 +396,18 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
     // return visit with a hostile reason, and back on site.
     let check_out = |_: &str| {
         json!({"outcome": "parts_on_order", "door_left_state": "secured", "resolution": "",
-               "parts": [{"part_number": "P-1", "description": "belt", "quantity": 1, "unit_price_cents": 1000}]})
+               "parts": [{"part_number": "P-1", "description": "belt", "quantity": 1, "unit_price_cents": 1000}],
+               "deficiencies": [{"description": "closer leaks", "item_id": "closer_ok", "corrective_action": "replace closer"}]})
     };
     for text in &texts {
-        for path in ["resolution", "parts.0.part_number", "parts.0.description"] {
+        for path in [
+            "resolution",
+            "parts.0.part_number",
+            "parts.0.description",
+            "deficiencies.0.description",
+            "deficiencies.0.item_id",
+            "deficiencies.0.corrective_action",
+        ] {
             let plain = if path == "resolution" {
                 "waiting for a belt"
             } else {
@@ -672,6 +680,7 @@ fn expected_is_id(name: &str, path: &str) -> bool {
                 | "invoice_number"
                 | "items.0.id"
                 | "parts.0.part_number"
+                | "deficiencies.0.item_id"
         )
     )
 }
@@ -687,7 +696,8 @@ fn base_args(name: &str, job: &str, sha: &str) -> Value {
         "attach_evidence" => json!({"kind": "photo_before", "sha256": sha}),
         "check_out" => {
             json!({"outcome": "parts_on_order", "door_left_state": "secured", "resolution": "x",
-                              "parts": [{"part_number": "P", "description": "x", "quantity": 1, "unit_price_cents": 1}]})
+                              "parts": [{"part_number": "P", "description": "x", "quantity": 1, "unit_price_cents": 1}],
+                              "deficiencies": [{"description": "x", "item_id": "x", "corrective_action": "x"}]})
         }
         "verify_closeout" => json!({"items": [{"id": "x", "result": "pass"}]}),
         "decide_approval" => json!({"approval_id": job, "decision": "reject"}),
