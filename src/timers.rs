@@ -43,6 +43,13 @@ fn meta(key: String) -> RequestMeta {
     }
 }
 
+impl TickReport {
+    /// What the tick did, for the test clock's answer.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"expired": self.expired, "breaches": self.breaches})
+    }
+}
+
 /// Finds due offers and breached SLAs on the board and acts on each once.
 pub async fn tick(app: &App) -> anyhow::Result<TickReport> {
     let now = app.clock.now();

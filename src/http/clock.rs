@@ -4,9 +4,13 @@
 //! cannot move time. The end-to-end scenarios (`e2e/`) use it to pass time
 //! between check-in and check-out deterministically.
 //!
-//! Body: `{"advance_seconds": n}` (0 ≤ n ≤ ten years) or `{"set": "<RFC 3339>"}`;
-//! answer: `{"now": "<RFC 3339>"}`. Not idempotent (`advance` twice moves
-//! twice), not an event: the clock is the service's input, not the domain's.
+//! Body: `{"advance_seconds": n}` (0 ≤ n ≤ ten years) or `{"set": "<RFC 3339>"}`,
+//! and optionally `"tick": true`: the system actor's timers then run once at
+//! the new time before the answer (a scenario that sets
+//! `DISPATCH_TIMER_INTERVAL_MS` high decides exactly when they act);
+//! answer: `{"now": "<RFC 3339>"}` (with `tick`, also `"timers"`: what the
+//! tick did). Not idempotent (`advance` twice moves twice), not an event:
+//! the clock is the service's input, not the domain's.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -64,7 +68,7 @@ async fn move_clock(
     let fields = body.as_object().cloned().unwrap_or_default();
     if let Some(unknown) = fields
         .keys()
-        .find(|k| !matches!(k.as_str(), "advance_seconds" | "set"))
+        .find(|k| !matches!(k.as_str(), "advance_seconds" | "set" | "tick"))
     {
         let name: String = unknown
             .chars()
@@ -76,7 +80,13 @@ async fn move_clock(
             &format!("unknown field `{name}`: give advance_seconds or set"),
         ));
     }
+    let tick = match fields.get("tick") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("tick", "tick must be true or false")),
+    };
     match (fields.get("advance_seconds"), fields.get("set")) {
+        (None, None) if tick => {}
         (Some(n), None) => {
             let secs = n
                 .as_i64()
@@ -98,14 +108,19 @@ async fn move_clock(
         }
         _ => {
             return Err(ApiError::Validation {
-                detail: "give exactly one of advance_seconds and set".into(),
+                detail: "give exactly one of advance_seconds and set (or only tick)".into(),
                 field: None,
             })
         }
     }
     let now = clock.now();
     tracing::warn!(actor = %caller.key_name, %now, "test clock moved");
-    Ok(Json(
-        json!({"now": now.to_rfc3339_opts(SecondsFormat::AutoSi, true)}),
-    ))
+    let mut answer = json!({"now": now.to_rfc3339_opts(SecondsFormat::AutoSi, true)});
+    if tick {
+        let report = crate::timers::tick(&state.app)
+            .await
+            .map_err(ApiError::Internal)?;
+        answer["timers"] = report.to_json();
+    }
+    Ok(Json(answer))
 }
