@@ -59,7 +59,20 @@ impl App {
     /// `GET /v1/jobs/{id}` and `/replay`.
     pub async fn job(&self, job_id: &str, to_sequence: Option<i64>) -> Result<Value> {
         let job = self.load_job(job_id, to_sequence).await?;
-        job_view(self, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))
+        let mut view =
+            job_view(self, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+        // A job at a registered door shows the door as the registry knows it now.
+        if let Some(door_id) = job.data().and_then(|d| d.door_id.as_deref()) {
+            let mut conn = self.conn().await?;
+            let door = super::registry::index::view(
+                &mut conn,
+                crate::domain::registry::Kind::Door,
+                door_id,
+            )
+            .await?;
+            view["registered_door"] = door.unwrap_or(Value::Null);
+        }
+        Ok(view)
     }
 
     /// A stream's envelopes.

@@ -101,6 +101,9 @@ async fn a_job_at_a_registered_door_takes_the_registrys_site_door_and_client() {
     assert_eq!(view.json["door"]["id"], "door-fd-2b");
     assert_eq!(view.json["door"]["location"], "Stair B, level 2");
     assert_eq!(view.json["door_id"], "door-fd-2b");
+    assert_eq!(view.json["registered_door"]["kind"], "swinging_fire");
+    assert_eq!(view.json["registered_door"]["serial"], "C-1001");
+    assert_eq!(view.json["registered_door"]["status"], "in_service");
     let opened = &t.events(job).await[0];
     assert_eq!(opened["payload"]["door_id"], "door-fd-2b");
 }
