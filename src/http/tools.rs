@@ -249,8 +249,7 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
         "get_job" => {
             let job = app.load_job(text("job_id"), None).await?;
             super::jobs::check_technician_scope(caller, &job)?;
-            crate::app::queries::job_view(app, &job)
-                .ok_or_else(|| ApiError::NotFound("job not found".into()))
+            app.job_now(&job).await
         }
         "search_board" => app.board(&as_params(arguments)).await,
         "find_technicians" => app.technicians(&as_params(arguments)).await,
