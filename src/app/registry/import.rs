@@ -512,22 +512,24 @@ fn parse(input: impl std::io::Read) -> Result<Parsed, ImportError> {
             values,
             errors: Vec::new(),
         };
-        let row = read_row(&mut cells);
-        if let Some(row) = &row {
-            if let Some(first) = seen.insert((row.kind, row.id.clone()), line) {
+        if let Some(row) = read_row(&mut cells) {
+            let entry = (row.kind, row.id.clone());
+            if let Some(first) = seen.get(&entry) {
+                // The entry's first row stands or falls on its own.
                 cells.error(
                     &id_column(row.kind),
                     "duplicate_id",
                     format!("also on line {first}"),
                 );
+            } else {
+                seen.insert(entry.clone(), line);
+                match cells.errors.is_empty() {
+                    true => parsed.rows.push(row),
+                    false => {
+                        parsed.failed.insert(entry, line);
+                    }
+                }
             }
-        }
-        match row {
-            Some(row) if cells.errors.is_empty() => parsed.rows.push(row),
-            Some(row) => {
-                parsed.failed.entry((row.kind, row.id)).or_insert(line);
-            }
-            None => {}
         }
         parsed.errors.append(&mut cells.errors);
     }
