@@ -9,6 +9,7 @@
 //! answer stored — all or nothing. An import ([`import`]) runs many of
 //! them in one transaction the same way.
 
+pub mod import;
 pub mod index;
 pub mod jobs;
 
