@@ -10,6 +10,8 @@
 //! them in one transaction the same way.
 
 pub mod index;
+pub mod queries;
+pub mod wire;
 
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
