@@ -118,8 +118,7 @@ impl Allowlist {
                     "tool `{name}` is a command, but no job command has that name"
                 )));
             }
-            if tool.kind == ToolKind::Registry
-                && !REGISTRY_COMMANDS.iter().any(|(n, _)| n == name)
+            if tool.kind == ToolKind::Registry && !REGISTRY_COMMANDS.iter().any(|(n, _)| n == name)
             {
                 return Err(AllowlistError::Invalid(format!(
                     "tool `{name}` is a registry command, but no registry command has that name"

@@ -52,7 +52,10 @@ pub fn find_site_params(query: &str, limit: Option<i64>) -> Result<(String, i64)
     }
     let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT);
     if !(1..=MAX_FIND_LIMIT).contains(&limit) {
-        return Err(invalid("limit", "limit must be a whole number from 1 to 50"));
+        return Err(invalid(
+            "limit",
+            "limit must be a whole number from 1 to 50",
+        ));
     }
     Ok((q.to_lowercase(), limit))
 }
@@ -198,8 +201,7 @@ async fn plan_occurrences(
     plan_id: &str,
     today: NaiveDate,
 ) -> Result<Vec<Value>> {
-    let (events, _) =
-        store::load_stream::<PlanEvent>(conn, MaintenancePlan::TYPE, plan_id).await?;
+    let (events, _) = store::load_stream::<PlanEvent>(conn, MaintenancePlan::TYPE, plan_id).await?;
     let plan = events
         .into_iter()
         .fold(MaintenancePlan::default(), |mut p, e| {
