@@ -21,7 +21,7 @@ use crate::error::Result;
 /// other's entries (a serial, a parent) without a race.
 pub async fn lock(conn: &mut PgConnection) -> Result<()> {
     // "registry" in ASCII, as a lock key of its own.
-    sqlx::query("SELECT pg_advisory_xact_lock(7_310_868_164_567_898_489)")
+    sqlx::query("SELECT pg_advisory_xact_lock(7310868164567898489)")
         .execute(&mut *conn)
         .await?;
     Ok(())
