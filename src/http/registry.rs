@@ -103,6 +103,7 @@ pub(super) fn operation(
 
 /// Runs registry command `name` with the request's body on entry `id`
 /// (`None`: it registers one), answering as every mutation does.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     state: &AppState,
     caller: &Caller,
