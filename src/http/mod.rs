@@ -13,6 +13,7 @@ pub mod openapi;
 mod ops;
 pub mod pages;
 mod read_models;
+mod registry;
 mod sops;
 mod technicians;
 mod tools;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let gated = Router::new()
         .merge(jobs::router())
         .merge(technicians::router())
+        .merge(registry::router())
         .merge(evidence::router())
         .merge(sops::router())
         .merge(read_models::router())

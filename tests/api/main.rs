@@ -19,6 +19,7 @@ mod mcp;
 mod openapi;
 mod outage;
 mod read_models;
+mod registry;
 mod registry_import;
 mod registry_jobs;
 mod support;

@@ -12,6 +12,8 @@
 pub mod import;
 pub mod index;
 pub mod jobs;
+pub mod queries;
+pub mod wire;
 
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
