@@ -289,6 +289,42 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
         }
     }
 
+    // open_job's `register`: every text field of a new caller's site and door.
+    let desk = w.key("desk");
+    let r = tool(
+        &w.t,
+        &desk,
+        "register_customer",
+        json!({"customer_id": "inj-reg-cust", "name": "Injection Co", "billing": "direct"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+    for (n, path) in REGISTER_PATHS.iter().enumerate() {
+        for (i, text) in texts.iter().enumerate() {
+            let agent = w.key("agent");
+            let mut ah = register_body(&format!("{n}-{i}-h"));
+            set_path(&mut ah, path, text);
+            let mut ab = register_body(&format!("{n}-{i}-b"));
+            set_path(&mut ab, path, &format!("plain {path} {n}-{i}"));
+            let rh = tool(&w.t, &agent, "open_job", ah).await;
+            let rb = tool(&w.t, &agent, "open_job", ab).await;
+            assert_eq!(rh.status, 201, "{path} {text:?}: {:?}", rh.json);
+            assert_eq!(rb.status, 201, "{path}: {:?}", rb.json);
+            assert_eq!(event_types(&rh), event_types(&rb));
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM events WHERE aggregate_type IN ('site', 'door') \
+                 AND jsonb_path_exists(payload::jsonb, '$.** ? (@ == $t)', jsonb_build_object('t', $1::text))",
+            )
+            .bind(text)
+            .fetch_one(&w.t.app.pool)
+            .await
+            .unwrap();
+            assert!(stored >= 1, "{path} {text:?}: not stored verbatim");
+            w.covered.insert(format!("open_job:{path}"));
+            w.accepted.insert(format!("open_job:{path}"));
+        }
+    }
+
     // Intake: symptoms and access notes; notes; a (new) NTE request.
     for text in &texts {
         for field in ["operator_make_model", "access_hours"] {
@@ -633,7 +669,11 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             "next line\u{0085}C1 control".to_string(),
         ];
         for text in bad {
-            let mut args = base_args(name, &job, &sha);
+            let mut args = if name == "open_job" && path.starts_with("register.") {
+                register_body("refused")
+            } else {
+                base_args(name, &job, &sha)
+            };
             let path = path.replace('*', "operator_make_model");
             set_path(&mut args, &path, &text);
             let r = tool(&w.t, &who, name, args).await;
@@ -668,12 +708,60 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
     }
 }
 
+/// The text fields of `open_job`'s `register`.
+const REGISTER_PATHS: [&str; 14] = [
+    "register.site.name",
+    "register.site.address",
+    "register.site.access_notes",
+    "register.site.reference",
+    "register.site.contacts.0.name",
+    "register.site.contacts.0.role",
+    "register.site.contacts.0.phone",
+    "register.site.contacts.0.email",
+    "register.door.location",
+    "register.door.manufacturer",
+    "register.door.model",
+    "register.door.serial",
+    "register.door.fire_rating",
+    "register.door.tag",
+];
+
+/// An `open_job` for a new caller whose site and door register with it
+/// (`unique`: what keeps each call's serial its own).
+fn register_body(unique: &str) -> Value {
+    json!({
+        "incident_type": "fire_door_deficiency",
+        "channel": "phone",
+        "contact": {"name": "Pat Caller", "phone": "+1-555-0142"},
+        "description": "stairwell door does not latch",
+        "register": {
+            "site": {"customer_id": "inj-reg-cust", "name": "Plain site", "address": "1 Plain St",
+                     "time_zone": "America/Chicago", "access_notes": "front desk", "reference": "REF-1",
+                     "contacts": [{"name": "Pat", "role": "manager", "phone": "+1-555-0143", "email": "pat@example.com"}]},
+            "door": {"kind": "swinging_fire", "location": "Stair B", "manufacturer": "Ceco", "model": "M1",
+                     "serial": format!("SN-{unique}"), "fire_rating": "90 min", "tag": "FD-1"}
+        }
+    })
+}
+
 fn expected_is_id(name: &str, path: &str) -> bool {
     matches!(
         (name, path),
         (
             "open_job",
-            "client_id" | "site.id" | "contact.phone" | "door.id" | "ifm.work_order_number"
+            "client_id"
+                | "site.id"
+                | "contact.phone"
+                | "door.id"
+                | "ifm.work_order_number"
+                | "register.site.reference"
+                | "register.site.contacts.0.phone"
+                | "register.site.contacts.0.email"
+                | "register.door.manufacturer"
+                | "register.door.model"
+                | "register.door.serial"
+                | "register.door.fire_rating"
+                | "register.door.tag"
         ) | (
             _,
             "technician_id"
