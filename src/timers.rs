@@ -22,9 +22,15 @@ pub struct TickReport {
     pub expired: usize,
     /// SLA breaches flagged.
     pub breaches: usize,
+    /// Maintenance-plan occurrences whose job opened.
+    pub opened: usize,
+    /// Deficiency follow-up actions taken (follow-up jobs opened, doors
+    /// marked impaired or back in service).
+    pub follow_ups: usize,
 }
 
-fn system() -> Caller {
+/// The `system` actor's caller.
+pub(crate) fn system() -> Caller {
     Caller {
         key_name: "system".into(),
         role: Role::System,
@@ -32,7 +38,8 @@ fn system() -> Caller {
     }
 }
 
-fn meta(key: String) -> RequestMeta {
+/// A request under `key` (its hash: the key's, so a retry matches).
+pub(crate) fn meta(key: String) -> RequestMeta {
     RequestMeta {
         request_hash: sha256_hex(key.as_bytes()),
         idempotency_key: key,
@@ -52,6 +59,11 @@ impl TickReport {
 
 /// Finds due offers and breached SLAs on the board and acts on each once.
 pub async fn tick(app: &App) -> anyhow::Result<TickReport> {
+    let mut report = TickReport {
+        opened: crate::app::registry::schedule::tick(app).await?,
+        follow_ups: crate::app::registry::followups::tick(app).await?,
+        ..TickReport::default()
+    };
     let now = app.clock.now();
     let (table, _) = app.read_model("board").await?;
     let rows = sqlx::query(&format!(
@@ -64,7 +76,6 @@ pub async fn tick(app: &App) -> anyhow::Result<TickReport> {
     .bind(now)
     .fetch_all(&app.pool)
     .await?;
-    let mut report = TickReport::default();
     let caller = system();
     for r in rows {
         let job: String = r.try_get("job_id")?;
@@ -125,10 +136,12 @@ pub async fn tick(app: &App) -> anyhow::Result<TickReport> {
             }
         }
     }
-    if report.expired + report.breaches > 0 {
+    if report.expired + report.breaches + report.opened + report.follow_ups > 0 {
         tracing::info!(
             expired = report.expired,
             breaches = report.breaches,
+            opened = report.opened,
+            follow_ups = report.follow_ups,
             "timers acted"
         );
     }

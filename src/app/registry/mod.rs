@@ -9,10 +9,12 @@
 //! answer stored — all or nothing. An import ([`import`]) runs many of
 //! them in one transaction the same way.
 
+pub mod followups;
 pub mod import;
 pub mod index;
 pub mod jobs;
 pub mod queries;
+pub mod schedule;
 pub mod wire;
 
 use cqrs_es::{Aggregate, DomainEvent};

@@ -187,7 +187,7 @@ impl Job {
             if self.data.is_some() {
                 return Err(JobError::JobAlreadyExists);
             }
-            return intake::open_job(c, cmd.at, svc);
+            return intake::open_job(c, cmd, svc);
         }
         let job = self.data.as_ref().ok_or(JobError::JobNotFound)?;
         if cmd.by.role == Role::Technician {

@@ -27,6 +27,11 @@ pub enum Channel {
     Email,
     /// An IFM network work order.
     Ifm,
+    /// Opened by the service itself: a maintenance plan's occurrence or an
+    /// inspection finding's follow-up. Only the `system` actor may use it,
+    /// and no tool schema offers it.
+    #[schemars(skip)]
+    MaintenancePlan,
 }
 
 /// Kinds of evidence a technician attaches.

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-
 use super::*;
 use crate::domain::actor::Role;
 use crate::domain::job::commands::*;
@@ -174,9 +172,26 @@ pub(in crate::domain::job) fn resolve_duplicate(cx: &Ctx<'_>, c: &ResolveDuplica
 /// incident type known; IFM jobs carry WO and NTE.
 pub(in crate::domain::job) fn open_job(
     c: &OpenJob,
-    at: DateTime<Utc>,
+    cmd: &Issued<JobCommand>,
     svc: &JobServices,
 ) -> Result<Vec<JobEvent>, JobError> {
+    let at = cmd.at;
+    // The service's own work (a plan's occurrence, a finding's follow-up)
+    // comes in on its own channel, which no one else may claim, and only
+    // it carries planned work or a follow-up link.
+    let own = c.planned.is_some() || c.follow_up_of.is_some();
+    if (c.channel == Channel::MaintenancePlan || own) && cmd.by.role != Role::System {
+        return Err(JobError::Validation {
+            field: "channel".into(),
+            problem: "maintenance_plan is the service's own channel",
+        });
+    }
+    if own && c.channel != Channel::MaintenancePlan {
+        return Err(JobError::Validation {
+            field: "channel".into(),
+            problem: "planned work and follow-ups come in on maintenance_plan",
+        });
+    }
     if svc.sops.get(&c.incident_type).is_none() {
         return Err(JobError::UnknownIncidentType(truncate(&c.incident_type)));
     }
