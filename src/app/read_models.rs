@@ -95,6 +95,33 @@ fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<Option<boo
     }
 }
 
+/// The board's `planned` and `overdue` filters: planned work is a
+/// maintenance plan's occurrence; overdue, a job past its completion due
+/// time whose work is not done (an inspection past its due date).
+fn push_work_filters(
+    qb: &mut QueryBuilder<'static, Postgres>,
+    (planned, overdue): (Option<bool>, Option<bool>),
+    now: DateTime<Utc>,
+) {
+    match planned {
+        Some(true) => qb.push(" AND planned IS NOT NULL"),
+        Some(false) => qb.push(" AND planned IS NULL"),
+        None => qb,
+    };
+    let late = "completion_due_at IS NOT NULL AND state IN ('intake', 'triaged', 'offered', 'confirmed', 'en_route', 'on_site', 'on_hold') AND completion_due_at < ";
+    match overdue {
+        Some(true) => {
+            qb.push(format!(" AND {late}")).push_bind(now);
+        }
+        Some(false) => {
+            qb.push(format!(" AND NOT ({late}"))
+                .push_bind(now)
+                .push(")");
+        }
+        None => {}
+    }
+}
+
 fn is_undefined_table(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
@@ -199,7 +226,10 @@ impl App {
     }
 
     /// `GET /v1/board`: `state` (comma list), `priority`, `technician_id`,
-    /// `client_id`, `incident_type`, `sla=at_risk|breached`, `limit`, `min_position`.
+    /// `client_id`, `incident_type`, `sla=at_risk|breached`,
+    /// `planned=true|false` (a maintenance plan's occurrence or not),
+    /// `overdue=true|false` (past its completion due time, work not done),
+    /// `limit`, `min_position`.
     pub async fn board(&self, params: &HashMap<String, String>) -> Result<Value> {
         check_params(
             params,
@@ -210,11 +240,17 @@ impl App {
                 "client_id",
                 "incident_type",
                 "sla",
+                "planned",
+                "overdue",
                 "limit",
                 "min_position",
             ],
         )?;
         let min_position = min_position(params)?;
+        let work = (
+            bool_param(params, "planned")?,
+            bool_param(params, "overdue")?,
+        );
         query_text(params, "state", QUERY_STATES_CHARS)?;
         let filters: Vec<(&'static str, Option<String>)> =
             ["technician_id", "client_id", "incident_type"]
@@ -277,6 +313,7 @@ impl App {
                     }
                     None => {}
                 }
+                push_work_filters(&mut qb, work, now);
                 qb.push(" ORDER BY priority NULLS LAST, sla_due_at NULLS LAST, opened_at LIMIT ").push_bind(limit);
                 qb
             })
@@ -294,6 +331,10 @@ impl App {
                 r["sla_remaining_seconds"] =
                     json!(due.filter(|_| waiting).map(|d| (d - now).num_seconds()));
                 r["sla_at_risk"] = json!(waiting && due.is_some_and(|d| d <= horizon));
+                let completion_due = r["completion_due_at"]
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+                r["overdue"] = json!(open && completion_due.is_some_and(|d| d < now));
                 r
             })
             .collect();

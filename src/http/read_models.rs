@@ -33,6 +33,8 @@ fn params(query: Option<String>) -> Result<std::collections::HashMap<String, Str
             "client_id",
             "incident_type",
             "sla",
+            "planned",
+            "overdue",
             "limit",
             "min_position",
             "ready",

@@ -46,6 +46,8 @@ pub fn row(job: &Job, last_position: i64) -> Option<Value> {
         "opened_at": d.opened_at,
         "nte_cents": d.nte_cents,
         "flags": d.flags,
+        "planned": d.planned,
+        "follow_up_of": d.follow_up_of,
         "version": job.version,
         "last_position": last_position,
     }))

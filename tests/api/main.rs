@@ -15,6 +15,7 @@ mod gate;
 mod hostile;
 mod idempotency;
 mod injection;
+mod maintenance;
 mod mcp;
 mod openapi;
 mod outage;

@@ -71,9 +71,16 @@ fn describe(job_id: &str, visit: i32, deficiencies: &[Deficiency]) -> String {
     s
 }
 
-/// Whether a reply (or a refusal) counts as something done now.
+/// Whether an answer is of an action that wrote events now (not a replay,
+/// a refusal, or a status the door already had).
 fn acted(result: &Result<crate::app::registry::Reply>) -> bool {
-    matches!(result, Ok(r) if !r.is_problem() && !r.replayed)
+    let Ok(r) = result else { return false };
+    !r.is_problem()
+        && !r.replayed
+        && serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|b| b["events"].as_array().map(|e| !e.is_empty()))
+            .unwrap_or(false)
 }
 
 async fn set_status(
@@ -99,7 +106,7 @@ async fn set_status(
 
 /// Acts on every finding whose follow-up is not open yet and on every
 /// repair not yet carried to its door (at most [`MAX_PER_TICK`] each);
-/// answers how many actions it took (replays of stored answers not counted).
+/// answers how many of its actions wrote events.
 pub async fn tick(app: &App) -> Result<usize> {
     let (table, _) = app.read_model("door_followups").await?;
     Ok(findings(app, &table).await? + repairs(app, &table).await?)
