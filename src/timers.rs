@@ -53,7 +53,12 @@ pub(crate) fn meta(key: String) -> RequestMeta {
 impl TickReport {
     /// What the tick did, for the test clock's answer.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({"expired": self.expired, "breaches": self.breaches})
+        serde_json::json!({
+            "expired": self.expired,
+            "breaches": self.breaches,
+            "occurrences_opened": self.opened,
+            "follow_ups": self.follow_ups,
+        })
     }
 }
 

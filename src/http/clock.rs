@@ -6,7 +6,8 @@
 //!
 //! Body: `{"advance_seconds": n}` (0 ≤ n ≤ ten years) or `{"set": "<RFC 3339>"}`,
 //! and optionally `"tick": true`: the system actor's timers then run once at
-//! the new time before the answer (a scenario that sets
+//! the new time — after the read models they read (the board, the
+//! follow-ups) have applied every committed event — before the answer (a scenario that sets
 //! `DISPATCH_TIMER_INTERVAL_MS` high decides exactly when they act);
 //! answer: `{"now": "<RFC 3339>"}` (with `tick`, also `"timers"`: what the
 //! tick did). Not idempotent (`advance` twice moves twice), not an event:
@@ -117,6 +118,15 @@ async fn move_clock(
     tracing::warn!(actor = %caller.key_name, %now, "test clock moved");
     let mut answer = json!({"now": now.to_rfc3339_opts(SecondsFormat::AutoSi, true)});
     if tick {
+        // The timers read the board and the follow-ups' read model: a tick
+        // asked for acts on everything committed before it.
+        let head: Option<i64> = sqlx::query_scalar("SELECT max(global_position) FROM events")
+            .fetch_one(&state.app.pool)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        for name in ["board", "door_followups"] {
+            state.app.wait_for(name, head).await?;
+        }
         let report = crate::timers::tick(&state.app)
             .await
             .map_err(ApiError::Internal)?;
