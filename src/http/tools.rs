@@ -255,6 +255,11 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
         "search_board" => app.board(&as_params(arguments)).await,
         "find_technicians" => app.technicians(&as_params(arguments)).await,
         "get_billing_status" => app.billing_readiness(&as_params(arguments)).await,
+        "get_door_history" => {
+            let mut params = as_params(arguments);
+            params.remove("door_id");
+            app.door_history(text("door_id"), &params).await
+        }
         other => Err(ApiError::Internal(anyhow::anyhow!(
             "query tool `{other}` has no implementation"
         ))),

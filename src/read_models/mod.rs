@@ -12,6 +12,7 @@
 pub mod approvals;
 pub mod billing;
 pub mod board;
+pub mod door_history;
 pub mod jobs;
 pub mod runtime;
 pub mod schedule;
@@ -169,5 +170,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(technicians::Technicians),
         Arc::new(schedule::TechnicianSchedule),
         Arc::new(approvals::Approvals),
+        Arc::new(door_history::DoorHistory),
     ]
 }

@@ -117,6 +117,7 @@ pub fn wraps(name: &str, kind: ToolKind) -> String {
         (ToolKind::Query, "search_board") => "`GET /v1/board`".into(),
         (ToolKind::Query, "find_technicians") => "`GET /v1/technicians`".into(),
         (ToolKind::Query, "get_billing_status") => "`GET /v1/billing/readiness`".into(),
+        (ToolKind::Query, "get_door_history") => "`GET /v1/doors/{door_id}/history`".into(),
         (ToolKind::Query, n) => format!("query `{n}`"),
     }
 }

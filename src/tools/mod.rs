@@ -25,6 +25,7 @@ pub const QUERY_TOOLS: &[&str] = &[
     "search_board",
     "find_technicians",
     "get_billing_status",
+    "get_door_history",
 ];
 
 /// Tool settings (from `ServeConfig`).

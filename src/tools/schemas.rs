@@ -29,6 +29,7 @@ tool_schema_files! {
     "schedule_return_visit", "verify_closeout", "reopen_unsatisfactory",
     "mark_billing_ready", "close_job", "cancel_job", "add_note",
     "request_nte_increase", "decide_approval", "flag_sla_breach",
+    "get_door_history",
 }
 
 /// A schema set the service refuses to start with.

@@ -146,12 +146,13 @@ async fn table_rows(pool: &PgPool, name: &str, key: &str) -> Vec<Value> {
         .unwrap()
 }
 
-const MODELS: [(&str, &str); 5] = [
+const MODELS: [(&str, &str); 6] = [
     ("board", "job_id"),
     ("billing_readiness", "job_id"),
     ("technicians", "technician_id"),
     ("technician_schedule", "technician_id, job_id, visit"),
     ("approvals", "approval_id"),
+    ("door_history", "global_position"),
 ];
 
 async fn snapshot(pool: &PgPool) -> Vec<Vec<Value>> {
@@ -170,7 +171,7 @@ async fn assert_exactly_once_and_equal_to_rebuild(t: &TestApp, rt: &Runtime) {
         .fetch_all(&t.app.pool)
         .await
         .unwrap();
-    assert_eq!(applied.len(), 5);
+    assert_eq!(applied.len(), 6);
     for (name, n) in &applied {
         assert_eq!(*n, total, "{name} applied {n} of {total} events");
     }
@@ -528,6 +529,7 @@ async fn job_state_tables_made_as_jsonb_keep_working() {
         "technicians",
         "technician_schedule",
         "approvals",
+        "door_history",
     ])
     .await;
 }
