@@ -601,7 +601,7 @@ async fn models_out_of_step_advance_alone_then_together() {
         t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
             .await;
     }
-    // The board alone moves ahead by one batch: the four others stand level
+    // The board alone moves ahead by one batch: the five others stand level
     // behind it.
     let board_only = only(&t, vec![Arc::new(Board)]).batch_size(5);
     assert_eq!(board_only.step(1).await.unwrap(), 5);
@@ -619,10 +619,10 @@ async fn models_out_of_step_advance_alone_then_together() {
         p.iter()
             .filter(|(n, pos)| n != "board" && *pos == 0)
             .count()
-            == 4,
+            == 5,
         "{p:?}"
     );
-    // One pass of one batch: the four advance together (they stay level);
+    // One pass of one batch: the five advance together (they stay level);
     // the board, ahead of them, advances alone.
     rt.step_live(1).await.unwrap();
     let p = positions().await;
@@ -635,7 +635,7 @@ async fn models_out_of_step_advance_alone_then_together() {
     for j in 6..9 {
         t.open_ifm_job(&format!("step-{j}")).await;
     }
-    // Caught up, all five stand level and every event was applied once.
+    // Caught up, all six stand level and every event was applied once.
     rt.catch_up().await.unwrap();
     let p = positions().await;
     assert!(p.iter().all(|(_, x)| *x == p[0].1), "{p:?}");
