@@ -245,7 +245,7 @@ impl Drop for Service {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_dispatcher_board_live_approval_tamper_mark_door_history_and_technician_view() {
+async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view() {
     let required = std::env::var("DISPATCH_BROWSER_TESTS").is_ok_and(|v| v == "required");
     if let Some(why) = missing() {
         assert!(!required, "browser tests are required here, but {why}");
