@@ -163,7 +163,7 @@ impl Twins {
         let key = self.key(who);
         let query = matches!(
             name,
-            "search_board" | "find_technicians" | "get_billing_status"
+            "search_board" | "find_technicians" | "get_billing_status" | "get_door_history"
         );
         let mut ah = args(&self.h);
         let mut ab = args(&self.b);
@@ -325,6 +325,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             ("search_board", "client_id"),
             ("find_technicians", "territory"),
             ("get_billing_status", "client_id"),
+            ("get_door_history", "door_id"),
         ] {
             w.twin("agent", name, path, text, "nobody", |_| json!({}))
                 .await;
