@@ -1,4 +1,5 @@
-//! The command-line subcommands other than `serve`: migrations, keys, audit.
+//! The command-line subcommands other than `serve`: migrations, keys, audit,
+//! read models, SOPs and the registry import.
 
 use std::process::ExitCode;
 
@@ -9,10 +10,14 @@ use crate::app::checkpoints::load_index;
 use crate::app::evidence::EvidenceStore;
 use crate::app::keys;
 use crate::app::queries::audit_stream;
+use crate::app::registry::import::{self, ImportError};
+use crate::app::App;
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::domain::policy::DispatchPolicy;
 use crate::domain::sop::SopLibrary;
 use crate::domain::Role;
-use crate::store::chain::default_keyring_path;
+use crate::store::chain::{default_keyring_path, ChainKeys};
 use crate::{db, server};
 
 async fn pool(config: &Config) -> anyhow::Result<PgPool> {
@@ -50,6 +55,18 @@ pub async fn revoke_key(config: &Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's chain keyring, read, never created: events keyed or
+/// verified with a keyring the service does not have would not verify.
+fn keyring(config: &Config) -> anyhow::Result<ChainKeys> {
+    let (keys, _) = config.chain_keys(false)?.with_context(|| {
+        format!(
+            "no chain keyring: set DISPATCH_CHAIN_KEYS_FILE or DISPATCH_CHAIN_KEYRING, or DISPATCH_DATA_DIR to the server's data folder (looked for {})",
+            default_keyring_path(&config.data_dir).display()
+        )
+    })?;
+    Ok(keys)
+}
+
 /// `dispatch-api audit verify`: reads the chain keyring (never creates
 /// one) and every signed checkpoint in the evidence store itself, then
 /// prints one line per stream; exits 1 if any stream fails or a checkpoint
@@ -62,12 +79,7 @@ pub async fn audit_verify(
     if job_id.is_none() && !all {
         anyhow::bail!("name a JOB_ID or pass --all");
     }
-    let (keys, _) = config.chain_keys(false)?.with_context(|| {
-        format!(
-            "no chain keyring: set DISPATCH_CHAIN_KEYS_FILE or DISPATCH_CHAIN_KEYRING, or DISPATCH_DATA_DIR to the server's data folder (looked for {})",
-            default_keyring_path(&config.data_dir).display()
-        )
-    })?;
+    let keys = keyring(config)?;
     let pool = pool(config).await?;
     let (index, loaded) = match local_evidence_missing(config) {
         true => Default::default(),
@@ -230,4 +242,50 @@ pub async fn projections_rebuild(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `dispatch-api registry import FILE.csv [--dry-run]`: prints one line per
+/// problem (exit 1, nothing written) or the summary.
+pub async fn registry_import(
+    config: &Config,
+    file: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let chain = keyring(config)?;
+    let input =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = pool(config).await?;
+    let app = App {
+        chain: std::sync::Arc::new(chain),
+        checkpoints: crate::app::checkpoints::Checkpoints::default(),
+        sops: std::sync::Arc::new(sops),
+        policy: std::sync::Arc::new(DispatchPolicy::default()),
+        clock: std::sync::Arc::new(SystemClock),
+        // An import stores no evidence: nothing is made under the data folder.
+        evidence: EvidenceStore::in_memory(),
+        jobs: crate::app::cache::JobCache::new(config.job_cache_size),
+        keys: crate::app::KnownKeys::new(config.job_cache_size),
+        writer: crate::store::Writer::start(&pool, 1),
+        invocations: crate::tools::log::InvocationLog::start(&pool),
+        pool,
+    };
+    match import::import(&app, input, dry_run).await {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImportError::Refused(problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            println!(
+                "{} problem(s) in {}; nothing written",
+                problems.len(),
+                file.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

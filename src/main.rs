@@ -44,6 +44,24 @@ enum Command {
         #[command(subcommand)]
         command: SopsCommand,
     },
+    /// The registry: customers, sites, doors.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCliCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCliCommand {
+    /// Import customers, sites and doors from a CSV file (docs/registry-import.md):
+    /// all rows or none; exit 1 listing every problem by line and column.
+    Import {
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// Check and apply everything, then roll back.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,6 +165,9 @@ async fn main() -> ExitCode {
         Command::Sops {
             command: SopsCommand::Check,
         } => cli::sops_check(&cli.config).map(|_| ExitCode::SUCCESS),
+        Command::Registry {
+            command: RegistryCliCommand::Import { file, dry_run },
+        } => cli::registry_import(&cli.config, &file, dry_run).await,
     };
     match result {
         Ok(code) => code,

@@ -59,9 +59,15 @@ impl App {
     /// `GET /v1/jobs/{id}` and `/replay`.
     pub async fn job(&self, job_id: &str, to_sequence: Option<i64>) -> Result<Value> {
         let job = self.load_job(job_id, to_sequence).await?;
+        self.job_now(&job).await
+    }
+
+    /// A job's view (`GET /v1/jobs/{id}`, `get_job`): [`job_view`] and, for
+    /// a job at a registered door, the door as the registry knows it now
+    /// (`registered_door`).
+    pub async fn job_now(&self, job: &Job) -> Result<Value> {
         let mut view =
-            job_view(self, &job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
-        // A job at a registered door shows the door as the registry knows it now.
+            job_view(self, job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
         if let Some(door_id) = job.data().and_then(|d| d.door_id.as_deref()) {
             let mut conn = self.conn().await?;
             let door = super::registry::index::view(

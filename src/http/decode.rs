@@ -11,6 +11,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::app::registry::{wire, RegistryCommand};
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{TechnicianCommand, TECHNICIAN_COMMANDS};
 use crate::domain::Role;
@@ -175,6 +176,20 @@ pub fn technician_command(name: &str, body: Value) -> Result<TechnicianCommand> 
 /// Whether `name` is a technician command of `POST /v1/technicians/{id}/commands/{name}`.
 pub fn is_routed_technician_command(name: &str) -> bool {
     TECHNICIAN_COMMANDS.contains(&name)
+}
+
+/// A registry command's wire body as the typed command. An unknown command
+/// is `404`; a NUL anywhere, unknown fields, wrong types and unknown enum
+/// values are `400 validation_error` naming the field.
+pub fn registry_command(name: &str, body: Value) -> Result<RegistryCommand> {
+    let unknown = || ApiError::NotFound(format!("no registry command named `{}`", echo(name)));
+    if wire::command_kind(name).is_none() {
+        return Err(unknown());
+    }
+    refuse_nul(&body)?;
+    RegistryCommand::decode(name, body)
+        .map_err(|e| ApiError::from_body(&e))?
+        .ok_or_else(unknown)
 }
 
 /// One tool call, as a transport decoded it (nothing checked yet).
@@ -342,6 +357,14 @@ pub enum ToolRequest {
         /// The decoded command.
         command: JobCommand,
     },
+    /// A registry command; `id` is the entry it acts on (`None` for the
+    /// commands that register one).
+    Registry {
+        /// The entry it acts on.
+        id: Option<String>,
+        /// The decoded command.
+        command: RegistryCommand,
+    },
     /// A query tool; its arguments are valid against its schema.
     Query,
 }
@@ -394,6 +417,24 @@ pub fn tool_call(tools: &Toolset, role: Role, inv: &mut Invocation) -> Result<To
                 .map_err(|e| ApiError::from_body(&e))?
                 .ok_or_else(|| ApiError::ToolNotAllowed("no such tool".into()))?;
             ToolRequest::Command { job_id, command }
+        }
+        ToolKind::Registry => {
+            let mut args = inv.arguments.as_object().cloned().unwrap_or_default();
+            let kind = wire::command_kind(&inv.tool)
+                .ok_or_else(|| ApiError::ToolNotAllowed("no such tool".into()))?;
+            // A command on an existing entry names it by its id field
+            // (`door_id` for `update_door`); a registering one carries its
+            // optional own id in its body.
+            let id = if wire::registers(&inv.tool) {
+                None
+            } else {
+                args.remove(wire::id_field(kind))
+                    .and_then(|v| v.as_str().map(str::to_string))
+            };
+            let command = RegistryCommand::decode(&inv.tool, Value::Object(args))
+                .map_err(|e| ApiError::from_body(&e))?
+                .ok_or_else(|| ApiError::ToolNotAllowed("no such tool".into()))?;
+            ToolRequest::Registry { id, command }
         }
         ToolKind::Query => ToolRequest::Query,
     };

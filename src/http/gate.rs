@@ -99,7 +99,8 @@ impl OwnedAccess {
 /// answers 404 or 405 as before). A job command of the route table
 /// (`http/jobs.rs`) is the tool of its name: `POST
 /// /v1/jobs/{job_id}/commands/accept_offer` is `accept_offer`, admitted by
-/// the allowlist's `[tools.accept_offer]`.
+/// the allowlist's `[tools.accept_offer]`. The registry's routes are named
+/// the same way ([`super::registry::operation`]).
 pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Option<Operation> {
     let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let tool = |name: &str| Operation {
@@ -115,6 +116,9 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
     // axum answers HEAD with the GET handler: it passes the same gate.
     let get = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
+    if let Some(op) = super::registry::operation(get, post, route, param("command")) {
+        return Some(op);
+    }
     Some(match route {
         "/v1/jobs" if post => tool("open_job"),
         "/v1/jobs/{job_id}" if get => tool("get_job"),
@@ -554,6 +558,10 @@ mod tests {
             (Method::POST, "/v1/technicians"),
             (Method::POST, "/v1/evidence"),
             (Method::POST, "/v1/admin/clock"),
+            (Method::GET, "/v1/customers/{customer_id}"),
+            (Method::GET, "/v1/sites/{site_id}"),
+            (Method::GET, "/v1/maintenance-plans/{plan_id}"),
+            (Method::GET, "/v1/doors/{door_id}/history"),
         ];
         for (m, r) in routes {
             let op = operation(&m, r, &[]).unwrap();

@@ -153,9 +153,7 @@ async fn get_job(
 ) -> Result<Json<Value>> {
     let job = state.app.load_job(&job_id, None).await?;
     check_technician_scope(&caller, &job)?;
-    let view = crate::app::queries::job_view(&state.app, &job)
-        .ok_or_else(|| ApiError::NotFound("job not found".into()))?;
-    Ok(Json(view))
+    Ok(Json(state.app.job_now(&job).await?))
 }
 
 async fn job_events(

@@ -14,6 +14,7 @@ pub mod openapi;
 mod ops;
 pub mod pages;
 mod read_models;
+mod registry;
 mod sops;
 mod technicians;
 mod tools;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     let gated = Router::new()
         .merge(jobs::router())
         .merge(technicians::router())
+        .merge(registry::router())
         .merge(evidence::router())
         .merge(sops::router())
         .merge(read_models::router())

@@ -22,6 +22,7 @@ use super::extract::{read_json, request_hash};
 use super::{query_params, AppState};
 use crate::app::read_models::{query_text, QUERY_TEXT_CHARS};
 use crate::app::{Caller, RequestMeta};
+use crate::domain::registry::Kind;
 use crate::error::{ApiError, Result};
 use crate::tools::gate::{self, plausible_id, Access, Call};
 use crate::tools::log::{self, Outcome, Transport};
@@ -188,17 +189,24 @@ async fn dispatch(
     let call = decode::tool_call(tools, caller.role, inv)?;
     match call.request {
         ToolRequest::Command { job_id, command } => {
-            let meta = RequestMeta {
-                idempotency_key: call.idempotency_key,
-                request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
-                if_match: None,
-                correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
-                causation_id: inv.causation_id,
-                tool_invocation_id: Some(invocation_id),
-            };
+            let meta = command_meta(inv, call.idempotency_key, invocation_id);
             let reply = state
                 .app
                 .execute_job(caller, &meta, job_id.as_deref(), command)
+                .await?;
+            let body =
+                serde_json::from_slice(&reply.body).map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(Done {
+                status: reply.status,
+                body,
+                replayed: reply.replayed,
+            })
+        }
+        ToolRequest::Registry { id, command } => {
+            let meta = command_meta(inv, call.idempotency_key, invocation_id);
+            let reply = state
+                .app
+                .registry_command(caller, &meta, id.as_deref(), command)
                 .await?;
             let body =
                 serde_json::from_slice(&reply.body).map_err(|e| ApiError::Internal(e.into()))?;
@@ -216,6 +224,19 @@ async fn dispatch(
                 replayed: false,
             })
         }
+    }
+}
+
+/// A command tool call's request metadata: its key, a hash of its tool and
+/// arguments, its ids.
+fn command_meta(inv: &Invocation, idempotency_key: String, invocation_id: Uuid) -> RequestMeta {
+    RequestMeta {
+        idempotency_key,
+        request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
+        if_match: None,
+        correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
+        causation_id: inv.causation_id,
+        tool_invocation_id: Some(invocation_id),
     }
 }
 
@@ -249,12 +270,18 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
         "get_job" => {
             let job = app.load_job(text("job_id"), None).await?;
             super::jobs::check_technician_scope(caller, &job)?;
-            crate::app::queries::job_view(app, &job)
-                .ok_or_else(|| ApiError::NotFound("job not found".into()))
+            app.job_now(&job).await
         }
         "search_board" => app.board(&as_params(arguments)).await,
         "find_technicians" => app.technicians(&as_params(arguments)).await,
         "get_billing_status" => app.billing_readiness(&as_params(arguments)).await,
+        // The registry's queries (issue 18); each is also in `QUERY_TOOLS`
+        // (`crate::tools`) and has its schema under `schemas/tools/`.
+        "find_site" => {
+            let limit = arguments.get("limit").and_then(Value::as_i64);
+            app.find_site(text("query"), limit).await
+        }
+        "get_door" => app.registry_entry(Kind::Door, text("door_id")).await,
         "get_door_history" => {
             let mut params = as_params(arguments);
             params.remove("door_id");

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::registry::REGISTRY_COMMANDS;
 use crate::domain::job::transitions::TRANSITIONS;
 use crate::domain::job::{DESTRUCTIVE_EVENTS, JOB_COMMANDS};
 use crate::domain::Role;
@@ -23,7 +24,7 @@ pub enum Risk {
     NeedsApproval,
 }
 
-/// Command or query.
+/// Job command, registry command or query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolKind {
@@ -31,6 +32,20 @@ pub enum ToolKind {
     Command,
     /// Wraps a query.
     Query,
+    /// Wraps the registry command of the same name (customers, sites,
+    /// doors, maintenance plans: `crate::app::registry`).
+    Registry,
+}
+
+impl ToolKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolKind::Command => "command",
+            ToolKind::Query => "query",
+            ToolKind::Registry => "registry",
+        }
+    }
 }
 
 /// One tool's entry.
@@ -103,6 +118,24 @@ impl Allowlist {
                     "tool `{name}` is a command, but no job command has that name"
                 )));
             }
+            if tool.kind == ToolKind::Registry && !REGISTRY_COMMANDS.iter().any(|(n, _)| n == name)
+            {
+                return Err(AllowlistError::Invalid(format!(
+                    "tool `{name}` is a registry command, but no registry command has that name"
+                )));
+            }
+            // Retiring an entry cannot be undone; nothing else in the
+            // registry removes anything.
+            if tool.kind == ToolKind::Registry && tool.destructive != name.starts_with("retire_") {
+                return Err(AllowlistError::Invalid(format!(
+                    "registry tool `{name}`: only the retire commands are destructive"
+                )));
+            }
+            if tool.kind == ToolKind::Registry && tool.risk != Risk::Write {
+                return Err(AllowlistError::Invalid(format!(
+                    "registry tool `{name}` must have risk `write`"
+                )));
+            }
             if tool.kind == ToolKind::Query && tool.risk != Risk::Read {
                 return Err(AllowlistError::Invalid(format!(
                     "query tool `{name}` must have risk `read`"
@@ -141,6 +174,13 @@ impl Allowlist {
             if !list.tools.contains_key(*command) {
                 return Err(AllowlistError::Invalid(format!(
                     "job command `{command}` has no entry"
+                )));
+            }
+        }
+        for (command, _) in REGISTRY_COMMANDS {
+            if list.tools.get(*command).map(|t| t.kind) != Some(ToolKind::Registry) {
+                return Err(AllowlistError::Invalid(format!(
+                    "registry command `{command}` has no entry of kind `registry`"
                 )));
             }
         }
@@ -204,6 +244,37 @@ mod tests {
         assert_ne!(text, ALLOWLIST_TOML);
         assert!(matches!(
             Allowlist::parse(&text),
+            Err(AllowlistError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn registry_entries_name_registry_commands() {
+        let list = Allowlist::builtin().unwrap();
+        for (name, _) in REGISTRY_COMMANDS {
+            assert_eq!(list.tools[*name].kind, ToolKind::Registry, "{name}");
+        }
+        assert!(list.tool_allowed("register_door", Role::Agent));
+        assert!(!list.tool_allowed("register_customer", Role::Agent));
+        assert!(list.tool_allowed("update_door", Role::Technician));
+        assert!(!list.tool_allowed("set_door_status", Role::Technician));
+        let renamed = ALLOWLIST_TOML.replacen(
+            "[tools.register_customer]",
+            "[tools.register_everything]",
+            1,
+        );
+        assert!(matches!(
+            Allowlist::parse(&renamed),
+            Err(AllowlistError::Invalid(_))
+        ));
+        let loose = ALLOWLIST_TOML.replacen(
+            "[tools.move_door]\nkind = \"registry\"",
+            "[tools.move_door]\nkind = \"command\"",
+            1,
+        );
+        assert_ne!(loose, ALLOWLIST_TOML);
+        assert!(matches!(
+            Allowlist::parse(&loose),
             Err(AllowlistError::Invalid(_))
         ));
     }

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::allowlist::{Allowlist, Risk, ToolKind};
 use super::schemas::ToolSchemas;
+use crate::app::registry::wire;
 use crate::domain::Role;
 
 /// The MCP argument that carries the idempotency key (the HTTP envelope has
@@ -75,6 +76,16 @@ const DOC_ROLES: [Role; 6] = [
     Role::System,
 ];
 
+/// Where a kind of tool comes in the docs' tables: queries, job commands,
+/// registry commands.
+fn kind_order(kind: ToolKind) -> u8 {
+    match kind {
+        ToolKind::Query => 0,
+        ToolKind::Command => 1,
+        ToolKind::Registry => 2,
+    }
+}
+
 /// The tool table of `docs/06_tool_surface.md` (markdown), from the allowlist.
 pub fn docs_table(allowlist: &Allowlist) -> String {
     let mut out = String::from("| tool | kind | risk | destructive |");
@@ -87,13 +98,10 @@ pub fn docs_table(allowlist: &Allowlist) -> String {
     }
     out.push_str(" --- |\n");
     let mut tools: Vec<_> = allowlist.tools.iter().collect();
-    // Queries first, then commands, each by name: the order the manifest uses within a kind.
-    tools.sort_by_key(|(name, t)| (t.kind == ToolKind::Command, (*name).clone()));
+    // Queries, then job commands, then registry commands, each by name.
+    tools.sort_by_key(|(name, t)| (kind_order(t.kind), (*name).clone()));
     for (name, t) in tools {
-        let kind = match t.kind {
-            ToolKind::Command => "command",
-            ToolKind::Query => "query",
-        };
+        let kind = t.kind.as_str();
         out.push_str(&format!(
             "| `{name}` | {kind} | `{}` | {} |",
             t.risk.as_str(),
@@ -117,8 +125,19 @@ pub fn wraps(name: &str, kind: ToolKind) -> String {
         (ToolKind::Query, "search_board") => "`GET /v1/board`".into(),
         (ToolKind::Query, "find_technicians") => "`GET /v1/technicians`".into(),
         (ToolKind::Query, "get_billing_status") => "`GET /v1/billing/readiness`".into(),
+        (ToolKind::Query, "find_site") => "`GET /v1/sites?q=`".into(),
+        (ToolKind::Query, "get_door") => "`GET /v1/doors/{door_id}`".into(),
         (ToolKind::Query, "get_door_history") => "`GET /v1/doors/{door_id}/history`".into(),
         (ToolKind::Query, n) => format!("query `{n}`"),
+        (ToolKind::Registry, n) => match wire::command_kind(n) {
+            Some(kind) if wire::registers(n) => format!("`POST {}`", wire::collection(kind)),
+            Some(kind) => format!(
+                "`POST {}/{{{}}}/commands/{n}`",
+                wire::collection(kind),
+                wire::id_field(kind)
+            ),
+            None => format!("registry command `{n}`"),
+        },
     }
 }
 
@@ -199,7 +218,7 @@ pub fn docs_arguments(allowlist: &Allowlist, schemas: &ToolSchemas) -> String {
     let mut out =
         String::from("| tool | wraps | arguments (`?` optional) |\n| --- | --- | --- |\n");
     let mut tools: Vec<_> = allowlist.tools.iter().collect();
-    tools.sort_by_key(|(name, t)| (t.kind == ToolKind::Command, (*name).clone()));
+    tools.sort_by_key(|(name, t)| (kind_order(t.kind), (*name).clone()));
     for (name, t) in tools {
         let args = schemas
             .document(name)

@@ -25,6 +25,8 @@ pub const QUERY_TOOLS: &[&str] = &[
     "search_board",
     "find_technicians",
     "get_billing_status",
+    "find_site",
+    "get_door",
     "get_door_history",
 ];
 

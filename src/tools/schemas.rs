@@ -29,6 +29,11 @@ tool_schema_files! {
     "schedule_return_visit", "verify_closeout", "reopen_unsatisfactory",
     "mark_billing_ready", "close_job", "cancel_job", "add_note",
     "request_nte_increase", "decide_approval", "flag_sla_breach",
+    "find_site", "get_door",
+    "register_customer", "update_customer", "retire_customer",
+    "register_site", "update_site", "retire_site",
+    "register_door", "update_door", "move_door", "record_door_label", "set_door_status",
+    "retire_door", "create_plan", "skip_occurrence", "move_occurrence", "retire_plan",
     "get_door_history",
 }
 
@@ -485,6 +490,39 @@ mod tests {
             shape(s.document(name).unwrap(), "", &mut tp, &mut tr);
             if name != "open_job" {
                 assert!(tp.remove("job_id") && tr.remove("job_id"), "{name}: job_id");
+            }
+            assert_eq!(
+                tp, wp,
+                "{name}: schemas/tools/{name}.json and the command's wire body differ"
+            );
+            assert_eq!(
+                tr, wr,
+                "{name}: required arguments differ from the command's"
+            );
+        }
+    }
+
+    #[test]
+    fn registry_tool_schemas_have_exactly_the_commands_wire_fields() {
+        use crate::app::registry::wire;
+        use crate::tools::allowlist::ToolKind;
+        let list = Allowlist::builtin().unwrap();
+        let s = schemas();
+        let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator();
+        for (name, entry) in &list.tools {
+            if entry.kind != ToolKind::Registry {
+                continue;
+            }
+            let wire_body = Value::from(wire::body_schema(name, &mut generator).unwrap());
+            let (mut wp, mut wr) = Default::default();
+            shape(&wire_body, "", &mut wp, &mut wr);
+            let (mut tp, mut tr) = Default::default();
+            shape(s.document(name).unwrap(), "", &mut tp, &mut tr);
+            if !wire::registers(name) {
+                let id = wire::id_field(wire::command_kind(name).unwrap());
+                assert!(tp.remove(id) && tr.remove(id), "{name}: {id}");
             }
             assert_eq!(
                 tp, wp,

@@ -163,7 +163,7 @@ impl Twins {
         let key = self.key(who);
         let query = matches!(
             name,
-            "search_board" | "find_technicians" | "get_billing_status" | "get_door_history"
+            "search_board" | "find_technicians" | "get_billing_status"
         );
         let mut ah = args(&self.h);
         let mut ab = args(&self.b);
@@ -325,7 +325,6 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             ("search_board", "client_id"),
             ("find_technicians", "territory"),
             ("get_billing_status", "client_id"),
-            ("get_door_history", "door_id"),
         ] {
             w.twin("agent", name, path, text, "nobody", |_| json!({}))
                 .await;
@@ -512,6 +511,8 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
         .await;
     }
 
+    registry_cases(&mut w, &texts).await;
+
     // Every free-text argument of every tool a key can call was covered.
     let mut expected = BTreeSet::new();
     for key in [&w.t.keys.admin, &w.t.keys.tech_a] {
@@ -617,6 +618,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             "decide_approval" | "schedule_return_visit" | "reopen_unsatisfactory" | "close_job" => {
                 w.t.keys.dispatcher.clone()
             }
+            n if registry_base_args(n).is_some() && n != "find_site" => w.t.keys.dispatcher.clone(),
             _ => w.t.keys.agent.clone(),
         };
         let limit = if expected_is_id(name, path) {
@@ -688,6 +690,9 @@ fn expected_is_id(name: &str, path: &str) -> bool {
 
 /// Schema-valid arguments for the refusal checks (the text goes in after).
 fn base_args(name: &str, job: &str, sha: &str) -> Value {
+    if let Some(args) = registry_base_args(name) {
+        return args;
+    }
     let mut args = match name {
         "open_job" => open_body("inj-refused"),
         "record_intake" => json!({"fields": {"operator_make_model": "x"}}),
@@ -711,4 +716,250 @@ fn base_args(name: &str, job: &str, sha: &str) -> Value {
         args["job_id"] = job.into();
     }
     args
+}
+
+/// Schema-valid arguments of each registry tool (the text goes in after),
+/// on `inj-…` entries registered by [`registry_cases`] (`None`: no registry
+/// tool).
+fn registry_base_args(name: &str) -> Option<Value> {
+    let contacts = json!([{"name": "x", "role": "x", "phone": "x", "email": "x"}]);
+    Some(match name {
+        "find_site" => json!({"query": "x"}),
+        "register_customer" => {
+            json!({"name": "x", "billing": "ifm", "ifm_account": "x", "contacts": contacts})
+        }
+        "update_customer" => json!({"customer_id": "inj-c-h", "name": "x", "ifm_account": "x",
+            "contacts": contacts}),
+        "register_site" => json!({"customer_id": "inj-c-h", "name": "x", "address": "x",
+            "time_zone": "America/Chicago", "access_notes": "x", "reference": "x", "contacts": contacts}),
+        "update_site" => json!({"site_id": "inj-s-h", "name": "x", "address": "x",
+            "access_notes": "x", "reference": "x", "contacts": contacts}),
+        "register_door" => json!({"site_id": "inj-s-h", "kind": "swinging_fire", "location": "x",
+            "manufacturer": "x", "model": "x", "serial": "x", "fire_rating": "x", "tag": "x"}),
+        "update_door" => json!({"door_id": "inj-d-h", "location": "x", "manufacturer": "x",
+            "model": "x", "serial": "x", "tag": "x"}),
+        "move_door" => json!({"door_id": "inj-d-h", "site_id": "inj-s-h", "location": "x"}),
+        "record_door_label" => {
+            json!({"door_id": "inj-d-h", "fire_rating": "x", "legible": true, "note": "x"})
+        }
+        "set_door_status" => json!({"door_id": "inj-d-h", "status": "impaired", "reason": "x",
+            "job_id": "x"}),
+        "create_plan" => json!({"customer_id": "inj-c-h", "name": "x", "door_ids": ["inj-d-h"],
+            "incident_type": "fire_door_inspection", "every_months": 12,
+            "starts_on": "2027-03-01", "lead_days": 30, "priority": "P4"}),
+        "skip_occurrence" | "move_occurrence" => json!({"plan_id": "inj-p-h",
+            "door_id": "inj-d-h", "due_on": "2027-03-01", "to": "2027-03-15", "reason": "x"}),
+        "retire_customer" => json!({"customer_id": "inj-c-h", "reason": "x"}),
+        "retire_site" => json!({"site_id": "inj-s-h", "reason": "x"}),
+        "retire_door" => json!({"door_id": "inj-d-h", "reason": "x"}),
+        "retire_plan" => json!({"plan_id": "inj-p-h", "reason": "x"}),
+        _ => return None,
+    })
+}
+
+/// Hostile text in every free-text argument of the registry's tools: on a
+/// twin set of entries (`inj-…-h` and `inj-…-b`: a customer, a site, a fire
+/// door, a plan), the same answers and events as plain text, and the text
+/// stored verbatim. Registering tools register a new entry on each side.
+async fn registry_cases(w: &mut Twins, texts: &[String]) {
+    let desk = w.key("desk");
+    for side in ["h", "b"] {
+        let id = |p: &str| format!("inj-{p}-{side}");
+        for (path, body) in [
+            (
+                "/v1/customers",
+                json!({"customer_id": id("c"), "name": "C", "billing": "direct"}),
+            ),
+            (
+                "/v1/sites",
+                json!({"site_id": id("s"), "customer_id": id("c"), "name": "S",
+                "address": "A", "time_zone": "America/Chicago"}),
+            ),
+            (
+                "/v1/doors",
+                json!({"door_id": id("d"), "site_id": id("s"), "kind": "swinging_fire",
+                "location": "L", "serial": format!("inj-serial-{side}")}),
+            ),
+            (
+                "/v1/maintenance-plans",
+                json!({"plan_id": id("p"), "customer_id": id("c"),
+                "name": "P", "door_ids": [id("d")], "incident_type": "fire_door_inspection",
+                "every_months": 12, "starts_on": "2027-03-01", "lead_days": 30, "priority": "P4"}),
+            ),
+        ] {
+            let r = w.t.post(path, &desk, body).await;
+            assert_eq!(r.status, 201, "{path}: {:?}", r.json);
+        }
+    }
+    let rows: &[(&str, &[&str])] = &[
+        ("find_site", &["query"]),
+        (
+            "register_customer",
+            &[
+                "name",
+                "ifm_account",
+                "contacts.0.name",
+                "contacts.0.role",
+                "contacts.0.phone",
+                "contacts.0.email",
+            ],
+        ),
+        (
+            "update_customer",
+            &[
+                "name",
+                "ifm_account",
+                "contacts.0.name",
+                "contacts.0.role",
+                "contacts.0.phone",
+                "contacts.0.email",
+            ],
+        ),
+        (
+            "register_site",
+            &[
+                "name",
+                "address",
+                "access_notes",
+                "reference",
+                "contacts.0.name",
+                "contacts.0.role",
+                "contacts.0.phone",
+                "contacts.0.email",
+            ],
+        ),
+        (
+            "update_site",
+            &[
+                "name",
+                "address",
+                "access_notes",
+                "reference",
+                "contacts.0.name",
+                "contacts.0.role",
+                "contacts.0.phone",
+                "contacts.0.email",
+            ],
+        ),
+        (
+            "register_door",
+            &[
+                "location",
+                "manufacturer",
+                "model",
+                "serial",
+                "fire_rating",
+                "tag",
+            ],
+        ),
+        (
+            "update_door",
+            &["location", "manufacturer", "model", "serial", "tag"],
+        ),
+        ("move_door", &["location"]),
+        ("record_door_label", &["fire_rating", "note"]),
+        ("set_door_status", &["reason", "job_id"]),
+        ("create_plan", &["name"]),
+        ("skip_occurrence", &["reason"]),
+        ("move_occurrence", &["reason"]),
+        // Retiring last: each side's entries have children, so both sides
+        // are refused alike until the door goes.
+        ("retire_customer", &["reason"]),
+        ("retire_site", &["reason"]),
+        ("retire_plan", &["reason"]),
+        ("retire_door", &["reason"]),
+    ];
+    let mut n = 0;
+    for (name, paths) in rows {
+        for path in *paths {
+            for text in texts {
+                n += 1;
+                registry_twin(w, name, path, text, n).await;
+            }
+        }
+    }
+}
+
+/// One registry tool with `text` at `path` on the H side and plain text on
+/// the B side (call `n`: registering tools register new entries).
+async fn registry_twin(w: &mut Twins, name: &str, path: &str, text: &str, n: usize) {
+    let who = if name == "find_site" { "agent" } else { "desk" };
+    let key = w.key(who);
+    let side_args = |side: &str| {
+        let mut args = registry_base_args(name).unwrap();
+        let text = serde_json::to_string(&args)
+            .unwrap()
+            .replace("-h\"", &format!("-{side}\""));
+        args = serde_json::from_str(&text).unwrap();
+        if name.starts_with("register_") || name == "create_plan" {
+            let field = match name {
+                "register_customer" => "customer_id",
+                "register_site" => "site_id",
+                "register_door" => "door_id",
+                _ => "plan_id",
+            };
+            args[field] = format!("inj-new-{n}-{side}").into();
+        }
+        if args.get("serial").is_some() {
+            args["serial"] = format!("serial-{n}-{side}").into();
+        }
+        if name == "set_door_status" {
+            args["status"] = if n % 2 == 0 { "impaired" } else { "in_service" }.into();
+        }
+        if name == "skip_occurrence" {
+            args.as_object_mut().unwrap().remove("to");
+        }
+        args
+    };
+    let (mut ah, mut ab) = (side_args("h"), side_args("b"));
+    set_path(&mut ah, path, text);
+    // Plain text unique per call: serials stay unique.
+    set_path(&mut ab, path, &format!("plain {n}"));
+    if path == "serial" {
+        set_path(&mut ah, path, &format!("{text} {n}"));
+    }
+    let rh = tool(&w.t, &key, name, ah.clone()).await;
+    let rb = tool(&w.t, &key, name, ab).await;
+    let what = format!("{name}.{path} with {text:?}");
+    assert_eq!(
+        rh.status, rb.status,
+        "{what}: {:?} vs {:?}",
+        rh.json, rb.json
+    );
+    assert_eq!(rh.json["outcome"], rb.json["outcome"], "{what}");
+    assert_eq!(rh.json["error"]["code"], rb.json["error"]["code"], "{what}");
+    assert_eq!(event_types(&rh), event_types(&rb), "{what}");
+    assert_ne!(
+        rh.json["error"]["code"], "validation_error",
+        "{what}: {:?}",
+        rh.json
+    );
+    w.covered.insert(format!("{name}:{path}"));
+    if rh.status < 300 && !event_types(&rh).is_empty() {
+        use dispatch_api::app::registry::wire;
+        let kind = wire::command_kind(name).unwrap();
+        let id = rh.json["result"][wire::id_field(kind)]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no entry id in {:?}", rh.json))
+            .to_string();
+        let kind = kind.as_str();
+        let payload: Value = sqlx::query_scalar(
+            "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(kind)
+        .bind(&id)
+        .fetch_one(&w.t.app.pool)
+        .await
+        .unwrap();
+        let stored = if path == "serial" {
+            format!("{text} {n}")
+        } else {
+            text.to_string()
+        };
+        assert!(
+            contains_text(&payload, &stored),
+            "{what}: not stored verbatim: {payload}"
+        );
+        w.accepted.insert(format!("{name}:{path}"));
+    }
 }

@@ -20,6 +20,8 @@ mod mcp;
 mod openapi;
 mod outage;
 mod read_models;
+mod registry;
+mod registry_import;
 mod registry_jobs;
 mod support;
 mod tools;

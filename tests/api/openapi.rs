@@ -16,6 +16,30 @@ async fn served_document_matches_docs_copy() {
         let path = format!("/v1/jobs/{{job_id}}/commands/{command}");
         assert!(r.json["paths"].get(&path).is_some(), "{path} missing");
     }
+    for route in [
+        "/v1/customers",
+        "/v1/sites",
+        "/v1/doors",
+        "/v1/maintenance-plans",
+        "/v1/customers/{customer_id}",
+        "/v1/sites/{site_id}",
+        "/v1/doors/{door_id}",
+        "/v1/maintenance-plans/{plan_id}",
+    ] {
+        assert!(r.json["paths"].get(route).is_some(), "{route} missing");
+    }
+    assert!(r.json["paths"]["/v1/sites"]["get"].is_object(), "find_site");
+    for (name, kind) in dispatch_api::app::registry::REGISTRY_COMMANDS {
+        use dispatch_api::app::registry::wire;
+        if !wire::registers(name) {
+            let path = format!(
+                "{}/{{{}}}/commands/{name}",
+                wire::collection(*kind),
+                wire::id_field(*kind)
+            );
+            assert!(r.json["paths"].get(&path).is_some(), "{path} missing");
+        }
+    }
     let pretty = serde_json::to_string_pretty(&r.json).unwrap() + "\n";
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/05_openapi.json");
     if std::env::var("DISPATCH_WRITE_OPENAPI").is_ok() {
@@ -35,6 +59,13 @@ fn every_command_example_decodes() {
     for name in dispatch_api::domain::job::JOB_COMMANDS {
         let example = command_example(name).unwrap_or_else(|| panic!("{name}: no example"));
         let command = decode::job_command(name, example).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(command.wire_name(), *name);
+    }
+    for (name, _) in dispatch_api::app::registry::REGISTRY_COMMANDS {
+        let example = dispatch_api::http::openapi::registry_example(name)
+            .unwrap_or_else(|| panic!("{name}: no example"));
+        let command =
+            decode::registry_command(name, example).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(command.wire_name(), *name);
     }
     for name in technician {

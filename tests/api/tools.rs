@@ -111,7 +111,10 @@ pub fn valid_arguments(name: &str, job: &str) -> Value {
             json!({"approval_id": Uuid::new_v4().to_string(), "decision": "approve"})
         }
         "flag_sla_breach" => json!({"kind": "response"}),
-        _ => json!({}),
+        _ => match registry_arguments(name) {
+            Some(args) => return args,
+            None => json!({}),
+        },
     };
     if !matches!(
         name,
@@ -125,6 +128,51 @@ pub fn valid_arguments(name: &str, job: &str) -> Value {
         args["job_id"] = job.into();
     }
     args
+}
+
+/// Arguments that pass each registry tool's schema (on entries that need
+/// not exist: a command on one answers `not_found`).
+fn registry_arguments(name: &str) -> Option<Value> {
+    let reason = json!({"reason": "no longer served"});
+    let mut args = match name {
+        "find_site" => return Some(json!({"query": "St Marys Hosp"})),
+        "get_door" => return Some(json!({"door_id": "matrix-door"})),
+        "register_customer" => json!({"name": "Matrix Co", "billing": "direct"}),
+        "register_site" => json!({"customer_id": "matrix-co", "name": "Matrix HQ",
+            "address": "1 Matrix Way", "time_zone": "America/Chicago"}),
+        "register_door" => json!({"site_id": "matrix-site", "kind": "dock", "location": "Dock 1"}),
+        "create_plan" => {
+            json!({"customer_id": "matrix-co", "name": "PM", "door_ids": ["matrix-door"],
+            "incident_type": "preventive_maintenance", "every_months": 3, "starts_on": "2027-01-01",
+            "lead_days": 14, "priority": "P4"})
+        }
+        "update_customer" | "update_site" | "update_door" => json!({}),
+        "move_door" => json!({"site_id": "matrix-site", "location": "Dock 2"}),
+        "record_door_label" => json!({"fire_rating": "90 min", "legible": true}),
+        "set_door_status" => json!({"status": "impaired", "reason": "does not latch"}),
+        "skip_occurrence" => {
+            json!({"door_id": "matrix-door", "due_on": "2027-01-01", "reason": "closed"})
+        }
+        "move_occurrence" => json!({"door_id": "matrix-door", "due_on": "2027-01-01",
+            "to": "2027-01-15", "reason": "asked"}),
+        "retire_customer" | "retire_site" | "retire_door" | "retire_plan" => reason,
+        _ => return None,
+    };
+    let id = match name {
+        n if n.ends_with("_customer") && n != "register_customer" => {
+            Some(("customer_id", "matrix-co"))
+        }
+        n if n.ends_with("_site") && n != "register_site" => Some(("site_id", "matrix-site")),
+        "update_door" | "move_door" | "record_door_label" | "set_door_status" | "retire_door" => {
+            Some(("door_id", "matrix-door"))
+        }
+        "skip_occurrence" | "move_occurrence" | "retire_plan" => Some(("plan_id", "matrix-plan")),
+        _ => None,
+    };
+    if let Some((field, value)) = id {
+        args[field] = value.into();
+    }
+    Some(args)
 }
 
 fn role_key(t: &TestApp, role: Role) -> &str {
@@ -231,13 +279,17 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
         "cancel_job",
         "verify_closeout",
         "mark_billing_ready",
+        "find_site",
+        "get_door",
+        "register_site",
+        "register_door",
     ] {
         assert!(agent.contains(&name.to_string()), "the agent lacks {name}");
     }
     assert_eq!(
         agent.len(),
-        17,
-        "the agent holds exactly the contract's 17 tools: {agent:?}"
+        21,
+        "the agent holds exactly the contract's 21 tools: {agent:?}"
     );
     let r = t.get("/v1/tools", "not-a-key").await;
     assert_eq!(r.status, 401);

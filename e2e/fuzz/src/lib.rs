@@ -174,6 +174,14 @@ pub fn tool_decoder(data: &[u8]) {
                     assert_eq!(command.wire_name(), tool, "decoded another command");
                     assert_eq!(job_id.is_none(), tool == "open_job", "job_id of `{tool}`");
                 }
+                ToolRequest::Registry { id, command } => {
+                    assert_eq!(command.wire_name(), tool, "decoded another command");
+                    assert_eq!(
+                        id.is_none(),
+                        dispatch_api::app::registry::wire::registers(&tool),
+                        "the entry id of `{tool}`"
+                    );
+                }
                 ToolRequest::Query => {
                     assert!(JobCommand::decode(&tool, Value::Object(Default::default()))
                         .is_ok_and(|c| c.is_none()));

@@ -20,8 +20,10 @@ use crate::error::Result;
 /// lock): registry writes are few, and one at a time they see each
 /// other's entries (a serial, a parent) without a race.
 pub async fn lock(conn: &mut PgConnection) -> Result<()> {
-    // "registry" in ASCII, as a lock key of its own.
-    sqlx::query("SELECT pg_advisory_xact_lock(7310868164567898489)")
+    // "registry" in ASCII, as a lock key of its own. Bound, not written
+    // into the SQL: PostgreSQL before 16 reads no `_` in a number.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(7_310_868_164_567_898_489_i64)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -9,8 +9,11 @@
 //! answer stored — all or nothing. An import ([`import`]) runs many of
 //! them in one transaction the same way.
 
+pub mod import;
 pub mod index;
 pub mod jobs;
+pub mod queries;
+pub mod wire;
 
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};

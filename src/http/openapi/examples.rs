@@ -70,3 +70,55 @@ pub fn command_example(name: &str) -> Option<Value> {
         _ => return None,
     })
 }
+
+/// A body a client would send for a registry command (by wire name); each
+/// decodes as its command (`tests/api/openapi.rs`).
+pub fn registry_example(name: &str) -> Option<Value> {
+    Some(match name {
+        "register_customer" => json!({
+            "customer_id": "st-marys", "name": "St. Mary's Health", "billing": "ifm",
+            "ifm_account": "IFM-20931",
+            "contacts": [{"name": "Dana Facilities", "role": "facilities manager", "phone": "+1-555-0142"}]
+        }),
+        "update_customer" => {
+            json!({"contacts": [{"name": "Lee Ops", "email": "ops@stmarys.example"}]})
+        }
+        "register_site" => json!({
+            "site_id": "st-marys-east", "customer_id": "st-marys",
+            "name": "St. Mary's Hospital — East Wing", "address": "1200 E Main St, Springfield",
+            "latitude": 39.7817, "longitude": -89.6501, "time_zone": "America/Chicago",
+            "access_notes": "Badge desk at the loading dock", "reference": "SMH-E"
+        }),
+        "update_site" => json!({"access_notes": "Security desk, lobby B, after 8 pm"}),
+        "register_door" => json!({
+            "door_id": "smh-e-fd-2b", "site_id": "st-marys-east", "kind": "swinging_fire",
+            "location": "East corridor, 2nd floor, stair B", "manufacturer": "Ceco",
+            "model": "Regent", "serial": "CE-448120", "installed_on": "2019-04-02",
+            "fire_rating": "90 min", "tag": "FD-2B"
+        }),
+        "update_door" => json!({"serial": "CE-448121", "model": "Regent II"}),
+        "move_door" => json!({"site_id": "st-marys-west", "location": "West lobby"}),
+        "record_door_label" => {
+            json!({"fire_rating": "90 min", "legible": true, "note": "label painted over at one corner"})
+        }
+        "set_door_status" => {
+            json!({"status": "impaired", "reason": "does not latch", "job_id": "0b5e0c7e-3f7e-5d7a-9a52-3b0c0a9f1e21"})
+        }
+        "create_plan" => json!({
+            "plan_id": "smh-fire-doors", "customer_id": "st-marys",
+            "name": "Annual NFPA 80 inspection", "door_ids": ["smh-e-fd-2b"],
+            "incident_type": "fire_door_inspection", "every_months": 12,
+            "starts_on": "2027-03-01", "lead_days": 30, "priority": "P4"
+        }),
+        "skip_occurrence" => {
+            json!({"door_id": "smh-e-fd-2b", "due_on": "2027-03-01", "reason": "wing closed for renovation"})
+        }
+        "move_occurrence" => {
+            json!({"door_id": "smh-e-fd-2b", "due_on": "2027-03-01", "to": "2027-03-15", "reason": "the site asked for a later date"})
+        }
+        "retire_customer" | "retire_site" | "retire_door" | "retire_plan" => {
+            json!({"reason": "no longer served"})
+        }
+        _ => return None,
+    })
+}

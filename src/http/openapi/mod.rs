@@ -5,7 +5,7 @@
 //!
 //! Split by part of the document: the pieces every operation is made of
 //! (`parts.rs`), the command examples (`examples.rs`), the resources'
-//! paths (`paths.rs`), the read models' (`read_models.rs`), the toolset's
+//! paths (`paths.rs`), the read models' (`read_models.rs`), the registry's (`registry.rs`), the toolset's
 //! (`toolset.rs`), and the named schemas (`components.rs`).
 
 mod components;
@@ -13,6 +13,7 @@ mod examples;
 mod parts;
 mod paths;
 mod read_models;
+mod registry;
 mod toolset;
 
 use schemars::generate::SchemaSettings;
@@ -20,7 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::tools::allowlist::Allowlist;
 
-pub use examples::command_example;
+pub use examples::{command_example, registry_example};
 
 /// The OpenAPI document the service serves at `/openapi.json`.
 pub fn document(allowlist: &Allowlist) -> Value {
@@ -39,10 +40,12 @@ pub fn document(allowlist: &Allowlist) -> Value {
     paths::technicians(&mut paths, &mut generator, &roles);
     paths::evidence_and_sops(&mut paths, &roles);
     read_models::paths(&mut paths, &roles);
+    registry::paths(&mut paths, &mut generator, &roles);
     paths::service(&mut paths);
     let mut schemas = generator.take_definitions(true);
     toolset::paths(&mut paths, &mut schemas, &roles);
     components::schemas(&mut schemas);
+    registry::schemas(&mut schemas);
 
     json!({
         "openapi": "3.1.0",
