@@ -27,6 +27,7 @@ const TECH_JOB = env('UI_TECH_JOB');
 const TECH_APPROVAL_ID = env('UI_TECH_APPROVAL_ID');
 const TAMPERED_JOB = env('UI_TAMPERED_JOB');
 const TAMPERED_SEQ = Number(env('UI_TAMPERED_SEQ'));
+const DOOR_JOB = env('UI_DOOR_JOB');
 
 let profile;
 let context;
@@ -43,6 +44,14 @@ before(async () => {
     status = r.status;
   }
   assert.equal(status, 200, 'the board read model caught up');
+  status = 0;
+  for (let i = 0; i < 6 && status !== 200; i++) {
+    const r = await fetch(`${BASE}/v1/doors/door-ad-1/history?min_position=${env('UI_MIN_POSITION')}`, {
+      headers: { authorization: `Bearer ${KEYS.dispatcher}` },
+    });
+    status = r.status;
+  }
+  assert.equal(status, 200, 'the door history read model caught up');
   profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatch-ui-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: env('CHROMIUM_PATH'),
@@ -229,6 +238,31 @@ test('a tampered event is marked on the timeline', async () => {
   assert.match(await broken.innerText(), /chain breaks here/);
   await broken.scrollIntoViewIfNeeded();
   await page.locator('#timeline').screenshot({ path: path.join(SHOTS, 'timeline-tampered.png') });
+});
+
+test("a door's page shows what it is, its status and its history, from the job page", async () => {
+  await page.goto(`${BASE}/ui/jobs/${DOOR_JOB}`);
+  const card = page.locator('#door');
+  assert.match(await card.innerText(), /impaired/);
+  await Promise.all([page.waitForURL(/\/ui\/doors\/door-ad-1$/), page.locator('#door-link').click()]);
+  await assertAccessible('door');
+  assert.equal(await page.locator('h1').innerText(), 'Door: Main entrance');
+  const facts = await page.locator('dl.door-facts').innerText();
+  for (const text of ['automatic sliding', 'Stanley', 'Dura-Glide', 'S-77', '2019-05-01', 'Mercy Hospital East', 'Mercy Health', 'Badge at the security desk']) {
+    assert.ok(facts.includes(text), `the door's facts show ${text}: ${facts}`);
+  }
+  // The status is said in words, not colour alone.
+  assert.equal(await page.locator('dl.door-facts .door-impaired').innerText(), 'impaired');
+  const rows = page.locator('table.history tbody tr');
+  const events = await rows.evaluateAll((rs) => rs.map((r) => r.dataset.event));
+  assert.deepEqual(events, ['JobOpened', 'DoorStatusChanged', 'DoorRegistered', 'JobOpened']);
+  const positions = await rows.evaluateAll((rs) => rs.map((r) => Number(r.dataset.position)));
+  assert.ok(positions.every((p, i) => i === 0 || positions[i - 1] > p), `newest first: ${positions}`);
+  assert.match(await rows.last().innerText(), /by site and door text/);
+  await page.screenshot({ path: path.join(SHOTS, 'door.png'), fullPage: true });
+  // Each job links to its page.
+  await Promise.all([page.waitForURL(new RegExp(`/ui/jobs/${DOOR_JOB}$`)), rows.first().getByRole('link').click()]);
+  assert.match(await page.locator('#summary-door-link').innerText(), /door-ad-1/);
 });
 
 test("a technician's key cannot see the approval buttons", async () => {

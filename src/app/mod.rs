@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod checkpoints;
 mod commands;
+pub mod door_history;
 pub mod evidence;
 pub mod keys;
 pub mod queries;

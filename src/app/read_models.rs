@@ -17,7 +17,7 @@ use crate::error::{ApiError, Result};
 /// How long `min_position` waits before answering `503 projection_behind`.
 pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 
-fn bad(field: &str, detail: &str) -> ApiError {
+pub(crate) fn bad(field: &str, detail: &str) -> ApiError {
     ApiError::Validation {
         detail: detail.to_string(),
         field: Some(field.to_string()),
@@ -54,7 +54,7 @@ fn owned(v: Option<&str>) -> Option<String> {
     v.map(str::to_string)
 }
 
-fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()> {
+pub(crate) fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()> {
     for k in params.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(bad(k, "unknown query parameter"));
@@ -63,7 +63,7 @@ fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<()
     Ok(())
 }
 
-fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
+pub(crate) fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
     params
         .get("min_position")
         .map(|s| {
@@ -75,7 +75,7 @@ fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
         .transpose()
 }
 
-fn limit(params: &HashMap<String, String>) -> Result<i64> {
+pub(crate) fn limit(params: &HashMap<String, String>) -> Result<i64> {
     match params.get("limit") {
         None => Ok(500),
         Some(s) => s
@@ -202,7 +202,7 @@ impl App {
 
     /// Runs `SELECT to_jsonb(t) …` on a read model, retrying once if a
     /// rebuild swapped and dropped the table in between.
-    async fn query_rows(
+    pub(crate) async fn query_rows(
         &self,
         name: &str,
         build: impl Fn(&str) -> QueryBuilder<'static, Postgres>,

@@ -3,6 +3,7 @@
 
 mod clock;
 pub mod decode;
+mod doors_history;
 mod error;
 mod evidence;
 pub mod extract;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(evidence::router())
         .merge(sops::router())
         .merge(read_models::router())
+        .merge(doors_history::router())
         .merge(tools::gated_router())
         .merge(clock::router(&state))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -282,6 +282,11 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
             app.find_site(text("query"), limit).await
         }
         "get_door" => app.registry_entry(Kind::Door, text("door_id")).await,
+        "get_door_history" => {
+            let mut params = as_params(arguments);
+            params.remove("door_id");
+            app.door_history(text("door_id"), &params).await
+        }
         other => Err(ApiError::Internal(anyhow::anyhow!(
             "query tool `{other}` has no implementation"
         ))),

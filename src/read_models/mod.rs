@@ -12,6 +12,7 @@
 pub mod approvals;
 pub mod billing;
 pub mod board;
+pub mod door_history;
 pub mod followups;
 pub mod jobs;
 pub mod runtime;
@@ -171,5 +172,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(schedule::TechnicianSchedule),
         Arc::new(approvals::Approvals),
         Arc::new(followups::DoorFollowups),
+        Arc::new(door_history::DoorHistory),
     ]
 }

@@ -127,6 +127,7 @@ pub fn wraps(name: &str, kind: ToolKind) -> String {
         (ToolKind::Query, "get_billing_status") => "`GET /v1/billing/readiness`".into(),
         (ToolKind::Query, "find_site") => "`GET /v1/sites?q=`".into(),
         (ToolKind::Query, "get_door") => "`GET /v1/doors/{door_id}`".into(),
+        (ToolKind::Query, "get_door_history") => "`GET /v1/doors/{door_id}/history`".into(),
         (ToolKind::Query, n) => format!("query `{n}`"),
         (ToolKind::Registry, n) => match wire::command_kind(n) {
             Some(kind) if wire::registers(n) => format!("`POST {}`", wire::collection(kind)),

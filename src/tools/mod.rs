@@ -27,6 +27,7 @@ pub const QUERY_TOOLS: &[&str] = &[
     "get_billing_status",
     "find_site",
     "get_door",
+    "get_door_history",
 ];
 
 /// Tool settings (from `ServeConfig`).

@@ -34,6 +34,7 @@ tool_schema_files! {
     "register_site", "update_site", "retire_site",
     "register_door", "update_door", "move_door", "record_door_label", "set_door_status",
     "retire_door", "create_plan", "skip_occurrence", "move_occurrence", "retire_plan",
+    "get_door_history",
 }
 
 /// A schema set the service refuses to start with.

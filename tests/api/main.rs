@@ -8,6 +8,7 @@ mod cache;
 mod chain;
 mod concurrency;
 mod destructive;
+mod door_history;
 mod evidence;
 mod fence;
 mod flow;

@@ -146,13 +146,14 @@ async fn table_rows(pool: &PgPool, name: &str, key: &str) -> Vec<Value> {
         .unwrap()
 }
 
-const MODELS: [(&str, &str); 6] = [
+const MODELS: [(&str, &str); 7] = [
     ("board", "job_id"),
     ("billing_readiness", "job_id"),
     ("technicians", "technician_id"),
     ("technician_schedule", "technician_id, job_id, visit"),
     ("approvals", "approval_id"),
     ("door_followups", "key"),
+    ("door_history", "global_position"),
 ];
 
 async fn snapshot(pool: &PgPool) -> Vec<Vec<Value>> {
@@ -526,6 +527,8 @@ async fn job_state_tables_made_as_jsonb_keep_working() {
         "technicians",
         "technician_schedule",
         "approvals",
+        "door_followups",
+        "door_history",
     ])
     .await;
 }
@@ -597,7 +600,7 @@ async fn models_out_of_step_advance_alone_then_together() {
         t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
             .await;
     }
-    // The board alone moves ahead by one batch: the four others stand level
+    // The board alone moves ahead by one batch: the five others stand level
     // behind it.
     let board_only = only(&t, vec![Arc::new(Board)]).batch_size(5);
     assert_eq!(board_only.step(1).await.unwrap(), 5);
@@ -618,7 +621,7 @@ async fn models_out_of_step_advance_alone_then_together() {
             == MODELS.len() - 1,
         "{p:?}"
     );
-    // One pass of one batch: the four advance together (they stay level);
+    // One pass of one batch: the others advance together (they stay level);
     // the board, ahead of them, advances alone.
     rt.step_live(1).await.unwrap();
     let p = positions().await;
@@ -631,7 +634,7 @@ async fn models_out_of_step_advance_alone_then_together() {
     for j in 6..9 {
         t.open_ifm_job(&format!("step-{j}")).await;
     }
-    // Caught up, all five stand level and every event was applied once.
+    // Caught up, all six stand level and every event was applied once.
     rt.catch_up().await.unwrap();
     let p = positions().await;
     assert!(p.iter().all(|(_, x)| *x == p[0].1), "{p:?}");

@@ -87,6 +87,7 @@ pub fn valid_arguments(name: &str, job: &str) -> Value {
     let mut args = match name {
         "get_sop" => json!({"incident_type": "door_stuck_open"}),
         "search_board" | "find_technicians" | "get_billing_status" => json!({}),
+        "get_door_history" => json!({"door_id": "no-such-door"}),
         "open_job" => open_body("matrix-site"),
         "record_intake" => json!({"fields": {"access_hours": "24/7"}}),
         "set_priority" => json!({"priority": "P2", "reason": "caller says it can wait"}),
@@ -117,7 +118,12 @@ pub fn valid_arguments(name: &str, job: &str) -> Value {
     };
     if !matches!(
         name,
-        "open_job" | "get_sop" | "search_board" | "find_technicians" | "get_billing_status"
+        "open_job"
+            | "get_sop"
+            | "search_board"
+            | "find_technicians"
+            | "get_billing_status"
+            | "get_door_history"
     ) {
         args["job_id"] = job.into();
     }
@@ -261,6 +267,7 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
         "search_board",
         "find_technicians",
         "get_billing_status",
+        "get_door_history",
         "open_job",
         "record_intake",
         "triage_job",
@@ -281,8 +288,8 @@ async fn manifest_is_the_callers_allowlist_and_serves_the_checked_in_schemas() {
     }
     assert_eq!(
         agent.len(),
-        20,
-        "the agent holds exactly the contract's 20 tools: {agent:?}"
+        21,
+        "the agent holds exactly the contract's 21 tools: {agent:?}"
     );
     let r = t.get("/v1/tools", "not-a-key").await;
     assert_eq!(r.status, 401);

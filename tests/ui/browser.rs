@@ -211,6 +211,10 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
     let tampered_seq = 4;
     t.tamper(&format!("UPDATE events SET payload = '{{\"text\":\"Customer waived the NTE\"}}' WHERE aggregate_id = '{tampered}' AND sequence = {tampered_seq}")).await;
 
+    // A registered door (impaired) with a job at it and one opened at its
+    // text before the registry.
+    let (_, door_job) = crate::doors::door_with_jobs(t, "Badge at the security desk").await;
+
     let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
         .fetch_one(&t.app.pool)
         .await
@@ -226,6 +230,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
         ("UI_TAMPERED_JOB".into(), tampered),
         ("UI_TAMPERED_SEQ".into(), tampered_seq.to_string()),
         ("UI_MIN_POSITION".into(), position.to_string()),
+        ("UI_DOOR_JOB".into(), door_job),
     ]
 }
 
@@ -330,7 +335,7 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
         "browser tests failed:\n{report}\n--- service log ---\n{}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
-    for shot in ["board.png", "job.png"] {
+    for shot in ["board.png", "job.png", "door.png"] {
         assert!(
             shots.join(shot).metadata().is_ok_and(|m| m.len() > 10_000),
             "{shot} was not saved"

@@ -4,6 +4,7 @@
 //! real binary (`browser`).
 
 mod browser;
+mod doors;
 mod pages;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]

@@ -13,6 +13,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, roles: &Roles) {
     board_and_billing(paths, roles);
     roster_and_schedule(paths, roles);
     approvals_and_projections(paths, roles);
+    door_history(paths, roles);
 }
 
 /// A free-text filter.
@@ -158,4 +159,42 @@ fn approvals_and_projections(paths: &mut Map<String, Value>, roles: &Roles) {
             false,
         )}),
     );
+}
+
+/// `GET /v1/doors/{door_id}/history`.
+fn door_history(paths: &mut Map<String, Value>, roles: &Roles) {
+    let row = json!({"type": "object", "required": ["global_position", "source", "event_type", "detail"], "properties": {
+        "global_position": {"type": "integer"},
+        "door_id": {"type": ["string", "null"], "description": "the registered door (null: a job opened before the registry, found by its site and door text)"},
+        "site_text": {"type": ["string", "null"]},
+        "door_text": {"type": ["string", "null"]},
+        "job_id": {"type": ["string", "null"]},
+        "source": {"enum": ["job", "door"]},
+        "event_type": {"type": "string", "description": "JobOpened, JobOffered, OfferAccepted, CheckedIn, CheckedOut, CloseoutVerified, JobLinkedAsDuplicate, JobReopened, JobClosed, JobCancelled; DoorRegistered, DoorUpdated, DoorMoved, DoorLabelRecorded, DoorStatusChanged, DoorRetired"},
+        "at": {"type": ["string", "null"], "format": "date-time"},
+        "technician_id": {"type": ["string", "null"]},
+        "detail": {"type": "object"}}});
+    let mut op = read(
+        "A registered door's history (projection): the door, its site and customer, then its jobs, visits, findings, parts and inspections and its own registry events, newest first; jobs opened before the registry at the site's reference and the door's tag included",
+        roles.tool("get_door_history"),
+        vec![
+            path_param("door_id"),
+            limit(),
+            query_param("before", json!({"type": "integer", "minimum": 1, "description": "only rows older than this global_position (the previous answer's next_before)"})),
+            min_position(),
+        ],
+        ok_json(
+            "The door and its history",
+            json!({"type": "object", "required": ["position", "door", "rows", "next_before"], "properties": {
+                "position": {"type": "integer"},
+                "door": {"type": "object"},
+                "site": {"type": ["object", "null"]},
+                "customer": {"type": ["object", "null"]},
+                "legacy_key": {"type": ["object", "null"], "properties": {"site_id": {"type": "string"}, "door_id": {"type": "string"}}},
+                "rows": {"type": "array", "items": row},
+                "next_before": {"type": ["integer", "null"]}}}),
+        ),
+    );
+    op["get"]["responses"]["404"] = problem("No such door (`not_found`)");
+    paths.insert("/v1/doors/{door_id}/history".into(), op);
 }

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -228,8 +229,46 @@ fn sla_cell(row: &Value) -> Markup {
     }
 }
 
+/// The board rows' doors and planned work, by job id (from the door
+/// history's opening rows; none while that read model cannot answer).
+async fn doors_of(app: &App, answer: &Value) -> HashMap<String, Value> {
+    let ids: Vec<String> = answer["rows"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["job_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    app.jobs_at_doors(&ids).await.unwrap_or_default()
+}
+
+/// A job's registered door (linked to its page) and, for planned work, its
+/// due date, marked overdue once it has passed with the work not completed.
+fn door_cell(row: &Value, door: Option<&Value>, now: Option<DateTime<Utc>>) -> Markup {
+    let Some(door) = door else {
+        return html! {};
+    };
+    let planned = &door["planned"];
+    let due = layout::ts(&row["completion_due_at"]).or_else(|| layout::ts(&planned["due_at"]));
+    let open = JobState::parse(row["state"].as_str().unwrap_or(""))
+        .is_some_and(|s| s.before_work_completed());
+    let overdue = open && matches!((due, now), (Some(d), Some(n)) if d < n);
+    html! {
+        @if let Some(id) = door["door_id"].as_str() {
+            br; a.small.door-link href=(super::doors::href(id)) { "door " (row["door_id"].as_str().unwrap_or(id)) }
+        }
+        @if planned.is_object() {
+            br; span.badge.flag-planned title=(format!("plan {}", planned["plan_id"].as_str().unwrap_or(""))) { "planned" }
+            " " span.small.planned-due { "due " (layout::time(due)) }
+            @if overdue { " " span.badge.flag-overdue { "overdue" } }
+        }
+    }
+}
+
 /// The rows, grouped by state in lifecycle order.
-fn rows_fragment(answer: &Value) -> Markup {
+fn rows_fragment(answer: &Value, doors: &HashMap<String, Value>) -> Markup {
+    let now = layout::ts(&answer["as_of"]);
     let rows: Vec<&Value> = answer["rows"]
         .as_array()
         .map(|a| a.iter().collect())
@@ -272,6 +311,7 @@ fn rows_fragment(answer: &Value) -> Markup {
                                                 br; span.muted.small { (r["site_address"].as_str().unwrap_or("")) }
                                                 br; code.small.jobid { (job.chars().take(8).collect::<String>()) }
                                                 " " span.muted.small { (r["client_id"].as_str().unwrap_or("")) }
+                                                (door_cell(r, doors.get(job), now))
                                             }
                                             td { (layout::words(r["incident_type"].as_str().unwrap_or(""))) br; span.muted.small { (r["channel"].as_str().unwrap_or("")) } }
                                             td { (sla_cell(r)) }
@@ -361,6 +401,7 @@ pub(super) async fn page(
     require_tool(&state, &s.caller, "search_board").within(&s)?;
     let f = filters(q.as_deref());
     let answer = state.app.board(&f).await.within(&s)?;
+    let doors = doors_of(&state.app, &answer).await;
     let position = answer["position"].as_i64().unwrap_or(0);
     let stream = {
         let mut p = f.clone();
@@ -373,7 +414,7 @@ pub(super) async fn page(
             "Live updates connecting… (position " (position) ")"
         }
         div #board-live data-stream=(stream) {
-            (rows_fragment(&answer))
+            (rows_fragment(&answer, &doors))
         }
     };
     Ok(layout::ok(&s, "Dispatch board", Nav::Board, body))
@@ -399,7 +440,8 @@ impl Watch {
                     return None;
                 }
                 self.sent = Some(position);
-                let html = layout::fragment_for_sse(rows_fragment(&answer));
+                let doors = doors_of(&self.app, &answer).await;
+                let html = layout::fragment_for_sse(rows_fragment(&answer, &doors));
                 Some(
                     Event::default()
                         .event("rows")

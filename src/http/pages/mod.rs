@@ -2,7 +2,8 @@
 //! that turns an API key into a server-side session, the live dispatch board
 //! (server-sent events fed by the board projector's progress), approvals with
 //! approve/reject, billing readiness, a job's page with its verified event
-//! timeline, the roster and schedules.
+//! timeline, a registered door's details and history, the roster and
+//! schedules.
 //!
 //! Server-rendered HTML (maud escapes every interpolated value: stored text
 //! is data, never markup), one small script and one style sheet embedded in
@@ -15,6 +16,7 @@ mod approvals;
 mod assets;
 mod billing;
 mod board;
+mod doors;
 mod job;
 mod layout;
 mod session;
@@ -53,6 +55,7 @@ pub fn router() -> Router<AppState> {
             get(technicians::schedule),
         )
         .route("/ui/jobs/{job_id}", get(job::page))
+        .route("/ui/doors/{door_id}", get(doors::page))
         .route("/ui/evidence/{sha256}", get(job::evidence))
         .route("/ui/static/{file}", get(assets::file))
         .layer(Extension(board::Hub::new()))

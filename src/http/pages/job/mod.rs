@@ -99,6 +99,10 @@ pub(super) async fn page(
         Some(v) => sections::evidence(&state, &s, v).await,
         None => html! {},
     };
+    let door = match &view {
+        Some(v) => super::doors::door_card(&state, &s, v).await,
+        None => html! {},
+    };
     let body = html! {
         (flash(&query))
         p.jobid { "Job " code #job-id { (job_id) } }
@@ -106,7 +110,7 @@ pub(super) async fn page(
             p.notice.error role="alert" { "The job's state cannot be rebuilt from its events: " (e) }
         }
         @if let Some(v) = &view {
-            (sections::all(&state, &s, v, evidence))
+            (sections::all(&state, &s, v, evidence, door))
         }
         section.timeline-section #timeline aria-labelledby="timeline-h" {
             h2 #timeline-h { "Event timeline" }

@@ -12,14 +12,22 @@ use crate::http::pages::session::UiSession;
 use crate::http::AppState;
 
 /// The job's cards: summary, approvals, visits, checklist, evidence (its
-/// markup already made, as it reads the objects' types), invoice, notes.
-pub(super) fn all(state: &AppState, s: &UiSession, v: &Value, evidence: Markup) -> Markup {
+/// markup already made, as it reads the objects' types), invoice, notes;
+/// the registered door's card (made already, as it reads its history).
+pub(super) fn all(
+    state: &AppState,
+    s: &UiSession,
+    v: &Value,
+    evidence: Markup,
+    door: Markup,
+) -> Markup {
     html! {
         div.job-grid {
             section.card aria-labelledby="summary-h" {
                 h2 #summary-h { "Summary" }
                 (summary(v))
             }
+            (door)
             section.card #approvals aria-labelledby="approvals-h" {
                 h2 #approvals-h { "Approvals" }
                 (approvals(state, s, v))
@@ -70,7 +78,13 @@ fn summary(v: &Value) -> Markup {
                 (dl_row("Incident", html! { (layout::words(v["incident_type"].as_str().unwrap_or(""))) " via " (v["channel"].as_str().unwrap_or("")) }))
                 (dl_row("Client", layout::text_v(&v["client_id"])))
                 (dl_row("Site", html! { (site["name"].as_str().unwrap_or("")) br; span.muted { (site["address"].as_str().unwrap_or("")) } }))
-                (dl_row("Door", html! { (door["location"].as_str().unwrap_or("")) " " code.small { (door["id"].as_str().unwrap_or("")) } }))
+                (dl_row("Door", html! {
+                    (door["location"].as_str().unwrap_or("")) " "
+                    @match v["door_id"].as_str() {
+                        Some(id) => { a #summary-door-link href=(crate::http::pages::doors::href(id)) { code.small { (id) } } }
+                        None => { code.small { (door["id"].as_str().unwrap_or("")) } }
+                    }
+                }))
                 (dl_row("Contact", html! { (contact["name"].as_str().unwrap_or("")) " " span.muted { (contact["phone"].as_str().unwrap_or("")) } }))
                 (dl_row("Called", layout::time_v(&v["opened_at"])))
                 (dl_row("Response due", layout::time_v(&v["sla_due_at"])))
