@@ -15,6 +15,8 @@ use super::events::{Channel, EvidenceKind};
 use crate::domain::policy::Priority;
 use crate::domain::technician::Shift;
 
+pub use super::at_door::{Deficiency, PlannedWork, RegisterAtCall};
+
 /// A site.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,34 +75,6 @@ pub struct RelatedJobs {
     pub open_duplicate_of: Option<String>,
     /// A job there completed in the last 30 days.
     pub recall_of: Option<RecallOf>,
-}
-
-/// Recurring work a maintenance plan opened (resolved: only the system
-/// actor's scheduler sets it, `src/app/registry/schedule.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct PlannedWork {
-    /// The plan.
-    pub plan_id: String,
-    /// The occurrence's scheduled due date (with the door, what names it).
-    pub due_on: NaiveDate,
-    /// The plan's priority for its jobs.
-    pub priority: Priority,
-    /// When the work is due: the job's completion SLA.
-    pub due_at: DateTime<Utc>,
-}
-
-/// A new caller's site and door, registered by `open_job` before the job
-/// opens (the caller's role must be allowed `register_site` and
-/// `register_door`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterAtCall {
-    /// The site to register; absent when the door is at a registered site
-    /// (`door.site_id`).
-    #[serde(default)]
-    pub site: Option<crate::domain::registry::site::RegisterSite>,
-    /// The door to register (its `site_id` defaults to the new site's).
-    pub door: crate::domain::registry::door::RegisterDoor,
 }
 
 /// `open_job`: at a registered door (`door_id`), at a new caller's door
@@ -415,20 +389,6 @@ pub struct CheckOut {
     /// and marks the door impaired until that job is completed.
     #[serde(default)]
     pub deficiencies: Vec<Deficiency>,
-}
-
-/// A deficiency found at the door.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Deficiency {
-    /// What is wrong (e.g. "closer does not latch the door").
-    pub description: String,
-    /// The checklist item it fails, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub item_id: Option<String>,
-    /// The corrective action recommended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub corrective_action: Option<String>,
 }
 
 /// `schedule_return_visit`.

@@ -7,6 +7,7 @@
 //! events build up.
 
 mod aggregate;
+mod at_door;
 mod commands;
 mod decide;
 mod errors;
