@@ -6,46 +6,10 @@
 //! door is `404 not_found`; bad paging is a `400`.
 
 use chrono::Duration;
-use dispatch_api::app::registry::RegistryCommand;
-use dispatch_api::app::{Caller, RequestMeta};
-use dispatch_api::domain::Role;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::support::*;
 use crate::tools::tool;
-
-fn desk() -> Caller {
-    Caller {
-        key_name: "dispatcher-1".into(),
-        role: Role::Dispatcher,
-        technician_id: None,
-    }
-}
-
-fn meta(key: &str) -> RequestMeta {
-    RequestMeta {
-        idempotency_key: key.into(),
-        request_hash: key.into(),
-        if_match: None,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        tool_invocation_id: None,
-    }
-}
-
-/// Runs a registry command as the dispatcher through the application.
-pub async fn registry(t: &TestApp, name: &str, id: Option<&str>, body: Value) -> Value {
-    let cmd = RegistryCommand::decode(name, body).unwrap().unwrap();
-    let reply = t
-        .app
-        .registry_command(&desk(), &meta(&t.idem()), id, cmd)
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_slice(&reply.body).unwrap();
-    assert!(reply.status < 300, "{name}: {v}");
-    v
-}
 
 /// A customer, a site (reference `MRC-E`) and an automatic door (tag `AD-1`).
 pub async fn installed_base(t: &TestApp) {

@@ -7,48 +7,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
-use dispatch_api::app::registry::RegistryCommand;
-use dispatch_api::app::{App, Caller, RequestMeta};
+use dispatch_api::app::App;
 use dispatch_api::clock::Clock;
-use dispatch_api::domain::Role;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use uuid::Uuid;
 
 use crate::support::*;
 
-fn dispatcher() -> Caller {
-    Caller {
-        key_name: "dispatcher-1".into(),
-        role: Role::Dispatcher,
-        technician_id: None,
-    }
-}
-
-fn meta(key: &str) -> RequestMeta {
-    RequestMeta {
-        idempotency_key: key.into(),
-        request_hash: format!("hash-{key}"),
-        if_match: None,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        tool_invocation_id: None,
-    }
-}
-
-/// A registry command as the dispatcher: its status and body.
-async fn registry(app: &App, id: Option<&str>, name: &str, body: Value) -> (u16, Value) {
-    let key = format!("{name}-{}", Uuid::new_v4());
-    let command = RegistryCommand::decode(name, body).unwrap().unwrap();
-    let reply = app
-        .registry_command(&dispatcher(), &meta(&key), id, command)
-        .await
-        .unwrap();
-    (reply.status, serde_json::from_slice(&reply.body).unwrap())
-}
-
 async fn registered(app: &App, id: Option<&str>, name: &str, body: Value) {
-    let (status, body) = registry(app, id, name, body).await;
+    let (status, body) = registry_on(app, id, name, body).await;
     assert!(status < 300, "{name}: {status} {body}");
 }
 
@@ -221,7 +188,7 @@ async fn a_clock_that_jumps_forward_then_back_opens_each_once() {
 async fn skipped_and_moved_occurrences_are_honoured_and_opened_ones_stay() {
     let t = TestApp::spawn().await;
     installed_base(&t.app).await;
-    let (s, b) = registry(
+    let (s, b) = registry_on(
         &t.app,
         Some("plan-auto"),
         "skip_occurrence",
@@ -229,10 +196,10 @@ async fn skipped_and_moved_occurrences_are_honoured_and_opened_ones_stay() {
     )
     .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = registry(&t.app, Some("plan-fire"), "move_occurrence", json!({"door_id": FIRE, "due_on": "2027-01-15", "to": "2027-02-20", "reason": "hospital asks for after the audit"})).await;
+    let (s, b) = registry_on(&t.app, Some("plan-fire"), "move_occurrence", json!({"door_id": FIRE, "due_on": "2027-01-15", "to": "2027-02-20", "reason": "hospital asks for after the audit"})).await;
     assert_eq!(s, 200, "{b}");
     // Not a scheduled date: refused.
-    let (s, b) = registry(
+    let (s, b) = registry_on(
         &t.app,
         Some("plan-auto"),
         "skip_occurrence",
@@ -263,7 +230,7 @@ async fn skipped_and_moved_occurrences_are_honoured_and_opened_ones_stay() {
     assert_eq!(seen, want);
 
     // An occurrence whose job is open can be neither skipped nor moved.
-    let (s, b) = registry(
+    let (s, b) = registry_on(
         &t.app,
         Some("plan-auto"),
         "skip_occurrence",
@@ -275,7 +242,7 @@ async fn skipped_and_moved_occurrences_are_honoured_and_opened_ones_stay() {
         (422, Some("invalid_occurrence")),
         "{b}"
     );
-    let (s, b) = registry(
+    let (s, b) = registry_on(
         &t.app,
         Some("plan-fire"),
         "move_occurrence",

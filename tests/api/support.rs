@@ -633,3 +633,45 @@ impl TestApp {
         answers
     }
 }
+
+/// The dispatcher, as the registry's tests act through `App` directly.
+pub fn desk_caller() -> dispatch_api::app::Caller {
+    dispatch_api::app::Caller {
+        key_name: "dispatcher-1".into(),
+        role: Role::Dispatcher,
+        technician_id: None,
+    }
+}
+
+/// A request's metadata under idempotency key `key`.
+pub fn request_meta(key: &str) -> dispatch_api::app::RequestMeta {
+    dispatch_api::app::RequestMeta {
+        idempotency_key: key.into(),
+        request_hash: format!("hash-{key}"),
+        if_match: None,
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        tool_invocation_id: None,
+    }
+}
+
+/// A registry command on `app` as the dispatcher, under a key of its own:
+/// its status and body.
+pub async fn registry_on(app: &App, id: Option<&str>, name: &str, body: Value) -> (u16, Value) {
+    let key = format!("{name}-{}", Uuid::new_v4());
+    let command = dispatch_api::app::registry::RegistryCommand::decode(name, body)
+        .unwrap()
+        .unwrap();
+    let reply = app
+        .registry_command(&desk_caller(), &request_meta(&key), id, command)
+        .await
+        .unwrap();
+    (reply.status, serde_json::from_slice(&reply.body).unwrap())
+}
+
+/// A registry command the test needs to succeed; its body.
+pub async fn registry(t: &TestApp, name: &str, id: Option<&str>, body: Value) -> Value {
+    let (status, v) = registry_on(&t.app, id, name, body).await;
+    assert!(status < 300, "{name}: {status} {v}");
+    v
+}

@@ -76,7 +76,7 @@ impl App {
         }
         let mut tx = self.pool.begin().await?;
         index::lock(&mut tx).await?;
-        let mut door = reg.door;
+        let mut new_site = None;
         if let Some(mut site) = reg.site {
             let id = site
                 .site_id
@@ -93,10 +93,9 @@ impl App {
                 )
                 .await?;
             }
-            if door.site_id.is_empty() {
-                door.site_id = id;
-            }
+            new_site = Some(id);
         }
+        let mut door = reg.door.at(new_site);
         let id = door
             .door_id
             .clone()

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::policy::Priority;
+use crate::domain::registry::door::{DoorKind, RegisterDoor};
 
 /// Recurring work a maintenance plan opened (resolved: only the system
 /// actor's scheduler sets it, `src/app/registry/schedule.rs`).
@@ -31,8 +32,62 @@ pub struct RegisterAtCall {
     /// (`door.site_id`).
     #[serde(default)]
     pub site: Option<crate::domain::registry::site::RegisterSite>,
-    /// The door to register (its `site_id` defaults to the new site's).
-    pub door: crate::domain::registry::door::RegisterDoor,
+    /// The door to register.
+    pub door: NewDoor,
+}
+
+/// The door `open_job`'s `register` registers: `register_door`'s body
+/// whose site may be the one registered with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDoor {
+    /// Id; the service makes one when absent.
+    #[serde(default)]
+    pub door_id: Option<String>,
+    /// A registered site (default: the site registered with it).
+    #[serde(default)]
+    pub site_id: Option<String>,
+    /// What kind of door.
+    pub kind: DoorKind,
+    /// Where on the site.
+    pub location: String,
+    /// Manufacturer.
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Serial number.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Installed on.
+    #[serde(default)]
+    pub installed_on: Option<NaiveDate>,
+    /// Fire rating on the label (fire doors).
+    #[serde(default)]
+    pub fire_rating: Option<String>,
+    /// The site's own name for the door.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+impl NewDoor {
+    /// `register_door` for this door at `site_id` (its own, else the
+    /// given one).
+    pub fn at(self, site_id: Option<String>) -> RegisterDoor {
+        RegisterDoor {
+            door_id: self.door_id,
+            site_id: self.site_id.or(site_id).unwrap_or_default(),
+            kind: self.kind,
+            location: self.location,
+            manufacturer: self.manufacturer,
+            model: self.model,
+            serial: self.serial,
+            installed_on: self.installed_on,
+            fire_rating: self.fire_rating,
+            tag: self.tag,
+        }
+    }
 }
 
 /// A deficiency found at the door.

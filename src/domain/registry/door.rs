@@ -152,9 +152,7 @@ pub struct RegisterDoor {
     /// Id; the service makes one when absent.
     #[serde(default)]
     pub door_id: Option<String>,
-    /// The site it is at (required; within `open_job`'s `register`, the
-    /// site registered with it when absent).
-    #[serde(default)]
+    /// The site it is at.
     pub site_id: String,
     /// What kind of door.
     pub kind: DoorKind,
