@@ -96,7 +96,7 @@ impl Sizes {
             race_rounds: 3,
             race_concurrency: 100,
             shutdown_after_ms: 1_000,
-            plan_step_days: 2,
+            plan_step_days: 3,
             plan_kills: 1,
         }
     }
