@@ -3,8 +3,10 @@
 //! year together. Each step sets both clocks and ticks both (concurrently),
 //! while each replica's own background timers run every 50 ms, so that
 //! every occurrence is raced for by up to four schedulers. In the middle of
-//! the year a replica is `kill -9`ed (more than once in full mode), and
-//! restarted on the clock's current time. Then: every expected occurrence
+//! the year a replica is `kill -9`ed (more than once in full mode) and
+//! restarted at once, its clock set to the time of the kill: until the next
+//! step it runs behind the other, and a clock behind must open nothing
+//! again. Then: every expected occurrence
 //! has its job, opened exactly once (one `JobOpened` per occurrence job id,
 //! none for any other id, none missing) with its plan, door and due date;
 //! no system command was applied twice; the chains verify and the read
@@ -575,8 +577,9 @@ async fn kill_mid_year(
         let at = *now.lock().expect("the clock's lock");
         out.killed_on
             .push(format!("replica {} on {}", victim + 1, at.date_naive()));
-        // It comes back on the clock's current time (a restarted replica's
-        // manual clock starts where its setting says).
+        // It comes back on the time of the kill (a restarted replica's
+        // manual clock starts where its setting says); the steps go on
+        // meanwhile, so it is behind the other until the next step sets it.
         services[victim].set_env("DISPATCH_CLOCK", format!("manual:{}", rfc3339(at)));
         let t = Instant::now();
         if let Err(e) = services[victim].start().await {
