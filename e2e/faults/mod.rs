@@ -80,7 +80,7 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    /// The form `cargo test` runs (under a minute and a half here).
+    /// The form `cargo test` runs (about a minute and a half on two busy cores).
     pub fn quick() -> Sizes {
         Sizes {
             mode: "quick",
