@@ -20,6 +20,7 @@ pub mod load;
 #[allow(dead_code)]
 #[path = "../../bench/src/mix.rs"]
 pub mod mix;
+pub mod plans;
 pub mod proc;
 #[allow(dead_code)]
 #[path = "../harness/server.rs"]
@@ -72,10 +73,14 @@ pub struct Sizes {
     pub race_concurrency: usize,
     /// Milliseconds the shutdown case's load goes on after the restart.
     pub shutdown_after_ms: u64,
+    /// Days each step of the plans case's year moves both clocks.
+    pub plan_step_days: u32,
+    /// `kill -9`s of a replica in the plans case's year.
+    pub plan_kills: usize,
 }
 
 impl Sizes {
-    /// The form `cargo test` runs (under a minute and a half here).
+    /// The form `cargo test` runs (about a minute and a half on two busy cores).
     pub fn quick() -> Sizes {
         Sizes {
             mode: "quick",
@@ -91,6 +96,8 @@ impl Sizes {
             race_rounds: 3,
             race_concurrency: 100,
             shutdown_after_ms: 1_000,
+            plan_step_days: 3,
+            plan_kills: 1,
         }
     }
 
@@ -110,16 +117,19 @@ impl Sizes {
             race_rounds: 10,
             race_concurrency: 100,
             shutdown_after_ms: 3_000,
+            plan_step_days: 1,
+            plan_kills: 3,
         }
     }
 }
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
     "crash",
     "outage_stop",
     "outage_terminate",
     "replicas",
     "shutdown",
+    "plans",
 ];
 
 /// The test binary's `main`.
@@ -224,6 +234,7 @@ async fn run(wanted: &[&str], sizes: &Sizes) -> Vec<(String, Figures, Vec<String
             }
             "replicas" => cases::replicas(&db.url, dir.path(), sizes).await,
             "shutdown" => cases::shutdown(&db.url, dir.path(), sizes).await,
+            "plans" => plans::plans_case(&db.url, dir.path(), sizes).await,
             other => (Figures::default(), vec![format!("unknown case {other}")]),
         };
         figures.put("case took", format!("{:.1} s", t.elapsed().as_secs_f64()));

@@ -66,6 +66,12 @@ impl Service {
         })
     }
 
+    /// Sets (or replaces) one variable of its environment for the next start.
+    pub fn set_env(&mut self, key: &str, value: String) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value));
+    }
+
     /// The service's log (JSON lines, every start appended).
     pub fn log_path(&self) -> PathBuf {
         self.dir
