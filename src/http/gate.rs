@@ -166,7 +166,6 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
             },
         },
         "/v1/board" if get => tool("search_board"),
-        "/v1/doors/{door_id}/history" if get => tool("get_door_history"),
         "/v1/billing/readiness" if get => tool("get_billing_status"),
         "/v1/sops" | "/v1/sops/{incident_type}" if get => tool("get_sop"),
         "/v1/evidence" | "/v1/admin/clock" if post => endpoint(&format!("POST {route}")),

@@ -86,9 +86,11 @@ pub(super) fn operation(
         Some(tool("find_site"))
     } else if route == entry && get && kind == Kind::Door {
         Some(tool("get_door"))
-    } else if (route == entry || route == format!("{entry}/history") && kind == Kind::Door) && get {
-        // `GET /v1/doors/{door_id}/history` (`get_door_history`'s route,
-        // `src/http/doors_history.rs`) is named here with the other reads.
+    } else if route == format!("{entry}/history") && get && kind == Kind::Door {
+        // `get_door_history`'s route (`src/http/doors_history.rs`): the
+        // tool's roles, as `GET /v1/board` has `search_board`'s.
+        Some(tool("get_door_history"))
+    } else if route == entry && get {
         let key = format!("GET {route}");
         Some(by(OwnedAccess::Endpoint(key.clone()), key))
     } else if route == format!("{entry}/commands/{{command}}") && post {
@@ -377,11 +379,14 @@ mod tests {
         }
         assert_eq!(op(false, "/v1/sites", None), tool("find_site"));
         assert_eq!(op(false, "/v1/doors/{door_id}", None), tool("get_door"));
+        assert_eq!(
+            op(false, "/v1/doors/{door_id}/history", None),
+            tool("get_door_history")
+        );
         for route in [
             "/v1/customers/{customer_id}",
             "/v1/sites/{site_id}",
             "/v1/maintenance-plans/{plan_id}",
-            "/v1/doors/{door_id}/history",
         ] {
             let key = format!("GET {route}");
             assert_eq!(
