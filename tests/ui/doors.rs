@@ -85,10 +85,11 @@ pub async fn door_with_jobs(t: &TestApp, access_notes: &str) -> (String, String)
     (legacy, r.json["job_id"].as_str().unwrap().to_string())
 }
 
-/// Opens a planned job at the door (as the scheduler does: `planned` is
-/// never read from the wire), due at `due_at`: its id.
+/// Opens a planned job at the door as the scheduler does (the system, on
+/// the service's own channel; `planned` is never read from the wire), due
+/// at `due_at`: its id.
 async fn planned_job(t: &TestApp, due_at: chrono::DateTime<chrono::Utc>) -> String {
-    let body = json!({"incident_type": "door_stuck_open", "channel": "phone", "door_id": "door-ad-1",
+    let body = json!({"incident_type": "door_stuck_open", "channel": "maintenance_plan", "door_id": "door-ad-1",
         "contact": {"name": "Plan", "phone": "+1-555-0100"}, "description": "Quarterly maintenance"});
     let mut command = JobCommand::decode("open_job", body).unwrap().unwrap();
     let JobCommand::OpenJob(c) = &mut command else {
@@ -103,7 +104,7 @@ async fn planned_job(t: &TestApp, due_at: chrono::DateTime<chrono::Utc>) -> Stri
     let reply = t
         .app
         .execute_job(
-            &caller(Role::Dispatcher, "dispatcher-1"),
+            &caller(Role::System, "system"),
             &meta(&t.idem()),
             None,
             command,
