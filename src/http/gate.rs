@@ -560,7 +560,6 @@ mod tests {
             (Method::GET, "/v1/customers/{customer_id}"),
             (Method::GET, "/v1/sites/{site_id}"),
             (Method::GET, "/v1/maintenance-plans/{plan_id}"),
-            (Method::GET, "/v1/doors/{door_id}/history"),
         ];
         for (m, r) in routes {
             let op = operation(&m, r, &[]).unwrap();
