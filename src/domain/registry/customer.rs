@@ -1,8 +1,7 @@
 //! The `Customer` aggregate: who is billed — a direct customer, or an IFM
 //! network's client billed through its IFM account — and its contacts.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::{check_contacts, check_id, check_opt, check_text, Facts, Kind, RegistryContact};
@@ -237,26 +236,9 @@ impl Customer {
     }
 }
 
-impl Aggregate for Customer {
-    const TYPE: &'static str = "customer";
-    type Command = Issued<CustomerCommand>;
-    type Event = CustomerEvent;
-    type Error = RegistryError;
-    type Services = Facts;
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        facts: &Facts,
-        sink: &EventSink<Self>,
-    ) -> Result<(), RegistryError> {
-        for event in self.decide(&command, facts)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: CustomerEvent) {
+impl Customer {
+    /// How one event changes it (`Aggregate::apply`).
+    fn fold(&mut self, event: CustomerEvent) {
         self.version += 1;
         match event {
             CustomerEvent::CustomerRegistered {
@@ -271,3 +253,5 @@ impl Aggregate for Customer {
         }
     }
 }
+
+super::registry_aggregate!(Customer, "customer", CustomerCommand, CustomerEvent);

@@ -3,8 +3,7 @@
 //! rating on its label) and whether it is in service.
 
 use chrono::NaiveDate;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::customer::Retire;
@@ -499,26 +498,9 @@ fn serial_free(facts: &Facts) -> Result<(), RegistryError> {
     }
 }
 
-impl Aggregate for Door {
-    const TYPE: &'static str = "door";
-    type Command = Issued<DoorCommand>;
-    type Event = DoorEvent;
-    type Error = RegistryError;
-    type Services = Facts;
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        facts: &Facts,
-        sink: &EventSink<Self>,
-    ) -> Result<(), RegistryError> {
-        for event in self.decide(&command, facts)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: DoorEvent) {
+impl Door {
+    /// How one event changes it (`Aggregate::apply`).
+    fn fold(&mut self, event: DoorEvent) {
         self.version += 1;
         match event {
             DoorEvent::DoorRegistered { door_id, details } => {
@@ -546,3 +528,5 @@ impl Aggregate for Door {
         }
     }
 }
+
+super::registry_aggregate!(Door, "door", DoorCommand, DoorEvent);

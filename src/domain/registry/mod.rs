@@ -10,6 +10,37 @@
 //! a plan names — is resolved by the application into [`Facts`] before the
 //! aggregate decides, so every rule here stays pure.
 
+/// The `cqrs_es::Aggregate` of a registry entry: decided by its `decide`
+/// on the resolved [`Facts`], changed by its `fold`.
+macro_rules! registry_aggregate {
+    ($agg:ty, $type:literal, $cmd:ty, $event:ty) => {
+        impl cqrs_es::Aggregate for $agg {
+            const TYPE: &'static str = $type;
+            type Command = crate::domain::Issued<$cmd>;
+            type Event = $event;
+            type Error = super::RegistryError;
+            type Services = super::Facts;
+
+            async fn handle(
+                &mut self,
+                command: Self::Command,
+                facts: &super::Facts,
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), super::RegistryError> {
+                for event in self.decide(&command, facts)? {
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: $event) {
+                self.fold(event);
+            }
+        }
+    };
+}
+pub(crate) use registry_aggregate;
+
 pub mod customer;
 pub mod door;
 pub mod plan;

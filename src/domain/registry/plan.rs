@@ -13,8 +13,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Months, NaiveDate};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -478,26 +477,9 @@ impl MaintenancePlan {
     }
 }
 
-impl Aggregate for MaintenancePlan {
-    const TYPE: &'static str = "maintenance_plan";
-    type Command = Issued<PlanCommand>;
-    type Event = PlanEvent;
-    type Error = RegistryError;
-    type Services = Facts;
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        facts: &Facts,
-        sink: &EventSink<Self>,
-    ) -> Result<(), RegistryError> {
-        for event in self.decide(&command, facts)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: PlanEvent) {
+impl MaintenancePlan {
+    /// How one event changes it (`Aggregate::apply`).
+    fn fold(&mut self, event: PlanEvent) {
         self.version += 1;
         match event {
             PlanEvent::PlanCreated {
@@ -534,3 +516,5 @@ impl Aggregate for MaintenancePlan {
         }
     }
 }
+
+super::registry_aggregate!(MaintenancePlan, "maintenance_plan", PlanCommand, PlanEvent);

@@ -1,8 +1,7 @@
 //! The `Site` aggregate: a place with doors — its address and coordinates,
 //! its time zone, how to get in, who to ask, and the customer it belongs to.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::customer::Retire;
@@ -293,26 +292,9 @@ impl Site {
     }
 }
 
-impl Aggregate for Site {
-    const TYPE: &'static str = "site";
-    type Command = Issued<SiteCommand>;
-    type Event = SiteEvent;
-    type Error = RegistryError;
-    type Services = Facts;
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        facts: &Facts,
-        sink: &EventSink<Self>,
-    ) -> Result<(), RegistryError> {
-        for event in self.decide(&command, facts)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: SiteEvent) {
+impl Site {
+    /// How one event changes it (`Aggregate::apply`).
+    fn fold(&mut self, event: SiteEvent) {
         self.version += 1;
         match event {
             SiteEvent::SiteRegistered { site_id, details } => {
@@ -324,3 +306,5 @@ impl Aggregate for Site {
         }
     }
 }
+
+super::registry_aggregate!(Site, "site", SiteCommand, SiteEvent);
