@@ -27,11 +27,11 @@ use serde_json::json;
 use crate::support::*;
 use crate::*;
 
-fn manifest() -> PathBuf {
+pub(crate) fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CHROMIUM_PATH") {
         return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
@@ -46,7 +46,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// What is missing to run the browser tests, if anything.
-fn missing() -> Option<String> {
+pub(crate) fn missing() -> Option<String> {
     let node = std::process::Command::new("node").arg("--version").output();
     match node {
         Ok(o) if o.status.success() => {
@@ -235,7 +235,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
 }
 
 /// Stops the child on drop, whatever happened.
-struct Service(std::process::Child);
+pub(crate) struct Service(pub(crate) std::process::Child);
 
 impl Drop for Service {
     fn drop(&mut self) {
@@ -259,82 +259,18 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
     let evidence_dir = work.path().join("evidence");
     let mut env = seed(&t, &evidence_dir).await;
 
-    let port = free_port();
-    let log_path = work.path().join("service.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
-        .arg("serve")
-        .env("DATABASE_URL", &t.db_url)
-        .env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DISPATCH_CLOCK", format!("manual:{}", t0().to_rfc3339()))
-        .env("DISPATCH_DATA_DIR", work.path())
-        // The seeded jobs were keyed in process with the tests' keyring: the
-        // service verifies (and keys) with the same one, as replicas share one.
-        .env("DISPATCH_CHAIN_KEYRING", support::chain_keys().to_toml())
-        .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
-        .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
-        .env("DISPATCH_LOG_FORMAT", "json")
-        .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("the service binary starts");
-    let mut service = Service(child);
-    let ready = (0..300).any(|_| {
-        let ok = http(
-            port,
-            "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        )
-        .is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
-        if !ok {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(
-        ready,
-        "the service did not become ready: {}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
+    let (mut service, port, log_path) = serve(&t, work.path(), &evidence_dir);
 
-    let shots = std::env::var("UI_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        // Screenshots go under target/ by default so a test run leaves the
-        // tree clean; `UI_SCREENSHOT_DIR=docs/screenshots` refreshes the
-        // ones the README shows.
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
-    std::fs::create_dir_all(&shots).unwrap();
+    // Screenshots go under target/ by default so a test run leaves the tree
+    // clean; `UI_SCREENSHOT_DIR=docs/screenshots` refreshes the README's.
+    let shots = screenshot_dir();
     env.push(("UI_BASE_URL".into(), format!("http://127.0.0.1:{port}")));
     env.push(("UI_SCREENSHOT_DIR".into(), shots.display().to_string()));
     env.push((
         "CHROMIUM_PATH".into(),
         chromium().unwrap().display().to_string(),
     ));
-    let node = tokio::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "ui.test.mjs"])
-        .current_dir(manifest().join("e2e/browser"))
-        .envs(env)
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(150), node)
-        .await
-        .expect("the browser tests finish within 150 s")
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{report}");
-    assert!(
-        out.status.success(),
-        "browser tests failed:\n{report}\n--- service log ---\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
+    run_node("ui.test.mjs", env, &log_path).await;
     for shot in ["board.png", "job.png", "door.png"] {
         assert!(
             shots.join(shot).metadata().is_ok_and(|m| m.len() > 10_000),
@@ -386,4 +322,88 @@ async fn chromium_dispatcher_board_live_approval_tamper_mark_and_technician_view
         "the service did not drain within 10 s with a board stream open"
     );
     println!("browser tests: {} s in all", started.elapsed().as_secs());
+}
+
+/// Starts `dispatch-api serve` as the README does, on a free loopback port,
+/// over the test's database (its keyring, a manual clock at `t0`, the
+/// evidence in `evidence_dir`), and waits until it is ready.
+pub(crate) fn serve(t: &TestApp, work: &Path, evidence_dir: &Path) -> (Service, u16, PathBuf) {
+    let port = free_port();
+    let log_path = work.join("service.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
+        .arg("serve")
+        .env("DATABASE_URL", &t.db_url)
+        .env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DISPATCH_CLOCK", format!("manual:{}", t0().to_rfc3339()))
+        .env("DISPATCH_DATA_DIR", work)
+        // The seeded jobs were keyed in process with the tests' keyring: the
+        // service verifies (and keys) with the same one, as replicas share one.
+        .env("DISPATCH_CHAIN_KEYRING", support::chain_keys().to_toml())
+        .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
+        .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
+        .env("DISPATCH_LOG_FORMAT", "json")
+        .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the service binary starts");
+    let service = Service(child);
+    let ready = (0..300).any(|_| {
+        let ok = http(
+            port,
+            "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(
+        ready,
+        "the service did not become ready: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+
+    (service, port, log_path)
+}
+
+/// The screenshot folder (`UI_SCREENSHOT_DIR`, else under target/).
+pub(crate) fn screenshot_dir() -> PathBuf {
+    let shots = std::env::var("UI_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+/// Runs one node test file of `e2e/browser` with `env`; fails the test with
+/// its report and the service's log unless it passes within 240 s.
+pub(crate) async fn run_node(file: &str, env: Vec<(String, String)>, log_path: &Path) {
+    let node = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .current_dir(manifest().join("e2e/browser"))
+        .envs(env)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), node)
+        .await
+        .expect("the browser tests finish within 240 s")
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "browser tests failed:\n{report}\n--- service log ---\n{}",
+        std::fs::read_to_string(log_path).unwrap_or_default()
+    );
 }

@@ -5,6 +5,8 @@
 
 mod browser;
 mod doors;
+mod field;
+mod field_pages;
 mod pages;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]

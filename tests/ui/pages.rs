@@ -224,7 +224,11 @@ async fn pages_and_buttons_follow_the_allowlist() {
     // Technician: their visits and their jobs, no board, no approvals, no buttons, no timeline.
     let tech = login(&t, &t.keys.tech_d).await;
     let landing = login_form(&t, &[("key", &t.keys.tech_d)]).await;
-    assert_eq!(landing.location(), "/ui/technicians/tech-d/schedule");
+    assert_eq!(
+        landing.location(),
+        "/ui/field",
+        "a technician lands on the field app"
+    );
     for path in [
         "/ui/board",
         "/ui/approvals",

@@ -33,6 +33,6 @@ pub use events::{
 };
 pub use invoice::Invoice;
 pub use state::{
-    Approval, ApprovalStatus, ChecklistEntry, EvidenceRef, Flags, JobData, JobState, Note, Visit,
-    VisitStatus,
+    Approval, ApprovalStatus, ChecklistEntry, EvidenceRef, Flags, JobData, JobState, Missing, Note,
+    Visit, VisitStatus,
 };

@@ -18,6 +18,7 @@ use super::events::{ApprovalAction, Channel, EvidenceKind, SlaKind};
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
 use crate::domain::policy::Priority;
+use crate::domain::sop::IncidentSop;
 
 /// The job states of the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -403,5 +404,66 @@ impl JobData {
     /// Whether evidence of a kind is attached.
     pub fn has_evidence(&self, kind: EvidenceKind) -> bool {
         self.evidence.iter().any(|e| e.kind == kind)
+    }
+
+    /// What a completed check-out of the current visit still lacks under
+    /// its field SOP, in the order `missing_field_evidence` lists it: the
+    /// required checklist items not done, the required evidence kinds not
+    /// attached, and the make-safe where triage required it. An item counts
+    /// as done when it passed, is N/A, or failed with a deficiency recorded
+    /// for it (`has_deficiency`: an inspection's failed item is its finding,
+    /// not unfinished work). `check_out` decides by this list; the
+    /// technician's visit page shows it before the button.
+    pub fn completion_missing(
+        &self,
+        sop: &IncidentSop,
+        has_deficiency: impl Fn(&str) -> bool,
+    ) -> Vec<Missing> {
+        let mut missing: Vec<Missing> = sop
+            .field
+            .checklist
+            .iter()
+            .filter(|i| i.required)
+            .filter(|i| {
+                !self.checklist.get(&i.id).is_some_and(|e| match e.result {
+                    ChecklistResult::Pass | ChecklistResult::Na => true,
+                    ChecklistResult::Fail => has_deficiency(&i.id),
+                })
+            })
+            .map(|i| Missing::ChecklistItem(i.id.clone()))
+            .collect();
+        missing.extend(
+            sop.field
+                .evidence_required
+                .iter()
+                .filter(|k| !self.has_evidence(**k))
+                .map(|k| Missing::Evidence(*k)),
+        );
+        if self.flags.make_safe_required {
+            missing.push(Missing::MakeSafe);
+        }
+        missing
+    }
+}
+
+/// One thing a completed check-out lacks ([`JobData::completion_missing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// A required checklist item (its SOP id) not done.
+    ChecklistItem(String),
+    /// A required evidence kind not attached.
+    Evidence(EvidenceKind),
+    /// The make-safe, required by triage, not confirmed.
+    MakeSafe,
+}
+
+impl Missing {
+    /// Its name in `missing_field_evidence`'s list.
+    pub fn wire(&self) -> String {
+        match self {
+            Missing::ChecklistItem(id) => id.clone(),
+            Missing::Evidence(k) => k.as_str().to_string(),
+            Missing::MakeSafe => "make_safe_confirmed".to_string(),
+        }
     }
 }

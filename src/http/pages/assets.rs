@@ -13,11 +13,36 @@ use crate::store::hash::sha256_hex;
 const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
 const ICON: &str = include_str!("assets/favicon.svg");
+const FIELD_CSS: &str = include_str!("assets/field.css");
+const FIELD_JS: &str = include_str!("assets/field.js");
 
 static CSS_HREF: LazyLock<String> =
     LazyLock::new(|| format!("/ui/static/app.css?v={}", &sha256_hex(CSS.as_bytes())[..12]));
 static JS_HREF: LazyLock<String> =
     LazyLock::new(|| format!("/ui/static/app.js?v={}", &sha256_hex(JS.as_bytes())[..12]));
+
+static FIELD_CSS_HREF: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "/ui/static/field.css?v={}",
+        &sha256_hex(FIELD_CSS.as_bytes())[..12]
+    )
+});
+static FIELD_JS_HREF: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "/ui/static/field.js?v={}",
+        &sha256_hex(FIELD_JS.as_bytes())[..12]
+    )
+});
+
+/// The field app's style sheet's link.
+pub fn field_css_href() -> &'static str {
+    &FIELD_CSS_HREF
+}
+
+/// The field app's script's link.
+pub fn field_js_href() -> &'static str {
+    &FIELD_JS_HREF
+}
 
 /// The style sheet's link.
 pub fn css_href() -> &'static str {
@@ -35,6 +60,8 @@ pub(super) async fn file(Path(file): Path<String>) -> Response {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "app.js" => (JS, "text/javascript; charset=utf-8"),
         "favicon.svg" => (ICON, "image/svg+xml"),
+        "field.css" => (FIELD_CSS, "text/css; charset=utf-8"),
+        "field.js" => (FIELD_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
     };
     let mut resp = body.into_response();

@@ -26,6 +26,8 @@ pub enum Nav {
     Technicians,
     /// The technician's own visits.
     Schedule,
+    /// The technician's field app: offers and visits to work from a phone.
+    Field,
     /// None of them (a job page, an error).
     None,
 }
@@ -57,6 +59,7 @@ impl Nav {
             && list.endpoint_allowed("GET /v1/technicians/{technician_id}/schedule", role)
         {
             if let Some(t) = &caller.technician_id {
+                out.push(("My work", Nav::Field, "/ui/field".to_string()));
                 out.push((
                     "My visits",
                     Nav::Schedule,
@@ -83,6 +86,34 @@ pub fn render(
     active: Nav,
     body: Markup,
 ) -> Response {
+    shell(status, session, title, active, body, false)
+}
+
+/// A page of the technician's field app: the same shell with the field
+/// app's style sheet and script (the offline queue), and the connection
+/// status under the header.
+pub fn render_field(s: &UiSession, title: &str, body: Markup) -> Response {
+    let mut resp = shell(StatusCode::OK, Some(s), title, Nav::Field, body, true);
+    // The pages' policy, with the photos the phone shows from its own
+    // memory (`blob:` URLs of photos not yet sent).
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    resp
+}
+
+fn shell(
+    status: StatusCode,
+    session: Option<&UiSession>,
+    title: &str,
+    active: Nav,
+    body: Markup,
+    field: bool,
+) -> Response {
     let state_nav = session.map(|s| s.nav.clone()).unwrap_or_default();
     let markup = html! {
         (DOCTYPE)
@@ -95,8 +126,13 @@ pub fn render(
                 link rel="icon" href="/ui/static/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href=(assets::css_href());
                 script src=(assets::js_href()) defer {}
+                @if field {
+                    meta name="theme-color" content="#ffffff";
+                    link rel="stylesheet" href=(assets::field_css_href());
+                    script src=(assets::field_js_href()) defer {}
+                }
             }
-            body {
+            body.field[field] {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     span.brand { "dispatch" }
@@ -117,6 +153,12 @@ pub fn render(
                                 button.link type="submit" { "Log out" }
                             }
                         }
+                    }
+                }
+                @if let (true, Some(s)) = (field, session) {
+                    div #field-sync.sync role="status" aria-live="polite" data-csrf=(s.csrf)
+                        data-technician=(s.caller.technician_id.as_deref().unwrap_or("")) {
+                        span #sync-text { "Connecting…" }
                     }
                 }
                 main #main tabindex="-1" {

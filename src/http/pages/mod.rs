@@ -16,7 +16,9 @@ mod approvals;
 mod assets;
 mod billing;
 mod board;
+mod command;
 mod doors;
+mod field;
 mod job;
 mod layout;
 mod session;
@@ -58,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/doors/{door_id}", get(doors::page))
         .route("/ui/evidence/{sha256}", get(job::evidence))
         .route("/ui/static/{file}", get(assets::file))
+        .merge(field::router())
         .layer(Extension(board::Hub::new()))
         .layer(middleware::from_fn(security_headers))
 }

@@ -195,6 +195,22 @@ pub(super) fn check_post(
     Ok(())
 }
 
+/// The checks of a signed-in script's post (the field app's actions): same
+/// origin and the session's CSRF token in the `X-CSRF-Token` header.
+pub(super) fn check_script_post(headers: &HeaderMap, s: &UiSession) -> Result<(), ApiError> {
+    let token_ok = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| same(t, &s.csrf));
+    if same_origin(headers) && token_ok {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this request did not come from a page of this session (reload the page)".into(),
+        ))
+    }
+}
+
 /// A login destination that stays on this site's pages.
 fn safe_next(next: Option<&String>) -> Option<String> {
     let n = next?;

@@ -8,7 +8,9 @@ use crate::domain::actor::Role;
 use crate::domain::job::commands::*;
 use crate::domain::job::errors::JobError;
 use crate::domain::job::events::JobEvent;
-use crate::domain::job::state::{ChecklistEntry, EvidenceRef, JobState, Visit, VisitStatus};
+use crate::domain::job::state::{
+    ChecklistEntry, EvidenceRef, JobState, Missing, Visit, VisitStatus,
+};
 use crate::domain::money::round_up_minutes;
 use crate::domain::technician::Shift;
 
@@ -260,41 +262,24 @@ pub(in crate::domain::job) fn check_out(cx: &Ctx<'_>, c: &CheckOut) -> Decided {
             &d.corrective_action,
         )?;
     }
-    // An inspection's failed item is its finding, not unfinished work: a
-    // required item counts as done when it passed, is N/A, or failed with
-    // a deficiency recorded for it.
-    let found = |id: &str| {
-        c.deficiencies
-            .iter()
-            .any(|d| d.item_id.as_deref() == Some(id))
-    };
     let make_safe_confirmed = c.make_safe_confirmed.unwrap_or(false);
     if c.outcome == CheckOutcome::Completed {
-        let mut missing: Vec<String> = sop
-            .field
-            .checklist
-            .iter()
-            .filter(|i| i.required)
-            .filter(|i| {
-                !job.checklist.get(&i.id).is_some_and(|e| match e.result {
-                    ChecklistResult::Pass | ChecklistResult::Na => true,
-                    ChecklistResult::Fail => found(&i.id),
-                })
-            })
-            .map(|i| i.id.clone())
-            .collect();
-        missing.extend(
-            sop.field
-                .evidence_required
+        let found = |id: &str| {
+            c.deficiencies
                 .iter()
-                .filter(|k| !job.has_evidence(**k))
-                .map(|k| k.as_str().to_string()),
-        );
+                .any(|d| d.item_id.as_deref() == Some(id))
+        };
+        let lacking = job.completion_missing(sop, found);
+        let mut missing: Vec<String> = lacking
+            .iter()
+            .filter(|m| **m != Missing::MakeSafe)
+            .map(Missing::wire)
+            .collect();
         if c.door_left_state == DoorLeftState::LockedOut {
             missing.push("door_left_state".into());
         }
-        if job.flags.make_safe_required && !make_safe_confirmed {
-            missing.push("make_safe_confirmed".into());
+        if lacking.contains(&Missing::MakeSafe) && !make_safe_confirmed {
+            missing.push(Missing::MakeSafe.wire());
         }
         if !missing.is_empty() {
             return Err(JobError::MissingFieldEvidence { missing });

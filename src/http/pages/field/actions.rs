@@ -1,0 +1,269 @@
+//! The field app's actions, as the phone sends them (JSON answers, the
+//! API's problem documents): a job command, or a file of evidence stored
+//! and attached in one action. Each carries the `Idempotency-Key` the phone
+//! gave it when it was made, so a replay after a dead zone is the stored
+//! answer, and the session's CSRF token in `X-CSRF-Token`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::super::command::run_job_command;
+use super::super::session::{check_script_post, UiSession};
+use crate::app::RequestMeta;
+use crate::domain::job::EvidenceKind;
+use crate::error::{ApiError, Result};
+use crate::http::extract::{mutation_meta, read_body, read_json};
+use crate::http::{reply_response, AppState};
+use crate::tools::gate::Access;
+
+/// Media types the field app stores: photos, a PDF form, and the checklist
+/// form the phone makes from its answers (JSON).
+const FILE_TYPES: [&str; 5] = [
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "application/pdf",
+    "application/json",
+];
+
+/// The fewest dark pixels a drawn signature has (a dot is not one).
+const SIGNATURE_MIN_INK: usize = 40;
+
+/// `POST /ui/field/jobs/{job_id}/actions/{command}`: the job command of
+/// that wire name with the JSON body as its arguments — whatever the
+/// allowlist lets the session's role run, decided by the domain as any
+/// other call (a technician only on their own visit).
+pub(super) async fn command(
+    State(state): State<AppState>,
+    s: UiSession,
+    Path((job_id, command)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        check_script_post(&headers, &s)?;
+        if !crate::http::decode::is_routed_job_command(&command) {
+            return Err(ApiError::NotFound(format!(
+                "no job command named `{}`",
+                crate::http::decode::echo(&command)
+            )));
+        }
+        let args = read_json(&headers, body, state.limits.max_body_bytes).await?;
+        let path = format!("/v1/jobs/{job_id}/commands/{command}");
+        let meta = mutation_meta(&headers, "POST", &path, &args)?;
+        run_job_command(&state, &s, &job_id, &command, args, &meta).await
+    };
+    match run.await {
+        Ok(reply) => reply_response(reply),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /ui/field/jobs/{job_id}/evidence?kind=…[&note=…]`: the body is the
+/// file (a photo, the signature drawn on the screen as PNG, a PDF, or the
+/// checklist form as JSON). It is stored (under the action's key with
+/// `.upload` appended) and attached as evidence of that kind (under the
+/// action's key): both answers are kept, so a replay stores and attaches
+/// nothing twice.
+pub(super) async fn evidence(
+    State(state): State<AppState>,
+    s: UiSession,
+    Path(job_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match store_and_attach(&state, &s, &job_id, &q, &headers, body).await {
+        Ok(reply) => reply_response(reply),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn store_and_attach(
+    state: &AppState,
+    s: &UiSession,
+    job_id: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<crate::app::Reply> {
+    check_script_post(headers, s)?;
+    let upload = Access::Endpoint("POST /v1/evidence");
+    if !state.tools.gate.allows(s.caller.role, upload) {
+        return Err(ApiError::Forbidden(format!(
+            "role `{}` may not call POST /v1/evidence",
+            s.caller.role.as_str()
+        )));
+    }
+    let kind: EvidenceKind = q
+        .get("kind")
+        .and_then(|k| serde_json::from_value(json!(k)).ok())
+        .ok_or_else(|| ApiError::Validation {
+            detail: "`kind` must name an evidence kind (photo_before, photo_after, label_photo, signature, checklist_form, …)".into(),
+            field: Some("kind".into()),
+        })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if !FILE_TYPES.contains(&content_type.as_str()) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "a field file is one of {}",
+            FILE_TYPES.join(", ")
+        )));
+    }
+    let bytes = read_body(headers, body, state.limits.max_evidence_bytes).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::Validation {
+            detail: "the file is empty".into(),
+            field: Some("file".into()),
+        });
+    }
+    check_content(kind, &content_type, &bytes)?;
+    let mut args = json!({"kind": kind.as_str(), "sha256": crate::store::hash::sha256_hex(&bytes)});
+    if let Some(note) = q.get("note").map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        args["note"] = note.into();
+    }
+    let path = format!("/v1/jobs/{job_id}/commands/attach_evidence");
+    let meta = mutation_meta(headers, "POST", &path, &args)?;
+    let digest = json!({"sha256": args["sha256"], "content_type": content_type});
+    let upload_meta = RequestMeta {
+        idempotency_key: format!("{}.upload", meta.idempotency_key),
+        request_hash: crate::http::extract::request_hash("POST", "/v1/evidence", &digest),
+        ..meta.clone()
+    };
+    let stored = state
+        .app
+        .upload_evidence(&s.caller, &upload_meta, bytes, content_type)
+        .await?;
+    if stored.status >= 400 {
+        return Ok(stored);
+    }
+    run_job_command(state, s, job_id, "attach_evidence", args, &meta).await
+}
+
+/// What a file of a kind must be: the signature a PNG with ink on it (a
+/// blank pad is refused), the checklist form a JSON object.
+fn check_content(kind: EvidenceKind, content_type: &str, bytes: &[u8]) -> Result<()> {
+    let bad = |detail: &str, field: &str| ApiError::Validation {
+        detail: detail.into(),
+        field: Some(field.into()),
+    };
+    match kind {
+        EvidenceKind::Signature => {
+            if content_type != "image/png" {
+                return Err(bad("a signature is sent as image/png", "file"));
+            }
+            match ink(bytes) {
+                None => Err(bad("the signature is not a readable PNG image", "file")),
+                Some(n) if n < SIGNATURE_MIN_INK => Err(bad(
+                    "the signature has no strokes: ask the customer to sign in the box",
+                    "signature",
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        EvidenceKind::ChecklistForm if content_type == "application/json" => {
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(Value::Object(_)) => Ok(()),
+                _ => Err(bad("the checklist form is not a JSON object", "file")),
+            }
+        }
+        _ if content_type == "application/json" => {
+            Err(bad("only the checklist form is sent as JSON", "kind"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The number of dark, visible pixels of a PNG (`None`: not a PNG this
+/// decoder reads within 64 MiB).
+fn ink(bytes: &[u8]) -> Option<usize> {
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::Cursor::new(bytes),
+        png::Limits {
+            bytes: 64 * 1024 * 1024,
+        },
+    );
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().ok()?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).ok()?;
+    let data = &buf[..frame.buffer_size()];
+    let dark = |l: u8| l < 160;
+    let count = match frame.color_type {
+        png::ColorType::Rgba => data
+            .chunks_exact(4)
+            .filter(|p| p[3] > 64 && dark(((p[0] as u16 + p[1] as u16 + p[2] as u16) / 3) as u8))
+            .count(),
+        png::ColorType::Rgb => data
+            .chunks_exact(3)
+            .filter(|p| dark(((p[0] as u16 + p[1] as u16 + p[2] as u16) / 3) as u8))
+            .count(),
+        png::ColorType::GrayscaleAlpha => data
+            .chunks_exact(2)
+            .filter(|p| p[1] > 64 && dark(p[0]))
+            .count(),
+        png::ColorType::Grayscale => data.iter().filter(|l| dark(**l)).count(),
+        png::ColorType::Indexed => return None,
+    };
+    Some(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(pixels).unwrap();
+        drop(w);
+        out
+    }
+
+    #[test]
+    fn a_blank_pad_is_no_signature_and_strokes_are() {
+        let (w, h) = (60u32, 20u32);
+        let blank = vec![0u8; (w * h * 4) as usize];
+        assert_eq!(ink(&png(w, h, &blank)), Some(0));
+        let mut signed = blank.clone();
+        for x in 5..55 {
+            let i = ((10 * w + x) * 4) as usize;
+            signed[i..i + 4].copy_from_slice(&[10, 10, 30, 255]);
+        }
+        assert_eq!(ink(&png(w, h, &signed)), Some(50));
+        assert!(check_content(EvidenceKind::Signature, "image/png", &png(w, h, &blank)).is_err());
+        assert!(check_content(EvidenceKind::Signature, "image/png", &png(w, h, &signed)).is_ok());
+        assert!(check_content(EvidenceKind::Signature, "image/jpeg", b"x").is_err());
+        assert_eq!(ink(b"not a png"), None);
+    }
+
+    #[test]
+    fn json_is_only_the_checklist_form() {
+        assert!(check_content(
+            EvidenceKind::ChecklistForm,
+            "application/json",
+            b"{\"items\":[]}"
+        )
+        .is_ok());
+        assert!(check_content(EvidenceKind::ChecklistForm, "application/json", b"[1]").is_err());
+        assert!(check_content(EvidenceKind::PhotoBefore, "application/json", b"{}").is_err());
+        assert!(check_content(EvidenceKind::PhotoBefore, "image/jpeg", b"\xff\xd8").is_ok());
+    }
+}
