@@ -211,6 +211,11 @@ test('dead zone: work done offline is kept, then stored exactly once and in orde
   await page.locator('#checkin-form button[type=submit]').click();
   await page.waitForSelector('#onsite:not([hidden])');
   await allSent();
+  // The page kept for opening without signal is the visit on site.
+  await page.waitForFunction(async () => {
+    const hit = await (await caches.open('dispatch-field-pages-v1')).match(location.pathname);
+    return !!hit && (await hit.text()).includes('data-state="on_site"');
+  });
   const before = await events(JOBS.deadZone);
 
   await context.setOffline(true);
@@ -224,13 +229,19 @@ test('dead zone: work done offline is kept, then stored exactly once and in orde
   await page.setInputFiles('#file-photo_before', PHOTO);
   await page.waitForSelector('#field-sync[data-pending="4"][data-state="offline"]');
   assert.equal(await page.locator('#queue li.pending').count(), 4);
+  // Without signal the page opens again (the service worker kept it), with
+  // what is waiting re-applied from the phone's store.
+  await page.reload();
+  await page.waitForSelector('#field-sync[data-pending="4"][data-state="offline"]');
+  assert.equal(await page.locator('#onsite').isVisible(), true);
+  assert.equal(await page.locator(`li.item[data-item="${ids[1]}"]`).getAttribute('data-result'), 'na');
   await page.screenshot({ path: path.join(SHOTS, 'field-offline.png'), fullPage: false });
   assert.equal((await events(JOBS.deadZone)).length, before.length, 'nothing reached the service while offline');
 
   // The first answer back online reaches the service, but its reply is
   // lost on the way back: the phone sends it again with the same key.
   let lost = 0;
-  await page.route('**/actions/complete_checklist_item', async (route) => {
+  await context.route('**/actions/complete_checklist_item', async (route) => {
     if (lost === 0) {
       lost++;
       await route.fetch();
@@ -241,7 +252,7 @@ test('dead zone: work done offline is kept, then stored exactly once and in orde
   });
   await context.setOffline(false);
   await allSent();
-  await page.unroute('**/actions/complete_checklist_item');
+  await context.unroute('**/actions/complete_checklist_item');
   assert.equal(lost, 1, 'one reply was lost on the way back');
 
   const after = (await events(JOBS.deadZone)).slice(before.length);

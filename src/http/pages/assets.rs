@@ -15,6 +15,7 @@ const JS: &str = include_str!("assets/app.js");
 const ICON: &str = include_str!("assets/favicon.svg");
 const FIELD_CSS: &str = include_str!("assets/field.css");
 const FIELD_JS: &str = include_str!("assets/field.js");
+const FIELD_SW: &str = include_str!("assets/field-sw.js");
 
 static CSS_HREF: LazyLock<String> =
     LazyLock::new(|| format!("/ui/static/app.css?v={}", &sha256_hex(CSS.as_bytes())[..12]));
@@ -42,6 +43,21 @@ pub fn field_css_href() -> &'static str {
 /// The field app's script's link.
 pub fn field_js_href() -> &'static str {
     &FIELD_JS_HREF
+}
+
+/// `GET /ui/field-sw.js`: the field app's service worker. Served from
+/// `/ui/` so that its scope can be `/ui/field` (the page and everything
+/// under it), and never cached by HTTP, so a new build's worker replaces
+/// the old one at the next visit.
+pub(super) async fn field_worker() -> Response {
+    let mut resp = FIELD_SW.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }
 
 /// The style sheet's link.

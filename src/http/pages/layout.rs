@@ -99,7 +99,7 @@ pub fn render_field(s: &UiSession, title: &str, body: Markup) -> Response {
     resp.headers_mut().insert(
         axum::http::header::CONTENT_SECURITY_POLICY,
         axum::http::HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; worker-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );

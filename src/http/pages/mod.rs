@@ -60,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/doors/{door_id}", get(doors::page))
         .route("/ui/evidence/{sha256}", get(job::evidence))
         .route("/ui/static/{file}", get(assets::file))
+        .route("/ui/field-sw.js", get(assets::field_worker))
         .merge(field::router())
         .layer(Extension(board::Hub::new()))
         .layer(middleware::from_fn(security_headers))

@@ -9,6 +9,7 @@
 
   var DB = 'dispatch-field', STORE = 'actions';
   var STATE_CHANGING = { accept_offer: 1, decline_offer: 1, start_travel: 1, check_out: 1 };
+  var sentSome = false;
   var loadedAt = Date.now();
   var bar, csrf, db, pumping = false, retryTimer = null, retryDelay = 2000, lastPosition = 0, reloadWanted = false;
 
@@ -114,6 +115,7 @@
     var events = (doc && doc.events) || [];
     events.forEach(function (e) { if (e.global_position > lastPosition) lastPosition = e.global_position; });
     if (STATE_CHANGING[a.command]) reloadWanted = true;
+    sentSome = true;
     return remove(a.seq).then(function () { markSent(a); });
   }
 
@@ -183,6 +185,11 @@
         }
         ul.appendChild(li);
       });
+      if (!pending.length && !pumping && sentSome && navigator.onLine && window.caches) {
+        // The page as it is now, for opening it again without signal.
+        sentSome = false;
+        caches.open('dispatch-field-pages-v1').then(function (c) { return c.add(location.pathname); }).catch(function () {});
+      }
       if (!pending.length && !pumping && reloadWanted && navigator.onLine && !refused.length) {
         reloadWanted = false;
         var here = location.pathname;
@@ -454,6 +461,16 @@
     });
     signaturePad();
     parts();
+    if (navigator.serviceWorker) navigator.serviceWorker.register('/ui/field-sw.js', { scope: '/ui/field' }).catch(function () {});
+    // Logging out forgets the pages kept for opening without signal.
+    document.querySelectorAll('form[action="/ui/logout"]').forEach(function (f) {
+      f.addEventListener('submit', function (ev) {
+        if (!window.caches || f.getAttribute('data-cleared')) return;
+        ev.preventDefault();
+        f.setAttribute('data-cleared', 'true');
+        caches.delete('dispatch-field-pages-v1').then(function () { f.submit(); }, function () { f.submit(); });
+      });
+    });
     window.addEventListener('online', function () { retryDelay = 2000; pump(); });
     window.addEventListener('offline', function () { render(); });
     open().then(function (d) {
