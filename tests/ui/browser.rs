@@ -340,7 +340,7 @@ pub(crate) fn serve(t: &TestApp, work: &Path, evidence_dir: &Path) -> (Service, 
         // The seeded jobs were keyed in process with the tests' keyring: the
         // service verifies (and keys) with the same one, as replicas share one.
         .env("DISPATCH_CHAIN_KEYRING", support::chain_keys().to_toml())
-        .env("DISPATCH_EVIDENCE_STORE", &evidence_dir)
+        .env("DISPATCH_EVIDENCE_STORE", evidence_dir)
         .env("DISPATCH_SOPS_DIR", manifest().join("sops"))
         .env("DISPATCH_LOG_FORMAT", "json")
         .env("DISPATCH_TOOL_RATE_PER_MINUTE", "0")
