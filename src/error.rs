@@ -75,6 +75,16 @@ pub enum ApiError {
     /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
     #[error("no evidence with sha256 {0} was uploaded")]
     UnknownEvidence(String),
+    /// 422 `technician_has_no_key`: a sign-in link is bound to one of the
+    /// technician's keys, and the technician has none that is active.
+    #[error("technician `{0}` has no active technician key; make one with `dispatch-api keys create --role technician --name NAME --technician {0}`")]
+    TechnicianHasNoKey(String),
+    /// 410 `signin_link_expired`: the sign-in link is unknown, already used,
+    /// expired, or its key was revoked.
+    #[error(
+        "this sign-in link has expired or was already used; ask your dispatcher for a new one"
+    )]
+    SigninLinkExpired,
     /// 503 `projection_behind`: the read model has not applied `min_position` in time.
     #[error("the read model has not reached position {wanted} yet (it is at {position})")]
     ProjectionBehind {
@@ -213,7 +223,8 @@ impl ApiError {
                 TechnicianError::Validation { .. } => 400,
             },
             ApiError::Registry(e) => e.status(),
-            ApiError::UnknownEvidence(_) => 422,
+            ApiError::UnknownEvidence(_) | ApiError::TechnicianHasNoKey(_) => 422,
+            ApiError::SigninLinkExpired => 410,
             ApiError::Unavailable | ApiError::ProjectionBehind { .. } => 503,
             ApiError::Internal(_) => 500,
         }
@@ -238,6 +249,8 @@ impl ApiError {
             ApiError::Technician(e) => e.code(),
             ApiError::Registry(e) => e.code(),
             ApiError::UnknownEvidence(_) => "unknown_evidence",
+            ApiError::TechnicianHasNoKey(_) => "technician_has_no_key",
+            ApiError::SigninLinkExpired => "signin_link_expired",
             ApiError::ProjectionBehind { .. } => "projection_behind",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -23,8 +23,9 @@
 //!   technician commands in `technician.rs`, stored answers in
 //!   `idempotency.rs`, the facts a command needs in `facts.rs`), the job
 //!   cache (`app/cache.rs`), API keys, the known keys and the gate's key
-//!   resolution (`app/keys.rs`), evidence, UI sessions, the chain's signed
-//!   checkpoints (`app/checkpoints.rs`).
+//!   resolution (`app/keys.rs`), evidence, UI sessions, the technician's
+//!   phone (`app/field.rs`: one-time sign-in links, last contact and pending
+//!   actions), the chain's signed checkpoints (`app/checkpoints.rs`).
 //! - [`store`] — the event store on PostgreSQL: reading streams
 //!   (`store/repo.rs`), the one append path in one file (`store/writer.rs`:
 //!   `prepare_append` — hash chain, MAC — the write, the group-commit

@@ -929,11 +929,14 @@ async fn snapshot(ctx: &mut Ctx, job: &str) -> Result<(), String> {
         return Ok(());
     }
     let mut view = get(ctx, &ctx.observer.clone(), &format!("/v1/jobs/{job}")).await?;
-    // A registered door is shown as the registry knows it now: not the
-    // job's state at its version (the door's status changes on its own
-    // stream), so not part of what a replay must give back.
+    // A registered door is shown as the registry knows it now, and a
+    // phone's last contact as the phone last said: not the job's state at
+    // its version (the door's status changes on its own stream, the phone
+    // reports outside the event store), so not part of what a replay must
+    // give back.
     if let Some(v) = view.as_object_mut() {
         v.remove("registered_door");
+        v.remove("phone");
     }
     let version = view["version"]
         .as_i64()

@@ -10,6 +10,7 @@ pub mod checkpoints;
 mod commands;
 pub mod door_history;
 pub mod evidence;
+pub mod field;
 pub mod keys;
 pub mod queries;
 pub mod read_models;

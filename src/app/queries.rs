@@ -64,10 +64,26 @@ impl App {
 
     /// A job's view (`GET /v1/jobs/{id}`, `get_job`): [`job_view`] and, for
     /// a job at a registered door, the door as the registry knows it now
-    /// (`registered_door`).
+    /// (`registered_door`); for a job a technician's phone has reached the
+    /// service about, its last contact and the actions it still holds
+    /// (`phone`, [`super::field`]). Neither is the job's state at its
+    /// version: replays leave them out.
     pub async fn job_now(&self, job: &Job) -> Result<Value> {
         let mut view =
             job_view(self, job).ok_or_else(|| ApiError::NotFound("job not found".into()))?;
+        if let Some(job_id) = job.data().map(|d| d.job_id.clone()) {
+            let phone = super::field::contacts_for_jobs(&self.pool, std::slice::from_ref(&job_id))
+                .await?
+                .remove(&job_id);
+            if let Some(c) = phone {
+                view["phone"] = json!({
+                    "technician_id": c.technician_id,
+                    "last_contact_at": c.last_contact_at,
+                    "pending": c.pending,
+                    "oldest_pending_at": c.oldest_pending_at,
+                });
+            }
+        }
         if let Some(door_id) = job.data().and_then(|d| d.door_id.as_deref()) {
             let mut conn = self.conn().await?;
             let door = super::registry::index::view(

@@ -168,7 +168,11 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
         "/v1/board" if get => tool("search_board"),
         "/v1/billing/readiness" if get => tool("get_billing_status"),
         "/v1/sops" | "/v1/sops/{incident_type}" if get => tool("get_sop"),
-        "/v1/evidence" | "/v1/admin/clock" if post => endpoint(&format!("POST {route}")),
+        "/v1/evidence" | "/v1/admin/clock" | "/v1/technicians/{technician_id}/signin-links"
+            if post =>
+        {
+            endpoint(&format!("POST {route}"))
+        }
         _ => return None,
     })
 }
@@ -557,6 +561,7 @@ mod tests {
             (Method::POST, "/v1/technicians"),
             (Method::POST, "/v1/evidence"),
             (Method::POST, "/v1/admin/clock"),
+            (Method::POST, "/v1/technicians/{technician_id}/signin-links"),
             (Method::GET, "/v1/customers/{customer_id}"),
             (Method::GET, "/v1/sites/{site_id}"),
             (Method::GET, "/v1/maintenance-plans/{plan_id}"),

@@ -24,6 +24,7 @@ mod read_models;
 mod registry;
 mod registry_import;
 mod registry_jobs;
+mod signin;
 mod support;
 mod tools;
 mod writer;

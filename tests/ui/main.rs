@@ -1,13 +1,14 @@
 //! The pages under `/ui`: through the real router on a fresh database
 //! (sessions, CSRF, roles, escaping, decisions, the timeline's chain marks,
-//! the board's event stream), and in a real headless Chromium against the
-//! real binary (`browser`).
+//! the board's event stream, one-time sign-in links), and in a real
+//! headless Chromium against the real binary (`browser`).
 
 mod browser;
 mod doors;
 mod field;
 mod field_pages;
 mod pages;
+mod signin;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;

@@ -70,7 +70,9 @@ pub(super) fn schemas(schemas: &mut Map<String, Value>) {
             "job_id": {"type": "string"}, "version": {"type": "integer"}, "state": {"type": "string"}, "incident_type": {"type": "string"},
             "priority": {"type": ["string", "null"]}, "sla_due_at": {"type": ["string", "null"]}, "nte_cents": {"type": ["integer", "null"]},
             "flags": {"type": "object"}, "visits": {"type": "array"}, "checklist": {"type": "object"}, "evidence": {"type": "array"},
-            "approvals": {"type": "array"}, "invoice": {"type": "object", "required": ["lines", "total_cents"]}}}),
+            "approvals": {"type": "array"}, "invoice": {"type": "object", "required": ["lines", "total_cents"]},
+            "phone": {"description": "Present once a technician's phone has reached the service about this job: its last contact and the actions it said it still holds (not part of the job's state: replays leave it out)", "type": "object", "required": ["technician_id", "last_contact_at", "pending", "oldest_pending_at"], "properties": {
+                "technician_id": {"type": "string"}, "last_contact_at": {"type": "string", "format": "date-time"}, "pending": {"type": "integer", "minimum": 0}, "oldest_pending_at": {"type": ["string", "null"], "format": "date-time"}}}}}),
     );
     schemas.insert(
         "Sop".into(),

@@ -5,7 +5,7 @@
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use super::parts::{command_body, mutation_params, ok_json, operation, path_param, Roles};
+use super::parts::{command_body, mutation_params, ok_json, operation, path_param, problem, Roles};
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
 use crate::http::decode;
@@ -139,6 +139,34 @@ pub(super) fn technicians(
             json!({"post": operation(name, roles.endpoint(&endpoint), params, Some(command_body(name, schema)), ("200", tech_answer.clone()), true)}),
         );
     }
+    signin_links(paths, roles);
+}
+
+/// `POST /v1/technicians/{technician_id}/signin-links`: a one-time sign-in
+/// link for the technician's phone. Not an idempotent command: the token is
+/// never stored, so no answer can be replayed; each call makes a new link.
+fn signin_links(paths: &mut Map<String, Value>, roles: &Roles) {
+    let endpoint = crate::http::technicians::SIGNIN_LINKS;
+    let answer = json!({"type": "object", "required": ["technician_id", "key_name", "url", "expires_at"], "properties": {
+        "technician_id": {"type": "string"},
+        "key_name": {"type": "string", "description": "The technician key the session will be bound to (the newest active one): revoking it ends the link and the session."},
+        "url": {"type": "string", "pattern": "^/ui/field/signin/[0-9a-f]{64}$", "description": "A path on this service; the token in it is shown only here."},
+        "expires_at": {"type": "string", "format": "date-time", "description": "15 minutes after it was made."}
+    }});
+    let mut op = operation(
+        "Make a one-time sign-in link for a technician's phone",
+        roles.endpoint(endpoint),
+        json!([path_param("technician_id")]),
+        None,
+        ("201", ok_json("The link: it signs in once, within 15 minutes, as the technician's newest active key", answer)),
+        false,
+    );
+    op["description"] = json!("Each call makes a new link (no Idempotency-Key: the token is never stored, so an answer cannot be replayed; a lost answer is replaced by asking again, and the unused link expires). `GET` of the url shows a button and spends nothing; pressing it starts a page session for the bound key and opens `/ui/field`.");
+    op["responses"]["422"] = problem("The technician has no active technician key (`technician_has_no_key`); make one with `dispatch-api keys create --role technician --name NAME --technician ID`");
+    paths.insert(
+        "/v1/technicians/{technician_id}/signin-links".into(),
+        json!({ "post": op }),
+    );
 }
 
 /// Uploading and downloading evidence, and the SOP library.

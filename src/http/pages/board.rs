@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use super::layout::{self, Nav};
 use super::session::UiSession;
 use super::{PageResult, Within};
+use crate::app::field::FieldContact;
 use crate::app::App;
 use crate::domain::job::JobState;
 use crate::http::extract::require_tool;
@@ -229,20 +230,6 @@ fn sla_cell(row: &Value) -> Markup {
     }
 }
 
-/// The board rows' doors and planned work, by job id (from the door
-/// history's opening rows; none while that read model cannot answer).
-async fn doors_of(app: &App, answer: &Value) -> HashMap<String, Value> {
-    let ids: Vec<String> = answer["rows"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["job_id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    app.jobs_at_doors(&ids).await.unwrap_or_default()
-}
-
 /// A job's registered door (linked to its page) and, for planned work, its
 /// due date, marked overdue once it has passed with the work not completed.
 fn door_cell(row: &Value, door: Option<&Value>, now: Option<DateTime<Utc>>) -> Markup {
@@ -266,8 +253,33 @@ fn door_cell(row: &Value, door: Option<&Value>, now: Option<DateTime<Utc>>) -> M
     }
 }
 
+/// What the rows show beside the read model's answer, read at render time:
+/// the jobs' registered doors and planned work (from the door history's
+/// opening rows) and their phones' last contacts ([`super::phone`]); none
+/// of either while it cannot be read.
+struct Beside {
+    doors: HashMap<String, Value>,
+    phones: HashMap<String, FieldContact>,
+}
+
+impl Beside {
+    async fn read(app: &App, answer: &Value) -> Beside {
+        let ids: Vec<String> = answer["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["job_id"].as_str().map(str::to_string))
+            .collect();
+        Beside {
+            doors: app.jobs_at_doors(&ids).await.unwrap_or_default(),
+            phones: super::phone::contacts(app, ids).await,
+        }
+    }
+}
+
 /// The rows, grouped by state in lifecycle order.
-fn rows_fragment(answer: &Value, doors: &HashMap<String, Value>) -> Markup {
+fn rows_fragment(answer: &Value, beside: &Beside) -> Markup {
+    let doors = &beside.doors;
     let now = layout::ts(&answer["as_of"]);
     let rows: Vec<&Value> = answer["rows"]
         .as_array()
@@ -320,6 +332,7 @@ fn rows_fragment(answer: &Value, doors: &HashMap<String, Value>) -> Markup {
                                                     Some(t) => { (t) br; span.muted.small { (layout::words(r["visit_status"].as_str().unwrap_or(""))) } }
                                                     None => { span.none { "unassigned" } }
                                                 }
+                                                (super::phone::board_cell(beside.phones.get(job), r["state"].as_str().unwrap_or(""), now.unwrap_or_else(Utc::now)))
                                             }
                                             td { (layout::time_v(&r["eta"])) }
                                             td { (flags_of(&r["flags"])) }
@@ -401,7 +414,7 @@ pub(super) async fn page(
     require_tool(&state, &s.caller, "search_board").within(&s)?;
     let f = filters(q.as_deref());
     let answer = state.app.board(&f).await.within(&s)?;
-    let doors = doors_of(&state.app, &answer).await;
+    let beside = Beside::read(&state.app, &answer).await;
     let position = answer["position"].as_i64().unwrap_or(0);
     let stream = {
         let mut p = f.clone();
@@ -414,7 +427,7 @@ pub(super) async fn page(
             "Live updates connecting… (position " (position) ")"
         }
         div #board-live data-stream=(stream) {
-            (rows_fragment(&answer, &doors))
+            (rows_fragment(&answer, &beside))
         }
     };
     Ok(layout::ok(&s, "Dispatch board", Nav::Board, body))
@@ -440,8 +453,8 @@ impl Watch {
                     return None;
                 }
                 self.sent = Some(position);
-                let doors = doors_of(&self.app, &answer).await;
-                let html = layout::fragment_for_sse(rows_fragment(&answer, &doors));
+                let beside = Beside::read(&self.app, &answer).await;
+                let html = layout::fragment_for_sse(rows_fragment(&answer, &beside));
                 Some(
                     Event::default()
                         .event("rows")

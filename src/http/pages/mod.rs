@@ -3,7 +3,7 @@
 //! (server-sent events fed by the board projector's progress), approvals with
 //! approve/reject, billing readiness, a job's page with its verified event
 //! timeline, a registered door's details and history, the roster and
-//! schedules.
+//! schedules, and one-time sign-in links for technicians' phones.
 //!
 //! Server-rendered HTML (maud escapes every interpolated value: stored text
 //! is data, never markup), one small script and one style sheet embedded in
@@ -21,7 +21,9 @@ mod doors;
 mod field;
 mod job;
 mod layout;
+mod phone;
 mod session;
+mod signin;
 mod technicians;
 
 use axum::extract::Request;
@@ -34,6 +36,7 @@ use axum::{Extension, Router};
 use super::AppState;
 
 pub use session::{SESSION_COOKIE, SESSION_TTL_HOURS};
+pub use signin::signin_path;
 
 /// The routes of the pages.
 pub fn router() -> Router<AppState> {
@@ -55,6 +58,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/ui/technicians/{technician_id}/schedule",
             get(technicians::schedule),
+        )
+        .route(
+            "/ui/technicians/{technician_id}/signin-link",
+            post(signin::create),
+        )
+        .route(
+            "/ui/field/signin/{token}",
+            get(signin::show).post(signin::redeem),
         )
         .route("/ui/jobs/{job_id}", get(job::page))
         .route("/ui/doors/{door_id}", get(doors::page))

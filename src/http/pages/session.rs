@@ -23,6 +23,8 @@ use crate::store::hash::sha256_hex;
 pub const SESSION_COOKIE: &str = "dispatch_session";
 /// How long a session lasts after logging in (absolute, not sliding).
 pub use crate::app::sessions::SESSION_TTL_HOURS;
+/// A technician's first page (the phone's "My work").
+pub(super) const FIELD_HOME: &str = "/ui/field";
 /// The largest form body a page accepts.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -150,7 +152,7 @@ pub(super) async fn read_form(
 /// when the browser sends one (every current browser does on POST), must
 /// name the host the request was sent to; `Sec-Fetch-Site`, when sent, must
 /// be `same-origin` (or `none`: typed by the user).
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -223,8 +225,12 @@ fn safe_next(next: Option<&String>) -> Option<String> {
     ok.then(|| n.clone())
 }
 
-/// The first page a role may see.
+/// The first page a role may see: a technician's is their phone's
+/// "My work" (`/ui/field`).
 pub(super) fn landing(state: &AppState, caller: &Caller) -> String {
+    if caller.role == Role::Technician {
+        return FIELD_HOME.to_string();
+    }
     Nav::items(state, caller)
         .into_iter()
         .map(|(_, _, href)| href)
@@ -293,18 +299,24 @@ pub(super) async fn login(
         }
         Err(e) => return Err(e.into()),
     };
+    tracing::info!(key = %caller.key_name, role = caller.role.as_str(), "ui login");
+    let target = next.unwrap_or_else(|| landing(&state, &caller));
+    Ok(start_session(&state, &caller.key_name, &target).await?)
+}
+
+/// Starts a session for the key `key_name` (a random token; the database
+/// keeps its hash) and answers with its cookie and a redirect to `target`:
+/// how a login and a redeemed sign-in link (`super::signin`) both end.
+pub(super) async fn start_session(
+    state: &AppState,
+    key_name: &str,
+    target: &str,
+) -> Result<Response, ApiError> {
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    sessions::start(
-        &state.app.pool,
-        &sha256_hex(token.as_bytes()),
-        &caller.key_name,
-    )
-    .await?;
-    tracing::info!(key = %caller.key_name, role = caller.role.as_str(), "ui login");
-    let target = next.unwrap_or_else(|| landing(&state, &caller));
-    let mut resp = Redirect::to(&target).into_response();
+    sessions::start(&state.app.pool, &sha256_hex(token.as_bytes()), key_name).await?;
+    let mut resp = Redirect::to(target).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&token, SESSION_TTL_HOURS * 3600),

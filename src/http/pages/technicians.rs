@@ -1,5 +1,6 @@
-//! The roster (shift, skills, certifications, load) and one technician's
-//! open visits.
+//! The roster (shift, skills, certifications, load; for the desk, each
+//! technician's "Sign-in link" button, `super::signin`) and one
+//! technician's open visits.
 
 use std::collections::HashMap;
 
@@ -28,6 +29,20 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
         "GET /v1/technicians/{technician_id}/schedule",
         s.caller.role,
     );
+    let may_link = state
+        .allowlist
+        .endpoint_allowed(crate::http::technicians::SIGNIN_LINKS, s.caller.role);
+    let mut cols = vec![
+        ("Technician", false),
+        ("Shift", false),
+        ("Skills", false),
+        ("Certifications", false),
+        ("Territory", false),
+        ("Load", true),
+    ];
+    if may_link {
+        cols.push(("Phone", false));
+    }
     let body = html! {
         @if rows.is_empty() {
             p.empty { "No technician is registered." }
@@ -35,7 +50,7 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
             (layout::table(
                 Some("roster"),
                 None,
-                &[("Technician", false), ("Shift", false), ("Skills", false), ("Certifications", false), ("Territory", false), ("Load", true)],
+                &cols,
                 html! {
                     @for r in &rows {
                         @let id = r["technician_id"].as_str().unwrap_or("");
@@ -70,6 +85,9 @@ pub(super) async fn page(State(state): State<AppState>, s: UiSession) -> PageRes
                             }
                             td { (layout::text_v(&r["territory"])) }
                             td.num { (r["active_load"].as_i64().unwrap_or(0)) (layout::sr(" active offers and visits")) }
+                            @if may_link {
+                                td { (super::signin::link_form(&s, id, r["name"].as_str().unwrap_or(id))) }
+                            }
                         }
                     }
                 },

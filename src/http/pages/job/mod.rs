@@ -1,5 +1,6 @@
-//! A job's page: its state, visits, checklist, evidence, invoice, approvals,
-//! notes (`sections.rs`) and its event timeline (`timeline.rs`), each event
+//! A job's page: its state, the phone's last contact on a visit under way
+//! (`super::phone`), visits, checklist, evidence, invoice, approvals, notes
+//! (`sections.rs`) and its event timeline (`timeline.rs`), each event
 //! marked by the hash-chain verification (`store::verify_rows`: hashes,
 //! MACs, head and signed checkpoints): verified, the first bad sequence and
 //! the check that found it, or past the break. Also the evidence images,
@@ -103,9 +104,18 @@ pub(super) async fn page(
         Some(v) => super::doors::door_card(&state, &s, v).await,
         None => html! {},
     };
+    let phones = super::phone::contacts(&state.app, vec![job_id.clone()]).await;
+    let phone = super::phone::job_line(
+        phones.get(&job_id),
+        view.as_ref()
+            .and_then(|v| v["state"].as_str())
+            .unwrap_or(""),
+        state.app.clock.now(),
+    );
     let body = html! {
         (flash(&query))
         p.jobid { "Job " code #job-id { (job_id) } }
+        (phone)
         @if let Some(e) = &decode_error {
             p.notice.error role="alert" { "The job's state cannot be rebuilt from its events: " (e) }
         }
