@@ -273,7 +273,8 @@ test("a technician's key cannot see the approval buttons", async () => {
 
   // ... the technician it is assigned to does not.
   await login(KEYS.tech);
-  assert.equal(new URL(page.url()).pathname, '/ui/technicians/tech-d/schedule');
+  assert.equal(new URL(page.url()).pathname, '/ui/field', 'a technician lands on My work');
+  await page.goto(`${BASE}/ui/technicians/tech-d/schedule`);
   assert.equal(await page.locator('h1').innerText(), 'My visits');
   const nav = await page.getByRole('navigation', { name: 'Main' }).innerText();
   assert.ok(!/Approvals|Board|Billing/.test(nav), `navigation for a technician: ${nav}`);
