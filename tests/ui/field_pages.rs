@@ -240,3 +240,75 @@ async fn an_oversized_photo_is_refused_before_anything_is_stored() {
     assert_eq!(t.events(&job).await.len(), before);
     assert_eq!(uploads(&t).await, 0);
 }
+
+#[tokio::test]
+async fn the_dispatcher_sees_when_the_phone_was_last_heard_from_and_what_it_holds() {
+    let (t, job) = spawn_with_job_on_site("harbor-mall").await;
+    let d = phone(&t, &t.keys.tech_d).await;
+    let report = |pending: u32| {
+        json!({"jobs": [{"job_id": job, "pending": pending, "oldest_pending_at": "2026-11-20T21:30:00Z"}]})
+            .to_string()
+            .into_bytes()
+    };
+    // Another technician's report about this job is left out.
+    let a = phone(&t, &t.keys.tech_a).await;
+    let (status, _) = post_action(
+        &t,
+        &a,
+        "/ui/field/contact",
+        "-",
+        "application/json",
+        report(9),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let desk = login(&t, &t.keys.dispatcher).await;
+    let page = job_page(&t, &job, &desk).await;
+    assert!(!page.body.contains("id=\"phone-contact\""), "{}", page.body);
+    // The phone comes back with three actions for the job.
+    let (status, _) = post_action(
+        &t,
+        &d,
+        "/ui/field/contact",
+        "-",
+        "application/json",
+        report(3),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let page = job_page(&t, &job, &desk).await;
+    assert!(page.body.contains("id=\"phone-contact\""), "{}", page.body);
+    assert!(page.body.contains("data-pending=\"3\""), "{}", page.body);
+    // An action says what is left after it: none.
+    let item = t.app.sops.get("door_stuck_open").unwrap().field.checklist[0]
+        .id
+        .clone();
+    let (status, _) = command(
+        &t,
+        &d,
+        &job,
+        "complete_checklist_item",
+        "k-1",
+        json!({"item_id": item, "result": "pass"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let page = job_page(&t, &job, &desk).await;
+    assert!(page.body.contains("id=\"phone-contact\""));
+    assert!(!page.body.contains("id=\"phone-pending\""), "{}", page.body);
+    // A report that is not one is refused.
+    let (status, v) = post_action(
+        &t,
+        &d,
+        "/ui/field/contact",
+        "-",
+        "application/json",
+        b"{\"jobs\": 3}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("validation_error")),
+        "{v}"
+    );
+}

@@ -58,8 +58,9 @@
   }
 
   // --- Sending ---------------------------------------------------------------
-  function request(a, pendingAfter) {
-    var headers = { 'X-CSRF-Token': csrf, 'Idempotency-Key': a.key, 'X-Field-Pending': String(pendingAfter) };
+  function request(a, others) {
+    var headers = { 'X-CSRF-Token': csrf, 'Idempotency-Key': a.key, 'X-Field-Pending': String(others.length) };
+    if (others.length) headers['X-Field-Oldest'] = others[0].created_at;
     var url, body;
     if (a.type === 'file') {
       url = '/ui/field/jobs/' + encodeURIComponent(a.job) + '/evidence?kind=' + encodeURIComponent(a.kind) +
@@ -82,7 +83,7 @@
         var pending = list.filter(function (a) { return a.state === 'pending'; });
         if (!pending.length) return 'done';
         var a = pending[0];
-        var after = pending.filter(function (b) { return b.job === a.job; }).length - 1;
+        var after = pending.filter(function (b) { return b.job === a.job && b.seq !== a.seq; });
         say('pending', 'Sending ' + pending.length + (pending.length === 1 ? ' action…' : ' actions…'));
         return request(a, after).then(function (resp) {
           return resp.text().then(function (text) {
@@ -117,6 +118,34 @@
     if (STATE_CHANGING[a.command]) reloadWanted = true;
     sentSome = true;
     return remove(a.seq).then(function () { markSent(a); });
+  }
+
+  // Tells the service, when there is a network, what the phone still holds
+  // for each job (and that it is there, for the visit it shows): the
+  // dispatcher sees when each phone was last heard from.
+  function report() {
+    if (!db || !navigator.onLine) return Promise.resolve();
+    return all().then(function (list) {
+      var jobs = {}, order = [];
+      var add = function (id) {
+        if (!jobs[id]) { jobs[id] = { job_id: id, pending: 0, oldest_pending_at: null }; order.push(id); }
+        return jobs[id];
+      };
+      var head = document.getElementById('visit-head');
+      if (head) add(head.getAttribute('data-job-id'));
+      list.forEach(function (a) {
+        if (a.state !== 'pending') return;
+        var j = add(a.job);
+        j.pending++;
+        if (!j.oldest_pending_at || a.created_at < j.oldest_pending_at) j.oldest_pending_at = a.created_at;
+      });
+      if (!order.length) return;
+      return fetch('/ui/field/contact', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: JSON.stringify({ jobs: order.slice(0, 50).map(function (id) { return jobs[id]; }) })
+      });
+    }).catch(function () {});
   }
 
   // --- What the phone shows ----------------------------------------------------
@@ -471,7 +500,8 @@
         caches.delete('dispatch-field-pages-v1').then(function () { f.submit(); }, function () { f.submit(); });
       });
     });
-    window.addEventListener('online', function () { retryDelay = 2000; pump(); });
+    window.addEventListener('online', function () { retryDelay = 2000; report().then(pump); });
+    setInterval(report, 60000);
     window.addEventListener('offline', function () { render(); });
     open().then(function (d) {
       db = d;
@@ -480,6 +510,6 @@
       list.forEach(function (a) { if (a.state === 'pending') applyLocal(a); });
       updateMissing();
       return render();
-    }).then(pump, function () { say('refused', 'This browser cannot keep work offline (storage is blocked).'); });
+    }).then(report).then(pump, function () { say('refused', 'This browser cannot keep work offline (storage is blocked).'); });
   });
 })();

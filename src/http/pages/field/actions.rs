@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::super::command::run_job_command;
@@ -30,6 +31,12 @@ const FILE_TYPES: [&str; 5] = [
     "application/pdf",
     "application/json",
 ];
+
+/// The most actions a phone is believed to hold for one job.
+const MAX_PENDING: u32 = 10_000;
+
+/// The most jobs one contact report names.
+const MAX_REPORTED_JOBS: usize = 50;
 
 /// The fewest dark pixels a drawn signature has (a dot is not one).
 const SIGNATURE_MIN_INK: usize = 40;
@@ -58,8 +65,118 @@ pub(super) async fn command(
         let meta = mutation_meta(&headers, "POST", &path, &args)?;
         run_job_command(&state, &s, &job_id, &command, args, &meta).await
     };
-    match run.await {
+    let answer = match run.await {
         Ok(reply) => reply_response(reply),
+        Err(e) => e.into_response(),
+    };
+    if check_script_post(&headers, &s).is_ok() {
+        heard(&state, &s, &job_id, &headers).await;
+    }
+    answer
+}
+
+/// What the phone says it still holds for a job, from an action's headers:
+/// `X-Field-Pending` (actions after this one) and `X-Field-Oldest` (when
+/// the oldest of them was made).
+fn holding(headers: &HeaderMap) -> (u32, Option<DateTime<Utc>>) {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let pending = text("x-field-pending")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        .min(MAX_PENDING);
+    let oldest = text("x-field-oldest")
+        .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
+        .map(|t| t.with_timezone(&Utc));
+    (pending, oldest)
+}
+
+/// Records that the technician's phone was heard from about `job_id`
+/// (the board and the job page show it), when the job is theirs. A
+/// failure here is logged, never the action's answer.
+async fn heard(state: &AppState, s: &UiSession, job_id: &str, headers: &HeaderMap) {
+    let (pending, oldest) = holding(headers);
+    if let Err(e) = touch_if_mine(state, s, job_id, pending, oldest).await {
+        tracing::warn!(error = %e, job_id, "the phone's contact was not recorded");
+    }
+}
+
+async fn touch_if_mine(
+    state: &AppState,
+    s: &UiSession,
+    job_id: &str,
+    pending: u32,
+    oldest: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let Some(technician) = s.caller.technician_id.as_deref() else {
+        return Ok(());
+    };
+    let job = match state.app.load_job(job_id, None).await {
+        Ok(job) => job,
+        Err(ApiError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if crate::http::jobs::check_technician_scope(&s.caller, &job).is_err() {
+        return Ok(());
+    }
+    let now = state.app.clock.now();
+    crate::app::field::touch(&state.app.pool, technician, job_id, pending, oldest, now).await
+}
+
+/// What `POST /ui/field/contact` reads: the jobs the phone holds actions
+/// for (and the visit it shows, with none).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Contact {
+    jobs: Vec<Holding>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Holding {
+    job_id: String,
+    pending: u32,
+    #[serde(default)]
+    oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /ui/field/contact`: the phone reports, when it has a network,
+/// what it still holds for each job (sent on opening a page, when the
+/// network comes back, and every minute while a page is open), so the
+/// dispatcher sees when each phone was last heard from. Jobs that are not
+/// the technician's are left out. `204` without a body.
+pub(super) async fn contact(
+    State(state): State<AppState>,
+    s: UiSession,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        check_script_post(&headers, &s)?;
+        let value = read_json(&headers, body, 16 * 1024).await?;
+        let report: Contact = serde_json::from_value(value).map_err(|e| ApiError::Validation {
+            detail: format!("not a contact report: {e}"),
+            field: None,
+        })?;
+        if report.jobs.len() > MAX_REPORTED_JOBS {
+            return Err(ApiError::Validation {
+                detail: format!("at most {MAX_REPORTED_JOBS} jobs per report"),
+                field: Some("jobs".into()),
+            });
+        }
+        for h in &report.jobs {
+            touch_if_mine(
+                &state,
+                &s,
+                &h.job_id,
+                h.pending.min(MAX_PENDING),
+                h.oldest_pending_at,
+            )
+            .await?;
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    match run.await {
+        Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
@@ -78,10 +195,14 @@ pub(super) async fn evidence(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match store_and_attach(&state, &s, &job_id, &q, &headers, body).await {
+    let answer = match store_and_attach(&state, &s, &job_id, &q, &headers, body).await {
         Ok(reply) => reply_response(reply),
         Err(e) => e.into_response(),
+    };
+    if check_script_post(&headers, &s).is_ok() {
+        heard(&state, &s, &job_id, &headers).await;
     }
+    answer
 }
 
 async fn store_and_attach(

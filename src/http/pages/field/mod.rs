@@ -40,6 +40,7 @@ pub(super) fn router() -> Router<AppState> {
             post(actions::command),
         )
         .route("/ui/field/jobs/{job_id}/evidence", post(actions::evidence))
+        .route("/ui/field/contact", post(actions::contact))
 }
 
 /// The technician a field page is for: the session's own. Other roles are
