@@ -152,6 +152,13 @@ pub(super) async fn contact(
 ) -> Response {
     let run = async {
         check_script_post(&headers, &s)?;
+        // Not a command, but a call of the key like any other: it spends
+        // the key's budget.
+        state
+            .tools
+            .gate
+            .rate(&s.caller)
+            .map_err(|r| r.rest_error(s.caller.role, Access::Handler))?;
         let value = read_json(&headers, body, 16 * 1024).await?;
         let report: Contact = serde_json::from_value(value).map_err(|e| ApiError::Validation {
             detail: format!("not a contact report: {e}"),
