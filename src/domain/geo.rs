@@ -146,7 +146,10 @@ mod tests {
         };
         // 0.00135° of latitude ≈ 150.1 m: rounds to 150, inside.
         let edge = site.judge(Some((0.00135, 0.0)));
-        assert_eq!((edge.verdict, edge.distance_m), (Verdict::Inside, Some(150)));
+        assert_eq!(
+            (edge.verdict, edge.distance_m),
+            (Verdict::Inside, Some(150))
+        );
         let out = site.judge(Some((0.00136, 0.0)));
         assert_eq!((out.verdict, out.distance_m), (Verdict::Outside, Some(151)));
         let none = site.judge(None);

@@ -246,8 +246,6 @@ fn reason_required(distance_m: Option<u32>, radius_m: u32) -> String {
         Some(d) => format!(
             "checked in {d} m from the site, outside its {radius_m} m radius: give a reason"
         ),
-        None => format!(
-            "no location given for a site with a {radius_m} m radius: give a reason"
-        ),
+        None => format!("no location given for a site with a {radius_m} m radius: give a reason"),
     }
 }

@@ -12,8 +12,8 @@ use super::commands::{
     DoorLeftState, IfmOrder, Part, PlannedWork, Site,
 };
 use super::invoice::Invoice;
-use crate::domain::geo::Geofence;
 use crate::domain::actor::Actor;
+use crate::domain::geo::Geofence;
 use crate::domain::policy::Priority;
 
 /// How the job came in.
