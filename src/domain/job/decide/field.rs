@@ -416,25 +416,7 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
                 v.travel_started_at = Some(at);
             }
         }
-        JobEvent::CheckedIn {
-            method,
-            at,
-            geofence,
-            reason,
-            accuracy_m,
-            ..
-        } => {
-            job.state = JobState::OnSite;
-            job.flags.checked_in_off_site = geofence.as_ref().is_some_and(|g| g.off_site());
-            if let Some(v) = job.current_visit_mut() {
-                v.status = VisitStatus::OnSite;
-                v.checked_in_at = Some(at);
-                v.check_in_method = Some(method);
-                v.check_in_geofence = geofence;
-                v.check_in_reason = reason;
-                v.check_in_accuracy_m = accuracy_m;
-            }
-        }
+        e @ JobEvent::CheckedIn { .. } => checked_in(job, e),
         JobEvent::ChecklistItemCompleted {
             item_id,
             result,
@@ -492,5 +474,31 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
             job.flags.hold_reason = None;
         }
         _ => {}
+    }
+}
+
+/// What `CheckedIn` does to the job: on site, the visit's check-in (with
+/// its geofence and reason) and the off-site flag of the latest check-in.
+fn checked_in(job: &mut JobData, event: JobEvent) {
+    let JobEvent::CheckedIn {
+        method,
+        at,
+        geofence,
+        reason,
+        accuracy_m,
+        ..
+    } = event
+    else {
+        return;
+    };
+    job.state = JobState::OnSite;
+    job.flags.checked_in_off_site = geofence.as_ref().is_some_and(|g| g.off_site());
+    if let Some(v) = job.current_visit_mut() {
+        v.status = VisitStatus::OnSite;
+        v.checked_in_at = Some(at);
+        v.check_in_method = Some(method);
+        v.check_in_geofence = geofence;
+        v.check_in_reason = reason;
+        v.check_in_accuracy_m = accuracy_m;
     }
 }
