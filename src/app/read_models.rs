@@ -106,8 +106,7 @@ fn push_work_filters(
     now: DateTime<Utc>,
 ) {
     if let Some(off_site) = off_site {
-        qb.push(" AND COALESCE((flags->>'checked_in_off_site')::boolean, false) = ")
-            .push_bind(off_site);
+        qb.push(" AND checked_in_off_site = ").push_bind(off_site);
     }
     match planned {
         Some(true) => qb.push(" AND planned IS NOT NULL"),

@@ -47,6 +47,7 @@ pub fn row(job: &Job, last_position: i64) -> Option<Value> {
         "opened_at": d.opened_at,
         "nte_cents": d.nte_cents,
         "flags": d.flags,
+        "checked_in_off_site": d.flags.checked_in_off_site,
         "check_in_geofence": check_in.and_then(|v| v.check_in_geofence.as_ref()),
         "check_in_reason": check_in.and_then(|v| v.check_in_reason.as_deref()),
         "planned": d.planned,

@@ -111,6 +111,8 @@ async fn an_app_check_in_is_located_inside_the_radius_and_needs_a_reason_outside
     let (n, f) = (row(&rows, &near).unwrap(), row(&rows, &far).unwrap());
     assert_eq!(n["flags"]["checked_in_off_site"], false);
     assert_eq!(f["flags"]["checked_in_off_site"], true);
+    assert_eq!(f["checked_in_off_site"], true);
+    assert_eq!(n["checked_in_off_site"], false);
     assert_eq!(f["check_in_reason"], reason);
     assert_eq!(f["check_in_geofence"]["verdict"], "outside");
     assert_eq!(n["check_in_geofence"]["verdict"], "inside");
