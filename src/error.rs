@@ -309,6 +309,14 @@ impl ApiError {
                 if let JobError::Validation { field, .. } = e {
                     obj.insert("field".into(), field.clone().into());
                 }
+                if let JobError::CheckInReasonRequired {
+                    distance_m,
+                    radius_m,
+                } = e
+                {
+                    obj.insert("distance_m".into(), json!(distance_m));
+                    obj.insert("radius_m".into(), (*radius_m).into());
+                }
             }
             ApiError::Technician(TechnicianError::Validation { field, .. })
             | ApiError::Registry(RegistryError::Validation { field, .. }) => {

@@ -95,14 +95,19 @@ fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<Option<boo
     }
 }
 
-/// The board's `planned` and `overdue` filters: planned work is a
-/// maintenance plan's occurrence; overdue, a job past its completion due
-/// time whose work is not done (an inspection past its due date).
+/// The board's `planned`, `overdue` and `checked_in_off_site` filters:
+/// planned work is a maintenance plan's occurrence; overdue, a job past its
+/// completion due time whose work is not done (an inspection past its due
+/// date); checked in off site, a job whose latest check-in was outside its
+/// site's radius or without a position (the job's flag).
 fn push_work_filters(
     qb: &mut QueryBuilder<'static, Postgres>,
-    (planned, overdue): (Option<bool>, Option<bool>),
+    (planned, overdue, off_site): (Option<bool>, Option<bool>, Option<bool>),
     now: DateTime<Utc>,
 ) {
+    if let Some(off_site) = off_site {
+        qb.push(" AND checked_in_off_site = ").push_bind(off_site);
+    }
     match planned {
         Some(true) => qb.push(" AND planned IS NOT NULL"),
         Some(false) => qb.push(" AND planned IS NULL"),
@@ -229,7 +234,8 @@ impl App {
     /// `client_id`, `incident_type`, `sla=at_risk|breached`,
     /// `planned=true|false` (a maintenance plan's occurrence or not),
     /// `overdue=true|false` (past its completion due time, work not done),
-    /// `limit`, `min_position`.
+    /// `checked_in_off_site=true|false` (the latest check-in outside the
+    /// site's radius or without a position), `limit`, `min_position`.
     pub async fn board(&self, params: &HashMap<String, String>) -> Result<Value> {
         check_params(
             params,
@@ -242,6 +248,7 @@ impl App {
                 "sla",
                 "planned",
                 "overdue",
+                "checked_in_off_site",
                 "limit",
                 "min_position",
             ],
@@ -250,6 +257,7 @@ impl App {
         let work = (
             bool_param(params, "planned")?,
             bool_param(params, "overdue")?,
+            bool_param(params, "checked_in_off_site")?,
         );
         query_text(params, "state", QUERY_STATES_CHARS)?;
         let filters: Vec<(&'static str, Option<String>)> =

@@ -35,6 +35,7 @@ fn params(query: Option<String>) -> Result<std::collections::HashMap<String, Str
             "sla",
             "planned",
             "overdue",
+            "checked_in_off_site",
             "limit",
             "min_position",
             "ready",

@@ -25,6 +25,7 @@ pub fn row(job: &Job, last_position: i64) -> Option<Value> {
     let d = job.data()?;
     let visit = d.current_visit();
     let active = visit.filter(|v| is_active(v.status));
+    let check_in = d.last_check_in();
     Some(json!({
         "job_id": d.job_id,
         "state": d.state,
@@ -46,6 +47,9 @@ pub fn row(job: &Job, last_position: i64) -> Option<Value> {
         "opened_at": d.opened_at,
         "nte_cents": d.nte_cents,
         "flags": d.flags,
+        "checked_in_off_site": d.flags.checked_in_off_site,
+        "check_in_geofence": check_in.and_then(|v| v.check_in_geofence.as_ref()),
+        "check_in_reason": check_in.and_then(|v| v.check_in_reason.as_deref()),
         "planned": d.planned,
         "follow_up_of": d.follow_up_of,
         "version": job.version,

@@ -471,7 +471,16 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
             )
             .await;
             w.dispatch_to_d().await;
-            w.both("tech-d", "check_in", json!({"method": "app"})).await;
+            // The check-in's reason (free text, recorded as given).
+            w.twin(
+                "tech-d",
+                "check_in",
+                "reason",
+                text,
+                "gate locked, checked in from the street",
+                |_| json!({"method": "app"}),
+            )
+            .await;
         }
     }
     // Closeout, reopen, close: refused on both for the state, whatever the text.
@@ -581,6 +590,7 @@ async fn hostile_text_in_every_free_text_argument_changes_nothing_the_role_could
         "cancel_job:reason",
         "record_intake:fields.*",
         "set_priority:reason",
+        "check_in:reason",
     ] {
         assert!(
             w.accepted.contains(stored),
@@ -787,6 +797,7 @@ fn base_args(name: &str, job: &str, sha: &str) -> Value {
         "request_nte_increase" => json!({"amount_cents": 90000, "reason": "x"}),
         "set_priority" => json!({"priority": "P1", "reason": "x"}),
         "complete_checklist_item" => json!({"item_id": "as_found_recorded", "result": "pass"}),
+        "check_in" => json!({"method": "app"}),
         "attach_evidence" => json!({"kind": "photo_before", "sha256": sha}),
         "check_out" => {
             json!({"outcome": "parts_on_order", "door_left_state": "secured", "resolution": "x",

@@ -13,6 +13,7 @@ mod evidence;
 mod fence;
 mod flow;
 mod gate;
+mod geofence;
 mod hostile;
 mod idempotency;
 mod injection;

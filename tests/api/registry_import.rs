@@ -393,3 +393,33 @@ async fn the_binary_imports_and_the_chain_verifies() {
     assert!(out.starts_with("line 7: installed_on: invalid ("), "{out}");
     assert_eq!(events(&t).await, 13);
 }
+
+#[tokio::test]
+async fn a_sites_check_in_radius_comes_in_from_its_own_optional_column() {
+    let t = TestApp::spawn().await;
+    let head = "record,customer_id,site_id,door_id,name,billing,address,latitude,longitude,geofence_radius_m,time_zone,kind,location\n\
+                customer,geo-c,,,Geo Co,direct,,,,,,,\n";
+    let site = |id: &str, radius: &str| {
+        format!("site,geo-c,{id},,Yard {id},,1 Yard Rd,41.5,-88.1,{radius},America/Chicago,,\n")
+    };
+    let bad = format!(
+        "{head}{}{}{}",
+        site("s1", "400"),
+        site("s2", "wide"),
+        site("s3", "20")
+    );
+    let problems = refused(&t, &bad).await;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0], p(4, "geofence_radius_m", "invalid"));
+    assert_eq!(
+        (problems[1].0, problems[1].1.as_str()),
+        (5, "geofence_radius_m")
+    );
+    assert_eq!((events(&t).await, entries(&t).await), (0, 0));
+    let good = format!("{head}{}{}", site("s1", "400"), site("s2", ""));
+    run(&t, &good, false).await.unwrap();
+    let s1 = t.get("/v1/sites/s1", &t.keys.dispatcher).await;
+    assert_eq!(s1.json["geofence_radius_m"], 400);
+    let s2 = t.get("/v1/sites/s2", &t.keys.dispatcher).await;
+    assert!(s2.json.get("geofence_radius_m").is_none(), "{:?}", s2.json);
+}

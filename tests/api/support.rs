@@ -675,3 +675,66 @@ pub async fn registry(t: &TestApp, name: &str, id: Option<&str>, body: Value) ->
     assert!(status < 300, "{name}: {status} {v}");
     v
 }
+
+/// Where the located site of the geofence tests is (Mercy East, Chicago).
+pub const SITE_LAT: f64 = 41.846;
+/// Its longitude.
+pub const SITE_LON: f64 = -87.6236;
+
+/// A customer and a site with coordinates ([`SITE_LAT`], [`SITE_LON`]) and
+/// no radius of its own (150 m), with automatic doors `geo-door-1..=n`.
+pub async fn located_site(t: &TestApp, doors: usize) {
+    registry(
+        t,
+        "register_customer",
+        None,
+        json!({"customer_id": "geo-cust", "name": "Mercy Health", "billing": "direct"}),
+    )
+    .await;
+    registry(
+        t,
+        "register_site",
+        None,
+        json!({"site_id": "geo-site", "customer_id": "geo-cust", "name": "Mercy East",
+               "address": "2525 S Michigan Ave", "latitude": SITE_LAT, "longitude": SITE_LON,
+               "time_zone": "America/Chicago"}),
+    )
+    .await;
+    for n in 1..=doors {
+        registry(
+            t,
+            "register_door",
+            None,
+            json!({"door_id": format!("geo-door-{n}"), "site_id": "geo-site",
+                   "kind": "automatic_sliding", "location": format!("Entrance {n}")}),
+        )
+        .await;
+    }
+}
+
+/// Opens the canonical job at a registered door and works it to `en_route`
+/// with technician D (technicians registered): the job's id.
+pub async fn en_route_at(t: &TestApp, door_id: &str) -> String {
+    let body = json!({
+        "incident_type": "door_stuck_open",
+        "channel": "phone",
+        "door_id": door_id,
+        "contact": {"name": "Pat Facilities", "phone": "+1-555-0142"},
+        "description": "Sliding door stuck open",
+    });
+    let r = t.post("/v1/jobs", &t.keys.agent, body).await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+    let job = r.json["job_id"].as_str().unwrap().to_string();
+    let (agent, tech_d) = (&t.keys.agent, &t.keys.tech_d);
+    let eta = (t0() + chrono::Duration::hours(1)).to_rfc3339();
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        ("record_intake", agent,  TestApp::intake(),                  Want::Status(200)),
+        ("triage_job",    agent,  json!({}),                          Want::Status(200)),
+        ("offer_job",     agent,  json!({"technician_id": "tech-d"}), Want::Status(200)),
+        ("accept_offer",  tech_d, json!({"eta": eta}),                Want::Status(200)),
+        ("start_travel",  tech_d, json!({}),                          Want::State("en_route")),
+    ];
+    t.script(&job, steps).await;
+    job
+}

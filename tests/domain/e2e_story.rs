@@ -91,6 +91,9 @@ fn canonical_story_domain_path() {
             lat: Some(39.7817),
             lon: Some(-89.6501),
             at: at(60),
+            geofence: None,
+            reason: None,
+            accuracy_m: None,
         }],
     );
     for (i, item) in required_items(INCIDENT).iter().enumerate() {

@@ -3,6 +3,7 @@
 //! - `transitions`: every row of lifecycle.md's transition table, given/when/then.
 //! - `invalid_transitions`: the whole state × command matrix.
 //! - `edge_cases`: lifecycle.md's edge cases that are domain matters.
+//! - `geofence`: the geofenced check-in over method × site × position × reason.
 //! - `approvals`: who decides, self-approval, replacing NTEs, stale approvals.
 //! - `destructive`: the agent never ends an ever-offered job alone; duplicate links.
 //! - `e2e_story`: the domain path of the canonical end-to-end story.
@@ -19,6 +20,7 @@ mod approvals;
 mod destructive;
 mod e2e_story;
 mod edge_cases;
+mod geofence;
 mod invalid_transitions;
 mod properties;
 mod registry;

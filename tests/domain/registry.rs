@@ -10,7 +10,7 @@ use dispatch_api::domain::policy::Priority;
 use dispatch_api::domain::registry::customer::{Billing, RegisterCustomer, Retire};
 use dispatch_api::domain::registry::door::{MoveDoor, RecordDoorLabel, RegisterDoor, UpdateDoor};
 use dispatch_api::domain::registry::plan::{Change, ChangeOccurrence, CreatePlan, PlanDetails};
-use dispatch_api::domain::registry::site::RegisterSite;
+use dispatch_api::domain::registry::site::{RegisterSite, SiteDetails, UpdateSite};
 use dispatch_api::domain::registry::{
     Customer, CustomerCommand, Door, DoorCommand, DoorEvent, DoorKind, Entry, Facts, Kind,
     MaintenancePlan, Occurrence, PlanCommand, PlanEvent, RegistryError, Site, SiteCommand,
@@ -238,6 +238,7 @@ fn a_site_needs_a_real_time_zone_and_an_active_customer() {
         address: "1 Main St".into(),
         latitude: Some(41.9),
         longitude: Some(-87.6),
+        geofence_radius_m: None,
         time_zone: tz.into(),
         access_notes: None,
         contacts: vec![],
@@ -256,6 +257,69 @@ fn a_site_needs_a_real_time_zone_and_an_active_customer() {
         &facts,
     );
     assert_eq!(ok.unwrap().len(), 1);
+}
+
+#[test]
+fn a_sites_geofence_radius_is_25_to_5000_metres_and_updates_alone() {
+    let body = |radius: Option<u32>| RegisterSite {
+        site_id: Some("site-1".into()),
+        customer_id: "cust-1".into(),
+        name: "Mercy East".into(),
+        address: "1 Main St".into(),
+        latitude: Some(41.846),
+        longitude: Some(-87.6236),
+        geofence_radius_m: radius,
+        time_zone: "America/Chicago".into(),
+        access_notes: None,
+        contacts: vec![],
+        reference: None,
+    };
+    let facts = with_parent(entry("cust-1", "cust-1"));
+    for bad in [0, 24, 5001, u32::MAX] {
+        let r = Site::default().decide(&issued(SiteCommand::Register(body(Some(bad)))), &facts);
+        match r {
+            Err(RegistryError::Validation { field, .. }) => assert_eq!(field, "geofence_radius_m"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let mut site = Site::default();
+    for e in site
+        .decide(&issued(SiteCommand::Register(body(Some(25)))), &facts)
+        .unwrap()
+    {
+        site.apply(e);
+    }
+    assert_eq!(site.details.as_ref().unwrap().geofence_radius_m, Some(25));
+    // An update naming only the radius keeps the coordinates; one without
+    // it keeps the radius.
+    let update = |radius: Option<u32>, name: Option<&str>| {
+        issued(SiteCommand::Update(UpdateSite {
+            geofence_radius_m: radius,
+            name: name.map(str::to_string),
+            ..UpdateSite::default()
+        }))
+    };
+    for e in site.decide(&update(Some(5000), None), &facts).unwrap() {
+        site.apply(e);
+    }
+    for e in site
+        .decide(&update(None, Some("Mercy East Wing")), &facts)
+        .unwrap()
+    {
+        site.apply(e);
+    }
+    let d = site.details.as_ref().unwrap();
+    assert_eq!(
+        (d.geofence_radius_m, d.latitude),
+        (Some(5000), Some(41.846))
+    );
+    assert!(site.decide(&update(Some(5001), None), &facts).is_err());
+    // Recorded only when given: a site registered without one shows none.
+    let plain = SiteDetails {
+        geofence_radius_m: None,
+        ..d.clone()
+    };
+    assert!(!serde_json::to_string(&plain).unwrap().contains("geofence"));
 }
 
 fn plan_body(doors: &[&str]) -> CreatePlan {

@@ -399,7 +399,14 @@ pub fn check_in_app() -> JobCommand {
 }
 
 pub fn check_in(method: CheckInMethod, lat: Option<f64>, lon: Option<f64>) -> JobCommand {
-    JobCommand::CheckIn(CheckIn { method, lat, lon })
+    JobCommand::CheckIn(CheckIn {
+        method,
+        lat,
+        lon,
+        accuracy_m: None,
+        reason: None,
+        site_location: None,
+    })
 }
 
 pub fn checklist_item(item_id: &str, result: ChecklistResult) -> JobCommand {

@@ -676,6 +676,9 @@ fn checks_in(
             lat,
             lon,
             at: at(minute),
+            geofence: None,
+            reason: None,
+            accuracy_m: None,
         }]);
 }
 

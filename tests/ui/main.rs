@@ -7,6 +7,7 @@ mod browser;
 mod doors;
 mod field;
 mod field_pages;
+mod geofence;
 mod pages;
 mod signin;
 #[allow(dead_code)]

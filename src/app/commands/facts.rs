@@ -3,15 +3,18 @@
 //! same door (`open_job`: duplicates and recalls, from `job_doors`), another
 //! job a duplicate link names (`resolve_duplicate`, and a `decide_approval`
 //! that would carry a link out), the offered technician (`offer_job`) and
-//! the uploaded evidence (`attach_evidence`).
+//! the uploaded evidence (`attach_evidence`) and, for an `app` check-in at a
+//! registered door, where its site is (`check_in`'s geofence).
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, Row};
 
 use crate::app::evidence;
+use crate::domain::geo::{SiteLocation, DEFAULT_RADIUS_M};
 use crate::domain::job::{
-    ApprovalAction, DuplicateTarget, Job, JobCommand, JobState, RecallOf, RelatedJobs,
+    ApprovalAction, CheckInMethod, DuplicateTarget, Job, JobCommand, JobState, RecallOf,
+    RelatedJobs,
 };
 use crate::domain::technician::{Technician, TechnicianEvent};
 use crate::error::{ApiError, Result};
@@ -50,6 +53,12 @@ pub(super) async fn gather(
                 t
             });
             c.technician = tech.data.map(|d| d.profile());
+        }
+        JobCommand::CheckIn(c) if c.method == CheckInMethod::App => {
+            let door = job.data().and_then(|d| d.door_id.as_deref());
+            if let Some(door_id) = door {
+                c.site_location = site_location(conn, door_id).await?;
+            }
         }
         JobCommand::AttachEvidence(c) => {
             c.upload = evidence::upload_for(conn, &c.sha256, uploader).await?;
@@ -156,5 +165,38 @@ async fn duplicate_target(
         open: state.is_open(),
         site_id: r.try_get("site_id")?,
         door_id: r.try_get("door_id")?,
+    }))
+}
+
+/// Where a registered door's site is, as a check-in's geofence sees it
+/// (`registry_entries`: the door's site as it stands now, its coordinates
+/// and radius); `None` when the site records no coordinates.
+async fn site_location(conn: &mut PgConnection, door_id: &str) -> Result<Option<SiteLocation>> {
+    let row = sqlx::query(
+        "SELECT s.id, s.entry FROM registry_entries d \
+         JOIN registry_entries s ON s.kind = 'site' AND s.id = d.site_id \
+         WHERE d.kind = 'door' AND d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let entry: serde_json::Value = r.try_get("entry")?;
+    let (Some(latitude), Some(longitude)) =
+        (entry["latitude"].as_f64(), entry["longitude"].as_f64())
+    else {
+        return Ok(None);
+    };
+    let radius_m = entry["geofence_radius_m"]
+        .as_u64()
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(DEFAULT_RADIUS_M);
+    Ok(Some(SiteLocation {
+        site_id: r.try_get("id")?,
+        latitude,
+        longitude,
+        radius_m,
     }))
 }

@@ -287,6 +287,7 @@ async fn update_of(
                 address: Some(c.address.clone()),
                 latitude: c.latitude,
                 longitude: c.longitude,
+                geofence_radius_m: c.geofence_radius_m,
                 time_zone: Some(c.time_zone.clone()),
                 access_notes: c.access_notes.clone(),
                 contacts: (!c.contacts.is_empty()).then(|| c.contacts.clone()),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::events::{Channel, EvidenceKind};
+use crate::domain::geo::SiteLocation;
 use crate::domain::policy::Priority;
 use crate::domain::technician::Shift;
 
@@ -261,18 +262,33 @@ pub enum CheckInMethod {
     AgentRelay,
 }
 
-/// `check_in`.
+/// `check_in`. Through the `app` at a job whose registered door's site has
+/// coordinates, the position is compared with the site's radius
+/// ([`crate::domain::geo`]): outside it, or without a position, a `reason`
+/// is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckIn {
     /// How.
     pub method: CheckInMethod,
-    /// Latitude.
+    /// Latitude, degrees (with `lon`).
     #[serde(default)]
     pub lat: Option<f64>,
-    /// Longitude.
+    /// Longitude, degrees (with `lat`).
     #[serde(default)]
     pub lon: Option<f64>,
+    /// The position's accuracy as the device reported it, metres
+    /// (0..100000): recorded only.
+    #[serde(default)]
+    pub accuracy_m: Option<f64>,
+    /// Why the check-in is away from the site, or without a position.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The job's site as the geofence sees it: `None` for a job at a
+    /// free-text door or a site without coordinates (resolved).
+    #[serde(skip_deserializing, default)]
+    #[schemars(skip)]
+    pub site_location: Option<SiteLocation>,
 }
 
 /// A checklist result.

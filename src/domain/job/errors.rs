@@ -108,6 +108,15 @@ pub enum JobError {
     /// `expire_offer` before the acknowledgement window passed.
     #[error("the offer's acknowledgement window has not passed")]
     OfferNotExpired,
+    /// `check_in` through the app at a located site, outside its radius or
+    /// without a position, and no `reason` given.
+    #[error("{}", reason_required(*distance_m, *radius_m))]
+    CheckInReasonRequired {
+        /// How far from the site, whole metres (`None`: no position given).
+        distance_m: Option<u32>,
+        /// The site's radius, metres.
+        radius_m: u32,
+    },
     /// A checklist item id the field SOP does not define.
     #[error("unknown checklist item `{0}`")]
     UnknownChecklistItem(String),
@@ -192,6 +201,7 @@ impl JobError {
             JobError::TechnicianUnavailable { .. } => "technician_unavailable",
             JobError::NotYourJob | JobError::Forbidden | JobError::SelfApproval => "forbidden",
             JobError::OfferNotExpired => "offer_not_expired",
+            JobError::CheckInReasonRequired { .. } => "check_in_reason_required",
             JobError::UnknownChecklistItem(_) => "unknown_checklist_item",
             JobError::EvidenceKindNotAllowed(_) => "evidence_kind_not_allowed",
             JobError::MissingFieldEvidence { .. } => "missing_field_evidence",
@@ -227,5 +237,15 @@ impl JobError {
             | JobError::ApprovalStale { current_state, .. } => Some(*current_state),
             _ => None,
         }
+    }
+}
+
+/// The detail of [`JobError::CheckInReasonRequired`].
+fn reason_required(distance_m: Option<u32>, radius_m: u32) -> String {
+    match distance_m {
+        Some(d) => format!(
+            "checked in {d} m from the site, outside its {radius_m} m radius: give a reason"
+        ),
+        None => format!("no location given for a site with a {radius_m} m radius: give a reason"),
     }
 }

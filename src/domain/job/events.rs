@@ -13,6 +13,7 @@ use super::commands::{
 };
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
+use crate::domain::geo::Geofence;
 use crate::domain::policy::Priority;
 
 /// How the job came in.
@@ -291,6 +292,18 @@ pub enum JobEvent {
         lon: Option<f64>,
         /// When.
         at: DateTime<Utc>,
+        /// The position against the site's radius: an `app` check-in at a
+        /// registered site with coordinates only (absent on other
+        /// check-ins and on events recorded before the geofence: the three
+        /// fields are additive and optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        geofence: Option<Geofence>,
+        /// Why away from the site or without a position, as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The position's accuracy as reported, metres.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accuracy_m: Option<f64>,
     },
     /// `complete_checklist_item`.
     ChecklistItemCompleted {

@@ -17,6 +17,7 @@ use super::commands::{
 use super::events::{ApprovalAction, Channel, EvidenceKind, SlaKind};
 use super::invoice::Invoice;
 use crate::domain::actor::Actor;
+use crate::domain::geo::Geofence;
 use crate::domain::policy::Priority;
 use crate::domain::sop::IncidentSop;
 
@@ -171,6 +172,16 @@ pub struct Visit {
     pub checked_in_at: Option<DateTime<Utc>>,
     /// How.
     pub check_in_method: Option<CheckInMethod>,
+    /// The check-in's position against the site's radius (an `app`
+    /// check-in at a registered site with coordinates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_geofence: Option<Geofence>,
+    /// Why the check-in was away from the site or without a position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_reason: Option<String>,
+    /// The check-in position's reported accuracy, metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_accuracy_m: Option<f64>,
     /// Checked out.
     pub checked_out_at: Option<DateTime<Utc>>,
     /// Outcome.
@@ -213,6 +224,9 @@ impl Visit {
             travel_started_at: None,
             checked_in_at: None,
             check_in_method: None,
+            check_in_geofence: None,
+            check_in_reason: None,
+            check_in_accuracy_m: None,
             checked_out_at: None,
             outcome: None,
             door_left_state: None,
@@ -312,6 +326,10 @@ pub struct Flags {
     pub hold_reason: Option<CheckOutcome>,
     /// A needs-quote job's quote (NTE increase) was approved.
     pub quote_approved: bool,
+    /// The latest check-in was geofenced and not shown inside the site's
+    /// radius (outside it, or without a position): it carries a reason.
+    #[serde(default)]
+    pub checked_in_off_site: bool,
 }
 
 /// Everything known about an opened job.
@@ -394,6 +412,11 @@ impl JobData {
     /// The latest offer or visit, to change it.
     pub(in crate::domain::job) fn current_visit_mut(&mut self) -> Option<&mut Visit> {
         self.visits.last_mut()
+    }
+
+    /// The latest visit that checked in.
+    pub fn last_check_in(&self) -> Option<&Visit> {
+        self.visits.iter().rev().find(|v| v.checked_in_at.is_some())
     }
 
     /// The approval with this id.

@@ -162,7 +162,7 @@ pub const TRANSITIONS: &[Transition] = &[
         &[Confirmed, EnRoute],
         &["CheckedIn"],
         To::State(OnSite),
-        "the assigned technician",
+        "the assigned technician; `app` at a located site: inside its radius, or a reason",
     ),
     row(
         "complete_checklist_item",

@@ -1,5 +1,6 @@
-//! The `Site` aggregate: a place with doors — its address and coordinates,
-//! its time zone, how to get in, who to ask, and the customer it belongs to.
+//! The `Site` aggregate: a place with doors — its address, coordinates and
+//! check-in radius, its time zone, how to get in, who to ask, and the
+//! customer it belongs to.
 
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::customer::Retire;
 use super::{active_parent, check_contacts, check_id, check_opt, check_text, Facts, Kind};
 use super::{RegistryContact, RegistryError, MAX_ID_BYTES, MAX_TEXT_BYTES};
+use crate::domain::geo::RADIUS_RANGE_M;
 use crate::domain::Issued;
 
 /// What is known of a site.
@@ -25,6 +27,10 @@ pub struct SiteDetails {
     /// Longitude, degrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longitude: Option<f64>,
+    /// The check-in geofence's radius around the coordinates, metres
+    /// (25..5000; [`crate::domain::geo::DEFAULT_RADIUS_M`] when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geofence_radius_m: Option<u32>,
     /// IANA time zone (e.g. `America/Chicago`).
     pub time_zone: String,
     /// How to get in (loading dock, badge desk…).
@@ -66,6 +72,15 @@ impl SiteDetails {
             }
             _ => {}
         }
+        if self
+            .geofence_radius_m
+            .is_some_and(|r| !RADIUS_RANGE_M.contains(&r))
+        {
+            return Err(RegistryError::Validation {
+                field: "geofence_radius_m".into(),
+                problem: "must be within 25..5000 (metres)",
+            });
+        }
         check_opt("access_notes", &self.access_notes, MAX_TEXT_BYTES)?;
         check_opt("reference", &self.reference, MAX_ID_BYTES)?;
         check_contacts("contacts", &self.contacts)
@@ -91,6 +106,9 @@ pub struct RegisterSite {
     /// Longitude, degrees.
     #[serde(default)]
     pub longitude: Option<f64>,
+    /// The check-in geofence's radius, metres (25..5000; default 150).
+    #[serde(default)]
+    pub geofence_radius_m: Option<u32>,
     /// IANA time zone.
     pub time_zone: String,
     /// How to get in.
@@ -120,6 +138,9 @@ pub struct UpdateSite {
     /// Longitude.
     #[serde(default)]
     pub longitude: Option<f64>,
+    /// The check-in geofence's radius, metres (25..5000).
+    #[serde(default)]
+    pub geofence_radius_m: Option<u32>,
     /// IANA time zone.
     #[serde(default)]
     pub time_zone: Option<String>,
@@ -223,6 +244,7 @@ impl Site {
                     address: c.address.clone(),
                     latitude: c.latitude,
                     longitude: c.longitude,
+                    geofence_radius_m: c.geofence_radius_m,
                     time_zone: c.time_zone.clone(),
                     access_notes: c.access_notes.clone(),
                     contacts: c.contacts.clone(),
@@ -249,6 +271,9 @@ impl Site {
                 if c.latitude.is_some() || c.longitude.is_some() {
                     d.latitude = c.latitude;
                     d.longitude = c.longitude;
+                }
+                if c.geofence_radius_m.is_some() {
+                    d.geofence_radius_m = c.geofence_radius_m;
                 }
                 if c.access_notes.is_some() {
                     d.access_notes.clone_from(&c.access_notes);

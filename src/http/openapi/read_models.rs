@@ -63,7 +63,7 @@ fn board_and_billing(paths: &mut Map<String, Value>, roles: &Roles) {
     paths.insert(
         "/v1/board".into(),
         read(
-            "The dispatch board (projection): open jobs with priority, SLA countdown and at-risk marker, technician, ETA, flags; planned work and overdue work",
+            "The dispatch board (projection): open jobs with priority, SLA countdown and at-risk marker, technician, ETA, flags; planned work and overdue work; check-ins off site",
             roles.tool("search_board"),
             vec![
                 query_param("state", states),
@@ -74,6 +74,7 @@ fn board_and_billing(paths: &mut Map<String, Value>, roles: &Roles) {
                 query_param("sla", json!({"enum": ["at_risk", "breached"]})),
                 query_param("planned", json!({"enum": ["true", "false"]})),
                 query_param("overdue", json!({"enum": ["true", "false"]})),
+                query_param("checked_in_off_site", json!({"enum": ["true", "false"]})),
                 limit(),
                 min_position(),
             ],

@@ -171,8 +171,14 @@ fn countdown(secs: i64) -> String {
     }
 }
 
-/// A job's flags as badges (text, not colour alone).
-pub(super) fn flags_of(f: &Value) -> Markup {
+/// A job's flags as badges (text, not colour alone). `check_in`: the
+/// latest check-in's `check_in_geofence` and `check_in_reason` (a board
+/// row's, or the job's visit's), shown with the off-site badge.
+pub(super) fn flags_of(f: &Value, check_in: (&Value, &Value)) -> Markup {
+    let (geofence, reason) = check_in;
+    let off_site = f["checked_in_off_site"].as_bool() == Some(true);
+    let where_ = layout::geofence_text(geofence).unwrap_or_default();
+    let reason = reason.as_str().unwrap_or("");
     let breached: Vec<&str> = f["sla_breached"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -199,6 +205,10 @@ pub(super) fn flags_of(f: &Value) -> Markup {
             }
             @if let Some(h) = f["hold_reason"].as_str() {
                 li.badge.flag-hold { "hold: " (layout::words(h)) }
+            }
+            @if off_site {
+                li.badge.flag-offsite title=(format!("{where_}; reason: {reason}")) { "off-site check-in" }
+                li.offsite-reason.small { span.muted { (where_) } br; "reason: " span.free-text { (reason) } }
             }
         }
     }
@@ -335,7 +345,7 @@ fn rows_fragment(answer: &Value, beside: &Beside) -> Markup {
                                                 (super::phone::board_cell(beside.phones.get(job), r["state"].as_str().unwrap_or(""), now.unwrap_or_else(Utc::now)))
                                             }
                                             td { (layout::time_v(&r["eta"])) }
-                                            td { (flags_of(&r["flags"])) }
+                                            td { (flags_of(&r["flags"], (&r["check_in_geofence"], &r["check_in_reason"]))) }
                                         }
                                     }
                                 }

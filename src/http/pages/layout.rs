@@ -229,6 +229,19 @@ pub fn title_case(s: &str) -> String {
     }
 }
 
+/// A check-in's geofence (a visit's `check_in_geofence`, a board row's) in
+/// words: how far from the site against its radius, or that no location
+/// was given; `None` for a check-in without one.
+pub fn geofence_text(g: &Value) -> Option<String> {
+    let radius = g["radius_m"].as_u64()?;
+    let distance = g["distance_m"].as_u64();
+    Some(match (g["verdict"].as_str()?, distance) {
+        ("inside", Some(d)) => format!("at the site: {d} m away, within its {radius} m radius"),
+        ("outside", Some(d)) => format!("off site: {d} m away, outside its {radius} m radius"),
+        _ => format!("no location given (site radius {radius} m)"),
+    })
+}
+
 /// `snake_case` words for people.
 pub fn words(s: &str) -> String {
     s.replace('_', " ")

@@ -37,6 +37,7 @@ pub const OPTIONAL_COLUMNS: &[&str] = &[
     "ifm_account",
     "latitude",
     "longitude",
+    "geofence_radius_m",
     "access_notes",
     "reference",
     "contact_name",
@@ -73,6 +74,7 @@ fn columns_of(kind: Kind) -> &'static [&'static str] {
             "address",
             "latitude",
             "longitude",
+            "geofence_radius_m",
             "time_zone",
             "access_notes",
             "reference",
@@ -374,6 +376,9 @@ fn site(cells: &mut Cells, id: &str) -> RegisterSite {
         address: cells.req("address", Kind::Site),
         latitude: cells.parsed("latitude", "degrees, e.g. 41.8781", degrees),
         longitude: cells.parsed("longitude", "degrees, e.g. -87.6298", degrees),
+        geofence_radius_m: cells.parsed("geofence_radius_m", "whole metres, e.g. 150", |s| {
+            s.parse::<u32>().ok()
+        }),
         time_zone: cells.req("time_zone", Kind::Site),
         access_notes: cells.opt("access_notes"),
         contacts: cells.contacts(),

@@ -135,32 +135,71 @@ pub(in crate::domain::job) fn start_travel(cx: &Ctx<'_>) -> Decided {
 }
 
 /// `check_in` (the state machine's row in `transitions.rs`): CheckedIn — the
-/// assigned technician.
+/// assigned technician; `app` at a located site: inside its radius, or a
+/// reason.
+///
+/// The geofence applies to the `app` method only: IVR and the agent's
+/// relay carry no position of the technician's own. A site without
+/// coordinates, or a job at a free-text door, has no `site_location` and
+/// no geofence.
 pub(in crate::domain::job) fn check_in(cx: &Ctx<'_>, c: &CheckIn) -> Decided {
     let job = cx.job;
     let at = cx.at;
     let name = "check_in";
     require(job, name, &[JobState::Confirmed, JobState::EnRoute])?;
-    if c.lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
-        return Err(JobError::Validation {
-            field: "lat".into(),
-            problem: "must be within -90..90",
-        });
-    }
-    if c.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
-        return Err(JobError::Validation {
-            field: "lon".into(),
-            problem: "must be within -180..180",
-        });
-    }
+    let position = check_position(c)?;
+    check_opt_text("reason", &c.reason)?;
     let visit = job.current_visit().ok_or(JobError::NotYourJob)?;
+    let geofence = match (c.method, &c.site_location) {
+        (CheckInMethod::App, Some(site)) => Some(site.judge(position)),
+        _ => None,
+    };
+    if let Some(g) = geofence.as_ref().filter(|g| g.off_site()) {
+        if c.reason.is_none() {
+            return Err(JobError::CheckInReasonRequired {
+                distance_m: g.distance_m,
+                radius_m: g.radius_m,
+            });
+        }
+    }
     Ok(vec![JobEvent::CheckedIn {
         technician_id: visit.technician_id.clone(),
         method: c.method,
         lat: c.lat,
         lon: c.lon,
         at,
+        geofence,
+        reason: c.reason.clone(),
+        accuracy_m: c.accuracy_m,
     }])
+}
+
+/// A check-in's position, `(lat, lon)`: both in range and given together,
+/// or neither; the accuracy in range.
+fn check_position(c: &CheckIn) -> Result<Option<(f64, f64)>, JobError> {
+    let bad = |field: &str, problem| {
+        Err(JobError::Validation {
+            field: field.into(),
+            problem,
+        })
+    };
+    if c.lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
+        return bad("lat", "must be within -90..90");
+    }
+    if c.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
+        return bad("lon", "must be within -180..180");
+    }
+    if c.accuracy_m
+        .is_some_and(|v| !(0.0..=crate::domain::geo::MAX_ACCURACY_M).contains(&v))
+    {
+        return bad("accuracy_m", "must be within 0..100000");
+    }
+    match (c.lat, c.lon) {
+        (Some(lat), Some(lon)) => Ok(Some((lat, lon))),
+        (None, None) => Ok(None),
+        (None, Some(_)) => bad("lat", "give both lat and lon, or neither"),
+        (Some(_), None) => bad("lon", "give both lat and lon, or neither"),
+    }
 }
 
 /// `complete_checklist_item` (the state machine's row in `transitions.rs`):
@@ -377,14 +416,7 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
                 v.travel_started_at = Some(at);
             }
         }
-        JobEvent::CheckedIn { method, at, .. } => {
-            job.state = JobState::OnSite;
-            if let Some(v) = job.current_visit_mut() {
-                v.status = VisitStatus::OnSite;
-                v.checked_in_at = Some(at);
-                v.check_in_method = Some(method);
-            }
-        }
+        e @ JobEvent::CheckedIn { .. } => checked_in(job, e),
         JobEvent::ChecklistItemCompleted {
             item_id,
             result,
@@ -442,5 +474,31 @@ pub(in crate::domain::job) fn apply(job: &mut JobData, event: JobEvent) {
             job.flags.hold_reason = None;
         }
         _ => {}
+    }
+}
+
+/// What `CheckedIn` does to the job: on site, the visit's check-in (with
+/// its geofence and reason) and the off-site flag of the latest check-in.
+fn checked_in(job: &mut JobData, event: JobEvent) {
+    let JobEvent::CheckedIn {
+        method,
+        at,
+        geofence,
+        reason,
+        accuracy_m,
+        ..
+    } = event
+    else {
+        return;
+    };
+    job.state = JobState::OnSite;
+    job.flags.checked_in_off_site = geofence.as_ref().is_some_and(|g| g.off_site());
+    if let Some(v) = job.current_visit_mut() {
+        v.status = VisitStatus::OnSite;
+        v.checked_in_at = Some(at);
+        v.check_in_method = Some(method);
+        v.check_in_geofence = geofence;
+        v.check_in_reason = reason;
+        v.check_in_accuracy_m = accuracy_m;
     }
 }

@@ -73,7 +73,7 @@ fn summary(v: &Value) -> Markup {
                 " " (layout::priority_badge(v["priority"].as_str()))
                 " " span.muted { "version " (v["version"].as_i64().unwrap_or(0)) }
             }
-            (crate::http::pages::board::flags_of(&v["flags"]))
+            (crate::http::pages::board::flags_of(&v["flags"], last_check_in(v)))
             dl.facts {
                 (dl_row("Incident", html! { (layout::words(v["incident_type"].as_str().unwrap_or(""))) " via " (v["channel"].as_str().unwrap_or("")) }))
                 (dl_row("Client", layout::text_v(&v["client_id"])))
@@ -119,6 +119,32 @@ fn summary(v: &Value) -> Markup {
     }
 }
 
+/// The latest checked-in visit's geofence and reason (`null`s if none).
+fn last_check_in(v: &Value) -> (&Value, &Value) {
+    let visit = v["visits"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|x| !x["checked_in_at"].is_null()))
+        .unwrap_or(&Value::Null);
+    (&visit["check_in_geofence"], &visit["check_in_reason"])
+}
+
+/// A visit's check-in: when, how, and where against the site's radius,
+/// with the reason given and the reported accuracy.
+fn check_in_cell(vis: &Value) -> Markup {
+    let g = &vis["check_in_geofence"];
+    html! {
+        (layout::time_v(&vis["checked_in_at"]))
+        @if let Some(m) = vis["check_in_method"].as_str() { br; span.muted.small { "by " (layout::words(m)) } }
+        @if let Some(text) = layout::geofence_text(g) {
+            br;
+            @let verdict = g["verdict"].as_str().unwrap_or("");
+            span.small class=(format!("geofence geofence-{}", layout::css_token(verdict))) data-verdict=(verdict) { (text) }
+        }
+        @if let Some(a) = vis["check_in_accuracy_m"].as_f64() { br; span.muted.small { "accuracy ±" (a.round() as i64) " m" } }
+        @if let Some(r) = vis["check_in_reason"].as_str() { br; span.small { "reason: " span.free-text { (r) } } }
+    }
+}
+
 fn visits(v: &Value) -> Markup {
     let visits: Vec<&Value> = v["visits"]
         .as_array()
@@ -139,7 +165,7 @@ fn visits(v: &Value) -> Markup {
                             td { (vis["technician_id"].as_str().unwrap_or("")) }
                             td { (layout::state_badge(vis["status"].as_str().unwrap_or(""))) }
                             td { (layout::time_v(&vis["eta"])) }
-                            td { (layout::time_v(&vis["checked_in_at"])) }
+                            td { (check_in_cell(vis)) }
                             td { (layout::time_v(&vis["checked_out_at"])) }
                             td {
                                 @if let Some(o) = vis["outcome"].as_str() {
