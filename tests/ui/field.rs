@@ -99,7 +99,12 @@ async fn chromium_technician_field_app_on_a_phone() {
         ("UI_CANCELLED_JOB".into(), cancelled),
     ];
     run_node("field.test.mjs", env, &log_path).await;
-    for shot in ["field-work.png", "field-visit.png", "field-offline.png"] {
+    for shot in [
+        "field-work.png",
+        "field-visit.png",
+        "field-offline.png",
+        "field-refused.png",
+    ] {
         assert!(
             shots.join(shot).metadata().is_ok_and(|m| m.len() > 5_000),
             "{shot} was not saved"

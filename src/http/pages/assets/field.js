@@ -454,7 +454,11 @@
       var r = pad.getBoundingClientRect();
       return { x: (e.clientX - r.left) * pad.width / r.width, y: (e.clientY - r.top) * pad.height / r.height };
     };
-    pad.addEventListener('pointerdown', function (e) { drawing = true; strokes++; var p = at(e); ctx.beginPath(); ctx.moveTo(p.x, p.y); pad.setPointerCapture(e.pointerId); });
+    pad.addEventListener('pointerdown', function (e) {
+      drawing = true; strokes++;
+      var p = at(e); ctx.beginPath(); ctx.moveTo(p.x, p.y);
+      try { pad.setPointerCapture(e.pointerId); } catch (err) { /* a pointer that cannot be captured still draws */ }
+    });
     pad.addEventListener('pointermove', function (e) { if (!drawing) return; var p = at(e); ctx.lineTo(p.x, p.y); ctx.stroke(); });
     pad.addEventListener('pointerup', function () { drawing = false; });
     pad.addEventListener('pointercancel', function () { drawing = false; });

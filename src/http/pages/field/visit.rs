@@ -88,7 +88,9 @@ fn site_location(site: Option<&Value>) -> SiteLocation {
     let site = site?;
     let lat = site["latitude"].as_f64()?;
     let lon = site["longitude"].as_f64()?;
-    let radius = site["geofence_radius_m"].as_u64().unwrap_or(150);
+    let radius = site["geofence_radius_m"]
+        .as_u64()
+        .unwrap_or(u64::from(crate::domain::geo::DEFAULT_RADIUS_M));
     Some((lat, lon, radius))
 }
 
