@@ -178,7 +178,8 @@ test('the canonical visit only through the phone: accept, travel, check in on si
   assert.deepEqual(stillMissing, [], 'nothing is missing before check-out');
   assert.equal(await page.locator('#missing-none').isVisible(), true);
   await axeCheck('the visit, on site');
-  await page.screenshot({ path: path.join(SHOTS, 'field-visit.png'), fullPage: true });
+  await page.locator('#evidence').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(SHOTS, 'field-visit.png'), fullPage: false });
   await page.getByRole('button', { name: 'Check out' }).click();
   await page.waitForSelector('#visit-head[data-state="work_completed"]', { timeout: 30_000 });
 
@@ -294,6 +295,7 @@ test('dead zone: a job cancelled meanwhile refuses the replay, and the phone say
   await refused.waitFor({ timeout: 30_000 });
   assert.match(await refused.innerText(), /not recorded/);
   assert.match(await refused.innerText(), /cancel|changed/i);
+  assert.match(await page.locator('li.item').first().locator('.item-state').innerText(), /Not recorded/);
   await page.waitForSelector('#field-sync[data-state="refused"]');
   await page.screenshot({ path: path.join(SHOTS, 'field-refused.png'), fullPage: false });
   assert.equal((await events(JOBS.cancelled)).length, before.length, 'the refused replay wrote nothing');

@@ -93,6 +93,7 @@
             if (resp.status === 401) return 'signin';
             if (resp.status === 408 || resp.status === 429 || resp.status >= 500) return 'retry';
             a.state = 'refused';
+            markRefused(a);
             a.problem = { status: resp.status, code: doc && doc.code, message: (doc && (doc.detail || doc.message || doc.title)) || ('refused (' + resp.status + ')'), current_state: doc && doc.current_state, missing: doc && doc.missing };
             return put(a).then(loop);
           });
@@ -188,8 +189,20 @@
       else if (pending.length) say('pending', pending.length + ' action(s) waiting to be sent; retrying.');
       else say('ok', navigator.onLine ? 'Online: everything is sent.' : 'No signal: nothing waiting.');
       bar.setAttribute('data-pending', String(pending.length));
-      var ul = document.getElementById('queue');
-      if (!ul) { ul = document.createElement('ul'); ul.id = 'queue'; bar.appendChild(ul); }
+      // The list folds away under one line; refusals open it.
+      var box = document.getElementById('queue-box'), ul = document.getElementById('queue');
+      if (!box) {
+        box = document.createElement('details');
+        box.id = 'queue-box';
+        box.appendChild(document.createElement('summary'));
+        ul = document.createElement('ul');
+        ul.id = 'queue';
+        box.appendChild(ul);
+        bar.appendChild(box);
+      }
+      box.hidden = !list.length;
+      box.firstChild.textContent = 'What is waiting (' + list.length + ')';
+      if (refused.length) box.open = true;
       ul.textContent = '';
       list.forEach(function (a) {
         var li = document.createElement('li');
@@ -252,6 +265,12 @@
       if (card) card.closest('article, section').setAttribute('data-answered', a.command);
     }
     updateMissing();
+  }
+  function markRefused(a) {
+    if (a.command === 'complete_checklist_item') {
+      var li = document.querySelector('li.item[data-item="' + CSS.escape(a.args.item_id) + '"]');
+      if (li) li.querySelector('.item-state').textContent = 'Not recorded: refused (see the list at the top).';
+    }
   }
   function markSent(a) {
     if (a.command === 'complete_checklist_item') {
