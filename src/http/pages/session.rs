@@ -152,7 +152,7 @@ pub(super) async fn read_form(
 /// when the browser sends one (every current browser does on POST), must
 /// name the host the request was sent to; `Sec-Fetch-Site`, when sent, must
 /// be `same-origin` (or `none`: typed by the user).
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -176,6 +176,20 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         None | Some("same-origin") | Some("none") => true,
         Some(_) => false,
+    }
+}
+
+/// The check of a form posted before there is a session (logging in,
+/// redeeming a sign-in link): it comes from a page of this site.
+pub(super) fn require_same_origin(headers: &HeaderMap) -> PageResult<()> {
+    if same_origin(headers) {
+        Ok(())
+    } else {
+        Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form did not come from this site.",
+        ))
     }
 }
 
@@ -278,13 +292,7 @@ pub(super) async fn login(
     headers: HeaderMap,
     body: Body,
 ) -> PageResult {
-    if !same_origin(&headers) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            "This form did not come from this site.",
-        ));
-    }
+    require_same_origin(&headers)?;
     let form = read_form(&headers, body).await?;
     let next = safe_next(form.get("next"));
     let key = form.get("key").map(|k| k.trim()).unwrap_or("");

@@ -18,7 +18,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::layout::{self, Nav};
-use super::session::{check_post, read_form, same_origin, start_session, UiSession, FIELD_HOME};
+use super::session::{
+    check_post, read_form, require_same_origin, start_session, UiSession, FIELD_HOME,
+};
 use super::{PageError, PageResult};
 use crate::app::field::{self, SIGNIN_LINK_TTL_MINUTES};
 use crate::error::ApiError;
@@ -184,13 +186,7 @@ pub(super) async fn redeem(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> PageResult {
-    if !same_origin(&headers) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            "This form did not come from this site.",
-        ));
-    }
+    require_same_origin(&headers)?;
     let now = state.app.clock.now();
     match field::redeem_signin_link(&state.app.pool, &token, now).await {
         Ok(key_name) => Ok(start_session(&state, &key_name, FIELD_HOME).await?),
