@@ -99,11 +99,16 @@ after(async () => {
   if (profile) fs.rmSync(profile, { recursive: true, force: true });
 });
 
-test('a technician signs in with their key and lands on My work; the page is light and accessible', async () => {
-  await page.goto(`${BASE}/ui/login?next=/ui/field`);
-  await page.fill('#key', KEYS.tech);
-  await page.click('button[type=submit]');
+test('a dispatcher\'s one-time link signs the phone in as the technician, onto My work; the pages are light and accessible', async () => {
+  const link = await api('POST', '/v1/technicians/tech-a/signin-links', KEYS.dispatcher);
+  assert.equal(link.status, 201, JSON.stringify(link.json));
+  await page.goto(`${BASE}${link.json.url}`);
+  await axeCheck('the sign-in link');
+  await page.locator('#signin-button').click();
   await page.waitForURL(/\/ui\/field$/);
+  // The link was spent.
+  const again = await fetch(`${BASE}${link.json.url}`);
+  assert.equal(again.status, 410);
   const offer = page.locator(`#offers article[data-job-id="${JOBS.canonical}"]`);
   await offer.waitFor();
   assert.match(await offer.innerText(), /Answer by/);
