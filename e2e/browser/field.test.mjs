@@ -179,6 +179,12 @@ test('the canonical visit only through the phone: accept, travel, check in on si
   await allSent();
   if (await page.locator('#make-safe').count()) await page.check('#make-safe');
   await page.fill('#resolution', 'Realigned the track, replaced the sensor lens, tested 20 cycles.');
+  await page.getByRole('button', { name: 'Add a part' }).click();
+  const part = page.locator('#part-rows .part-row').first();
+  await part.locator('[name="part_number"]').fill('SL-204');
+  await part.locator('[name="description"]').fill('Presence sensor lens');
+  await part.locator('[name="quantity"]').fill('2');
+  await part.locator('[name="unit_price"]').fill('18.50');
   const stillMissing = await page.locator('#missing li:not([hidden])').allInnerTexts();
   assert.deepEqual(stillMissing, [], 'nothing is missing before check-out');
   assert.equal(await page.locator('#missing-none').isVisible(), true);
@@ -192,6 +198,9 @@ test('the canonical visit only through the phone: accept, travel, check in on si
   assert.equal(job.json.state, 'work_completed');
   const kinds = job.json.evidence.map((e) => e.kind).sort();
   assert.deepEqual(kinds, ['checklist_form', 'photo_after', 'photo_before', 'signature']);
+  const visit = job.json.visits[job.json.visits.length - 1];
+  assert.deepEqual(visit.parts, [{ part_number: 'SL-204', description: 'Presence sensor lens', quantity: 2, unit_price_cents: 1850 }]);
+  assert.equal(visit.check_in_geofence.verdict, 'inside');
   const types = (await events(JOBS.canonical)).map((e) => e.event_type);
   assert.equal(types.filter((t) => t === 'ChecklistItemCompleted').length, n, 'each item once');
   assert.equal(types.filter((t) => t === 'CheckedOut').length, 1);
