@@ -170,18 +170,42 @@ async fn bad_actions_get_a_clear_code_and_write_nothing() {
     )
     .await;
     assert_eq!(status, 403, "{v}");
-    // Impossible coordinates (the job is on site: the state or the
-    // coordinates refuse it; either way nothing is written).
-    let (status, v) = command(
-        &t,
-        &d,
-        &job,
-        "check_in",
-        "k-c",
-        json!({"method": "app", "lat": 123.0, "lon": 500.0}),
-    )
-    .await;
-    assert_eq!(status, 422, "{v}");
+    // Impossible coordinates, on a visit waiting for its check-in.
+    let confirmed = open_named(&t, "civic-center").await;
+    t.intake_and_triage(&confirmed).await;
+    t.offer(&confirmed, &t.keys.dispatcher, "tech-d").await;
+    let eta = (t0() + chrono::Duration::hours(1)).to_rfc3339();
+    let r = t
+        .cmd(
+            &confirmed,
+            "accept_offer",
+            &t.keys.tech_d,
+            json!({"eta": eta}),
+        )
+        .await;
+    assert_eq!(r.state(), "confirmed");
+    let waiting = t.events(&confirmed).await.len();
+    for (key, lat, lon) in [
+        ("k-c1", 123.0, 10.0),
+        ("k-c2", 45.0, 500.0),
+        ("k-c3", -91.0, -181.0),
+    ] {
+        let (status, v) = command(
+            &t,
+            &d,
+            &confirmed,
+            "check_in",
+            key,
+            json!({"method": "app", "lat": lat, "lon": lon}),
+        )
+        .await;
+        assert_eq!(v["code"], "validation_error", "{status} {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("must be within"),
+            "{v}"
+        );
+    }
+    assert_eq!(t.events(&confirmed).await.len(), waiting);
     // A blank signature pad.
     let path = format!("/ui/field/jobs/{job}/evidence?kind=signature");
     let (status, v) =
