@@ -85,6 +85,11 @@ pub enum ApiError {
         "this sign-in link has expired or was already used; ask your dispatcher for a new one"
     )]
     SigninLinkExpired,
+    /// 403 `csrf_rejected`: a page's script posted without this session's
+    /// token or from another origin (a page made for an earlier session:
+    /// reload it).
+    #[error("this request did not come from a page of this session: reload the page")]
+    CsrfRejected,
     /// 503 `projection_behind`: the read model has not applied `min_position` in time.
     #[error("the read model has not reached position {wanted} yet (it is at {position})")]
     ProjectionBehind {
@@ -225,6 +230,7 @@ impl ApiError {
             ApiError::Registry(e) => e.status(),
             ApiError::UnknownEvidence(_) | ApiError::TechnicianHasNoKey(_) => 422,
             ApiError::SigninLinkExpired => 410,
+            ApiError::CsrfRejected => 403,
             ApiError::Unavailable | ApiError::ProjectionBehind { .. } => 503,
             ApiError::Internal(_) => 500,
         }
@@ -251,6 +257,7 @@ impl ApiError {
             ApiError::UnknownEvidence(_) => "unknown_evidence",
             ApiError::TechnicianHasNoKey(_) => "technician_has_no_key",
             ApiError::SigninLinkExpired => "signin_link_expired",
+            ApiError::CsrfRejected => "csrf_rejected",
             ApiError::ProjectionBehind { .. } => "projection_behind",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -138,11 +138,20 @@ async fn bad_actions_get_a_clear_code_and_write_nothing() {
         (403, Some("forbidden")),
         "{v}"
     );
+    // Nor may it store a file against the job.
+    let path = format!("/ui/field/jobs/{job}/evidence?kind=photo_before");
+    let (status, v) =
+        post_action(&t, &a, &path, "k-a2", "image/png", pad_png(300, 100, true)).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
 
     let d = phone(&t, &t.keys.tech_d).await;
     // Not from this session's page: no CSRF token.
     let bad = (d.0.clone(), "0".repeat(64));
-    let (status, _) = command(
+    let (status, v) = command(
         &t,
         &bad,
         &job,
@@ -152,6 +161,7 @@ async fn bad_actions_get_a_clear_code_and_write_nothing() {
     )
     .await;
     assert_eq!(status, 403);
+    assert_eq!(v["code"], "csrf_rejected", "{v}");
     // No such command.
     let (status, v) = command(&t, &d, &job, "drop_tables", "k-y", json!({})).await;
     assert_eq!(

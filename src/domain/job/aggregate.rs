@@ -12,7 +12,7 @@ use super::commands::*;
 use super::decide::{any_state, closeout, field, intake, Ctx};
 use super::errors::JobError;
 use super::events::{ApprovalAction, JobEvent};
-use super::state::{JobData, JobState, VisitStatus};
+use super::state::{JobData, JobState};
 use crate::domain::actor::{Issued, Role};
 use crate::domain::policy::DispatchPolicy;
 use crate::domain::sop::{SopLibrary, SopStage};
@@ -190,23 +190,10 @@ impl Job {
             return intake::open_job(c, cmd, svc);
         }
         let job = self.data.as_ref().ok_or(JobError::JobNotFound)?;
-        if cmd.by.role == Role::Technician {
-            // The technician of the current offer or visit, while it stands:
-            // a declined or expired offer leaves them no rights on the job.
-            let mine = job.current_visit().is_some_and(|v| {
-                cmd.by.technician_id.as_deref() == Some(v.technician_id.as_str())
-                    && matches!(
-                        v.status,
-                        VisitStatus::Offered
-                            | VisitStatus::Confirmed
-                            | VisitStatus::EnRoute
-                            | VisitStatus::OnSite
-                            | VisitStatus::CheckedOut
-                    )
-            });
-            if !mine {
-                return Err(JobError::NotYourJob);
-            }
+        if cmd.by.role == Role::Technician
+            && !job.is_technicians_now(cmd.by.technician_id.as_deref())
+        {
+            return Err(JobError::NotYourJob);
         }
         let sop = svc
             .sops

@@ -419,6 +419,24 @@ impl JobData {
         self.visits.iter().rev().find(|v| v.checked_in_at.is_some())
     }
 
+    /// Whether `technician_id` is the technician of the current offer or
+    /// visit while it stands — the one rule of what a technician may do on
+    /// a job (a declined or expired offer, or an earlier visit, leaves them
+    /// no rights on it).
+    pub fn is_technicians_now(&self, technician_id: Option<&str>) -> bool {
+        self.current_visit().is_some_and(|v| {
+            technician_id == Some(v.technician_id.as_str())
+                && matches!(
+                    v.status,
+                    VisitStatus::Offered
+                        | VisitStatus::Confirmed
+                        | VisitStatus::EnRoute
+                        | VisitStatus::OnSite
+                        | VisitStatus::CheckedOut
+                )
+        })
+    }
+
     /// The approval with this id.
     pub fn approval(&self, id: &str) -> Option<&Approval> {
         self.approvals.iter().find(|a| a.approval_id == id)

@@ -221,9 +221,7 @@ pub(super) fn check_script_post(headers: &HeaderMap, s: &UiSession) -> Result<()
     if same_origin(headers) && token_ok {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(
-            "this request did not come from a page of this session (reload the page)".into(),
-        ))
+        Err(ApiError::CsrfRejected)
     }
 }
 

@@ -44,8 +44,9 @@ self.addEventListener('fetch', function (e) {
     if (r.ok && !r.redirected) {
       var copy = r.clone();
       caches.open(PAGES).then(function (c) { return c.put(url.pathname, copy); });
-    } else if (r.redirected && new URL(r.url).pathname === '/ui/login') {
-      // The session ended: pages kept for it go too.
+    } else if (r.type === 'opaqueredirect' || r.redirected || r.status === 401 || r.status === 403) {
+      // The session ended (a page answered with the way to the login):
+      // the pages kept for it go too.
       caches.delete(PAGES);
     }
     return r;

@@ -27,6 +27,7 @@
       var t = db.transaction(STORE, mode), out;
       t.oncomplete = function () { resolve(out); };
       t.onerror = function () { reject(t.error); };
+      t.onabort = function () { reject(t.error || new Error('aborted')); };
       out = fn(t.objectStore(STORE));
     });
   }
@@ -50,12 +51,21 @@
   function enqueue(a) {
     a.key = newKey();
     a.state = 'pending';
+    a.technician = me();
     a.created_at = new Date().toISOString();
     return tx('readwrite', function (s) { s.add(a); }).then(function () {
       applyLocal(a);
       return render();
+    }, function () {
+      say('refused', 'This phone could not keep that (its storage is full or blocked): it was not recorded.');
+      throw new Error('not kept');
     }).then(pump);
   }
+
+  // The technician signed in here: actions are kept per technician, and
+  // only theirs are sent with their session.
+  function me() { return bar.getAttribute('data-technician') || ''; }
+  function mine(list) { return list.filter(function (a) { return (a.technician || '') === me(); }); }
 
   // --- Sending ---------------------------------------------------------------
   function request(a, others) {
@@ -72,15 +82,26 @@
       headers['Content-Type'] = 'application/json';
       body = JSON.stringify(a.args);
     }
-    return fetch(url, { method: 'POST', headers: headers, body: body, credentials: 'same-origin' });
+    // A request that hangs on a weak signal is given up and tried again.
+    var abort = window.AbortController ? new AbortController() : null;
+    var timer = abort && setTimeout(function () { abort.abort(); }, a.type === 'file' ? 120000 : 30000);
+    return fetch(url, { method: 'POST', headers: headers, body: body, credentials: 'same-origin', signal: abort ? abort.signal : undefined })
+      .then(function (r) { clearTimeout(timer); return r; }, function (e) { clearTimeout(timer); throw e; });
   }
 
+  // One tab sends at a time (the queue is the phone's, not the tab's).
   function pump() {
+    if (navigator.locks) return navigator.locks.request('dispatch-field-pump', { ifAvailable: true }, function (lock) {
+      return lock ? pumpHere() : null;
+    });
+    return pumpHere();
+  }
+  function pumpHere() {
     if (pumping || !db) return Promise.resolve();
     pumping = true;
     var loop = function () {
       return all().then(function (list) {
-        var pending = list.filter(function (a) { return a.state === 'pending'; });
+        var pending = mine(list).filter(function (a) { return a.state === 'pending'; });
         if (!pending.length) return 'done';
         var a = pending[0];
         var after = pending.filter(function (b) { return b.job === a.job && b.seq !== a.seq; });
@@ -91,7 +112,9 @@
             try { doc = JSON.parse(text); } catch (e) { doc = null; }
             if (resp.ok) return sent(a, doc).then(loop);
             if (resp.status === 401) return 'signin';
+            if (doc && doc.code === 'csrf_rejected') return 'stale';
             if (resp.status === 408 || resp.status === 429 || resp.status >= 500) return 'retry';
+            if (doc && doc.code === 'version_conflict') return 'retry';
             a.state = 'refused';
             markRefused(a);
             a.problem = { status: resp.status, code: doc && doc.code, message: (doc && (doc.detail || doc.message || doc.title)) || ('refused (' + resp.status + ')'), current_state: doc && doc.current_state, missing: doc && doc.missing };
@@ -102,6 +125,17 @@
     };
     return loop().then(function (how) {
       pumping = false;
+      if (how === 'stale') {
+        // A page made for an earlier session: a fresh page has this
+        // session's token (at most once a minute, never a loop).
+        var last = parseInt(sessionStorage.getItem('field-stale-reload') || '0', 10);
+        if (Date.now() - last > 60000 && navigator.onLine) {
+          sessionStorage.setItem('field-stale-reload', String(Date.now()));
+          location.reload();
+          return;
+        }
+        how = 'signin';
+      }
       if (how === 'retry') {
         clearTimeout(retryTimer);
         retryTimer = setTimeout(pump, retryDelay);
@@ -110,7 +144,12 @@
         retryDelay = 2000;
       }
       return render(how);
-    }, function () { pumping = false; return render('retry'); });
+    }, function () {
+      pumping = false;
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(pump, retryDelay);
+      return render('retry');
+    });
   }
 
   function sent(a, doc) {
@@ -180,7 +219,8 @@
 
   function render(how) {
     if (!db) return Promise.resolve();
-    return all().then(function (list) {
+    return all().then(function (everyone) {
+      var list = mine(everyone);
       var pending = list.filter(function (a) { return a.state === 'pending'; });
       var refused = list.filter(function (a) { return a.state === 'refused'; });
       if (how === 'signin') say('signin', 'Your session has ended: sign in again. ' + pending.length + ' action(s) are kept on this phone.');
@@ -261,16 +301,40 @@
       var st = a.kind === 'signature' ? document.querySelector('.sig-state') : document.querySelector('.photo[data-kind="' + a.kind + '"] .photo-state');
       if (st) st.textContent = 'Kept, waiting to send.';
     } else if (a.command === 'accept_offer' || a.command === 'decline_offer') {
-      var card = document.querySelector('[data-job-id="' + CSS.escape(a.job) + '"] form.accept');
-      if (card) card.closest('article, section').setAttribute('data-answered', a.command);
+      // One answer per offer: the other buttons are spent.
+      document.querySelectorAll('form[data-job="' + CSS.escape(a.job) + '"].accept button, form[data-job="' + CSS.escape(a.job) + '"].decline button')
+        .forEach(function (x) { x.disabled = true; });
+    }
+    if (a.type === 'file' && a.kind === 'signature') {
+      var save = document.getElementById('sig-save');
+      if (save) save.disabled = true;
     }
     updateMissing();
   }
+  // A refused action is undone on the page: what it showed as done is not.
   function markRefused(a) {
     if (a.command === 'complete_checklist_item') {
       var li = document.querySelector('li.item[data-item="' + CSS.escape(a.args.item_id) + '"]');
-      if (li) li.querySelector('.item-state').textContent = 'Not recorded: refused (see the list at the top).';
+      if (li) {
+        li.removeAttribute('data-result');
+        li.querySelector('.item-state').textContent = 'Not recorded: refused (see the list at the top).';
+      }
+    } else if (a.command === 'check_in') {
+      var c = document.getElementById('checkin'), on = document.getElementById('onsite');
+      if (c) c.hidden = false;
+      if (on) on.hidden = true;
+    } else if (a.command === 'check_out') {
+      var b = document.getElementById('checkout-button');
+      if (b) b.disabled = false;
+    } else if (a.type === 'file') {
+      var box = document.getElementById('onsite');
+      if (box) box.setAttribute('data-evidence', (box.getAttribute('data-evidence') || '').replace(new RegExp('(^| )' + a.kind + '( |$)'), ' '));
+      var save = document.getElementById('sig-save');
+      if (a.kind === 'signature' && save) save.disabled = false;
+    } else if (a.command === 'accept_offer' || a.command === 'decline_offer') {
+      document.querySelectorAll('form[data-job="' + CSS.escape(a.job) + '"] button').forEach(function (x) { x.disabled = false; });
     }
+    updateMissing();
   }
   function markSent(a) {
     if (a.command === 'complete_checklist_item') {
@@ -286,7 +350,7 @@
     var list = document.getElementById('missing');
     if (!list) return;
     var have = (document.getElementById('onsite').getAttribute('data-evidence') || '').split(' ');
-    var open = 0;
+    var open = 0, otherwise = 0;
     list.querySelectorAll('li[data-need]').forEach(function (li) {
       var need = li.getAttribute('data-need'), done = false;
       if (need.indexOf('item:') === 0) {
@@ -297,15 +361,26 @@
       } else if (need === 'make_safe') {
         var m = document.getElementById('make-safe');
         done = !!(m && m.checked);
+      } else if (need === 'door_locked_out') {
+        done = !(outcome() === 'completed' && doorState() === 'locked_out');
+      } else if (need === 'door_secured') {
+        done = !(outcome() !== 'completed' && doorState() === 'operational');
+        if (!done) otherwise++;
       }
       li.hidden = done;
       if (!done) open++;
     });
     document.getElementById('missing-none').hidden = open > 0;
-    var blocked = open > 0 && outcome() === 'completed';
+    // A completed check-out needs the whole list; any other outcome only
+    // a door left safe where triage asked for the make-safe.
+    var blocked = outcome() === 'completed' ? open > 0 : otherwise > 0;
     var button = document.getElementById('checkout-button');
     if (button) button.setAttribute('aria-disabled', blocked ? 'true' : 'false');
-    return open;
+    return outcome() === 'completed' ? open : otherwise;
+  }
+  function doorState() {
+    var d = document.querySelector('#checkout-form input[name="door_left_state"]:checked');
+    return d ? d.value : '';
   }
   function outcome() {
     var o = document.querySelector('#checkout-form input[name="outcome"]:checked');
@@ -390,7 +465,7 @@
     };
     if (!navigator.geolocation) { fix = null; return decide(); }
     navigator.geolocation.getCurrentPosition(function (p) {
-      fix = { lat: p.coords.latitude, lon: p.coords.longitude, accuracy: Math.round(p.coords.accuracy) };
+      fix = { lat: p.coords.latitude, lon: p.coords.longitude, accuracy: Math.min(100000, Math.round(p.coords.accuracy)) };
       decide();
     }, function () { fix = null; decide(); }, { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
   }
@@ -398,7 +473,7 @@
   function checkOut(form, job, data) {
     var open = updateMissing();
     var blocked = document.getElementById('checkout-blocked');
-    if (outcome() === 'completed' && open > 0) {
+    if (open > 0) {
       blocked.hidden = false;
       document.getElementById('missing').scrollIntoView();
       return;
@@ -461,7 +536,7 @@
       }
       input.value = '';
       return enqueue({ type: 'file', job: job, kind: kind, content_type: blob.type || 'application/octet-stream', blob: blob });
-    });
+    }).catch(function () {});
   }
 
   function signaturePad() {
@@ -486,7 +561,7 @@
     document.getElementById('sig-save').addEventListener('click', function () {
       if (!strokes) { state.textContent = 'Ask the customer to sign in the box first.'; return; }
       pad.toBlob(function (blob) {
-        enqueue({ type: 'file', job: pad.closest('.signature').getAttribute('data-job'), kind: 'signature', content_type: 'image/png', blob: blob });
+        enqueue({ type: 'file', job: pad.closest('.signature').getAttribute('data-job'), kind: 'signature', content_type: 'image/png', blob: blob }).catch(function () {});
       }, 'image/png');
     });
   }
@@ -506,7 +581,10 @@
     bar = document.getElementById('field-sync');
     if (!bar) return;
     csrf = bar.getAttribute('data-csrf');
-    document.addEventListener('submit', onSubmit);
+    document.addEventListener('submit', function (ev) {
+      var r = onSubmit(ev);
+      if (r && r.catch) r.catch(function () {});
+    });
     document.addEventListener('change', function (ev) {
       onFile(ev);
       if (ev.target.closest && ev.target.closest('#checkout-form')) updateMissing();

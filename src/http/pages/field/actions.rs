@@ -38,6 +38,9 @@ const MAX_PENDING: u32 = 10_000;
 /// The most jobs one contact report names.
 const MAX_REPORTED_JOBS: usize = 50;
 
+/// The widest or tallest signature image read (the pad is 600×220).
+const MAX_SIGNATURE_SIDE: u32 = 4000;
+
 /// The fewest dark pixels a drawn signature has (a dot is not one).
 const SIGNATURE_MIN_INK: usize = 40;
 
@@ -110,16 +113,27 @@ async fn touch_if_mine(
     let Some(technician) = s.caller.technician_id.as_deref() else {
         return Ok(());
     };
-    let job = match state.app.load_job(job_id, None).await {
-        Ok(job) => job,
-        Err(ApiError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if crate::http::jobs::check_technician_scope(&s.caller, &job).is_err() {
+    if !is_mine(state, s, job_id).await? {
         return Ok(());
     }
     let now = state.app.clock.now();
     crate::app::field::touch(&state.app.pool, technician, job_id, pending, oldest, now).await
+}
+
+/// Whether the job's current offer or visit is the session's technician's
+/// (the domain's rule, [`JobData::is_technicians_now`]); an unknown job is
+/// not.
+///
+/// [`JobData::is_technicians_now`]: crate::domain::job::JobData::is_technicians_now
+async fn is_mine(state: &AppState, s: &UiSession, job_id: &str) -> Result<bool> {
+    let job = match state.app.load_job(job_id, None).await {
+        Ok(job) => job,
+        Err(ApiError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(job
+        .data()
+        .is_some_and(|d| d.is_technicians_now(s.caller.technician_id.as_deref())))
 }
 
 /// What `POST /ui/field/contact` reads: the jobs the phone holds actions
@@ -266,6 +280,20 @@ async fn store_and_attach(
     }
     let path = format!("/v1/jobs/{job_id}/commands/attach_evidence");
     let meta = mutation_meta(headers, "POST", &path, &args)?;
+    // Nothing is stored that could not be attached: the arguments decode,
+    // the visit is this technician's now, and the upload spends the key's
+    // budget as `POST /v1/evidence` does (the attach spends its own).
+    crate::http::decode::job_command("attach_evidence", args.clone())?;
+    if !is_mine(state, s, job_id).await? {
+        return Err(ApiError::Forbidden(
+            "this job is not offered or assigned to you".into(),
+        ));
+    }
+    state
+        .tools
+        .gate
+        .rate(&s.caller)
+        .map_err(|r| r.rest_error(s.caller.role, upload))?;
     let digest = json!({"sha256": args["sha256"], "content_type": content_type});
     let upload_meta = RequestMeta {
         idempotency_key: format!("{}.upload", meta.idempotency_key),
@@ -317,16 +345,20 @@ fn check_content(kind: EvidenceKind, content_type: &str, bytes: &[u8]) -> Result
 }
 
 /// The number of dark, visible pixels of a PNG (`None`: not a PNG this
-/// decoder reads within 64 MiB).
+/// decoder reads within 16 MiB and 4,000 px a side).
 fn ink(bytes: &[u8]) -> Option<usize> {
     let mut decoder = png::Decoder::new_with_limits(
         std::io::Cursor::new(bytes),
         png::Limits {
-            bytes: 64 * 1024 * 1024,
+            bytes: 16 * 1024 * 1024,
         },
     );
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().ok()?;
+    let info = reader.info();
+    if info.width > MAX_SIGNATURE_SIDE || info.height > MAX_SIGNATURE_SIDE {
+        return None;
+    }
     let mut buf = vec![0; reader.output_buffer_size()];
     let frame = reader.next_frame(&mut buf).ok()?;
     let data = &buf[..frame.buffer_size()];

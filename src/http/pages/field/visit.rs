@@ -62,7 +62,15 @@ pub(super) async fn page(
     let title = format!("Visit: {}", d.site.name);
     let body = html! {
         (head(d, door.as_ref(), sop))
-        (step(d, sop, location, state.app.clock.now()))
+        @if d.state == JobState::Cancelled || d.is_technicians_now(s.caller.technician_id.as_deref()) {
+            (step(d, sop, location, state.app.clock.now()))
+        } @else {
+            section.card #done aria-labelledby="done-h" {
+                h2 #done-h { (layout::title_case(d.state.as_str())) }
+                p { "This visit is no longer yours to work: it was answered, declined, expired or given to another technician." }
+                p { a.button href="/ui/field" { "Back to my work" } }
+            }
+        }
     };
     Ok(layout::render_field(&s, &title, body))
 }
@@ -369,6 +377,10 @@ fn missing_list(d: &JobData, sop: &IncidentSop) -> Markup {
                         Missing::MakeSafe => li data-need="make_safe" { "Confirm the make-safe" },
                     }
                 }
+                li data-need="door_locked_out" hidden { "A completed check-out leaves the door operational or secured, not locked out" }
+                @if d.flags.make_safe_required {
+                    li data-need="door_secured" hidden { "Make-safe required: leave the door secured or locked out" }
+                }
             }
             p #missing-none.ok hidden[!lacking.iter().all(|m| *m == Missing::Evidence(EvidenceKind::ChecklistForm))] {
                 "Nothing missing: you can check out as completed."
@@ -434,7 +446,7 @@ fn check_out(d: &JobData, sop: &IncidentSop) -> Markup {
                     }
                     button.secondary #add-part type="button" { "Add a part" }
                 }
-                p #checkout-blocked.notice.warn hidden { "A completed check-out needs everything in the list above first." }
+                p #checkout-blocked.notice.warn hidden { "This check-out needs what the list above still shows first." }
                 button.big #checkout-button type="submit" aria-describedby="missing-h" { "Check out" }
             }
         }
