@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod checkpoints;
+pub mod cloudevents;
 mod commands;
 pub mod door_history;
 pub mod evidence;

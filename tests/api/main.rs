@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod cache;
 mod chain;
+mod cloudevents;
 mod concurrency;
 mod destructive;
 mod door_history;
