@@ -16,14 +16,15 @@ use maud::{html, Markup};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::command::run_job_command;
 use super::layout::{self, Nav};
 use super::session::{check_post, read_form, UiSession};
 use super::{PageError, PageResult, Within};
-use crate::app::{Reply, RequestMeta};
+use crate::app::RequestMeta;
 use crate::error::ApiError;
 use crate::http::extract::{request_hash, require_endpoint};
 use crate::http::AppState;
-use crate::tools::gate::{self, Access, Call};
+use crate::tools::gate::{self, Call};
 use crate::tools::log::Transport;
 
 /// What an approval would carry out, for people.
@@ -261,37 +262,38 @@ pub(super) async fn decide(
             asked[field] = v.as_str().into();
         }
     }
-    let mut call = Call {
-        invocation_id: Uuid::new_v4(),
-        transport: Transport::Ui,
-        operation: "decide_approval".into(),
-        actor: s.caller.actor(),
-        idempotency_key: None,
-        argument_digest: gate::digest(&asked),
-        job_id: form
-            .get("job_id")
-            .filter(|j| gate::plausible_id(j))
-            .cloned(),
-        approval_id: Some(approval_id.clone()).filter(|a| gate::plausible_id(a)),
-        at: state.app.clock.now(),
+    let (job_id, decision, args, meta) = match read_decision(&approval_id, &form) {
+        Ok(read) => read,
+        Err(detail) => {
+            // A form that names no command is still the person's call:
+            // recorded, refused before the gate.
+            let call = Call {
+                invocation_id: Uuid::new_v4(),
+                transport: Transport::Ui,
+                operation: "decide_approval".into(),
+                actor: s.caller.actor(),
+                idempotency_key: None,
+                argument_digest: gate::digest(&asked),
+                job_id: form
+                    .get("job_id")
+                    .filter(|j| gate::plausible_id(j))
+                    .cloned(),
+                approval_id: Some(approval_id.clone()).filter(|a| gate::plausible_id(a)),
+                at: state.app.clock.now(),
+            };
+            let doc = json!({"code": "validation_error"});
+            state
+                .tools
+                .gate
+                .record(&state.app.invocations, call.finish(400, &doc, false));
+            return Err(bad(&s, detail));
+        }
     };
-    let (reply, decision, job_id) =
-        match run_decision(&state, &s, &approval_id, &form, &mut call).await {
-            Ok(decided) => decided,
-            Err((e, status, code)) => {
-                let doc = json!({"code": code});
-                state
-                    .tools
-                    .gate
-                    .record(&state.app.invocations, call.finish(status, &doc, false));
-                return Err(e);
-            }
-        };
+    // The one gate, the command and its record: as every page's command.
+    let reply = run_job_command(&state, &s, &job_id, "decide_approval", args, &meta)
+        .await
+        .map_err(|e| PageError::from(e).within(&s))?;
     let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-    state.tools.gate.record(
-        &state.app.invocations,
-        call.finish(reply.status, &answer, reply.replayed),
-    );
     let job_id = job_id.as_str();
     let done = if reply.status < 400 {
         if decision == "approve" {
@@ -317,42 +319,34 @@ pub(super) async fn decide(
     Ok(Redirect::to(&target).into_response())
 }
 
-/// A refusal of a decision form: the page to show, and the status and code to record.
-type Refused = (PageError, u16, &'static str);
-
-/// The decision form's fields, the gate, the command: the command's reply,
-/// the decision and the job; or the page to show with what to record. The
-/// call's idempotency key is filled in once it is known.
-async fn run_decision(
-    state: &AppState,
-    s: &UiSession,
+/// The decision form's fields: the job, the decision, the command's
+/// arguments and its request metadata (the form's nonce is its idempotency
+/// key); or what is wrong with the form.
+fn read_decision(
     approval_id: &str,
     form: &HashMap<String, String>,
-    call: &mut Call,
-) -> Result<(Reply, &'static str, String), Refused> {
-    let invalid = |detail: &str| (bad(s, detail), 400, "validation_error");
+) -> Result<(String, &'static str, Value, RequestMeta), &'static str> {
     let Some(job_id) = form
         .get("job_id")
         .filter(|j| !j.is_empty() && j.len() <= 200)
     else {
-        return Err(invalid("The form names no job."));
+        return Err("The form names no job.");
     };
     let Some(decision) = form.get("decision").and_then(|d| match d.as_str() {
         "approve" => Some("approve"),
         "reject" => Some("reject"),
         _ => None,
     }) else {
-        return Err(invalid("The decision must be approve or reject."));
+        return Err("The decision must be approve or reject.");
     };
     let Some(nonce) = form.get("idem").filter(|n| {
         n.starts_with("ui-")
             && n.len() <= 100
             && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     }) else {
-        return Err(invalid("The form is incomplete; reload the page."));
+        return Err("The form is incomplete; reload the page.");
     };
     let idempotency_key = format!("{nonce}-{decision}");
-    call.idempotency_key = Some(idempotency_key.clone());
     let mut args = json!({"approval_id": approval_id, "decision": decision});
     if let Some(r) = form
         .get("reason")
@@ -370,22 +364,5 @@ async fn run_decision(
         causation_id: None,
         tool_invocation_id: None,
     };
-    // The one gate the API's calls pass: the key's budget, then the allowlist.
-    let access = Access::Tool("decide_approval");
-    if let Err(refusal) = state.tools.gate.admit(&s.caller, access) {
-        let e = refusal.rest_error(s.caller.role, access);
-        let (status, code) = (e.status(), e.code());
-        return Err((PageError::from(e).within(s), status, code));
-    }
-    let failed = |e: ApiError| {
-        let (status, code) = (e.status(), e.code());
-        (PageError::from(e).within(s), status, code)
-    };
-    let command = crate::http::decode::job_command("decide_approval", args).map_err(failed)?;
-    state
-        .app
-        .execute_job(&s.caller, &meta, Some(job_id), command)
-        .await
-        .map(|reply| (reply, decision, job_id.clone()))
-        .map_err(failed)
+    Ok((job_id.clone(), decision, args, meta))
 }
