@@ -212,6 +212,44 @@ pub async fn projections_status(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dispatch-api subscriptions status [--json]`: one line per subscription
+/// (or the JSON of `GET /v1/subscriptions`).
+pub async fn subscriptions_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pool = pool(config).await?;
+    let status = crate::subscriptions::status::status(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!("{status}");
+        return Ok(());
+    }
+    match status["leader"]["instance"].as_str() {
+        Some(leader) => println!("delivered by {leader}"),
+        None => println!("no replica has delivered yet"),
+    }
+    let list = status["subscriptions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        println!("no subscriptions (set DISPATCH_NATS_URL, or register a webhook endpoint)");
+    }
+    for s in list {
+        let error = match (s["failing"].as_bool(), s["last_error"].as_str()) {
+            (Some(true), Some(e)) => format!("  FAILING: {e}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<46} position {:>10}  lag {:>8} events {:>8.1} s{error}",
+            s["name"].as_str().unwrap_or(""),
+            s["position"],
+            s["lag_events"],
+            s["lag_seconds"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
+
 /// `dispatch-api projections rebuild NAME|--all`: starts the rebuilds and
 /// works them to the swap (a running service shares the work safely).
 pub async fn projections_rebuild(

@@ -201,6 +201,70 @@ pub struct ServeConfig {
     /// only in this mode). Never in production.
     #[arg(long, env = "DISPATCH_CLOCK", default_value = "system")]
     pub clock: crate::clock::ClockSetting,
+
+    /// NATS server to publish every event to (JetStream), e.g.
+    /// `nats://127.0.0.1:4222`. Unset: no events go to NATS.
+    #[arg(long, env = "DISPATCH_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream the events go to (created if missing).
+    #[arg(long, env = "DISPATCH_NATS_STREAM", default_value = crate::subscriptions::nats::DEFAULT_STREAM,
+          value_parser = parse_stream_name)]
+    pub nats_stream: String,
+    /// The subjects' prefix: events go to `<prefix>.<aggregate type>.<event type>`.
+    #[arg(long, env = "DISPATCH_NATS_SUBJECT_PREFIX", default_value = crate::subscriptions::nats::DEFAULT_SUBJECT_PREFIX,
+          value_parser = parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+    /// The CloudEvents `source` of every event sent out (a URI reference).
+    #[arg(long, env = "DISPATCH_EVENT_SOURCE", default_value = crate::app::cloudevents::DEFAULT_SOURCE,
+          value_parser = parse_event_source)]
+    pub event_source: String,
+}
+
+impl ServeConfig {
+    /// Where events go on NATS, when `DISPATCH_NATS_URL` is set.
+    pub fn nats(&self) -> Option<crate::subscriptions::nats::NatsConfig> {
+        self.nats_url
+            .as_ref()
+            .map(|url| crate::subscriptions::nats::NatsConfig {
+                url: url.clone(),
+                stream: self.nats_stream.clone(),
+                subject_prefix: self.nats_subject_prefix.clone(),
+                source: self.event_source.clone(),
+            })
+    }
+}
+
+/// A JetStream stream name: letters, digits, `_` and `-`, at most 64.
+fn parse_stream_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    ok.then(|| s.to_string())
+        .ok_or_else(|| "a stream name is 1 to 64 letters, digits, `_` or `-`".to_string())
+}
+
+/// A subject prefix: dot-separated tokens of letters, digits, `_` and `-`.
+fn parse_subject_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.split('.').all(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    ok.then(|| s.to_string()).ok_or_else(|| {
+        "a subject prefix is dot-separated tokens of letters, digits, `_` or `-` (no wildcards)"
+            .to_string()
+    })
+}
+
+/// A CloudEvents source: a URI reference without spaces or control characters.
+fn parse_event_source(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 500 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| s.to_string())
+        .ok_or_else(|| "the event source is a URI reference (no spaces)".to_string())
 }
 
 /// A URL with its password replaced by `***`.

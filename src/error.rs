@@ -191,6 +191,16 @@ impl From<crate::read_models::ReadModelError> for ApiError {
     }
 }
 
+impl From<crate::subscriptions::SubscriptionError> for ApiError {
+    fn from(e: crate::subscriptions::SubscriptionError) -> Self {
+        use crate::subscriptions::SubscriptionError as E;
+        match e {
+            E::Database(db) => ApiError::from(db),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if sqlx_unavailable(&e) {

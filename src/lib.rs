@@ -90,6 +90,7 @@ pub mod http;
 pub mod read_models;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod timers;
 pub mod tools;

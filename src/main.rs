@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Events out: NATS JetStream and webhook subscriptions.
+    Subscriptions {
+        #[command(subcommand)]
+        command: SubscriptionsCommand,
+    },
     /// Validate the SOP library and exit.
     Sops {
         #[command(subcommand)]
@@ -113,6 +118,16 @@ enum ProjectionsCommand {
 }
 
 #[derive(Subcommand)]
+enum SubscriptionsCommand {
+    /// Each subscription: position, lag, last error; and the replica delivering them.
+    Status {
+        /// One JSON document (the shape of `GET /v1/subscriptions`).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum SopsCommand {
     /// Load and validate every SOP file.
     Check,
@@ -160,6 +175,11 @@ async fn main() -> ExitCode {
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name, all },
         } => cli::projections_rebuild(&cli.config, name.as_deref(), all)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Subscriptions {
+            command: SubscriptionsCommand::Status { json },
+        } => cli::subscriptions_status(&cli.config, json)
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Sops {

@@ -196,6 +196,20 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot register read models: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     let projectors = tokio::spawn(runtime.run(stopped.clone()));
+    // Events out (src/subscriptions): delivered by one replica at a time,
+    // on connections of their own.
+    let mut sinks: Vec<Arc<dyn crate::subscriptions::SinkSource>> = Vec::new();
+    let outbound = crate::db::sibling(&app.pool, 4);
+    if let Some(nats) = serve.nats() {
+        tracing::info!(url = %crate::config::redact_url(&nats.url), stream = %nats.stream, "publishing every event to NATS JetStream");
+        sinks.push(Arc::new(crate::subscriptions::nats::NatsSource::new(
+            outbound.clone(),
+            nats,
+        )));
+    }
+    let subscriptions = tokio::spawn(
+        crate::subscriptions::Subscriptions::new(outbound, sinks).run(stopped.clone()),
+    );
     let timers = tokio::spawn(crate::timers::run(
         app.clone(),
         std::time::Duration::from_millis(serve.timer_interval_ms),
@@ -224,6 +238,7 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let _ = projectors.await;
         let _ = timers.await;
+        let _ = subscriptions.await;
         // The last checkpoint covers what the drained requests committed.
         let _ = checkpoints.await;
     })

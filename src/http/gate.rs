@@ -140,6 +140,7 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
         | "/v1/technicians/{technician_id}/schedule"
         | "/v1/approvals"
         | "/v1/projections"
+        | "/v1/subscriptions"
         | "/v1/evidence/{sha256}"
         | "/v1/tools"
         | "/v1/tool-invocations"
@@ -555,6 +556,7 @@ mod tests {
             (Method::GET, "/v1/technicians/{technician_id}/schedule"),
             (Method::GET, "/v1/approvals"),
             (Method::GET, "/v1/projections"),
+            (Method::GET, "/v1/subscriptions"),
             (Method::GET, "/v1/evidence/{sha256}"),
             (Method::GET, "/v1/tools"),
             (Method::GET, "/v1/tool-invocations"),

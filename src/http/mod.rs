@@ -16,6 +16,7 @@ pub mod pages;
 mod read_models;
 mod registry;
 mod sops;
+mod subscriptions;
 mod technicians;
 mod tools;
 
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(registry::router())
         .merge(evidence::router())
         .merge(sops::router())
+        .merge(subscriptions::router())
         .merge(read_models::router())
         .merge(doors_history::router())
         .merge(tools::gated_router())

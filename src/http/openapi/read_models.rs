@@ -13,6 +13,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, roles: &Roles) {
     board_and_billing(paths, roles);
     roster_and_schedule(paths, roles);
     approvals_and_projections(paths, roles);
+    subscriptions(paths, roles);
     door_history(paths, roles);
 }
 
@@ -157,6 +158,37 @@ fn approvals_and_projections(paths: &mut Map<String, Value>, roles: &Roles) {
             json!([]),
             None,
             ("200", ok_json("Read models", json!({"type": "object", "required": ["projections"], "properties": {"projections": {"type": "array", "items": {"type": "object", "required": ["name", "version", "status", "position", "lag_events", "lag_seconds"]}}}}))),
+            false,
+        )}),
+    );
+}
+
+/// `GET /v1/subscriptions`.
+fn subscriptions(paths: &mut Map<String, Value>, roles: &Roles) {
+    let item = json!({"type": "object", "required": ["name", "kind", "position", "events_delivered", "lag_events", "lag_seconds", "failing"], "properties": {
+        "name": {"type": "string", "description": "`nats`, or `webhook:<endpoint id>`"},
+        "kind": {"enum": ["nats", "webhook"]},
+        "position": {"type": "integer", "description": "global position of the last event the sink acknowledged"},
+        "events_delivered": {"type": "integer"},
+        "lag_events": {"type": "integer"},
+        "lag_seconds": {"type": "number", "description": "age of the first event not yet delivered"},
+        "delivered_by": {"type": ["string", "null"], "description": "the replica that moved the checkpoint last"},
+        "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_error": {"type": ["string", "null"]},
+        "last_error_at": {"type": ["string", "null"], "format": "date-time"},
+        "failing": {"type": "boolean", "description": "an error since the last delivery"}
+    }});
+    paths.insert(
+        "/v1/subscriptions".into(),
+        json!({"get": operation(
+            "Events out: each subscription's position, lag and last error, and the replica delivering them",
+            roles.endpoint("GET /v1/subscriptions"),
+            json!([]),
+            None,
+            ("200", ok_json("Subscriptions", json!({"type": "object", "required": ["subscriptions", "leader"], "properties": {
+                "subscriptions": {"type": "array", "items": item},
+                "leader": {"type": ["object", "null"], "properties": {"instance": {"type": "string"}, "since": {"type": "string", "format": "date-time"}}}
+            }}))),
             false,
         )}),
     );

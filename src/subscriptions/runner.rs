@@ -1,0 +1,401 @@
+//! The lead and the delivery loops: one replica at a time delivers every
+//! subscription, one task per subscription (a slow sink never holds
+//! another back), woken by the store's `pg_notify` and polling as a
+//! fallback.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::log::{self, Moved};
+use super::{Sink, SinkSource};
+
+/// The advisory lock the leading replica holds (`'DSUB'`).
+const LEAD_LOCK: i64 = 0x4453_5542;
+
+/// Events per batch handed to a sink.
+pub const DEFAULT_BATCH: i64 = 500;
+
+/// How often the leader checks its lock, refreshes its sinks and publishes
+/// the lag metrics; also how often a replica that does not lead tries to.
+const TICK: Duration = Duration::from_secs(2);
+
+/// The subscriptions of one process.
+#[derive(Clone)]
+pub struct Subscriptions {
+    pool: PgPool,
+    sources: Vec<Arc<dyn SinkSource>>,
+    batch_size: i64,
+    poll: Duration,
+    instance: String,
+}
+
+/// Why a delivery loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Asked to stop, or its subscription is gone.
+    Stopped,
+    /// Another replica leads now.
+    NotLeader,
+}
+
+impl Subscriptions {
+    /// Subscriptions over the sinks `sources` give.
+    pub fn new(pool: PgPool, sources: Vec<Arc<dyn SinkSource>>) -> Self {
+        Subscriptions {
+            pool,
+            sources,
+            batch_size: DEFAULT_BATCH,
+            poll: Duration::from_millis(500),
+            instance: crate::read_models::runtime::instance_id().to_string(),
+        }
+    }
+
+    /// Names this replica (tests run several in one process).
+    pub fn instance(mut self, name: &str) -> Self {
+        self.instance = name.to_string();
+        self
+    }
+
+    /// Sets the batch size.
+    pub fn batch_size(mut self, n: i64) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Runs until `shutdown` turns true: tries to lead every [`TICK`]; while
+    /// leading, delivers.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match this.try_lead().await {
+                Ok(Some(lock)) => {
+                    tracing::info!(instance = %this.instance, "delivering the subscriptions");
+                    this.clone().lead(lock, shutdown.clone()).await;
+                    tracing::info!(instance = %this.instance, "no longer delivering the subscriptions");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot try to lead the subscriptions; retrying")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Takes the lead if no other replica holds it: the advisory lock on a
+    /// connection of its own, then the leader row.
+    async fn try_lead(&self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEAD_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO subscription_leader (only_row, leader, since) VALUES (true, $1, now()) \
+             ON CONFLICT (only_row) DO UPDATE SET leader = EXCLUDED.leader, since = EXCLUDED.since",
+        )
+        .bind(&self.instance)
+        .execute(&mut conn)
+        .await?;
+        Ok(Some(conn))
+    }
+
+    /// Delivers while the lock holds and until shutdown: one task per sink,
+    /// refreshed every [`TICK`].
+    async fn lead(self: Arc<Self>, mut lock: PgConnection, mut shutdown: watch::Receiver<bool>) {
+        let (stop, stopped) = watch::channel(false);
+        let (wake, _) = watch::channel(0u64);
+        let wake = Arc::new(wake);
+        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), stopped.clone()));
+        let mut tasks: HashMap<String, JoinHandle<Ended>> = HashMap::new();
+        let mut ticks = 0u64;
+        loop {
+            let alive = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::query("SELECT 1").execute(&mut lock),
+            )
+            .await;
+            if !matches!(alive, Ok(Ok(_))) {
+                tracing::warn!("the subscriptions' lock connection is gone: stepping down");
+                break;
+            }
+            let mut lost = false;
+            tasks.retain(|_, t| {
+                if !t.is_finished() {
+                    return true;
+                }
+                lost |= matches!(t.now_or_never_ended(), Some(Ended::NotLeader));
+                false
+            });
+            if lost {
+                tracing::warn!("another replica leads the subscriptions: stepping down");
+                break;
+            }
+            self.refresh(&mut tasks, &wake, &stopped).await;
+            if ticks % 3 == 0 {
+                super::status::publish_metrics(&self.pool).await;
+            }
+            ticks += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        let _ = stop.send(true);
+        for (_, t) in tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let _ = listener.await;
+        // Closing the connection releases the lock.
+        let _ = lock.close().await;
+    }
+
+    /// Starts a task for every sink the sources give that has none, and
+    /// stops the tasks of sinks no longer given.
+    async fn refresh(
+        &self,
+        tasks: &mut HashMap<String, JoinHandle<Ended>>,
+        wake: &Arc<watch::Sender<u64>>,
+        stopped: &watch::Receiver<bool>,
+    ) {
+        let mut wanted: HashMap<String, Arc<dyn Sink>> = HashMap::new();
+        for source in &self.sources {
+            match source.sinks().await {
+                Ok(sinks) => {
+                    for s in sinks {
+                        wanted.insert(s.name().to_string(), s);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the subscriptions' sinks; keeping the running ones");
+                    return;
+                }
+            }
+        }
+        tasks.retain(|name, t| {
+            let keep = wanted.contains_key(name);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        for (name, sink) in wanted {
+            if tasks.contains_key(&name) {
+                continue;
+            }
+            let delivery = Delivering {
+                pool: self.pool.clone(),
+                sink,
+                instance: self.instance.clone(),
+                batch_size: self.batch_size,
+                poll: self.poll,
+            };
+            tasks.insert(
+                name,
+                tokio::spawn(delivery.run(wake.subscribe(), stopped.clone())),
+            );
+        }
+    }
+}
+
+/// A finished task's outcome without waiting.
+trait NowOrNever {
+    fn now_or_never_ended(&mut self) -> Option<Ended>;
+}
+
+impl NowOrNever for JoinHandle<Ended> {
+    fn now_or_never_ended(&mut self) -> Option<Ended> {
+        use futures::FutureExt;
+        self.now_or_never().and_then(|r| r.ok())
+    }
+}
+
+/// One subscription's delivery loop.
+struct Delivering {
+    pool: PgPool,
+    sink: Arc<dyn Sink>,
+    instance: String,
+    batch_size: i64,
+    poll: Duration,
+}
+
+impl Delivering {
+    async fn run(self, mut woken: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) -> Ended {
+        let name = self.sink.name().to_string();
+        if !self.resume(&mut stop).await {
+            return Ended::Stopped;
+        }
+        loop {
+            if *stop.borrow() {
+                return Ended::Stopped;
+            }
+            woken.borrow_and_update();
+            match self.step().await {
+                Ok(Step::Delivered) => {}
+                Ok(Step::Idle) => {
+                    tokio::select! {
+                        _ = woken.changed() => {}
+                        _ = tokio::time::sleep(self.poll) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(Step::Failed(wait)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(Step::Ended(e)) => return e,
+                Err(e) => {
+                    tracing::warn!(subscription = %name, error = %e, "subscription step failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the checkpoint to where the sink says it already is, retrying
+    /// until it answers; false when stopped first.
+    async fn resume(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let name = self.sink.name();
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            let checkpoint = match log::checkpoint(&self.pool, name).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(subscription = %name, error = %e, "cannot read the checkpoint; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.sink.resume(checkpoint).await {
+                Ok(Some(at)) if at > checkpoint => {
+                    tracing::info!(subscription = %name, position = at.pos, "the sink already holds events past the checkpoint: resuming after them");
+                    match log::reset(&self.pool, name, at).await {
+                        Ok(_) => return true,
+                        Err(e) => {
+                            tracing::warn!(subscription = %name, error = %e, "cannot move the checkpoint; retrying")
+                        }
+                    }
+                }
+                Ok(_) => return true,
+                Err(e) => {
+                    let _ = log::record_error(&self.pool, name, &e).await;
+                    tracing::warn!(subscription = %name, error = %e, "the sink cannot say where it stands; retrying");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One batch: read after the checkpoint, deliver, move the checkpoint
+    /// past what the sink acknowledged.
+    async fn step(&self) -> super::Result<Step> {
+        let name = self.sink.name();
+        let Some(from) = log::checkpoint(&self.pool, name).await? else {
+            return Ok(Step::Ended(Ended::Stopped));
+        };
+        let batch = {
+            let mut conn = self.pool.acquire().await?;
+            log::read_after(&mut conn, from, self.batch_size).await?
+        };
+        if batch.events.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let delivery = self.sink.deliver(&batch.events).await;
+        let acked = delivery.acknowledged.min(batch.events.len());
+        if acked > 0 {
+            let to = batch.cursors[acked - 1];
+            match log::advance(&self.pool, name, &self.instance, from, to, acked as i64).await? {
+                Moved::Yes => {
+                    metrics::counter!("dispatch_subscription_events_total", "subscription" => name.to_string())
+                        .increment(acked as u64);
+                }
+                Moved::Elsewhere => return Ok(Step::Delivered),
+                Moved::NotLeader => return Ok(Step::Ended(Ended::NotLeader)),
+            }
+        }
+        match delivery.error {
+            Some(e) => {
+                log::record_error(&self.pool, name, &e).await?;
+                Ok(Step::Failed(
+                    delivery.retry_in.unwrap_or(Duration::from_secs(1)),
+                ))
+            }
+            None => Ok(Step::Delivered),
+        }
+    }
+}
+
+/// What one step did.
+enum Step {
+    Delivered,
+    Idle,
+    Failed(Duration),
+    Ended(Ended),
+}
+
+/// One `LISTEN dispatch_events` connection while leading: bumps `wake` on
+/// every notification; reconnects after a second when it is lost.
+async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let listening = match PgListener::connect_with(&pool).await {
+            Ok(mut l) => l.listen("dispatch_events").await.map(|()| l).ok(),
+            Err(_) => None,
+        };
+        let Some(mut listener) = listening else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        wake.send_modify(|n| *n += 1);
+        loop {
+            tokio::select! {
+                r = listener.recv() => match r {
+                    Ok(_) => wake.send_modify(|n| *n += 1),
+                    Err(_) => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
