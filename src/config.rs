@@ -218,6 +218,30 @@ pub struct ServeConfig {
     #[arg(long, env = "DISPATCH_EVENT_SOURCE", default_value = crate::app::cloudevents::DEFAULT_SOURCE,
           value_parser = parse_event_source)]
     pub event_source: String,
+
+    /// Accept webhook endpoints at `http://` URLs and at loopback, private
+    /// and other non-public addresses (tests, a receiver beside the
+    /// service). Off: `https://` on the public internet only.
+    #[arg(long, env = "DISPATCH_WEBHOOKS_ALLOW_LOCAL", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_local: bool,
+    /// One webhook delivery attempt's time limit, ms.
+    #[arg(long, env = "DISPATCH_WEBHOOKS_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub webhooks_timeout_ms: u64,
+    /// The back-off before a failed webhook delivery's first retry, ms
+    /// (doubling after each failure, with jitter).
+    #[arg(long, env = "DISPATCH_WEBHOOKS_RETRY_BASE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhooks_retry_base_ms: u64,
+    /// The longest back-off between two attempts of one webhook delivery, ms.
+    #[arg(long, env = "DISPATCH_WEBHOOKS_RETRY_MAX_MS", default_value_t = 3_600_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhooks_retry_max_ms: u64,
+    /// Streams of one webhook endpoint delivered at once (each stream in order).
+    #[arg(long, env = "DISPATCH_WEBHOOKS_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub webhooks_concurrency: u32,
 }
 
 impl ServeConfig {
@@ -231,6 +255,32 @@ impl ServeConfig {
                 subject_prefix: self.nats_subject_prefix.clone(),
                 source: self.event_source.clone(),
             })
+    }
+}
+
+impl ServeConfig {
+    /// Where webhook endpoints may point.
+    pub fn webhook_urls(&self) -> crate::subscriptions::webhooks::UrlPolicy {
+        crate::subscriptions::webhooks::UrlPolicy {
+            allow_local: self.webhooks_allow_local,
+        }
+    }
+
+    /// How webhooks are delivered (the retry and disabling windows are the
+    /// specification's: 24 hours, 3 days, on the service's clock).
+    pub fn webhooks(&self) -> crate::subscriptions::webhooks::WebhookConfig {
+        use std::time::Duration;
+        crate::subscriptions::webhooks::WebhookConfig {
+            source: self.event_source.clone(),
+            policy: self.webhook_urls(),
+            timeout: Duration::from_millis(self.webhooks_timeout_ms),
+            retry_base: Duration::from_millis(self.webhooks_retry_base_ms),
+            retry_max: Duration::from_millis(
+                self.webhooks_retry_max_ms.max(self.webhooks_retry_base_ms),
+            ),
+            concurrency: self.webhooks_concurrency as usize,
+            ..Default::default()
+        }
     }
 }
 

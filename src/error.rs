@@ -90,6 +90,18 @@ pub enum ApiError {
     /// reload it).
     #[error("this request did not come from a page of this session: reload the page")]
     CsrfRejected,
+    /// 422 `webhook_url_refused`: a webhook URL that is not `https://`, or
+    /// whose host is (or resolves to) a loopback, private or other
+    /// non-public address, while local endpoints are not allowed.
+    #[error("{0}")]
+    WebhookUrlRefused(String),
+    /// 422 `unknown_event_type`: a webhook's event type filter names an
+    /// event type (or aggregate type) the service does not record.
+    #[error("{0}")]
+    UnknownEventType(String),
+    /// 409 `webhook_already_registered`: a live endpoint has this URL.
+    #[error("an endpoint with this url is registered already ({0})")]
+    WebhookAlreadyRegistered(uuid::Uuid),
     /// 503 `projection_behind`: the read model has not applied `min_position` in time.
     #[error("the read model has not reached position {wanted} yet (it is at {position})")]
     ProjectionBehind {
@@ -201,6 +213,21 @@ impl From<crate::subscriptions::SubscriptionError> for ApiError {
     }
 }
 
+impl From<crate::subscriptions::webhooks::admin::WebhookError> for ApiError {
+    fn from(e: crate::subscriptions::webhooks::admin::WebhookError) -> Self {
+        use crate::subscriptions::webhooks::admin::WebhookError as E;
+        match e {
+            E::Validation { detail, field } => ApiError::Validation { detail, field },
+            E::UrlRefused(m) => ApiError::WebhookUrlRefused(m),
+            E::UnknownEventType(m) => ApiError::UnknownEventType(m),
+            E::AlreadyRegistered(id) => ApiError::WebhookAlreadyRegistered(id),
+            E::NotFound => ApiError::NotFound("no such webhook endpoint".into()),
+            E::Database(db) => ApiError::from(db),
+            E::Subscription(s) => ApiError::from(s),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if sqlx_unavailable(&e) {
@@ -238,7 +265,11 @@ impl ApiError {
                 TechnicianError::Validation { .. } => 400,
             },
             ApiError::Registry(e) => e.status(),
-            ApiError::UnknownEvidence(_) | ApiError::TechnicianHasNoKey(_) => 422,
+            ApiError::UnknownEvidence(_)
+            | ApiError::TechnicianHasNoKey(_)
+            | ApiError::WebhookUrlRefused(_)
+            | ApiError::UnknownEventType(_) => 422,
+            ApiError::WebhookAlreadyRegistered(_) => 409,
             ApiError::SigninLinkExpired => 410,
             ApiError::CsrfRejected => 403,
             ApiError::Unavailable | ApiError::ProjectionBehind { .. } => 503,
@@ -268,6 +299,9 @@ impl ApiError {
             ApiError::TechnicianHasNoKey(_) => "technician_has_no_key",
             ApiError::SigninLinkExpired => "signin_link_expired",
             ApiError::CsrfRejected => "csrf_rejected",
+            ApiError::WebhookUrlRefused(_) => "webhook_url_refused",
+            ApiError::UnknownEventType(_) => "unknown_event_type",
+            ApiError::WebhookAlreadyRegistered(_) => "webhook_already_registered",
             ApiError::ProjectionBehind { .. } => "projection_behind",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -293,7 +327,9 @@ impl ApiError {
             ApiError::Internal(_) => "an unexpected error occurred; it has been logged".to_string(),
             // Whoever made it, a refusal's text may carry pieces of the input
             // (field names from a hostile body): bounded here, once for all.
-            ApiError::Validation { detail, .. } => bounded_text(detail, DETAIL_BYTES),
+            ApiError::Validation { detail, .. }
+            | ApiError::WebhookUrlRefused(detail)
+            | ApiError::UnknownEventType(detail) => bounded_text(detail, DETAIL_BYTES),
             other => other.to_string(),
         };
         let mut doc = json!({
@@ -338,6 +374,9 @@ impl ApiError {
             ApiError::Technician(TechnicianError::Validation { field, .. })
             | ApiError::Registry(RegistryError::Validation { field, .. }) => {
                 obj.insert("field".into(), field.clone().into());
+            }
+            ApiError::WebhookAlreadyRegistered(id) => {
+                obj.insert("webhook_id".into(), id.to_string().into());
             }
             ApiError::RateLimited { retry_after_secs } => {
                 obj.insert("retry_after".into(), (*retry_after_secs).into());

@@ -124,6 +124,7 @@ impl Application {
             limits,
             metrics: Some(crate::telemetry::metrics_handle()),
             tools: Arc::new(tools),
+            webhook_urls: serve.webhook_urls(),
         };
         let listener = TcpListener::bind(serve.listen)
             .await
@@ -207,6 +208,16 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
             nats,
         )));
     }
+    // Webhook endpoints are registered at run time (POST /v1/webhooks): the
+    // source lists them every few seconds.
+    sinks.push(Arc::new(
+        crate::subscriptions::webhooks::WebhookSource::new(
+            outbound.clone(),
+            serve.webhooks(),
+            app.clock.clone(),
+        )
+        .context("cannot build the webhooks' HTTP client")?,
+    ));
     let subscriptions = tokio::spawn(
         crate::subscriptions::Subscriptions::new(outbound, sinks).run(stopped.clone()),
     );

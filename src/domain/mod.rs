@@ -5,6 +5,7 @@
 //! applied, the command, and the facts the application resolved for it.
 
 pub mod actor;
+pub mod event_types;
 pub mod geo;
 pub mod job;
 pub mod money;

@@ -119,6 +119,9 @@ pub fn operation(method: &Method, route: &str, params: &[(&str, &str)]) -> Optio
     if let Some(op) = super::registry::operation(get, post, route, param("command")) {
         return Some(op);
     }
+    if let Some(op) = super::webhooks::operation(method, route) {
+        return Some(op);
+    }
     Some(match route {
         "/v1/jobs" if post => tool("open_job"),
         "/v1/jobs/{job_id}" if get => tool("get_job"),
@@ -548,7 +551,8 @@ mod tests {
     #[test]
     fn every_endpoint_the_gate_names_is_in_the_allowlist() {
         let list = crate::tools::allowlist::Allowlist::builtin().unwrap();
-        let routes = [
+        let webhooks = super::super::webhooks::ROUTES.map(|(m, r)| (m.parse().unwrap(), r));
+        let routes = webhooks.into_iter().chain([
             (Method::GET, "/v1/jobs/{job_id}/events"),
             (Method::GET, "/v1/jobs/{job_id}/audit"),
             (Method::GET, "/v1/jobs/{job_id}/replay"),
@@ -567,7 +571,7 @@ mod tests {
             (Method::GET, "/v1/customers/{customer_id}"),
             (Method::GET, "/v1/sites/{site_id}"),
             (Method::GET, "/v1/maintenance-plans/{plan_id}"),
-        ];
+        ]);
         for (m, r) in routes {
             let op = operation(&m, r, &[]).unwrap();
             match op.access {

@@ -19,6 +19,7 @@ mod sops;
 mod subscriptions;
 mod technicians;
 mod tools;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The closed toolset: schemas, rate limit, settings (`POST /v1/tools`, `/mcp`).
     pub tools: Arc<crate::tools::Toolset>,
+    /// Where webhook endpoints may point (`DISPATCH_WEBHOOKS_ALLOW_LOCAL`).
+    pub webhook_urls: crate::subscriptions::webhooks::UrlPolicy,
 }
 
 /// The whole router. Every authenticated `/v1` route passes the one gate
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(evidence::router())
         .merge(sops::router())
         .merge(subscriptions::router())
+        .merge(webhooks::router())
         .merge(read_models::router())
         .merge(doors_history::router())
         .merge(tools::gated_router())

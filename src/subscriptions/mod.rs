@@ -27,6 +27,7 @@ pub mod log;
 pub mod nats;
 pub mod runner;
 pub mod status;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

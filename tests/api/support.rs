@@ -174,6 +174,7 @@ pub fn router_for(app: App) -> Router {
         limits: Limits::default(),
         metrics: None,
         tools: test_toolset(),
+        webhook_urls: Default::default(),
     })
 }
 
@@ -244,6 +245,7 @@ impl TestApp {
             limits,
             metrics: Some(dispatch_api::telemetry::metrics_handle()),
             tools: test_toolset(),
+            webhook_urls: Default::default(),
         };
         let make = |role, name: &str, tech: Option<&str>| {
             let pool = pool.clone();
@@ -287,6 +289,20 @@ impl TestApp {
             counter: self.counter.clone(),
             db: self.db.clone(),
         }
+    }
+
+    /// The same app, its webhook endpoints allowed where `policy` says
+    /// (the webhooks' tests allow receivers on 127.0.0.1).
+    pub fn with_webhook_urls(self, policy: dispatch_api::subscriptions::webhooks::UrlPolicy) -> TestApp {
+        let router = router(AppState {
+            app: self.app.clone(),
+            allowlist: Arc::new(Allowlist::builtin().unwrap()),
+            limits: Limits::default(),
+            metrics: Some(dispatch_api::telemetry::metrics_handle()),
+            tools: test_toolset(),
+            webhook_urls: policy,
+        });
+        TestApp { router, ..self }
     }
 
     /// A new idempotency key.

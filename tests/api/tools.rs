@@ -67,6 +67,7 @@ pub fn with_tools(t: TestApp, config: ToolsConfig) -> TestApp {
         limits: Default::default(),
         metrics: None,
         tools: Arc::new(Toolset::new(allowlist, config).unwrap()),
+        webhook_urls: Default::default(),
     };
     TestApp {
         router: router(state),

@@ -5,7 +5,7 @@
 //!
 //! Split by part of the document: the pieces every operation is made of
 //! (`parts.rs`), the command examples (`examples.rs`), the resources'
-//! paths (`paths.rs`), the read models' (`read_models.rs`), the registry's (`registry.rs`), the toolset's
+//! paths (`paths.rs`), the read models' (`read_models.rs`), the registry's (`registry.rs`), the webhooks' (`webhooks.rs`), the toolset's
 //! (`toolset.rs`), and the named schemas (`components.rs`).
 
 mod components;
@@ -15,6 +15,7 @@ mod paths;
 mod read_models;
 mod registry;
 mod toolset;
+mod webhooks;
 
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
@@ -41,11 +42,13 @@ pub fn document(allowlist: &Allowlist) -> Value {
     paths::evidence_and_sops(&mut paths, &roles);
     read_models::paths(&mut paths, &roles);
     registry::paths(&mut paths, &mut generator, &roles);
+    webhooks::paths(&mut paths, &roles);
     paths::service(&mut paths);
     let mut schemas = generator.take_definitions(true);
     toolset::paths(&mut paths, &mut schemas, &roles);
     components::schemas(&mut schemas);
     registry::schemas(&mut schemas);
+    webhooks::schemas(&mut schemas);
 
     json!({
         "openapi": "3.1.0",
