@@ -125,7 +125,9 @@ pub fn check_filter(entry: &str) -> Result<(), String> {
     if event == "*" || events.contains(&event) {
         Ok(())
     } else {
-        Err(format!("`{shown}` is not an event type this service records"))
+        Err(format!(
+            "`{shown}` is not an event type this service records"
+        ))
     }
 }
 
@@ -133,9 +135,8 @@ pub fn check_filter(entry: &str) -> Result<(), String> {
 pub fn selects(filter: &[String], aggregate_type: &str, event_type: &str) -> bool {
     filter.iter().any(|f| {
         f == "*"
-            || f.split_once('.').is_some_and(|(a, e)| {
-                a == aggregate_type && (e == "*" || e == event_type)
-            })
+            || f.split_once('.')
+                .is_some_and(|(a, e)| a == aggregate_type && (e == "*" || e == event_type))
     })
 }
 

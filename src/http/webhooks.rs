@@ -63,9 +63,7 @@ pub(super) fn operation(method: &Method, route: &str) -> Option<Operation> {
     } else {
         method.as_str()
     };
-    let (m, r) = ROUTES
-        .iter()
-        .find(|(m, r)| *m == method && *r == route)?;
+    let (m, r) = ROUTES.iter().find(|(m, r)| *m == method && *r == route)?;
     let key = format!("{m} {r}");
     Some(Operation {
         name: key.clone(),
@@ -161,7 +159,12 @@ async fn dead_letters(
 }
 
 /// Reads a body that must be `{}` or absent.
-async fn empty_body(state: &AppState, asked: &Asked, headers: &HeaderMap, body: Body) -> Result<()> {
+async fn empty_body(
+    state: &AppState,
+    asked: &Asked,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<()> {
     let body = read_json(headers, body, state.limits.max_body_bytes).await?;
     asked.body(&body);
     match body.as_object().and_then(|o| o.keys().next()) {

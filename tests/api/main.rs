@@ -29,4 +29,5 @@ mod registry_jobs;
 mod signin;
 mod support;
 mod tools;
+mod webhooks;
 mod writer;

@@ -293,7 +293,10 @@ impl TestApp {
 
     /// The same app, its webhook endpoints allowed where `policy` says
     /// (the webhooks' tests allow receivers on 127.0.0.1).
-    pub fn with_webhook_urls(self, policy: dispatch_api::subscriptions::webhooks::UrlPolicy) -> TestApp {
+    pub fn with_webhook_urls(
+        self,
+        policy: dispatch_api::subscriptions::webhooks::UrlPolicy,
+    ) -> TestApp {
         let router = router(AppState {
             app: self.app.clone(),
             allowlist: Arc::new(Allowlist::builtin().unwrap()),

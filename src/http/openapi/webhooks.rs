@@ -56,7 +56,10 @@ pub(super) fn paths(paths: &mut Map<String, Value>, roles: &Roles) {
         "description": {"type": ["string", "null"], "maxLength": 500}
     }});
     let mut created = json!({"allOf": [{"$ref": REF}, {"type": "object", "required": ["secret"], "properties": {"secret": {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]{43}=$", "description": "The signing secret (Standard Webhooks): shown here only, never again"}}}]});
-    created = ok_json("Registered; it gets the events committed from now on", created);
+    created = ok_json(
+        "Registered; it gets the events committed from now on",
+        created,
+    );
     let mut register = operation(
         "Register a webhook endpoint",
         roles.endpoint("POST /v1/webhooks"),
@@ -66,17 +69,27 @@ pub(super) fn paths(paths: &mut Map<String, Value>, roles: &Roles) {
         true,
     );
     register["description"] = json!("Not an idempotent command (no Idempotency-Key): the answer holds the secret, which is never stored for a replay; registering the same URL again is 409 `webhook_already_registered` (with `webhook_id`).");
-    register["responses"]["409"] = problem("A live endpoint has this URL (`webhook_already_registered`, with `webhook_id`)");
+    register["responses"]["409"] =
+        problem("A live endpoint has this URL (`webhook_already_registered`, with `webhook_id`)");
     register["responses"]["422"] = problem("The URL is not https or points to a non-public address (`webhook_url_refused`), or an event type is unknown (`unknown_event_type`)");
     let list = operation(
         "Every webhook endpoint (no secrets)",
         roles.endpoint("GET /v1/webhooks"),
         json!([]),
         None,
-        ("200", ok_json("The endpoints", json!({"type": "object", "required": ["webhooks"], "properties": {"webhooks": {"type": "array", "items": {"$ref": REF}}}}))),
+        (
+            "200",
+            ok_json(
+                "The endpoints",
+                json!({"type": "object", "required": ["webhooks"], "properties": {"webhooks": {"type": "array", "items": {"$ref": REF}}}}),
+            ),
+        ),
         false,
     );
-    paths.insert("/v1/webhooks".into(), json!({"post": register, "get": list}));
+    paths.insert(
+        "/v1/webhooks".into(),
+        json!({"post": register, "get": list}),
+    );
     one(paths, roles);
     logs(paths, roles);
     replays(paths, roles);
@@ -104,7 +117,13 @@ fn one(paths: &mut Map<String, Value>, roles: &Roles) {
         roles.endpoint("DELETE /v1/webhooks/{webhook_id}"),
         vec![],
         None,
-        ("200", ok_json("Deleted", json!({"type": "object", "required": ["id", "deleted_at"], "properties": {"id": {"type": "string", "format": "uuid"}, "deleted_at": {"type": "string", "format": "date-time"}}}))),
+        (
+            "200",
+            ok_json(
+                "Deleted",
+                json!({"type": "object", "required": ["id", "deleted_at"], "properties": {"id": {"type": "string", "format": "uuid"}, "deleted_at": {"type": "string", "format": "date-time"}}}),
+            ),
+        ),
         false,
     );
     paths.insert(

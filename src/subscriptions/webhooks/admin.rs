@@ -234,8 +234,14 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Value, WebhookError> {
     .bind(subscription(id))
     .fetch_optional(pool)
     .await?;
-    v["lag_events"] = json!(lag.as_ref().map(|r| r.try_get::<i64, _>("lag_events")).transpose()?);
-    v["lag_seconds"] = json!(lag.as_ref().map(|r| r.try_get::<f64, _>("lag_seconds")).transpose()?);
+    v["lag_events"] = json!(lag
+        .as_ref()
+        .map(|r| r.try_get::<i64, _>("lag_events"))
+        .transpose()?);
+    v["lag_seconds"] = json!(lag
+        .as_ref()
+        .map(|r| r.try_get::<f64, _>("lag_seconds"))
+        .transpose()?);
     let retrying = sqlx::query(
         "SELECT event_id, global_position, attempts, first_failed_at, last_error, last_attempt_at \
          FROM webhook_retries WHERE endpoint_id = $1 ORDER BY global_position LIMIT 100",
@@ -289,10 +295,12 @@ pub async fn delete(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE webhook_dead_letters SET replay_requested_at = NULL WHERE endpoint_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE webhook_dead_letters SET replay_requested_at = NULL WHERE endpoint_id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(endpoint = %id, by, "webhook endpoint deleted");
     Ok(json!({ "id": id, "deleted_at": now }))
@@ -337,11 +345,12 @@ async fn bump(tx: &mut sqlx::PgConnection, id: Uuid, enable: bool) -> Result<(),
 /// with a fresh retry window, the failing time cleared. An enabled one is
 /// left as it is.
 pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Value, WebhookError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     match status.as_deref() {
         None => return Err(WebhookError::NotFound),
         Some("enabled") => {}
@@ -359,9 +368,16 @@ pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Value, WebhookError> {
 /// before the first event at or after that position (past the end: at the
 /// end, skipping what was not delivered), every event from there is
 /// delivered again, with fresh retry windows.
-pub async fn replay_from(pool: &PgPool, id: Uuid, from_position: i64) -> Result<Value, WebhookError> {
+pub async fn replay_from(
+    pool: &PgPool,
+    id: Uuid,
+    from_position: i64,
+) -> Result<Value, WebhookError> {
     if from_position < 1 {
-        return Err(invalid("from_position", "from_position is a global position, 1 or more"));
+        return Err(invalid(
+            "from_position",
+            "from_position is a global position, 1 or more",
+        ));
     }
     exists(pool, id).await?;
     let to = log::cursor_before_position(pool, from_position).await?;

@@ -42,7 +42,12 @@ impl Outcome {
         self.error.is_none()
     }
 
-    fn failed(kind: &'static str, http_status: Option<u16>, error: String, started: Instant) -> Self {
+    fn failed(
+        kind: &'static str,
+        http_status: Option<u16>,
+        error: String,
+        started: Instant,
+    ) -> Self {
         Outcome {
             http_status,
             error: Some(bounded(&error, 500)),
@@ -90,7 +95,10 @@ pub async fn post(
     };
     let sent = client
         .post(req.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/cloudevents+json")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/cloudevents+json",
+        )
         .header("webhook-id", req.id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
@@ -106,7 +114,9 @@ pub async fn post(
     };
     let status = answer.status();
     if status.is_success() {
-        let left = timeout.saturating_sub(started.elapsed()).min(SUCCESS_BODY_TIME);
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .min(SUCCESS_BODY_TIME);
         let _ = tokio::time::timeout(left, read_bounded(answer)).await;
         return Outcome {
             http_status: Some(status.as_u16()),

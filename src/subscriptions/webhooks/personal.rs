@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn other_events_and_missing_fields_are_left_as_they_are() {
-        let note = json!({"payload": {"text": "call Sam", "name": "x", "contact": {"name": "kept"}}});
+        let note =
+            json!({"payload": {"text": "call Sam", "name": "x", "contact": {"name": "kept"}}});
         let mut same = note.clone();
         remove_personal_data("job", "NoteAdded", &mut same);
         assert_eq!(same, note);

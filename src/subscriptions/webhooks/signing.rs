@@ -35,7 +35,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<Strin
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Some(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 /// Whether `header` (space-separated `v1,<base64>` signatures) holds the
@@ -46,7 +49,10 @@ pub fn verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str)
         return false;
     };
     header.split(' ').any(|sig| {
-        let Some(given) = sig.strip_prefix("v1,").and_then(|b| STANDARD.decode(b).ok()) else {
+        let Some(given) = sig
+            .strip_prefix("v1,")
+            .and_then(|b| STANDARD.decode(b).ok())
+        else {
             return false;
         };
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
@@ -70,7 +76,13 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(secret, id, 1614265330, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(secret, id, 1614265330, body, &format!("v1,bm9wZQ== {sig}")));
+        assert!(verify(
+            secret,
+            id,
+            1614265330,
+            body,
+            &format!("v1,bm9wZQ== {sig}")
+        ));
         assert!(!verify(secret, id, 1614265331, body, &sig));
         assert!(!verify(secret, id, 1614265330, b"{}", &sig));
     }

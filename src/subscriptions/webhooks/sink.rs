@@ -280,13 +280,23 @@ impl Sink for WebhookSink {
         let standing = match store::standing(&self.pool, self.endpoint.id).await {
             Ok(Some(s)) => s,
             Ok(None) => return failed(0, "the endpoint was deleted", RECHECK),
-            Err(e) => return failed(0, format!("cannot read the endpoint: {e}"), Duration::from_secs(1)),
+            Err(e) => {
+                return failed(
+                    0,
+                    format!("cannot read the endpoint: {e}"),
+                    Duration::from_secs(1),
+                )
+            }
         };
         if !standing.enabled {
             return failed(0, "the endpoint is disabled", RECHECK);
         }
         if let Err(e) = self.refresh(&mut memory, standing.generation).await {
-            return failed(0, format!("cannot read the retries: {e}"), Duration::from_secs(1));
+            return failed(
+                0,
+                format!("cannot read the retries: {e}"),
+                Duration::from_secs(1),
+            );
         }
         let deadline = Instant::now() + self.config.batch_time;
         let mut done = vec![false; batch.len()];
@@ -338,7 +348,8 @@ impl Sink for WebhookSink {
         }
         // Delivered is delivered, whatever the bookkeeping says next.
         memory.sent.extend(changes.delivered.iter().copied());
-        let recorded = store::record(&self.pool, self.endpoint.id, standing.generation, &changes).await;
+        let recorded =
+            store::record(&self.pool, self.endpoint.id, standing.generation, &changes).await;
         let failing_since = match recorded {
             Ok(Recorded::Written(since)) => since,
             Ok(Recorded::Stale) => {
@@ -350,10 +361,18 @@ impl Sink for WebhookSink {
             Err(e) => {
                 // Dead letters not recorded are not passed: they are
                 // attempted (and dead-lettered) again.
-                return failed(0, format!("cannot record the attempts: {e}"), Duration::from_secs(1));
+                return failed(
+                    0,
+                    format!("cannot record the attempts: {e}"),
+                    Duration::from_secs(1),
+                );
             }
         };
-        for id in changes.delivered.iter().chain(changes.dead.iter().map(|d| &d.event_id)) {
+        for id in changes
+            .delivered
+            .iter()
+            .chain(changes.dead.iter().map(|d| &d.event_id))
+        {
             memory.retries.remove(id);
         }
         for (r, until) in due_again {
@@ -364,7 +383,10 @@ impl Sink for WebhookSink {
             memory.sent.remove(&e.event_id);
         }
         let error = last_error.unwrap_or_default();
-        if self.disable_if_failing_too_long(failing_since, &error).await {
+        if self
+            .disable_if_failing_too_long(failing_since, &error)
+            .await
+        {
             return failed(acknowledged, format!("disabled: {error}"), RECHECK);
         }
         match blocked_until {

@@ -221,7 +221,8 @@ impl Resolve for PublicResolver {
                     return Err(Box::new(AddressRefused(format!(
                         "the host `{name}` resolves to {}, which is not a public internet address",
                         bad.ip()
-                    ))) as Box<dyn std::error::Error + Send + Sync>);
+                    )))
+                        as Box<dyn std::error::Error + Send + Sync>);
                 }
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
