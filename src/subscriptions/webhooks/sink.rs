@@ -219,6 +219,53 @@ impl WebhookSink {
         run
     }
 
+    /// The endpoint's generation when it is still enabled (what is
+    /// remembered reloaded if it changed); else the answer to give.
+    async fn ready(&self, memory: &mut Memory) -> Result<i64, Delivery> {
+        let retry_soon = Duration::from_secs(1);
+        let standing = match store::standing(&self.pool, self.endpoint.id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(failed(0, "the endpoint was deleted", RECHECK)),
+            Err(e) => {
+                return Err(failed(
+                    0,
+                    format!("cannot read the endpoint: {e}"),
+                    retry_soon,
+                ))
+            }
+        };
+        if !standing.enabled {
+            return Err(failed(0, "the endpoint is disabled", RECHECK));
+        }
+        self.refresh(memory, standing.generation)
+            .await
+            .map_err(|e| failed(0, format!("cannot read the retries: {e}"), retry_soon))?;
+        Ok(standing.generation)
+    }
+
+    /// Which events of a batch are done already (not asked for, or sent
+    /// before), and the others by stream, in order.
+    fn plan(&self, batch: &[StoredEvent], memory: &Memory) -> (Vec<bool>, Vec<Vec<usize>>) {
+        let mut done = vec![false; batch.len()];
+        let mut streams: Vec<Vec<usize>> = Vec::new();
+        let mut stream_of: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            if !selects(&self.endpoint.event_types, &e.aggregate_type, &e.event_type)
+                || memory.sent.contains(&e.event_id)
+            {
+                done[i] = true;
+                continue;
+            }
+            let key = (e.aggregate_type.as_str(), e.aggregate_id.as_str());
+            let s = *stream_of.entry(key).or_insert_with(|| {
+                streams.push(Vec::new());
+                streams.len() - 1
+            });
+            streams[s].push(i);
+        }
+        (done, streams)
+    }
+
     /// Disables the endpoint if it has failed for `disable_after`; whether
     /// it did.
     async fn disable_if_failing_too_long(
@@ -250,6 +297,47 @@ impl WebhookSink {
     }
 }
 
+/// The runs of a batch's streams put together.
+struct Merged {
+    changes: Changes,
+    /// When the first waiting event is due again.
+    blocked_until: Option<Instant>,
+    last_error: Option<String>,
+    /// The retried events, each with when it is due.
+    due_again: Vec<(Retry, Instant)>,
+}
+
+impl Merged {
+    /// Marks what the runs did in `done` and gathers their changes.
+    fn of(runs: Vec<StreamRun>, done: &mut [bool]) -> Merged {
+        let mut m = Merged {
+            changes: Changes::default(),
+            blocked_until: None,
+            last_error: None,
+            due_again: Vec::new(),
+        };
+        for run in runs {
+            for i in run.done {
+                done[i] = true;
+            }
+            m.changes.attempts.extend(run.changes.attempts);
+            m.changes.delivered.extend(run.changes.delivered);
+            if let Some(until) = run.blocked_until {
+                m.due_again
+                    .extend(run.changes.retried.iter().map(|r| (r.clone(), until)));
+            }
+            m.changes.retried.extend(run.changes.retried);
+            m.changes.dead.extend(run.changes.dead);
+            m.blocked_until = match (m.blocked_until, run.blocked_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            m.last_error = run.last_error.or(m.last_error);
+        }
+        m
+    }
+}
+
 fn failed(acknowledged: usize, error: impl Into<String>, retry_in: Duration) -> Delivery {
     Delivery {
         acknowledged,
@@ -277,45 +365,12 @@ impl Sink for WebhookSink {
 
     async fn deliver(&self, batch: &[StoredEvent]) -> Delivery {
         let mut memory = self.memory.lock().await;
-        let standing = match store::standing(&self.pool, self.endpoint.id).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return failed(0, "the endpoint was deleted", RECHECK),
-            Err(e) => {
-                return failed(
-                    0,
-                    format!("cannot read the endpoint: {e}"),
-                    Duration::from_secs(1),
-                )
-            }
+        let generation = match self.ready(&mut memory).await {
+            Ok(g) => g,
+            Err(refused) => return refused,
         };
-        if !standing.enabled {
-            return failed(0, "the endpoint is disabled", RECHECK);
-        }
-        if let Err(e) = self.refresh(&mut memory, standing.generation).await {
-            return failed(
-                0,
-                format!("cannot read the retries: {e}"),
-                Duration::from_secs(1),
-            );
-        }
         let deadline = Instant::now() + self.config.batch_time;
-        let mut done = vec![false; batch.len()];
-        let mut streams: Vec<Vec<usize>> = Vec::new();
-        let mut stream_of: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, e) in batch.iter().enumerate() {
-            if !selects(&self.endpoint.event_types, &e.aggregate_type, &e.event_type)
-                || memory.sent.contains(&e.event_id)
-            {
-                done[i] = true;
-                continue;
-            }
-            let key = (e.aggregate_type.as_str(), e.aggregate_id.as_str());
-            let s = *stream_of.entry(key).or_insert_with(|| {
-                streams.push(Vec::new());
-                streams.len() - 1
-            });
-            streams[s].push(i);
-        }
+        let (mut done, streams) = self.plan(batch, &memory);
         let retries = &memory.retries;
         let runs: Vec<StreamRun> = futures::stream::iter(
             streams
@@ -325,31 +380,15 @@ impl Sink for WebhookSink {
         .buffer_unordered(self.config.concurrency.max(1))
         .collect()
         .await;
-        let mut changes = Changes::default();
-        let mut blocked_until: Option<Instant> = None;
-        let mut last_error = None;
-        let mut due_again = Vec::new();
-        for run in runs {
-            for i in run.done {
-                done[i] = true;
-            }
-            changes.attempts.extend(run.changes.attempts);
-            changes.delivered.extend(run.changes.delivered);
-            if let Some(until) = run.blocked_until {
-                due_again.extend(run.changes.retried.iter().map(|r| (r.clone(), until)));
-            }
-            changes.retried.extend(run.changes.retried);
-            changes.dead.extend(run.changes.dead);
-            blocked_until = match (blocked_until, run.blocked_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            last_error = run.last_error.or(last_error);
-        }
+        let Merged {
+            changes,
+            blocked_until,
+            last_error,
+            due_again,
+        } = Merged::of(runs, &mut done);
         // Delivered is delivered, whatever the bookkeeping says next.
         memory.sent.extend(changes.delivered.iter().copied());
-        let recorded =
-            store::record(&self.pool, self.endpoint.id, standing.generation, &changes).await;
+        let recorded = store::record(&self.pool, self.endpoint.id, generation, &changes).await;
         let failing_since = match recorded {
             Ok(Recorded::Written(since)) => since,
             Ok(Recorded::Stale) => {
