@@ -31,6 +31,7 @@ use crate::app::App;
 use crate::domain::job::JobState;
 use crate::http::extract::require_tool;
 use crate::http::AppState;
+use crate::subscriptions::webhooks;
 
 /// How often the shared task reads the board's checkpoint while someone watches.
 const POLL: Duration = Duration::from_millis(250);
@@ -425,6 +426,9 @@ pub(super) async fn page(
     let f = filters(q.as_deref());
     let answer = state.app.board(&f).await.within(&s)?;
     let beside = Beside::read(&state.app, &answer).await;
+    let disabled = webhooks::admin::disabled(&state.app.pool)
+        .await
+        .unwrap_or(0);
     let position = answer["position"].as_i64().unwrap_or(0);
     let stream = {
         let mut p = f.clone();
@@ -432,6 +436,9 @@ pub(super) async fn page(
         format!("/ui/board/stream?{}", encode(&p))
     };
     let body = html! {
+        @if disabled > 0 {
+            p.notice.error #webhooks-disabled role="alert" { (disabled) " webhook endpoint(s) disabled: every delivery failed for 3 days, so the systems behind them get no events. An admin re-enables them (docs/08)." }
+        }
         (filter_form(&state.app, &f))
         p #live-status.live role="status" aria-live="polite" data-state="connecting" {
             "Live updates connecting… (position " (position) ")"
