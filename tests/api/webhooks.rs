@@ -8,6 +8,7 @@
 //! bad registrations are refused with nothing written; a slow or huge
 //! receiver holds no other endpoint back.
 
+mod example;
 mod receiver;
 
 use std::sync::Arc;
