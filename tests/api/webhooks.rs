@@ -235,7 +235,12 @@ async fn retries_carry_the_same_id_in_order_per_stream_and_every_attempt_is_logg
     };
     let running = Running::start(&t, config);
     let receiver = Receiver::start().await;
-    receiver.script(&[Answer::Status(500), Answer::Hang, Answer::Endless(503)]);
+    receiver.script(&[
+        Answer::Status(500),
+        Answer::Hang,
+        Answer::Endless(503),
+        Answer::Redirect,
+    ]);
     let id = register(&t, &receiver, &["job.JobOpened", "job.NoteAdded"], false).await;
     let job = t.open_ifm_job("store-1").await;
     t.note(&job, &t.keys.agent, "second event of the stream")
@@ -246,7 +251,7 @@ async fn retries_carry_the_same_id_in_order_per_stream_and_every_attempt_is_logg
     let ids = receiver.ids();
     let first_noted = ids.iter().position(|i| i == noted).unwrap();
     assert!(
-        first_noted >= 4 && ids[..first_noted].iter().all(|i| i == opened),
+        first_noted >= 5 && ids[..first_noted].iter().all(|i| i == opened),
         "the first event until it was taken, then the second, never before: {ids:?}"
     );
     let got = receiver.got();
@@ -290,6 +295,7 @@ async fn retries_carry_the_same_id_in_order_per_stream_and_every_attempt_is_logg
         of_opened[2]["latency_ms"].as_i64().unwrap() < 900,
         "{log:?}"
     );
+    assert_eq!(of_opened[3]["http_status"], 307, "no redirect followed");
     assert_eq!(of_opened[first_noted - 1]["http_status"], 200);
     assert_eq!(of_noted.last().unwrap()["http_status"], 200);
     let shown = t.get(&format!("/v1/webhooks/{id}"), &t.keys.admin).await;

@@ -31,6 +31,8 @@ pub enum Answer {
     Slow(Duration),
     /// This status with a body that never ends.
     Endless(u16),
+    /// 307 to this same receiver (a sender that follows it sends again).
+    Redirect,
 }
 
 /// One request received.
@@ -169,6 +171,11 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
+        Answer::Redirect => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, "/hook")],
+        )
+            .into_response(),
         Answer::Endless(s) => {
             let chunks = futures::stream::repeat_with(|| {
                 Ok::<_, Infallible>(Bytes::from(vec![b'x'; 64 * 1024]))
