@@ -198,7 +198,9 @@ impl Sink for NatsSink {
             .map_err(|e| format!("cannot read the stream's last message: {e}"))?;
         let Some(id) = message
             .headers
-            .get("Nats-Msg-Id")
+            // The standard header's constant: a name given as text is a
+            // custom header and never matches it.
+            .get(async_nats::header::NATS_MESSAGE_ID)
             .and_then(|v| uuid::Uuid::parse_str(v.as_str()).ok())
         else {
             return Ok(None);

@@ -27,6 +27,7 @@ mod registry;
 mod registry_import;
 mod registry_jobs;
 mod signin;
+mod subscriptions;
 mod support;
 mod tools;
 mod writer;
