@@ -29,9 +29,19 @@ pub async fn events_out(
     .await
     .map_err(|e| e.to_string())?;
     pool.close().await;
-    let client = async_nats::connect(url.as_str())
+    let client = match async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url.as_str())
         .await
-        .map_err(|e| format!("cannot reach NATS at {url}: {e}"))?;
+    {
+        Ok(c) => c,
+        // Like the browser tests: skipped where NATS is missing, unless
+        // required (`.ci/run` starts it and requires it).
+        Err(e) if std::env::var("DISPATCH_NATS_TESTS").as_deref() != Ok("required") => {
+            return Ok(format!("skipped: NATS does not answer at {url} ({e})"));
+        }
+        Err(e) => return Err(format!("cannot reach NATS at {url}: {e}")),
+    };
     let js = jetstream::new(client);
     let started = Instant::now();
     let mut stream = loop {
