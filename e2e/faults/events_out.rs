@@ -32,13 +32,13 @@ pub struct Nats {
 
 /// The nats-server binary, if the machine has one.
 fn nats_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
+    let candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join("nats-server"))
                 .collect()
         })
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     candidates
         .into_iter()
         .chain([

@@ -117,7 +117,7 @@ async fn some_events(t: &TestApp) -> String {
     t.offer(&job, &t.keys.agent, "tech-a").await;
     t.note(&job, &t.keys.agent, "gate code 4512").await;
     registry(
-        &t,
+        t,
         "register_customer",
         None,
         json!({"customer_id": "cust-out", "name": "Out Corp", "billing": "direct"}),
