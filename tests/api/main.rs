@@ -8,6 +8,7 @@ mod cache;
 mod chain;
 mod cloudevents;
 mod concurrency;
+mod consumers;
 mod destructive;
 mod door_history;
 mod evidence;
