@@ -283,20 +283,21 @@ async fn delivered(t: &TestApp, n: usize) {
     panic!("the NATS subscription did not deliver {n} events within 30 s: {status:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_nats_consumer_prints_every_event_once_in_order_per_job() {
-    if skip("the example NATS consumer", true) {
-        return;
-    }
-    let js = jetstream().await;
-    let t = TestApp::spawn().await;
-    let (job_a, job_b) = some_history(&t).await;
-    let config = unique_nats_config();
+/// Runs the subscription runner with the NATS sink over `t` until the
+/// stream holds every stored event, with one of them published a second
+/// time under another message id before the last one; the store's events
+/// as CloudEvents, in order.
+async fn fill_stream(
+    t: &TestApp,
+    js: &async_nats::jetstream::Context,
+    config: &NatsConfig,
+    job: &str,
+) -> Vec<Value> {
     let source: Arc<dyn SinkSource> = Arc::new(NatsSource::new(t.app.pool.clone(), config.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner = tokio::spawn(Subscriptions::new(t.app.pool.clone(), vec![source]).run(stopped));
-    let first = store_cloud_events(&t, &config.source).await;
-    delivered(&t, first.len()).await;
+    let first = store_cloud_events(t, &config.source).await;
+    delivered(t, first.len()).await;
 
     // A message published again under another message id (as after a
     // restart past JetStream's duplicate window): the stream holds it twice,
@@ -314,17 +315,17 @@ async fn the_example_nats_consumer_prints_every_event_once_in_order_per_job() {
     .unwrap()
     .await
     .unwrap();
-    t.note(&job_b, &t.keys.agent, "Arriving after the duplicate")
+    t.note(job, &t.keys.agent, "Arriving after the duplicate")
         .await;
-    let expected = store_cloud_events(&t, &config.source).await;
+    let expected = store_cloud_events(t, &config.source).await;
     assert_eq!(expected.len(), first.len() + 1);
-    delivered(&t, expected.len()).await;
+    delivered(t, expected.len()).await;
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(15), runner)
         .await
         .expect("the runner stops")
         .unwrap();
-    let info = js
+    let held = js
         .get_stream(&config.stream)
         .await
         .unwrap()
@@ -334,11 +335,24 @@ async fn the_example_nats_consumer_prints_every_event_once_in_order_per_job() {
         .state
         .messages;
     assert_eq!(
-        info as usize,
+        held as usize,
         expected.len() + 1,
         "the stream holds every event once, and the duplicate"
     );
 
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_nats_consumer_prints_every_event_once_in_order_per_job() {
+    if skip("the example NATS consumer", true) {
+        return;
+    }
+    let js = jetstream().await;
+    let t = TestApp::spawn().await;
+    let (job_a, job_b) = some_history(&t).await;
+    let config = unique_nats_config();
+    let expected = fill_stream(&t, &js, &config, &job_b).await;
     let run = Command::new("node")
         .arg("nats-consumer.mjs")
         .args(["--server", &config.url, "--stream", &config.stream])

@@ -209,17 +209,7 @@ async fn full_stack(
         rx,
         Duration::from_secs(15),
     ));
-    let sub_watcher = match &ctx.fanout {
-        Ok(f) => match f.subscribe().await {
-            Ok(sub) => Ok(tokio::spawn(fanout::watch_subscription(
-                sub,
-                sub_rx,
-                Duration::from_secs(15),
-            ))),
-            Err(e) => Err(format!("not measured: cannot subscribe: {e}")),
-        },
-        Err(why) => Err(why.clone()),
-    };
+    let sub_watcher = watch_subscription(ctx, sub_rx).await;
     let (stop_probe, probe_rx) = tokio::sync::watch::channel(false);
     let probe = tokio::spawn(load::notify_probe(main.pool.clone(), probe_rx));
     let spec = LoadSpec {
@@ -283,6 +273,24 @@ async fn full_stack(
             .say(format!("subscription lag {clients}: {why}")),
     }
     Ok((ours, lag, sub, probe))
+}
+
+/// The subscription-lag watcher on a subscription taken now, or why there
+/// is none.
+async fn watch_subscription(
+    ctx: &Ctx,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(i64, std::time::Instant)>,
+) -> Result<tokio::task::JoinHandle<anyhow::Result<SubscriptionLag>>, String> {
+    let f = ctx.fanout.as_ref().map_err(Clone::clone)?;
+    let sub = f
+        .subscribe()
+        .await
+        .map_err(|e| format!("not measured: cannot subscribe: {e}"))?;
+    Ok(tokio::spawn(fanout::watch_subscription(
+        sub,
+        answers,
+        Duration::from_secs(15),
+    )))
 }
 
 /// pgbench inserting one row per transaction with as many clients; a
