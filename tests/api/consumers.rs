@@ -16,9 +16,9 @@
 //! `docs/examples/events` (`npm ci` there). Where those are missing the
 //! tests print `skipped: …` and pass, unless `DISPATCH_BROWSER_TESTS=required`
 //! (set by `.ci/run` once it has installed node and the packages), where
-//! that is a failure — the same convention as the browser tests. NATS is a
-//! service the tests need, like PostgreSQL: `TEST_NATS_URL`, by default
-//! `nats://127.0.0.1:4222` (`.ci/run` starts it where it is not running).
+//! that is a failure — the same convention as the browser tests. NATS is
+//! found and required as in `subscriptions.rs` (`TEST_NATS_URL`,
+//! `DISPATCH_NATS_TESTS=required`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ use std::time::Duration;
 use base64::Engine;
 use dispatch_api::app::cloudevents::cloud_event;
 use dispatch_api::subscriptions::nats::{NatsConfig, NatsSource};
-use dispatch_api::subscriptions::{SinkSource, Subscriptions};
+use dispatch_api::subscriptions::SinkSource;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -37,6 +37,7 @@ use sqlx::Row;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
+use crate::subscriptions::{caught_up, deliver, nats_config, nats_reachable, nats_url};
 use crate::support::*;
 
 /// `docs/examples/events`.
@@ -85,33 +86,6 @@ pub(crate) fn skip(test: &str, packages: bool) -> bool {
     assert!(!required, "{test}: {why} (DISPATCH_BROWSER_TESTS=required)");
     eprintln!("skipped: {test}: {why}");
     true
-}
-
-/// The NATS server the tests use.
-pub(crate) fn nats_url() -> String {
-    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
-}
-
-/// A JetStream context on the tests' server, or a failure that says where
-/// NATS was looked for.
-pub(crate) async fn jetstream() -> async_nats::jetstream::Context {
-    let url = nats_url();
-    let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(&url))
-        .await
-        .unwrap_or_else(|_| panic!("NATS at {url} did not answer within 5 s (set TEST_NATS_URL; .ci/run starts nats-server -js)"))
-        .unwrap_or_else(|e| panic!("NATS is not reachable at {url}: {e} (set TEST_NATS_URL; .ci/run starts nats-server -js)"));
-    async_nats::jetstream::new(client)
-}
-
-/// Where one test's events go: a stream and subject prefix of its own.
-pub(crate) fn unique_nats_config() -> NatsConfig {
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    NatsConfig {
-        url: nats_url(),
-        stream: format!("DISPATCH_TEST_{}", run.to_uppercase()),
-        subject_prefix: format!("test_{run}.events"),
-        source: "urn:dispatch-api:consumers-test".into(),
-    }
 }
 
 /// The Standard Webhooks signature of a delivery: `v1,` and the base64 of
@@ -253,36 +227,6 @@ async fn some_history(t: &TestApp) -> (String, String) {
     (a, b)
 }
 
-/// Waits until the NATS subscription has delivered `n` events.
-async fn delivered(t: &TestApp, n: usize) {
-    for _ in 0..600 {
-        let done: Option<i64> = sqlx::query_scalar(
-            "SELECT events_delivered FROM subscription_checkpoints WHERE name = 'nats'",
-        )
-        .fetch_optional(&t.app.pool)
-        .await
-        .unwrap();
-        if done.unwrap_or(0) >= n as i64 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = sqlx::query("SELECT events_delivered, last_error FROM subscription_checkpoints")
-        .fetch_all(&t.app.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} delivered, last error {:?}",
-                r.get::<i64, _>(0),
-                r.get::<Option<String>, _>(1)
-            )
-        })
-        .collect::<Vec<_>>();
-    panic!("the NATS subscription did not deliver {n} events within 30 s: {status:?}");
-}
-
 /// Runs the subscription runner with the NATS sink over `t` until the
 /// stream holds every stored event, with one of them published a second
 /// time under another message id before the last one; the store's events
@@ -294,10 +238,9 @@ async fn fill_stream(
     job: &str,
 ) -> Vec<Value> {
     let source: Arc<dyn SinkSource> = Arc::new(NatsSource::new(t.app.pool.clone(), config.clone()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runner = tokio::spawn(Subscriptions::new(t.app.pool.clone(), vec![source]).run(stopped));
+    let (stop, runner) = deliver(t, "consumers-test", vec![source]);
     let first = store_cloud_events(t, &config.source).await;
-    delivered(t, first.len()).await;
+    caught_up(t, "nats").await;
 
     // A message published again under another message id (as after a
     // restart past JetStream's duplicate window): the stream holds it twice,
@@ -319,7 +262,7 @@ async fn fill_stream(
         .await;
     let expected = store_cloud_events(t, &config.source).await;
     assert_eq!(expected.len(), first.len() + 1);
-    delivered(t, expected.len()).await;
+    caught_up(t, "nats").await;
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(15), runner)
         .await
@@ -345,13 +288,13 @@ async fn fill_stream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_nats_consumer_prints_every_event_once_in_order_per_job() {
-    if skip("the example NATS consumer", true) {
+    if skip("the example NATS consumer", true) || !nats_reachable().await {
         return;
     }
-    let js = jetstream().await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let t = TestApp::spawn().await;
     let (job_a, job_b) = some_history(&t).await;
-    let config = unique_nats_config();
+    let config = nats_config();
     let expected = fill_stream(&t, &js, &config, &job_b).await;
     let run = Command::new("node")
         .arg("nats-consumer.mjs")
