@@ -227,6 +227,7 @@ impl Sink for NatsSink {
             match self.js.send_publish(self.config.subject(e), publish).await {
                 Ok(ack) => acks.push(ack),
                 Err(err) => {
+                    self.forget_stream().await;
                     // What was sent before stays in order; wait for it.
                     let acked = await_in_order(acks).await;
                     return failed(
@@ -241,8 +242,20 @@ impl Sink for NatsSink {
                 acknowledged: n,
                 ..Delivery::default()
             },
-            (n, Some(e)) => failed(n, e),
+            (n, Some(e)) => {
+                self.forget_stream().await;
+                failed(n, e)
+            }
         }
+    }
+}
+
+impl NatsSink {
+    /// After a failure, looks the stream up again on the next attempt (it
+    /// may have been deleted, or the server restarted without its store):
+    /// `get_or_create_stream` makes it again.
+    async fn forget_stream(&self) {
+        *self.stream.lock().await = None;
     }
 }
 

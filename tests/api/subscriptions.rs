@@ -341,3 +341,30 @@ async fn an_unreachable_server_holds_the_checkpoint_and_reports_why() {
     let _ = stop.send(true);
     runner.await.unwrap();
 }
+
+/// The stream deleted under a running publisher (an operator's mistake, a
+/// server restarted without its store): it is made again and what follows
+/// is published; nothing after the deletion is lost.
+#[tokio::test]
+async fn a_deleted_stream_is_made_again() {
+    if !nats_reachable().await {
+        return;
+    }
+    let t = TestApp::spawn().await;
+    some_events(&t).await;
+    let config = nats_config();
+    let source = Arc::new(NatsSource::new(t.app.pool.clone(), config.clone()));
+    let (stop, runner) = deliver(&t, "replica-a", vec![source]);
+    caught_up(&t, "nats").await;
+    delete_stream(&config).await;
+    let before: i64 = t.count("SELECT count(*) FROM events").await;
+    let job = t.open_ifm_job("store-18").await;
+    t.note(&job, &t.keys.agent, "after the deletion").await;
+    caught_up(&t, "nats").await;
+    let _ = stop.send(true);
+    runner.await.unwrap();
+    let after: i64 = t.count("SELECT count(*) FROM events").await;
+    let messages = stream_messages(&config).await;
+    assert_eq!(messages.len() as i64, after - before, "{messages:?}");
+    delete_stream(&config).await;
+}
