@@ -17,7 +17,8 @@
 //!    running) with 16 and 64 keep-alive clients on the job lifecycle mix,
 //!    against `pgbench` inserting one row into an identical events table and
 //!    against stock cqrs-es + postgres-es; projection lag under that load
-//!    against the NOTIFY round trip; peak RSS;
+//!    against the NOTIFY round trip; subscription lag (every event published
+//!    to NATS JetStream by the service, [`fanout`]) beside it; peak RSS;
 //! 2. `reads`: strong read of a 200-event job and audit of a 10,000-event
 //!    job, each against a raw SELECT of the same rows;
 //! 3. `soak`: a soak at moderate load: RSS growth;
@@ -27,7 +28,8 @@
 //!
 //! The instruments the phases use: [`clients`] and [`mix`] (the clients'
 //! keys and the command mix, shared with the fault suite), [`load`] (the HTTP
-//! driver and the lag watcher), [`reads`], [`rebuild`], [`generate`] (the
+//! driver and the lag watcher), [`fanout`] (the run's NATS stream and the
+//! subscription-lag watcher), [`reads`], [`rebuild`], [`generate`] (the
 //! bulk loader), [`pgbench`] and [`stock`] (the baselines), [`service`] (the
 //! binary under test, its memory and CPU), [`stats`] and [`report`].
 #![forbid(unsafe_code)]
@@ -35,6 +37,7 @@
 
 pub mod clients;
 mod databases;
+pub mod fanout;
 pub mod generate;
 pub mod load;
 pub mod mix;
@@ -82,6 +85,19 @@ pub struct BenchArgs {
     /// Override the measured seconds of each throughput run (for profiling).
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// The NATS server (JetStream on) the service under test publishes every
+    /// event to during phases 1–3, on a stream of the run's own deleted at
+    /// the end, for the subscription lag. Not reachable: the run goes on
+    /// without the fan-out and the lag is reported as not measured.
+    #[arg(
+        long,
+        env = "DISPATCH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Measure without the fan-out to NATS (the service publishes nothing).
+    #[arg(long)]
+    pub no_nats: bool,
     /// The `dispatch-api` binary to measure. Default: `dispatch-api` beside
     /// this executable (cargo builds both into the same target directory:
     /// `cargo build --release --workspace`).
@@ -112,7 +128,22 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     };
     let work = std::env::temp_dir().join(format!("dispatch-bench-{run_id}"));
     std::fs::create_dir_all(&work)?;
-    let mut ctx = Ctx::new(config, sizes, progress, &work, service_bin)?;
+    let fanout = if args.no_nats {
+        Err("not measured: --no-nats".to_string())
+    } else {
+        fanout::Fanout::connect(&args.nats_url, &run_id)
+            .await
+            .map(std::sync::Arc::new)
+            .map_err(|e| format!("not measured: {e}"))
+    };
+    match &fanout {
+        Ok(f) => progress.say(format!(
+            "fan-out on: the service publishes every event to NATS {} (stream {}, subjects {}.>)",
+            f.url, f.stream, f.subject_prefix
+        )),
+        Err(why) => progress.say(format!("fan-out off, subscription lag {why}")),
+    }
+    let mut ctx = Ctx::new(config, sizes, progress, &work, service_bin, fanout)?;
     ctx.progress.say(format!(
         "mode {}; load average at start {load_at_start}; {} commands per job; databases {}_*; service {}",
         ctx.sizes.mode,
@@ -135,6 +166,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             .say(format!("keeping databases {}_*", dbs.prefix));
     } else {
         dbs.drop_all().await;
+    }
+    if let Ok(f) = &ctx.fanout {
+        if args.keep {
+            ctx.progress
+                .say(format!("keeping NATS stream {}", f.stream));
+        } else if let Err(e) = f.delete().await {
+            ctx.progress.say(e);
+        }
     }
     let _ = std::fs::remove_dir_all(&work);
     machine

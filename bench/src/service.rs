@@ -126,7 +126,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Service {
     /// Starts the binary `exe` against `database_url` (events keyed with the
-    /// keyring in file `keyring`) and waits until `/readyz` answers.
+    /// keyring in file `keyring`, and the settings `env` besides) and waits
+    /// until `/readyz` answers.
     pub async fn start(
         exe: &Path,
         database_url: &str,
@@ -134,6 +135,7 @@ impl Service {
         work_dir: &Path,
         keyring: &Path,
         (pool_size, writers): (u32, u32),
+        env: &[(String, String)],
     ) -> anyhow::Result<Service> {
         let port = free_port()?;
         std::fs::create_dir_all(work_dir)?;
@@ -160,6 +162,12 @@ impl Service {
                 "RUST_LOG",
                 std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // Events go to NATS only where `env` says so (never to a stream
+            // named in the bench's own environment).
+            .env_remove("DISPATCH_NATS_URL")
+            .env_remove("DISPATCH_NATS_STREAM")
+            .env_remove("DISPATCH_NATS_SUBJECT_PREFIX")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

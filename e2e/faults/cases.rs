@@ -51,7 +51,7 @@ async fn identities(
     Ok(ids)
 }
 
-fn ledger_figures(f: &mut Figures, ledger: &Ledger) {
+pub(super) fn ledger_figures(f: &mut Figures, ledger: &Ledger) {
     f.put("commands sent", ledger.commands.len());
     f.put("acknowledged", ledger.acked());
     f.put("requests", ledger.requests());
@@ -59,7 +59,7 @@ fn ledger_figures(f: &mut Figures, ledger: &Ledger) {
     f.put("answered by replay", ledger.replayed());
 }
 
-fn panics(services: &[&Service]) -> Vec<String> {
+pub(super) fn panics(services: &[&Service]) -> Vec<String> {
     services
         .iter()
         .flat_map(|s| s.log_panics())
@@ -67,7 +67,7 @@ fn panics(services: &[&Service]) -> Vec<String> {
         .collect()
 }
 
-async fn check(
+pub(super) async fn check(
     f: &mut Figures,
     problems: &mut Vec<String>,
     database_url: &str,
@@ -85,7 +85,7 @@ async fn check(
     problems.extend(found);
 }
 
-fn server_errors(ledger: &Ledger) -> Vec<String> {
+pub(super) fn server_errors(ledger: &Ledger) -> Vec<String> {
     ledger
         .attempts()
         .filter(|a| a.status.is_some_and(|s| s >= 500 && s != 503))
@@ -96,7 +96,7 @@ fn server_errors(ledger: &Ledger) -> Vec<String> {
 
 /// The common start of a case: the command mix, one service started on
 /// `url`, and `clients` clients' keys, technicians and evidence.
-async fn start_with_clients(
+pub(super) async fn start_with_clients(
     name: &str,
     url: &str,
     dir: &Path,

@@ -9,6 +9,7 @@
 //! an argument runs only the cases whose name contains it.
 
 pub mod cases;
+pub mod events_out;
 // The benchmark's clients and command mix (the `dispatch-bench` crate),
 // compiled into this target too: the suite drives the same workload, and a
 // dev-dependency on dispatch-bench would be a cycle (it depends on this
@@ -123,13 +124,14 @@ impl Sizes {
     }
 }
 
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "crash",
     "outage_stop",
     "outage_terminate",
     "replicas",
     "shutdown",
     "plans",
+    "events_out",
 ];
 
 /// The test binary's `main`.
@@ -235,6 +237,7 @@ async fn run(wanted: &[&str], sizes: &Sizes) -> Vec<(String, Figures, Vec<String
             "replicas" => cases::replicas(&db.url, dir.path(), sizes).await,
             "shutdown" => cases::shutdown(&db.url, dir.path(), sizes).await,
             "plans" => plans::plans_case(&db.url, dir.path(), sizes).await,
+            "events_out" => events_out::events_out(&db.url, dir.path(), sizes).await,
             other => (Figures::default(), vec![format!("unknown case {other}")]),
         };
         figures.put("case took", format!("{:.1} s", t.elapsed().as_secs_f64()));

@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "read_models_match",
     "tool_log_complete",
     "no_new_events_since",
+    "events_out",
 ];
 
 /// Runs the check `name`: a one-line summary, or what is wrong.
@@ -29,6 +30,10 @@ pub async fn run(ctx: &mut Ctx, name: &str, args: &Value) -> Result<String, Stri
         "read_models_match" => read_models_match(ctx, args).await,
         "tool_log_complete" => tool_log_complete(ctx, args).await,
         "no_new_events_since" => no_new_events_since(ctx, args).await,
+        "events_out" => {
+            let v = validator("cloudevent.schema.json")?;
+            super::events_out::events_out(ctx, &v).await
+        }
         other => Err(format!("no built-in check `{other}`; there are {NAMES:?}")),
     }
 }

@@ -7,6 +7,7 @@
 //! the scenarios whose name contains `canonical`.
 
 pub mod checks;
+pub mod events_out;
 pub mod runner;
 pub mod scenario;
 pub mod server;

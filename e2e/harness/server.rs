@@ -62,6 +62,20 @@ impl Server {
         self.dir.path().join("serve.log")
     }
 
+    /// The NATS stream and subject prefix of the run on `database` (a
+    /// scenario that sets `DISPATCH_NATS_URL` publishes there).
+    pub fn nats_names(database: &str) -> (String, String) {
+        let tag: String = database
+            .chars()
+            .rev()
+            .take(16)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        (format!("E2E_{tag}"), format!("e2e.{tag}"))
+    }
+
     /// Starts `dispatch-api serve` on `database` (made by [`create_database`])
     /// on a free loopback port and waits until `/readyz` answers 200.
     pub async fn start(
@@ -91,6 +105,10 @@ impl Server {
             cmd.env("DISPATCH_LISTEN", format!("127.0.0.1:{port}"))
                 .env("DISPATCH_CLOCK", clock)
                 .envs(extra_env);
+            // Each run publishes to a stream and subjects of its own.
+            let (stream, prefix) = Server::nats_names(&database);
+            cmd.env("DISPATCH_NATS_STREAM", stream)
+                .env("DISPATCH_NATS_SUBJECT_PREFIX", prefix);
             let child = spawn_logging_to(&mut cmd, log)?;
             let mut server = Server {
                 base: format!("http://127.0.0.1:{port}"),

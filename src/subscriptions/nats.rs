@@ -198,7 +198,9 @@ impl Sink for NatsSink {
             .map_err(|e| format!("cannot read the stream's last message: {e}"))?;
         let Some(id) = message
             .headers
-            .get("Nats-Msg-Id")
+            // The standard header's constant: a name given as text is a
+            // custom header and never matches it.
+            .get(async_nats::header::NATS_MESSAGE_ID)
             .and_then(|v| uuid::Uuid::parse_str(v.as_str()).ok())
         else {
             return Ok(None);
@@ -225,6 +227,7 @@ impl Sink for NatsSink {
             match self.js.send_publish(self.config.subject(e), publish).await {
                 Ok(ack) => acks.push(ack),
                 Err(err) => {
+                    self.forget_stream().await;
                     // What was sent before stays in order; wait for it.
                     let acked = await_in_order(acks).await;
                     return failed(
@@ -239,8 +242,20 @@ impl Sink for NatsSink {
                 acknowledged: n,
                 ..Delivery::default()
             },
-            (n, Some(e)) => failed(n, e),
+            (n, Some(e)) => {
+                self.forget_stream().await;
+                failed(n, e)
+            }
         }
+    }
+}
+
+impl NatsSink {
+    /// After a failure, looks the stream up again on the next attempt (it
+    /// may have been deleted, or the server restarted without its store):
+    /// `get_or_create_stream` makes it again.
+    async fn forget_stream(&self) {
+        *self.stream.lock().await = None;
     }
 }
 

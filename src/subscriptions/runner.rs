@@ -122,8 +122,16 @@ impl Subscriptions {
         let (stop, stopped) = watch::channel(false);
         let (wake, _) = watch::channel(0u64);
         let wake = Arc::new(wake);
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), stopped.clone()));
-        let mut tasks: HashMap<String, JoinHandle<Ended>> = HashMap::new();
+        // Dropped with this future (a replica that dies mid-lead, a test
+        // that aborts it), the tasks go too: none delivers on unled.
+        let listener = {
+            let (pool, wake, stopped) = (self.pool.clone(), wake.clone(), stopped.clone());
+            Task(tokio::spawn(async move {
+                listen(pool, wake, stopped).await;
+                Ended::Stopped
+            }))
+        };
+        let mut tasks: HashMap<String, Task> = HashMap::new();
         let mut ticks = 0u64;
         loop {
             let alive = tokio::time::timeout(
@@ -137,10 +145,10 @@ impl Subscriptions {
             }
             let mut lost = false;
             tasks.retain(|_, t| {
-                if !t.is_finished() {
+                if !t.0.is_finished() {
                     return true;
                 }
-                lost |= matches!(t.now_or_never_ended(), Some(Ended::NotLeader));
+                lost |= matches!(t.ended(), Some(Ended::NotLeader));
                 false
             });
             if lost {
@@ -161,16 +169,15 @@ impl Subscriptions {
             }
         }
         let _ = stop.send(true);
-        for (_, t) in tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
+        // Each stops between batches; one stuck in a delivery is aborted
+        // after five seconds (its batch is offered again: at least once).
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            for (_, mut t) in tasks {
+                let _ = (&mut t.0).await;
             }
-        }
-        let _ = listener.await;
+        })
+        .await;
+        drop(listener);
         // Closing the connection releases the lock.
         let _ = lock.close().await;
     }
@@ -179,7 +186,7 @@ impl Subscriptions {
     /// stops the tasks of sinks no longer given.
     async fn refresh(
         &self,
-        tasks: &mut HashMap<String, JoinHandle<Ended>>,
+        tasks: &mut HashMap<String, Task>,
         wake: &Arc<watch::Sender<u64>>,
         stopped: &watch::Receiver<bool>,
     ) {
@@ -197,13 +204,8 @@ impl Subscriptions {
                 }
             }
         }
-        tasks.retain(|name, t| {
-            let keep = wanted.contains_key(name);
-            if !keep {
-                t.abort();
-            }
-            keep
-        });
+        // A task dropped is aborted.
+        tasks.retain(|name, _| wanted.contains_key(name));
         for (name, sink) in wanted {
             if tasks.contains_key(&name) {
                 continue;
@@ -217,21 +219,28 @@ impl Subscriptions {
             };
             tasks.insert(
                 name,
-                tokio::spawn(delivery.run(wake.subscribe(), stopped.clone())),
+                Task(tokio::spawn(
+                    delivery.run(wake.subscribe(), stopped.clone()),
+                )),
             );
         }
     }
 }
 
-/// A finished task's outcome without waiting.
-trait NowOrNever {
-    fn now_or_never_ended(&mut self) -> Option<Ended>;
+/// A spawned task that is aborted when dropped.
+struct Task(JoinHandle<Ended>);
+
+impl Task {
+    /// A finished task's outcome, without waiting.
+    fn ended(&mut self) -> Option<Ended> {
+        use futures::FutureExt;
+        (&mut self.0).now_or_never().and_then(|r| r.ok())
+    }
 }
 
-impl NowOrNever for JoinHandle<Ended> {
-    fn now_or_never_ended(&mut self) -> Option<Ended> {
-        use futures::FutureExt;
-        self.now_or_never().and_then(|r| r.ok())
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

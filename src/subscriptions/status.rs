@@ -72,3 +72,40 @@ pub async fn publish_metrics(pool: &PgPool) {
         );
     }
 }
+
+/// A subscription that has delivered nothing for a while and whose last
+/// attempt failed: what the board's operators are shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stalled {
+    /// The subscription (`nats`, `webhook:<id>`).
+    pub name: String,
+    /// Its last delivery (or its creation, if it never delivered).
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Why its last attempt failed.
+    pub error: String,
+}
+
+/// The subscriptions failing with nothing delivered for at least
+/// `for_secs` seconds (a moment's hiccup is not shown).
+pub async fn stalled(pool: &PgPool, for_secs: i64) -> Result<Vec<Stalled>> {
+    let rows = sqlx::query(
+        "SELECT name, COALESCE(delivered_at, created_at) AS since, last_error FROM subscription_checkpoints \
+         WHERE last_error_at IS NOT NULL AND last_error_at > COALESCE(delivered_at, '-infinity') \
+           AND COALESCE(delivered_at, created_at) < now() - make_interval(secs => $1) \
+         ORDER BY name",
+    )
+    .bind(for_secs as f64)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(Stalled {
+            name: r.try_get("name")?,
+            since: r.try_get("since")?,
+            error: r
+                .try_get::<Option<String>, _>("last_error")?
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}

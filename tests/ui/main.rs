@@ -5,6 +5,7 @@
 
 mod browser;
 mod doors;
+mod events_out;
 mod field;
 mod field_pages;
 mod geofence;

@@ -636,28 +636,3 @@ async fn the_board_stream_sends_fresh_rows_when_the_projector_moves() {
     );
     assert!(!seen.contains(&first));
 }
-
-#[tokio::test]
-async fn the_board_tells_the_desk_of_disabled_webhook_endpoints() {
-    let t = TestApp::spawn_projected().await;
-    let desk = login(&t, &t.keys.dispatcher).await;
-    let board = get_page(&t, "/ui/board", Some(&desk)).await;
-    assert_eq!(board.status, 200);
-    assert!(!board.body.contains("webhooks-disabled"));
-    // An endpoint the sink disabled after three days of failures.
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (id, url, event_types, secret, status, disabled_reason, disabled_at, created_by, created_at) \
-         VALUES (gen_random_uuid(), 'https://example.com/hook', '{*}', 'whsec_x', 'disabled', 'every delivery failed', now(), 'admin-1', now())",
-    )
-    .execute(&t.app.pool)
-    .await
-    .unwrap();
-    let board = get_page(&t, "/ui/board", Some(&desk)).await;
-    assert!(
-        board.body.contains("id=\"webhooks-disabled\"")
-            && board.body.contains("1 webhook endpoint(s) disabled"),
-        "{}",
-        board.body
-    );
-    assert!(!board.body.contains("example.com"), "no URL on the board");
-}

@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::clients::{self, Identity};
 use crate::databases::{migrated, Databases};
+use crate::fanout::Fanout;
 use crate::generate::Generator;
 use crate::mix::MixSpec;
 use crate::report::Row;
@@ -69,6 +70,9 @@ pub(crate) struct Ctx {
     pub(crate) rows: Vec<Row>,
     pub(crate) failures: Vec<String>,
     pub(crate) cpu_notes: Vec<String>,
+    /// The run's NATS stream the main service publishes to, or why there is
+    /// none (the subscription lag's note).
+    pub(crate) fanout: Result<Arc<Fanout>, String>,
 }
 
 impl Ctx {
@@ -80,6 +84,7 @@ impl Ctx {
         progress: Progress,
         work: &Path,
         service_bin: PathBuf,
+        fanout: Result<Arc<Fanout>, String>,
     ) -> anyhow::Result<Ctx> {
         let sops_dir = std::fs::canonicalize(&config.sops_dir)
             .with_context(|| format!("the SOP library at {}", config.sops_dir.display()))?;
@@ -112,16 +117,23 @@ impl Ctx {
             rows: Vec::new(),
             failures: Vec::new(),
             cpu_notes: Vec::new(),
+            fanout,
         })
     }
 
     /// Starts the service under test on `database_url`, its data in
-    /// `work/<name>`.
+    /// `work/<name>`; publishing every event to the run's NATS stream if
+    /// `fanout` and NATS is reachable.
     pub(crate) async fn start_service(
         &self,
         database_url: &str,
         name: &str,
+        fanout: bool,
     ) -> anyhow::Result<Service> {
+        let env = match &self.fanout {
+            Ok(f) if fanout => f.service_env(),
+            _ => Vec::new(),
+        };
         Service::start(
             &self.service_bin,
             database_url,
@@ -129,6 +141,7 @@ impl Ctx {
             &self.work.join(name),
             &self.keyring,
             self.connections,
+            &env,
         )
         .await
     }
@@ -175,7 +188,7 @@ async fn start_main(ctx: &Ctx, dbs: &mut Databases) -> anyhow::Result<Main> {
     let url = dbs.create("main").await?;
     let pool = migrated(&url, 4).await?;
     let mut ids = clients::create_identities(&pool, max_clients).await?;
-    let svc = ctx.start_service(&url, "main").await?;
+    let svc = ctx.start_service(&url, "main", true).await?;
     ctx.progress
         .say(format!("service up at {} (pid {})", svc.base, svc.pid));
     clients::prepare(&svc.base, &mut ids, &ctx.mix).await?;

@@ -133,7 +133,7 @@ async fn scale_load(
     prepare: bool,
     label: &str,
 ) -> anyhow::Result<load::LoadResult> {
-    let svc = ctx.start_service(url, "scale").await?;
+    let svc = ctx.start_service(url, "scale", false).await?;
     if prepare {
         clients::prepare(&svc.base, ids, &ctx.mix).await?;
     }

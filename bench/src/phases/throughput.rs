@@ -1,7 +1,9 @@
 //! Phase 1, `throughput`: the whole HTTP stack with each client count,
 //! against pgbench inserting one row into an identical events table and
 //! against stock cqrs-es + postgres-es; projection lag under that load
-//! against the NOTIFY round trip; then the service's peak RSS.
+//! against the NOTIFY round trip; subscription lag (the fan-out to NATS
+//! JetStream, when NATS is reachable) beside it; then the service's peak
+//! RSS.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use super::{failed_commands, ms, Ctx, Main};
 use crate::databases::{checkpoint, migrated, pool, Databases};
+use crate::fanout::{self, SubscriptionLag};
 use crate::load::{self, LagResult, LoadResult, LoadSpec};
 use crate::pgbench::{self, PgbenchResult};
 use crate::report::{Bar, Row};
@@ -35,6 +38,8 @@ struct Round {
     clients: usize,
     ours: LoadResult,
     lag: LagResult,
+    /// The subscription lag, or why it was not measured.
+    sub: Result<SubscriptionLag, String>,
     probe: Samples,
     pg: Option<PgbenchResult>,
     stock: LoadResult,
@@ -53,6 +58,11 @@ pub(super) async fn throughput(
             let r = one_round(ctx, main, &base, round, clients).await?;
             push_rows(ctx, &r);
         }
+        if let Some(held) = stream_holds_every_event(ctx, main).await {
+            if let Some(last) = ctx.rows.last_mut() {
+                last.note.push_str(&format!("; {held}"));
+            }
+        }
     }
     let peak = main.svc.memory_kb().map(|m| m.1 as f64 / 1024.0);
     dbs.drop_one("stock").await?;
@@ -67,6 +77,48 @@ pub(super) async fn throughput(
         note: "VmHWM of the service process; goal ≤ 80 MB".into(),
     });
     Ok(())
+}
+
+/// After the loads, with the fan-out on: whether the run's JetStream stream
+/// holds exactly one message per stored event (waiting up to 15 s for the
+/// subscription to catch up). A stream that does not is a failure of the
+/// run; NATS becoming unreachable is only said.
+async fn stream_holds_every_event(ctx: &mut Ctx, main: &Main) -> Option<String> {
+    let f = ctx.fanout.as_ref().ok()?.clone();
+    let started = std::time::Instant::now();
+    loop {
+        let events: i64 = match sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&main.pool)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.failures.push(format!("cannot count the events: {e}"));
+                return None;
+            }
+        };
+        let held = match f.messages().await {
+            Ok(n) => n.unwrap_or(0),
+            Err(e) => {
+                ctx.progress
+                    .say(format!("cannot read the NATS stream {}: {e}", f.stream));
+                return None;
+            }
+        };
+        if held == events as u64 {
+            let said = format!("JetStream held each of the store's {events} events once");
+            ctx.progress.say(&said);
+            return Some(said);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let said = format!(
+                "JetStream held {held} messages for the store's {events} events after 15 s"
+            );
+            ctx.failures.push(said.clone());
+            return Some(said);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Creates the pgbench and stock databases.
@@ -102,7 +154,7 @@ async fn one_round(
     round: usize,
     clients: usize,
 ) -> anyhow::Result<Round> {
-    let (ours, lag, probe) = full_stack(ctx, main, round, clients).await?;
+    let (ours, lag, sub, probe) = full_stack(ctx, main, round, clients).await?;
     let pg = if base.have_pgbench {
         pgbench_baseline(ctx, main, base, clients).await
     } else {
@@ -115,32 +167,49 @@ async fn one_round(
         clients,
         ours,
         lag,
+        sub,
         probe,
         pg,
         stock,
     })
 }
 
-/// Our service under `clients` unpaced clients, with the lag watcher and the
-/// NOTIFY probe running beside it.
+/// Our service under `clients` unpaced clients, with the lag watchers
+/// (projection, and subscription when the fan-out is on) and the NOTIFY
+/// probe running beside it.
 async fn full_stack(
     ctx: &mut Ctx,
     main: &Main,
     round: usize,
     clients: usize,
-) -> anyhow::Result<(LoadResult, LagResult, Samples)> {
+) -> anyhow::Result<(
+    LoadResult,
+    LagResult,
+    Result<SubscriptionLag, String>,
+    Samples,
+)> {
     let svc = &main.svc;
     checkpoint(&main.pool).await;
     ctx.progress.say(format!(
         "HTTP: {clients} clients, {:.0} s",
         ctx.sizes.measure.as_secs_f64()
     ));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Every answered command goes to both watchers.
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let (to_projection, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (to_subscription, sub_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(a) = answers.recv().await {
+            let _ = to_projection.send(a);
+            let _ = to_subscription.send(a);
+        }
+    });
     let watcher = tokio::spawn(load::watch_lag(
         main.pool.clone(),
         rx,
         Duration::from_secs(15),
     ));
+    let sub_watcher = watch_subscription(ctx, sub_rx).await;
     let (stop_probe, probe_rx) = tokio::sync::watch::channel(false);
     let probe = tokio::spawn(load::notify_probe(main.pool.clone(), probe_rx));
     let spec = LoadSpec {
@@ -155,6 +224,10 @@ async fn full_stack(
     let ours_cpu = CpuMeter::now(Some(svc.pid)).per_op_ms(&cpu0, ours.all_ok);
     let _ = stop_probe.send(true);
     let lag = watcher.await??;
+    let sub = match sub_watcher {
+        Ok(w) => w.await?.map_err(|e| format!("not measured: {e:#}")),
+        Err(why) => Err(why),
+    };
     let probe = probe.await??;
     let s = ours.latencies.summary();
     ctx.progress.say(format!(
@@ -187,7 +260,37 @@ async fn full_stack(
         ms(&lag.lag.summary()),
         lag.unresolved
     ));
-    Ok((ours, lag, probe))
+    match &sub {
+        Ok(s) => ctx.progress.say(format!(
+            "subscription lag {clients}: {} ({} unresolved, {} events arrived, {} twice)",
+            ms(&s.lag.summary()),
+            s.unresolved,
+            s.arrived,
+            s.duplicates
+        )),
+        Err(why) => ctx
+            .progress
+            .say(format!("subscription lag {clients}: {why}")),
+    }
+    Ok((ours, lag, sub, probe))
+}
+
+/// The subscription-lag watcher on a subscription taken now, or why there
+/// is none.
+async fn watch_subscription(
+    ctx: &Ctx,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(i64, std::time::Instant)>,
+) -> Result<tokio::task::JoinHandle<anyhow::Result<SubscriptionLag>>, String> {
+    let f = ctx.fanout.as_ref().map_err(Clone::clone)?;
+    let sub = f
+        .subscribe()
+        .await
+        .map_err(|e| format!("not measured: cannot subscribe: {e}"))?;
+    Ok(tokio::spawn(fanout::watch_subscription(
+        sub,
+        answers,
+        Duration::from_secs(15),
+    )))
 }
 
 /// pgbench inserting one row per transaction with as many clients; a
@@ -330,4 +433,40 @@ fn push_rows(ctx: &mut Ctx, r: &Round) {
             l.p50, l.count, r.lag.unresolved
         ),
     });
+    ctx.rows.push(subscription_row(clients, r));
+}
+
+/// The subscription lag beside the projection lag: the same commands, the
+/// same start (the answer), the end their last event's arrival on a NATS
+/// subscriber; "n/a" with the reason when the fan-out was off.
+fn subscription_row(clients: usize, r: &Round) -> Row {
+    let (value, note) = match &r.sub {
+        Ok(s) if !s.lag.is_empty() => {
+            let l = s.lag.summary();
+            (
+                Some(l.p99),
+                format!(
+                    "p50 {:.1} ms, n={}, unresolved {}; answer → last event on a NATS subscriber; goal ≤ 100 ms",
+                    l.p50, l.count, s.unresolved
+                ),
+            )
+        }
+        Ok(s) => (
+            None,
+            format!(
+                "no command's events arrived on NATS ({} unresolved): see the service's log",
+                s.unresolved
+            ),
+        ),
+        Err(why) => (None, why.clone()),
+    };
+    Row {
+        figure: format!("subscription lag p99, {clients} clients"),
+        value,
+        unit: "ms",
+        baseline: Some(r.lag.lag.summary().p99).filter(|_| !r.lag.lag.is_empty()),
+        baseline_label: "projection lag p99 in the same round, ms".into(),
+        bar: Bar::ValueAtMost(1000.0),
+        note,
+    }
 }

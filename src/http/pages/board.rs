@@ -31,7 +31,6 @@ use crate::app::App;
 use crate::domain::job::JobState;
 use crate::http::extract::require_tool;
 use crate::http::AppState;
-use crate::subscriptions::webhooks;
 
 /// How often the shared task reads the board's checkpoint while someone watches.
 const POLL: Duration = Duration::from_millis(250);
@@ -416,6 +415,23 @@ fn filter_form(app: &App, f: &HashMap<String, String>) -> Markup {
     }
 }
 
+/// A subscription failing with nothing delivered for this long is shown
+/// on the board.
+const STALLED_AFTER_SECS: i64 = 60;
+
+/// What the operators must know about events out: each subscription that
+/// cannot deliver (docs/08, "events are not going out").
+fn events_out_notice(stalled: &[crate::subscriptions::status::Stalled]) -> Markup {
+    html! {
+        @for s in stalled {
+            p.notice.error role="alert" data-subscription=(s.name) {
+                "Events out: " strong { (s.name) } " has delivered nothing since "
+                (layout::time(Some(s.since))) ". Last error: " (s.error)
+            }
+        }
+    }
+}
+
 /// `GET /ui/board`.
 pub(super) async fn page(
     State(state): State<AppState>,
@@ -426,19 +442,17 @@ pub(super) async fn page(
     let f = filters(q.as_deref());
     let answer = state.app.board(&f).await.within(&s)?;
     let beside = Beside::read(&state.app, &answer).await;
-    let disabled = webhooks::admin::disabled(&state.app.pool)
-        .await
-        .unwrap_or(0);
     let position = answer["position"].as_i64().unwrap_or(0);
     let stream = {
         let mut p = f.clone();
         p.insert("since".into(), position.to_string());
         format!("/ui/board/stream?{}", encode(&p))
     };
+    let stalled = crate::subscriptions::status::stalled(&state.app.pool, STALLED_AFTER_SECS)
+        .await
+        .unwrap_or_default();
     let body = html! {
-        @if disabled > 0 {
-            p.notice.error #webhooks-disabled role="alert" { (disabled) " webhook endpoint(s) disabled: every delivery failed for 3 days, so the systems behind them get no events. An admin re-enables them (docs/08)." }
-        }
+        (events_out_notice(&stalled))
         (filter_form(&state.app, &f))
         p #live-status.live role="status" aria-live="polite" data-state="connecting" {
             "Live updates connecting… (position " (position) ")"

@@ -306,15 +306,6 @@ pub async fn delete(
     Ok(json!({ "id": id, "deleted_at": now }))
 }
 
-/// How many live endpoints are disabled (the board shows it).
-pub async fn disabled(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_endpoints WHERE status = 'disabled' AND deleted_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await
-}
-
 /// Not found unless `id` is a live endpoint.
 async fn exists(pool: &PgPool, id: Uuid) -> Result<(), WebhookError> {
     let found: Option<i32> =

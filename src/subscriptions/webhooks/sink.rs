@@ -426,7 +426,11 @@ impl Sink for WebhookSink {
             .disable_if_failing_too_long(failing_since, &error)
             .await
         {
-            return failed(acknowledged, format!("disabled: {error}"), RECHECK);
+            return failed(
+                acknowledged,
+                format!("the endpoint was disabled: every delivery failed for the disabling window (the last: {error})"),
+                RECHECK,
+            );
         }
         match blocked_until {
             Some(until) => failed(
