@@ -23,6 +23,11 @@ pub mod load;
 pub mod mix;
 pub mod plans;
 pub mod proc;
+// The webhook receiver of the API tests (it verifies signatures with its
+// own code and answers as scripted).
+#[allow(dead_code)]
+#[path = "../../tests/api/webhooks/receiver.rs"]
+pub mod receiver;
 #[allow(dead_code)]
 #[path = "../harness/server.rs"]
 pub mod server;

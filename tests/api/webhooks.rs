@@ -256,6 +256,17 @@ async fn retries_carry_the_same_id_in_order_per_stream_and_every_attempt_is_logg
     );
     let got = receiver.got();
     assert!(got.iter().all(|g| g.verified));
+    assert_eq!(
+        got[..4].iter().map(|g| g.answer).collect::<Vec<_>>(),
+        [
+            Answer::Status(500),
+            Answer::Hang,
+            Answer::Endless(503),
+            Answer::Redirect
+        ],
+        "the receiver answered as scripted"
+    );
+    assert_eq!(got[first_noted - 1].answer, Answer::Ok, "taken at last");
     assert!(
         got[..first_noted].iter().all(|g| g.raw == got[0].raw),
         "the same body on every retry"

@@ -415,23 +415,6 @@ fn filter_form(app: &App, f: &HashMap<String, String>) -> Markup {
     }
 }
 
-/// A subscription failing with nothing delivered for this long is shown
-/// on the board.
-const STALLED_AFTER_SECS: i64 = 60;
-
-/// What the operators must know about events out: each subscription that
-/// cannot deliver (docs/08, "events are not going out").
-fn events_out_notice(stalled: &[crate::subscriptions::status::Stalled]) -> Markup {
-    html! {
-        @for s in stalled {
-            p.notice.error role="alert" data-subscription=(s.name) {
-                "Events out: " strong { (s.name) } " has delivered nothing since "
-                (layout::time(Some(s.since))) ". Last error: " (s.error)
-            }
-        }
-    }
-}
-
 /// `GET /ui/board`.
 pub(super) async fn page(
     State(state): State<AppState>,
@@ -448,11 +431,8 @@ pub(super) async fn page(
         p.insert("since".into(), position.to_string());
         format!("/ui/board/stream?{}", encode(&p))
     };
-    let stalled = crate::subscriptions::status::stalled(&state.app.pool, STALLED_AFTER_SECS)
-        .await
-        .unwrap_or_default();
     let body = html! {
-        (events_out_notice(&stalled))
+        (super::events_out::notice(&state.app).await)
         (filter_form(&state.app, &f))
         p #live-status.live role="status" aria-live="polite" data-state="connecting" {
             "Live updates connecting… (position " (position) ")"

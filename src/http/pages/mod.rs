@@ -18,6 +18,7 @@ mod billing;
 mod board;
 mod command;
 mod doors;
+mod events_out;
 mod field;
 mod job;
 mod layout;

@@ -45,6 +45,8 @@ pub struct Got {
     /// five minutes of now.
     pub verified: bool,
     pub content_type: String,
+    /// How the receiver answered it.
+    pub answer: Answer,
 }
 
 #[derive(Default)]
@@ -151,8 +153,8 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
+        answer: Answer::Ok,
     };
-    inner.got.lock().unwrap().push(got);
     let answer = inner
         .script
         .lock()
@@ -160,6 +162,7 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         .pop_front()
         .or(*inner.otherwise.lock().unwrap())
         .unwrap_or(Answer::Ok);
+    inner.got.lock().unwrap().push(Got { answer, ..got });
     match answer {
         Answer::Ok => StatusCode::OK.into_response(),
         Answer::Status(s) => (StatusCode::from_u16(s).unwrap(), "receiver says no").into_response(),
