@@ -78,3 +78,41 @@ pub fn wake_projectors(pool: &PgPool) {
         }
     });
 }
+
+/// The listening side: one `LISTEN dispatch_events` connection that bumps
+/// `wake` on every notification until `stop` turns true, and reconnects
+/// (after a second) when the connection is lost. Each (re)connection bumps
+/// it once too: whatever was committed while it was away is picked up. The
+/// projectors and the subscriptions each run one.
+pub async fn listen(
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let listening = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => l.listen("dispatch_events").await.map(|()| l).ok(),
+            Err(_) => None,
+        };
+        let Some(mut listener) = listening else {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        wake.send_modify(|n| *n += 1);
+        loop {
+            tokio::select! {
+                r = listener.recv() => match r {
+                    Ok(_) => wake.send_modify(|n| *n += 1),
+                    Err(_) => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

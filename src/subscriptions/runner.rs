@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -127,7 +126,7 @@ impl Subscriptions {
         let listener = {
             let (pool, wake, stopped) = (self.pool.clone(), wake.clone(), stopped.clone());
             Task(tokio::spawn(async move {
-                listen(pool, wake, stopped).await;
+                crate::store::wake::listen(pool, wake, stopped).await;
                 Ended::Stopped
             }))
         };
@@ -376,35 +375,4 @@ enum Step {
     Idle,
     Failed(Duration),
     Ended(Ended),
-}
-
-/// One `LISTEN dispatch_events` connection while leading: bumps `wake` on
-/// every notification; reconnects after a second when it is lost.
-async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut stop: watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let listening = match PgListener::connect_with(&pool).await {
-            Ok(mut l) => l.listen("dispatch_events").await.map(|()| l).ok(),
-            Err(_) => None,
-        };
-        let Some(mut listener) = listening else {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        };
-        wake.send_modify(|n| *n += 1);
-        loop {
-            tokio::select! {
-                r = listener.recv() => match r {
-                    Ok(_) => wake.send_modify(|n| *n += 1),
-                    Err(_) => break,
-                },
-                _ = stop.changed() => return,
-            }
-        }
-    }
 }

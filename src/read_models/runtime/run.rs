@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::{status, Runtime, PASS_INTERVAL};
@@ -30,7 +29,11 @@ impl Runtime {
                 shutdown.clone(),
             )));
         }
-        let listener = tokio::spawn(listen(this.clone(), wake.clone(), shutdown.clone()));
+        let listener = tokio::spawn(crate::store::wake::listen(
+            this.pool.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
         housekeeping(&this, shutdown.clone()).await;
         // Each loop stops between batches (a batch is one transaction).
         for t in tasks {
@@ -79,46 +82,6 @@ async fn passes(
         tokio::select! {
             _ = tokio::time::sleep_until(next_pass) => {}
             _ = shutdown.changed() => {}
-        }
-    }
-}
-
-/// The one `LISTEN dispatch_events` connection: bumps `wake` on every
-/// notification, and reconnects (after a second) when the connection is lost.
-async fn listen(
-    this: Arc<Runtime>,
-    wake: Arc<watch::Sender<u64>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let listening = match PgListener::connect_with(&this.pool).await {
-            Ok(mut l) => l.listen("dispatch_events").await.map(|()| l).ok(),
-            Err(_) => None,
-        };
-        let mut listener = match listening {
-            Some(l) => l,
-            None => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-        };
-        // The connection is new: whatever was committed while it
-        // was away is picked up by this wake-up.
-        wake.send_modify(|n| *n += 1);
-        loop {
-            tokio::select! {
-                r = listener.recv() => match r {
-                    Ok(_) => wake.send_modify(|n| *n += 1),
-                    Err(_) => break,
-                },
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }
