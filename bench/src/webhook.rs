@@ -102,12 +102,6 @@ impl Receiver {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot listen for webhooks: {e}"))?;
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(hook))
-            .with_state(seen.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         let url = format!("http://{addr}/hook");
         let admin = keys::create_key(pool, Role::Admin, "bench-webhook-admin", None)
             .await
@@ -128,11 +122,17 @@ impl Receiver {
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
         if status.as_u16() != 201 {
-            server.abort();
             return Err(format!("registering the webhook: {status} {body}"));
         }
         let endpoint = body["id"].as_str().unwrap_or_default().to_string();
         let after = body["position"].as_i64().unwrap_or(0);
+        // Served from now on (a delivery before this waits in the backlog).
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(seen.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
         tokio::time::sleep(PICKED_UP_WITHIN).await;
         Ok(Receiver {
             seen,
