@@ -147,7 +147,25 @@ struct Position {
 /// senders are gone and every command's event has arrived, or `give_up`
 /// after that.
 pub async fn watch_subscription(
-    mut sub: async_nats::Subscriber,
+    sub: async_nats::Subscriber,
+    answers: UnboundedReceiver<(i64, Instant)>,
+    give_up: Duration,
+) -> anyhow::Result<SubscriptionLag> {
+    let arrivals = sub.filter_map(|m| {
+        let at = Instant::now();
+        std::future::ready(
+            serde_json::from_slice::<Position>(&m.payload)
+                .ok()
+                .map(|p| (p.globalposition, at)),
+        )
+    });
+    watch_arrivals(Box::pin(arrivals), answers, give_up).await
+}
+
+/// The same pairing on any stream of arrivals (global position, when),
+/// e.g. a webhook receiver's ([`crate::webhook`]).
+pub async fn watch_arrivals(
+    mut arrivals_in: impl futures::Stream<Item = (i64, Instant)> + Unpin,
     mut answers: UnboundedReceiver<(i64, Instant)>,
     give_up: Duration,
 ) -> anyhow::Result<SubscriptionLag> {
@@ -161,20 +179,16 @@ pub async fn watch_subscription(
         }
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
-            m = sub.next() => {
-                let Some(m) = m else {
-                    anyhow::bail!("the NATS subscription ended");
+            m = arrivals_in.next() => {
+                let Some((pos, at)) = m else {
+                    anyhow::bail!("the arrivals ended (the subscription or receiver is gone)");
                 };
-                let at = Instant::now();
-                let Ok(p) = serde_json::from_slice::<Position>(&m.payload) else {
-                    continue;
-                };
-                if arrivals.contains_key(&p.globalposition) {
+                if arrivals.contains_key(&pos) {
                     out.duplicates += 1;
                     continue;
                 }
-                arrivals.insert(p.globalposition, at);
-                if let Some(answered) = waiting.remove(&p.globalposition) {
+                arrivals.insert(pos, at);
+                if let Some(answered) = waiting.remove(&pos) {
                     out.lag.push(at.saturating_duration_since(answered));
                 }
             }

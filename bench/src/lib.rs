@@ -18,7 +18,8 @@
 //!    against `pgbench` inserting one row into an identical events table and
 //!    against stock cqrs-es + postgres-es; projection lag under that load
 //!    against the NOTIFY round trip; subscription lag (every event published
-//!    to NATS JetStream by the service, [`fanout`]) beside it; peak RSS;
+//!    to NATS JetStream by the service, [`fanout`]) and webhook lag (a
+//!    receiver in this process, [`webhook`]) beside it; peak RSS;
 //! 2. `reads`: strong read of a 200-event job and audit of a 10,000-event
 //!    job, each against a raw SELECT of the same rows;
 //! 3. `soak`: a soak at moderate load: RSS growth;
@@ -29,7 +30,7 @@
 //! The instruments the phases use: [`clients`] and [`mix`] (the clients'
 //! keys and the command mix, shared with the fault suite), [`load`] (the HTTP
 //! driver and the lag watcher), [`fanout`] (the run's NATS stream and the
-//! subscription-lag watcher), [`reads`], [`rebuild`], [`generate`] (the
+//! subscription-lag watcher), [`webhook`] (the webhook receiver), [`reads`], [`rebuild`], [`generate`] (the
 //! bulk loader), [`pgbench`] and [`stock`] (the baselines), [`service`] (the
 //! binary under test, its memory and CPU), [`stats`] and [`report`].
 #![forbid(unsafe_code)]
@@ -50,6 +51,7 @@ pub mod service;
 mod sizes;
 pub mod stats;
 pub mod stock;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 

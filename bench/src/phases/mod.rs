@@ -123,17 +123,22 @@ impl Ctx {
 
     /// Starts the service under test on `database_url`, its data in
     /// `work/<name>`; publishing every event to the run's NATS stream if
-    /// `fanout` and NATS is reachable.
+    /// `fanout` and NATS is reachable, and accepting local webhook
+    /// endpoints if `fanout`.
     pub(crate) async fn start_service(
         &self,
         database_url: &str,
         name: &str,
         fanout: bool,
     ) -> anyhow::Result<Service> {
-        let env = match &self.fanout {
+        let mut env = match &self.fanout {
             Ok(f) if fanout => f.service_env(),
             _ => Vec::new(),
         };
+        if fanout {
+            // The webhook receiver in this process is at http://127.0.0.1.
+            env.push(("DISPATCH_WEBHOOKS_ALLOW_LOCAL".into(), "true".into()));
+        }
         Service::start(
             &self.service_bin,
             database_url,

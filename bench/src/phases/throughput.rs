@@ -2,8 +2,9 @@
 //! against pgbench inserting one row into an identical events table and
 //! against stock cqrs-es + postgres-es; projection lag under that load
 //! against the NOTIFY round trip; subscription lag (the fan-out to NATS
-//! JetStream, when NATS is reachable) beside it; then the service's peak
-//! RSS.
+//! JetStream, when NATS is reachable) and webhook lag (a receiver in this
+//! process registered as an endpoint for every event) beside it; then the
+//! service's peak RSS.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +19,12 @@ use crate::report::{Bar, Row};
 use crate::service::CpuMeter;
 use crate::stats::Samples;
 use crate::stock;
+use crate::webhook::Receiver;
 use dispatch_api::domain::job::JobServices;
 use dispatch_api::domain::policy::DispatchPolicy;
+
+/// An events-out lag, or why it was not measured.
+type Lagged = Result<SubscriptionLag, String>;
 
 /// The baselines' databases and what they run.
 struct Baselines {
@@ -39,7 +44,9 @@ struct Round {
     ours: LoadResult,
     lag: LagResult,
     /// The subscription lag, or why it was not measured.
-    sub: Result<SubscriptionLag, String>,
+    sub: Lagged,
+    /// The webhook lag, or why it was not measured.
+    hook: Lagged,
     probe: Samples,
     pg: Option<PgbenchResult>,
     stock: LoadResult,
@@ -54,13 +61,26 @@ pub(super) async fn throughput(
 ) -> anyhow::Result<()> {
     let base = baselines(ctx, dbs).await?;
     if ctx.sizes.wants("throughput") {
+        let receiver = Receiver::start(&main.svc.base, &main.pool)
+            .await
+            .map_err(|why| format!("not measured: {why}"));
+        match &receiver {
+            Ok(r) => ctx.progress.say(format!(
+                "webhook receiver at {} registered (endpoint {}, events after {})",
+                r.url, r.endpoint, r.after
+            )),
+            Err(why) => ctx.progress.say(format!("webhook lag {why}")),
+        }
         for (round, clients) in ctx.sizes.clients.into_iter().enumerate() {
-            let r = one_round(ctx, main, &base, round, clients).await?;
+            let r = one_round(ctx, main, &base, &receiver, round, clients).await?;
             push_rows(ctx, &r);
         }
         if let Some(held) = stream_holds_every_event(ctx, main).await {
-            if let Some(last) = ctx.rows.last_mut() {
-                last.note.push_str(&format!("; {held}"));
+            note_last(ctx, "subscription lag p99", &held);
+        }
+        if let Ok(r) = &receiver {
+            if let Some(got) = receiver_got_every_event(ctx, main, r).await {
+                note_last(ctx, "webhook lag p99", &got);
             }
         }
     }
@@ -77,6 +97,34 @@ pub(super) async fn throughput(
         note: "VmHWM of the service process; goal ≤ 80 MB".into(),
     });
     Ok(())
+}
+
+/// Appends `note` to the last row whose figure starts with `figure`.
+fn note_last(ctx: &mut Ctx, figure: &str, note: &str) {
+    if let Some(row) = ctx
+        .rows
+        .iter_mut()
+        .rev()
+        .find(|r| r.figure.starts_with(figure))
+    {
+        row.note.push_str(&format!("; {note}"));
+    }
+}
+
+/// After the loads: whether the webhook receiver got every event stored
+/// since its registration (up to 15 s); one missing is a failure of the run.
+async fn receiver_got_every_event(ctx: &mut Ctx, main: &Main, r: &Receiver) -> Option<String> {
+    match r.every_event(&main.pool, Duration::from_secs(15)).await {
+        Ok((said, failures)) => {
+            ctx.progress.say(&said);
+            ctx.failures.extend(failures);
+            Some(said)
+        }
+        Err(e) => {
+            ctx.failures.push(format!("cannot list the events: {e}"));
+            None
+        }
+    }
 }
 
 /// After the loads, with the fan-out on: whether the run's JetStream stream
@@ -151,10 +199,11 @@ async fn one_round(
     ctx: &mut Ctx,
     main: &Main,
     base: &Baselines,
+    receiver: &Result<Receiver, String>,
     round: usize,
     clients: usize,
 ) -> anyhow::Result<Round> {
-    let (ours, lag, sub, probe) = full_stack(ctx, main, round, clients).await?;
+    let (ours, lag, (sub, hook), probe) = full_stack(ctx, main, receiver, round, clients).await?;
     let pg = if base.have_pgbench {
         pgbench_baseline(ctx, main, base, clients).await
     } else {
@@ -168,6 +217,7 @@ async fn one_round(
         ours,
         lag,
         sub,
+        hook,
         probe,
         pg,
         stock,
@@ -175,33 +225,31 @@ async fn one_round(
 }
 
 /// Our service under `clients` unpaced clients, with the lag watchers
-/// (projection, and subscription when the fan-out is on) and the NOTIFY
-/// probe running beside it.
+/// (projection, subscription when the fan-out is on, webhook when the
+/// receiver is registered) and the NOTIFY probe running beside it.
 async fn full_stack(
     ctx: &mut Ctx,
     main: &Main,
+    receiver: &Result<Receiver, String>,
     round: usize,
     clients: usize,
-) -> anyhow::Result<(
-    LoadResult,
-    LagResult,
-    Result<SubscriptionLag, String>,
-    Samples,
-)> {
+) -> anyhow::Result<(LoadResult, LagResult, (Lagged, Lagged), Samples)> {
     let svc = &main.svc;
     checkpoint(&main.pool).await;
     ctx.progress.say(format!(
         "HTTP: {clients} clients, {:.0} s",
         ctx.sizes.measure.as_secs_f64()
     ));
-    // Every answered command goes to both watchers.
+    // Every answered command goes to every watcher.
     let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let (to_projection, rx) = tokio::sync::mpsc::unbounded_channel();
     let (to_subscription, sub_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (to_hook, hook_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(a) = answers.recv().await {
             let _ = to_projection.send(a);
             let _ = to_subscription.send(a);
+            let _ = to_hook.send(a);
         }
     });
     let watcher = tokio::spawn(load::watch_lag(
@@ -210,6 +258,15 @@ async fn full_stack(
         Duration::from_secs(15),
     ));
     let sub_watcher = watch_subscription(ctx, sub_rx).await;
+    let hook_watcher = receiver.as_ref().map_err(Clone::clone).map(|r| {
+        let mut arrivals = r.tap();
+        let arrivals = futures::stream::poll_fn(move |cx| arrivals.poll_recv(cx));
+        tokio::spawn(fanout::watch_arrivals(
+            arrivals,
+            hook_rx,
+            Duration::from_secs(15),
+        ))
+    });
     let (stop_probe, probe_rx) = tokio::sync::watch::channel(false);
     let probe = tokio::spawn(load::notify_probe(main.pool.clone(), probe_rx));
     let spec = LoadSpec {
@@ -228,6 +285,13 @@ async fn full_stack(
         Ok(w) => w.await?.map_err(|e| format!("not measured: {e:#}")),
         Err(why) => Err(why),
     };
+    let hook = match hook_watcher {
+        Ok(w) => w.await?.map_err(|e| format!("not measured: {e:#}")),
+        Err(why) => Err(why),
+    };
+    if let Ok(r) = receiver {
+        r.untap();
+    }
     let probe = probe.await??;
     let s = ours.latencies.summary();
     ctx.progress.say(format!(
@@ -272,7 +336,17 @@ async fn full_stack(
             .progress
             .say(format!("subscription lag {clients}: {why}")),
     }
-    Ok((ours, lag, sub, probe))
+    match &hook {
+        Ok(s) => ctx.progress.say(format!(
+            "webhook lag {clients}: {} ({} unresolved, {} events arrived, {} twice)",
+            ms(&s.lag.summary()),
+            s.unresolved,
+            s.arrived,
+            s.duplicates
+        )),
+        Err(why) => ctx.progress.say(format!("webhook lag {clients}: {why}")),
+    }
+    Ok((ours, lag, (sub, hook), probe))
 }
 
 /// The subscription-lag watcher on a subscription taken now, or why there
@@ -434,6 +508,7 @@ fn push_rows(ctx: &mut Ctx, r: &Round) {
         ),
     });
     ctx.rows.push(subscription_row(clients, r));
+    ctx.rows.push(webhook_row(clients, r));
 }
 
 /// The subscription lag beside the projection lag: the same commands, the
@@ -466,6 +541,42 @@ fn subscription_row(clients: usize, r: &Round) -> Row {
         unit: "ms",
         baseline: Some(r.lag.lag.summary().p99).filter(|_| !r.lag.lag.is_empty()),
         baseline_label: "projection lag p99 in the same round, ms".into(),
+        bar: Bar::ValueAtMost(1000.0),
+        note,
+    }
+}
+
+/// The webhook lag beside the subscription lag: the same commands, the same
+/// start (the answer), the end their last event's arrival at the receiver
+/// in this process; "n/a" with the reason when it was not registered.
+fn webhook_row(clients: usize, r: &Round) -> Row {
+    let (value, note) = match &r.hook {
+        Ok(s) if !s.lag.is_empty() => {
+            let l = s.lag.summary();
+            (
+                Some(l.p99),
+                format!(
+                    "p50 {:.1} ms, n={}, unresolved {}; answer → last event at a webhook receiver (204 at once); goal ≤ 100 ms",
+                    l.p50, l.count, s.unresolved
+                ),
+            )
+        }
+        Ok(s) => (
+            None,
+            format!(
+                "no command's events arrived at the webhook receiver ({} unresolved): see the service's log",
+                s.unresolved
+            ),
+        ),
+        Err(why) => (None, why.clone()),
+    };
+    let nats = r.sub.as_ref().ok().filter(|s| !s.lag.is_empty());
+    Row {
+        figure: format!("webhook lag p99, {clients} clients"),
+        value,
+        unit: "ms",
+        baseline: nats.map(|s| s.lag.summary().p99),
+        baseline_label: "subscription (NATS) lag p99 in the same round, ms".into(),
         bar: Bar::ValueAtMost(1000.0),
         note,
     }
