@@ -100,6 +100,9 @@ pub struct BenchArgs {
     /// Measure without the fan-out to NATS (the service publishes nothing).
     #[arg(long)]
     pub no_nats: bool,
+    /// Measure without the webhook endpoint (no receiver is registered).
+    #[arg(long)]
+    pub no_webhooks: bool,
     /// The `dispatch-api` binary to measure. Default: `dispatch-api` beside
     /// this executable (cargo builds both into the same target directory:
     /// `cargo build --release --workspace`).

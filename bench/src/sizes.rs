@@ -9,6 +9,8 @@ use crate::BenchArgs;
 #[derive(Debug, Clone)]
 pub(crate) struct Sizes {
     pub(crate) mode: &'static str,
+    /// `--no-webhooks`: no webhook endpoint during the throughput loads.
+    pub(crate) no_webhooks: bool,
     pub(crate) warmup: Duration,
     pub(crate) measure: Duration,
     pub(crate) clients: [usize; 2],
@@ -44,6 +46,7 @@ impl Sizes {
             sizes.measure = Duration::from_secs_f64(secs);
         }
         sizes.only = args.only.clone();
+        sizes.no_webhooks = args.no_webhooks;
         sizes
     }
 
@@ -51,6 +54,7 @@ impl Sizes {
         let s = Duration::from_secs_f64;
         if args.smoke {
             Sizes {
+                no_webhooks: false,
                 mode: "smoke",
                 warmup: s(0.2),
                 measure: s(0.8),
@@ -75,6 +79,7 @@ impl Sizes {
             }
         } else if args.quick {
             Sizes {
+                no_webhooks: false,
                 mode: "quick",
                 warmup: s(2.0),
                 measure: s(8.0),
@@ -99,6 +104,7 @@ impl Sizes {
             }
         } else {
             Sizes {
+                no_webhooks: false,
                 mode: "full",
                 warmup: s(5.0),
                 measure: s(30.0),

@@ -61,9 +61,13 @@ pub(super) async fn throughput(
 ) -> anyhow::Result<()> {
     let base = baselines(ctx, dbs).await?;
     if ctx.sizes.wants("throughput") {
-        let receiver = Receiver::start(&main.svc.base, &main.pool)
-            .await
-            .map_err(|why| format!("not measured: {why}"));
+        let receiver = if ctx.sizes.no_webhooks {
+            Err("not measured: --no-webhooks".to_string())
+        } else {
+            Receiver::start(&main.svc.base, &main.pool)
+                .await
+                .map_err(|why| format!("not measured: {why}"))
+        };
         match &receiver {
             Ok(r) => ctx.progress.say(format!(
                 "webhook receiver at {} registered (endpoint {}, events after {})",
