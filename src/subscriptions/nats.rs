@@ -110,12 +110,15 @@ impl NatsSource {
 #[async_trait]
 impl SinkSource for NatsSource {
     async fn sinks(&self) -> Result<Vec<Arc<dyn Sink>>, String> {
-        log::ensure(&self.pool, SUBSCRIPTION, "nats", Cursor::START)
-            .await
-            .map_err(|e| e.to_string())?;
+        // The checkpoint is made once, with the sink (not on every ask).
         let sink = self
             .sink
-            .get_or_try_init(|| NatsSink::connect(self.config.clone(), self.pool.clone()))
+            .get_or_try_init(|| async {
+                log::ensure(&self.pool, SUBSCRIPTION, "nats", Cursor::START)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                NatsSink::connect(self.config.clone(), self.pool.clone()).await
+            })
             .await?;
         Ok(vec![sink.clone() as Arc<dyn Sink>])
     }

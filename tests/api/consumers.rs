@@ -48,21 +48,8 @@ pub(crate) fn examples_dir() -> PathBuf {
 /// What is missing to run the example consumers, if anything: node ≥ 18,
 /// and the npm packages when `packages` is true.
 pub(crate) fn missing(packages: bool) -> Option<String> {
-    match std::process::Command::new("node").arg("--version").output() {
-        Ok(o) if o.status.success() => {
-            let v = String::from_utf8_lossy(&o.stdout);
-            let major: u32 = v
-                .trim()
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 18 {
-                return Some(format!("node {} is older than 18", v.trim()));
-            }
-        }
-        _ => return Some("node is not installed (apt-get install nodejs npm)".into()),
+    if let Some(why) = node_missing() {
+        return Some(why);
     }
     let installed = examples_dir()
         .join("node_modules/@nats-io/jetstream/package.json")

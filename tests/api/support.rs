@@ -757,3 +757,25 @@ pub async fn en_route_at(t: &TestApp, door_id: &str) -> String {
     t.script(&job, steps).await;
     job
 }
+
+/// Whether node ≥ 18 is missing (the browser tests and the example
+/// consumers' tests need it), and what to install.
+pub fn node_missing() -> Option<String> {
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout);
+            let major: u32 = v
+                .trim()
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 18 {
+                return Some(format!("node {} is older than 18", v.trim()));
+            }
+        }
+        _ => return Some("node is not installed (apt-get install nodejs npm)".into()),
+    }
+    None
+}

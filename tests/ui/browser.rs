@@ -47,22 +47,8 @@ pub(crate) fn chromium() -> Option<PathBuf> {
 
 /// What is missing to run the browser tests, if anything.
 pub(crate) fn missing() -> Option<String> {
-    let node = std::process::Command::new("node").arg("--version").output();
-    match node {
-        Ok(o) if o.status.success() => {
-            let v = String::from_utf8_lossy(&o.stdout);
-            let major: u32 = v
-                .trim()
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 18 {
-                return Some(format!("node {} is older than 18", v.trim()));
-            }
-        }
-        _ => return Some("node is not installed (apt-get install nodejs npm)".into()),
+    if let Some(why) = node_missing() {
+        return Some(why);
     }
     if chromium().is_none() {
         return Some("Chromium is not installed (apt-get install chromium chromium-driver, or set CHROMIUM_PATH)".into());
