@@ -133,11 +133,17 @@ pub fn check_filter(entry: &str) -> Result<(), String> {
 
 /// Whether a filter (entries already checked) selects an event.
 pub fn selects(filter: &[String], aggregate_type: &str, event_type: &str) -> bool {
-    filter.iter().any(|f| {
-        f == "*"
-            || f.split_once('.')
-                .is_some_and(|(a, e)| a == aggregate_type && (e == "*" || e == event_type))
-    })
+    filter
+        .iter()
+        .any(|f| selects_one(f, aggregate_type, event_type))
+}
+
+/// Whether one filter entry (`*`, `job.*`, `job.JobOffered`) selects an event.
+pub fn selects_one(entry: &str, aggregate_type: &str, event_type: &str) -> bool {
+    entry == "*"
+        || entry
+            .split_once('.')
+            .is_some_and(|(a, e)| a == aggregate_type && (e == "*" || e == event_type))
 }
 
 #[cfg(test)]

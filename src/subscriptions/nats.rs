@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::{log, Cursor, Delivery, Sink, SinkSource};
-use crate::app::cloudevents::cloud_event;
+use crate::app::cloudevents::CloudEvent;
 use crate::store::StoredEvent;
 
 /// The stream's name when none is configured.
@@ -222,7 +222,7 @@ impl Sink for NatsSink {
         }
         let mut acks = Vec::with_capacity(batch.len());
         for e in batch {
-            let body = cloud_event(e, &self.config.source).to_string();
+            let body = CloudEvent::of(e, &self.config.source).to_bytes();
             let publish = PublishMessage::build()
                 .payload(body.into())
                 .message_id(e.event_id.to_string())

@@ -114,10 +114,24 @@ pub async fn stream_messages(config: &NatsConfig) -> Vec<(String, String, Value)
     out
 }
 
+/// Deletes the stream and waits until the server no longer has it (on a
+/// busy disk a deletion can outlast the client's request timeout and land
+/// later, after events the test meant for a new stream).
 pub async fn delete_stream(config: &NatsConfig) {
-    if let Ok(client) = async_nats::connect(config.url.as_str()).await {
-        let _ = jetstream::new(client).delete_stream(&config.stream).await;
+    let client = async_nats::connect(config.url.as_str()).await.unwrap();
+    let js = jetstream::new(client);
+    for _ in 0..60 {
+        let _ = js.delete_stream(&config.stream).await;
+        if let Err(e) = js.get_stream(&config.stream).await {
+            if let jetstream::context::GetStreamErrorKind::JetStream(e) = e.kind() {
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    panic!("the stream {} is still there after 30 s", config.stream);
 }
 
 /// A job taken through intake, triage, an offer and a note, and a customer

@@ -14,9 +14,12 @@
 //! `data.payload`: an auditor verifies the chain from the store, not from
 //! redacted deliveries.
 
-use serde_json::Value;
+use std::borrow::Cow;
 
-use crate::domain::event_types::selects;
+use serde_json::{json, Value};
+
+use crate::domain::event_types::selects_one;
+use crate::store::StoredEvent;
 
 /// Each personal field: the events it is in (a filter entry) and its path
 /// in the CloudEvent's `data`.
@@ -39,11 +42,24 @@ pub const PERSONAL_FIELDS: &[(&str, &str)] = &[
 /// `aggregate_type`/`event_type` from its CloudEvent `data`.
 pub fn remove_personal_data(aggregate_type: &str, event_type: &str, data: &mut Value) {
     for (events, path) in PERSONAL_FIELDS {
-        if selects(&[(*events).to_string()], aggregate_type, event_type) {
+        if selects_one(events, aggregate_type, event_type) {
             let steps: Vec<&str> = path.split('.').collect();
             remove_path(data, &steps);
         }
     }
+}
+
+/// The payload of `e` as an endpoint without personal data gets it: the
+/// stored one when the event has no personal field (no copy), else a copy
+/// with them removed.
+pub fn without_personal_data(e: &StoredEvent) -> Cow<'_, Value> {
+    let (a, t) = (e.aggregate_type.as_str(), e.event_type.as_str());
+    if !PERSONAL_FIELDS.iter().any(|(f, _)| selects_one(f, a, t)) {
+        return Cow::Borrowed(&e.payload);
+    }
+    let mut data = json!({ "payload": e.payload.clone() });
+    remove_personal_data(a, t, &mut data);
+    Cow::Owned(data["payload"].take())
 }
 
 /// Removes the field at `steps` under `value`; a step `name[]` goes into

@@ -26,10 +26,10 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::attempt::{self, Outcome};
-use super::personal::remove_personal_data;
+use super::personal::without_personal_data;
 use super::store::{self, AttemptRecord, Changes, Endpoint, Recorded, Retry};
 use super::WebhookConfig;
-use crate::app::cloudevents::cloud_event;
+use crate::app::cloudevents::CloudEvent;
 use crate::clock::Clock;
 use crate::domain::event_types::selects;
 use crate::store::StoredEvent;
@@ -42,6 +42,8 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// One endpoint's sink.
 pub struct WebhookSink {
     name: String,
+    /// The endpoint's id as the metrics' label (made once).
+    label: String,
     pub(super) endpoint: Endpoint,
     pub(super) pool: sqlx::PgPool,
     pub(super) client: reqwest::Client,
@@ -84,6 +86,7 @@ impl WebhookSink {
     ) -> Self {
         WebhookSink {
             name: store::subscription(endpoint.id),
+            label: endpoint.id.to_string(),
             endpoint,
             pool,
             client,
@@ -96,11 +99,12 @@ impl WebhookSink {
     /// The body of an event as this endpoint gets it: its CloudEvent, with
     /// the personal data removed unless the endpoint may have it.
     pub(super) fn body(&self, e: &StoredEvent) -> bytes::Bytes {
-        let mut ce = cloud_event(e, &self.config.source);
-        if !self.endpoint.include_personal_data {
-            remove_personal_data(&e.aggregate_type, &e.event_type, &mut ce["data"]);
-        }
-        serde_json::to_vec(&ce).unwrap_or_default().into()
+        let source = &self.config.source;
+        let ce = match self.endpoint.include_personal_data {
+            true => CloudEvent::of(e, source),
+            false => CloudEvent::with_payload(e, source, without_personal_data(e)),
+        };
+        ce.to_bytes().into()
     }
 
     /// One attempt to deliver `e`, with its metrics.
@@ -118,10 +122,9 @@ impl WebhookSink {
             },
         )
         .await;
-        let endpoint = self.endpoint.id.to_string();
-        metrics::counter!("dispatch_webhook_attempts_total", "endpoint" => endpoint.clone(), "outcome" => outcome.kind)
+        metrics::counter!("dispatch_webhook_attempts_total", "endpoint" => self.label.clone(), "outcome" => outcome.kind)
             .increment(1);
-        metrics::histogram!("dispatch_webhook_attempt_seconds", "endpoint" => endpoint)
+        metrics::histogram!("dispatch_webhook_attempt_seconds", "endpoint" => self.label.clone())
             .record(outcome.latency.as_secs_f64());
         outcome
     }
