@@ -14,6 +14,16 @@ async fn upload(t: &TestApp, key: &str, content: &str) -> String {
 
 /// Drives a job to `on_site` with technician D: returns the job id.
 pub async fn job_on_site(t: &TestApp, site: &str) -> String {
+    let job = job_en_route(t, site).await;
+    t.clock.advance(Duration::minutes(50));
+    let check_in = json!({"method": "app", "lat": 40.7, "lon": -74.0});
+    let r = t.cmd(&job, "check_in", &t.keys.tech_d, check_in).await;
+    assert_eq!(r.state(), "on_site", "{:?}", r.json);
+    job
+}
+
+/// Drives a job to `en_route` with technician D: returns the job id.
+pub async fn job_en_route(t: &TestApp, site: &str) -> String {
     let job = t.open_ifm_job(site).await;
     let (agent, tech_d) = (&t.keys.agent, &t.keys.tech_d);
     let eta = (t0() + Duration::hours(1)).to_rfc3339();
@@ -26,10 +36,6 @@ pub async fn job_on_site(t: &TestApp, site: &str) -> String {
         ("start_travel",  tech_d, json!({}),                          Want::Status(200)),
     ];
     t.script(&job, steps).await;
-    t.clock.advance(Duration::minutes(50));
-    let check_in = json!({"method": "app", "lat": 40.7, "lon": -74.0});
-    let r = t.cmd(&job, "check_in", tech_d, check_in).await;
-    assert_eq!(r.state(), "on_site", "{:?}", r.json);
     job
 }
 

@@ -22,12 +22,10 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
-use super::{derived_id, events_json, facts, idempotency, run, split_event, Decided, Reply};
+use super::{derived_id, events_json, facts, run, split_event, Decided, Reply};
 use crate::app::{App, Caller, KeyedCaller, RequestMeta};
 use crate::domain::job::{CheckOutcome, Job, JobCommand, JobData, JobError, JobEvent, JobState};
 use crate::domain::Issued;
@@ -140,11 +138,15 @@ impl App {
                 let caller2 = caller.clone();
                 let meta2 = meta.clone();
                 let stream_id = job_id.clone();
+                // Decided again on the fresh stream after a lost version
+                // race: each decision gets its own copy of the command.
                 self.command(caller, meta, (Job::TYPE, &stream_id), move |conn, rows| {
+                    let (app, caller, meta) = (app.clone(), caller2.clone(), meta2.clone());
+                    let (job_id, command) = (job_id.clone(), command.clone());
                     Box::pin(async move {
                         let (events, head) = store::decode_stream::<JobEvent>(&rows)?;
                         let job = Job::from_events(events);
-                        app.decide_job(conn, &caller2, &meta2, &job_id, command, job, head)
+                        app.decide_job(conn, &caller, &meta, &job_id, command, job, head)
                             .await
                     })
                 })
@@ -153,79 +155,6 @@ impl App {
         };
         record_command(name, started, result.as_ref());
         result
-    }
-
-    /// Runs a command on one stream (`stream`: aggregate type and id): reads
-    /// the key's stored answer or else the stream (one statement), decides,
-    /// and writes everything the decision leaves with its answer (one
-    /// write, [`App::write`]). The runner of every command: technician
-    /// commands (`technician.rs`) pass here too.
-    pub(super) async fn command<F>(
-        &self,
-        caller: &Caller,
-        meta: &RequestMeta,
-        stream: (&str, &str),
-        decide: F,
-    ) -> Result<Reply>
-    where
-        F: for<'c> FnOnce(&'c mut PgConnection, Vec<PgRow>) -> BoxFuture<'c, Result<Decided>>,
-    {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT r.request_hash, r.status_code, r.response_body, {} \
-             FROM (SELECT 1) AS one \
-             LEFT JOIN idempotency_records r ON r.caller = $1 AND r.idempotency_key = $2 \
-             LEFT JOIN LATERAL (SELECT * FROM events WHERE aggregate_type = $3 AND aggregate_id = $4) e \
-               ON r.caller IS NULL \
-             ORDER BY e.sequence",
-            store::STREAM_COLUMNS
-        ))
-        .bind(&caller.key_name)
-        .bind(&meta.idempotency_key)
-        .bind(stream.0)
-        .bind(stream.1)
-        .fetch_all(&mut *conn)
-        .await?;
-        if let Some(first) = rows.first() {
-            if let Some(hash) = first.try_get::<Option<String>, _>("request_hash")? {
-                return idempotency::replay(
-                    meta,
-                    hash,
-                    first.try_get("status_code")?,
-                    first.try_get("response_body")?,
-                );
-            }
-        }
-        let decided = match decide(&mut conn, rows).await {
-            Ok(d) => d,
-            Err(e) if e.is_final_answer() => Decided::from((e.status(), e.problem())),
-            Err(e) => return Err(e),
-        };
-        // The writer has connections of its own: this one goes back to the
-        // pool while the write waits for its batch.
-        drop(conn);
-        let status = decided.status;
-        match self.write(caller, meta, decided, None).await? {
-            Ok(body) => Ok(Reply {
-                status,
-                body,
-                replayed: false,
-            }),
-            // Another request committed first: the same key (its answer is
-            // the answer) or the same stream version (a conflict).
-            Err(Refused::Conflict) => {
-                let mut conn = self.pool.acquire().await?;
-                match self.stored_answer(&mut conn, caller, meta).await? {
-                    Some(reply) => Ok(reply),
-                    None => Err(ApiError::VersionConflict {
-                        expected: meta.if_match,
-                        current: None,
-                    }),
-                }
-            }
-            Err(Refused::KeyRefused) => Err(ApiError::Unauthorized),
-            Err(Refused::Failed(e)) => Err(e.into()),
-        }
     }
 
     /// Runs a job command on the job's cached state: one write and no read.
@@ -346,7 +275,7 @@ impl App {
     /// `key_check`: the SHA-256 of a key that was not looked up for this
     /// request; the write is then refused ([`Refused::KeyRefused`]) unless
     /// the key is still active.
-    async fn write(
+    pub(super) async fn write(
         &self,
         caller: &Caller,
         meta: &RequestMeta,

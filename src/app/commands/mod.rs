@@ -26,6 +26,7 @@
 mod facts;
 mod idempotency;
 mod job;
+mod runner;
 mod technician;
 
 use chrono::{DateTime, Utc};

@@ -44,13 +44,15 @@ impl App {
             meta,
             (Technician::TYPE, &stream_id),
             move |_conn, rows| {
+                let (app, caller, meta) = (app.clone(), caller2.clone(), meta2.clone());
+                let (id, command) = (id.clone(), command.clone());
                 Box::pin(async move {
                     let (events, head) = store::decode_stream(&rows)?;
                     let tech = events.into_iter().fold(Technician::default(), |mut t, e| {
                         t.apply(e);
                         t
                     });
-                    app.decide_technician(&caller2, &meta2, &id, command, tech, head)
+                    app.decide_technician(&caller, &meta, &id, command, tech, head)
                         .await
                 })
             },
