@@ -155,6 +155,13 @@ pub struct ServeConfig {
     #[arg(long, env = "DISPATCH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// The read models' pass spacing under load, ms: a pass starts at most
+    /// this often while events keep coming (shorter: the board is more
+    /// current; longer: fewer, larger passes). See docs/03.
+    #[arg(long, env = "DISPATCH_PROJECTION_PASS_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub projection_pass_ms: u64,
+
     /// How often the system actor's timers look for due offers and SLAs, ms.
     #[arg(long, env = "DISPATCH_TIMER_INTERVAL_MS", default_value_t = 1000)]
     pub timer_interval_ms: u64,

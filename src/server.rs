@@ -190,7 +190,8 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         ProjectionContext {
             sops: app.sops.clone(),
         },
-    );
+    )
+    .pass_interval(std::time::Duration::from_millis(serve.projection_pass_ms));
     runtime
         .register()
         .await

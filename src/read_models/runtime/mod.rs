@@ -37,7 +37,7 @@ pub use status::{instance_id, status};
 pub const DEFAULT_BATCH: i64 = 5000;
 
 /// A read model's loop starts a pass at most this often while events keep
-/// coming: under load, waiting a moment gathers a batch instead of paying a
+/// coming (by default; `DISPATCH_PROJECTION_PASS_MS`, [`Runtime::pass_interval`]): under load, waiting a moment gathers a batch instead of paying a
 /// transaction per read model for every commit. A live pass goes on to the
 /// next batch only while batches come back full, so each active job's state
 /// is folded and written about once per interval, not once per commit (the
@@ -52,6 +52,7 @@ pub struct Runtime {
     ctx: ProjectionContext,
     batch_size: i64,
     poll: Duration,
+    pass_interval: Duration,
 }
 
 impl Runtime {
@@ -72,7 +73,14 @@ impl Runtime {
             ctx,
             batch_size: DEFAULT_BATCH,
             poll: Duration::from_millis(500),
+            pass_interval: PASS_INTERVAL,
         }
+    }
+
+    /// Sets the spacing of passes under load.
+    pub fn pass_interval(mut self, every: Duration) -> Self {
+        self.pass_interval = every;
+        self
     }
 
     /// Sets the batch size.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{status, Runtime, PASS_INTERVAL};
+use super::{status, Runtime};
 
 impl Runtime {
     /// Runs until `shutdown` turns true: a loop over the serving tables
@@ -44,7 +44,7 @@ impl Runtime {
 }
 
 /// One loop of passes, over the serving tables or (`rebuilds`) the shadow
-/// tables: a pass at most every [`PASS_INTERVAL`]; after a pass that found
+/// tables: a pass at most every [`Runtime::pass_interval`]; after a pass that found
 /// nothing, a wait for a notification or the polling interval.
 async fn passes(
     this: Arc<Runtime>,
@@ -57,7 +57,7 @@ async fn passes(
         if *shutdown.borrow() {
             return;
         }
-        let next_pass = tokio::time::Instant::now() + PASS_INTERVAL;
+        let next_pass = tokio::time::Instant::now() + this.pass_interval;
         woken.borrow_and_update();
         let step = if rebuilds {
             this.step_rebuilds(20).await
