@@ -5,7 +5,9 @@
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use super::parts::{command_body, mutation_params, ok_json, operation, path_param, problem, Roles};
+use super::parts::{
+    command_body, mutation_params, ok_json, operation, path_param, problem, whole, Roles,
+};
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
 use crate::http::decode;
@@ -94,7 +96,7 @@ pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
             "The job as it was after event N",
             roles.endpoint("GET /v1/jobs/{job_id}/replay"),
             json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
-            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}})],
+            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": whole(1)})],
         ),
     );
     paths.insert(
@@ -171,29 +173,34 @@ fn signin_links(paths: &mut Map<String, Value>, roles: &Roles) {
 
 /// Uploading and downloading evidence, and the SOP library.
 pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
-    // A raw upload is any bytes in any media type: `{}` admits every body
-    // (a JSON-string schema would call most files invalid).
-    let upload_body = json!({"required": true, "content": {
-        "application/octet-stream": {"schema": {}},
-        "image/*": {"schema": {}},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": false, "properties": {"file": {"contentMediaType": "application/octet-stream"}}}}
+    // Bytes, as generators send them: `format: binary` makes a file of the
+    // body and of the multipart part. A raw body may carry any media type
+    // (it is stored with the upload); the document names the one every
+    // generator handles, and says so.
+    let upload_body = json!({"required": true, "description": "The file (not empty): the raw body with its Content-Type (any media type, e.g. `image/jpeg`: it is stored as the evidence's `content_type`), or `multipart/form-data` with one part named `file` (its part's Content-Type is stored; `application/octet-stream` when it has none)", "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}},
+        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EvidenceUpload"}}
     }});
-    let evidence_schema = json!({"type": "object", "required": ["sha256", "size", "content_type"], "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}, "content_type": {"type": "string"}}});
+    let evidence_schema = json!({"$ref": "#/components/schemas/EvidenceInfo"});
+    let mut sha256 = path_param("sha256");
+    sha256["schema"] = json!({"type": "string", "pattern": "^[0-9a-f]{64}$"});
+    let mut incident_type = path_param("incident_type");
+    incident_type["schema"] = json!({"$ref": "#/components/schemas/IncidentType"});
     paths.insert(
         "/v1/evidence".into(),
         json!({"post": operation("Upload evidence (raw body or multipart with one file field)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
     );
     paths.insert(
         "/v1/evidence/{sha256}".into(),
-        json!({"get": operation("Download evidence", roles.endpoint("GET /v1/evidence/{sha256}"), json!([path_param("sha256")]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string"}}}})), false)}),
+        json!({"get": operation("Download evidence", roles.endpoint("GET /v1/evidence/{sha256}"), json!([sha256]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}}})), false)}),
     );
     paths.insert(
         "/v1/sops".into(),
-        json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"type": "object"}}}}))), false)}),
+        json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"$ref": "#/components/schemas/SopSummary"}}}}))), false)}),
     );
     paths.insert(
         "/v1/sops/{incident_type}".into(),
-        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([path_param("incident_type")]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
+        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([incident_type]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
     );
 }
 
