@@ -22,6 +22,18 @@ pub(super) fn schemas(schemas: &mut Map<String, Value>, incident_types: &[&str])
     hoist::add_bundled(schemas, AUDIT_EVENT_SCHEMA, "AuditEvent");
     hoist::add_bundled(schemas, STATE_TRANSITION_SCHEMA, "StateTransition");
     schemas.insert(
+        "JobEvents".into(),
+        json!({"type": "object", "required": ["job_id", "events"], "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}}}}),
+    );
+    schemas.insert(
+        "JobTransitions".into(),
+        json!({"type": "object", "required": ["job_id", "transitions"], "properties": {"job_id": {"type": "string"}, "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/StateTransition"}}}}),
+    );
+    schemas.insert(
+        "JobReplay".into(),
+        json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer", "description": "the last event applied (the job's version then)"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
+    );
+    schemas.insert(
         "Problem".into(),
         json!({"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},

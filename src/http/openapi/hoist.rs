@@ -63,7 +63,14 @@ pub(super) fn add_bundled(schemas: &mut Map<String, Value>, text: &str, name: &s
         let taken = schemas.get(&plain).is_some_and(|s| s != body);
         names.insert(
             format!("#/$defs/{def}"),
-            format!("{COMPONENTS}{}", if taken { format!("{name}{plain}") } else { plain }),
+            format!(
+                "{COMPONENTS}{}",
+                if taken {
+                    format!("{name}{plain}")
+                } else {
+                    plain
+                }
+            ),
         );
     }
     let rename = |r: &str| names.get(r).cloned();
@@ -182,7 +189,7 @@ pub(super) fn const_unions_to_enums(value: &mut Value) {
                         .unwrap_or_default();
                     map.insert(
                         "description".into(),
-                        Value::String(format!("{before}{}", listed.join("; "))),
+                        Value::String(format!("{before}{}", listed.join(" "))),
                     );
                 }
                 map.insert("type".into(), Value::String("string".into()));
@@ -210,26 +217,44 @@ mod tests {
         let b = json!({"properties": {"y": {"$ref": "#/$defs/uuid"}}, "$defs": {"uuid": {"type": "integer"}}});
         add_bundled(&mut schemas, &a.to_string(), "A");
         add_bundled(&mut schemas, &b.to_string(), "B");
-        assert_eq!(schemas["A"], json!({"properties": {"x": {"$ref": "#/components/schemas/Uuid"}}}));
-        assert_eq!(schemas["B"]["properties"]["y"]["$ref"], "#/components/schemas/BUuid");
+        assert_eq!(
+            schemas["A"],
+            json!({"properties": {"x": {"$ref": "#/components/schemas/Uuid"}}})
+        );
+        assert_eq!(
+            schemas["B"]["properties"]["y"]["$ref"],
+            "#/components/schemas/BUuid"
+        );
         assert_eq!(schemas["BUuid"], json!({"type": "integer"}));
     }
 
     #[test]
     fn merge_renames_what_differs_and_what_refers_to_it() {
         let mut schemas = Map::new();
-        schemas.insert("Site".into(), json!({"type": "object", "additionalProperties": false}));
+        schemas.insert(
+            "Site".into(),
+            json!({"type": "object", "additionalProperties": false}),
+        );
         schemas.insert("Same".into(), json!({"type": "string"}));
         let mut defs = Map::new();
         defs.insert("Site".into(), json!({"type": "object"}));
         defs.insert("Same".into(), json!({"type": "string"}));
-        defs.insert("Job".into(), json!({"properties": {"site": {"$ref": "#/components/schemas/Site"}}}));
-        schemas.insert("Job".into(), json!({"properties": {"site": {"$ref": "#/components/schemas/Site"}}}));
+        defs.insert(
+            "Job".into(),
+            json!({"properties": {"site": {"$ref": "#/components/schemas/Site"}}}),
+        );
+        schemas.insert(
+            "Job".into(),
+            json!({"properties": {"site": {"$ref": "#/components/schemas/Site"}}}),
+        );
         let mut root = json!({"$ref": "#/components/schemas/Job"});
         merge(&mut schemas, defs, "View", &mut [&mut root]);
         assert_eq!(root["$ref"], "#/components/schemas/JobView");
         assert_eq!(schemas["SiteView"], json!({"type": "object"}));
-        assert_eq!(schemas["JobView"]["properties"]["site"]["$ref"], "#/components/schemas/SiteView");
+        assert_eq!(
+            schemas["JobView"]["properties"]["site"]["$ref"],
+            "#/components/schemas/SiteView"
+        );
         assert!(!schemas.contains_key("SameView"));
     }
 }

@@ -15,7 +15,11 @@ const NAMED: &[(&str, &str, &str)] = &[
     ("get", "/v1/jobs/{job_id}/events", "list_job_events"),
     ("get", "/v1/jobs/{job_id}/audit", "verify_job_chain"),
     ("get", "/v1/jobs/{job_id}/replay", "replay_job"),
-    ("get", "/v1/jobs/{job_id}/transitions", "list_job_transitions"),
+    (
+        "get",
+        "/v1/jobs/{job_id}/transitions",
+        "list_job_transitions",
+    ),
     ("post", "/v1/technicians", decode::REGISTER_TECHNICIAN),
     ("get", "/v1/technicians", "find_technicians"),
     (

@@ -53,7 +53,10 @@ pub fn document(allowlist: &Allowlist, sops: &SopLibrary) -> Value {
     let mut schemas = generator.take_definitions(true);
     // `open_job` takes an incident type of the library (else 422
     // `unknown_incident_type`): the command type says only "a string".
-    if let Some(t) = schemas.get_mut("OpenJob").and_then(|s| s.pointer_mut("/properties/incident_type")) {
+    if let Some(t) = schemas
+        .get_mut("OpenJob")
+        .and_then(|s| s.pointer_mut("/properties/incident_type"))
+    {
         *t = json!({"$ref": "#/components/schemas/IncidentType"});
     }
     toolset::paths(&mut paths, &mut schemas, &roles);

@@ -84,7 +84,12 @@ pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
     );
     paths.insert(
         "/v1/jobs/{job_id}/events".into(),
-        job_read("The job's event envelopes in order", roles.endpoint("GET /v1/jobs/{job_id}/events"), json!({"type": "object", "required": ["job_id", "events"], "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}}}}), vec![]),
+        job_read(
+            "The job's event envelopes in order",
+            roles.endpoint("GET /v1/jobs/{job_id}/events"),
+            json!({"$ref": "#/components/schemas/JobEvents"}),
+            vec![],
+        ),
     );
     paths.insert(
         "/v1/jobs/{job_id}/audit".into(),
@@ -95,13 +100,18 @@ pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
         job_read(
             "The job as it was after event N",
             roles.endpoint("GET /v1/jobs/{job_id}/replay"),
-            json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
+            json!({"$ref": "#/components/schemas/JobReplay"}),
             vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": whole(1)})],
         ),
     );
     paths.insert(
         "/v1/jobs/{job_id}/transitions".into(),
-        job_read("The job's state transitions", roles.endpoint("GET /v1/jobs/{job_id}/transitions"), json!({"type": "object", "required": ["job_id", "transitions"], "properties": {"job_id": {"type": "string"}, "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/StateTransition"}}}}), vec![]),
+        job_read(
+            "The job's state transitions",
+            roles.endpoint("GET /v1/jobs/{job_id}/transitions"),
+            json!({"$ref": "#/components/schemas/JobTransitions"}),
+            vec![],
+        ),
     );
 }
 

@@ -131,10 +131,7 @@ fn invocation_log(paths: &mut Map<String, Value>, roles: &Roles) {
                 query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
             ]),
             None,
-            ("200", ok_json("Records (valid against schemas/tool_invocation.schema.json); `next_after` pages on", json!({
-                "type": "object", "required": ["invocations", "next_after"], "properties": {
-                    "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/ToolInvocation"}},
-                    "next_after": {"type": ["integer", "null"]}}}))),
+            ("200", ok_json("Records (valid against schemas/tool_invocation.schema.json); `next_after` pages on", json!({"$ref": "#/components/schemas/ToolInvocationPage"}))),
             false,
         )}),
     );
@@ -178,6 +175,12 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
 /// the answer and the manifest.
 fn toolset_schemas(schemas: &mut Map<String, Value>) {
     hoist::add_bundled(schemas, TOOL_INVOCATION_SCHEMA, "ToolInvocation");
+    schemas.insert(
+        "ToolInvocationPage".into(),
+        json!({"type": "object", "required": ["invocations", "next_after"], "properties": {
+            "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/ToolInvocation"}},
+            "next_after": {"type": ["integer", "null"], "description": "`after` for the next page (null: no more)"}}}),
+    );
     schemas.insert(
         "ToolOutcome".into(),
         json!({"type": "string", "enum": ["ok", "refused", "approval_required", "error"], "description": "`ok`: done; `refused`: the allowlist, a guard or the rate limit said no; `approval_required`: only an approval was requested; `error`: the call could not be carried out"}),
