@@ -14,6 +14,7 @@ upload's sha256 is checked against the file's. Prints one line per step and
 
 import datetime
 import hashlib
+import io
 import json
 import sys
 import uuid
@@ -200,32 +201,24 @@ def main() -> None:
     )
     assert arrived.state == JobState.ON_SITE, arrived.state
 
-    # Evidence: bytes that are not text (a JPEG's start and every byte value),
-    # as a raw body and as multipart; the service's sha256 is the file's.
+    # Evidence: bytes that are not text (a JPEG's start and every byte
+    # value), as the document's multipart body; the answer's sha256 is the
+    # file's, and the download gives the bytes back.
     photo = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) + RUN.encode()
     wanted = hashlib.sha256(photo).hexdigest()
-    raw = expect(
-        upload_evidence.sync_detailed(
-            client=tech, idempotency_key=key("upload-raw"), body=File(payload=photo, file_name="door.jpg")
-        ),
-        EvidenceInfo,
-        "upload_evidence (raw body)",
-    )
-    assert raw.sha256 == wanted, (raw.sha256, wanted)
-    assert raw.size == len(photo), (raw.size, len(photo))
-    form_photo = photo + b" after"
-    form = expect(
+    stored = expect(
         upload_evidence.sync_detailed(
             client=tech,
-            idempotency_key=key("upload-form"),
-            body=EvidenceUpload(file=File(payload=form_photo, file_name="after.jpg", mime_type="image/jpeg")),
+            idempotency_key=key("upload"),
+            body=EvidenceUpload(file=File(payload=io.BytesIO(photo), file_name="door.jpg", mime_type="image/jpeg")),
         ),
         EvidenceInfo,
-        "upload_evidence (multipart)",
+        "upload_evidence",
     )
-    assert form.sha256 == hashlib.sha256(form_photo).hexdigest(), form.sha256
-    assert form.content_type == "image/jpeg", form.content_type
-    back = download_evidence.sync_detailed(raw.sha256, client=tech)
+    assert stored.sha256 == wanted, (stored.sha256, wanted)
+    assert stored.size == len(photo), (stored.size, len(photo))
+    assert stored.content_type == "image/jpeg", stored.content_type
+    back = download_evidence.sync_detailed(stored.sha256, client=tech)
     assert isinstance(back.parsed, File), type(back.parsed)
     assert back.parsed.payload.read() == photo, "the download is not the upload"
 
@@ -234,7 +227,7 @@ def main() -> None:
             job_id,
             client=tech,
             idempotency_key=key("attach"),
-            body=AttachEvidence(kind=EvidenceKind.PHOTO_BEFORE, sha256=raw.sha256, note="door as found"),
+            body=AttachEvidence(kind=EvidenceKind.PHOTO_BEFORE, sha256=stored.sha256, note="door as found"),
         ),
         CommandAnswer,
         "attach_evidence",

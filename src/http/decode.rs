@@ -213,6 +213,12 @@ pub struct Invocation {
     pub causation_id: Option<Uuid>,
 }
 
+/// An idempotency key as the contract allows it: 1–200 printable ASCII
+/// characters.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    super::extract::check_idempotency_key(key.as_bytes(), "idempotency_key").is_ok()
+}
+
 /// The idempotency key a tool call carries in its argument `field`:
 /// absent, null or empty is `idempotency_key_required`; not a string, or
 /// not 1–200 printable ASCII characters, `validation_error` naming `field`

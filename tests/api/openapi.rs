@@ -216,8 +216,8 @@ async fn served_document_is_what_generators_need() {
     // The evidence upload as bytes.
     let upload = &doc["paths"]["/v1/evidence"]["post"]["requestBody"]["content"];
     assert_eq!(
-        upload["application/octet-stream"]["schema"]["format"],
-        "binary"
+        upload["multipart/form-data"]["schema"]["$ref"],
+        "#/components/schemas/EvidenceUpload"
     );
     assert_eq!(
         schemas["EvidenceUpload"]["properties"]["file"]["format"],

@@ -183,13 +183,12 @@ fn signin_links(paths: &mut Map<String, Value>, roles: &Roles) {
 
 /// Uploading and downloading evidence, and the SOP library.
 pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
-    // Bytes, as generators send them: `format: binary` makes a file of the
-    // body and of the multipart part. A raw body may carry any media type
-    // (it is stored with the upload); the document names the one every
-    // generator handles, and says so.
-    let upload_body = json!({"required": true, "description": "The file (not empty): the raw body with its Content-Type (any media type, e.g. `image/jpeg`: it is stored as the evidence's `content_type`), or `multipart/form-data` with one part named `file` (its part's Content-Type is stored; `application/octet-stream` when it has none)", "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}},
-        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EvidenceUpload"}}
+    // Bytes, as generators send them: a multipart part of `format: binary`
+    // is a file to them. The raw body the service also takes is in the
+    // description only: a second request media type makes
+    // openapi-python-client (0.29) write a module that does not import.
+    let upload_body = json!({"required": true, "description": "The file (not empty), as `multipart/form-data` with one part named `file`: its part's Content-Type is stored as the evidence's `content_type` (`application/octet-stream` when it has none).\n\nThe service also takes the file as the raw body, with its own Content-Type (any media type with a `/`, e.g. `image/jpeg`, stored as `content_type`; required).", "content": {
+        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EvidenceUpload"}, "encoding": {"file": {"contentType": "*/*"}}}
     }});
     let evidence_schema = json!({"$ref": "#/components/schemas/EvidenceInfo"});
     let mut sha256 = path_param("sha256");
@@ -198,7 +197,7 @@ pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
     incident_type["schema"] = json!({"$ref": "#/components/schemas/IncidentType"});
     paths.insert(
         "/v1/evidence".into(),
-        json!({"post": operation("Upload evidence (raw body or multipart with one file field)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
+        json!({"post": operation("Upload evidence (multipart with one file part, or a raw body)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
     );
     paths.insert(
         "/v1/evidence/{sha256}".into(),
