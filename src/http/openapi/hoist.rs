@@ -90,13 +90,14 @@ pub(super) fn add_bundled(schemas: &mut Map<String, Value>, text: &str, name: &s
 /// the one already there is shared; one that differs (and every definition
 /// that refers to a renamed one and so differs in turn) is added as
 /// `NAME{suffix}`. The references in `defs` and in `roots` (the schemas
-/// that use them) follow the renaming.
+/// that use them) follow the renaming. Returns the renamed definitions'
+/// names, old to new.
 pub(super) fn merge(
     schemas: &mut Map<String, Value>,
     defs: Map<String, Value>,
     suffix: &str,
     roots: &mut [&mut Value],
-) {
+) -> BTreeMap<String, String> {
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     let rewritten = loop {
         let rename = |r: &str| {
@@ -137,6 +138,7 @@ pub(super) fn merge(
         }
         schemas.insert(name, body);
     }
+    renamed
 }
 
 /// The string constants of a `oneOf` whose branches are all

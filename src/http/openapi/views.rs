@@ -30,36 +30,40 @@ pub(super) fn schemas(schemas: &mut Map<String, Value>) {
             s.meta_schema = None;
         })
         .into_generator();
-    let mut roots = vec![
-        Value::from(generator.subschema_for::<JobData>()),
-        Value::from(generator.subschema_for::<InvoiceLine>()),
-        Value::from(generator.subschema_for::<SopView<'static>>()),
-        Value::from(generator.subschema_for::<SopSummary<'static>>()),
-        Value::from(generator.subschema_for::<EvidenceInfo>()),
+    generator.subschema_for::<JobData>();
+    generator.subschema_for::<SopView<'static>>();
+    let mut invoice_line = Value::from(generator.subschema_for::<InvoiceLine>());
+    // Referred to by name from the paths: they must keep it.
+    let by_name = [
+        generator.subschema_for::<SopSummary<'static>>(),
+        generator.subschema_for::<EvidenceInfo>(),
     ];
     let mut defs = generator.take_definitions(true);
     // The view's invoice is `JobInvoice` (below), not the state's.
     defs.remove("Invoice");
     let job = defs.remove(&JobData::schema_name().to_string());
     let sop = defs.remove(&SopView::schema_name().to_string());
-    let mut named: Vec<(&str, Value)> = vec![
-        ("JobView", job_view(job.expect("JobData's schema"))),
-        ("Sop", sop.expect("SopView's schema")),
-    ];
-    {
-        let mut all: Vec<&mut Value> = roots.iter_mut().collect();
-        all.extend(named.iter_mut().map(|(_, v)| v));
-        hoist::merge(schemas, defs, "View", &mut all);
+    let mut job = job_view(job.expect("JobData's schema"));
+    let mut sop = sop.expect("SopView's schema");
+    let renamed = hoist::merge(
+        schemas,
+        defs,
+        "View",
+        &mut [&mut invoice_line, &mut job, &mut sop],
+    );
+    for schema in by_name {
+        let name = schema.get("$ref").and_then(Value::as_str).unwrap_or("");
+        let name = name.trim_start_matches("#/components/schemas/");
+        assert!(!renamed.contains_key(name), "{name} is named otherwise");
     }
-    for (name, schema) in named {
-        schemas.insert(name.into(), schema);
-    }
+    schemas.insert("JobView".into(), job);
+    schemas.insert("Sop".into(), sop);
     schemas.insert(
         "JobInvoice".into(),
         json!({"type": "object", "required": ["lines", "total_cents", "final"],
             "description": "The job's invoice: fixed at billing readiness (`final`), otherwise what its visits add up to now",
             "properties": {
-                "lines": {"type": "array", "items": roots[1].clone()},
+                "lines": {"type": "array", "items": invoice_line},
                 "total_cents": {"type": "integer"},
                 "final": {"type": "boolean", "description": "fixed at billing readiness"}}}),
     );
