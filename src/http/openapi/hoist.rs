@@ -259,4 +259,19 @@ mod tests {
         );
         assert!(!schemas.contains_key("SameView"));
     }
+
+    #[test]
+    fn documented_consts_become_an_enum_and_others_stay() {
+        let mut v = json!({"properties": {
+            "channel": {"description": "How.", "oneOf": [
+                {"const": "phone", "type": "string", "description": "A call."},
+                {"const": "sms", "type": "string"}]},
+            "either": {"oneOf": [{"const": "a"}, {"type": "integer"}]}}});
+        const_unions_to_enums(&mut v);
+        assert_eq!(
+            v["properties"]["channel"],
+            json!({"description": "How. `phone`: A call.", "type": "string", "enum": ["phone", "sms"]})
+        );
+        assert!(v["properties"]["either"]["oneOf"].is_array());
+    }
 }
