@@ -24,11 +24,14 @@ pub struct EvidenceStore {
 }
 
 /// What an upload answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct EvidenceInfo {
-    /// SHA-256 of the content.
+    /// SHA-256 of the content, hex: its address (`GET /v1/evidence/{sha256}`,
+    /// `attach_evidence`).
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
     /// Bytes.
+    #[schemars(range(min = 1))]
     pub size: i64,
     /// Media type as uploaded.
     pub content_type: String,

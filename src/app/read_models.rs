@@ -267,6 +267,12 @@ impl App {
                 .collect::<Result<_>>()?;
         let states: Option<Vec<String>> = match params.get("state") {
             None => None,
+            Some(s) if s.split(',').count() > JobState::ALL.len() => {
+                return Err(bad(
+                    "state",
+                    &format!("at most {} states", JobState::ALL.len()),
+                ))
+            }
             Some(s) => Some(
                 s.split(',')
                     .map(|x| {

@@ -213,9 +213,25 @@ pub struct Invocation {
     pub causation_id: Option<Uuid>,
 }
 
-/// An idempotency key as the contract allows it: 1–200 printable ASCII characters.
+/// An idempotency key as the contract allows it: 1–200 printable ASCII
+/// characters.
 pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    super::extract::check_idempotency_key(key.as_bytes(), "idempotency_key").is_ok()
+}
+
+/// The idempotency key a tool call carries in its argument `field`:
+/// absent, null or empty is `idempotency_key_required`; not a string, or
+/// not 1–200 printable ASCII characters, `validation_error` naming `field`
+/// (as the `Idempotency-Key` header, `super::extract::check_idempotency_key`).
+pub fn idempotency_argument(value: Option<&Value>, field: &str) -> Result<String> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::IdempotencyKeyRequired),
+        Some(Value::String(key)) => super::extract::check_idempotency_key(key.as_bytes(), field),
+        Some(_) => Err(ApiError::Validation {
+            detail: format!("{field} must be a string of 1-200 printable ASCII characters"),
+            field: Some(field.to_string()),
+        }),
+    }
 }
 
 /// An optional UUID header (`X-Correlation-Id`, `X-Causation-Id`) from its
@@ -293,9 +309,9 @@ pub fn tool_envelope(
             }),
         },
     }
-    match envelope.get("idempotency_key").and_then(Value::as_str) {
-        Some(k) if valid_idempotency_key(k) => inv.idempotency_key = Some(k.to_string()),
-        _ => note(ApiError::IdempotencyKeyRequired),
+    match idempotency_argument(envelope.get("idempotency_key"), "idempotency_key") {
+        Ok(k) => inv.idempotency_key = Some(k),
+        Err(e) => note(e),
     }
     match envelope.get("arguments") {
         Some(a @ Value::Object(_)) => inv.arguments = a.clone(),
@@ -325,18 +341,16 @@ pub fn tool_envelope(
 pub fn mcp_invocation(tool: String, arguments: Option<Map<String, Value>>) -> Invocation {
     let mut arguments = arguments.unwrap_or_default();
     let key = arguments.remove(MCP_IDEMPOTENCY_ARGUMENT);
-    let idempotency_key = key
-        .as_ref()
-        .and_then(Value::as_str)
-        .filter(|k| valid_idempotency_key(k))
-        .map(str::to_string);
+    let (idempotency_key, envelope_error) =
+        match idempotency_argument(key.as_ref(), MCP_IDEMPOTENCY_ARGUMENT) {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e)),
+        };
     Invocation {
         transport: Transport::Mcp,
         tool,
         invocation_id: None,
-        envelope_error: idempotency_key
-            .is_none()
-            .then_some(ApiError::IdempotencyKeyRequired),
+        envelope_error,
         idempotency_key,
         arguments: Value::Object(arguments),
         correlation_id: None,

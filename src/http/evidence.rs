@@ -37,9 +37,7 @@ async fn upload(
         .unwrap_or("")
         .to_string();
     // Check the key before reading a large body.
-    if headers.get("idempotency-key").is_none() {
-        return Err(ApiError::IdempotencyKeyRequired);
-    }
+    super::extract::idempotency_key(&headers)?;
     let (bytes, file_type) = if content_type
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")

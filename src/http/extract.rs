@@ -75,6 +75,66 @@ fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>> {
     super::decode::uuid_header(name, headers.get(name).map(|v| v.as_bytes()))
 }
 
+/// The longest idempotency key.
+pub const IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+/// Checks an idempotency key that was given: 1-200 printable ASCII
+/// characters (space to `~`). An empty one counts as not given
+/// (`idempotency_key_required`); any other fault is `validation_error`
+/// naming `field` (`Idempotency-Key`, or the argument that carried it).
+pub fn check_idempotency_key(key: &[u8], field: &str) -> Result<String> {
+    if key.is_empty() {
+        return Err(ApiError::IdempotencyKeyRequired);
+    }
+    if !key.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(ApiError::Validation {
+            detail: format!(
+                "{field} must be printable ASCII (space to ~): it has another character"
+            ),
+            field: Some(field.to_string()),
+        });
+    }
+    if key.len() > IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::Validation {
+            detail: format!(
+                "{field} must be at most {IDEMPOTENCY_KEY_CHARS} characters (it has {})",
+                key.len()
+            ),
+            field: Some(field.to_string()),
+        });
+    }
+    Ok(String::from_utf8_lossy(key).into_owned())
+}
+
+/// The `Idempotency-Key` header: required ([`check_idempotency_key`]).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String> {
+    let value = headers
+        .get("idempotency-key")
+        .ok_or(ApiError::IdempotencyKeyRequired)?;
+    check_idempotency_key(value.as_bytes(), "Idempotency-Key")
+}
+
+/// The `If-Match` header: a version, bare (`3`), quoted (`"3"`) or weak
+/// (`W/"3"`), at most 18 digits — the document's pattern; anything else is
+/// `validation_error`.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
+    let Some(value) = header_str(headers, "if-match")? else {
+        return Ok(None);
+    };
+    let bare = value.strip_prefix("W/").unwrap_or(value);
+    let digits = match bare.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"').unwrap_or(""),
+        None => bare,
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::Validation {
+            detail: "If-Match must be a version like \"3\"".into(),
+            field: Some("If-Match".into()),
+        });
+    }
+    Ok(digits.parse().ok())
+}
+
 /// The Idempotency-Key (required), If-Match, correlation and causation ids.
 pub fn mutation_meta(
     headers: &HeaderMap,
@@ -82,32 +142,10 @@ pub fn mutation_meta(
     path: &str,
     body: &Value,
 ) -> Result<RequestMeta> {
-    let key = match headers.get("idempotency-key") {
-        None => return Err(ApiError::IdempotencyKeyRequired),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| ApiError::IdempotencyKeyRequired)?
-            .to_string(),
-    };
-    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(ApiError::IdempotencyKeyRequired);
-    }
-    let if_match = header_str(headers, "if-match")?
-        .map(|s| {
-            let t = s.trim().trim_start_matches("W/").trim_matches('"');
-            t.parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 0)
-                .ok_or(ApiError::Validation {
-                    detail: "If-Match must be a job version like \"3\"".into(),
-                    field: Some("If-Match".into()),
-                })
-        })
-        .transpose()?;
     Ok(RequestMeta {
-        idempotency_key: key,
+        idempotency_key: idempotency_key(headers)?,
         request_hash: request_hash(method, path, body),
-        if_match,
+        if_match: if_match(headers)?,
         correlation_id: header_uuid(headers, "x-correlation-id")?.unwrap_or_else(Uuid::new_v4),
         causation_id: header_uuid(headers, "x-causation-id")?,
         tool_invocation_id: None,

@@ -185,9 +185,15 @@ pub fn reply_response(reply: Reply) -> Response {
     resp
 }
 
-/// Parses a query string, refusing parameters not in `allowed`.
+/// Query parameters that take several values, as the OpenAPI document
+/// says (`style: form`, `explode: true`): repeated, their values are joined
+/// with commas (`state=a&state=b` is `state=a,b`, which is also accepted).
+const REPEATABLE: &[&str] = &["state"];
+
+/// Parses a query string, refusing parameters not in `allowed`. A repeated
+/// parameter keeps its last value, but for [`REPEATABLE`] ones.
 pub fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !allowed.contains(&k.as_ref()) {
             return Err(ApiError::Validation {
@@ -198,7 +204,15 @@ pub fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<Str
                 field: Some(k.chars().take(64).collect()),
             });
         }
-        out.insert(k.into_owned(), v.into_owned());
+        match out.get_mut(k.as_ref()) {
+            Some(values) if REPEATABLE.contains(&k.as_ref()) => {
+                values.push(',');
+                values.push_str(&v);
+            }
+            _ => {
+                out.insert(k.into_owned(), v.into_owned());
+            }
+        }
     }
     Ok(out)
 }

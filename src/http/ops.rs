@@ -49,5 +49,5 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(super::openapi::document(&state.allowlist))
+    Json(super::openapi::document(&state.allowlist, &state.app.sops))
 }

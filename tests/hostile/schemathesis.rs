@@ -21,12 +21,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use crate::installs;
 use crate::server::{create_database, drop_database, Server};
 
 /// The folder with the pins and the checks' settings.
@@ -93,90 +93,11 @@ struct PassReport {
     output_tail: String,
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("DISPATCH_PYTHON") {
-        return p;
-    }
-    for candidate in ["python3.11", "python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import sys, venv; assert sys.version_info >= (3, 10)"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.to_string();
-        }
-    }
-    panic!("the hostile-input test needs Python ≥ 3.10 with venv (python3.11 or python3 on PATH, or DISPATCH_PYTHON)");
-}
-
 /// The virtual environment with the pinned schemathesis: made once per set of
 /// pins, reused after. Returns the `st` executable.
 fn schemathesis() -> PathBuf {
     let requirements = Path::new(HOSTILE_DIR).join("requirements.txt");
-    let pins =
-        std::fs::read(&requirements).unwrap_or_else(|e| panic!("{}: {e}", requirements.display()));
-    let tag = hex::encode(&Sha256::digest(&pins)[..6]);
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("schemathesis-venv-{tag}"));
-    let st = venv.join("bin/st");
-    // Written last: a virtual environment without it is an interrupted install.
-    let complete = venv.join("installed-from-requirements.txt");
-    let works = || {
-        complete.exists()
-            && Command::new(&st)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-    };
-    if works() {
-        return st;
-    }
-    // (A virtual environment cannot be moved once made: it is built in place.)
-    let _ = std::fs::remove_dir_all(&venv);
-    let python = python();
-    let status = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        status.success(),
-        "{python} -m venv {} failed",
-        venv.display()
-    );
-    let started = Instant::now();
-    eprintln!(
-        "hostile: installing schemathesis from PyPI into {} (once)",
-        venv.display()
-    );
-    let out = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--timeout",
-            "30",
-            "--retries",
-            "2",
-            "-q",
-            "-r",
-        ])
-        .arg(&requirements)
-        .output()
-        .expect("cannot run the virtual environment's pip");
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&venv);
-        panic!(
-            "schemathesis could not be installed from PyPI, so the hostile-input test cannot run \
-             (it needs network access to PyPI, or PIP_INDEX_URL pointing at a mirror):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    std::fs::write(&complete, &pins).unwrap();
-    eprintln!("hostile: installed in {:.0?}", started.elapsed());
-    assert!(works(), "{} does not run after the install", st.display());
-    st
+    installs::venv("schemathesis", 10, &requirements, "st").join("bin/st")
 }
 
 async fn cli(server: &Server, args: &[&str]) -> String {

@@ -96,7 +96,7 @@ pub enum SlaKind {
 }
 
 /// What an approval, once granted, carries out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ApprovalAction {
     /// Replace the NTE with `amount_cents`.
@@ -122,7 +122,7 @@ pub enum ApprovalAction {
 }
 
 /// The kind of an invoice line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceLineKind {
     /// Technician time.
@@ -134,7 +134,7 @@ pub enum InvoiceLineKind {
 }
 
 /// One invoice line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvoiceLine {
     /// Labor, part or trip.
     pub kind: InvoiceLineKind,

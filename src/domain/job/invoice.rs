@@ -7,7 +7,7 @@ use super::state::JobData;
 use crate::domain::money::labor_cents;
 
 /// Invoice lines and their total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct Invoice {
     /// Itemized lines.
     pub lines: Vec<InvoiceLine>,

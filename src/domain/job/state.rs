@@ -22,7 +22,19 @@ use crate::domain::policy::Priority;
 use crate::domain::sop::IncidentSop;
 
 /// The job states of the lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Collecting intake.
@@ -124,7 +136,7 @@ impl JobState {
 }
 
 /// Where an offer or visit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VisitStatus {
     /// Offered, unanswered.
@@ -146,7 +158,7 @@ pub enum VisitStatus {
 }
 
 /// One offer and, once accepted, one technician trip.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Visit {
     /// 1-based.
     pub number: u32,
@@ -240,7 +252,7 @@ impl Visit {
 }
 
 /// A checklist result as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChecklistEntry {
     /// Result.
     pub result: ChecklistResult,
@@ -249,7 +261,7 @@ pub struct ChecklistEntry {
 }
 
 /// Evidence attached to the job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvidenceRef {
     /// Kind.
     pub kind: EvidenceKind,
@@ -266,7 +278,7 @@ pub struct EvidenceRef {
 }
 
 /// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
     /// Waiting for a person.
@@ -278,7 +290,7 @@ pub enum ApprovalStatus {
 }
 
 /// A risky action waiting for (or decided by) a person.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     /// Id.
     pub approval_id: String,
@@ -299,14 +311,14 @@ pub struct Approval {
 }
 
 /// A note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Note {
     /// The text (data).
     pub text: String,
 }
 
 /// Flags shown on the board.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct Flags {
     /// An open job at the same site and door, unresolved.
     pub possible_duplicate_of: Option<String>,
@@ -333,7 +345,7 @@ pub struct Flags {
 }
 
 /// Everything known about an opened job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobData {
     /// Id.
     pub job_id: String,

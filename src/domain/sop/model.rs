@@ -36,7 +36,7 @@ pub enum SopStage {
 }
 
 /// The reference recorded on every event a SOP guarded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SopRef {
     /// The SOP's id.
     pub id: String,
@@ -47,7 +47,7 @@ pub struct SopRef {
 }
 
 /// A script step: what the agent asks, and the field the answer fills.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptStep {
     /// The question.
@@ -57,7 +57,7 @@ pub struct ScriptStep {
 }
 
 /// The type of an intake field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     /// Free text (bounded).
@@ -75,7 +75,7 @@ fn default_true() -> bool {
 }
 
 /// One intake field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     /// Field name (snake_case).
@@ -154,7 +154,7 @@ impl FieldSpec {
 }
 
 /// A rule: matches when every named field has the given value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// A short machine name for why the rule fires.
@@ -207,7 +207,7 @@ impl IntakeSop {
 }
 
 /// A field checklist item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChecklistItem {
     /// Item id (snake_case).
@@ -244,7 +244,7 @@ pub struct FieldSop {
 }
 
 /// A closeout verification item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseoutItem {
     /// Item id.

@@ -7,6 +7,20 @@ use serde_json::{json, Map, Value};
 use super::examples::command_example;
 use crate::tools::allowlist::Allowlist;
 
+/// `Idempotency-Key`: printable ASCII (`crate::http::extract::mutation_meta`
+/// checks it; length 1-200 is the schema's).
+pub(super) const IDEMPOTENCY_KEY_PATTERN: &str = "^[ -~]+$";
+
+/// `If-Match`: a version, bare, quoted or weak
+/// (`crate::http::extract::if_match`).
+pub(super) const IF_MATCH_PATTERN: &str = "^(W/)?(\"[0-9]{1,18}\"|[0-9]{1,18})$";
+
+/// A whole-number query parameter from `min` (the service parses it as a
+/// 64-bit integer: larger is `validation_error`).
+pub(super) fn whole(min: i64) -> Value {
+    json!({"type": "integer", "format": "int64", "minimum": min, "maximum": i64::MAX})
+}
+
 /// The roles the allowlist gives an operation, for its `x-roles`.
 pub(super) struct Roles<'a>(pub(super) &'a Allowlist);
 

@@ -5,7 +5,9 @@
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use super::parts::{command_body, mutation_params, ok_json, operation, path_param, problem, Roles};
+use super::parts::{
+    command_body, mutation_params, ok_json, operation, path_param, problem, whole, Roles,
+};
 use crate::domain::job::{JobCommand, JOB_COMMANDS};
 use crate::domain::technician::{RegisterTechnician, SetShift, UpdateSkills};
 use crate::http::decode;
@@ -82,7 +84,12 @@ pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
     );
     paths.insert(
         "/v1/jobs/{job_id}/events".into(),
-        job_read("The job's event envelopes in order", roles.endpoint("GET /v1/jobs/{job_id}/events"), json!({"type": "object", "required": ["job_id", "events"], "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}}}}), vec![]),
+        job_read(
+            "The job's event envelopes in order",
+            roles.endpoint("GET /v1/jobs/{job_id}/events"),
+            json!({"$ref": "#/components/schemas/JobEvents"}),
+            vec![],
+        ),
     );
     paths.insert(
         "/v1/jobs/{job_id}/audit".into(),
@@ -93,13 +100,18 @@ pub(super) fn job_reads(paths: &mut Map<String, Value>, roles: &Roles) {
         job_read(
             "The job as it was after event N",
             roles.endpoint("GET /v1/jobs/{job_id}/replay"),
-            json!({"type": "object", "required": ["job_id", "to_sequence", "job"], "properties": {"job_id": {"type": "string"}, "to_sequence": {"type": "integer"}, "job": {"$ref": "#/components/schemas/JobView"}}}),
-            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}})],
+            json!({"$ref": "#/components/schemas/JobReplay"}),
+            vec![json!({"name": "to_sequence", "in": "query", "required": false, "schema": whole(1)})],
         ),
     );
     paths.insert(
         "/v1/jobs/{job_id}/transitions".into(),
-        job_read("The job's state transitions", roles.endpoint("GET /v1/jobs/{job_id}/transitions"), json!({"type": "object", "required": ["job_id", "transitions"], "properties": {"job_id": {"type": "string"}, "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/StateTransition"}}}}), vec![]),
+        job_read(
+            "The job's state transitions",
+            roles.endpoint("GET /v1/jobs/{job_id}/transitions"),
+            json!({"$ref": "#/components/schemas/JobTransitions"}),
+            vec![],
+        ),
     );
 }
 
@@ -171,29 +183,33 @@ fn signin_links(paths: &mut Map<String, Value>, roles: &Roles) {
 
 /// Uploading and downloading evidence, and the SOP library.
 pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
-    // A raw upload is any bytes in any media type: `{}` admits every body
-    // (a JSON-string schema would call most files invalid).
-    let upload_body = json!({"required": true, "content": {
-        "application/octet-stream": {"schema": {}},
-        "image/*": {"schema": {}},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": false, "properties": {"file": {"contentMediaType": "application/octet-stream"}}}}
+    // Bytes, as generators send them: a multipart part of `format: binary`
+    // is a file to them. The raw body the service also takes is in the
+    // description only: a second request media type makes
+    // openapi-python-client (0.29) write a module that does not import.
+    let upload_body = json!({"required": true, "description": "The file (not empty), as `multipart/form-data` with one part named `file`: its part's Content-Type is stored as the evidence's `content_type` (`application/octet-stream` when it has none).\n\nThe service also takes the file as the raw body, with its own Content-Type (any media type with a `/`, e.g. `image/jpeg`, stored as `content_type`; required).", "content": {
+        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EvidenceUpload"}, "encoding": {"file": {"contentType": "*/*"}}}
     }});
-    let evidence_schema = json!({"type": "object", "required": ["sha256", "size", "content_type"], "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}, "content_type": {"type": "string"}}});
+    let evidence_schema = json!({"$ref": "#/components/schemas/EvidenceInfo"});
+    let mut sha256 = path_param("sha256");
+    sha256["schema"] = json!({"type": "string", "pattern": "^[0-9a-f]{64}$"});
+    let mut incident_type = path_param("incident_type");
+    incident_type["schema"] = json!({"$ref": "#/components/schemas/IncidentType"});
     paths.insert(
         "/v1/evidence".into(),
-        json!({"post": operation("Upload evidence (raw body or multipart with one file field)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
+        json!({"post": operation("Upload evidence (multipart with one file part, or a raw body)", roles.endpoint("POST /v1/evidence"), json!([{"$ref": "#/components/parameters/IdempotencyKey"}]), Some(upload_body), ("201", ok_json("Stored, content-addressed", evidence_schema)), true)}),
     );
     paths.insert(
         "/v1/evidence/{sha256}".into(),
-        json!({"get": operation("Download evidence", roles.endpoint("GET /v1/evidence/{sha256}"), json!([path_param("sha256")]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string"}}}})), false)}),
+        json!({"get": operation("Download evidence", roles.endpoint("GET /v1/evidence/{sha256}"), json!([sha256]), None, ("200", json!({"description": "The content", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}}})), false)}),
     );
     paths.insert(
         "/v1/sops".into(),
-        json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"type": "object"}}}}))), false)}),
+        json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"$ref": "#/components/schemas/SopSummary"}}}}))), false)}),
     );
     paths.insert(
         "/v1/sops/{incident_type}".into(),
-        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([path_param("incident_type")]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
+        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([incident_type]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
     );
 }
 

@@ -3,8 +3,11 @@
 
 use serde_json::{json, Map, Value};
 
-use super::parts::{ok_json, operation, path_param, problem, query_param, query_text, Roles};
-use crate::app::read_models::{QUERY_STATES_CHARS, QUERY_TEXT_CHARS};
+use super::parts::{
+    ok_json, operation, path_param, problem, query_param, query_text, whole, Roles,
+};
+use crate::app::read_models::QUERY_TEXT_CHARS;
+use crate::domain::job::JobState;
 
 /// The board, billing readiness, the roster, schedules, approvals and the
 /// read models' own status. The roster is the `get` of `/v1/technicians`,
@@ -24,7 +27,7 @@ fn text() -> Value {
 
 /// `min_position`: the position the caller waits for.
 fn min_position() -> Value {
-    query_param("min_position", json!({"type": "integer", "minimum": 0}))
+    query_param("min_position", whole(0))
 }
 
 /// `limit`: at most this many rows.
@@ -60,14 +63,20 @@ fn read(summary: &str, roles: Vec<String>, params: Vec<Value>, ok: Value) -> Val
 
 /// `GET /v1/board` and `GET /v1/billing/readiness`.
 fn board_and_billing(paths: &mut Map<String, Value>, roles: &Roles) {
-    let states = json!({"type": "string", "maxLength": QUERY_STATES_CHARS, "description": "a job state, or several separated by commas"});
+    let mut states = query_param(
+        "state",
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/JobState"}, "minItems": 1, "maxItems": JobState::ALL.len()}),
+    );
+    states["description"] = json!("Jobs in any of these states: the parameter repeated (`state=intake&state=triaged`); one value with the states separated by commas is also accepted");
+    states["style"] = json!("form");
+    states["explode"] = json!(true);
     paths.insert(
         "/v1/board".into(),
         read(
             "The dispatch board (projection): open jobs with priority, SLA countdown and at-risk marker, technician, ETA, flags; planned work and overdue work; check-ins off site",
             roles.tool("search_board"),
             vec![
-                query_param("state", states),
+                states,
                 query_param("priority", json!({"enum": ["P1", "P2", "P3", "P4"]})),
                 query_param("technician_id", text()),
                 query_param("client_id", text()),
@@ -105,7 +114,7 @@ fn roster_and_schedule(paths: &mut Map<String, Value>, roles: &Roles) {
     let roster = read(
         "The roster (projection): shift, skills, territory, current load; eligibility for an incident type",
         roles.tool("find_technicians"),
-        vec![query_param("eligible_for", text()), query_param("territory", text()), query_param("shift", json!({"enum": ["available", "on_call", "off"]})), min_position()],
+        vec![query_param("eligible_for", json!({"$ref": "#/components/schemas/IncidentType"})), query_param("territory", text()), query_param("shift", json!({"enum": ["available", "on_call", "off"]})), min_position()],
         rows("Technicians"),
     );
     if let Some(entry) = paths
@@ -157,7 +166,13 @@ fn approvals_and_projections(paths: &mut Map<String, Value>, roles: &Roles) {
             roles.endpoint("GET /v1/projections"),
             json!([]),
             None,
-            ("200", ok_json("Read models", json!({"type": "object", "required": ["projections"], "properties": {"projections": {"type": "array", "items": {"type": "object", "required": ["name", "version", "status", "position", "lag_events", "lag_seconds"]}}}}))),
+            ("200", ok_json("Read models", json!({"type": "object", "required": ["projections"], "properties": {"projections": {"type": "array", "items": {"type": "object", "required": ["name", "table", "version", "status", "position", "events_applied", "lag_events", "lag_seconds", "applied_by"], "properties": {
+                "name": {"type": "string"}, "table": {"type": "string", "description": "the table serving (or being built for) this version"},
+                "version": {"type": "integer"}, "status": {"type": "string", "enum": ["live", "rebuilding"]},
+                "position": {"type": "integer", "description": "global position of the last event applied"},
+                "events_applied": {"type": "integer"}, "lag_events": {"type": "integer"},
+                "lag_seconds": {"type": "number", "description": "age of the first event not yet applied"},
+                "applied_by": {"type": ["string", "null"], "description": "the replica that applied the last batch"}}}}}}))),
             false,
         )}),
     );
@@ -213,7 +228,11 @@ fn door_history(paths: &mut Map<String, Value>, roles: &Roles) {
         vec![
             path_param("door_id"),
             limit(),
-            query_param("before", json!({"type": "integer", "minimum": 1, "description": "only rows older than this global_position (the previous answer's next_before)"})),
+            {
+                let mut before = query_param("before", whole(1));
+                before["description"] = json!("only rows older than this global_position (the previous answer's next_before)");
+                before
+            },
             min_position(),
         ],
         ok_json(

@@ -151,7 +151,14 @@ pub(super) fn schemas(schemas: &mut Map<String, Value>) {
             "kind": {"type": "string"}, "version": {"type": "integer", "minimum": 0}, "retired": {"type": "boolean"},
             "status": {"enum": ["in_service", "impaired", "out_of_service"]},
             "doors": {"type": "array", "items": {"$ref": "#/components/schemas/DoorRow"}},
-            "occurrences": {"type": "array", "items": {"type": "object", "required": ["door_id", "due_on", "due", "opens_on", "job_id", "job_opened"]}}}}),
+            "occurrences": {"type": "array", "items": {"type": "object", "required": ["door_id", "due_on", "due", "opens_on", "job_id", "job_opened"], "properties": {
+                "door_id": {"type": "string"},
+                "due_on": {"type": "string", "format": "date", "description": "the schedule's date for it"},
+                "due": {"type": "string", "format": "date", "description": "when it is due (moved, or as scheduled)"},
+                "opens_on": {"type": "string", "format": "date", "description": "when its job opens (lead days before `due`)"},
+                "skipped": {"type": ["string", "null"], "description": "why it was skipped"},
+                "job_id": {"type": "string", "description": "the id its job has (or will have)"},
+                "job_opened": {"type": "boolean"}}}}}}),
     );
     schemas.insert(
         "DoorRow".into(),

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::components::bundled;
+use super::hoist;
 use super::parts::{json_body, ok_json, operation, problem, query_param, query_text, Roles};
 use crate::domain::Role;
 
@@ -127,14 +127,11 @@ fn invocation_log(paths: &mut Map<String, Value>, roles: &Roles) {
                 query_param("actor", query_text(crate::app::read_models::QUERY_TEXT_CHARS)),
                 query_param("tool", query_text(100)),
                 query_param("transport", json!({"enum": ["rest", "tool", "mcp", "ui"]})),
-                query_param("after", json!({"type": "integer", "minimum": 0})),
+                query_param("after", super::parts::whole(0)),
                 query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
             ]),
             None,
-            ("200", ok_json("Records (valid against schemas/tool_invocation.schema.json); `next_after` pages on", json!({
-                "type": "object", "required": ["invocations", "next_after"], "properties": {
-                    "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/ToolInvocation"}},
-                    "next_after": {"type": ["integer", "null"]}}}))),
+            ("200", ok_json("Records (valid against schemas/tool_invocation.schema.json); `next_after` pages on", json!({"$ref": "#/components/schemas/ToolInvocationPage"}))),
             false,
         )}),
     );
@@ -146,13 +143,17 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
     paths.insert(
         "/mcp".into(),
         json!({"post": {
-            "summary": "The same tools as a Model Context Protocol server (streamable HTTP, stateless, JSON answers): initialize, tools/list (the key's tools), tools/call (arguments plus a required `idempotency_key`). Send `Accept: application/json, text/event-stream`; the Host must be one of DISPATCH_MCP_ALLOWED_HOSTS, and a browser's Origin one of DISPATCH_MCP_ALLOWED_ORIGINS.",
+            "summary": "The same tools as a Model Context Protocol server (streamable HTTP)",
+            "description": "A Model Context Protocol server (streamable HTTP, stateless, JSON answers): initialize, tools/list (the key's tools), tools/call (arguments plus a required `idempotency_key`).\n\n**Accept**: every request must send `Accept: application/json, text/event-stream` (both media types, as the MCP transport requires); without either the answer is 406. The answer itself is `application/json`.\n\nThe Host must be one of DISPATCH_MCP_ALLOWED_HOSTS, and a browser's Origin one of DISPATCH_MCP_ALLOWED_ORIGINS.",
             "x-roles": any_role,
             "parameters": [{"name": "MCP-Protocol-Version", "in": "header", "required": false, "schema": {"type": "string"}}],
             "requestBody": json_body(json!({"type": "object", "required": ["jsonrpc", "method"], "properties": {
-                "jsonrpc": {"const": "2.0"}, "id": {"type": ["integer", "string"]}, "method": {"type": "string"}, "params": {"type": "object"}}})),
+                "jsonrpc": {"type": "string", "const": "2.0"}, "id": {"type": ["integer", "string"]}, "method": {"type": "string"}, "params": {"type": "object"}}})),
             "responses": {
-                "200": ok_json("A JSON-RPC response; a refused tool call is a result with isError and the problem in structuredContent", json!({"type": "object", "required": ["jsonrpc"]})),
+                "200": ok_json("A JSON-RPC response; a refused tool call is a result with isError and the problem in structuredContent", json!({"type": "object", "required": ["jsonrpc"], "properties": {
+                    "jsonrpc": {"type": "string", "enum": ["2.0"]}, "id": {"type": ["integer", "string", "null"]},
+                    "result": {"type": "object", "description": "The method's result (a tool call's: content, structuredContent, isError)"},
+                    "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}}}})),
                 "202": {"description": "A notification, accepted"},
                 "400": text("Not a valid MCP request (headers, protocol version)"),
                 "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
@@ -161,7 +162,7 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
                         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
                         "text/plain": {"schema": {"type": "string"}}}},
                 "404": ok_json("A JSON-RPC error: no such method", json!({"type": "object"})),
-                "406": text("The client must accept application/json and text/event-stream"),
+                "406": text("The request's Accept does not list both application/json and text/event-stream"),
                 "413": text("Body over the limit"),
                 "415": text("The body is not a JSON-RPC message"),
                 "503": problem("The database is unavailable (`unavailable`); see Retry-After")
@@ -173,9 +174,16 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
 /// The toolset's schemas: the invocation record (bundled), the envelope,
 /// the answer and the manifest.
 fn toolset_schemas(schemas: &mut Map<String, Value>) {
+    hoist::add_bundled(schemas, TOOL_INVOCATION_SCHEMA, "ToolInvocation");
     schemas.insert(
-        "ToolInvocation".into(),
-        bundled(TOOL_INVOCATION_SCHEMA, "ToolInvocation"),
+        "ToolInvocationPage".into(),
+        json!({"type": "object", "required": ["invocations", "next_after"], "properties": {
+            "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/ToolInvocation"}},
+            "next_after": {"type": ["integer", "null"], "description": "`after` for the next page (null: no more)"}}}),
+    );
+    schemas.insert(
+        "ToolOutcome".into(),
+        json!({"type": "string", "enum": ["ok", "refused", "approval_required", "error"], "description": "`ok`: done; `refused`: the allowlist, a guard or the rate limit said no; `approval_required`: only an approval was requested; `error`: the call could not be carried out"}),
     );
     schemas.insert(
         "ToolEnvelope".into(),
@@ -189,16 +197,16 @@ fn toolset_schemas(schemas: &mut Map<String, Value>) {
         json!({"type": "object", "required": ["invocation_id", "tool", "outcome"], "properties": {
             "invocation_id": {"type": "string", "format": "uuid"},
             "tool": {"type": "string"},
-            "outcome": {"enum": ["ok", "refused", "approval_required", "error"]},
+            "outcome": {"$ref": "#/components/schemas/ToolOutcome"},
             "approval_id": {"type": "string", "description": "With `approval_required`."},
-            "replayed": {"const": true, "description": "A stored answer replayed for a retried idempotency key."},
+            "replayed": {"type": "boolean", "const": true, "description": "Present (true) when a stored answer was replayed for a retried idempotency key."},
             "result": {"description": "The command's answer (CommandAnswer) or the query's."},
             "error": {"$ref": "#/components/schemas/Problem"}}}),
     );
     schemas.insert(
         "ToolManifest".into(),
         json!({"type": "object", "required": ["role", "tools"], "properties": {
-            "role": {"type": "string"},
+            "role": {"$ref": "#/components/schemas/Role"},
             "tools": {"type": "array", "items": {"type": "object", "required": ["name", "description", "input_schema", "risk"], "properties": {
                 "name": {"type": "string"}, "description": {"type": "string"}, "input_schema": {"type": "object"},
                 "risk": {"enum": ["read", "write", "needs_approval"]}}}}}}),
