@@ -600,6 +600,9 @@ async fn models_out_of_step_advance_alone_then_together() {
         t.cmd(&job, "record_intake", &t.keys.agent, TestApp::intake())
             .await;
     }
+    // The horizon is cluster-wide: another test's open transaction can hold
+    // these events above it for a moment; a batch must find them all.
+    below_the_horizon(&t).await;
     // The board alone moves ahead by one batch: the five others stand level
     // behind it.
     let board_only = only(&t, vec![Arc::new(Board)]).batch_size(5);
@@ -639,4 +642,22 @@ async fn models_out_of_step_advance_alone_then_together() {
     let p = positions().await;
     assert!(p.iter().all(|(_, x)| *x == p[0].1), "{p:?}");
     assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
+}
+
+/// Waits until every event in the store is below the visibility horizon
+/// (`pg_snapshot_xmin`), so that a projector's batch can read them all.
+async fn below_the_horizon(t: &TestApp) {
+    for _ in 0..200 {
+        let below: bool = sqlx::query_scalar(
+            "SELECT coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM events",
+        )
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+        if below {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the store's events stayed above the horizon for 10 s");
 }
