@@ -19,9 +19,15 @@ pub enum ApiError {
         /// The offending field, where known.
         field: Option<String>,
     },
-    /// 400 `idempotency_key_required`.
+    /// 400 `idempotency_key_required`: a REST mutation without a usable
+    /// `Idempotency-Key` header.
     #[error("Idempotency-Key header is required (1-200 printable characters)")]
     IdempotencyKeyRequired,
+    /// 400 `idempotency_key_required`: a tool call without its
+    /// `idempotency_key`, which travels in the call, not in a header — the
+    /// envelope's field on `POST /v1/tools/{tool}`, an argument on MCP.
+    #[error("{}", idempotency_argument_required(*.0))]
+    IdempotencyArgumentRequired(crate::tools::log::Transport),
     /// 401 `unauthorized`.
     #[error("missing, unknown or revoked API key")]
     Unauthorized,
@@ -41,7 +47,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// 409 `version_conflict`.
-    #[error("the job changed since version {expected:?}")]
+    #[error("{}", version_conflict(*expected, *current))]
     VersionConflict {
         /// The version the caller expected.
         expected: Option<i64>,
@@ -63,15 +69,31 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// A job command refused by the domain (422 mostly).
+    /// A job command refused by the domain (422 mostly). An unknown
+    /// incident type becomes [`ApiError::UnknownIncidentType`] (see the
+    /// `From<JobError>`), as the queries answer it.
     #[error(transparent)]
-    Job(#[from] JobError),
+    Job(JobError),
     /// A technician command refused by the domain.
     #[error(transparent)]
     Technician(#[from] TechnicianError),
     /// A registry command refused by the domain.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(RegistryError),
+    /// 422 `unknown_incident_type`: a request names an incident type the
+    /// SOP library does not have — `open_job`'s `incident_type`, `get_sop`'s
+    /// (and `GET /v1/sops/{incident_type}`), `find_technicians`'
+    /// `eligible_for`. Every transport and tool answers this one code
+    /// (docs/06, "Error codes per transport").
+    #[error(
+        "unknown incident type `{value}`: not one of the SOP library's (GET /v1/sops lists them)"
+    )]
+    UnknownIncidentType {
+        /// What the caller named (control characters dropped, bounded).
+        value: String,
+        /// The field or parameter that named it.
+        field: String,
+    },
     /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
     #[error("no evidence with sha256 {0} was uploaded")]
     UnknownEvidence(String),
@@ -116,6 +138,65 @@ pub enum ApiError {
     /// 500: a bug. Logged with its cause; answered opaquely.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// The detail of a missing tool-call key: where that transport carries it.
+fn idempotency_argument_required(transport: crate::tools::log::Transport) -> &'static str {
+    match transport {
+        crate::tools::log::Transport::Mcp => {
+            "the `idempotency_key` argument is required (1-200 printable ASCII characters; reuse it only to retry the same call)"
+        }
+        _ => {
+            "the envelope's `idempotency_key` is required (1-200 printable ASCII characters; reuse it only to retry the same call)"
+        }
+    }
+}
+
+/// The detail of a `version_conflict`, from what is known of it.
+fn version_conflict(expected: Option<i64>, current: Option<i64>) -> String {
+    match (expected, current) {
+        (Some(e), Some(c)) => {
+            format!("version {e} is no longer current (the current version is {c}); read it again and retry")
+        }
+        (Some(e), None) => format!(
+            "version {e} is no longer current (another write came first); read it again and retry"
+        ),
+        (None, _) => "another write came first; read it again and retry".to_string(),
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::UnknownIncidentType(value) => ApiError::UnknownIncidentType {
+                value,
+                field: "incident_type".into(),
+            },
+            other => ApiError::Job(other),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::UnknownIncidentType(value) => ApiError::UnknownIncidentType {
+                value,
+                field: "incident_type".into(),
+            },
+            other => ApiError::Registry(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// [`ApiError::UnknownIncidentType`] for what a caller named in `field`.
+    pub fn unknown_incident_type(value: &str, field: &str) -> ApiError {
+        ApiError::UnknownIncidentType {
+            value: bounded_field(value).chars().take(QUOTED_CHARS).collect(),
+            field: field.to_string(),
+        }
+    }
 }
 
 /// `Result` with [`ApiError`].
@@ -242,7 +323,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Validation { .. } | ApiError::IdempotencyKeyRequired => 400,
+            ApiError::Validation { .. }
+            | ApiError::IdempotencyKeyRequired
+            | ApiError::IdempotencyArgumentRequired(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) | ApiError::ToolNotAllowed(_) => 403,
             ApiError::RateLimited { .. } => 429,
@@ -266,6 +349,7 @@ impl ApiError {
             },
             ApiError::Registry(e) => e.status(),
             ApiError::UnknownEvidence(_)
+            | ApiError::UnknownIncidentType { .. }
             | ApiError::TechnicianHasNoKey(_)
             | ApiError::WebhookUrlRefused(_)
             | ApiError::UnknownEventType(_) => 422,
@@ -281,7 +365,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Validation { .. } => "validation_error",
-            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::IdempotencyKeyRequired | ApiError::IdempotencyArgumentRequired(_) => {
+                "idempotency_key_required"
+            }
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::ToolNotAllowed(_) => "tool_not_allowed",
@@ -296,6 +382,7 @@ impl ApiError {
             ApiError::Technician(e) => e.code(),
             ApiError::Registry(e) => e.code(),
             ApiError::UnknownEvidence(_) => "unknown_evidence",
+            ApiError::UnknownIncidentType { .. } => crate::domain::job::UNKNOWN_INCIDENT_TYPE,
             ApiError::TechnicianHasNoKey(_) => "technician_has_no_key",
             ApiError::SigninLinkExpired => "signin_link_expired",
             ApiError::CsrfRejected => "csrf_rejected",
@@ -317,6 +404,7 @@ impl ApiError {
                 | ApiError::Technician(_)
                 | ApiError::Registry(_)
                 | ApiError::UnknownEvidence(_)
+                | ApiError::UnknownIncidentType { .. }
         )
     }
 
@@ -341,8 +429,12 @@ impl ApiError {
         });
         let obj = doc.as_object_mut().expect("object literal");
         match self {
-            ApiError::Validation { field: Some(f), .. } => {
+            ApiError::Validation { field: Some(f), .. }
+            | ApiError::UnknownIncidentType { field: f, .. } => {
                 obj.insert("field".into(), bounded_field(f).into());
+            }
+            ApiError::IdempotencyArgumentRequired(_) => {
+                obj.insert("field".into(), "idempotency_key".into());
             }
             ApiError::ProjectionBehind { position, .. } => {
                 obj.insert("position".into(), (*position).into());

@@ -218,6 +218,25 @@ pub fn valid_idempotency_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
+/// A tool call's `idempotency_key` (the envelope's field on
+/// `POST /v1/tools/{tool}`, an argument on MCP): absent, `null` or empty
+/// (as an empty header on REST) is `400 idempotency_key_required` naming
+/// where it goes; any other value that is not 1-200 printable ASCII
+/// characters is `400 validation_error` naming it.
+pub fn tool_idempotency_key(transport: Transport, key: Option<&Value>) -> Result<String> {
+    match key {
+        None | Some(Value::Null) => Err(ApiError::IdempotencyArgumentRequired(transport)),
+        Some(Value::String(k)) if k.is_empty() => {
+            Err(ApiError::IdempotencyArgumentRequired(transport))
+        }
+        Some(Value::String(k)) if valid_idempotency_key(k) => Ok(k.clone()),
+        Some(_) => Err(ApiError::Validation {
+            detail: "idempotency_key must be a string of 1-200 printable ASCII characters".into(),
+            field: Some("idempotency_key".into()),
+        }),
+    }
+}
+
 /// An optional UUID header (`X-Correlation-Id`, `X-Causation-Id`) from its
 /// raw bytes: absent is `None`; present, it must be a UUID.
 pub fn uuid_header(name: &str, raw: Option<&[u8]>) -> Result<Option<Uuid>> {
@@ -293,9 +312,9 @@ pub fn tool_envelope(
             }),
         },
     }
-    match envelope.get("idempotency_key").and_then(Value::as_str) {
-        Some(k) if valid_idempotency_key(k) => inv.idempotency_key = Some(k.to_string()),
-        _ => note(ApiError::IdempotencyKeyRequired),
+    match tool_idempotency_key(Transport::Tool, envelope.get("idempotency_key")) {
+        Ok(key) => inv.idempotency_key = Some(key),
+        Err(e) => note(e),
     }
     match envelope.get("arguments") {
         Some(a @ Value::Object(_)) => inv.arguments = a.clone(),
@@ -325,18 +344,16 @@ pub fn tool_envelope(
 pub fn mcp_invocation(tool: String, arguments: Option<Map<String, Value>>) -> Invocation {
     let mut arguments = arguments.unwrap_or_default();
     let key = arguments.remove(MCP_IDEMPOTENCY_ARGUMENT);
-    let idempotency_key = key
-        .as_ref()
-        .and_then(Value::as_str)
-        .filter(|k| valid_idempotency_key(k))
-        .map(str::to_string);
+    let (idempotency_key, envelope_error) = match tool_idempotency_key(Transport::Mcp, key.as_ref())
+    {
+        Ok(key) => (Some(key), None),
+        Err(e) => (None, Some(e)),
+    };
     Invocation {
         transport: Transport::Mcp,
         tool,
         invocation_id: None,
-        envelope_error: idempotency_key
-            .is_none()
-            .then_some(ApiError::IdempotencyKeyRequired),
+        envelope_error,
         idempotency_key,
         arguments: Value::Object(arguments),
         correlation_id: None,
@@ -401,7 +418,7 @@ pub fn tool_call(tools: &Toolset, role: Role, inv: &mut Invocation) -> Result<To
     let idempotency_key = inv
         .idempotency_key
         .clone()
-        .ok_or(ApiError::IdempotencyKeyRequired)?;
+        .ok_or(ApiError::IdempotencyArgumentRequired(inv.transport))?;
     refuse_nul(&inv.arguments)?;
     tools.schemas.validate(&inv.tool, &inv.arguments)?;
     let request = match entry.kind {

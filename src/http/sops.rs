@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::app::Caller;
 use crate::domain::sop::IncidentSop;
-use crate::error::{ApiError, Result};
+use crate::error::Result;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -67,10 +67,7 @@ async fn one(
     _caller: Caller,
     Path(incident_type): Path<String>,
 ) -> Result<Json<Value>> {
-    let sop = state
-        .app
-        .sops
-        .get(&incident_type)
-        .ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into()))?;
-    Ok(Json(sop_json(sop)))
+    Ok(Json(sop_json(
+        state.app.sop_for(&incident_type, "incident_type")?,
+    )))
 }
