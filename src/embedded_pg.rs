@@ -275,7 +275,8 @@ pub fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<PrivateCluste
          install PostgreSQL (e.g. `apt-get install postgresql`) or set DATABASE_URL",
     )?;
     std::fs::create_dir_all(data_dir)?;
-    let dir = std::fs::canonicalize(data_dir)?.join("pg");
+    let base = std::fs::canonicalize(data_dir)?;
+    let dir = base.join("pg");
     let user = if is_root() {
         Some(
             unprivileged_user()
@@ -350,7 +351,8 @@ pub fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<PrivateCluste
     );
     Ok(PrivateCluster {
         stop_command,
-        data_dir: data_dir.to_path_buf(),
+        // Absolute: the process may change its directory meanwhile.
+        data_dir: base,
         dir,
         url: format!("postgres://postgres@127.0.0.1:{port}/dispatch_api"),
         port,
