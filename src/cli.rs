@@ -20,11 +20,14 @@ use crate::domain::Role;
 use crate::store::chain::{default_keyring_path, ChainKeys};
 use crate::{db, server};
 
-async fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let url = server::resolve_database(config).await?;
-    let pool = db::connect(&url, 2).await?;
+/// A command's connections, and the database they are on: a private
+/// cluster the command started is stopped when the command drops it (as
+/// `serve` stops it at shutdown), so callers keep it until they are done.
+async fn pool(config: &Config) -> anyhow::Result<(PgPool, server::Database)> {
+    let database = server::resolve_database(config).await?;
+    let pool = db::connect(&database.url, 2).await?;
     db::migrate(&pool).await?;
-    Ok(pool)
+    Ok((pool, database))
 }
 
 /// `dispatch-api migrate`.
@@ -41,7 +44,7 @@ pub async fn create_key(
     name: &str,
     technician: Option<&str>,
 ) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let key = keys::create_key(&pool, role, name, technician).await?;
     println!("{key}");
     Ok(())
@@ -49,7 +52,7 @@ pub async fn create_key(
 
 /// `dispatch-api keys revoke`.
 pub async fn revoke_key(config: &Config, name: &str) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     keys::revoke_key(&pool, name).await?;
     eprintln!("revoked {name}");
     Ok(())
@@ -80,7 +83,7 @@ pub async fn audit_verify(
         anyhow::bail!("name a JOB_ID or pass --all");
     }
     let keys = keyring(config)?;
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let (index, loaded) = match local_evidence_missing(config) {
         true => Default::default(),
         false => load_index(&EvidenceStore::from_config(config)?, &keys)
@@ -191,7 +194,7 @@ fn runtime(config: &Config, pool: PgPool) -> anyhow::Result<crate::read_models::
 
 /// `dispatch-api projections status`.
 pub async fn projections_status(config: &Config) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let rt = runtime(config, pool.clone())?;
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     for s in crate::read_models::runtime::status(&pool)
@@ -215,7 +218,7 @@ pub async fn projections_status(config: &Config) -> anyhow::Result<()> {
 /// `dispatch-api subscriptions status [--json]`: one line per subscription
 /// (or the JSON of `GET /v1/subscriptions`).
 pub async fn subscriptions_status(config: &Config, json: bool) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let status = crate::subscriptions::status::status(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -257,7 +260,7 @@ pub async fn projections_rebuild(
     name: Option<&str>,
     all: bool,
 ) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let rt = runtime(config, pool)?;
     rt.register().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<String> = match (name, all) {
@@ -293,7 +296,7 @@ pub async fn registry_import(
     let input =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pool = pool(config).await?;
+    let (pool, _database) = pool(config).await?;
     let app = App {
         chain: std::sync::Arc::new(chain),
         checkpoints: crate::app::checkpoints::Checkpoints::default(),

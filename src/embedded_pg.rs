@@ -2,7 +2,15 @@
 //! PostgreSQL's server programs but no running server. As root, the cluster
 //! runs as an unprivileged user (`postgres`, else `nobody`): PostgreSQL
 //! refuses to run as root, and it should not.
+//!
+//! The process that starts the cluster owns it: [`PrivateCluster`] stops it
+//! (`pg_ctl stop -m fast`) when that process is done with it — `serve` at
+//! shutdown, a CLI command when it ends, or on an error on the way. A
+//! cluster that was running already when a process came is left running
+//! by that process (docs/decisions.md, "The private cluster stops with
+//! the process that started it").
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -77,9 +85,145 @@ fn run(
         .with_context(|| format!("cannot run {}", exe.display()))
 }
 
-/// Starts (initialising if needed) the private cluster and returns its URL.
-pub fn start(data_dir: &Path) -> anyhow::Result<String> {
-    start_on(data_dir, EMBEDDED_PORT)
+/// The private cluster a process uses: its URL, and whether this process
+/// started it. Dropped (or [`released`](PrivateCluster::release)), it stops
+/// the cluster if this process started it and leaves it running otherwise.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    data_dir: PathBuf,
+    dir: PathBuf,
+    url: String,
+    port: u16,
+    started_here: bool,
+    released: bool,
+    /// The command that stops it by hand (as its owner, with pg_ctl's path).
+    stop_command: String,
+}
+
+/// What became of a private cluster when the process let it go.
+#[derive(Debug)]
+pub enum Release {
+    /// This process started it and stopped it.
+    Stopped {
+        /// Its data directory.
+        dir: PathBuf,
+        /// Its port.
+        port: u16,
+    },
+    /// It was running before this process came: left running.
+    LeftRunning {
+        /// Its data directory.
+        dir: PathBuf,
+        /// Its port.
+        port: u16,
+        /// How to stop it by hand.
+        stop_command: String,
+    },
+    /// This process started it, and `pg_ctl stop` failed.
+    StopFailed {
+        /// Its data directory.
+        dir: PathBuf,
+        /// Why.
+        error: String,
+        /// How to stop it by hand.
+        stop_command: String,
+    },
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Release::Stopped { dir, port } => write!(
+                f,
+                "stopped the private PostgreSQL cluster under {} (port {port}), which this process had started",
+                dir.display()
+            ),
+            Release::LeftRunning {
+                dir,
+                port,
+                stop_command,
+            } => write!(
+                f,
+                "left the private PostgreSQL cluster under {} (port {port}) running: it was running before this process started; stop it with `{stop_command}`",
+                dir.display(),
+            ),
+            Release::StopFailed {
+                dir,
+                error,
+                stop_command,
+            } => write!(
+                f,
+                "could not stop the private PostgreSQL cluster under {} ({error}); stop it with `{stop_command}`",
+                dir.display(),
+            ),
+        }
+    }
+}
+
+impl PrivateCluster {
+    /// The database URL (`…/dispatch_api`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this process started the cluster (and so stops it).
+    pub fn started_here(&self) -> bool {
+        self.started_here
+    }
+
+    /// Stops the cluster if this process started it (fast shutdown:
+    /// sessions are ended, nothing committed is lost), and says what became
+    /// of it. Blocks while `pg_ctl` runs.
+    pub fn release(mut self) -> Release {
+        self.released = true;
+        if !self.started_here {
+            return Release::LeftRunning {
+                dir: self.dir.clone(),
+                port: self.port,
+                stop_command: self.stop_command.clone(),
+            };
+        }
+        match stop(&self.data_dir) {
+            Ok(()) => Release::Stopped {
+                dir: self.dir.clone(),
+                port: self.port,
+            },
+            Err(e) => Release::StopFailed {
+                dir: self.dir.clone(),
+                error: format!("{e:#}"),
+                stop_command: self.stop_command.clone(),
+            },
+        }
+    }
+
+    /// Gives up ownership: the cluster is left running whatever happens;
+    /// its URL.
+    pub fn detach(mut self) -> String {
+        self.released = true;
+        std::mem::take(&mut self.url)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        if self.released || !self.started_here {
+            return;
+        }
+        self.released = true;
+        match stop(&self.data_dir) {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), "stopped the private PostgreSQL cluster this process had started")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %format!("{e:#}"), "could not stop the private PostgreSQL cluster this process had started")
+            }
+        }
+    }
+}
+
+/// Starts (initialising if needed) the private cluster on its usual port.
+pub fn start(data_dir: &Path) -> anyhow::Result<PrivateCluster> {
+    start_private(data_dir, EMBEDDED_PORT)
 }
 
 /// Stops the private cluster under `data_dir` (fast shutdown).
@@ -102,19 +246,37 @@ pub fn stop(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the private cluster under `data_dir` is running (`pg_ctl status`).
+pub fn is_running(data_dir: &Path) -> bool {
+    let (Some(bindir), Ok(base)) = (find_bindir(), std::fs::canonicalize(data_dir)) else {
+        return false;
+    };
+    let user = if is_root() { unprivileged_user() } else { None };
+    let dir = base.join("pg").to_string_lossy().to_string();
+    run(&bindir, user.as_deref(), "pg_ctl", &["-D", &dir, "status"])
+        .is_ok_and(|out| out.status.success())
+}
+
 /// Whether PostgreSQL's server programs are installed here.
 pub fn available() -> bool {
     find_bindir().is_some()
 }
 
-/// [`start`] on a given port.
+/// [`start`] on a given port, left running whatever becomes of the caller
+/// (the fault suite stops and starts it itself); its URL.
 pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<String> {
+    Ok(start_private(data_dir, port)?.detach())
+}
+
+/// [`start`] on a given port.
+pub fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<PrivateCluster> {
     let bindir = find_bindir().context(
         "no PostgreSQL server answers at 127.0.0.1:5432 and PostgreSQL's server programs are not installed: \
          install PostgreSQL (e.g. `apt-get install postgresql`) or set DATABASE_URL",
     )?;
     std::fs::create_dir_all(data_dir)?;
-    let dir = std::fs::canonicalize(data_dir)?.join("pg");
+    let base = std::fs::canonicalize(data_dir)?;
+    let dir = base.join("pg");
     let user = if is_root() {
         Some(
             unprivileged_user()
@@ -163,7 +325,8 @@ pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<String> {
         "pg_ctl",
         &["-D", &dir_s, "status"],
     )?;
-    if !status.status.success() {
+    let started_here = !status.status.success();
+    if started_here {
         let opts = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1");
         let log = dir.join("server.log").to_string_lossy().to_string();
         let out = run(
@@ -179,5 +342,21 @@ pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<String> {
             );
         }
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/dispatch_api"))
+    let stop_command = format!(
+        "{}{} -D {dir_s} stop -m fast",
+        user.as_deref()
+            .map(|u| format!("runuser -u {u} -- "))
+            .unwrap_or_default(),
+        bindir.join("pg_ctl").display()
+    );
+    Ok(PrivateCluster {
+        stop_command,
+        // Absolute: the process may change its directory meanwhile.
+        data_dir: base,
+        dir,
+        url: format!("postgres://postgres@127.0.0.1:{port}/dispatch_api"),
+        port,
+        started_here,
+        released: false,
+    })
 }

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use crate::domain::job::JobError;
 use crate::domain::registry::RegistryError;
 use crate::domain::technician::TechnicianError;
-use crate::store::StoreError;
+
+mod from;
 
 /// Everything a request can end in other than success.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +20,15 @@ pub enum ApiError {
         /// The offending field, where known.
         field: Option<String>,
     },
-    /// 400 `idempotency_key_required`.
+    /// 400 `idempotency_key_required`: a REST mutation without a usable
+    /// `Idempotency-Key` header.
     #[error("Idempotency-Key header is required (1-200 printable characters)")]
     IdempotencyKeyRequired,
+    /// 400 `idempotency_key_required`: a tool call without its
+    /// `idempotency_key`, which travels in the call, not in a header — the
+    /// envelope's field on `POST /v1/tools/{tool}`, an argument on MCP.
+    #[error("{}", idempotency_argument_required(*.0))]
+    IdempotencyArgumentRequired(crate::tools::log::Transport),
     /// 401 `unauthorized`.
     #[error("missing, unknown or revoked API key")]
     Unauthorized,
@@ -41,7 +48,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// 409 `version_conflict`.
-    #[error("the job changed since version {expected:?}")]
+    #[error("{}", version_conflict(*expected, *current))]
     VersionConflict {
         /// The version the caller expected.
         expected: Option<i64>,
@@ -63,15 +70,31 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// A job command refused by the domain (422 mostly).
+    /// A job command refused by the domain (422 mostly). An unknown
+    /// incident type becomes [`ApiError::UnknownIncidentType`] (see the
+    /// `From<JobError>`), as the queries answer it.
     #[error(transparent)]
-    Job(#[from] JobError),
+    Job(JobError),
     /// A technician command refused by the domain.
     #[error(transparent)]
     Technician(#[from] TechnicianError),
     /// A registry command refused by the domain.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(RegistryError),
+    /// 422 `unknown_incident_type`: a request names an incident type the
+    /// SOP library does not have — `open_job`'s `incident_type`, `get_sop`'s
+    /// (and `GET /v1/sops/{incident_type}`), `find_technicians`'
+    /// `eligible_for`. Every transport and tool answers this one code
+    /// (docs/06, "Error codes per transport").
+    #[error(
+        "unknown incident type `{value}`: not one of the SOP library's (GET /v1/sops lists them)"
+    )]
+    UnknownIncidentType {
+        /// What the caller named (control characters dropped, bounded).
+        value: String,
+        /// The field or parameter that named it.
+        field: String,
+    },
     /// 422 `unknown_evidence`: `attach_evidence` names content never uploaded.
     #[error("no evidence with sha256 {0} was uploaded")]
     UnknownEvidence(String),
@@ -118,26 +141,43 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// `Result` with [`ApiError`].
-pub type Result<T, E = ApiError> = std::result::Result<T, E>;
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict => ApiError::VersionConflict {
-                expected: None,
-                current: None,
-            },
-            StoreError::Database(db) => ApiError::from(db),
-            StoreError::Batch(db) if sqlx_unavailable(&db) => ApiError::Unavailable,
-            StoreError::Refused { code, message } if database_unavailable(&code, &message) => {
-                ApiError::Unavailable
-            }
-            StoreError::WriterStopped => ApiError::Unavailable,
-            other => ApiError::Internal(other.into()),
+/// The detail of a missing tool-call key: where that transport carries it.
+fn idempotency_argument_required(transport: crate::tools::log::Transport) -> &'static str {
+    match transport {
+        crate::tools::log::Transport::Mcp => {
+            "the `idempotency_key` argument is required (1-200 printable ASCII characters; reuse it only to retry the same call)"
+        }
+        _ => {
+            "the envelope's `idempotency_key` is required (1-200 printable ASCII characters; reuse it only to retry the same call)"
         }
     }
 }
+
+/// The detail of a `version_conflict`, from what is known of it.
+fn version_conflict(expected: Option<i64>, current: Option<i64>) -> String {
+    match (expected, current) {
+        (Some(e), Some(c)) => {
+            format!("version {e} is no longer current (the current version is {c}); read it again and retry")
+        }
+        (Some(e), None) => format!(
+            "version {e} is no longer current (another write came first); read it again and retry"
+        ),
+        (None, _) => "another write came first; read it again and retry".to_string(),
+    }
+}
+
+impl ApiError {
+    /// [`ApiError::UnknownIncidentType`] for what a caller named in `field`.
+    pub fn unknown_incident_type(value: &str, field: &str) -> ApiError {
+        ApiError::UnknownIncidentType {
+            value: bounded_field(value).chars().take(QUOTED_CHARS).collect(),
+            field: field.to_string(),
+        }
+    }
+}
+
+/// `Result` with [`ApiError`].
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Whether a database error means "the database cannot serve us right now"
 /// (`503` with `Retry-After`) rather than a fault of ours: class 08
@@ -172,77 +212,13 @@ pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-impl From<crate::tools::schemas::InputError> for ApiError {
-    fn from(e: crate::tools::schemas::InputError) -> Self {
-        use crate::tools::schemas::InputError as E;
-        match e {
-            E::UnknownTool(what) => ApiError::ToolNotAllowed(what),
-            E::Invalid { detail, field } => ApiError::Validation { detail, field },
-        }
-    }
-}
-
-impl From<crate::tools::log::LogError> for ApiError {
-    fn from(e: crate::tools::log::LogError) -> Self {
-        match e {
-            crate::tools::log::LogError::Database(db) => ApiError::from(db),
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
-impl From<crate::read_models::ReadModelError> for ApiError {
-    fn from(e: crate::read_models::ReadModelError) -> Self {
-        use crate::read_models::ReadModelError as E;
-        match e {
-            E::Unknown(what) => ApiError::NotFound(what),
-            E::Database(db) => ApiError::from(db),
-            E::Store(store) => ApiError::from(store),
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
-impl From<crate::subscriptions::SubscriptionError> for ApiError {
-    fn from(e: crate::subscriptions::SubscriptionError) -> Self {
-        use crate::subscriptions::SubscriptionError as E;
-        match e {
-            E::Database(db) => ApiError::from(db),
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
-impl From<crate::subscriptions::webhooks::admin::WebhookError> for ApiError {
-    fn from(e: crate::subscriptions::webhooks::admin::WebhookError) -> Self {
-        use crate::subscriptions::webhooks::admin::WebhookError as E;
-        match e {
-            E::Validation { detail, field } => ApiError::Validation { detail, field },
-            E::UrlRefused(m) => ApiError::WebhookUrlRefused(m),
-            E::UnknownEventType(m) => ApiError::UnknownEventType(m),
-            E::AlreadyRegistered(id) => ApiError::WebhookAlreadyRegistered(id),
-            E::NotFound => ApiError::NotFound("no such webhook endpoint".into()),
-            E::Database(db) => ApiError::from(db),
-            E::Subscription(s) => ApiError::from(s),
-        }
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if sqlx_unavailable(&e) {
-            ApiError::Unavailable
-        } else {
-            ApiError::Internal(e.into())
-        }
-    }
-}
-
 impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Validation { .. } | ApiError::IdempotencyKeyRequired => 400,
+            ApiError::Validation { .. }
+            | ApiError::IdempotencyKeyRequired
+            | ApiError::IdempotencyArgumentRequired(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) | ApiError::ToolNotAllowed(_) => 403,
             ApiError::RateLimited { .. } => 429,
@@ -266,6 +242,7 @@ impl ApiError {
             },
             ApiError::Registry(e) => e.status(),
             ApiError::UnknownEvidence(_)
+            | ApiError::UnknownIncidentType { .. }
             | ApiError::TechnicianHasNoKey(_)
             | ApiError::WebhookUrlRefused(_)
             | ApiError::UnknownEventType(_) => 422,
@@ -281,7 +258,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Validation { .. } => "validation_error",
-            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::IdempotencyKeyRequired | ApiError::IdempotencyArgumentRequired(_) => {
+                "idempotency_key_required"
+            }
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::ToolNotAllowed(_) => "tool_not_allowed",
@@ -296,6 +275,7 @@ impl ApiError {
             ApiError::Technician(e) => e.code(),
             ApiError::Registry(e) => e.code(),
             ApiError::UnknownEvidence(_) => "unknown_evidence",
+            ApiError::UnknownIncidentType { .. } => crate::domain::job::UNKNOWN_INCIDENT_TYPE,
             ApiError::TechnicianHasNoKey(_) => "technician_has_no_key",
             ApiError::SigninLinkExpired => "signin_link_expired",
             ApiError::CsrfRejected => "csrf_rejected",
@@ -317,6 +297,7 @@ impl ApiError {
                 | ApiError::Technician(_)
                 | ApiError::Registry(_)
                 | ApiError::UnknownEvidence(_)
+                | ApiError::UnknownIncidentType { .. }
         )
     }
 
@@ -341,8 +322,12 @@ impl ApiError {
         });
         let obj = doc.as_object_mut().expect("object literal");
         match self {
-            ApiError::Validation { field: Some(f), .. } => {
+            ApiError::Validation { field: Some(f), .. }
+            | ApiError::UnknownIncidentType { field: f, .. } => {
                 obj.insert("field".into(), bounded_field(f).into());
+            }
+            ApiError::IdempotencyArgumentRequired(_) => {
+                obj.insert("field".into(), "idempotency_key".into());
             }
             ApiError::ProjectionBehind { position, .. } => {
                 obj.insert("position".into(), (*position).into());

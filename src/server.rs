@@ -29,25 +29,85 @@ fn is_connection_refused(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The database URL to use: the configured one, the local default, or a
+/// The database a process uses: its URL and, when it is the private
+/// cluster, the handle that stops it with the process that started it.
+#[derive(Debug)]
+pub struct Database {
+    /// The URL.
+    pub url: String,
+    /// The private cluster, when the database is on it.
+    pub private: Option<embedded_pg::PrivateCluster>,
+}
+
+impl Database {
+    /// Lets the database go as the process ends: stops the private cluster
+    /// if this process started it, leaves it running otherwise, and logs
+    /// which (nothing to say for a server of its own).
+    pub async fn close(self) {
+        let Some(cluster) = self.private else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || cluster.release()).await {
+            Ok(release @ embedded_pg::Release::StopFailed { .. }) => tracing::warn!("{release}"),
+            Ok(release) => tracing::info!("{release}"),
+            Err(e) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
+        }
+    }
+}
+
+/// The database to use: the configured one, the local default, or a
 /// private cluster when nothing answers locally. Creates the database.
-pub async fn resolve_database(config: &Config) -> anyhow::Result<String> {
-    if let Some(url) = &config.database_url {
+pub async fn resolve_database(config: &Config) -> anyhow::Result<Database> {
+    resolve_database_with(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        DEFAULT_DATABASE_URL,
+        embedded_pg::EMBEDDED_PORT,
+    )
+    .await
+}
+
+/// [`resolve_database`] with its defaults given: the URL tried when none is
+/// configured, and the private cluster's port.
+pub async fn resolve_database_with(
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+    default_url: &str,
+    private_port: u16,
+) -> anyhow::Result<Database> {
+    if let Some(url) = configured {
         db::ensure_database(url)
             .await
             .with_context(|| format!("database {}", redact_url(url)))?;
-        return Ok(url.clone());
+        return Ok(Database {
+            url: url.to_string(),
+            private: None,
+        });
     }
-    match db::ensure_database(DEFAULT_DATABASE_URL).await {
-        Ok(()) => Ok(DEFAULT_DATABASE_URL.to_string()),
+    match db::ensure_database(default_url).await {
+        Ok(()) => Ok(Database {
+            url: default_url.to_string(),
+            private: None,
+        }),
         Err(e) if is_connection_refused(&e) => {
             tracing::info!(
-                "no PostgreSQL at 127.0.0.1:5432; starting a private cluster under {}",
-                config.data_dir.display()
+                "no PostgreSQL at {}; using a private cluster under {} (port {private_port})",
+                redact_url(default_url),
+                data_dir.display()
             );
-            let url = embedded_pg::start(&config.data_dir)?;
-            db::ensure_database(&url).await?;
-            Ok(url)
+            let dir = data_dir.to_path_buf();
+            let cluster =
+                tokio::task::spawn_blocking(move || embedded_pg::start_private(&dir, private_port))
+                    .await??;
+            if !cluster.started_here() {
+                tracing::info!("the private cluster was running already: it is left running when this process ends");
+            }
+            // Should this fail, dropping the handle stops what was started.
+            db::ensure_database(cluster.url()).await?;
+            Ok(Database {
+                url: cluster.url().to_string(),
+                private: Some(cluster),
+            })
         }
         Err(e) => Err(e),
     }
@@ -55,8 +115,9 @@ pub async fn resolve_database(config: &Config) -> anyhow::Result<String> {
 
 /// Builds the application: connects, migrates, loads and validates the SOPs,
 /// reads the chain keyring (creating one under the data folder when none is
-/// configured) and loads the signed checkpoints' index.
-pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+/// configured) and loads the signed checkpoints' index. The database comes
+/// back with it, to be [closed](Database::close) when the process ends.
+pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(App, Database)> {
     let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (chain, source) = config
         .chain_keys(true)?
@@ -65,8 +126,8 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         tracing::info!(path = %path.display(), key_id = chain.active_id(),
             "no chain keyring configured: created one (mode 0600); back it up or move it to a secret store (README, \"Chain keys\")");
     }
-    let url = resolve_database(config).await?;
-    let pool = db::connect(&url, config.db_pool_size).await?;
+    let database = resolve_database(config).await?;
+    let pool = db::connect(&database.url, config.db_pool_size).await?;
     db::migrate(&pool).await?;
     let evidence = EvidenceStore::from_config(config)?;
     let (index, loaded) = crate::app::checkpoints::load_index(&evidence, &chain)
@@ -76,7 +137,7 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         tracing::error!(rejected = ?loaded.rejected,
             "checkpoint objects whose signature does not verify were ignored (docs/08, \"A failed audit\")");
     }
-    Ok(App {
+    let app = App {
         chain: Arc::new(chain),
         checkpoints: crate::app::checkpoints::Checkpoints::new(index),
         sops: Arc::new(sops),
@@ -89,7 +150,8 @@ pub async fn build_app(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         writer: crate::store::Writer::start(&pool, config.db_writers),
         invocations: crate::tools::log::InvocationLog::start(&pool),
         pool,
-    })
+    };
+    Ok((app, database))
 }
 
 /// A bound, ready-to-run HTTP service.
@@ -183,7 +245,7 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let crate::clock::ClockSetting::Manual(start) = serve.clock {
         tracing::warn!(%start, "DISPATCH_CLOCK is manual: time stands still and POST /v1/admin/clock moves it; never use this in production");
     }
-    let app = build_app(config, serve.clock.build()).await?;
+    let (app, database) = build_app(config, serve.clock.build()).await?;
     // The projectors have connections of their own (see db::sibling).
     let runtime = Runtime::new(
         crate::db::sibling(&app.pool, 6),
@@ -256,5 +318,8 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     })
     .await;
     tracing::info!("stopped");
+    // The private cluster stops with the process that started it (the log
+    // line says whether it was stopped or left running, and how to stop it).
+    database.close().await;
     served
 }

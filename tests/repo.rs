@@ -154,9 +154,13 @@ fn every_acceptance_item_and_threat_names_a_test_that_exists() {
 
 /// The README's promise for a machine with PostgreSQL's server programs but
 /// no running server: `serve` starts a private cluster under the data folder
-/// (as an unprivileged user when run as root) and uses it.
+/// (as an unprivileged user when run as root) and uses it; the process that
+/// started it stops it when it ends, and one that found it running leaves it
+/// running.
 #[tokio::test]
 async fn a_private_cluster_starts_under_the_data_folder_when_no_server_answers() {
+    use dispatch_api::embedded_pg::{is_running, start_private};
+    use dispatch_api::server::resolve_database_with;
     if !dispatch_api::embedded_pg::available() {
         eprintln!("skipped: PostgreSQL's server programs are not installed here");
         return;
@@ -166,15 +170,13 @@ async fn a_private_cluster_starts_under_the_data_folder_when_no_server_answers()
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
     let port = 55433;
-    let url = tokio::task::spawn_blocking({
-        let base = base.clone();
-        move || dispatch_api::embedded_pg::start_on(&base, port)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    // Nothing answers at the default URL (port 1): the private cluster.
+    let nobody = "postgres://postgres@127.0.0.1:1/dispatch_api";
+    let first = resolve_database_with(None, &base, nobody, port)
+        .await
+        .unwrap();
     let result = async {
-        dispatch_api::db::ensure_database(&url).await?;
+        let url = first.url.clone();
         let pool = dispatch_api::db::connect(&url, 2).await?;
         dispatch_api::db::migrate(&pool).await?;
         let tables: i64 = sqlx::query_scalar(
@@ -183,18 +185,45 @@ async fn a_private_cluster_starts_under_the_data_folder_when_no_server_answers()
         .fetch_one(&pool)
         .await?;
         pool.close().await;
-        anyhow::Ok(tables)
+        anyhow::Ok((url, tables))
     }
     .await;
-    dispatch_api::embedded_pg::stop(&base).unwrap();
+    let started_first = first.private.as_ref().map(|c| c.started_here());
+    // A second process finds it running: it uses it, and leaves it running.
+    let second = resolve_database_with(None, &base, nobody, port)
+        .await
+        .unwrap();
+    let started_second = second.private.as_ref().map(|c| c.started_here());
+    second.close().await;
+    let running_after_second = is_running(&base);
+    // The process that started it stops it.
+    first.close().await;
+    let running_after_first = is_running(&base);
+    // A cluster dropped on an error path is stopped too.
+    let dropped = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            let cluster = start_private(&base, port).unwrap();
+            let started = cluster.started_here();
+            drop(cluster);
+            (started, is_running(&base))
+        }
+    })
+    .await
+    .unwrap();
+    if is_running(&base) {
+        dispatch_api::embedded_pg::stop(&base).unwrap();
+    }
     let _ = std::fs::remove_dir_all(&base);
+    let (url, tables) = result.unwrap();
     assert_eq!(
         url,
         format!("postgres://postgres@127.0.0.1:{port}/dispatch_api")
     );
-    assert_eq!(
-        result.unwrap(),
-        1,
-        "the private cluster serves a migrated database"
-    );
+    assert_eq!(tables, 1, "the private cluster serves a migrated database");
+    assert_eq!(started_first, Some(true));
+    assert_eq!(started_second, Some(false));
+    assert!(running_after_second, "the second process left it running");
+    assert!(!running_after_first, "the first process stopped it");
+    assert_eq!(dropped, (true, false), "dropped, it stopped");
 }

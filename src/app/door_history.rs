@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use sqlx::QueryBuilder;
 
-use super::read_models::{bad, check_params, min_position};
+use super::read_models::{check_params, min_position, whole_number};
 use super::registry::index;
 use super::App;
 use crate::domain::registry::{Kind, RegistryError};
@@ -23,28 +23,12 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
 fn history_limit(params: &HashMap<String, String>) -> Result<i64> {
-    match params.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", "must be 1..1000")),
-    }
+    Ok(whole_number(params, "limit", 1..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT))
 }
 
+/// `before`: a row's `global_position`.
 fn before(params: &HashMap<String, String>) -> Result<Option<i64>> {
-    params
-        .get("before")
-        .map(|s| {
-            s.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                bad(
-                    "before",
-                    "must be a whole number ≥ 1 (a row's global_position)",
-                )
-            })
-        })
-        .transpose()
+    whole_number(params, "before", 1..=i64::MAX)
 }
 
 /// The text a legacy job names a registered door by: the site's

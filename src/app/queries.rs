@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use super::App;
 use crate::domain::job::{Invoice, Job, JobEvent};
 use crate::domain::money::CURRENCY;
+use crate::domain::sop::IncidentSop;
 use crate::error::{ApiError, Result};
 use crate::store::chain::ChainKeys;
 use crate::store::checkpoint::CheckpointedHead;
@@ -35,6 +36,16 @@ pub fn job_view(app: &App, job: &Job) -> Option<Value> {
 }
 
 impl App {
+    /// The SOPs of the incident type a caller named in `field` (`get_sop`'s
+    /// `incident_type`, `find_technicians`' `eligible_for`), or `422
+    /// unknown_incident_type` naming that field — the answer `open_job`
+    /// gives, on every transport.
+    pub fn sop_for(&self, incident_type: &str, field: &str) -> Result<&IncidentSop> {
+        self.sops
+            .get(incident_type)
+            .ok_or_else(|| ApiError::unknown_incident_type(incident_type, field))
+    }
+
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         Ok(self.pool.acquire().await?)
     }

@@ -63,27 +63,39 @@ pub(crate) fn check_params(params: &HashMap<String, String>, allowed: &[&str]) -
     Ok(())
 }
 
-pub(crate) fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
+/// A whole-number query parameter within `range`, if given; otherwise a
+/// `validation_error` that says the range in digits.
+pub(crate) fn whole_number(
+    params: &HashMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<Option<i64>> {
     params
-        .get("min_position")
+        .get(name)
         .map(|s| {
             s.parse::<i64>()
                 .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| bad("min_position", "must be a whole number ≥ 0"))
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        &format!(
+                            "{name} must be a whole number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                })
         })
         .transpose()
 }
 
+pub(crate) fn min_position(params: &HashMap<String, String>) -> Result<Option<i64>> {
+    whole_number(params, "min_position", 0..=i64::MAX)
+}
+
 pub(crate) fn limit(params: &HashMap<String, String>) -> Result<i64> {
-    match params.get("limit") {
-        None => Ok(500),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| bad("limit", "must be 1..1000")),
-    }
+    Ok(whole_number(params, "limit", 1..=1000)?.unwrap_or(500))
 }
 
 fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<Option<bool>> {
@@ -311,7 +323,7 @@ impl App {
                     }
                 }
                 if let Some(pr) = priority {
-                    qb.push(" AND priority = ").push_bind(format!("{pr:?}"));
+                    qb.push(" AND priority = ").push_bind(pr.as_str());
                 }
                 for (col, value) in &filters {
                     if let Some(v) = value {
@@ -417,12 +429,7 @@ impl App {
         };
         let sop = match query_text(params, "eligible_for", QUERY_TEXT_CHARS)? {
             None => None,
-            Some(t) => Some(
-                self.sops
-                    .get(t)
-                    .ok_or_else(|| bad("eligible_for", "not an incident type of the SOP library"))?
-                    .clone(),
-            ),
+            Some(t) => Some(self.sop_for(t, "eligible_for")?.clone()),
         };
         self.wait_for("technicians", min_position).await?;
         let (position, rows) = self

@@ -34,6 +34,16 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// The wire name (`P1` … `P4`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::P1 => "P1",
+            Priority::P2 => "P2",
+            Priority::P3 => "P3",
+            Priority::P4 => "P4",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Priority::P1 => 0,

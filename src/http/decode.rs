@@ -219,17 +219,21 @@ pub fn valid_idempotency_key(key: &str) -> bool {
     super::extract::check_idempotency_key(key.as_bytes(), "idempotency_key").is_ok()
 }
 
-/// The idempotency key a tool call carries in its argument `field`:
-/// absent, null or empty is `idempotency_key_required`; not a string, or
-/// not 1–200 printable ASCII characters, `validation_error` naming `field`
-/// (as the `Idempotency-Key` header, `super::extract::check_idempotency_key`).
-pub fn idempotency_argument(value: Option<&Value>, field: &str) -> Result<String> {
-    match value {
-        None | Some(Value::Null) => Err(ApiError::IdempotencyKeyRequired),
-        Some(Value::String(key)) => super::extract::check_idempotency_key(key.as_bytes(), field),
+/// A tool call's `idempotency_key` (the envelope's field on
+/// `POST /v1/tools/{tool}`, an argument on MCP): absent, `null` or empty
+/// (as an empty header on REST) is `400 idempotency_key_required` naming
+/// where it goes; any other value that is not 1-200 printable ASCII
+/// characters is `400 validation_error` naming it.
+pub fn tool_idempotency_key(transport: Transport, key: Option<&Value>) -> Result<String> {
+    match key {
+        None | Some(Value::Null) => Err(ApiError::IdempotencyArgumentRequired(transport)),
+        Some(Value::String(k)) if k.is_empty() => {
+            Err(ApiError::IdempotencyArgumentRequired(transport))
+        }
+        Some(Value::String(k)) if valid_idempotency_key(k) => Ok(k.clone()),
         Some(_) => Err(ApiError::Validation {
-            detail: format!("{field} must be a string of 1-200 printable ASCII characters"),
-            field: Some(field.to_string()),
+            detail: "idempotency_key must be a string of 1-200 printable ASCII characters".into(),
+            field: Some("idempotency_key".into()),
         }),
     }
 }
@@ -309,8 +313,8 @@ pub fn tool_envelope(
             }),
         },
     }
-    match idempotency_argument(envelope.get("idempotency_key"), "idempotency_key") {
-        Ok(k) => inv.idempotency_key = Some(k),
+    match tool_idempotency_key(Transport::Tool, envelope.get("idempotency_key")) {
+        Ok(key) => inv.idempotency_key = Some(key),
         Err(e) => note(e),
     }
     match envelope.get("arguments") {
@@ -341,11 +345,11 @@ pub fn tool_envelope(
 pub fn mcp_invocation(tool: String, arguments: Option<Map<String, Value>>) -> Invocation {
     let mut arguments = arguments.unwrap_or_default();
     let key = arguments.remove(MCP_IDEMPOTENCY_ARGUMENT);
-    let (idempotency_key, envelope_error) =
-        match idempotency_argument(key.as_ref(), MCP_IDEMPOTENCY_ARGUMENT) {
-            Ok(k) => (Some(k), None),
-            Err(e) => (None, Some(e)),
-        };
+    let (idempotency_key, envelope_error) = match tool_idempotency_key(Transport::Mcp, key.as_ref())
+    {
+        Ok(key) => (Some(key), None),
+        Err(e) => (None, Some(e)),
+    };
     Invocation {
         transport: Transport::Mcp,
         tool,
@@ -415,7 +419,7 @@ pub fn tool_call(tools: &Toolset, role: Role, inv: &mut Invocation) -> Result<To
     let idempotency_key = inv
         .idempotency_key
         .clone()
-        .ok_or(ApiError::IdempotencyKeyRequired)?;
+        .ok_or(ApiError::IdempotencyArgumentRequired(inv.transport))?;
     refuse_nul(&inv.arguments)?;
     tools.schemas.validate(&inv.tool, &inv.arguments)?;
     let request = match entry.kind {

@@ -195,16 +195,7 @@ async fn job_replay(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let params = query_params(query.as_deref(), &["to_sequence"])?;
-    let to =
-        match params.get("to_sequence") {
-            None => None,
-            Some(s) => Some(s.parse::<i64>().ok().filter(|n| *n >= 1).ok_or(
-                ApiError::Validation {
-                    detail: "to_sequence must be a whole number ≥ 1".into(),
-                    field: Some("to_sequence".into()),
-                },
-            )?),
-        };
+    let to = crate::app::read_models::whole_number(&params, "to_sequence", 1..=i64::MAX)?;
     let job = state.app.load_job(&job_id, to).await?;
     let view = crate::app::queries::job_view(&state.app, &job)
         .ok_or_else(|| ApiError::NotFound("job not found".into()))?;

@@ -11,8 +11,11 @@
 //! tool's JSON Schema, idempotency (the `idempotency_key` argument is
 //! required), one command or query, one log record with transport `mcp`.
 //! Refusals are tool results with `isError` and the problem document (its
-//! `code`) as structured content. Stateless (no MCP session): any replica
-//! answers any request, and JSON answers rather than SSE streams.
+//! `code`) as structured content. Protocol faults are JSON-RPC errors
+//! ([`jsonrpc`]): `-32700` for a body that is not JSON, `-32600` for JSON
+//! that is no message, `-32602` for a served method's params that do not
+//! fit. Stateless (no MCP session): any replica answers any request, and
+//! JSON answers rather than SSE streams.
 
 use std::sync::Arc;
 
@@ -23,14 +26,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CustomRequest,
+    CustomResult, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+
+mod jsonrpc;
 
 use super::decode::mcp_invocation;
 use super::tools::invoke;
@@ -71,6 +76,10 @@ pub fn service(state: &AppState) -> Router {
     );
     Router::new()
         .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            jsonrpc::parse_errors,
+        ))
         .layer(middleware::map_response(label_transport_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), check_origin))
@@ -267,6 +276,16 @@ impl ServerHandler for McpTools {
             Outcome::Refused | Outcome::Error => CallToolResult::structured_error(answer.body),
         };
         Ok(result.into())
+    }
+
+    /// A request rmcp could not decode into a typed one: for a method
+    /// served here, its params did not fit (`-32602`).
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(jsonrpc::invalid_params(&request))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::domain::policy::Priority;
 use crate::domain::sop::{
     ChecklistItem, CloseoutItem, Condition, FieldSpec, IncidentSop, ScriptStep, SopRef,
 };
-use crate::error::{ApiError, Result};
+use crate::error::Result;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -190,10 +190,7 @@ async fn one(
     _caller: Caller,
     Path(incident_type): Path<String>,
 ) -> Result<Json<Value>> {
-    let sop = state
-        .app
-        .sops
-        .get(&incident_type)
-        .ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into()))?;
-    Ok(Json(sop_json(sop)))
+    Ok(Json(sop_json(
+        state.app.sop_for(&incident_type, "incident_type")?,
+    )))
 }

@@ -263,10 +263,8 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
     let text = |name: &str| arguments.get(name).and_then(Value::as_str).unwrap_or("");
     match tool {
         "get_sop" => app
-            .sops
-            .get(text("incident_type"))
-            .map(super::sops::sop_json)
-            .ok_or_else(|| ApiError::NotFound("no SOP for that incident type".into())),
+            .sop_for(text("incident_type"), "incident_type")
+            .map(super::sops::sop_json),
         "get_job" => {
             let job = app.load_job(text("job_id"), None).await?;
             super::jobs::check_technician_scope(caller, &job)?;

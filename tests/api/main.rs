@@ -21,6 +21,8 @@ mod idempotency;
 mod injection;
 mod maintenance;
 mod mcp;
+mod mcp_errors;
+mod messages;
 mod openapi;
 mod outage;
 mod read_models;

@@ -97,7 +97,7 @@ fn an_approved_nte_increase_replaces_the_nte() {
         at(207),
         nte_increase(65_000, "Again"),
         JobError::NteNotIncreased {
-            current_cents: Some(65_000),
+            current_cents: 65_000,
         },
     );
     h.given()

@@ -366,12 +366,13 @@ fn a_plan_names_its_customers_registered_doors_only() {
     assert_eq!(missing.status(), 404);
     let mut unknown_type = plan_facts(vec![entry("door-1", "cust-1"), entry("door-2", "cust-1")]);
     unknown_type.incident_type_known = false;
+    let refused = MaintenancePlan::default()
+        .decide(&cmd, &unknown_type)
+        .unwrap_err();
+    // As open_job refuses one (422).
     assert_eq!(
-        MaintenancePlan::default()
-            .decide(&cmd, &unknown_type)
-            .unwrap_err()
-            .code(),
-        "validation_error"
+        (refused.code(), refused.status()),
+        ("unknown_incident_type", 422)
     );
     let ok = MaintenancePlan::default()
         .decide(

@@ -464,3 +464,27 @@ fn an_unknown_enum_value_names_the_field_not_the_value() {
         "evidence_allowed",
     );
 }
+
+/// The required intake fields every SOP defines are named with their type
+/// as the files spell it (`boolean`, not Rust's `Boolean`).
+#[test]
+fn a_required_field_of_another_type_is_named_with_the_files_type_name() {
+    let dir = copy_of(&[T]);
+    edit(
+        &dir,
+        "intake",
+        T,
+        "name = \"after_hours\"\ntype = \"boolean\"",
+        "name = \"after_hours\"\ntype = \"string\"",
+    );
+    let e = expect_error(
+        dir.path(),
+        "intake/automatic_door_malfunction.toml",
+        "fields",
+    );
+    assert!(
+        e.problem.contains("required boolean field `after_hours`"),
+        "{}",
+        e.problem
+    );
+}

@@ -1345,9 +1345,7 @@ fn request_nte_increase_must_be_above_the_current_nte() {
             agent(),
             at(205),
             nte_increase(amount, "More"),
-            JobError::NteNotIncreased {
-                current_cents: Some(NTE),
-            },
+            JobError::NteNotIncreased { current_cents: NTE },
         );
     }
     for (amount, reason, field) in [

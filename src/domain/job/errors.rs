@@ -72,7 +72,7 @@ pub enum JobError {
         duplicate_of: String,
     },
     /// The agent asked for a priority less urgent than the SOP's rules give.
-    #[error("priority {requested:?} is below the SOP's {sop_priority:?}")]
+    #[error("priority {} is below the SOP's {}", requested.as_str(), sop_priority.as_str())]
     PriorityBelowSop {
         /// Asked for.
         requested: Priority,
@@ -89,7 +89,7 @@ pub enum JobError {
         missing: Vec<String>,
     },
     /// Shift `off` or deactivated.
-    #[error("technician unavailable (shift {shift:?}, active {active})")]
+    #[error("{}", unavailable(*shift, *active))]
     TechnicianUnavailable {
         /// Their shift.
         shift: Shift,
@@ -156,10 +156,10 @@ pub enum JobError {
         missing: Vec<String>,
     },
     /// An NTE "increase" not above the current NTE.
-    #[error("the new NTE must be above the current {current_cents:?}")]
+    #[error("the new NTE must be above the current NTE of {current_cents} cents")]
     NteNotIncreased {
         /// Current NTE.
-        current_cents: Option<i64>,
+        current_cents: i64,
     },
     /// No such approval on this job.
     #[error("approval {0} not found")]
@@ -180,6 +180,11 @@ pub enum JobError {
     SlaNotBreached(&'static str),
 }
 
+/// The code of an incident type the SOP library does not have, whoever
+/// names it: `open_job`, `get_sop`, `find_technicians`' `eligible_for`, on
+/// every transport (`crate::error::ApiError::UnknownIncidentType`).
+pub const UNKNOWN_INCIDENT_TYPE: &str = "unknown_incident_type";
+
 impl JobError {
     /// The stable machine code of the contract.
     pub fn code(&self) -> &'static str {
@@ -188,7 +193,7 @@ impl JobError {
             JobError::JobAlreadyExists => "job_already_exists",
             JobError::InvalidTransition { .. } => "invalid_transition",
             JobError::Validation { .. } => "validation_error",
-            JobError::UnknownIncidentType(_) => "unknown_incident_type",
+            JobError::UnknownIncidentType(_) => UNKNOWN_INCIDENT_TYPE,
             JobError::InvalidIntakeFields { .. } => "invalid_intake_fields",
             JobError::MissingIntakeFields { .. } => "missing_intake_fields",
             JobError::UnresolvedDuplicate { .. } => "unresolved_duplicate",
@@ -247,5 +252,17 @@ fn reason_required(distance_m: Option<u32>, radius_m: u32) -> String {
             "checked in {d} m from the site, outside its {radius_m} m radius: give a reason"
         ),
         None => format!("no location given for a site with a {radius_m} m radius: give a reason"),
+    }
+}
+
+/// The detail of [`JobError::TechnicianUnavailable`], in the wire's words.
+fn unavailable(shift: Shift, active: bool) -> String {
+    if active {
+        format!(
+            "the technician is unavailable: their shift is `{}`",
+            shift.as_str()
+        )
+    } else {
+        "the technician is unavailable: no longer on the roster".to_string()
     }
 }

@@ -26,7 +26,7 @@ pub use commands::{
     ReopenUnsatisfactory, RequestNteIncrease, ResolveDuplicate, ScheduleReturnVisit, SetPriority,
     Site, StartTravel, TechnicianProfile, TriageJob, Upload, VerifyCloseout, JOB_COMMANDS,
 };
-pub use errors::JobError;
+pub use errors::{JobError, UNKNOWN_INCIDENT_TYPE};
 pub use events::{
     ApprovalAction, Channel, EvidenceKind, InvoiceLine, InvoiceLineKind, JobEvent, SlaKind,
     DESTRUCTIVE_EVENTS,

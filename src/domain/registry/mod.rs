@@ -180,6 +180,10 @@ pub enum RegistryError {
         /// Why.
         problem: &'static str,
     },
+    /// A plan's `incident_type` is not in the SOP library (answered as
+    /// `open_job`'s, `crate::domain::job::UNKNOWN_INCIDENT_TYPE`).
+    #[error("unknown incident type `{0}`")]
+    UnknownIncidentType(String),
 }
 
 impl RegistryError {
@@ -204,6 +208,7 @@ impl RegistryError {
             RegistryError::HasActiveChildren { .. } => "has_active_entries",
             RegistryError::Occurrence(_) => "invalid_occurrence",
             RegistryError::Validation { .. } => "validation_error",
+            RegistryError::UnknownIncidentType(_) => crate::domain::job::UNKNOWN_INCIDENT_TYPE,
         }
     }
 

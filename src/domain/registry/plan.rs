@@ -435,10 +435,9 @@ impl MaintenancePlan {
         };
         details.check()?;
         if !facts.incident_type_known {
-            return Err(RegistryError::Validation {
-                field: "incident_type".into(),
-                problem: "not an incident type of the SOP library",
-            });
+            return Err(RegistryError::UnknownIncidentType(
+                details.incident_type.chars().take(100).collect(),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, d) in details.door_ids.iter().enumerate() {

@@ -191,7 +191,10 @@ fn validate_intake(file: &Path, sop: &IntakeSop) -> Result<(), SopError> {
                 return Err(err(
                     file,
                     "fields",
-                    format!("every intake SOP defines the required {kind:?} field `{name}`"),
+                    format!(
+                        "every intake SOP defines the required {} field `{name}`",
+                        kind.as_str()
+                    ),
                 ))
             }
         }

@@ -70,6 +70,18 @@ pub enum FieldType {
     Enum,
 }
 
+impl FieldType {
+    /// The name the SOP files use (`string`, `boolean`, `integer`, `enum`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Boolean => "boolean",
+            FieldType::Integer => "integer",
+            FieldType::Enum => "enum",
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }

@@ -21,6 +21,17 @@ pub enum Shift {
     Off,
 }
 
+impl Shift {
+    /// The wire name (`available`, `on_call`, `off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shift::Available => "available",
+            Shift::OnCall => "on_call",
+            Shift::Off => "off",
+        }
+    }
+}
+
 /// A certification and its expiry date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -207,10 +207,21 @@ pub(super) fn evidence_and_sops(paths: &mut Map<String, Value>, roles: &Roles) {
         "/v1/sops".into(),
         json!({"get": operation("The SOP library", roles.tool("get_sop"), json!([]), None, ("200", ok_json("Every incident type", json!({"type": "object", "required": ["sops"], "properties": {"sops": {"type": "array", "items": {"$ref": "#/components/schemas/SopSummary"}}}}))), false)}),
     );
-    paths.insert(
-        "/v1/sops/{incident_type}".into(),
-        json!({"get": operation("One incident type's SOPs: intake script, checklist, evidence, closeout", roles.tool("get_sop"), json!([incident_type]), None, ("200", ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"}))), false)}),
+    let mut one = operation(
+        "One incident type's SOPs: intake script, checklist, evidence, closeout",
+        roles.tool("get_sop"),
+        json!([incident_type]),
+        None,
+        (
+            "200",
+            ok_json("The SOP", json!({"$ref": "#/components/schemas/Sop"})),
+        ),
+        false,
     );
+    one["responses"]["422"] = problem(
+        "Not an incident type of the SOP library (`unknown_incident_type`, as `open_job` answers it)",
+    );
+    paths.insert("/v1/sops/{incident_type}".into(), json!({ "get": one }));
 }
 
 /// The service's own endpoints, open to anyone: health, readiness, metrics

@@ -111,11 +111,14 @@ fn board_and_billing(paths: &mut Map<String, Value>, roles: &Roles) {
 
 /// `GET /v1/technicians` (the roster) and a technician's schedule.
 fn roster_and_schedule(paths: &mut Map<String, Value>, roles: &Roles) {
-    let roster = read(
+    let mut roster = read(
         "The roster (projection): shift, skills, territory, current load; eligibility for an incident type",
         roles.tool("find_technicians"),
         vec![query_param("eligible_for", json!({"$ref": "#/components/schemas/IncidentType"})), query_param("territory", text()), query_param("shift", json!({"enum": ["available", "on_call", "off"]})), min_position()],
         rows("Technicians"),
+    );
+    roster["get"]["responses"]["422"] = problem(
+        "`eligible_for` is not an incident type of the SOP library (`unknown_incident_type`)",
     );
     if let Some(entry) = paths
         .get_mut("/v1/technicians")

@@ -150,12 +150,15 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
             "requestBody": json_body(json!({"type": "object", "required": ["jsonrpc", "method"], "properties": {
                 "jsonrpc": {"type": "string", "const": "2.0"}, "id": {"type": ["integer", "string"]}, "method": {"type": "string"}, "params": {"type": "object"}}})),
             "responses": {
-                "200": ok_json("A JSON-RPC response; a refused tool call is a result with isError and the problem in structuredContent", json!({"type": "object", "required": ["jsonrpc"], "properties": {
+                "200": ok_json("A JSON-RPC response; a refused tool call is a result with isError and the problem in structuredContent; params that do not fit a served method are the JSON-RPC error `-32602 Invalid params`", json!({"type": "object", "required": ["jsonrpc"], "properties": {
                     "jsonrpc": {"type": "string", "enum": ["2.0"]}, "id": {"type": ["integer", "string", "null"]},
                     "result": {"type": "object", "description": "The method's result (a tool call's: content, structuredContent, isError)"},
                     "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}}}})),
                 "202": {"description": "A notification, accepted"},
-                "400": text("Not a valid MCP request (headers, protocol version)"),
+                "400": {"description": "Not a valid MCP request: a body that is not JSON (JSON-RPC `-32700 Parse error`) or JSON that is no JSON-RPC message (`-32600 Invalid Request`), as a JSON-RPC error; headers or protocol version (plain text)",
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "required": ["jsonrpc", "id", "error"]}},
+                        "text/plain": {"schema": {"type": "string"}}}},
                 "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
                 "403": {"description": "A cross-site Origin (not one of DISPATCH_MCP_ALLOWED_ORIGINS: problem+json, `forbidden`), or a Host not allowed (plain text)",
                     "content": {
@@ -164,7 +167,7 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
                 "404": ok_json("A JSON-RPC error: no such method", json!({"type": "object"})),
                 "406": text("The request's Accept does not list both application/json and text/event-stream"),
                 "413": text("Body over the limit"),
-                "415": text("The body is not a JSON-RPC message"),
+                "415": text("The Content-Type is not application/json"),
                 "503": problem("The database is unavailable (`unavailable`); see Retry-After")
             }
         }}),

@@ -53,10 +53,8 @@ pub(in crate::domain::job) fn request_nte_increase(
     require_open(job, name)?;
     check_text("reason", &c.reason, MAX_TEXT_BYTES)?;
     check_cents("amount_cents", c.amount_cents)?;
-    if job.nte_cents.is_some_and(|n| c.amount_cents <= n) {
-        return Err(JobError::NteNotIncreased {
-            current_cents: job.nte_cents,
-        });
+    if let Some(current_cents) = job.nte_cents.filter(|n| c.amount_cents <= *n) {
+        return Err(JobError::NteNotIncreased { current_cents });
     }
     let action = ApprovalAction::NteIncrease {
         amount_cents: c.amount_cents,
