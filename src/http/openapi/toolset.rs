@@ -157,7 +157,9 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
                 "202": {"description": "A notification, accepted"},
                 "400": {"description": "Not a valid MCP request: a body that is not JSON (JSON-RPC `-32700 Parse error`) or JSON that is no JSON-RPC message (`-32600 Invalid Request`), as a JSON-RPC error; headers or protocol version (plain text)",
                     "content": {
-                        "application/json": {"schema": {"type": "object", "required": ["jsonrpc", "id", "error"]}},
+                        "application/json": {"schema": {"type": "object", "required": ["jsonrpc", "id", "error"], "properties": {
+                            "jsonrpc": {"type": "string", "enum": ["2.0"]}, "id": {"type": ["integer", "string", "null"]},
+                            "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}}}}},
                         "text/plain": {"schema": {"type": "string"}}}},
                 "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
                 "403": {"description": "A cross-site Origin (not one of DISPATCH_MCP_ALLOWED_ORIGINS: problem+json, `forbidden`), or a Host not allowed (plain text)",
