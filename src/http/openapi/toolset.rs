@@ -158,7 +158,7 @@ fn mcp(paths: &mut Map<String, Value>, any_role: &[String]) {
                 "400": {"description": "Not a valid MCP request: a body that is not JSON (JSON-RPC `-32700 Parse error`) or JSON that is no JSON-RPC message (`-32600 Invalid Request`), as a JSON-RPC error; headers or protocol version (plain text)",
                     "content": {
                         "application/json": {"schema": {"type": "object", "required": ["jsonrpc", "id", "error"], "properties": {
-                            "jsonrpc": {"type": "string", "enum": ["2.0"]}, "id": {"type": ["integer", "string", "null"]},
+                            "jsonrpc": {"type": "string", "enum": ["2.0"]}, "id": {"type": ["number", "string", "null"], "description": "The request's id when it had one (JSON-RPC allows any number), else null"},
                             "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}}}}},
                         "text/plain": {"schema": {"type": "string"}}}},
                 "401": problem("Missing, unknown or revoked key (`unauthorized`)"),
