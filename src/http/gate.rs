@@ -31,6 +31,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::decode;
@@ -215,13 +216,21 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return next.run(Request::from_parts(parts, body)).await;
     };
 
+    // The gate's span: the key, the rate limit, the allowlist (a refusal's
+    // key confirmation too); the handler runs after it.
+    let span = gate_span(Transport::Rest, &op.name);
     let hash = match bearer_key(&parts.headers).and_then(keys::key_hash) {
         Ok(h) => h,
-        Err(e) => return unattributed(e),
+        Err(e) => return unattributed(&span, e),
     };
-    let who = match state.app.resolve_key(hash, op.fast_path).await {
+    let who = match state
+        .app
+        .resolve_key(hash, op.fast_path)
+        .instrument(span.clone())
+        .await
+    {
         Ok(who) => who,
-        Err(e) => return unattributed(e),
+        Err(e) => return unattributed(&span, e),
     };
     let caller = who.caller.clone();
 
@@ -254,16 +263,19 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         asked: Asked::default(),
     };
 
-    if let Err(refusal) = state.tools.gate.admit(&caller, op.access.as_access()) {
+    let admitted = span.in_scope(|| state.tools.gate.admit(&caller, op.access.as_access()));
+    if let Err(refusal) = admitted {
         if who.is_provisional() {
             // Nothing is answered on a known key's caller but a write that
             // checked the key: a revoked key hears 401, not this.
-            if let Err(e) = state.app.confirm_key(&who).await {
+            if let Err(e) = state.app.confirm_key(&who).instrument(span.clone()).await {
                 pending.call = None;
-                return unattributed(e);
+                return unattributed(&span, e);
             }
         }
         let error = refusal.rest_error(caller.role, op.access.as_access());
+        span.record("outcome", error.code());
+        drop(span);
         // What was asked, for the record: a refused command's JSON body
         // (within the body limit) is read here, as its handler would have.
         if parts.method == Method::POST {
@@ -277,6 +289,8 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return error.into_response();
     }
 
+    span.record("outcome", "admitted");
+    drop(span);
     parts.extensions.insert(pending.asked.clone());
     if !who.is_provisional() {
         parts.extensions.insert(caller);
@@ -314,11 +328,24 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
 
 /// A refusal before the caller is known (401, or the system role's 403):
 /// counted, not logged per key.
-fn unattributed(e: ApiError) -> Response {
+fn unattributed(span: &tracing::Span, e: ApiError) -> Response {
+    span.record("outcome", e.code());
     if matches!(e, ApiError::Unauthorized) {
         gate::unauthenticated(Transport::Rest);
     }
     e.into_response()
+}
+
+/// The span of one pass through the gate (docs/08, "Traces"): its
+/// transport, its operation and what the gate said (`admitted`,
+/// `refused`, or the code of a refusal before the caller was known).
+pub fn gate_span(transport: Transport, operation: &str) -> tracing::Span {
+    tracing::info_span!(
+        "gate",
+        transport = transport.as_str(),
+        operation = %operation,
+        outcome = tracing::field::Empty,
+    )
 }
 
 /// A call admitted or refused by the gate whose record is not yet written.

@@ -181,12 +181,19 @@ async fn dispatch(
 ) -> Result<Done> {
     let tools = &state.tools;
     // The one gate: the key's budget (shared with REST, MCP and the pages),
-    // then the allowlist (`403 tool_not_allowed`, also for no such tool).
-    tools
-        .gate
-        .admit(caller, Access::Tool(&inv.tool))
-        .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
-    let call = decode::tool_call(tools, caller.role, inv)?;
+    // then the allowlist (`403 tool_not_allowed`, also for no such tool);
+    // then the envelope and the tool's input schema.
+    let span = super::gate::gate_span(inv.transport, &record_tool_name(&inv.tool));
+    let call = span.in_scope(|| {
+        tools
+            .gate
+            .admit(caller, Access::Tool(&inv.tool))
+            .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
+        decode::tool_call(tools, caller.role, inv)
+    });
+    span.record("outcome", call.as_ref().map_or_else(|e| e.code(), |_| "admitted"));
+    drop(span);
+    let call = call?;
     match call.request {
         ToolRequest::Command { job_id, command } => {
             let meta = command_meta(inv, call.idempotency_key, invocation_id);
@@ -235,6 +242,7 @@ fn command_meta(inv: &Invocation, idempotency_key: String, invocation_id: Uuid) 
         request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
         if_match: None,
         correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
+        trace_id: crate::telemetry::trace::current_trace_id(),
         causation_id: inv.causation_id,
         tool_invocation_id: Some(invocation_id),
     }

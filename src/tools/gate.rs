@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::allowlist::Allowlist;
-use super::log::{InvocationLog, InvocationRecord, Transport};
+use super::log::{InvocationLog, InvocationRecord, Outcome, Transport};
 use super::rate_limit::ToolRateLimiter;
 use crate::app::Caller;
 use crate::domain::{Actor, Role};
@@ -94,8 +94,9 @@ impl Gate {
         }
     }
 
-    /// The one log: counts the call and queues its record (the answer does
-    /// not wait for the write; see [`InvocationLog`]).
+    /// The one log: counts the call — and a refusal by its code, on every
+    /// transport — and queues its record (the answer does not wait for the
+    /// write; see [`InvocationLog`]).
     pub fn record(&self, log: &InvocationLog, record: InvocationRecord) {
         metrics::counter!(
             "dispatch_gate_calls_total",
@@ -103,6 +104,14 @@ impl Gate {
             "outcome" => record.outcome.as_str()
         )
         .increment(1);
+        if record.outcome == Outcome::Refused {
+            // Codes are the service's own (`Call::finish` keeps only
+            // lower-case words): a bounded label.
+            let code = record.error_code.clone().unwrap_or_else(|| "unknown".into());
+            metrics::counter!("dispatch_refusals_total",
+                "code" => code, "transport" => record.transport.as_str())
+            .increment(1);
+        }
         if matches!(record.transport, Transport::Tool | Transport::Mcp) {
             // Only allowlisted names become label values: a caller cannot grow the metric set.
             let label = if self.allowlist.tools.contains_key(&record.tool) {

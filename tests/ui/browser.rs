@@ -111,6 +111,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
         request_hash: "photo".into(),
         if_match: None,
         correlation_id: uuid::Uuid::new_v4(),
+        trace_id: None,
         causation_id: None,
         tool_invocation_id: None,
     };

@@ -42,11 +42,17 @@ pub(super) async fn run_job_command(
     };
     let result = async {
         let access = Access::Tool(command);
-        state
-            .tools
-            .gate
-            .admit(&s.caller, access)
-            .map_err(|refusal| refusal.rest_error(s.caller.role, access))?;
+        let span = crate::http::gate::gate_span(Transport::Ui, command);
+        let admitted = span.in_scope(|| {
+            state
+                .tools
+                .gate
+                .admit(&s.caller, access)
+                .map_err(|refusal| refusal.rest_error(s.caller.role, access))
+        });
+        span.record("outcome", admitted.as_ref().map_or_else(|e| e.code(), |_| "admitted"));
+        drop(span);
+        admitted?;
         let decoded = crate::http::decode::job_command(command, args)?;
         state
             .app
