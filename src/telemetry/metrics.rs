@@ -198,6 +198,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Every 5 s until `shutdown`: moves the histograms' samples into their
+/// buckets. A scrape does it too, but without one (no Prometheus yet) the
+/// samples of every request would pile up in memory.
+pub async fn upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let handle = metrics_handle();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => handle.run_upkeep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 fn describe() {
     for f in FAMILIES {
         match f.kind {
