@@ -275,9 +275,8 @@ impl ServeConfig {
 impl ServeConfig {
     /// Where spans go, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub fn traces(&self) -> Option<crate::telemetry::trace::TraceConfig> {
-        self.otel_exporter_otlp_endpoint
-            .as_ref()
-            .map(|endpoint| crate::telemetry::trace::TraceConfig {
+        self.otel_exporter_otlp_endpoint.as_ref().map(|endpoint| {
+            crate::telemetry::trace::TraceConfig {
                 endpoint: endpoint.clone(),
                 service_name: self.otel_service_name.clone(),
                 headers: self
@@ -285,7 +284,8 @@ impl ServeConfig {
                     .as_ref()
                     .map(|h| h.0.clone())
                     .unwrap_or_default(),
-            })
+            }
+        })
     }
 
     /// Where webhook endpoints may point.

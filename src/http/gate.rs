@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -37,7 +37,7 @@ use uuid::Uuid;
 use super::decode;
 use super::extract::bearer_key;
 use super::AppState;
-use crate::app::keys;
+use crate::app::keys::{self, KeyedCaller};
 use crate::error::ApiError;
 use crate::tools::gate::{self, plausible_id, usable_key, Access, Call};
 use crate::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
@@ -216,19 +216,10 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return next.run(Request::from_parts(parts, body)).await;
     };
 
-    // The gate's span: the key, the rate limit, the allowlist (a refusal's
-    // key confirmation too); the handler runs after it.
-    let span = gate_span(Transport::Rest, &op.name);
-    let hash = match bearer_key(&parts.headers).and_then(keys::key_hash) {
-        Ok(h) => h,
-        Err(e) => return unattributed(&span, e),
-    };
-    let who = match state
-        .app
-        .resolve_key(hash, op.fast_path)
-        .instrument(span.clone())
-        .await
-    {
+    // The gate's span: key, rate limit, allowlist; not the handler.
+    let span = gate::span(Transport::Rest, &op.name);
+    let resolving = resolve(&state, &parts.headers, op.fast_path).instrument(span.clone());
+    let who = match resolving.await {
         Ok(who) => who,
         Err(e) => return unattributed(&span, e),
     };
@@ -274,8 +265,7 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
             }
         }
         let error = refusal.rest_error(caller.role, op.access.as_access());
-        span.record("outcome", error.code());
-        drop(span);
+        gate::close_span(span, Some(error.code()));
         // What was asked, for the record: a refused command's JSON body
         // (within the body limit) is read here, as its handler would have.
         if parts.method == Method::POST {
@@ -289,8 +279,7 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return error.into_response();
     }
 
-    span.record("outcome", "admitted");
-    drop(span);
+    gate::close_span(span, None);
     parts.extensions.insert(pending.asked.clone());
     if !who.is_provisional() {
         parts.extensions.insert(caller);
@@ -326,6 +315,12 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
     }
 }
 
+/// The bearer key's caller (provisional on the fast path).
+async fn resolve(s: &AppState, headers: &HeaderMap, fast: bool) -> Result<KeyedCaller, ApiError> {
+    let hash = bearer_key(headers).and_then(keys::key_hash)?;
+    s.app.resolve_key(hash, fast).await
+}
+
 /// A refusal before the caller is known (401, or the system role's 403):
 /// counted, not logged per key.
 fn unattributed(span: &tracing::Span, e: ApiError) -> Response {
@@ -334,18 +329,6 @@ fn unattributed(span: &tracing::Span, e: ApiError) -> Response {
         gate::unauthenticated(Transport::Rest);
     }
     e.into_response()
-}
-
-/// The span of one pass through the gate (docs/08, "Traces"): its
-/// transport, its operation and what the gate said (`admitted`,
-/// `refused`, or the code of a refusal before the caller was known).
-pub fn gate_span(transport: Transport, operation: &str) -> tracing::Span {
-    tracing::info_span!(
-        "gate",
-        transport = transport.as_str(),
-        operation = %operation,
-        outcome = tracing::field::Empty,
-    )
 }
 
 /// A call admitted or refused by the gate whose record is not yet written.

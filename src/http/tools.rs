@@ -183,7 +183,7 @@ async fn dispatch(
     // The one gate: the key's budget (shared with REST, MCP and the pages),
     // then the allowlist (`403 tool_not_allowed`, also for no such tool);
     // then the envelope and the tool's input schema.
-    let span = super::gate::gate_span(inv.transport, &record_tool_name(&inv.tool));
+    let span = gate::span(inv.transport, &record_tool_name(&inv.tool));
     let call = span.in_scope(|| {
         tools
             .gate
@@ -191,8 +191,7 @@ async fn dispatch(
             .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
         decode::tool_call(tools, caller.role, inv)
     });
-    span.record("outcome", call.as_ref().map_or_else(|e| e.code(), |_| "admitted"));
-    drop(span);
+    gate::close_span(span, call.as_ref().err().map(ApiError::code));
     let call = call?;
     match call.request {
         ToolRequest::Command { job_id, command } => {

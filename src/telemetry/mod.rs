@@ -70,8 +70,8 @@ pub fn init(format: &str, traces: Option<&trace::TraceConfig>) -> anyhow::Result
 /// above from this crate, whatever `RUST_LOG` says; never the exporter's
 /// own HTTP client). Whether it was installed (the first call wins).
 fn install(format: &str, provider: Option<&SdkTracerProvider>) -> bool {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let logs = if format == "pretty" {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

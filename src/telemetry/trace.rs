@@ -206,10 +206,13 @@ pub fn finished_span(
 /// A trace id as the logs and the events carry it, from its hex form
 /// (`None` for anything else, or the all-zero id).
 pub fn parse_trace_id(hex: &str) -> Option<TraceId> {
-    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| TraceId::from_hex(hex).ok())
-        .flatten()
-        .filter(|id| *id != TraceId::INVALID)
+    (hex.len() == 32
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| TraceId::from_hex(hex).ok())
+    .flatten()
+    .filter(|id| *id != TraceId::INVALID)
 }
 
 /// The span context `span` reports under, when spans are exported.

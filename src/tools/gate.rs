@@ -107,7 +107,10 @@ impl Gate {
         if record.outcome == Outcome::Refused {
             // Codes are the service's own (`Call::finish` keeps only
             // lower-case words): a bounded label.
-            let code = record.error_code.clone().unwrap_or_else(|| "unknown".into());
+            let code = record
+                .error_code
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
             metrics::counter!("dispatch_refusals_total",
                 "code" => code, "transport" => record.transport.as_str())
             .increment(1);
@@ -124,6 +127,22 @@ impl Gate {
         }
         log.record(record);
     }
+}
+
+/// The span of one pass through the gate (docs/08, "Traces"): its
+/// transport, its operation and what the gate said ([`close_span`]).
+pub fn span(transport: Transport, operation: &str) -> tracing::Span {
+    tracing::info_span!(
+        "gate",
+        transport = transport.as_str(),
+        operation = %operation,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Ends a gate's span, recording `admitted` or the code of the refusal.
+pub fn close_span(span: tracing::Span, refused: Option<&str>) {
+    span.record("outcome", refused.unwrap_or("admitted"));
 }
 
 /// Counts a call refused before it could be attributed to a key (no key, an

@@ -21,6 +21,7 @@ mod idempotency;
 mod injection;
 mod maintenance;
 mod mcp;
+mod observability;
 mod openapi;
 mod outage;
 mod read_models;

@@ -47,10 +47,7 @@ fn emitted_in(file: &str, src: &str, out: &mut Vec<Emitted>) {
                 .map(|(i, _)| i)
                 .unwrap();
             let args = rest[..end].trim();
-            let Some(name) = args
-                .strip_prefix('"')
-                .and_then(|a| a.split('"').next())
-            else {
+            let Some(name) = args.strip_prefix('"').and_then(|a| a.split('"').next()) else {
                 continue; // a name that is not a literal (the table's own loop)
             };
             let after = &args[name.len() + 2..];
@@ -95,7 +92,10 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
 #[test]
 fn every_metric_the_code_emits_is_described_and_documented_with_its_labels() {
     let mut files = Vec::new();
-    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     let mut emitted = Vec::new();
     for (file, src) in &files {
         emitted_in(file, src, &mut emitted);
@@ -108,10 +108,13 @@ fn every_metric_the_code_emits_is_described_and_documented_with_its_labels() {
                 e.file, e.name
             )
         });
-        assert_eq!(family.kind, e.kind, "{} emits {} as another type", e.file, e.name);
+        assert_eq!(
+            family.kind, e.kind,
+            "{} emits {} as another type",
+            e.file, e.name
+        );
         if let Some(labels) = &e.labels {
-            let described: BTreeSet<String> =
-                family.labels.iter().map(|l| l.to_string()).collect();
+            let described: BTreeSet<String> = family.labels.iter().map(|l| l.to_string()).collect();
             assert_eq!(
                 labels, &described,
                 "{} gives {} other labels than its description",
@@ -217,7 +220,10 @@ fn every_alert_reads_metrics_that_exist_and_fires_in_its_rules_test() {
             known.extend(family.labels.iter().map(|l| l.to_string()));
         }
         for l in &labels {
-            assert!(known.contains(l), "{name} uses label {l}, which {metrics:?} do not have");
+            assert!(
+                known.contains(l),
+                "{name} uses label {l}, which {metrics:?} do not have"
+            );
         }
         // A test case that expects it to fire (an `exp_alerts` with labels).
         let fires = tests.split("alertname: ").skip(1).any(|case| {

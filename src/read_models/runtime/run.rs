@@ -151,10 +151,7 @@ fn report_pass(what: &'static str, started: SystemTime, step: &crate::read_model
     crate::telemetry::trace::finished_span(
         "projection_pass",
         started,
-        vec![
-            KeyValue::new("pass", what),
-            KeyValue::new("events", events),
-        ],
+        vec![KeyValue::new("pass", what), KeyValue::new("events", events)],
         error,
     );
 }
