@@ -302,6 +302,7 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
 
 fn answer_response(answer: ToolAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let expected = answer.body["error"]["code"] == "projection_behind";
     let mut resp = (status, Json(answer.body)).into_response();
     if let Some(secs) = answer.retry_after {
         resp.headers_mut()
@@ -310,6 +311,9 @@ fn answer_response(answer: ToolAnswer) -> Response {
     if answer.replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if expected {
+        resp.extensions_mut().insert(super::error::ExpectedWait);
     }
     resp
 }

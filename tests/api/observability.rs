@@ -323,6 +323,13 @@ async fn promtool_accepts_a_live_metrics_page_with_requests_by_route_and_refusal
     )
     .await;
     assert_eq!(status, 404);
+    // A read that asks for a position no model has reached: 503 after 5 s.
+    let far = format!("{base}/v1/board?min_position=1000000");
+    let (status, behind) = send(http.get(far), &agent, &[], None).await;
+    assert_eq!(
+        (status, behind["code"].as_str()),
+        (503, Some("projection_behind"))
+    );
 
     // The read models' gauges are published every 5 s from start-up.
     let lag = [("projection", "board"), ("status", "live")];
@@ -382,6 +389,19 @@ async fn promtool_accepts_a_live_metrics_page_with_requests_by_route_and_refusal
     );
     let position = [("projection", "board"), ("status", "live")];
     assert!(value_of(&s, "dispatch_projection_position", &position).is_some());
+    let behind = [("method", "GET"), ("route", "/v1/board"), ("status", "503")];
+    assert_eq!(value_of(&s, requests, &behind), Some(1.0));
+    // That 503 is the contract's answer, not a fault: logged at INFO, and
+    // nothing at ERROR.
+    let log = service.log_text();
+    let answered: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "finished processing request" && l["status"] == 503)
+        .collect();
+    assert_eq!(answered.len(), 1, "{log}");
+    assert_eq!(answered[0]["level"], "INFO");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
     // Every family on the page is one the code describes.
     for name in s.keys() {
         let family = ["_bucket", "_sum", "_count"]
