@@ -249,6 +249,20 @@ pub struct ServeConfig {
     #[arg(long, env = "DISPATCH_WEBHOOKS_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub webhooks_concurrency: u32,
+
+    /// An OpenTelemetry collector's OTLP/HTTP base URL (`http://host:4318`):
+    /// spans are sent to `<url>/v1/traces` (protobuf). Unset: no spans are
+    /// exported (trace ids still reach the logs and the events; docs/08).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// Headers sent with every export, `name=value` pairs separated by commas
+    /// (values percent-encoded), e.g. a collector's API key. Never printed.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true,
+          value_parser = OtlpHeaders::parse)]
+    pub otel_exporter_otlp_headers: Option<OtlpHeaders>,
+    /// The `service.name` the spans are reported under.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "dispatch-api")]
+    pub otel_service_name: String,
 }
 
 impl ServeConfig {
@@ -266,6 +280,21 @@ impl ServeConfig {
 }
 
 impl ServeConfig {
+    /// Where spans go, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub fn traces(&self) -> Option<crate::telemetry::trace::TraceConfig> {
+        self.otel_exporter_otlp_endpoint.as_ref().map(|endpoint| {
+            crate::telemetry::trace::TraceConfig {
+                endpoint: endpoint.clone(),
+                service_name: self.otel_service_name.clone(),
+                headers: self
+                    .otel_exporter_otlp_headers
+                    .as_ref()
+                    .map(|h| h.0.clone())
+                    .unwrap_or_default(),
+            }
+        })
+    }
+
     /// Where webhook endpoints may point.
     pub fn webhook_urls(&self) -> crate::subscriptions::webhooks::UrlPolicy {
         crate::subscriptions::webhooks::UrlPolicy {
@@ -322,6 +351,55 @@ fn parse_event_source(s: &str) -> Result<String, String> {
         !s.is_empty() && s.len() <= 500 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
     ok.then(|| s.to_string())
         .ok_or_else(|| "the event source is a URI reference (no spaces)".to_string())
+}
+
+/// An OTLP/HTTP base URL: `http://` or `https://` with a host, no query.
+fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    ok.then(|| s.trim().trim_end_matches('/').to_string())
+        .ok_or_else(|| "an OTLP/HTTP endpoint is an http:// or https:// URL without a query, e.g. http://127.0.0.1:4318".to_string())
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: headers sent with every span export
+/// (`Debug` shows their names only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtlpHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=(not shown)")))
+            .finish()
+    }
+}
+
+impl OtlpHeaders {
+    /// As the OpenTelemetry specification writes them: `name=value` pairs
+    /// separated by commas, values percent-encoded.
+    pub fn parse(s: &str) -> Result<OtlpHeaders, String> {
+        let mut out = Vec::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| "each header is name=value".to_string())?;
+            let name = name.trim();
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .map_err(|_| "a header value is not UTF-8 once decoded".to_string())?
+                .into_owned();
+            let valid = axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && axum::http::HeaderValue::from_str(&value).is_ok();
+            if !valid {
+                return Err("a header name or value is not valid in HTTP".to_string());
+            }
+            out.push((name.to_string(), value));
+        }
+        Ok(OtlpHeaders(out))
+    }
 }
 
 /// A URL with its password replaced by `***`.

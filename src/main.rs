@@ -136,7 +136,18 @@ enum SopsCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logs(&cli.config.log_format);
+    // Spans are exported by `serve` only (OTEL_EXPORTER_OTLP_ENDPOINT).
+    let traces = match &cli.command {
+        Command::Serve(serve) => serve.traces(),
+        _ => None,
+    };
+    let telemetry = match telemetry::init(&cli.config.log_format, traces.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve(serve) => server::serve(&cli.config, &serve)
             .await
@@ -189,6 +200,7 @@ async fn main() -> ExitCode {
             command: RegistryCliCommand::Import { file, dry_run },
         } => cli::registry_import(&cli.config, &file, dry_run).await,
     };
+    telemetry.shutdown().await;
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -289,6 +289,7 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         std::time::Duration::from_millis(serve.timer_interval_ms),
         stopped.clone(),
     ));
+    let upkeep = tokio::spawn(crate::telemetry::metrics::upkeep(stopped.clone()));
     let checkpoints = tokio::spawn(crate::app::checkpoints::run(
         app.checkpoints.clone(),
         app.pool.clone(),
@@ -313,6 +314,7 @@ pub async fn serve(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         let _ = projectors.await;
         let _ = timers.await;
         let _ = subscriptions.await;
+        let _ = upkeep.await;
         // The last checkpoint covers what the drained requests committed.
         let _ = checkpoints.await;
     })

@@ -45,6 +45,8 @@ pub(crate) fn meta(key: String) -> RequestMeta {
         idempotency_key: key,
         if_match: None,
         correlation_id: Uuid::new_v4(),
+        // Set when a request ran the tick (the test clock), else none.
+        trace_id: crate::telemetry::trace::current_trace_id(),
         causation_id: None,
         tool_invocation_id: None,
     }

@@ -42,6 +42,9 @@ pub struct RequestMeta {
     pub if_match: Option<i64>,
     /// Correlation id (from `X-Correlation-Id` or made per request).
     pub correlation_id: Uuid,
+    /// The request's W3C trace id (continued from its `traceparent`, or
+    /// started by the service; see [`crate::telemetry::trace`]).
+    pub trace_id: Option<String>,
     /// Causation id (from `X-Causation-Id`).
     pub causation_id: Option<Uuid>,
     /// The tool call, when a tool caused it.

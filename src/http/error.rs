@@ -11,6 +11,13 @@ use crate::tools::gate::{Access, Refusal};
 /// Seconds a client should wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
+/// Marks an answer that is part of the contract's normal flow although its
+/// status is 5xx — `503 projection_behind`, a read model not yet at the
+/// caller's `min_position` — so that the request's log line says INFO, not
+/// WARN or ERROR (`super::observe`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedWait;
+
 /// Builds a problem+json response from a status and body bytes.
 pub fn problem_response(status: u16, body: Vec<u8>) -> Response {
     let mut resp = (
@@ -38,6 +45,9 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = problem_response(self.status(), body);
+        if let ApiError::ProjectionBehind { .. } = self {
+            resp.extensions_mut().insert(ExpectedWait);
+        }
         if let ApiError::RateLimited { retry_after_secs } = self {
             // The key's own wait, as the problem's `retry_after` says.
             resp.headers_mut()

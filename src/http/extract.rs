@@ -147,6 +147,7 @@ pub fn mutation_meta(
         request_hash: request_hash(method, path, body),
         if_match: if_match(headers)?,
         correlation_id: header_uuid(headers, "x-correlation-id")?.unwrap_or_else(Uuid::new_v4),
+        trace_id: crate::telemetry::trace::current_trace_id(),
         causation_id: header_uuid(headers, "x-causation-id")?,
         tool_invocation_id: None,
     })

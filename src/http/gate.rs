@@ -27,16 +27,17 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::decode;
 use super::extract::bearer_key;
 use super::AppState;
-use crate::app::keys;
+use crate::app::keys::{self, KeyedCaller};
 use crate::error::ApiError;
 use crate::tools::gate::{self, plausible_id, usable_key, Access, Call};
 use crate::tools::log::{InvocationLog, InvocationRecord, Outcome, Transport};
@@ -215,13 +216,12 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return next.run(Request::from_parts(parts, body)).await;
     };
 
-    let hash = match bearer_key(&parts.headers).and_then(keys::key_hash) {
-        Ok(h) => h,
-        Err(e) => return unattributed(e),
-    };
-    let who = match state.app.resolve_key(hash, op.fast_path).await {
+    // The gate's span: key, rate limit, allowlist; not the handler.
+    let span = gate::span(Transport::Rest, &op.name);
+    let resolving = resolve(&state, &parts.headers, op.fast_path).instrument(span.clone());
+    let who = match resolving.await {
         Ok(who) => who,
-        Err(e) => return unattributed(e),
+        Err(e) => return unattributed(&span, e),
     };
     let caller = who.caller.clone();
 
@@ -254,16 +254,18 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         asked: Asked::default(),
     };
 
-    if let Err(refusal) = state.tools.gate.admit(&caller, op.access.as_access()) {
+    let admitted = span.in_scope(|| state.tools.gate.admit(&caller, op.access.as_access()));
+    if let Err(refusal) = admitted {
         if who.is_provisional() {
             // Nothing is answered on a known key's caller but a write that
             // checked the key: a revoked key hears 401, not this.
-            if let Err(e) = state.app.confirm_key(&who).await {
+            if let Err(e) = state.app.confirm_key(&who).instrument(span.clone()).await {
                 pending.call = None;
-                return unattributed(e);
+                return unattributed(&span, e);
             }
         }
         let error = refusal.rest_error(caller.role, op.access.as_access());
+        gate::close_span(span, Some(error.code()));
         // What was asked, for the record: a refused command's JSON body
         // (within the body limit) is read here, as its handler would have.
         if parts.method == Method::POST {
@@ -277,6 +279,7 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
         return error.into_response();
     }
 
+    gate::close_span(span, None);
     parts.extensions.insert(pending.asked.clone());
     if !who.is_provisional() {
         parts.extensions.insert(caller);
@@ -312,9 +315,16 @@ pub async fn rest(State(state): State<AppState>, request: Request, next: Next) -
     }
 }
 
+/// The bearer key's caller (provisional on the fast path).
+async fn resolve(s: &AppState, headers: &HeaderMap, fast: bool) -> Result<KeyedCaller, ApiError> {
+    let hash = bearer_key(headers).and_then(keys::key_hash)?;
+    s.app.resolve_key(hash, fast).await
+}
+
 /// A refusal before the caller is known (401, or the system role's 403):
 /// counted, not logged per key.
-fn unattributed(e: ApiError) -> Response {
+fn unattributed(span: &tracing::Span, e: ApiError) -> Response {
+    span.record("outcome", e.code());
     if matches!(e, ApiError::Unauthorized) {
         gate::unauthenticated(Transport::Rest);
     }

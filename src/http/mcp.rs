@@ -270,7 +270,14 @@ impl ServerHandler for McpTools {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = caller(&ctx)?;
         let inv = mcp_invocation(request.name.to_string(), request.arguments);
-        let answer = invoke(&self.state, &caller, inv).await;
+        // rmcp runs this on a task of its own: back into the request's trace.
+        let trace = ctx
+            .extensions
+            .get::<Parts>()
+            .and_then(|p| p.extensions.get::<crate::telemetry::trace::RequestTrace>())
+            .cloned();
+        let answer =
+            crate::telemetry::trace::within(trace, invoke(&self.state, &caller, inv)).await;
         let result = match answer.outcome {
             Outcome::Ok | Outcome::ApprovalRequired => CallToolResult::structured(answer.body),
             Outcome::Refused | Outcome::Error => CallToolResult::structured_error(answer.body),

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod gate;
 mod jobs;
 mod mcp;
+pub mod observe;
 pub mod openapi;
 mod ops;
 pub mod pages;
@@ -31,7 +32,6 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 pub use error::problem_response;
 
@@ -113,45 +113,11 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                ),
-        )
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-}
-
-/// The span every log line of a request carries: request and correlation ids
-/// (from `X-Request-Id` / `X-Correlation-Id`, or made here); tool calls add a
-/// `tool` span with the invocation id. Never the body, never the key.
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 200)
-            .map(str::to_string)
-    };
-    let request_id = header("x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let correlation_id = header("x-correlation-id").unwrap_or_default();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().chars().take(200).collect());
-    tracing::info_span!(
-        "request",
-        method = %req.method(),
-        route = %route,
-        request_id = %request_id,
-        correlation_id = %correlation_id,
-    )
+        // Outermost: every answer is counted and logged, a panic's 500 too.
+        .layer(axum::middleware::from_fn(observe::observe))
 }
 
 async fn not_found() -> ApiError {

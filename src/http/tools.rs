@@ -181,12 +181,18 @@ async fn dispatch(
 ) -> Result<Done> {
     let tools = &state.tools;
     // The one gate: the key's budget (shared with REST, MCP and the pages),
-    // then the allowlist (`403 tool_not_allowed`, also for no such tool).
-    tools
-        .gate
-        .admit(caller, Access::Tool(&inv.tool))
-        .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
-    let call = decode::tool_call(tools, caller.role, inv)?;
+    // then the allowlist (`403 tool_not_allowed`, also for no such tool);
+    // then the envelope and the tool's input schema.
+    let span = gate::span(inv.transport, &record_tool_name(&inv.tool));
+    let call = span.in_scope(|| {
+        tools
+            .gate
+            .admit(caller, Access::Tool(&inv.tool))
+            .map_err(|refusal| refusal.tool_error(caller.role, &decode::echo(&inv.tool)))?;
+        decode::tool_call(tools, caller.role, inv)
+    });
+    gate::close_span(span, call.as_ref().err().map(ApiError::code));
+    let call = call?;
     match call.request {
         ToolRequest::Command { job_id, command } => {
             let meta = command_meta(inv, call.idempotency_key, invocation_id);
@@ -235,6 +241,7 @@ fn command_meta(inv: &Invocation, idempotency_key: String, invocation_id: Uuid) 
         request_hash: request_hash("TOOL", &inv.tool, &inv.arguments),
         if_match: None,
         correlation_id: inv.correlation_id.unwrap_or_else(Uuid::new_v4),
+        trace_id: crate::telemetry::trace::current_trace_id(),
         causation_id: inv.causation_id,
         tool_invocation_id: Some(invocation_id),
     }
@@ -293,6 +300,7 @@ async fn query(state: &AppState, caller: &Caller, tool: &str, arguments: &Value)
 
 fn answer_response(answer: ToolAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let expected = answer.body["error"]["code"] == "projection_behind";
     let mut resp = (status, Json(answer.body)).into_response();
     if let Some(secs) = answer.retry_after {
         resp.headers_mut()
@@ -301,6 +309,9 @@ fn answer_response(answer: ToolAnswer) -> Response {
     if answer.replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if expected {
+        resp.extensions_mut().insert(super::error::ExpectedWait);
     }
     resp
 }

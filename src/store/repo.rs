@@ -27,6 +27,11 @@ pub struct EventMeta {
     pub idempotency_key: Option<String>,
     /// Correlates everything one request (or conversation) caused.
     pub correlation_id: Option<Uuid>,
+    /// The W3C trace id of the request that caused it (32 hex digits;
+    /// absent on events no request caused, and on events from before
+    /// traces). Hashed with the rest of the metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// The event or request that caused this one.
     pub causation_id: Option<Uuid>,
     /// The SOP that guarded it.

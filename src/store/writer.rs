@@ -54,6 +54,7 @@ use sqlx::postgres::types::PgRecordEncoder;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{Encode, PgConnection, PgExecutor, PgPool, Postgres, Row, Type};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::answer::{position_marker, Answer};
@@ -266,6 +267,8 @@ pub type Outcome = Result<Vec<u8>, Refused>;
 struct Pending {
     write: Write,
     reply: oneshot::Sender<Outcome>,
+    /// The span of the command's write (the batch's span follows from it).
+    span: tracing::Span,
 }
 
 /// Hands writes to the writer tasks. Cloning shares them.
@@ -304,7 +307,11 @@ impl Writer {
     pub async fn write(&self, write: Write) -> Outcome {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { write, reply })
+            .send(Pending {
+                write,
+                reply,
+                span: tracing::Span::current(),
+            })
             .map_err(|_| Refused::Failed(StoreError::WriterStopped))?;
         answer
             .await
@@ -373,12 +380,27 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) {
     }
 }
 
-/// Sends one batch and answers each of its writes.
+/// Sends one batch and answers each of its writes. The batch's span
+/// (`write_batch`, docs/08 "Traces") is a child of its first write's span
+/// and follows from the others'; each write's span records the batch size.
 async fn send(pool: &PgPool, batch: Vec<Pending>) {
     metrics::histogram!("dispatch_write_batch_size").record(batch.len() as f64);
+    let span = tracing::info_span!(
+        parent: batch.first().and_then(|p| p.span.id()),
+        "write_batch",
+        batch_size = batch.len(),
+        events = batch.iter().map(|p| p.write.append.as_ref().map_or(0, |a| a.events.len())).sum::<usize>(),
+    );
+    for (i, p) in batch.iter().enumerate() {
+        p.span.record("batch_size", batch.len());
+        if i > 0 {
+            span.follows_from(&p.span);
+        }
+    }
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|p| (p.write, p.reply)).unzip();
-    for (outcome, reply) in write_together(pool, &writes).await.into_iter().zip(replies) {
+    let outcomes = write_together(pool, &writes).instrument(span).await;
+    for (outcome, reply) in outcomes.into_iter().zip(replies) {
         let _ = reply.send(outcome);
     }
 }

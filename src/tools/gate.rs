@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::allowlist::Allowlist;
-use super::log::{InvocationLog, InvocationRecord, Transport};
+use super::log::{InvocationLog, InvocationRecord, Outcome, Transport};
 use super::rate_limit::ToolRateLimiter;
 use crate::app::Caller;
 use crate::domain::{Actor, Role};
@@ -94,8 +94,9 @@ impl Gate {
         }
     }
 
-    /// The one log: counts the call and queues its record (the answer does
-    /// not wait for the write; see [`InvocationLog`]).
+    /// The one log: counts the call — and a refusal by its code, on every
+    /// transport — and queues its record (the answer does not wait for the
+    /// write; see [`InvocationLog`]).
     pub fn record(&self, log: &InvocationLog, record: InvocationRecord) {
         metrics::counter!(
             "dispatch_gate_calls_total",
@@ -103,6 +104,17 @@ impl Gate {
             "outcome" => record.outcome.as_str()
         )
         .increment(1);
+        if record.outcome == Outcome::Refused {
+            // Codes are the service's own (`Call::finish` keeps only
+            // lower-case words): a bounded label.
+            let code = record
+                .error_code
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
+            metrics::counter!("dispatch_refusals_total",
+                "code" => code, "transport" => record.transport.as_str())
+            .increment(1);
+        }
         if matches!(record.transport, Transport::Tool | Transport::Mcp) {
             // Only allowlisted names become label values: a caller cannot grow the metric set.
             let label = if self.allowlist.tools.contains_key(&record.tool) {
@@ -115,6 +127,22 @@ impl Gate {
         }
         log.record(record);
     }
+}
+
+/// The span of one pass through the gate (docs/08, "Traces"): its
+/// transport, its operation and what the gate said ([`close_span`]).
+pub fn span(transport: Transport, operation: &str) -> tracing::Span {
+    tracing::info_span!(
+        "gate",
+        transport = transport.as_str(),
+        operation = %operation,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Ends a gate's span, recording `admitted` or the code of the refusal.
+pub fn close_span(span: tracing::Span, refused: Option<&str>) {
+    span.record("outcome", refused.unwrap_or("admitted"));
 }
 
 /// Counts a call refused before it could be attributed to a key (no key, an

@@ -23,6 +23,7 @@ mod maintenance;
 mod mcp;
 mod mcp_errors;
 mod messages;
+mod observability;
 mod openapi;
 mod outage;
 mod read_models;

@@ -71,6 +71,7 @@ fn new_event(event: &JobEvent) -> NewEvent {
         tool_invocation_id: None,
         idempotency_key: None,
         correlation_id: None,
+        trace_id: None,
         causation_id: None,
         sop: None,
         command: Some("test".into()),

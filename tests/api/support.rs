@@ -669,6 +669,7 @@ pub fn request_meta(key: &str) -> dispatch_api::app::RequestMeta {
         request_hash: format!("hash-{key}"),
         if_match: None,
         correlation_id: Uuid::new_v4(),
+        trace_id: None,
         causation_id: None,
         tool_invocation_id: None,
     }

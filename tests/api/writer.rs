@@ -24,6 +24,7 @@ fn meta() -> EventMeta {
         tool_invocation_id: None,
         idempotency_key: None,
         correlation_id: None,
+        trace_id: None,
         causation_id: None,
         sop: None,
         command: Some("add_note".into()),

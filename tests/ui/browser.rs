@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dispatch_api::app::evidence::EvidenceStore;
-use dispatch_api::app::{keys, App, RequestMeta};
+use dispatch_api::app::{keys, App};
 use serde_json::json;
 
 use crate::support::*;
@@ -106,14 +106,7 @@ async fn seed(t: &TestApp, evidence_dir: &Path) -> Vec<(String, String)> {
         .await
         .unwrap();
     let png = std::fs::read(manifest().join("e2e/browser/door-before.png")).unwrap();
-    let meta = RequestMeta {
-        idempotency_key: "browser-photo".into(),
-        request_hash: "photo".into(),
-        if_match: None,
-        correlation_id: uuid::Uuid::new_v4(),
-        causation_id: None,
-        tool_invocation_id: None,
-    };
+    let meta = request_meta("browser-photo");
     let reply = app
         .upload_evidence(&caller, &meta, png.into(), "image/png".into())
         .await

@@ -29,6 +29,7 @@ fn meta(key: &str) -> RequestMeta {
         request_hash: key.into(),
         if_match: None,
         correlation_id: uuid::Uuid::new_v4(),
+        trace_id: None,
         causation_id: None,
         tool_invocation_id: None,
     }

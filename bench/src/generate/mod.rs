@@ -190,6 +190,7 @@ impl Generator {
                         tool_invocation_id: None,
                         idempotency_key: Some(format!("gen-register-{id}")),
                         correlation_id: Some(Uuid::new_v4()),
+                        trace_id: None,
                         causation_id: None,
                         sop: None,
                         command: Some("register_technician".into()),

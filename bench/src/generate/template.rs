@@ -202,6 +202,7 @@ pub(super) fn event_template(
         tool_invocation_id: None,
         idempotency_key: Some("gen-@@JOB@@-@@SEQ@@".into()),
         correlation_id: Some(Uuid::nil()),
+        trace_id: None,
         causation_id: None,
         sop,
         command: Some(command.to_string()),

@@ -204,8 +204,11 @@ impl App {
 
     /// Decides a job command on the job as it stands (`job` at `head`): the
     /// facts it needs, the `If-Match` check, the aggregate's decision, the
-    /// events prepared for the write and the answer rendered.
+    /// events prepared for the write and the answer rendered. Its span is
+    /// the trace's `decide` (docs/08, "Traces").
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "decide", skip_all,
+        fields(command = command.wire_name(), job_id = %job_id, version = job.version, events = tracing::field::Empty))]
     async fn decide_job(
         &self,
         conn: &mut PgConnection,
@@ -239,6 +242,7 @@ impl App {
         let door_before = job.data().map(door_facts);
         let issued = Issued::new(caller.actor(), at, command);
         let events = run(&mut job, issued, &self.job_services()).await?;
+        tracing::Span::current().record("events", events.len());
         let mut new_events = Vec::with_capacity(events.len());
         for e in &events {
             let (event_type, payload) = split_event(e)?;
@@ -275,6 +279,14 @@ impl App {
     /// `key_check`: the SHA-256 of a key that was not looked up for this
     /// request; the write is then refused ([`Refused::KeyRefused`]) unless
     /// the key is still active.
+    ///
+    /// Its span is the trace's `write`; the writer records on it the size of
+    /// the batch the write was committed in, and the batch's own span
+    /// (`write_batch`) follows from it (docs/08, "Traces").
+    #[tracing::instrument(name = "write", skip_all, fields(
+        events = decided.append.as_ref().map_or(0, |a| a.events.len()),
+        batch_size = tracing::field::Empty,
+    ))]
     pub(super) async fn write(
         &self,
         caller: &Caller,
@@ -416,18 +428,9 @@ fn record_command(
         .increment(1);
     metrics::histogram!("dispatch_command_seconds", "command" => name)
         .record(started.elapsed().as_secs_f64());
-    if let Ok(r) = result {
-        if r.status >= 400 {
-            if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-                let code = v
-                    .get("code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_string();
-                metrics::counter!("dispatch_refusals_total", "code" => code).increment(1);
-            }
-        }
-    } else if let Err(ApiError::VersionConflict { .. }) = result {
+    // Refusals are counted by code where every call's answer is recorded,
+    // the gate (`crate::tools::gate::Gate::record`), on every transport.
+    if let Err(ApiError::VersionConflict { .. }) = result {
         metrics::counter!("dispatch_conflicts_total").increment(1);
     }
 }

@@ -132,6 +132,7 @@ impl App {
             tool_invocation_id: meta.tool_invocation_id,
             idempotency_key: Some(meta.idempotency_key.clone()),
             correlation_id: Some(meta.correlation_id),
+            trace_id: meta.trace_id.clone(),
             causation_id: meta.causation_id,
             sop,
             command: Some(command.to_string()),

@@ -61,7 +61,9 @@ impl App {
     }
 
     /// Decides a technician command on the technician as it stands (`tech`
-    /// at `head`) and renders its answer.
+    /// at `head`) and renders its answer (the trace's `decide` span).
+    #[tracing::instrument(name = "decide", skip_all,
+        fields(command = command.wire_name(), technician_id = %id, version = tech.version))]
     async fn decide_technician(
         &self,
         caller: &Caller,

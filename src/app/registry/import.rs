@@ -170,6 +170,7 @@ pub async fn import(
                     request_hash: row.key.clone(),
                     if_match: None,
                     correlation_id,
+                    trace_id: None,
                     causation_id: None,
                     tool_invocation_id: None,
                 };

@@ -361,6 +361,7 @@ fn read_decision(
         request_hash: request_hash("POST", &path, &args),
         if_match: None,
         correlation_id: Uuid::new_v4(),
+        trace_id: crate::telemetry::trace::current_trace_id(),
         causation_id: None,
         tool_invocation_id: None,
     };

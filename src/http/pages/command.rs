@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::session::UiSession;
 use crate::app::{Reply, RequestMeta};
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 use crate::http::AppState;
 use crate::tools::gate::{self, Access, Call};
 use crate::tools::log::Transport;
@@ -42,11 +42,16 @@ pub(super) async fn run_job_command(
     };
     let result = async {
         let access = Access::Tool(command);
-        state
-            .tools
-            .gate
-            .admit(&s.caller, access)
-            .map_err(|refusal| refusal.rest_error(s.caller.role, access))?;
+        let span = gate::span(Transport::Ui, command);
+        let admitted = span.in_scope(|| {
+            state
+                .tools
+                .gate
+                .admit(&s.caller, access)
+                .map_err(|refusal| refusal.rest_error(s.caller.role, access))
+        });
+        gate::close_span(span, admitted.as_ref().err().map(ApiError::code));
+        admitted?;
         let decoded = crate::http::decode::job_command(command, args)?;
         state
             .app

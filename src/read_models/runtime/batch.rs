@@ -31,22 +31,17 @@ impl Runtime {
         Ok(())
     }
 
-    fn record_batch(
-        projection: &dyn Projection,
-        table: &str,
-        batch: &[EventRow],
-        started: Instant,
-    ) {
-        let Some(last) = batch.last() else {
+    /// Counts a batch applied to one read model's table (its position and
+    /// lag are published every few seconds by the housekeeping loop).
+    fn record_batch(projection: &dyn Projection, batch: &[EventRow], started: Instant) {
+        if batch.is_empty() {
             return;
-        };
+        }
         let name = projection.definition().name.clone();
         metrics::histogram!("dispatch_projection_batch_size", "projection" => name.clone())
             .record(batch.len() as f64);
         metrics::histogram!("dispatch_projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("dispatch_projection_position", "table" => table.to_string())
-            .set(last.global_position as f64);
     }
 
     /// Applies one batch to `table`. `None`: another replica holds the table.
@@ -79,7 +74,7 @@ impl Runtime {
             .await?;
         self.mark(&mut tx, table, &batch).await?;
         tx.commit().await?;
-        Self::record_batch(projection, table, &batch, started);
+        Self::record_batch(projection, &batch, started);
         Ok(Some(batch.len()))
     }
 
@@ -186,8 +181,8 @@ impl Runtime {
             None => work.await?,
         }
         tx.commit().await?;
-        for (p, table) in &group {
-            Self::record_batch(p.as_ref(), table, &batch, started);
+        for (p, _) in &group {
+            Self::record_batch(p.as_ref(), &batch, started);
         }
         Ok(Some((batch.len(), locked)))
     }

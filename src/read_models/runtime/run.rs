@@ -1,9 +1,11 @@
 //! The live loop: the passes over serving and shadow tables, woken by one
 //! shared `pg_notify` listener, and housekeeping.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{status, Runtime};
@@ -59,11 +61,13 @@ async fn passes(
         }
         let next_pass = tokio::time::Instant::now() + this.pass_interval;
         woken.borrow_and_update();
+        let started = SystemTime::now();
         let step = if rebuilds {
             this.step_rebuilds(20).await
         } else {
             this.step_live(20).await
         };
+        report_pass(what, started, &step);
         let worked = match step {
             Ok(n) => n > 0,
             Err(e) => {
@@ -87,8 +91,9 @@ async fn passes(
 }
 
 /// Every five seconds until shutdown: drops retired tables past their grace
-/// and publishes each table's lag as metrics.
+/// and publishes each read model's position and lag as metrics.
 async fn housekeeping(this: &Runtime, mut shutdown: watch::Receiver<bool>) {
+    let mut published = HashSet::new();
     loop {
         if *shutdown.borrow() {
             break;
@@ -97,17 +102,56 @@ async fn housekeeping(this: &Runtime, mut shutdown: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "dropping retired read-model tables failed; retrying");
         }
         if let Ok(list) = status(&this.pool).await {
-            for s in list {
-                let table = s["table"].as_str().unwrap_or_default().to_string();
-                metrics::gauge!("dispatch_projection_lag_events", "table" => table.clone())
-                    .set(s["lag_events"].as_f64().unwrap_or(0.0));
-                metrics::gauge!("dispatch_projection_lag_seconds", "table" => table)
-                    .set(s["lag_seconds"].as_f64().unwrap_or(0.0));
-            }
+            published = publish_lag(&list, published);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Publishes each table of `list` ([`status`]) as its read model's
+/// position and lag, labelled by read model (`projection`) and the table's
+/// `status` (`live`, or `rebuilding` for a shadow table). A series published
+/// before whose table is gone (a rebuild swapped in) has nothing left to
+/// apply: its lag is set to 0. Returns the series published.
+fn publish_lag(list: &[Value], before: HashSet<(String, String)>) -> HashSet<(String, String)> {
+    let mut now = HashSet::new();
+    for s in list {
+        let name = s["name"].as_str().unwrap_or_default().to_string();
+        let state = s["status"].as_str().unwrap_or_default().to_string();
+        let labels = [("projection", name.clone()), ("status", state.clone())];
+        metrics::gauge!("dispatch_projection_position", &labels)
+            .set(s["position"].as_f64().unwrap_or(0.0));
+        metrics::gauge!("dispatch_projection_lag_events", &labels)
+            .set(s["lag_events"].as_f64().unwrap_or(0.0));
+        metrics::gauge!("dispatch_projection_lag_seconds", &labels)
+            .set(s["lag_seconds"].as_f64().unwrap_or(0.0));
+        now.insert((name, state));
+    }
+    for (name, state) in before.difference(&now) {
+        let labels = [("projection", name.clone()), ("status", state.clone())];
+        metrics::gauge!("dispatch_projection_lag_events", &labels).set(0.0);
+        metrics::gauge!("dispatch_projection_lag_seconds", &labels).set(0.0);
+    }
+    now
+}
+
+/// The trace of a pass that applied events or failed (docs/08, "Traces"):
+/// one `projection_pass` span with the loop (`live` or `rebuild`) and the
+/// events applied; the idle passes, several a second, are not reported.
+fn report_pass(what: &'static str, started: SystemTime, step: &crate::read_models::Result<usize>) {
+    use opentelemetry::KeyValue;
+    let (events, error) = match step {
+        Ok(0) => return,
+        Ok(n) => (*n as i64, None),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    crate::telemetry::trace::finished_span(
+        "projection_pass",
+        started,
+        vec![KeyValue::new("pass", what), KeyValue::new("events", events)],
+        error,
+    );
 }
