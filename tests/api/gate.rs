@@ -8,20 +8,13 @@ use axum::http::Request;
 use dispatch_api::tools::ToolsConfig;
 use serde_json::{json, Value};
 
-use crate::mcp::{call, handshake, PROTOCOL};
+use crate::mcp::{call, handshake, mcp_request};
 use crate::support::*;
 use crate::tools::{invocations, tool, with_tools};
 
 /// `/mcp` with an optional `Origin`.
 async fn mcp_from(t: &TestApp, key: &str, origin: Option<&str>, body: &Value) -> Resp {
-    let mut b = Request::builder()
-        .method("POST")
-        .uri("/mcp")
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .header("authorization", format!("Bearer {key}"));
+    let mut b = mcp_request(key);
     if let Some(o) = origin {
         b = b.header("origin", o);
     }

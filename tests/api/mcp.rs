@@ -31,6 +31,20 @@ pub async fn mcp_raw(t: &TestApp, key: Option<&str>, host: &str, body: &Value) -
     t.send(b.body(Body::from(body.to_string())).unwrap()).await
 }
 
+/// A `POST /mcp` request as a client past its handshake sends it (Host
+/// `localhost`, JSON, both Accept types, the protocol version, `key`), to
+/// which a test adds headers of its own before the body.
+pub fn mcp_request(key: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method("POST")
+        .uri("/mcp")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", PROTOCOL)
+        .header("authorization", format!("Bearer {key}"))
+}
+
 pub async fn rpc(t: &TestApp, key: &str, id: u64, method: &str, params: Value) -> Value {
     let r = mcp_raw(
         t,

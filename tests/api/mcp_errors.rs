@@ -7,20 +7,13 @@ use axum::http::Request;
 use serde_json::{json, Value};
 
 use crate::door_history::installed_base;
-use crate::mcp::{call, mcp_raw, PROTOCOL};
+use crate::mcp::{call, mcp_raw, mcp_request};
 use crate::support::*;
 use crate::tools::{invocations, tool, tool_with};
 
 /// `POST /mcp` with `body` sent as it is (JSON content type), as the agent.
 async fn mcp_text(t: &TestApp, body: &str) -> Resp {
-    let req = Request::builder()
-        .method("POST")
-        .uri("/mcp")
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .header("authorization", format!("Bearer {}", t.keys.agent))
+    let req = mcp_request(&t.keys.agent)
         .body(Body::from(body.to_string()))
         .unwrap();
     t.send(req).await

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::Request;
 use dispatch_api::app::keys;
 use dispatch_api::domain::Role;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -19,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::{json, Value};
 
-use crate::mcp::{handshake, PROTOCOL};
+use crate::mcp::{handshake, mcp_request};
 use crate::support::*;
 
 #[path = "../common/promtool.rs"]
@@ -102,14 +101,7 @@ async fn each_transport_carries_the_callers_trace_into_the_events_it_appends() {
     let mcp_trace = "5b8efff798038103d269b633813fc60c";
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add_note",
         "arguments": {"job_id": job, "text": "four", "idempotency_key": t.idem()}}});
-    let req = Request::builder()
-        .method("POST")
-        .uri("/mcp")
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .header("authorization", format!("Bearer {agent}"))
+    let req = mcp_request(agent)
         .header("traceparent", traceparent(mcp_trace, "eee19b7ec3c1b174"))
         .body(Body::from(call.to_string()))
         .unwrap();
