@@ -49,8 +49,9 @@ pub async fn list_keys(config: &Config, as_json: bool) -> anyhow::Result<()> {
             k.role,
             k.technician_id.as_deref().unwrap_or("-"),
             k.created_at.format("%Y-%m-%d %H:%M:%S"),
-            k.revoked_at
-                .map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            k.revoked_at.map_or("-".to_string(), |t| t
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string())
         );
     }
     Ok(())

@@ -89,7 +89,10 @@ pub fn sops_check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn runtime(config: &Config, pool: PgPool) -> anyhow::Result<crate::read_models::runtime::Runtime> {
+pub(crate) fn runtime(
+    config: &Config,
+    pool: PgPool,
+) -> anyhow::Result<crate::read_models::runtime::Runtime> {
     let sops = SopLibrary::load(&config.sops_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(crate::read_models::runtime::Runtime::new(
         pool,
@@ -136,4 +139,3 @@ pub async fn subscriptions_status(config: &Config, json: bool) -> anyhow::Result
     }
     Ok(())
 }
-

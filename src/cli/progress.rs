@@ -46,6 +46,31 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// A bar over a known stretch of time (a timed load): elapsed, the bar,
+    /// the time left; moved on with [`Progress::set_elapsed`]. Hidden unless
+    /// standard error is a terminal.
+    pub fn clock(what: &str, total: Duration) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let style = ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {eta} left")
+            .expect("the template is valid")
+            .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(
+            Some(total.as_millis() as u64),
+            ProgressDrawTarget::stderr(),
+        )
+        .with_style(style)
+        .with_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Progress { bar: Some(bar) }
+    }
+
+    /// Moves a [`Progress::clock`] bar to `elapsed`.
+    pub fn set_elapsed(&self, elapsed: Duration) {
+        self.set_position(elapsed.as_millis() as u64);
+    }
+
     /// Whether a bar is drawn.
     pub fn is_drawn(&self) -> bool {
         self.bar.is_some()

@@ -119,7 +119,6 @@ pub struct RawRow {
     pub(super) mac: Option<String>,
 }
 
-
 /// Reads a stream's rows (up to `to_sequence`) without decoding them.
 pub async fn load_stream_rows(
     conn: &mut PgConnection,
@@ -131,11 +130,11 @@ pub async fn load_stream_rows(
         "SELECT {RAW_COLUMNS} FROM events \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 ORDER BY sequence"
     ))
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(to_sequence.unwrap_or(i64::MAX))
-        .fetch_all(conn)
-        .await?;
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(to_sequence.unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
     rows.iter()
         .map(RawRow::from_row)
         .collect::<Result<Vec<_>, sqlx::Error>>()

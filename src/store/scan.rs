@@ -163,7 +163,9 @@ pub async fn verify_store(
 }
 
 /// Every stream head, read in the lead's snapshot.
-async fn load_heads(conn: &mut PgConnection) -> Result<HashMap<StreamKey, StreamState>, StoreError> {
+async fn load_heads(
+    conn: &mut PgConnection,
+) -> Result<HashMap<StreamKey, StreamState>, StoreError> {
     let mut heads = HashMap::new();
     let mut rows =
         sqlx::query("SELECT aggregate_type, aggregate_id, sequence, hash FROM stream_heads")
@@ -441,15 +443,25 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                Range { from: 0, to: Some(4) },
-                Range { from: 4, to: Some(8) },
+                Range {
+                    from: 0,
+                    to: Some(4)
+                },
+                Range {
+                    from: 4,
+                    to: Some(8)
+                },
                 Range { from: 8, to: None },
             ]
         );
         assert_eq!(ranges(2, 8).len(), 2);
         assert_eq!(Range { from: 0, to: None }.filter(), "");
         assert_eq!(
-            Range { from: 4, to: Some(8) }.filter(),
+            Range {
+                from: 4,
+                to: Some(8)
+            }
+            .filter(),
             " WHERE ctid >= '(4,0)'::tid AND ctid < '(8,0)'::tid"
         );
     }

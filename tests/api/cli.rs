@@ -23,7 +23,10 @@ impl Run {
     #[track_caller]
     pub fn document(&self, schema: &str) -> Value {
         let doc: Value = serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!("not one JSON document ({e}):\n{}\n{}", self.stdout, self.stderr)
+            panic!(
+                "not one JSON document ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
         });
         validate(&format!("cli/{schema}.schema.json"), &doc);
         doc
@@ -75,13 +78,19 @@ pub fn cli(t: &TestApp, args: &[&str]) -> Run {
 /// `stream_heads` disabled (an intruder with the owner's rights).
 async fn tamper(t: &TestApp, sql: &[String]) {
     let mut tx = t.app.pool.begin().await.unwrap();
-    for stmt in ["ALTER TABLE events DISABLE TRIGGER ALL", "ALTER TABLE stream_heads DISABLE TRIGGER ALL"] {
+    for stmt in [
+        "ALTER TABLE events DISABLE TRIGGER ALL",
+        "ALTER TABLE stream_heads DISABLE TRIGGER ALL",
+    ] {
         sqlx::query(stmt).execute(&mut *tx).await.unwrap();
     }
     for stmt in sql {
         sqlx::query(stmt).execute(&mut *tx).await.unwrap();
     }
-    for stmt in ["ALTER TABLE events ENABLE TRIGGER ALL", "ALTER TABLE stream_heads ENABLE TRIGGER ALL"] {
+    for stmt in [
+        "ALTER TABLE events ENABLE TRIGGER ALL",
+        "ALTER TABLE stream_heads ENABLE TRIGGER ALL",
+    ] {
         sqlx::query(stmt).execute(&mut *tx).await.unwrap();
     }
     tx.commit().await.unwrap();
@@ -124,7 +133,7 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     assert_eq!(clean.code, Some(0), "{}{}", clean.stdout, clean.stderr);
     let lines: Vec<&str> = clean.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", clean.stdout);
-    assert!(lines[0].contains(": 0 failed"), "{}", lines[0]);
+    assert!(lines[0].contains(" verified, 0 failed;"), "{}", lines[0]);
     let streams: usize = lines[0].split(' ').next().unwrap().parse().unwrap();
     assert!(streams >= jobs.len(), "{}", lines[0]);
 
@@ -138,7 +147,10 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     )
     .await;
     for connections in ["1", "3"] {
-        let run = cli(&t, &["audit", "verify", "--all", "--connections", connections]);
+        let run = cli(
+            &t,
+            &["audit", "verify", "--all", "--connections", connections],
+        );
         assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
         let lines: Vec<&str> = run.stdout.lines().collect();
         assert_eq!(lines.len(), 2, "{}", run.stdout);
@@ -147,7 +159,8 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
             format!("job {victim}: FAILED at sequence {seq} (check hash) ({seq} events)")
         );
         assert!(
-            lines[1].starts_with(&format!("{streams} stream(s), ")) && lines[1].contains("1 failed"),
+            lines[1].starts_with(&format!("{streams} stream(s), "))
+                && lines[1].contains(" verified, 1 failed;"),
             "{}",
             lines[1]
         );
@@ -155,9 +168,18 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     // --verbose lists every stream; the failed one as failed.
     let verbose = cli(&t, &["audit", "verify", "--all", "--verbose"]);
     assert_eq!(verbose.code, Some(1));
-    assert_eq!(verbose.stdout.lines().count(), streams + 1, "{}", verbose.stdout);
+    assert_eq!(
+        verbose.stdout.lines().count(),
+        streams + 1,
+        "{}",
+        verbose.stdout
+    );
     for job in &jobs[..3] {
-        assert!(verbose.stdout.contains(&format!("job {job}: verified (")), "{}", verbose.stdout);
+        assert!(
+            verbose.stdout.contains(&format!("job {job}: verified (")),
+            "{}",
+            verbose.stdout
+        );
     }
     // The document: the one failure, as the HTTP audit names it.
     let doc = cli(&t, &["audit", "verify", "--all", "--json"]).document("audit_verify");
@@ -168,7 +190,13 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     assert!(doc.get("results").is_none());
     let failure = &doc["failures"][0];
     let http = http_audit(&t, victim).await;
-    for k in ["verified", "events", "first_bad_sequence", "check", "unkeyed_events"] {
+    for k in [
+        "verified",
+        "events",
+        "first_bad_sequence",
+        "check",
+        "unkeyed_events",
+    ] {
         assert_eq!(failure[k], http[k], "{k}: {failure} vs {http}");
     }
     assert_eq!(failure["aggregate_id"], json!(victim));
@@ -207,7 +235,15 @@ async fn the_whole_store_audit_decides_every_stream_as_the_per_stream_audit() {
     for connections in ["1", "2", "4"] {
         let run = cli(
             &t,
-            &["audit", "verify", "--all", "--json", "--verbose", "--connections", connections],
+            &[
+                "audit",
+                "verify",
+                "--all",
+                "--json",
+                "--verbose",
+                "--connections",
+                connections,
+            ],
         );
         assert_eq!(run.code, Some(1), "{}", run.stderr);
         let doc = run.document("audit_verify");
@@ -220,7 +256,13 @@ async fn the_whole_store_audit_decides_every_stream_as_the_per_stream_audit() {
                 .find(|r| r["aggregate_type"] == "job" && r["aggregate_id"] == json!(job))
                 .unwrap_or_else(|| panic!("{job} missing: {doc:#}"));
             let http = http_audit(&t, job).await;
-            for k in ["verified", "events", "first_bad_sequence", "check", "unkeyed_events"] {
+            for k in [
+                "verified",
+                "events",
+                "first_bad_sequence",
+                "check",
+                "unkeyed_events",
+            ] {
                 assert_eq!(mine[k], http[k], "{job} {k}: {mine} vs {http}");
             }
         }
@@ -233,7 +275,12 @@ async fn the_whole_store_audit_decides_every_stream_as_the_per_stream_audit() {
         };
         assert_eq!(
             [check(j1), check(j2), check(j3), check(j4)],
-            [json!("prev_hash"), json!("sequence"), json!("mac"), json!("head")]
+            [
+                json!("prev_hash"),
+                json!("sequence"),
+                json!("mac"),
+                json!("head")
+            ]
         );
     }
 }
@@ -245,17 +292,31 @@ async fn one_job_and_an_unknown_one_as_documents_and_exit_codes() {
     let run = cli(&t, &["audit", "verify", &jobs[0], "--json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let doc = run.document("audit_verify");
-    assert_eq!((doc["scope"].clone(), doc["verified"].clone()), (json!("stream"), json!(true)));
+    assert_eq!(
+        (doc["scope"].clone(), doc["verified"].clone()),
+        (json!("stream"), json!(true))
+    );
     assert_eq!(doc["events"], http_audit(&t, &jobs[0]).await["events"]);
     // One job on its own is always printed.
     let run = cli(&t, &["audit", "verify", &jobs[0]]);
-    assert!(run.stdout.starts_with(&format!("job {}: verified (", jobs[0])), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with(&format!("job {}: verified (", jobs[0])),
+        "{}",
+        run.stdout
+    );
 
     let run = cli(&t, &["audit", "verify", "job-nobody", "--json"]);
     assert_eq!(run.code, Some(1));
     let doc = run.document("audit_verify");
     assert_eq!(doc["failures"][0]["found"], false);
-    assert_eq!(cli(&t, &["audit", "verify", "job-nobody"]).stdout.lines().next(), Some("job job-nobody: not found"));
+    assert_eq!(
+        cli(&t, &["audit", "verify", "job-nobody"])
+            .stdout
+            .lines()
+            .next(),
+        Some("job job-nobody: not found")
+    );
 
     // Could not run: exit 2, no document.
     let data = tempfile::tempdir().unwrap();
@@ -266,13 +327,26 @@ async fn one_job_and_an_unknown_one_as_documents_and_exit_codes() {
     assert!(run.stderr.contains("no chain keyring"), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert_eq!(cli(&t, &["audit", "verify"]).code, Some(2));
-    assert_eq!(cli(&t, &["audit", "verify", "--all", "--connections", "0"]).code, Some(2));
+    assert_eq!(
+        cli(&t, &["audit", "verify", "--all", "--connections", "0"]).code,
+        Some(2)
+    );
 }
 
 #[tokio::test]
 async fn keys_list_shows_every_key_and_never_a_secret() {
     let t = TestApp::spawn().await;
-    let made = cli(&t, &["keys", "create", "--role", "auditor", "--name", "night-audit"]);
+    let made = cli(
+        &t,
+        &[
+            "keys",
+            "create",
+            "--role",
+            "auditor",
+            "--name",
+            "night-audit",
+        ],
+    );
     assert_eq!(made.code, Some(0), "{}", made.stderr);
     let secret = made.stdout.trim().to_string();
     assert_eq!(cli(&t, &["keys", "revoke", "night-audit"]).code, Some(0));
@@ -293,7 +367,10 @@ async fn keys_list_shows_every_key_and_never_a_secret() {
     assert_eq!(by_name("night-audit")["role"], "auditor");
     assert!(by_name("night-audit")["revoked_at"].is_string());
     let human = cli(&t, &["keys", "list"]);
-    assert!(human.stdout.lines().any(|l| l.starts_with("night-audit ") && l.contains("auditor")));
+    assert!(human
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("night-audit ") && l.contains("auditor")));
     assert!(!human.stdout.contains(&secret));
 }
 
@@ -303,14 +380,21 @@ async fn projections_status_and_rebuild_wait_return_once_swapped_in() {
     jobs(&t, 2).await;
     let doc = cli(&t, &["projections", "status", "--json"]).document("projections_status");
     let live = doc["projections"].as_array().unwrap();
-    assert_eq!(live.len(), dispatch_api::read_models::all().len(), "{doc:#}");
+    assert_eq!(
+        live.len(),
+        dispatch_api::read_models::all().len(),
+        "{doc:#}"
+    );
     assert!(live.iter().all(|p| p["status"] == "live"));
 
     // Without --wait: requested, the shadow table recorded, exit 0.
     let run = cli(&t, &["projections", "rebuild", "board", "--json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let doc = run.document("projections_rebuild");
-    assert_eq!((doc["waited"].clone(), doc["swapped"].clone()), (json!(false), json!(false)));
+    assert_eq!(
+        (doc["waited"].clone(), doc["swapped"].clone()),
+        (json!(false), json!(false))
+    );
     let requested = doc["rebuilds"][0]["table"].as_str().unwrap().to_string();
     assert_eq!(doc["rebuilds"][0]["status"], "requested");
     let building: Option<String> =
@@ -320,22 +404,28 @@ async fn projections_status_and_rebuild_wait_return_once_swapped_in() {
             .unwrap();
     assert_eq!(building.as_deref(), Some(requested.as_str()));
     let doc = cli(&t, &["projections", "status", "--json"]).document("projections_status");
-    assert!(doc["projections"].as_array().unwrap().iter().any(|p| p["status"] == "rebuilding"));
+    assert!(doc["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["status"] == "rebuilding"));
 
     // --wait: returns only once the requested tables serve.
     let run = cli(&t, &["projections", "rebuild", "--all", "--wait", "--json"]);
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     let doc = run.document("projections_rebuild");
-    assert_eq!((doc["waited"].clone(), doc["swapped"].clone()), (json!(true), json!(true)));
+    assert_eq!(
+        (doc["waited"].clone(), doc["swapped"].clone()),
+        (json!(true), json!(true))
+    );
     for r in doc["rebuilds"].as_array().unwrap() {
         assert_eq!(r["status"], "swapped", "{doc:#}");
-        let active: String = sqlx::query_scalar(
-            "SELECT active_table FROM projection_registry WHERE name = $1",
-        )
-        .bind(r["name"].as_str().unwrap())
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
+        let active: String =
+            sqlx::query_scalar("SELECT active_table FROM projection_registry WHERE name = $1")
+                .bind(r["name"].as_str().unwrap())
+                .fetch_one(&t.app.pool)
+                .await
+                .unwrap();
         assert_eq!(json!(active), r["table"]);
     }
     // The superseded board rebuild's table is not the one serving.
@@ -346,7 +436,11 @@ async fn projections_status_and_rebuild_wait_return_once_swapped_in() {
         .all(|r| r["table"] != json!(requested)));
     let human = cli(&t, &["projections", "rebuild", "approvals", "--wait"]);
     assert_eq!(human.code, Some(0), "{}", human.stderr);
-    assert!(human.stdout.contains("approvals: rm_approvals_"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("approvals: rm_approvals_"),
+        "{}",
+        human.stdout
+    );
     assert!(human.stdout.contains("swapped in"), "{}", human.stdout);
     assert_eq!(
         cli(&t, &["projections", "rebuild", "nothing-such", "--wait"]).code,

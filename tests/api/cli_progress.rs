@@ -44,7 +44,10 @@ fn on_pty(env: &[(&str, String)], args: &[&str]) -> (u32, String) {
     let status = child.wait().unwrap();
     let out = reading.join().unwrap();
     drop(pair.master);
-    (status.exit_code(), String::from_utf8_lossy(&out).into_owned())
+    (
+        status.exit_code(),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
 }
 
 /// Whether `out` holds a drawn bar of `what`: its label, the rate and the
@@ -64,19 +67,40 @@ async fn progress_bars_show_on_a_terminal_and_never_in_a_pipe() {
     let env = cli_env(&t.db_url, data.path());
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/registry-sample.csv");
     let cases: [(&[&str], &str, &str); 3] = [
-        (&["audit", "verify", "--all"], "verifying every chain", "events"),
-        (&["projections", "rebuild", "--all", "--wait"], "rebuilding", "events"),
-        (&["registry", "import", "--dry-run", sample], "importing", "rows"),
+        (
+            &["audit", "verify", "--all"],
+            "verifying every chain",
+            "events",
+        ),
+        (
+            &["projections", "rebuild", "--all", "--wait"],
+            "rebuilding",
+            "events",
+        ),
+        (
+            &["registry", "import", "--dry-run", sample],
+            "importing",
+            "rows",
+        ),
     ];
     for (args, what, unit) in cases {
         let (code, out) = on_pty(&env, args);
         assert_eq!(code, 0, "{args:?} on a terminal: {out}");
-        assert!(has_bar(&out, what, unit), "{args:?}: no bar on the terminal:\n{out}");
+        assert!(
+            has_bar(&out, what, unit),
+            "{args:?}: no bar on the terminal:\n{out}"
+        );
         let piped = run_cli(&env, args);
         assert_eq!(piped.code, Some(0), "{args:?} in a pipe: {}", piped.stderr);
         for stream in [&piped.stdout, &piped.stderr] {
-            assert!(!has_bar(stream, what, unit), "{args:?}: a bar in a pipe:\n{stream}");
-            assert!(!stream.contains('\r') && !stream.contains("\x1b["), "{args:?}: terminal codes in a pipe:\n{stream}");
+            assert!(
+                !has_bar(stream, what, unit),
+                "{args:?}: a bar in a pipe:\n{stream}"
+            );
+            assert!(
+                !stream.contains('\r') && !stream.contains("\x1b["),
+                "{args:?}: terminal codes in a pipe:\n{stream}"
+            );
         }
     }
 }

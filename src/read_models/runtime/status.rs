@@ -86,7 +86,9 @@ pub async fn rebuild_state(pool: &PgPool, name: &str, table: &str) -> Result<Reb
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| {
-        crate::read_models::ReadModelError::Unknown(format!("read model `{name}` is not registered"))
+        crate::read_models::ReadModelError::Unknown(format!(
+            "read model `{name}` is not registered"
+        ))
     })?;
     let active: String = row.try_get("active_table")?;
     let building: Option<String> = row.try_get("building_table")?;
@@ -94,7 +96,9 @@ pub async fn rebuild_state(pool: &PgPool, name: &str, table: &str) -> Result<Reb
         RebuildState::Swapped
     } else if building.as_deref() == Some(table) {
         RebuildState::Building {
-            events_applied: row.try_get::<Option<i64>, _>("events_applied")?.unwrap_or(0),
+            events_applied: row
+                .try_get::<Option<i64>, _>("events_applied")?
+                .unwrap_or(0),
         }
     } else {
         RebuildState::Superseded { building, active }
