@@ -116,7 +116,7 @@ enum AuditCommand {
         json: bool,
         /// Connections scanning the store with --all, each its own range
         /// (default: one per four cores).
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        #[arg(long, requires = "all", value_parser = clap::value_parser!(u16).range(1..=64))]
         connections: Option<u16>,
     },
 }

@@ -195,6 +195,7 @@ async fn wait_for_swaps(
             return Ok(());
         }
         if applied > 0 || done > last_done {
+            // Moving: here, or in a running service that holds the batches.
             (moved_at, last_done) = (Instant::now(), done);
         } else if moved_at.elapsed() > timeout {
             for r in requested.iter_mut().filter(|r| r.status == "requested") {
@@ -206,7 +207,8 @@ async fn wait_for_swaps(
             }
             progress.clear();
             return Ok(());
-        } else {
+        }
+        if applied == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
