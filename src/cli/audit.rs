@@ -85,6 +85,10 @@ pub async fn audit_verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<
         anyhow::bail!("name a JOB_ID or pass --all");
     }
     let keys = Arc::new(keyring(config)?);
+    // The checkpoints are read before the store's snapshot is taken: every
+    // event a loaded checkpoint records was committed before it was
+    // written, so the snapshot sees it (the other order could see a
+    // checkpoint of events the snapshot does not).
     let (index, loaded) = match local_evidence_missing(config) {
         true => Default::default(),
         false => load_index(&EvidenceStore::from_config(config)?, &keys)
