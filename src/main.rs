@@ -88,32 +88,66 @@ enum KeysCommand {
         /// The key's name.
         name: String,
     },
+    /// Every key, active and revoked: name, role, technician, created,
+    /// revoked (never the key or its hash).
+    List {
+        /// One JSON document (`schemas/cli/keys_list.schema.json`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify one job's chain, or every stream with --all.
+    /// Verify one job's chain, or every stream with --all (one pass over the
+    /// store on every core). Prints what failed and a summary. Exit 0: all
+    /// verified; 1: something failed; 2: could not run.
     Verify {
         /// The job id.
         job_id: Option<String>,
         /// Every stream in the store.
         #[arg(long, conflicts_with = "job_id")]
         all: bool,
+        /// List every stream, not only the failures.
+        #[arg(long, short)]
+        verbose: bool,
+        /// One JSON document (`schemas/cli/audit_verify.schema.json`).
+        #[arg(long)]
+        json: bool,
+        /// Connections scanning the store with --all, each its own range
+        /// (default: one per four cores).
+        #[arg(long, requires = "all", value_parser = clap::value_parser!(u16).range(1..=64))]
+        connections: Option<u16>,
     },
 }
 
 #[derive(Subcommand)]
 enum ProjectionsCommand {
     /// Each read model: version, position, lag, live or rebuilding.
-    Status,
+    Status {
+        /// One JSON document (the shape of `GET /v1/projections`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild read models from the event stream into shadow tables and swap
     /// them in when caught up; the serving tables keep answering meanwhile.
+    /// Without --wait, returns once requested (the service builds them).
     Rebuild {
-        /// The read model (board, billing_readiness, technicians, technician_schedule, approvals).
+        /// The read model (board, billing_readiness, technicians, technician_schedule, approvals, …).
         name: Option<String>,
         /// Every read model.
         #[arg(long, conflicts_with = "name")]
         all: bool,
+        /// Work the rebuild here too and return only once swapped in
+        /// (exit 1 with the reason if it was superseded or stalled).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds without progress.
+        #[arg(long, default_value_t = 120, requires = "wait")]
+        timeout: u64,
+        /// One JSON document (`schemas/cli/projections_rebuild.schema.json`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -149,9 +183,16 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(serve) => server::serve(&cli.config, &serve)
-            .await
-            .map(|_| ExitCode::SUCCESS),
+        Command::Serve(serve) => {
+            // The service exits 1 when it cannot start or stops on an error.
+            return match server::serve(&cli.config, &serve).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Migrate => cli::migrate(&cli.config).await.map(|_| ExitCode::SUCCESS),
         Command::Keys {
             command:
@@ -175,19 +216,54 @@ async fn main() -> ExitCode {
         } => cli::revoke_key(&cli.config, &name)
             .await
             .map(|_| ExitCode::SUCCESS),
+        Command::Keys {
+            command: KeysCommand::List { json },
+        } => cli::list_keys(&cli.config, json)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Audit {
-            command: AuditCommand::Verify { job_id, all },
-        } => cli::audit_verify(&cli.config, job_id.as_deref(), all).await,
+            command:
+                AuditCommand::Verify {
+                    job_id,
+                    all,
+                    verbose,
+                    json,
+                    connections,
+                },
+        } => {
+            let args = cli::VerifyArgs {
+                job_id,
+                all,
+                verbose,
+                json,
+                connections: connections.map(usize::from),
+            };
+            cli::audit_verify(&cli.config, &args).await
+        }
         Command::Projections {
-            command: ProjectionsCommand::Status,
-        } => cli::projections_status(&cli.config)
+            command: ProjectionsCommand::Status { json },
+        } => cli::projections_status(&cli.config, json)
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Projections {
-            command: ProjectionsCommand::Rebuild { name, all },
-        } => cli::projections_rebuild(&cli.config, name.as_deref(), all)
-            .await
-            .map(|_| ExitCode::SUCCESS),
+            command:
+                ProjectionsCommand::Rebuild {
+                    name,
+                    all,
+                    wait,
+                    timeout,
+                    json,
+                },
+        } => {
+            let args = cli::RebuildArgs {
+                name,
+                all,
+                wait,
+                json,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            cli::projections_rebuild(&cli.config, &args).await
+        }
         Command::Subscriptions {
             command: SubscriptionsCommand::Status { json },
         } => cli::subscriptions_status(&cli.config, json)
@@ -205,7 +281,9 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Could not run (docs/08, "Exit codes"); clap's usage errors
+            // exit 2 as well.
+            ExitCode::from(cli::EXIT_COULD_NOT_RUN)
         }
     }
 }

@@ -25,17 +25,20 @@
 //! 3. `soak`: a soak at moderate load: RSS growth;
 //! 4. `rebuild`: read-model rebuilds over 1 M generated events against a
 //!    plain scan;
-//! 5. `scale`: command p99 with 10 M events in the store against 10 k.
+//! 5. `scale`: command p99 with 10 M events in the store against 10 k; then
+//!    the whole-store audit (`dispatch-api audit verify --all`, [`audit`])
+//!    over those 10 M events against a plain scan of them.
 //!
 //! The instruments the phases use: [`clients`] and [`mix`] (the clients'
 //! keys and the command mix, shared with the fault suite), [`load`] (the HTTP
 //! driver and the lag watcher), [`fanout`] (the run's NATS stream and the
-//! subscription-lag watcher), [`webhook`] (the webhook receiver), [`reads`], [`rebuild`], [`generate`] (the
+//! subscription-lag watcher), [`webhook`] (the webhook receiver), [`reads`], [`rebuild`], [`audit`], [`generate`] (the
 //! bulk loader), [`pgbench`] and [`stock`] (the baselines), [`service`] (the
 //! binary under test, its memory and CPU), [`stats`] and [`report`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod clients;
 mod databases;
 pub mod fanout;

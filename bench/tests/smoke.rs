@@ -28,6 +28,7 @@ const FIGURES: &[&str] = &[
     "audit of a",
     "RSS growth over a",
     "command p99 at",
+    "whole-store audit, ",
 ];
 
 #[test]

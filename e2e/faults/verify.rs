@@ -104,9 +104,14 @@ pub async fn exactly_once(pool: &PgPool, ledger: &Ledger, tag: &str) -> (Store, 
     (store, problems)
 }
 
-/// `dispatch-api audit verify --all`: the number of streams verified, or why not.
+/// `dispatch-api audit verify --all --verbose`: the number of streams verified, or why not.
 pub async fn chains(database_url: &str, dir: &Path) -> Result<usize, String> {
-    let (code, out, err) = super::proc::cli(database_url, dir, &["audit", "verify", "--all"]).await;
+    let (code, out, err) = super::proc::cli(
+        database_url,
+        dir,
+        &["audit", "verify", "--all", "--verbose"],
+    )
+    .await;
     if code != 0 {
         let failed: Vec<&str> = out
             .lines()

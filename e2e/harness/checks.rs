@@ -232,7 +232,7 @@ async fn audit_envelopes_valid(ctx: &mut Ctx, args: &Value) -> Result<String, St
 }
 
 /// `GET /v1/jobs/{id}/audit` verifies the whole chain, and so does
-/// `dispatch-api audit verify --all` on the same database.
+/// `dispatch-api audit verify --all --verbose` on the same database.
 async fn audit_verified(ctx: &mut Ctx, args: &Value) -> Result<String, String> {
     let job = arg(args, "job")?;
     let events = job_events(ctx, job).await?;
@@ -247,7 +247,12 @@ async fn audit_verified(ctx: &mut Ctx, args: &Value) -> Result<String, String> {
     }
     let (code, stdout, stderr) = ctx
         .server
-        .cli(&["audit".into(), "verify".into(), "--all".into()])
+        .cli(&[
+            "audit".into(),
+            "verify".into(),
+            "--all".into(),
+            "--verbose".into(),
+        ])
         .await?;
     if code != 0 || !stdout.contains(&format!("job {job}: verified")) {
         return Err(format!(
@@ -431,13 +436,18 @@ async fn read_models_match(ctx: &mut Ctx, args: &Value) -> Result<String, String
             billing.unwrap_or(Value::Null)
         ));
     }
-    let (code, _stdout, stderr) = ctx
+    let (code, stdout, stderr) = ctx
         .server
-        .cli(&["projections".into(), "rebuild".into(), "--all".into()])
+        .cli(&[
+            "projections".into(),
+            "rebuild".into(),
+            "--all".into(),
+            "--wait".into(),
+        ])
         .await?;
     if code != 0 {
         return Err(format!(
-            "dispatch-api projections rebuild --all exited {code}:\n{stderr}"
+            "dispatch-api projections rebuild --all --wait exited {code}:\n{stdout}\n{stderr}"
         ));
     }
     let status = get(ctx, &who, "/v1/projections").await?;

@@ -112,6 +112,42 @@ pub async fn revoke_key(pool: &PgPool, name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// A key as `dispatch-api keys list` shows it: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// The key's name (the actor id of what it does).
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// The technician a technician key is bound to.
+    pub technician_id: Option<String>,
+    /// When it was made.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was revoked (`None`: it is active).
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every key, active and revoked, by name.
+pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyInfo>, KeyError> {
+    let rows = sqlx::query(
+        "SELECT name, role, technician_id, created_at, revoked_at FROM api_keys ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(KeyInfo {
+                name: r.try_get("name")?,
+                role: r.try_get("role")?,
+                technician_id: r.try_get("technician_id")?,
+                created_at: r.try_get("created_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(KeyError::from)
+}
+
 /// Resolves a bearer key to its caller; unknown or revoked keys are `Unauthorized`.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Caller> {
     authenticate_hash(pool, &key_hash(key)?).await

@@ -21,6 +21,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod hash;
 mod repo;
+pub mod scan;
 pub mod upcast;
 mod verify;
 pub mod wake;

@@ -124,10 +124,6 @@ pub struct RawRow {
     pub(super) mac: Option<String>,
 }
 
-const SELECT_ROWS: &str = "SELECT sequence, global_position, event_id, event_type, event_version, \
-     payload, metadata, prev_hash, hash, key_id, mac FROM events \
-     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 ORDER BY sequence";
-
 /// Reads a stream's rows (up to `to_sequence`) without decoding them.
 pub async fn load_stream_rows(
     conn: &mut PgConnection,
@@ -135,33 +131,43 @@ pub async fn load_stream_rows(
     aggregate_id: &str,
     to_sequence: Option<i64>,
 ) -> Result<Vec<RawRow>, StoreError> {
-    let rows = sqlx::query(SELECT_ROWS)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(to_sequence.unwrap_or(i64::MAX))
-        .fetch_all(conn)
-        .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(RawRow {
-                sequence: r.try_get("sequence")?,
-                global_position: r.try_get("global_position")?,
-                event_id: r.try_get("event_id")?,
-                event_type: r.try_get("event_type")?,
-                event_version: r.try_get("event_version")?,
-                payload: r.try_get("payload")?,
-                metadata: r.try_get("metadata")?,
-                prev_hash: r.try_get("prev_hash")?,
-                hash: r.try_get("hash")?,
-                key_id: r.try_get("key_id")?,
-                mac: r.try_get("mac")?,
-            })
-        })
+    let rows = sqlx::query(&format!(
+        "SELECT {RAW_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 ORDER BY sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(to_sequence.unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(RawRow::from_row)
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(StoreError::from)
 }
 
+/// The columns [`RawRow::from_row`] reads.
+pub(super) const RAW_COLUMNS: &str = "sequence, global_position, event_id, event_type, \
+     event_version, payload, metadata, prev_hash, hash, key_id, mac";
+
 impl RawRow {
+    /// A row of [`RAW_COLUMNS`], undecoded: how every audit reads events.
+    pub(super) fn from_row(r: &PgRow) -> Result<RawRow, sqlx::Error> {
+        Ok(RawRow {
+            sequence: r.try_get("sequence")?,
+            global_position: r.try_get("global_position")?,
+            event_id: r.try_get("event_id")?,
+            event_type: r.try_get("event_type")?,
+            event_version: r.try_get("event_version")?,
+            payload: r.try_get("payload")?,
+            metadata: r.try_get("metadata")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+            key_id: r.try_get("key_id")?,
+            mac: r.try_get("mac")?,
+        })
+    }
+
     /// Decodes the envelope (metadata typed, payload as stored).
     pub fn envelope(
         &self,

@@ -2,6 +2,10 @@
 //! recomputed (across threads for long streams), the chain, the recorded
 //! head and the heads signed checkpoints recorded, checked in order; the
 //! first bad or missing sequence reported with the check that found it.
+//!
+//! In two steps, so that the whole-store audit (`store::scan`) decides
+//! exactly as the per-stream one: [`check_row`] (a row on its own: hash
+//! and MAC, on any thread) and [`verify_chain`] (the walk in order).
 
 use serde::{Deserialize, Serialize};
 
@@ -69,59 +73,111 @@ pub struct AuditReport {
 /// Streams at least this long are hashed on several threads.
 const PARALLEL_HASHING_FROM: usize = 1024;
 
-/// What a row's own fields say about it: its recomputed hash, and for a
-/// keyed row whether its MAC verifies (`None`: unkeyed).
-type RowCheck = (String, Option<Result<(), MacFailure>>);
+/// A stored hash (`hash` or `prev_hash`) as the chain walk compares it: 32
+/// bytes when it is lowercase hex, as the store writes every hash, else the
+/// text as stored. Two of them are equal exactly when their texts are
+/// (lowercase hex is one text per value), so the walk decides as a
+/// comparison of the stored strings would, in a fraction of the memory the
+/// whole-store audit holds per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredHash {
+    /// Lowercase hex, decoded.
+    Hex([u8; 32]),
+    /// Anything else (an altered row), as stored.
+    Text(Box<str>),
+}
 
-/// Each row's hash recomputed from its stored fields, and its MAC checked.
-/// Both depend only on the row itself (the previous hash is one of its
-/// stored fields), so a long stream is split across the machine's cores;
-/// the chain itself is checked afterwards, in order.
+impl StoredHash {
+    /// The stored text `s`.
+    pub(crate) fn of(s: &str) -> StoredHash {
+        let lower_hex = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let mut bytes = [0u8; 32];
+        if lower_hex && hex::decode_to_slice(s, &mut bytes).is_ok() {
+            StoredHash::Hex(bytes)
+        } else {
+            StoredHash::Text(s.into())
+        }
+    }
+
+    /// Whether this is the hash a checkpoint recorded (as
+    /// [`CheckpointedHead::matches`] decides it for the stored text).
+    fn is_recorded_by(&self, c: &CheckpointedHead) -> bool {
+        match self {
+            StoredHash::Hex(bytes) => *bytes == c.hash,
+            StoredHash::Text(text) => c.matches(text),
+        }
+    }
+}
+
+/// One event as the chain walk ([`verify_chain`]) sees it: where it is,
+/// what it links to, and what its own fields say about it ([`check_row`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ChainRow {
+    /// Its sequence.
+    pub(crate) sequence: i64,
+    prev_hash: StoredHash,
+    hash: StoredHash,
+    /// Whether the stored `hash` is the SHA-256 of its envelope.
+    hash_ok: bool,
+    /// For a keyed row, whether its MAC verifies (`None`: unkeyed).
+    mac: Option<Result<(), MacFailure>>,
+}
+
+/// What a row's own fields say about it: its hash recomputed from its
+/// stored fields and compared, and for a keyed row its MAC checked. Both
+/// depend only on the row itself (the previous hash is one of its stored
+/// fields), so rows are checked on any thread in any order; the chain is
+/// walked afterwards, in order ([`verify_chain`]).
+pub(crate) fn check_row(
+    keys: &ChainKeys,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    r: &RawRow,
+) -> ChainRow {
+    let hash = envelope_hash(
+        aggregate_type,
+        aggregate_id,
+        r.sequence,
+        &r.event_id.to_string(),
+        &r.event_type,
+        &r.event_version,
+        &r.payload,
+        &r.metadata,
+        &r.prev_hash,
+    );
+    let mac = r.key_id.as_deref().map(|key_id| {
+        keys.verify_mac(
+            aggregate_type,
+            aggregate_id,
+            r.sequence,
+            key_id,
+            &r.hash,
+            r.mac.as_deref(),
+        )
+    });
+    ChainRow {
+        sequence: r.sequence,
+        prev_hash: StoredHash::of(&r.prev_hash),
+        hash: StoredHash::of(&r.hash),
+        hash_ok: hash == r.hash,
+        mac,
+    }
+}
+
+/// Each row of one stream checked ([`check_row`]); a long stream across
+/// the machine's cores.
 fn row_checks(
     keys: &ChainKeys,
     aggregate_type: &str,
     aggregate_id: &str,
     rows: &[RawRow],
-) -> Vec<RowCheck> {
-    let check = |r: &RawRow| {
-        let hash = envelope_hash(
-            aggregate_type,
-            aggregate_id,
-            r.sequence,
-            &r.event_id.to_string(),
-            &r.event_type,
-            &r.event_version,
-            &r.payload,
-            &r.metadata,
-            &r.prev_hash,
-        );
-        let mac = r.key_id.as_deref().map(|key_id| {
-            keys.verify_mac(
-                aggregate_type,
-                aggregate_id,
-                r.sequence,
-                key_id,
-                &r.hash,
-                r.mac.as_deref(),
-            )
-        });
-        (hash, mac)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if rows.len() < PARALLEL_HASHING_FROM || threads < 2 {
+) -> Vec<ChainRow> {
+    let check = |r: &RawRow| check_row(keys, aggregate_type, aggregate_id, r);
+    if rows.len() < PARALLEL_HASHING_FROM {
         return rows.iter().map(check).collect();
     }
-    let chunk = rows.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("hashing does not panic"))
-            .collect()
-    })
+    use rayon::prelude::*;
+    rows.par_iter().map(check).collect()
 }
 
 /// Verifies a stream's rows, in order, against: their sequence, their
@@ -139,7 +195,19 @@ pub fn verify_rows(
     keys: &ChainKeys,
     checkpointed: &[CheckpointedHead],
 ) -> AuditReport {
-    let mut prev = GENESIS_HASH.to_string();
+    let checks = row_checks(keys, aggregate_type, aggregate_id, rows);
+    verify_chain(&checks, head, checkpointed)
+}
+
+/// The walk of [`verify_rows`] over rows already checked ([`check_row`]),
+/// in sequence order: what the per-stream audit and the whole-store audit
+/// (`store::scan`) both decide with.
+pub(crate) fn verify_chain(
+    rows: &[ChainRow],
+    head: Option<&StreamState>,
+    checkpointed: &[CheckpointedHead],
+) -> AuditReport {
+    let mut prev = StoredHash::of(GENESIS_HASH);
     let mut unkeyed = 0i64;
     let mut keyed_seen = false;
     let bad = |seq: i64, check: AuditCheck, unkeyed: i64| AuditReport {
@@ -161,13 +229,12 @@ pub fn verify_rows(
             usize::try_from(c.sequence - 1)
                 .ok()
                 .and_then(|i| rows.get(i))
-                .is_some_and(|r| r.sequence == c.sequence && c.matches(&r.hash))
+                .is_some_and(|r| r.sequence == c.sequence && r.hash.is_recorded_by(c))
         })
         .map(|c| c.sequence)
         .max()
         .unwrap_or(0);
-    let checks = row_checks(keys, aggregate_type, aggregate_id, rows);
-    for (i, (r, (hash, mac))) in rows.iter().zip(&checks).enumerate() {
+    for (i, r) in rows.iter().enumerate() {
         let expected_seq = i as i64 + 1;
         if r.sequence != expected_seq {
             return bad(expected_seq, AuditCheck::Sequence, unkeyed);
@@ -175,10 +242,10 @@ pub fn verify_rows(
         if r.prev_hash != prev {
             return bad(r.sequence, AuditCheck::PrevHash, unkeyed);
         }
-        if *hash != r.hash {
+        if !r.hash_ok {
             return bad(r.sequence, AuditCheck::Hash, unkeyed);
         }
-        match mac {
+        match r.mac {
             Some(Ok(())) => keyed_seen = true,
             Some(Err(MacFailure::UnknownKey)) => {
                 return bad(r.sequence, AuditCheck::UnknownKey, unkeyed)
@@ -190,7 +257,7 @@ pub fn verify_rows(
         }
         if checkpointed
             .iter()
-            .any(|c| c.sequence == r.sequence && !c.matches(&r.hash))
+            .any(|c| c.sequence == r.sequence && !r.hash.is_recorded_by(c))
         {
             return bad(r.sequence, AuditCheck::Checkpoint, unkeyed);
         }
@@ -201,7 +268,7 @@ pub fn verify_rows(
         if h.sequence > last {
             return bad(last + 1, AuditCheck::Head, unkeyed);
         }
-        if h.sequence == last && last > 0 && h.hash != prev {
+        if h.sequence == last && last > 0 && StoredHash::of(&h.hash) != prev {
             return bad(last, AuditCheck::Head, unkeyed);
         }
         if h.sequence < last {

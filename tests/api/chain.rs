@@ -300,6 +300,20 @@ async fn a_tail_deleted_with_its_head_rolled_back_is_found_against_the_checkpoin
         keep + 1
     );
     let out = assert_says(verify_cli(&t, "--all", None, Some(dir.path())), 1, &says);
+    assert!(
+        !out.contains(&format!("job {other}")),
+        "only failures: {out}"
+    );
+    let out = assert_says(
+        cli_with(
+            &t.db_url,
+            &["audit", "verify", "--all", "--verbose"],
+            None,
+            Some(dir.path()),
+        ),
+        1,
+        &says,
+    );
     assert!(out.contains(&format!("job {other}: verified")), "{out}");
     // Without the checkpoints, the rolled-back tail is invisible: that is
     // what they are for.

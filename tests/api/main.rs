@@ -6,6 +6,8 @@ mod auth;
 mod bad_input;
 mod cache;
 mod chain;
+mod cli;
+mod cli_progress;
 mod cloudevents;
 mod concurrency;
 mod consumers;

@@ -375,7 +375,12 @@ async fn the_binary_imports_and_the_chain_verifies() {
         out,
         "13 rows: 0 registered, 0 updated, 13 unchanged\ndry run: nothing written\n"
     );
-    let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, None);
+    let (code, out) = cli_with(
+        &t.db_url,
+        &["audit", "verify", "--all", "--verbose"],
+        None,
+        None,
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("door door-mercy-fd-2b: verified (1 events)"),

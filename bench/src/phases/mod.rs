@@ -24,6 +24,7 @@ use crate::report::Row;
 use crate::service::Service;
 use crate::sizes::Sizes;
 use crate::stats;
+use dispatch_api::cli::progress::Progress as BarLine;
 use dispatch_api::config::Config;
 use dispatch_api::domain::sop::SopLibrary;
 use dispatch_api::store::chain::ChainKeys;
@@ -49,6 +50,43 @@ impl Progress {
             self.0.elapsed().as_secs_f64(),
             msg.as_ref()
         );
+    }
+
+    /// A bar for the bulk load of `n` events on a terminal (rate and time
+    /// left); in a pipe, `None`: the phase keeps its lines every so often.
+    pub(crate) fn events_bar(&self, what: &str, n: u64) -> Option<BarLine> {
+        let bar = BarLine::new(what, "events");
+        bar.is_drawn().then(|| {
+            bar.set_length(n);
+            bar
+        })
+    }
+
+    /// Runs `work`, which takes about `total`, with a bar of the time left
+    /// on a terminal (nothing in a pipe).
+    pub(crate) async fn timed<T>(
+        &self,
+        what: &str,
+        total: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let bar = BarLine::clock(what, total);
+        if !bar.is_drawn() {
+            return work.await;
+        }
+        let started = Instant::now();
+        let ticking = async {
+            loop {
+                bar.set_elapsed(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let out = tokio::select! {
+            out = work => out,
+            never = ticking => never,
+        };
+        bar.clear();
+        out
     }
 }
 

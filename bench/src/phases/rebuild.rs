@@ -15,11 +15,24 @@ pub(super) async fn rebuild(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Resul
     ctx.gen.register_technicians(&rb).await?;
     let g = {
         let p = &ctx.progress;
-        ctx.gen
-            .jobs(&rb, n, ctx.sizes.interleave, ctx.sizes.per_tx, |w| {
-                p.say(format!("  … {w} events"))
-            })
-            .await?
+        let bar = p.events_bar("rebuild: generating", n);
+        let g = ctx
+            .gen
+            .jobs(
+                &rb,
+                n,
+                ctx.sizes.interleave,
+                ctx.sizes.per_tx,
+                |w| match &bar {
+                    Some(b) => b.set_position(w),
+                    None => p.say(format!("  … {w} events")),
+                },
+            )
+            .await?;
+        if let Some(b) = &bar {
+            b.clear();
+        }
+        g
     };
     ctx.progress.say(format!(
         "rebuild: generated {} events ({} jobs) in {:.1} s ({:.0} events/s)",

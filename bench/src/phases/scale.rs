@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{failed_commands, ms, Ctx};
+use crate::audit::{self, AuditTarget};
 use crate::clients::{self, Identity};
 use crate::databases::{migrated, Databases};
 use crate::generate;
@@ -66,8 +67,48 @@ pub(super) async fn scale(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Result<
             f.p50
         ),
     });
+    whole_store_audit(ctx, &db, &url).await?;
     db.close().await;
     dbs.drop_one("scale").await?;
+    Ok(())
+}
+
+/// The whole-store audit over the grown store (after the large run, so that
+/// its scans leave the p99 runs' cache alone), against a plain scan of the
+/// same rows.
+async fn whole_store_audit(ctx: &mut Ctx, db: &sqlx::PgPool, url: &str) -> anyhow::Result<()> {
+    let dir = ctx.work.join("scale");
+    let target = AuditTarget {
+        exe: &ctx.service_bin,
+        database_url: url,
+        pool: db,
+        keyring: &ctx.keyring,
+        evidence: &dir.join("evidence"),
+        sops_dir: &ctx.sops_dir,
+        data_dir: &dir,
+    };
+    let res = {
+        let p = &ctx.progress;
+        audit::measure(&target, |m| p.say(format!("scale: {m}"))).await?
+    };
+    if res.failures > 0 {
+        ctx.failures.push(format!(
+            "audit verify --all over the generated store: {} failure(s)",
+            res.failures
+        ));
+    }
+    ctx.rows.push(Row {
+        figure: format!("whole-store audit, {} events", human(res.events)),
+        value: Some(res.rate),
+        unit: "events/s",
+        baseline: Some(res.scan_rate),
+        baseline_label: "plain SELECT * FROM events, rows/s".into(),
+        bar: Bar::RatioAtLeast(0.25),
+        note: format!(
+            "`dispatch-api audit verify --all` (every chain, MAC, head and checkpoint; {} streams) in {:.1} s of wall time; goal ≥ 0.5× the scan",
+            res.streams, res.seconds
+        ),
+    });
     Ok(())
 }
 
@@ -79,11 +120,24 @@ async fn grow(ctx: &Ctx, db: &sqlx::PgPool, extra: u64) -> anyhow::Result<i64> {
         .say(format!("scale: bulk-loading {extra} more events"));
     let g = {
         let p = &ctx.progress;
-        ctx.gen
-            .jobs(db, extra, ctx.sizes.interleave, ctx.sizes.per_tx, |w| {
-                p.say(format!("  … {w} events"))
-            })
-            .await?
+        let bar = p.events_bar("scale: bulk-loading", extra);
+        let g = ctx
+            .gen
+            .jobs(
+                db,
+                extra,
+                ctx.sizes.interleave,
+                ctx.sizes.per_tx,
+                |w| match &bar {
+                    Some(b) => b.set_position(w),
+                    None => p.say(format!("  … {w} events")),
+                },
+            )
+            .await?;
+        if let Some(b) = &bar {
+            b.clear();
+        }
+        g
     };
     ctx.progress.say(format!(
         "scale: loaded {} events in {:.1} s ({:.0} events/s); VACUUM ANALYZE",
@@ -144,7 +198,14 @@ async fn scale_load(
         measure: ctx.sizes.scale_measure,
         rate: Some(ctx.sizes.scale_rate),
     };
-    let r = load::run(&svc.base, ids, &ctx.mix, &spec, None).await;
+    let r = ctx
+        .progress
+        .timed(
+            &format!("scale: {label} run"),
+            spec.warmup + spec.measure,
+            load::run(&svc.base, ids, &ctx.mix, &spec, None),
+        )
+        .await;
     svc.stop().await?;
     r
 }

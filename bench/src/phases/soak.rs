@@ -41,7 +41,14 @@ pub(super) async fn soak(ctx: &mut Ctx, main: &Main) -> anyhow::Result<()> {
         measure: ctx.sizes.soak - soak_warm,
         rate: Some(ctx.sizes.soak_rate),
     };
-    let soak = load::run(&main.svc.base, &main.ids, &ctx.mix, &spec, None).await?;
+    let soak = ctx
+        .progress
+        .timed(
+            "soak",
+            ctx.sizes.soak,
+            load::run(&main.svc.base, &main.ids, &ctx.mix, &spec, None),
+        )
+        .await?;
     let _ = stop_sampler.send(true);
     let rss = sampler.await?;
     let (first, last) = (rss.first().copied(), rss.last().copied());

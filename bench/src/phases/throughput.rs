@@ -281,7 +281,9 @@ async fn full_stack(
         rate: None,
     };
     let cpu0 = CpuMeter::now(Some(svc.pid));
-    let ours = load::run(&svc.base, &main.ids, &ctx.mix, &spec, Some(tx)).await?;
+    let run = load::run(&svc.base, &main.ids, &ctx.mix, &spec, Some(tx));
+    let ours = ctx.progress.timed("HTTP", spec.warmup + spec.measure, run);
+    let ours = ours.await?;
     let ours_cpu = CpuMeter::now(Some(svc.pid)).per_op_ms(&cpu0, ours.all_ok);
     let _ = stop_probe.send(true);
     let lag = watcher.await??;

@@ -140,6 +140,17 @@ pub async fn import(
     input: impl std::io::Read,
     dry_run: bool,
 ) -> Result<Summary, ImportError> {
+    import_with_progress(app, input, dry_run, &|_, _| {}).await
+}
+
+/// [`import`], telling `progress` (rows applied so far, rows in the file)
+/// before each row and once at the end.
+pub async fn import_with_progress(
+    app: &App,
+    input: impl std::io::Read,
+    dry_run: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Summary, ImportError> {
     let Parsed {
         mut rows,
         count,
@@ -161,7 +172,8 @@ pub async fn import(
     };
     let mut tx = app.pool.begin().await?;
     index::lock(&mut tx).await?;
-    for row in &rows {
+    for (done, row) in rows.iter().enumerate() {
+        progress(done, rows.len());
         let refused = match blocked(row, &failed) {
             Some(e) => Err(e),
             None => {
@@ -188,6 +200,7 @@ pub async fn import(
             }
         }
     }
+    progress(rows.len(), rows.len());
     if !errors.is_empty() {
         tx.rollback().await?;
         errors.sort_by_key(|e| e.line);

@@ -30,7 +30,7 @@ use sqlx::PgPool;
 use super::{Projection, ProjectionContext};
 use super::{ReadModelError, Result};
 
-pub use status::{instance_id, status};
+pub use status::{instance_id, rebuild_state, status, RebuildState};
 
 /// Events per batch in the live loop (rebuilds use the same size; the loop
 /// simply runs more batches).

@@ -55,3 +55,52 @@ pub async fn status(pool: &PgPool) -> Result<Vec<Value>> {
     }
     Ok(out)
 }
+
+/// Where a rebuild into `table` stands ([`rebuild_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildState {
+    /// `table` is the serving table: it was swapped in.
+    Swapped,
+    /// `table` is still being built; events applied to it so far.
+    Building {
+        /// Events the shadow table has applied.
+        events_applied: i64,
+    },
+    /// Another rebuild replaced it (`table` was retired unswapped).
+    Superseded {
+        /// The table being built instead, if any.
+        building: Option<String>,
+        /// The serving table.
+        active: String,
+    },
+}
+
+/// Where read model `name`'s rebuild into `table` stands.
+pub async fn rebuild_state(pool: &PgPool, name: &str, table: &str) -> Result<RebuildState> {
+    let row = sqlx::query(
+        "SELECT r.active_table, r.building_table, c.events_applied FROM projection_registry r \
+         LEFT JOIN projection_checkpoints c ON c.table_name = $2 WHERE r.name = $1",
+    )
+    .bind(name)
+    .bind(table)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        crate::read_models::ReadModelError::Unknown(format!(
+            "read model `{name}` is not registered"
+        ))
+    })?;
+    let active: String = row.try_get("active_table")?;
+    let building: Option<String> = row.try_get("building_table")?;
+    Ok(if active == table {
+        RebuildState::Swapped
+    } else if building.as_deref() == Some(table) {
+        RebuildState::Building {
+            events_applied: row
+                .try_get::<Option<i64>, _>("events_applied")?
+                .unwrap_or(0),
+        }
+    } else {
+        RebuildState::Superseded { building, active }
+    })
+}
