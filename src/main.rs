@@ -184,8 +184,11 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(serve) => {
-            // The service exits 1 when it cannot start or stops on an error.
-            return match server::serve(&cli.config, &serve).await {
+            // The service exits 1 when it cannot start or stops on an error
+            // (after the telemetry below has sent its last spans).
+            let served = server::serve(&cli.config, &serve).await;
+            telemetry.shutdown().await;
+            return match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
