@@ -246,7 +246,7 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub webhooks_retry_max_ms: u64,
     /// Streams of one webhook endpoint delivered at once (each stream in order).
-    #[arg(long, env = "DISPATCH_WEBHOOKS_CONCURRENCY", default_value_t = 16,
+    #[arg(long, env = "DISPATCH_WEBHOOKS_CONCURRENCY", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub webhooks_concurrency: u32,
 

@@ -86,7 +86,7 @@ impl Default for WebhookConfig {
             retry_max: Duration::from_secs(3600),
             retry_window: chrono::Duration::hours(24),
             disable_after: chrono::Duration::days(3),
-            concurrency: 16,
+            concurrency: 32,
             batch_time: Duration::from_secs(5),
         }
     }
