@@ -158,7 +158,7 @@ pub struct ServeConfig {
     /// The read models' pass spacing under load, ms: a pass starts at most
     /// this often while events keep coming (shorter: the board is more
     /// current; longer: fewer, larger passes). See docs/03.
-    #[arg(long, env = "DISPATCH_PROJECTION_PASS_MS", default_value_t = 250,
+    #[arg(long, env = "DISPATCH_PROJECTION_PASS_MS", default_value_t = 80,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub projection_pass_ms: u64,
 
