@@ -262,3 +262,32 @@ fn failed_commands(ctx: &mut Ctx, label: &str, r: &crate::load::LoadResult) {
         ));
     }
 }
+
+/// Bulk-loads `n` generated events into `db`, with a progress bar labelled
+/// `label` on a terminal (a line per chunk otherwise).
+async fn generate_jobs(
+    ctx: &Ctx,
+    db: &PgPool,
+    n: u64,
+    label: &str,
+) -> anyhow::Result<crate::generate::Generated> {
+    let p = &ctx.progress;
+    let bar = p.events_bar(label, n);
+    let g = ctx
+        .gen
+        .jobs(
+            db,
+            n,
+            ctx.sizes.interleave,
+            ctx.sizes.per_tx,
+            |w| match &bar {
+                Some(b) => b.set_position(w),
+                None => p.say(format!("  … {w} events")),
+            },
+        )
+        .await?;
+    if let Some(b) = &bar {
+        b.clear();
+    }
+    Ok(g)
+}

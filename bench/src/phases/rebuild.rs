@@ -13,27 +13,7 @@ pub(super) async fn rebuild(ctx: &mut Ctx, dbs: &mut Databases) -> anyhow::Resul
     let rb_url = dbs.create("rebuild").await?;
     let rb = migrated(&rb_url, 4).await?;
     ctx.gen.register_technicians(&rb).await?;
-    let g = {
-        let p = &ctx.progress;
-        let bar = p.events_bar("rebuild: generating", n);
-        let g = ctx
-            .gen
-            .jobs(
-                &rb,
-                n,
-                ctx.sizes.interleave,
-                ctx.sizes.per_tx,
-                |w| match &bar {
-                    Some(b) => b.set_position(w),
-                    None => p.say(format!("  … {w} events")),
-                },
-            )
-            .await?;
-        if let Some(b) = &bar {
-            b.clear();
-        }
-        g
-    };
+    let g = super::generate_jobs(ctx, &rb, n, "rebuild: generating").await?;
     ctx.progress.say(format!(
         "rebuild: generated {} events ({} jobs) in {:.1} s ({:.0} events/s)",
         g.events,

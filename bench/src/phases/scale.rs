@@ -118,27 +118,7 @@ async fn whole_store_audit(ctx: &mut Ctx, db: &sqlx::PgPool, url: &str) -> anyho
 async fn grow(ctx: &Ctx, db: &sqlx::PgPool, extra: u64) -> anyhow::Result<i64> {
     ctx.progress
         .say(format!("scale: bulk-loading {extra} more events"));
-    let g = {
-        let p = &ctx.progress;
-        let bar = p.events_bar("scale: bulk-loading", extra);
-        let g = ctx
-            .gen
-            .jobs(
-                db,
-                extra,
-                ctx.sizes.interleave,
-                ctx.sizes.per_tx,
-                |w| match &bar {
-                    Some(b) => b.set_position(w),
-                    None => p.say(format!("  … {w} events")),
-                },
-            )
-            .await?;
-        if let Some(b) = &bar {
-            b.clear();
-        }
-        g
-    };
+    let g = super::generate_jobs(ctx, db, extra, "scale: bulk-loading").await?;
     ctx.progress.say(format!(
         "scale: loaded {} events in {:.1} s ({:.0} events/s); VACUUM ANALYZE",
         g.events,
