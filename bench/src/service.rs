@@ -70,12 +70,27 @@ pub fn cpu_seconds_of(name: &str) -> f64 {
         .sum()
 }
 
-/// CPU used by the service, PostgreSQL and this process over an interval.
+/// CPU used by the service, PostgreSQL, nats-server (the fan-out's broker,
+/// when it runs on this machine) and this process over an interval.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuMeter {
     service: f64,
     postgres: f64,
     driver: f64,
+    nats: f64,
+}
+
+/// Milliseconds of CPU per operation of each process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuPerOp {
+    /// The service under test.
+    pub service: f64,
+    /// Every PostgreSQL process.
+    pub postgres: f64,
+    /// This process: the load driver, the stock framework, the receivers.
+    pub driver: f64,
+    /// nats-server (zero when it did not run).
+    pub nats: f64,
 }
 
 impl CpuMeter {
@@ -85,17 +100,20 @@ impl CpuMeter {
             service: service.map_or(0.0, cpu_seconds),
             postgres: cpu_seconds_of("postgres"),
             driver: cpu_seconds(std::process::id()),
+            nats: cpu_seconds_of("nats-server"),
         }
     }
 
-    /// Milliseconds of CPU per operation since `start`: (service, postgres, driver).
-    pub fn per_op_ms(&self, start: &CpuMeter, ops: usize) -> (f64, f64, f64) {
+    /// Milliseconds of CPU per operation since `start`.
+    pub fn per_op_ms(&self, start: &CpuMeter, ops: usize) -> CpuPerOp {
         let n = ops.max(1) as f64;
-        (
-            (self.service - start.service) * 1000.0 / n,
-            (self.postgres - start.postgres) * 1000.0 / n,
-            (self.driver - start.driver) * 1000.0 / n,
-        )
+        let per = |now: f64, then: f64| (now - then) * 1000.0 / n;
+        CpuPerOp {
+            service: per(self.service, start.service),
+            postgres: per(self.postgres, start.postgres),
+            driver: per(self.driver, start.driver),
+            nats: per(self.nats, start.nats),
+        }
     }
 }
 

@@ -129,9 +129,37 @@ impl App {
                 qb
             })
             .await?;
-        Ok(rows
+        let mut by_job: HashMap<String, Value> = rows
             .into_iter()
             .filter_map(|r| Some((r["job_id"].as_str()?.to_string(), r)))
-            .collect())
+            .collect();
+        let door_ids: Vec<String> = by_job
+            .values()
+            .filter_map(|r| r["door_id"].as_str().map(str::to_string))
+            .collect();
+        let doors = self.registered_doors(&door_ids).await?;
+        for row in by_job.values_mut() {
+            if let Some(door) = row["door_id"].as_str().and_then(|id| doors.get(id)) {
+                row["door"] = door.clone();
+            }
+        }
+        Ok(by_job)
+    }
+
+    /// Registered doors as the registry has them now (kind, location,
+    /// status), by id.
+    async fn registered_doors(&self, door_ids: &[String]) -> Result<HashMap<String, Value>> {
+        if door_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT id, jsonb_build_object('kind', entry->'kind', 'location', entry->'location', \
+                    'status', entry->'status', 'retired', retired) \
+             FROM registry_entries WHERE kind = 'door' AND id = ANY($1)",
+        )
+        .bind(door_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 }

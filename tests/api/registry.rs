@@ -509,10 +509,12 @@ async fn roles_and_bad_input_are_refused_and_write_nothing() {
         assert_eq!(written(&t).await, before);
     }
     // …and no plan.
+    let before = written(&t).await;
     let r = t
         .post("/v1/maintenance-plans", desk, plan(json!(["smh-fd-2b"])))
         .await;
     assert_eq!((r.status, r.code()), (422, "door_retired"));
+    assert_eq!(written(&t).await, before);
     // Its serial is free again.
     let reused = json!({"site_id": "smh-east", "kind": "swinging_fire", "location": "Stair B",
         "manufacturer": "Ceco", "serial": "CE-1"});

@@ -187,6 +187,17 @@ async fn a_missing_or_unknown_column_is_named_and_nothing_is_written() {
         refused(&t, without_kind).await,
         vec![p(1, "kind", "missing_column")]
     );
+    // A row with fewer cells than the header (its columns run short) is
+    // named by its line, and the good rows around it are not written either.
+    let (first, _) = rows.split_once('\n').unwrap();
+    let short = format!(
+        "{header_ok}\n{first}\ncustomer,cust-short\n",
+        header_ok = csv.split_once('\n').unwrap().0
+    );
+    assert_eq!(
+        refused(&t, &short).await,
+        vec![p(3, "record", "malformed_row")]
+    );
     assert_eq!((events(&t).await, entries(&t).await), (0, 0));
 }
 

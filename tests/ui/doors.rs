@@ -195,7 +195,7 @@ async fn a_doors_page_shows_its_details_status_and_history_with_the_jobs_linked(
 }
 
 #[tokio::test]
-async fn the_board_links_the_door_and_marks_planned_work_overdue() {
+async fn the_board_shows_the_door_and_marks_planned_work_overdue() {
     let t = TestApp::spawn().await;
     let (_, job) = door_with_jobs(&t, "front desk").await;
     let late = planned_job(&t, t0() - Duration::hours(2)).await;
@@ -215,6 +215,11 @@ async fn the_board_links_the_door_and_marks_planned_work_overdue() {
         row(&job)
     );
     assert!(!row(&job).contains("planned"));
+    // The door's details as the registry has them now: kind, location and
+    // the impaired status set after registration.
+    for shown in ["automatic sliding", "Main entrance", "door impaired"] {
+        assert!(row(&job).contains(shown), "{shown}: {}", row(&job));
+    }
     let late_row = row(&late);
     assert!(
         late_row.contains("flag-planned") && late_row.contains("flag-overdue"),

@@ -312,12 +312,12 @@ async fn full_stack(
         }
     ));
     ctx.progress.say(format!(
-        "HTTP {clients}: CPU per command: service {:.3} ms, postgres {:.3} ms, load driver {:.3} ms",
-        ours_cpu.0, ours_cpu.1, ours_cpu.2
+        "HTTP {clients}: CPU per command: service {:.3} ms, postgres {:.3} ms, nats-server {:.3} ms, load driver (with the fan-out's receivers) {:.3} ms",
+        ours_cpu.service, ours_cpu.postgres, ours_cpu.nats, ours_cpu.driver
     ));
     ctx.cpu_notes.push(format!(
-        "{clients} clients, full stack: service {:.3} ms, PostgreSQL {:.3} ms, load driver {:.3} ms of CPU per command",
-        ours_cpu.0, ours_cpu.1, ours_cpu.2
+        "{clients} clients, full stack: service {:.3} ms, PostgreSQL {:.3} ms, nats-server {:.3} ms, load driver (with the webhook receiver and the NATS subscriber) {:.3} ms of CPU per command",
+        ours_cpu.service, ours_cpu.postgres, ours_cpu.nats, ours_cpu.driver
     ));
     if ours.errors > 0 {
         failed_commands(ctx, &format!("HTTP {clients} clients"), &ours);
@@ -441,11 +441,11 @@ async fn stock_baseline(
     ));
     ctx.progress.say(format!(
         "stock {clients}: CPU per command: postgres {:.3} ms, framework (in this process) {:.3} ms",
-        stock_cpu.1, stock_cpu.2
+        stock_cpu.postgres, stock_cpu.driver
     ));
     ctx.cpu_notes.push(format!(
         "{clients} clients, stock cqrs-es: PostgreSQL {:.3} ms, framework {:.3} ms of CPU per command",
-        stock_cpu.1, stock_cpu.2
+        stock_cpu.postgres, stock_cpu.driver
     ));
     failed_commands(ctx, &format!("stock {clients} clients"), &st);
     Ok(st)

@@ -240,8 +240,8 @@ fn sla_cell(row: &Value) -> Markup {
     }
 }
 
-/// A job's registered door (linked to its page) and, for planned work, its
-/// due date, marked overdue once it has passed with the work not completed.
+/// A job's registered door (linked to its page, with its kind, location
+/// and a badge when it is not in service) and, for planned work, its due date, marked overdue once it has passed with the work not completed.
 fn door_cell(row: &Value, door: Option<&Value>, now: Option<DateTime<Utc>>) -> Markup {
     let Some(door) = door else {
         return html! {};
@@ -254,6 +254,21 @@ fn door_cell(row: &Value, door: Option<&Value>, now: Option<DateTime<Utc>>) -> M
     html! {
         @if let Some(id) = door["door_id"].as_str() {
             br; a.small.door-link href=(super::doors::href(id)) { "door " (row["door_id"].as_str().unwrap_or(id)) }
+        }
+        @let registered = &door["door"];
+        @if let Some(kind) = registered["kind"].as_str() {
+            " " span.muted.small.door-kind { (layout::words(kind)) }
+            @if let Some(location) = registered["location"].as_str() {
+                ", " span.muted.small.door-location { (location) }
+            }
+        }
+        @match registered["status"].as_str() {
+            Some("impaired") => { " " span.badge.flag-risk.door-status { "door impaired" } }
+            Some("out_of_service") => { " " span.badge.flag-risk.door-status { "door out of service" } }
+            _ => {}
+        }
+        @if registered["retired"].as_bool() == Some(true) {
+            " " span.badge.door-status { "door retired" }
         }
         @if planned.is_object() {
             br; span.badge.flag-planned title=(format!("plan {}", planned["plan_id"].as_str().unwrap_or(""))) { "planned" }
