@@ -68,7 +68,7 @@ fn validator(file: &str) -> Result<jsonschema::Validator, String> {
 
 fn schema_errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
     v.iter_errors(instance)
-        .map(|e| format!("{e} at {}", e.instance_path))
+        .map(|e| format!("{e} at {}", e.instance_path()))
         .collect()
 }
 

@@ -91,7 +91,7 @@ pub async fn events_out(
             ));
         }
         for e in validator.iter_errors(&ce) {
-            problems.push(format!("message {n}: {e} at {}", e.instance_path));
+            problems.push(format!("message {n}: {e} at {}", e.instance_path()));
         }
         if !seen.insert(id.clone()) {
             problems.push(format!("event {id} is in the stream twice"));

@@ -144,7 +144,7 @@ impl ToolSchemas {
         let Some(error) = schema.validator.iter_errors(arguments).next() else {
             return Ok(());
         };
-        let mut field = pointer_to_field(&error.instance_path.to_string());
+        let mut field = pointer_to_field(&error.instance_path().to_string());
         let join = |field: &str, name: &str| {
             if field.is_empty() {
                 clip(name)
@@ -152,7 +152,7 @@ impl ToolSchemas {
                 format!("{field}.{}", clip(name))
             }
         };
-        let rule = match &error.kind {
+        let rule = match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 field = join(&field, unexpected.first().map_or("", String::as_str));
                 "is not an argument of this tool".to_string()
@@ -187,7 +187,7 @@ impl ToolSchemas {
             ValidationErrorKind::PropertyNames { .. } => {
                 "has an entry name that is not allowed (lower-case letters, digits and `_`)".into()
             }
-            ValidationErrorKind::AnyOf => {
+            ValidationErrorKind::AnyOf { .. } => {
                 "must be a string (at most 4096 characters, no control characters), a boolean or an integer".into()
             }
             _ => "does not match the tool's input schema".into(),

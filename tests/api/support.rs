@@ -571,7 +571,7 @@ pub fn validate(schema_file: &str, instance: &Value) {
         .unwrap();
     let errors: Vec<String> = validator
         .iter_errors(instance)
-        .map(|e| format!("{} at {}", e, e.instance_path))
+        .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{instance:#}");
 }
