@@ -112,8 +112,10 @@ impl App {
     }
 
     /// What the board page shows of its jobs' doors: per job id, whether it
-    /// was opened at a registered door (`door_id`) and the maintenance plan
-    /// occurrence it does (`planned`), from the jobs' opening rows.
+    /// was opened at a registered door (`door_id`), the maintenance plan
+    /// occurrence it does (`planned`), from the jobs' opening rows, and the
+    /// door as the registry has it now (`door`: kind, location, status,
+    /// retired).
     pub async fn jobs_at_doors(&self, job_ids: &[String]) -> Result<HashMap<String, Value>> {
         if job_ids.is_empty() {
             return Ok(HashMap::new());
@@ -122,44 +124,20 @@ impl App {
         let (_, rows) = self
             .query_rows(DOOR_HISTORY, move |table| {
                 let mut qb = QueryBuilder::new(format!(
-                    "SELECT jsonb_build_object('job_id', job_id, 'door_id', door_id, 'planned', detail->'planned') AS row \
-                     FROM {table} WHERE event_type = 'JobOpened' AND job_id = ANY("
+                    "SELECT jsonb_build_object('job_id', h.job_id, 'door_id', h.door_id, 'planned', h.detail->'planned', \
+                            'door', CASE WHEN r.id IS NOT NULL THEN jsonb_build_object('kind', r.entry->'kind', \
+                                'location', r.entry->'location', 'status', r.entry->'status', 'retired', r.retired) END) AS row \
+                     FROM {table} h \
+                     LEFT JOIN registry_entries r ON r.kind = 'door' AND r.id = h.door_id \
+                     WHERE h.event_type = 'JobOpened' AND h.job_id = ANY("
                 ));
                 qb.push_bind(ids.clone()).push(")");
                 qb
             })
             .await?;
-        let mut by_job: HashMap<String, Value> = rows
+        Ok(rows
             .into_iter()
             .filter_map(|r| Some((r["job_id"].as_str()?.to_string(), r)))
-            .collect();
-        let door_ids: Vec<String> = by_job
-            .values()
-            .filter_map(|r| r["door_id"].as_str().map(str::to_string))
-            .collect();
-        let doors = self.registered_doors(&door_ids).await?;
-        for row in by_job.values_mut() {
-            if let Some(door) = row["door_id"].as_str().and_then(|id| doors.get(id)) {
-                row["door"] = door.clone();
-            }
-        }
-        Ok(by_job)
-    }
-
-    /// Registered doors as the registry has them now (kind, location,
-    /// status), by id.
-    async fn registered_doors(&self, door_ids: &[String]) -> Result<HashMap<String, Value>> {
-        if door_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<(String, Value)> = sqlx::query_as(
-            "SELECT id, jsonb_build_object('kind', entry->'kind', 'location', entry->'location', \
-                    'status', entry->'status', 'retired', retired) \
-             FROM registry_entries WHERE kind = 'door' AND id = ANY($1)",
-        )
-        .bind(door_ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().collect())
+            .collect())
     }
 }

@@ -124,6 +124,20 @@ async fn http_audit(t: &TestApp, job: &str) -> Value {
     r.json
 }
 
+/// The command line's verdict on `job` (`result`) is the HTTP audit's.
+async fn agrees_with_http(t: &TestApp, job: &str, result: &Value) {
+    let http = http_audit(t, job).await;
+    for k in [
+        "verified",
+        "events",
+        "first_bad_sequence",
+        "check",
+        "unkeyed_events",
+    ] {
+        assert_eq!(result[k], http[k], "{job} {k}: {result} vs {http}");
+    }
+}
+
 #[tokio::test]
 async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     let t = TestApp::spawn().await;
@@ -189,16 +203,7 @@ async fn a_tampered_stream_among_many_is_the_only_one_printed() {
     assert_eq!(doc["failed_streams"], 1);
     assert!(doc.get("results").is_none());
     let failure = &doc["failures"][0];
-    let http = http_audit(&t, victim).await;
-    for k in [
-        "verified",
-        "events",
-        "first_bad_sequence",
-        "check",
-        "unkeyed_events",
-    ] {
-        assert_eq!(failure[k], http[k], "{k}: {failure} vs {http}");
-    }
+    agrees_with_http(&t, victim, failure).await;
     assert_eq!(failure["aggregate_id"], json!(victim));
 }
 
@@ -255,16 +260,7 @@ async fn the_whole_store_audit_decides_every_stream_as_the_per_stream_audit() {
                 .iter()
                 .find(|r| r["aggregate_type"] == "job" && r["aggregate_id"] == json!(job))
                 .unwrap_or_else(|| panic!("{job} missing: {doc:#}"));
-            let http = http_audit(&t, job).await;
-            for k in [
-                "verified",
-                "events",
-                "first_bad_sequence",
-                "check",
-                "unkeyed_events",
-            ] {
-                assert_eq!(mine[k], http[k], "{job} {k}: {mine} vs {http}");
-            }
+            agrees_with_http(&t, job, mine).await;
         }
         let check = |job: &str| {
             results
