@@ -534,19 +534,24 @@ async fn job_state_tables_made_as_jsonb_keep_working() {
     .await;
 }
 
-/// Models advancing together copy the new states from the first one's table
-/// into the others inside the server: between `text` and `jsonb` tables in
-/// both directions too (the board's table is the first of the group).
+/// Models advancing together read the job states from the first one's
+/// table and write them back to it alone; the others' snapshots fall behind.
+/// A model whose snapshots are stale (or missing) that then advances first
+/// in a group folds them forward from the jobs' stored events — into `text`
+/// and `jsonb` tables alike — and every model still equals a rebuild.
 #[tokio::test]
-async fn job_states_copy_between_text_and_jsonb_tables() {
-    // jsonb first: copied into text and jsonb tables.
+async fn stale_job_states_are_folded_forward_in_text_and_jsonb_tables() {
+    // jsonb first: the board's table, and another.
     states_as_jsonb(&["board", "technicians"]).await;
-    // text first: copied into a jsonb table.
+    // text first, a jsonb table behind it that then leads its group.
     states_as_jsonb(&["billing_readiness"]).await;
 }
 
-/// Turns the named models' state tables into `jsonb`, runs commands through
-/// the projectors, and checks every table against a rebuild.
+/// Turns the named models' state tables into `jsonb`, then twice: commands
+/// projected by every model together (the board's table first), more
+/// commands, the board alone ahead, and the six others advancing together
+/// from the billing model's stale snapshots. Checks the snapshots' versions
+/// and types, and every model against a rebuild.
 async fn states_as_jsonb(models: &[&str]) {
     let t = TestApp::spawn().await;
     let rt = registered(t.runtime()).await;
@@ -555,6 +560,13 @@ async fn states_as_jsonb(models: &[&str]) {
             .fetch_all(&t.app.pool)
             .await
             .unwrap();
+    let table_of = |name: &str| {
+        tables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap()
+    };
     for (name, table) in &tables {
         if models.contains(&name.as_str()) {
             sqlx::query(&format!(
@@ -565,26 +577,51 @@ async fn states_as_jsonb(models: &[&str]) {
             .unwrap();
         }
     }
+    let snapshot = |name: &str| {
+        let table = table_of(name);
+        let pool = t.app.pool.clone();
+        async move {
+            let row: Option<(String, i64)> = sqlx::query_as(&format!(
+                "SELECT pg_typeof(job)::text, (job::jsonb->>'version')::bigint FROM {table}_jobs"
+            ))
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let kind = |name: &str| match models.contains(&name) {
+        true => "jsonb".to_string(),
+        false => "text".to_string(),
+    };
     let job = t.open_ifm_job("site-jsonb-state").await;
-    rt.catch_up().await.unwrap();
-    t.note(&job, &t.keys.agent, "one").await;
-    t.note(&job, &t.keys.agent, "two").await;
-    rt.catch_up().await.unwrap();
-    for (name, table) in &tables {
-        let (kind, version): (String, i64) = sqlx::query_as(&format!(
-            "SELECT pg_typeof(job)::text, (job::jsonb->>'version')::bigint FROM {table}_jobs WHERE job_id = $1"
-        ))
-        .bind(&job)
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-        let expected = if models.contains(&name.as_str()) {
-            "jsonb"
-        } else {
-            "text"
-        };
-        assert_eq!(kind, expected, "{name}");
-        assert_eq!(version, 3, "{name}: opened and two notes");
+    let board_only = only(&t, vec![Arc::new(Board)]);
+    for round in 0..2i64 {
+        // Together: the board's table is the first and the only one written.
+        t.note(&job, &t.keys.agent, "together").await;
+        rt.catch_up().await.unwrap();
+        let v = 2 + 3 * round;
+        assert_eq!(snapshot("board").await, Some((kind("board"), v)));
+        // The billing model's snapshot is behind (or absent): it was last
+        // written when it led the six, a round ago.
+        let billing = snapshot("billing_readiness").await;
+        match round {
+            0 => assert_eq!(billing, None),
+            _ => assert_eq!(billing, Some((kind("billing_readiness"), v - 1))),
+        }
+        t.note(&job, &t.keys.agent, "board ahead").await;
+        below_the_horizon(&t).await;
+        board_only.step(1).await.unwrap();
+        t.note(&job, &t.keys.agent, "the six behind").await;
+        below_the_horizon(&t).await;
+        // The six stand level behind the board: they advance together from
+        // the billing model's snapshot, folded forward from the store.
+        rt.step_live(5).await.unwrap();
+        assert_eq!(
+            snapshot("billing_readiness").await,
+            Some((kind("billing_readiness"), v + 2))
+        );
+        assert_eq!(snapshot("board").await, Some((kind("board"), v + 2)));
     }
     assert_exactly_once_and_equal_to_rebuild(&t, &rt).await;
 }
