@@ -2,11 +2,8 @@
 //! bulk upserts through `jsonb_populate_recordset`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
 
 use cqrs_es::Aggregate;
-use lru::LruCache;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
@@ -44,66 +41,14 @@ async fn state_is_jsonb(conn: &mut PgConnection, state_table: &str) -> Result<bo
     .await?)
 }
 
-/// How many folded job states a projecting process keeps in memory.
-pub const FOLDED_STATES: usize = 512;
-
-/// The folded states of the jobs a projecting process touched last, each
-/// as of its version. A job's state after its event *n* is the fold of
-/// committed, immutable events, whatever model or transaction folded it, so
-/// a kept state is good for any batch that starts right after *n* — even
-/// one folded in a pass that then rolled back. A batch takes a kept state
-/// only at exactly the version it starts from (anything else is read from
-/// the state table as before), and a state is kept only over an older one
-/// (a rebuild folding old history does not replace the live jobs' states).
-#[derive(Clone)]
-pub struct FoldedStates(Arc<Mutex<LruCache<String, Job>>>);
-
-impl Default for FoldedStates {
-    fn default() -> Self {
-        FoldedStates::new(FOLDED_STATES)
-    }
-}
-
-impl FoldedStates {
-    /// Keeps up to `capacity` states (at least one).
-    pub fn new(capacity: usize) -> Self {
-        let capacity = NonZeroUsize::new(capacity.max(1)).expect("at least one");
-        FoldedStates(Arc::new(Mutex::new(LruCache::new(capacity))))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Job>> {
-        // A panic while holding the lock leaves whole entries: still usable.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The kept state of `job_id` if it is exactly at `version`.
-    pub fn at(&self, job_id: &str, version: i64) -> Option<Job> {
-        let mut kept = self.lock();
-        match kept.get(job_id) {
-            Some(job) if job.version as i64 == version => Some(job.clone()),
-            _ => None,
-        }
-    }
-
-    /// Keeps `job` unless a state as new or newer is kept.
-    pub fn keep(&self, job_id: &str, job: &Job) {
-        let mut kept = self.lock();
-        if kept.peek(job_id).is_some_and(|k| k.version >= job.version) {
-            return;
-        }
-        kept.put(job_id.to_string(), job.clone());
-    }
-}
-
 /// Loads the stored states of the jobs a batch touches, applies the batch's
 /// job events in order, stores the new states, and returns the changes.
 pub async fn fold_jobs(
     conn: &mut PgConnection,
-    kept: &FoldedStates,
     state_table: &str,
     batch: &[EventRow],
 ) -> Result<Vec<JobChange>> {
-    fold_jobs_into(conn, kept, &[state_table], batch).await
+    fold_jobs_into(conn, &[state_table], batch).await
 }
 
 /// A touched job while its batch is folded.
@@ -137,7 +82,6 @@ struct Folding {
 /// would be set aside and the job folded from its first event.
 pub async fn fold_jobs_into(
     conn: &mut PgConnection,
-    kept: &FoldedStates,
     state_tables: &[&str],
     batch: &[EventRow],
 ) -> Result<Vec<JobChange>> {
@@ -163,30 +107,15 @@ pub async fn fold_jobs_into(
     if order.is_empty() {
         return Ok(Vec::new());
     }
-    // Kept in memory at the version the batch starts from, or else read.
-    let mut unknown: Vec<&String> = Vec::new();
-    for id in &order {
-        let f = touched.get_mut(id).expect("collected above");
-        match kept.at(id, f.before_seq) {
-            Some(job) => f.state = job,
-            None if f.before_seq > 0 => unknown.push(id),
-            None => {}
-        }
-    }
     // The states travel as JSON text, decoded straight into `Job` (no
     // intermediate `Value`: its allocations were the projectors' largest
     // cost in the service's profile).
-    let rows = match unknown.is_empty() {
-        true => Vec::new(),
-        false => {
-            sqlx::query(&format!(
-                "SELECT job_id, job::text AS job FROM {first} WHERE job_id = ANY($1)"
-            ))
-            .bind(&unknown)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-    };
+    let rows = sqlx::query(&format!(
+        "SELECT job_id, job::text AS job FROM {first} WHERE job_id = ANY($1)"
+    ))
+    .bind(&order)
+    .fetch_all(&mut *conn)
+    .await?;
     for r in rows {
         let id: String = r.try_get("job_id")?;
         let job: Job = serde_json::from_str(r.try_get::<&str, _>("job")?).map_err(internal)?;
@@ -211,9 +140,6 @@ pub async fn fold_jobs_into(
         f.last_position = e.global_position;
     }
     write_states(conn, first, &order, &touched).await?;
-    for id in &order {
-        kept.keep(id, &touched[id].state);
-    }
     Ok(order
         .into_iter()
         .map(|id| {
@@ -363,49 +289,4 @@ pub fn by_key(rows: Vec<Value>, key: &str) -> BTreeMap<String, Value> {
     rows.into_iter()
         .map(|r| (r.get(key).map(|v| v.to_string()).unwrap_or_default(), r))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(version: u64) -> Job {
-        Job {
-            version,
-            data: None,
-        }
-    }
-
-    #[test]
-    fn a_kept_state_is_given_only_at_exactly_its_version() {
-        let kept = FoldedStates::new(8);
-        kept.keep("a", &job(3));
-        assert_eq!(kept.at("a", 3).map(|j| j.version), Some(3));
-        assert!(kept.at("a", 2).is_none(), "a batch that starts before it");
-        assert!(kept.at("a", 4).is_none(), "a batch that starts after it");
-        assert!(kept.at("b", 3).is_none());
-    }
-
-    #[test]
-    fn an_older_state_never_replaces_a_newer_one() {
-        let kept = FoldedStates::new(8);
-        kept.keep("a", &job(5));
-        kept.keep("a", &job(2));
-        assert_eq!(kept.at("a", 5).map(|j| j.version), Some(5));
-        assert!(kept.at("a", 2).is_none());
-        kept.keep("a", &job(6));
-        assert_eq!(kept.at("a", 6).map(|j| j.version), Some(6));
-    }
-
-    #[test]
-    fn the_least_recently_used_state_goes_first() {
-        let kept = FoldedStates::new(2);
-        kept.keep("a", &job(1));
-        kept.keep("b", &job(1));
-        assert!(kept.at("a", 1).is_some());
-        kept.keep("c", &job(1));
-        assert!(kept.at("b", 1).is_none(), "b was used least recently");
-        assert!(kept.at("a", 1).is_some());
-        assert!(kept.at("c", 1).is_some());
-    }
 }

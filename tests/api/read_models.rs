@@ -550,7 +550,7 @@ async fn stale_job_states_are_folded_forward_in_text_and_jsonb_tables() {
 /// Turns the named models' state tables into `jsonb`, then twice: commands
 /// projected by every model together (the board's table first), more
 /// commands, the board alone ahead, and the six others advancing together
-/// (in a fresh runtime) from the billing model's stale snapshots. Checks the snapshots' versions
+/// from the billing model's stale snapshots. Checks the snapshots' versions
 /// and types, and every model against a rebuild.
 async fn states_as_jsonb(models: &[&str]) {
     let t = TestApp::spawn().await;
@@ -615,10 +615,8 @@ async fn states_as_jsonb(models: &[&str]) {
         t.note(&job, &t.keys.agent, "the six behind").await;
         below_the_horizon(&t).await;
         // The six stand level behind the board: they advance together from
-        // the billing model's snapshot, folded forward from the store (a
-        // runtime of its own: nothing kept in memory from the passes before,
-        // as after a restart or on another replica).
-        t.runtime().step_live(5).await.unwrap();
+        // the billing model's snapshot, folded forward from the store.
+        rt.step_live(5).await.unwrap();
         assert_eq!(
             snapshot("billing_readiness").await,
             Some((kind("billing_readiness"), v + 2))

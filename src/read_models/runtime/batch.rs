@@ -65,7 +65,7 @@ impl Runtime {
             return Ok(Some(0));
         }
         let changes = if projection.needs_job_state() {
-            fold_jobs(&mut tx, &self.states, &format!("{table}_jobs"), &batch).await?
+            fold_jobs(&mut tx, &format!("{table}_jobs"), &batch).await?
         } else {
             Vec::new()
         };
@@ -163,7 +163,7 @@ impl Runtime {
             .collect();
         let work = async {
             let state_refs: Vec<&str> = state_tables.iter().map(String::as_str).collect();
-            let changes = fold_jobs_into(&mut tx, &self.states, &state_refs, &batch).await?;
+            let changes = fold_jobs_into(&mut tx, &state_refs, &batch).await?;
             for (p, table) in &group {
                 let changes: &[JobChange] = if p.needs_job_state() { &changes } else { &[] };
                 p.apply(&mut tx, table, &batch, changes, &self.ctx).await?;

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use super::jobs::FoldedStates;
 use super::{Projection, ProjectionContext};
 use super::{ReadModelError, Result};
 
@@ -57,8 +56,6 @@ pub struct Runtime {
     batch_size: i64,
     poll: Duration,
     pass_interval: Duration,
-    /// The job states this process folded last (shared by its clones).
-    states: FoldedStates,
 }
 
 impl Runtime {
@@ -80,7 +77,6 @@ impl Runtime {
             batch_size: DEFAULT_BATCH,
             poll: Duration::from_millis(500),
             pass_interval: PASS_INTERVAL,
-            states: FoldedStates::default(),
         }
     }
 
