@@ -41,16 +41,6 @@ async fn state_is_jsonb(conn: &mut PgConnection, state_table: &str) -> Result<bo
     .await?)
 }
 
-/// Loads the stored states of the jobs a batch touches, applies the batch's
-/// job events in order, stores the new states, and returns the changes.
-pub async fn fold_jobs(
-    conn: &mut PgConnection,
-    state_table: &str,
-    batch: &[EventRow],
-) -> Result<Vec<JobChange>> {
-    fold_jobs_into(conn, &[state_table], batch).await
-}
-
 /// A touched job while its batch is folded.
 struct Folding {
     /// Its sequence just before its first event in the batch: the state
@@ -65,9 +55,10 @@ struct Folding {
     last_position: i64,
 }
 
-/// [`fold_jobs`] for read models that stand at the same position: the
-/// states are read from the first table, folded once, and written back to
-/// it alone.
+/// Loads the stored states of the jobs a batch touches from `state_table`,
+/// applies the batch's job events in order, stores the new states there,
+/// and returns the changes. Read models that stand at the same position
+/// fold once, through the first one's state table.
 ///
 /// A state table is a cache of snapshots, not an exact copy of its model's
 /// position: a job's state after its event `n` is the same for every read
@@ -80,14 +71,11 @@ struct Folding {
 /// where the batch starts. A snapshot is never ahead of its table's
 /// checkpoint (it is written in the transaction that moves it); one that is
 /// would be set aside and the job folded from its first event.
-pub async fn fold_jobs_into(
+pub async fn fold_jobs(
     conn: &mut PgConnection,
-    state_tables: &[&str],
+    state_table: &str,
     batch: &[EventRow],
 ) -> Result<Vec<JobChange>> {
-    let Some(first) = state_tables.first() else {
-        return Ok(Vec::new());
-    };
     let mut order: Vec<String> = Vec::new();
     let mut touched: HashMap<String, Folding> = HashMap::new();
     for e in batch.iter().filter(|e| e.aggregate_type == Job::TYPE) {
@@ -111,7 +99,7 @@ pub async fn fold_jobs_into(
     // intermediate `Value`: its allocations were the projectors' largest
     // cost in the service's profile).
     let rows = sqlx::query(&format!(
-        "SELECT job_id, job::text AS job FROM {first} WHERE job_id = ANY($1)"
+        "SELECT job_id, job::text AS job FROM {state_table} WHERE job_id = ANY($1)"
     ))
     .bind(&order)
     .fetch_all(&mut *conn)
@@ -139,7 +127,7 @@ pub async fn fold_jobs_into(
         f.state.apply(e.decode::<JobEvent>()?);
         f.last_position = e.global_position;
     }
-    write_states(conn, first, &order, &touched).await?;
+    write_states(conn, state_table, &order, &touched).await?;
     Ok(order
         .into_iter()
         .map(|id| {
@@ -190,15 +178,12 @@ async fn catch_up_snapshots(
     for r in rows {
         let id: String = r.try_get("aggregate_id")?;
         let sequence: i64 = r.try_get("sequence")?;
-        let (event_type, payload) = crate::store::upcast::upcast(
-            r.try_get::<&str, _>("event_type")?,
-            r.try_get::<&str, _>("event_version")?,
+        let event: JobEvent = crate::store::upcast::decode(
+            r.try_get("event_type")?,
+            r.try_get("event_version")?,
             r.try_get("payload")?,
-        );
-        let mut tagged = serde_json::Map::new();
-        tagged.insert(event_type, payload);
-        let event: JobEvent = serde_json::from_value(Value::Object(tagged))
-            .map_err(|e| internal(format!("event {sequence} of job {id} does not decode: {e}")))?;
+        )
+        .map_err(|e| internal(format!("event {sequence} of job {id} does not decode: {e}")))?;
         let f = touched.get_mut(&id).expect("asked for");
         if sequence as u64 == f.state.version + 1 {
             f.state.apply(event);

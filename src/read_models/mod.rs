@@ -100,19 +100,13 @@ pub struct EventRow {
 impl EventRow {
     /// Decodes the payload into a domain event, through the upcasters.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
-        let (event_type, payload) = crate::store::upcast::upcast(
-            &self.event_type,
-            &self.event_version,
-            self.payload.clone(),
-        );
-        let mut tagged = serde_json::Map::new();
-        tagged.insert(event_type, payload);
-        serde_json::from_value(Value::Object(tagged)).map_err(|e| {
-            ReadModelError::Corrupt(format!(
-                "event at position {} does not decode: {e}",
-                self.global_position
-            ))
-        })
+        crate::store::upcast::decode(&self.event_type, &self.event_version, self.payload.clone())
+            .map_err(|e| {
+                ReadModelError::Corrupt(format!(
+                    "event at position {} does not decode: {e}",
+                    self.global_position
+                ))
+            })
     }
 }
 

@@ -3,13 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::hash::GENESIS_HASH;
-use super::upcast::upcast;
 use super::StoreError;
 use crate::domain::sop::SopRef;
 use crate::domain::Actor;
@@ -198,14 +197,12 @@ impl RawRow {
 
     /// Decodes the payload into a domain event, through the upcasters.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
-        let (event_type, payload) =
-            upcast(&self.event_type, &self.event_version, self.payload.clone());
-        let mut tagged = Map::new();
-        tagged.insert(event_type, payload);
-        serde_json::from_value(Value::Object(tagged)).map_err(|source| StoreError::Decode {
-            sequence: self.sequence,
-            source,
-        })
+        super::upcast::decode(&self.event_type, &self.event_version, self.payload.clone()).map_err(
+            |source| StoreError::Decode {
+                sequence: self.sequence,
+                source,
+            },
+        )
     }
 
     /// Sequence.
@@ -284,10 +281,7 @@ fn decode_text<E: serde::de::DeserializeOwned>(
     let decode_err = |source| StoreError::Decode { sequence, source };
     if super::upcast::applies(event_type, event_version) {
         let value: Value = serde_json::from_str(payload).map_err(decode_err)?;
-        let (event_type, payload) = upcast(event_type, event_version, value);
-        let mut tagged = Map::new();
-        tagged.insert(event_type, payload);
-        return serde_json::from_value(Value::Object(tagged)).map_err(decode_err);
+        return super::upcast::decode(event_type, event_version, value).map_err(decode_err);
     }
     scratch.clear();
     scratch.push('{');

@@ -70,6 +70,19 @@ pub fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> (Str
     (event_type.to_string(), payload)
 }
 
+/// Decodes a stored payload into a domain event (externally tagged by its
+/// type), through the upcasters.
+pub fn decode<E: serde::de::DeserializeOwned>(
+    event_type: &str,
+    event_version: &str,
+    payload: Value,
+) -> Result<E, serde_json::Error> {
+    let (event_type, payload) = upcast(event_type, event_version, payload);
+    let mut tagged = serde_json::Map::new();
+    tagged.insert(event_type, payload);
+    serde_json::from_value(Value::Object(tagged))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

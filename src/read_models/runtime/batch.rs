@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Row};
 
 use super::order::Prefetched;
 use super::{instance_id, Runtime};
-use crate::read_models::jobs::{fold_jobs, fold_jobs_into, JobChange};
+use crate::read_models::jobs::{fold_jobs, JobChange};
 use crate::read_models::{EventRow, Projection, ReadModelError, Result};
 
 impl Runtime {
@@ -81,7 +81,7 @@ impl Runtime {
     /// Applies one batch to every serving table that stands at the same
     /// position as the most others (at least two), in one transaction: the
     /// batch is read once and the touched jobs folded once for all of them
-    /// (see [`fold_jobs_into`]). Returns the events applied and the tables
+    /// (see [`fold_jobs`]). Returns the events applied and the tables
     /// advanced (or found caught up); `None` if fewer than two tables stand
     /// level (or could be locked), which leaves them to [`Runtime::advance`].
     ///
@@ -156,14 +156,16 @@ impl Runtime {
         let next_from = (last.tx_id as u64, last.global_position);
         let group: Vec<&(Arc<dyn Projection>, String)> =
             live.iter().filter(|(_, t)| locked.contains(t)).collect();
-        let state_tables: Vec<String> = group
+        // The group folds once, through the first state-keeping table.
+        let state_table = group
             .iter()
-            .filter(|(p, _)| p.needs_job_state())
-            .map(|(_, t)| format!("{t}_jobs"))
-            .collect();
+            .find(|(p, _)| p.needs_job_state())
+            .map(|(_, t)| format!("{t}_jobs"));
         let work = async {
-            let state_refs: Vec<&str> = state_tables.iter().map(String::as_str).collect();
-            let changes = fold_jobs_into(&mut tx, &state_refs, &batch).await?;
+            let changes = match &state_table {
+                Some(table) => fold_jobs(&mut tx, table, &batch).await?,
+                None => Vec::new(),
+            };
             for (p, table) in &group {
                 let changes: &[JobChange] = if p.needs_job_state() { &changes } else { &[] };
                 p.apply(&mut tx, table, &batch, changes, &self.ctx).await?;
