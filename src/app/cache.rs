@@ -24,12 +24,18 @@
 //! A job command from a key this process already knows may also skip the
 //! key lookup on a kept job (its write checks the key): that shortcut is
 //! `App::job_command`'s (`app/commands/job.rs`).
+//!
+//! The cache also holds this process's turns on streams ([`Turns`]): what
+//! a replica keeps of the jobs it commands is its own, so a second replica
+//! (in tests, an `App` with another cache) races the first through the
+//! store as another process would.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::turns::{Turn, Turns};
 use crate::domain::job::Job;
 use crate::store::StreamState;
 
@@ -43,6 +49,7 @@ type Entries = LruCache<String, (Job, StreamState)>;
 #[derive(Clone)]
 pub struct JobCache {
     inner: Option<Arc<Mutex<Entries>>>,
+    turns: Turns,
 }
 
 impl std::fmt::Debug for JobCache {
@@ -63,11 +70,19 @@ impl JobCache {
     pub fn new(capacity: usize) -> Self {
         JobCache {
             inner: NonZeroUsize::new(capacity).map(|n| Arc::new(Mutex::new(LruCache::new(n)))),
+            turns: Turns::default(),
         }
     }
 
     fn lock<T>(c: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         c.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for this process's turn on stream `(aggregate_type,
+    /// aggregate_id)` (see [`crate::app::turns`]); kept even when no state
+    /// is (capacity 0).
+    pub async fn turn(&self, aggregate_type: &str, aggregate_id: &str) -> Turn {
+        self.turns.take(aggregate_type, aggregate_id).await
     }
 
     /// Takes a job's state out (the caller puts back what its write left).

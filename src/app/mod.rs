@@ -17,6 +17,7 @@ pub mod queries;
 pub mod read_models;
 pub mod registry;
 pub mod sessions;
+pub mod turns;
 
 use std::sync::Arc;
 

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use super::{derived_id, events_json, facts, run, split_event, Decided, Reply};
+use crate::app::turns::Turn;
 use crate::app::{App, Caller, KeyedCaller, RequestMeta};
 use crate::domain::job::{CheckOutcome, Job, JobCommand, JobData, JobError, JobEvent, JobState};
 use crate::domain::Issued;
@@ -55,6 +56,7 @@ impl App {
         job_id: &str,
         command: JobCommand,
     ) -> Result<Reply> {
+        let turn = self.jobs.turn(Job::TYPE, job_id).await;
         if who.is_provisional() {
             match self.key_in_write(who, meta, job_id, command.clone()).await {
                 Ok(Some(reply)) => return Ok(reply),
@@ -63,7 +65,8 @@ impl App {
             }
         }
         let caller = self.confirm_key(who).await?;
-        self.execute_job(&caller, meta, Some(job_id), command).await
+        self.job_in_turn(&caller, meta, Some(job_id), command, Some(turn))
+            .await
     }
 
     /// A job command on a job whose state this process keeps, from a
@@ -104,12 +107,27 @@ impl App {
     }
     /// Executes a job command. `job_id` is `None` for `open_job` (the id is
     /// derived from the caller and the idempotency key, so retries agree).
+    /// It waits for this process's turn on the job first
+    /// ([`crate::app::turns`]).
     pub async fn execute_job(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
         job_id: Option<&str>,
+        command: JobCommand,
+    ) -> Result<Reply> {
+        self.job_in_turn(caller, meta, job_id, command, None).await
+    }
+
+    /// [`App::execute_job`], in the job's `turn` when the caller holds it
+    /// already (and otherwise once the job's id is known).
+    async fn job_in_turn(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        job_id: Option<&str>,
         mut command: JobCommand,
+        turn: Option<Turn>,
     ) -> Result<Reply> {
         let started = std::time::Instant::now();
         let name = command.wire_name();
@@ -123,6 +141,10 @@ impl App {
         if !crate::app::storable_id(&job_id) {
             return Err(ApiError::Job(JobError::JobNotFound));
         }
+        let _turn = match turn {
+            Some(turn) => turn,
+            None => self.jobs.turn(Job::TYPE, &job_id).await,
+        };
         let cached = match self.jobs.take(&job_id) {
             Some(state) => {
                 self.cached_job_command(caller, meta, &job_id, command.clone(), state, None)

@@ -11,6 +11,9 @@
 //! commands that do not depend on each other (two notes, a check-in and a
 //! timer's event) both land. Only a stream that changed under every one of
 //! the decisions answers 409 without `If-Match`.
+//!
+//! Callers run it in their stream's turn ([`crate::app::turns`]), so the
+//! races it decides again are only those with writers outside this process.
 
 use std::time::Duration;
 

@@ -35,6 +35,7 @@ impl App {
         if !crate::app::storable_id(&id) {
             return Err(ApiError::Technician(TechnicianError::NotFound));
         }
+        let _turn = self.jobs.turn(Technician::TYPE, &id).await;
         let app = self.clone();
         let caller2 = caller.clone();
         let meta2 = meta.clone();
