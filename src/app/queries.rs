@@ -1,6 +1,8 @@
 //! Strong reads straight from the event stream: the job now, its envelopes,
 //! its audit, and its state as it was after any event.
 
+use std::sync::Arc;
+
 use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -134,27 +136,15 @@ impl App {
 
 /// Verifies one stream against `keys` and the heads checkpoints recorded
 /// for it (`checkpointed`); `None` when the stream never existed (neither
-/// events, nor a head, nor a checkpoint).
+/// events, nor a head, nor a checkpoint). See [`store::verify_stream`].
 pub async fn audit_stream(
     conn: &mut PgConnection,
-    keys: &ChainKeys,
+    keys: &Arc<ChainKeys>,
     checkpointed: &[CheckpointedHead],
     aggregate_type: &str,
     id: &str,
 ) -> Result<Option<AuditReport>> {
-    let rows = store::load_stream_rows(conn, aggregate_type, id, None).await?;
-    let head = store::load_head(conn, aggregate_type, id).await?;
-    if rows.is_empty() && head.is_none() && checkpointed.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(store::verify_rows(
-        aggregate_type,
-        id,
-        &rows,
-        head.as_ref(),
-        keys,
-        checkpointed,
-    )))
+    Ok(store::verify_stream(conn, keys, checkpointed, aggregate_type, id).await?)
 }
 
 impl App {

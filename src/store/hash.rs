@@ -126,53 +126,51 @@ pub fn hash_input(
     Value::Object(obj)
 }
 
-/// SHA-256 of the canonical form of [`hash_input`], written straight into
-/// the hasher (no merged object, no copies of payload and metadata).
+/// One member of the envelope as the hasher writes it.
+enum Field<'a> {
+    /// A decoded value, written in canonical form.
+    Value(&'a Value),
+    /// Stored JSON text, written as it is.
+    Raw(&'a str),
+    Str(&'a str),
+    Int(i64),
+}
+
+/// The envelope's own members, which win over metadata members of the same
+/// name; `payload` as given.
 #[allow(clippy::too_many_arguments)]
-pub fn envelope_hash(
-    aggregate_type: &str,
-    aggregate_id: &str,
+fn envelope_fields<'a>(
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
     sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-    prev_hash: &str,
-) -> String {
-    enum Field<'a> {
-        Value(&'a Value),
-        Str(&'a str),
-        Int(i64),
-    }
-    let Value::Object(meta) = metadata else {
-        return sha256_canonical(&hash_input(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_id,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-            prev_hash,
-        ));
-    };
-    let envelope = [
+    event_id: &'a str,
+    event_type: &'a str,
+    event_version: &'a str,
+    payload: Field<'a>,
+    prev_hash: &'a str,
+) -> [(&'static str, Field<'a>); 8] {
+    [
         ("aggregate_type", Field::Str(aggregate_type)),
         ("aggregate_id", Field::Str(aggregate_id)),
         ("sequence", Field::Int(sequence)),
         ("event_id", Field::Str(event_id)),
         ("event_type", Field::Str(event_type)),
         ("event_version", Field::Str(event_version)),
-        ("payload", Field::Value(payload)),
+        ("payload", payload),
         ("prev_hash", Field::Str(prev_hash)),
-    ];
+    ]
+}
+
+/// SHA-256 (hex) of the object made of the metadata's members (`meta`,
+/// less those the envelope names) and the envelope's, keys sorted by bytes.
+fn hash_members<'a>(
+    meta: impl ExactSizeIterator<Item = (&'a str, Field<'a>)>,
+    envelope: [(&'static str, Field<'a>); 8],
+) -> String {
     let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(meta.len() + envelope.len());
     for (k, v) in meta {
-        // The envelope's own fields win over metadata keys of the same name.
-        if !envelope.iter().any(|(e, _)| *e == k.as_str()) {
-            fields.push((k.as_str(), Field::Value(v)));
+        if !envelope.iter().any(|(e, _)| *e == k) {
+            fields.push((k, v));
         }
     }
     fields.extend(envelope);
@@ -188,6 +186,7 @@ pub fn envelope_hash(
             h.write_all(b":")?;
             match v {
                 Field::Value(v) => write_canonical(v, &mut h)?,
+                Field::Raw(text) => h.write_all(text.as_bytes())?,
                 Field::Str(s) => write_str(s, &mut h)?,
                 Field::Int(n) => write!(h, "{n}")?,
             }
@@ -196,6 +195,94 @@ pub fn envelope_hash(
     };
     write().expect("hashing does not fail");
     h.hex()
+}
+
+/// SHA-256 of the canonical form of [`hash_input`], written straight into
+/// the hasher (no merged object, no copies of payload and metadata).
+#[allow(clippy::too_many_arguments)]
+pub fn envelope_hash(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+    metadata: &Value,
+    prev_hash: &str,
+) -> String {
+    let Value::Object(meta) = metadata else {
+        return sha256_canonical(&hash_input(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_id,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            prev_hash,
+        ));
+    };
+    let envelope = envelope_fields(
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_id,
+        event_type,
+        event_version,
+        Field::Value(payload),
+        prev_hash,
+    );
+    hash_members(
+        meta.iter().map(|(k, v)| (k.as_str(), Field::Value(v))),
+        envelope,
+    )
+}
+
+/// [`envelope_hash`] from the stored text of `payload` and `metadata`
+/// without decoding them: the payload's text and the metadata members'
+/// texts are hashed as they are stored, and only the metadata's top level
+/// is read (its member names borrowed). The store writes both in canonical
+/// form, so for a row it wrote this is the row's hash at a fraction of the
+/// cost; `None` when the metadata is not an object of plainly written
+/// names.
+///
+/// Only **equality with a stored hash** proves anything: the bytes hashed
+/// then are (barring a SHA-256 collision) the canonical form the stored
+/// hash was made of, and they are the row's own texts, so decoding the row
+/// and hashing its canonical form would find the same. A difference proves
+/// nothing (the text may be valid but not canonical): the caller decides
+/// it by [`envelope_hash`] of the decoded row.
+#[allow(clippy::too_many_arguments)]
+pub fn envelope_hash_text(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+    metadata: &str,
+    prev_hash: &str,
+) -> Option<String> {
+    // Later duplicates replace earlier ones, as they do in a decoded value.
+    let meta: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_str(metadata).ok()?;
+    let envelope = envelope_fields(
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_id,
+        event_type,
+        event_version,
+        Field::Raw(payload),
+        prev_hash,
+    );
+    Some(hash_members(
+        meta.into_iter().map(|(k, v)| (k, Field::Raw(v.get()))),
+        envelope,
+    ))
 }
 
 #[cfg(test)]
@@ -273,13 +360,34 @@ mod tests {
         ];
         for m in &metadata {
             for p in &payloads {
+                let hash = envelope_hash("job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev");
                 assert_eq!(
-                    envelope_hash("job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"),
+                    hash,
                     sha256_canonical(&hash_input(
                         "job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"
                     )),
                     "{m} {p}"
                 );
+                // As the store writes them, the texts hash the same.
+                let (pt, mt) = (p.to_string(), m.to_string());
+                if m.is_object() {
+                    assert_eq!(
+                        envelope_hash_text("job", "id-1", 7, "e-1", "T", "1.0", &pt, &mt, "prev"),
+                        Some(hash.clone()),
+                        "{m} {p}"
+                    );
+                }
+                // Not canonical: other text, never the stored hash.
+                let spaced = serde_json::to_string_pretty(p).unwrap();
+                if spaced != pt {
+                    assert_ne!(
+                        envelope_hash_text(
+                            "job", "id-1", 7, "e-1", "T", "1.0", &spaced, &mt, "prev"
+                        ),
+                        Some(hash),
+                        "{m} {p}"
+                    );
+                }
             }
         }
     }

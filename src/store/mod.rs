@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod hash;
 mod repo;
 pub mod scan;
+mod stream_audit;
 pub mod upcast;
 mod verify;
 pub mod wake;
@@ -33,6 +34,7 @@ pub use repo::{
     decode_stream, load_head, load_stream, load_stream_rows, EventMeta, NewEvent, RawRow,
     StoredEvent, StreamState, STREAM_COLUMNS,
 };
+pub use stream_audit::verify_stream;
 pub use verify::{verify_rows, AuditCheck, AuditReport};
 pub use wake::wake_projectors;
 pub use writer::{

@@ -10,8 +10,10 @@
 //! - Parallel ranges: the table's blocks are split into as many TID ranges
 //!   as there are scanning connections ([`ScanOptions::connections`]); each
 //!   range is streamed (`fetch`, never loaded whole) in batches.
-//! - Every core: each batch is decoded and each row's hash and MAC checked
-//!   ([`check_row`], the per-stream audit's own) on a rayon pool.
+//! - Every core: each row's hash and MAC are checked
+//!   ([`check_stored_row`], the per-stream audit's own: from the stored
+//!   text, decoding only a row whose text does not give its hash) on a
+//!   rayon pool.
 //! - Streams assembled: checked rows are grouped by stream; a stream is
 //!   walked ([`verify_chain`], the per-stream audit's own) as soon as it
 //!   holds exactly the sequences 1..=its head, the others once the scan has
@@ -35,8 +37,8 @@ use sqlx::{Executor, PgConnection, PgPool, Row};
 use super::chain::ChainKeys;
 use super::checkpoint::HeadIndex;
 use super::repo::{load_stream_rows, StreamState, RAW_COLUMNS};
-use super::verify::{check_row, verify_chain, verify_rows, AuditReport, ChainRow};
-use super::{RawRow, StoreError};
+use super::verify::{check_stored_row, verify_chain, verify_rows, AuditReport, ChainRow};
+use super::StoreError;
 
 /// Rows per batch handed to a hashing thread.
 const BATCH_ROWS: usize = 1024;
@@ -224,7 +226,7 @@ fn check_batch(
         .map(|r| {
             let kind: String = r.try_get("aggregate_type")?;
             let id: String = r.try_get("aggregate_id")?;
-            let row = check_row(keys, &kind, &id, &RawRow::from_row(r)?);
+            let row = check_stored_row(keys, &kind, &id, r)?;
             Ok(((kind, id), row))
         })
         .collect()

@@ -6,12 +6,21 @@
 //! In two steps, so that the whole-store audit (`store::scan`) decides
 //! exactly as the per-stream one: [`check_row`] (a row on its own: hash
 //! and MAC, on any thread) and [`verify_chain`] (the walk in order).
+//!
+//! Rows as the database sent them are checked by [`check_stored_row`]: the
+//! hash of their stored text first, which is the stored hash for every row
+//! the store wrote, and the decoded row's canonical hash only when it is
+//! not (see [`envelope_hash_text`] for why only equality is trusted). Both
+//! audits read rows that way; decoding every payload and metadata into
+//! JSON values and freeing them again was most of a long stream's audit.
 
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
 
 use super::chain::{ChainKeys, MacFailure};
 use super::checkpoint::CheckpointedHead;
-use super::hash::{envelope_hash, GENESIS_HASH};
+use super::hash::{envelope_hash, envelope_hash_text, GENESIS_HASH};
 use super::repo::{RawRow, StreamState};
 
 /// Which check found a stream's first bad or missing sequence.
@@ -162,6 +171,63 @@ pub(crate) fn check_row(
         hash_ok: hash == r.hash,
         mac,
     }
+}
+
+/// [`check_row`] of a row as the database sent it (`RAW_COLUMNS`): when the
+/// hash of its stored payload and metadata text is its stored hash, the
+/// row's hash is intact without decoding either; otherwise the row is
+/// decoded and decided by [`check_row`].
+pub(crate) fn check_stored_row(
+    keys: &ChainKeys,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    r: &PgRow,
+) -> Result<ChainRow, sqlx::Error> {
+    let stored: &str = r.try_get("hash")?;
+    let sequence: i64 = r.try_get("sequence")?;
+    let prev_hash: &str = r.try_get("prev_hash")?;
+    let text = |column: &str| r.try_get_raw(column).ok().and_then(|v| v.as_str().ok());
+    let from_text = match (text("payload"), text("metadata")) {
+        (Some(payload), Some(metadata)) => envelope_hash_text(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            &r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
+            r.try_get("event_type")?,
+            r.try_get("event_version")?,
+            payload,
+            metadata,
+            prev_hash,
+        ),
+        _ => None,
+    };
+    if from_text.as_deref() != Some(stored) {
+        return Ok(check_row(
+            keys,
+            aggregate_type,
+            aggregate_id,
+            &RawRow::from_row(r)?,
+        ));
+    }
+    let key_id: Option<&str> = r.try_get("key_id")?;
+    let mac = match key_id {
+        Some(key_id) => Some(keys.verify_mac(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            key_id,
+            stored,
+            r.try_get("mac")?,
+        )),
+        None => None,
+    };
+    Ok(ChainRow {
+        sequence,
+        prev_hash: StoredHash::of(prev_hash),
+        hash: StoredHash::of(stored),
+        hash_ok: true,
+        mac,
+    })
 }
 
 /// Each row of one stream checked ([`check_row`]); a long stream across

@@ -111,6 +111,150 @@ async fn changed_metadata_deleted_and_swapped_rows_are_reported() {
     }
 }
 
+/// The audit hashes a row's stored text and decodes it only when that text
+/// does not give the stored hash: a row whose JSON is spelled another way
+/// (white space, key order, escapes — the same values) still verifies, and a
+/// changed value in such a spelling is still found, by the per-stream audit
+/// over HTTP and the CLI and by the whole-store audit alike.
+#[tokio::test]
+async fn the_same_json_spelled_otherwise_verifies_and_a_changed_value_does_not() {
+    let t = TestApp::spawn().await;
+    let job = busy_job(&t).await;
+    let note: String = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE aggregate_id = $1 AND sequence = 9",
+    )
+    .bind(&job)
+    .fetch_one(&t.app.pool)
+    .await
+    .unwrap();
+    assert!(note.starts_with("{\"text\":\"note"), "{note}");
+    // The same values: jsonb's spelling of the metadata (spaces, its own key
+    // order) and the note's text with a space and an escaped letter.
+    let respelled = note.replacen("{\"text\":\"n", "{ \"text\" : \"\\u006e", 1);
+    t.tamper(&format!(
+        "UPDATE events SET metadata = metadata::jsonb::json WHERE aggregate_id = '{job}' AND sequence = 3; \
+         UPDATE events SET payload = '{respelled}' WHERE aggregate_id = '{job}' AND sequence = 9"
+    ))
+    .await;
+    let spelled: (String, String) = sqlx::query_as(
+        "SELECT (SELECT metadata::text FROM events WHERE aggregate_id = $1 AND sequence = 3), \
+                (SELECT payload::text FROM events WHERE aggregate_id = $1 AND sequence = 9)",
+    )
+    .bind(&job)
+    .fetch_one(&t.app.pool)
+    .await
+    .unwrap();
+    assert!(
+        spelled.0.contains("\": "),
+        "jsonb spells it otherwise: {}",
+        spelled.0
+    );
+    assert!(spelled.1.contains("\\u006e"), "{}", spelled.1);
+    let a = audit(&t, &job).await;
+    assert_eq!(
+        (a["verified"].clone(), a["events"].clone()),
+        (json!(true), json!(11)),
+        "{a}"
+    );
+    assert!(cli_verify(&t, &job).0);
+    let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, None);
+    assert_eq!(code, Some(0), "{out}");
+    // A changed value in the respelled text is found at its sequence.
+    let changed = respelled.replacen("ote", "ever forged", 1);
+    assert_ne!(changed, respelled);
+    t.tamper(&format!(
+        "UPDATE events SET payload = '{changed}' WHERE aggregate_id = '{job}' AND sequence = 9"
+    ))
+    .await;
+    let a = audit(&t, &job).await;
+    assert_eq!(
+        (
+            a["verified"].clone(),
+            a["first_bad_sequence"].clone(),
+            a["check"].clone()
+        ),
+        (json!(false), json!(9), json!("hash")),
+        "{a}"
+    );
+    let (ok, out) = cli_verify(&t, &job);
+    assert!(!ok && out.contains("FAILED at sequence 9"), "{out}");
+    let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, None);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains(&job), "{out}");
+}
+
+/// A stream long enough to be checked in batches on several threads while
+/// it is read: intact, it verifies; a row changed in the first batch, in a
+/// middle one or in the last (read and checked last) is the first bad
+/// sequence found, and with two changed rows the earlier one is.
+#[tokio::test]
+async fn a_long_streams_first_bad_row_is_found_in_whichever_batch_it_is() {
+    let t = TestApp::spawn().await;
+    let job = t.open_ifm_job("site-long").await;
+    let meta: dispatch_api::store::EventMeta =
+        serde_json::from_value(t.events(&job).await[0].clone()).unwrap();
+    let mut conn = t.app.pool.acquire().await.unwrap();
+    let (_, head) = dispatch_api::store::load_stream::<dispatch_api::domain::job::JobEvent>(
+        &mut conn, "job", &job,
+    )
+    .await
+    .unwrap();
+    let notes = (0..1300)
+        .map(|i| dispatch_api::store::NewEvent {
+            event_type: "NoteAdded".into(),
+            event_version: "1.0".into(),
+            payload: json!({"text": format!("line {i}")}),
+            meta: meta.clone(),
+        })
+        .collect();
+    dispatch_api::store::append(&mut conn, &t.app.chain, "job", &job, &head, notes)
+        .await
+        .unwrap();
+    drop(conn);
+    let a = audit(&t, &job).await;
+    assert_eq!(
+        (a["verified"].clone(), a["events"].clone()),
+        (json!(true), json!(1301)),
+        "{a}"
+    );
+    for (changed, found) in [
+        (&[3][..], 3),
+        (&[700][..], 700),
+        (&[1290][..], 1290),
+        (&[1100, 600][..], 600),
+    ] {
+        for sequence in changed {
+            t.tamper(&format!(
+                "UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {sequence}"
+            ))
+            .await;
+        }
+        let a = audit(&t, &job).await;
+        assert_eq!(
+            (
+                a["verified"].clone(),
+                a["first_bad_sequence"].clone(),
+                a["check"].clone()
+            ),
+            (json!(false), json!(found), json!("hash")),
+            "{changed:?}: {a}"
+        );
+        // Put back as the store wrote them.
+        for sequence in changed {
+            t.tamper(&format!(
+                "UPDATE events SET payload = '{{\"text\":\"line {}\"}}' WHERE aggregate_id = '{job}' AND sequence = {sequence}",
+                sequence - 2
+            ))
+            .await;
+        }
+        assert_eq!(
+            audit(&t, &job).await["verified"],
+            true,
+            "{changed:?} put back"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_old_event_version_loads_through_its_upcaster() {
     let t = TestApp::spawn().await;
