@@ -91,22 +91,33 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// An event's envelope members besides its payload and metadata: where it
+/// is, what it is, and the hash it links to. What [`hash_input`],
+/// [`envelope_hash`] and [`envelope_hash_text`] take with the payload and
+/// the metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// The stream's aggregate type (`job`, `technician`, …).
+    pub aggregate_type: &'a str,
+    /// The stream's id.
+    pub aggregate_id: &'a str,
+    /// The event's place in its stream, from 1.
+    pub sequence: i64,
+    /// The event's id (hyphenated UUID).
+    pub event_id: &'a str,
+    /// Its type (`JobOpened`, …).
+    pub event_type: &'a str,
+    /// Its payload's version.
+    pub event_version: &'a str,
+    /// The previous event's `hash` ([`GENESIS_HASH`] for the first).
+    pub prev_hash: &'a str,
+}
+
 /// The object whose canonical form is hashed: the envelope without `hash`
 /// and `global_position` (the database assigns the position at insert, and it
 /// orders events; it does not identify them).
 /// Public so that generators (the benchmark's bulk loader) hash exactly as the store does.
-#[allow(clippy::too_many_arguments)]
-pub fn hash_input(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-    prev_hash: &str,
-) -> Value {
+pub fn hash_input(e: &Envelope<'_>, payload: &Value, metadata: &Value) -> Value {
     let mut obj = match metadata {
         Value::Object(m) => m.clone(),
         other => {
@@ -115,14 +126,14 @@ pub fn hash_input(
             m
         }
     };
-    obj.insert("aggregate_type".into(), aggregate_type.into());
-    obj.insert("aggregate_id".into(), aggregate_id.into());
-    obj.insert("sequence".into(), sequence.into());
-    obj.insert("event_id".into(), event_id.into());
-    obj.insert("event_type".into(), event_type.into());
-    obj.insert("event_version".into(), event_version.into());
+    obj.insert("aggregate_type".into(), e.aggregate_type.into());
+    obj.insert("aggregate_id".into(), e.aggregate_id.into());
+    obj.insert("sequence".into(), e.sequence.into());
+    obj.insert("event_id".into(), e.event_id.into());
+    obj.insert("event_type".into(), e.event_type.into());
+    obj.insert("event_version".into(), e.event_version.into());
     obj.insert("payload".into(), payload.clone());
-    obj.insert("prev_hash".into(), prev_hash.into());
+    obj.insert("prev_hash".into(), e.prev_hash.into());
     Value::Object(obj)
 }
 
@@ -136,29 +147,21 @@ enum Field<'a> {
     Int(i64),
 }
 
-/// The envelope's own members, which win over metadata members of the same
-/// name; `payload` as given.
-#[allow(clippy::too_many_arguments)]
-fn envelope_fields<'a>(
-    aggregate_type: &'a str,
-    aggregate_id: &'a str,
-    sequence: i64,
-    event_id: &'a str,
-    event_type: &'a str,
-    event_version: &'a str,
-    payload: Field<'a>,
-    prev_hash: &'a str,
-) -> [(&'static str, Field<'a>); 8] {
-    [
-        ("aggregate_type", Field::Str(aggregate_type)),
-        ("aggregate_id", Field::Str(aggregate_id)),
-        ("sequence", Field::Int(sequence)),
-        ("event_id", Field::Str(event_id)),
-        ("event_type", Field::Str(event_type)),
-        ("event_version", Field::Str(event_version)),
-        ("payload", payload),
-        ("prev_hash", Field::Str(prev_hash)),
-    ]
+impl<'a> Envelope<'a> {
+    /// The envelope's own members, which win over metadata members of the
+    /// same name; `payload` as given.
+    fn fields(&self, payload: Field<'a>) -> [(&'static str, Field<'a>); 8] {
+        [
+            ("aggregate_type", Field::Str(self.aggregate_type)),
+            ("aggregate_id", Field::Str(self.aggregate_id)),
+            ("sequence", Field::Int(self.sequence)),
+            ("event_id", Field::Str(self.event_id)),
+            ("event_type", Field::Str(self.event_type)),
+            ("event_version", Field::Str(self.event_version)),
+            ("payload", payload),
+            ("prev_hash", Field::Str(self.prev_hash)),
+        ]
+    }
 }
 
 /// SHA-256 (hex) of the object made of the metadata's members (`meta`,
@@ -199,44 +202,13 @@ fn hash_members<'a>(
 
 /// SHA-256 of the canonical form of [`hash_input`], written straight into
 /// the hasher (no merged object, no copies of payload and metadata).
-#[allow(clippy::too_many_arguments)]
-pub fn envelope_hash(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-    prev_hash: &str,
-) -> String {
+pub fn envelope_hash(e: &Envelope<'_>, payload: &Value, metadata: &Value) -> String {
     let Value::Object(meta) = metadata else {
-        return sha256_canonical(&hash_input(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_id,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-            prev_hash,
-        ));
+        return sha256_canonical(&hash_input(e, payload, metadata));
     };
-    let envelope = envelope_fields(
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_id,
-        event_type,
-        event_version,
-        Field::Value(payload),
-        prev_hash,
-    );
     hash_members(
         meta.iter().map(|(k, v)| (k.as_str(), Field::Value(v))),
-        envelope,
+        e.fields(Field::Value(payload)),
     )
 }
 
@@ -254,34 +226,13 @@ pub fn envelope_hash(
 /// and hashing its canonical form would find the same. A difference proves
 /// nothing (the text may be valid but not canonical): the caller decides
 /// it by [`envelope_hash`] of the decoded row.
-#[allow(clippy::too_many_arguments)]
-pub fn envelope_hash_text(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_id: &str,
-    event_type: &str,
-    event_version: &str,
-    payload: &str,
-    metadata: &str,
-    prev_hash: &str,
-) -> Option<String> {
+pub fn envelope_hash_text(e: &Envelope<'_>, payload: &str, metadata: &str) -> Option<String> {
     // Later duplicates replace earlier ones, as they do in a decoded value.
     let meta: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
         serde_json::from_str(metadata).ok()?;
-    let envelope = envelope_fields(
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_id,
-        event_type,
-        event_version,
-        Field::Raw(payload),
-        prev_hash,
-    );
     Some(hash_members(
         meta.into_iter().map(|(k, v)| (k, Field::Raw(v.get()))),
-        envelope,
+        e.fields(Field::Raw(payload)),
     ))
 }
 
@@ -343,6 +294,16 @@ mod tests {
         assert_eq!(canonical_json(&json!({"k\"": "a\nb"})), r#"{"k\"":"a\nb"}"#);
     }
 
+    const E: Envelope<'static> = Envelope {
+        aggregate_type: "job",
+        aggregate_id: "id-1",
+        sequence: 7,
+        event_id: "e-1",
+        event_type: "T",
+        event_version: "1.0",
+        prev_hash: "prev",
+    };
+
     #[test]
     fn envelope_hash_is_the_hash_of_hash_input() {
         let metadata = [
@@ -360,19 +321,13 @@ mod tests {
         ];
         for m in &metadata {
             for p in &payloads {
-                let hash = envelope_hash("job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev");
-                assert_eq!(
-                    hash,
-                    sha256_canonical(&hash_input(
-                        "job", "id-1", 7, "e-1", "T", "1.0", p, m, "prev"
-                    )),
-                    "{m} {p}"
-                );
+                let hash = envelope_hash(&E, p, m);
+                assert_eq!(hash, sha256_canonical(&hash_input(&E, p, m)), "{m} {p}");
                 // As the store writes them, the texts hash the same.
                 let (pt, mt) = (p.to_string(), m.to_string());
                 if m.is_object() {
                     assert_eq!(
-                        envelope_hash_text("job", "id-1", 7, "e-1", "T", "1.0", &pt, &mt, "prev"),
+                        envelope_hash_text(&E, &pt, &mt),
                         Some(hash.clone()),
                         "{m} {p}"
                     );
@@ -380,13 +335,7 @@ mod tests {
                 // Not canonical: other text, never the stored hash.
                 let spaced = serde_json::to_string_pretty(p).unwrap();
                 if spaced != pt {
-                    assert_ne!(
-                        envelope_hash_text(
-                            "job", "id-1", 7, "e-1", "T", "1.0", &spaced, &mt, "prev"
-                        ),
-                        Some(hash),
-                        "{m} {p}"
-                    );
+                    assert_ne!(envelope_hash_text(&E, &spaced, &mt), Some(hash), "{m} {p}");
                 }
             }
         }

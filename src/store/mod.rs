@@ -29,7 +29,7 @@ pub mod wake;
 pub mod writer;
 
 pub use answer::{position_marker, Answer};
-pub use hash::{envelope_hash, hash_input};
+pub use hash::{envelope_hash, hash_input, Envelope};
 pub use repo::{
     decode_stream, load_head, load_stream, load_stream_rows, EventMeta, NewEvent, RawRow,
     StoredEvent, StreamState, STREAM_COLUMNS,

@@ -20,7 +20,7 @@ use sqlx::Row;
 
 use super::chain::{ChainKeys, MacFailure};
 use super::checkpoint::CheckpointedHead;
-use super::hash::{envelope_hash, envelope_hash_text, GENESIS_HASH};
+use super::hash::{envelope_hash, envelope_hash_text, Envelope, GENESIS_HASH};
 use super::repo::{RawRow, StreamState};
 
 /// Which check found a stream's first bad or missing sequence.
@@ -143,17 +143,16 @@ pub(crate) fn check_row(
     aggregate_id: &str,
     r: &RawRow,
 ) -> ChainRow {
-    let hash = envelope_hash(
+    let envelope = Envelope {
         aggregate_type,
         aggregate_id,
-        r.sequence,
-        &r.event_id.to_string(),
-        &r.event_type,
-        &r.event_version,
-        &r.payload,
-        &r.metadata,
-        &r.prev_hash,
-    );
+        sequence: r.sequence,
+        event_id: &r.event_id.to_string(),
+        event_type: &r.event_type,
+        event_version: &r.event_version,
+        prev_hash: &r.prev_hash,
+    };
+    let hash = envelope_hash(&envelope, &r.payload, &r.metadata);
     let mac = r.key_id.as_deref().map(|key_id| {
         keys.verify_mac(
             aggregate_type,
@@ -188,17 +187,18 @@ pub(crate) fn check_stored_row(
     let prev_hash: &str = r.try_get("prev_hash")?;
     let text = |column: &str| r.try_get_raw(column).ok().and_then(|v| v.as_str().ok());
     let from_text = match (text("payload"), text("metadata")) {
-        (Some(payload), Some(metadata)) => envelope_hash_text(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            &r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
-            r.try_get("event_type")?,
-            r.try_get("event_version")?,
-            payload,
-            metadata,
-            prev_hash,
-        ),
+        (Some(payload), Some(metadata)) => {
+            let envelope = Envelope {
+                aggregate_type,
+                aggregate_id,
+                sequence,
+                event_id: &r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
+                event_type: r.try_get("event_type")?,
+                event_version: r.try_get("event_version")?,
+                prev_hash,
+            };
+            envelope_hash_text(&envelope, payload, metadata)
+        }
         _ => None,
     };
     if from_text.as_deref() != Some(stored) {
@@ -392,17 +392,16 @@ mod tests {
                     key_id: None,
                     mac: None,
                 };
-                r.hash = envelope_hash(
-                    "job",
-                    stream_id,
+                let envelope = Envelope {
+                    aggregate_type: "job",
+                    aggregate_id: stream_id,
                     sequence,
-                    &r.event_id.to_string(),
-                    &r.event_type,
-                    &r.event_version,
-                    &r.payload,
-                    &r.metadata,
-                    &r.prev_hash,
-                );
+                    event_id: &r.event_id.to_string(),
+                    event_type: &r.event_type,
+                    event_version: &r.event_version,
+                    prev_hash: &r.prev_hash,
+                };
+                r.hash = envelope_hash(&envelope, &r.payload, &r.metadata);
                 if let Some(k) = keys {
                     let (id, mac) = k.mac("job", stream_id, sequence, &r.hash);
                     r.key_id = Some(id.to_string());

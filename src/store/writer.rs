@@ -59,7 +59,7 @@ use uuid::Uuid;
 
 use super::answer::{position_marker, Answer};
 use super::chain::ChainKeys;
-use super::hash::envelope_hash;
+use super::hash::{envelope_hash, Envelope};
 use super::{NewEvent, StoreError, StreamState};
 
 // 1. Prepare.
@@ -144,17 +144,16 @@ pub fn prepare_append(
         let event_id = Uuid::now_v7();
         let metadata = serde_json::to_value(&e.meta)
             .map_err(|source| StoreError::Decode { sequence, source })?;
-        let hash = envelope_hash(
+        let envelope = Envelope {
             aggregate_type,
             aggregate_id,
             sequence,
-            &event_id.to_string(),
-            &e.event_type,
-            &e.event_version,
-            &e.payload,
-            &metadata,
-            &p.head.hash,
-        );
+            event_id: &event_id.to_string(),
+            event_type: &e.event_type,
+            event_version: &e.event_version,
+            prev_hash: &p.head.hash,
+        };
+        let hash = envelope_hash(&envelope, &e.payload, &metadata);
         out.push(Appended {
             event_id,
             event_type: e.event_type.clone(),

@@ -179,17 +179,16 @@ async fn forge_nte_increase(
         "tool_invocation_id": null, "idempotency_key": "forged", "correlation_id": null,
         "causation_id": null, "sop": null, "command": "decide_approval"
     });
-    let hash = store::envelope_hash(
-        "job",
-        job,
+    let envelope = store::Envelope {
+        aggregate_type: "job",
+        aggregate_id: job,
         sequence,
-        &event_id.to_string(),
-        "NteIncreased",
-        "1.0",
-        &payload,
-        &metadata,
-        &prev,
-    );
+        event_id: &event_id.to_string(),
+        event_type: "NteIncreased",
+        event_version: "1.0",
+        prev_hash: &prev,
+    };
+    let hash = store::envelope_hash(&envelope, &payload, &metadata);
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
                              event_id, prev_hash, hash, key_id, mac) \

@@ -532,17 +532,16 @@ fn check(t: &EventTemplate, v: &Vars<'_>, hash: &str) -> anyhow::Result<()> {
     let mut tagged = serde_json::Map::new();
     tagged.insert(t.event_type.clone(), payload.clone());
     let _: JobEvent = serde_json::from_value(Value::Object(tagged))?;
-    let expected = sha256_canonical(&store::hash_input(
-        Job::TYPE,
-        v.job,
-        v.seq,
-        v.event_id,
-        &t.event_type,
-        &t.event_version,
-        &payload,
-        &metadata,
-        v.prev,
-    ));
+    let envelope = store::Envelope {
+        aggregate_type: Job::TYPE,
+        aggregate_id: v.job,
+        sequence: v.seq,
+        event_id: v.event_id,
+        event_type: &t.event_type,
+        event_version: &t.event_version,
+        prev_hash: v.prev,
+    };
+    let expected = sha256_canonical(&store::hash_input(&envelope, &payload, &metadata));
     anyhow::ensure!(
         expected == hash,
         "generated hash differs from the store's for {}",

@@ -209,17 +209,16 @@ pub(super) fn event_template(
     };
     let mut metadata = serde_json::to_value(&meta)?;
     metadata["correlation_id"] = "@@CORR@@".into();
-    let mut env = store::hash_input(
-        Job::TYPE,
-        "@@JOB@@",
-        0,
-        "@@EVID@@",
-        &event_type,
-        &event_version,
-        &payload,
-        &metadata,
-        "@@PREV@@",
-    );
+    let slots = store::Envelope {
+        aggregate_type: Job::TYPE,
+        aggregate_id: "@@JOB@@",
+        sequence: 0,
+        event_id: "@@EVID@@",
+        event_type: &event_type,
+        event_version: &event_version,
+        prev_hash: "@@PREV@@",
+    };
+    let mut env = store::hash_input(&slots, &payload, &metadata);
     env["sequence"] = "@@SEQN@@".into();
     let payload_c = canonical_json(&payload);
     let metadata_c = canonical_json(&metadata);
