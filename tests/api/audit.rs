@@ -4,8 +4,17 @@
 
 use serde_json::json;
 
+use crate::chain::assert_failed_at;
 use crate::flow::job_on_site;
 use crate::support::*;
+
+/// Replaces the stored payload text of `job`'s event `sequence`.
+async fn set_payload(t: &TestApp, job: &str, sequence: i64, text: &str) {
+    t.tamper(&format!(
+        "UPDATE events SET payload = '{text}' WHERE aggregate_id = '{job}' AND sequence = {sequence}"
+    ))
+    .await;
+}
 
 /// A job with 8+ events.
 async fn busy_job(t: &TestApp) -> String {
@@ -132,10 +141,10 @@ async fn the_same_json_spelled_otherwise_verifies_and_a_changed_value_does_not()
     // order) and the note's text with a space and an escaped letter.
     let respelled = note.replacen("{\"text\":\"n", "{ \"text\" : \"\\u006e", 1);
     t.tamper(&format!(
-        "UPDATE events SET metadata = metadata::jsonb::json WHERE aggregate_id = '{job}' AND sequence = 3; \
-         UPDATE events SET payload = '{respelled}' WHERE aggregate_id = '{job}' AND sequence = 9"
+        "UPDATE events SET metadata = metadata::jsonb::json WHERE aggregate_id = '{job}' AND sequence = 3"
     ))
     .await;
+    set_payload(&t, &job, 9, &respelled).await;
     let spelled: (String, String) = sqlx::query_as(
         "SELECT (SELECT metadata::text FROM events WHERE aggregate_id = $1 AND sequence = 3), \
                 (SELECT payload::text FROM events WHERE aggregate_id = $1 AND sequence = 9)",
@@ -162,20 +171,8 @@ async fn the_same_json_spelled_otherwise_verifies_and_a_changed_value_does_not()
     // A changed value in the respelled text is found at its sequence.
     let changed = respelled.replacen("ote", "ever forged", 1);
     assert_ne!(changed, respelled);
-    t.tamper(&format!(
-        "UPDATE events SET payload = '{changed}' WHERE aggregate_id = '{job}' AND sequence = 9"
-    ))
-    .await;
-    let a = audit(&t, &job).await;
-    assert_eq!(
-        (
-            a["verified"].clone(),
-            a["first_bad_sequence"].clone(),
-            a["check"].clone()
-        ),
-        (json!(false), json!(9), json!("hash")),
-        "{a}"
-    );
+    set_payload(&t, &job, 9, &changed).await;
+    assert_failed_at(&audit(&t, &job).await, 9, "hash");
     let (ok, out) = cli_verify(&t, &job);
     assert!(!ok && out.contains("FAILED at sequence 9"), "{out}");
     let (code, out) = cli_with(&t.db_url, &["audit", "verify", "--all"], None, None);
@@ -223,29 +220,14 @@ async fn a_long_streams_first_bad_row_is_found_in_whichever_batch_it_is() {
         (&[1290][..], 1290),
         (&[1100, 600][..], 600),
     ] {
-        for sequence in changed {
-            t.tamper(&format!(
-                "UPDATE events SET payload = '{{\"text\":\"forged\"}}' WHERE aggregate_id = '{job}' AND sequence = {sequence}"
-            ))
-            .await;
+        for &sequence in changed {
+            set_payload(&t, &job, sequence, r#"{"text":"forged"}"#).await;
         }
-        let a = audit(&t, &job).await;
-        assert_eq!(
-            (
-                a["verified"].clone(),
-                a["first_bad_sequence"].clone(),
-                a["check"].clone()
-            ),
-            (json!(false), json!(found), json!("hash")),
-            "{changed:?}: {a}"
-        );
+        assert_failed_at(&audit(&t, &job).await, found, "hash");
         // Put back as the store wrote them.
-        for sequence in changed {
-            t.tamper(&format!(
-                "UPDATE events SET payload = '{{\"text\":\"line {}\"}}' WHERE aggregate_id = '{job}' AND sequence = {sequence}",
-                sequence - 2
-            ))
-            .await;
+        for &sequence in changed {
+            let text = format!(r#"{{"text":"line {}"}}"#, sequence - 2);
+            set_payload(&t, &job, sequence, &text).await;
         }
         assert_eq!(
             audit(&t, &job).await["verified"],

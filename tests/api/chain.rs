@@ -34,7 +34,7 @@ async fn audit(t: &TestApp, job: &str) -> Value {
 
 /// Asserts that the audit `a` failed first at `sequence`, on `check`.
 #[track_caller]
-fn assert_failed_at(a: &Value, sequence: i64, check: &str) {
+pub(crate) fn assert_failed_at(a: &Value, sequence: i64, check: &str) {
     assert_eq!(
         failed_at(a),
         (json!(false), json!(sequence), json!(check)),
