@@ -130,19 +130,25 @@ pub async fn load_stream_rows(
     aggregate_id: &str,
     to_sequence: Option<i64>,
 ) -> Result<Vec<RawRow>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {RAW_COLUMNS} FROM events \
-         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 ORDER BY sequence"
-    ))
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(to_sequence.unwrap_or(i64::MAX))
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(&stream_rows_sql())
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(to_sequence.unwrap_or(i64::MAX))
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(RawRow::from_row)
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(StoreError::from)
+}
+
+/// A stream's rows of [`RAW_COLUMNS`] in order: `$1` aggregate type, `$2`
+/// id, `$3` the last sequence wanted.
+pub(super) fn stream_rows_sql() -> String {
+    format!(
+        "SELECT {RAW_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 ORDER BY sequence"
+    )
 }
 
 /// The columns [`RawRow::from_row`] reads.

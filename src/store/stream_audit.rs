@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::chain::ChainKeys;
 use super::checkpoint::CheckpointedHead;
-use super::repo::{load_head, RAW_COLUMNS};
+use super::repo::{load_head, stream_rows_sql};
 use super::verify::{check_stored_row, verify_chain, AuditReport, ChainRow};
 use super::StoreError;
 
@@ -57,13 +57,11 @@ async fn check_rows(
             .map(|r| check_stored_row(keys, &stream.0, &stream.1, r))
             .collect()
     };
-    let sql = format!(
-        "SELECT {RAW_COLUMNS} FROM events \
-         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-    );
+    let sql = stream_rows_sql();
     let mut rows = sqlx::query(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
+        .bind(i64::MAX)
         .fetch(&mut *conn);
     let mut pending: Vec<oneshot::Receiver<Checked>> = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);

@@ -152,23 +152,45 @@ pub(crate) fn check_row(
         event_version: &r.event_version,
         prev_hash: &r.prev_hash,
     };
-    let hash = envelope_hash(&envelope, &r.payload, &r.metadata);
-    let mac = r.key_id.as_deref().map(|key_id| {
-        keys.verify_mac(
-            aggregate_type,
-            aggregate_id,
-            r.sequence,
-            key_id,
-            &r.hash,
-            r.mac.as_deref(),
-        )
-    });
-    ChainRow {
-        sequence: r.sequence,
-        prev_hash: StoredHash::of(&r.prev_hash),
-        hash: StoredHash::of(&r.hash),
-        hash_ok: hash == r.hash,
-        mac,
+    let hash_ok = envelope_hash(&envelope, &r.payload, &r.metadata) == r.hash;
+    ChainRow::checked(
+        keys,
+        &envelope,
+        &r.hash,
+        hash_ok,
+        r.key_id.as_deref(),
+        r.mac.as_deref(),
+    )
+}
+
+impl ChainRow {
+    /// A row whose hash was found `hash_ok` (or not), with its MAC checked
+    /// under `keys` when it is keyed (`key_id`).
+    fn checked(
+        keys: &ChainKeys,
+        e: &Envelope<'_>,
+        hash: &str,
+        hash_ok: bool,
+        key_id: Option<&str>,
+        mac: Option<&str>,
+    ) -> ChainRow {
+        let mac = key_id.map(|key_id| {
+            keys.verify_mac(
+                e.aggregate_type,
+                e.aggregate_id,
+                e.sequence,
+                key_id,
+                hash,
+                mac,
+            )
+        });
+        ChainRow {
+            sequence: e.sequence,
+            prev_hash: StoredHash::of(e.prev_hash),
+            hash: StoredHash::of(hash),
+            hash_ok,
+            mac,
+        }
     }
 }
 
@@ -183,25 +205,25 @@ pub(crate) fn check_stored_row(
     r: &PgRow,
 ) -> Result<ChainRow, sqlx::Error> {
     let stored: &str = r.try_get("hash")?;
-    let sequence: i64 = r.try_get("sequence")?;
-    let prev_hash: &str = r.try_get("prev_hash")?;
     let text = |column: &str| r.try_get_raw(column).ok().and_then(|v| v.as_str().ok());
-    let from_text = match (text("payload"), text("metadata")) {
-        (Some(payload), Some(metadata)) => {
-            let envelope = Envelope {
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_id: &r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
-                event_type: r.try_get("event_type")?,
-                event_version: r.try_get("event_version")?,
-                prev_hash,
-            };
-            envelope_hash_text(&envelope, payload, metadata)
-        }
-        _ => None,
+    let (Some(payload), Some(metadata)) = (text("payload"), text("metadata")) else {
+        return Ok(check_row(
+            keys,
+            aggregate_type,
+            aggregate_id,
+            &RawRow::from_row(r)?,
+        ));
     };
-    if from_text.as_deref() != Some(stored) {
+    let envelope = Envelope {
+        aggregate_type,
+        aggregate_id,
+        sequence: r.try_get("sequence")?,
+        event_id: &r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        prev_hash: r.try_get("prev_hash")?,
+    };
+    if envelope_hash_text(&envelope, payload, metadata).as_deref() != Some(stored) {
         return Ok(check_row(
             keys,
             aggregate_type,
@@ -209,25 +231,14 @@ pub(crate) fn check_stored_row(
             &RawRow::from_row(r)?,
         ));
     }
-    let key_id: Option<&str> = r.try_get("key_id")?;
-    let mac = match key_id {
-        Some(key_id) => Some(keys.verify_mac(
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            key_id,
-            stored,
-            r.try_get("mac")?,
-        )),
-        None => None,
-    };
-    Ok(ChainRow {
-        sequence,
-        prev_hash: StoredHash::of(prev_hash),
-        hash: StoredHash::of(stored),
-        hash_ok: true,
-        mac,
-    })
+    Ok(ChainRow::checked(
+        keys,
+        &envelope,
+        stored,
+        true,
+        r.try_get("key_id")?,
+        r.try_get("mac")?,
+    ))
 }
 
 /// Each row of one stream checked ([`check_row`]); a long stream across
