@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -122,6 +123,37 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
                 Ok(true)
             })
         })
+}
+
+/// A connection taken from the pool only when first asked for, or one the
+/// caller already holds. A pooled connection costs a round trip to the
+/// server when it goes back (sqlx checks it on release), so work that may
+/// read nothing (most command decisions) takes none until it must.
+pub enum LazyConn<'a> {
+    /// A connection the caller holds.
+    Held(&'a mut PgConnection),
+    /// The pool, and the connection taken from it once asked for.
+    Pooled(&'a PgPool, Option<PoolConnection<Postgres>>),
+}
+
+impl<'a> LazyConn<'a> {
+    /// Nothing taken yet from `pool`.
+    pub fn pooled(pool: &'a PgPool) -> Self {
+        LazyConn::Pooled(pool, None)
+    }
+
+    /// The connection, taken from the pool the first time.
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        match self {
+            LazyConn::Held(conn) => Ok(&mut **conn),
+            LazyConn::Pooled(pool, slot) => {
+                if slot.is_none() {
+                    *slot = Some(pool.acquire().await?);
+                }
+                Ok(slot.as_mut().expect("taken just above"))
+            }
+        }
+    }
 }
 
 /// Applies pending migrations.

@@ -50,6 +50,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgRecordEncoder;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{Encode, PgConnection, PgExecutor, PgPool, Postgres, Row, Type};
@@ -327,11 +328,15 @@ struct Relay {
 }
 
 async fn run(relay: Arc<Relay>, pool: PgPool) {
+    // The writer's connection, kept between batches: one given back to the
+    // pool costs a round trip (sqlx checks it on release), one per batch.
+    // Let go after a failed call, so that a broken one is replaced.
+    let mut held: Option<PoolConnection<Postgres>> = None;
     loop {
         let Some(batch) = gather(&relay).await else {
             return;
         };
-        send(&pool, batch).await;
+        send(&pool, &mut held, batch).await;
         relay.in_flight.fetch_sub(1, Ordering::SeqCst);
         relay.returned.notify_waiters();
     }
@@ -382,7 +387,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) {
 /// Sends one batch and answers each of its writes. The batch's span
 /// (`write_batch`, docs/08 "Traces") is a child of its first write's span
 /// and follows from the others'; each write's span records the batch size.
-async fn send(pool: &PgPool, batch: Vec<Pending>) {
+async fn send(pool: &PgPool, held: &mut Option<PoolConnection<Postgres>>, batch: Vec<Pending>) {
     metrics::histogram!("dispatch_write_batch_size").record(batch.len() as f64);
     let span = tracing::info_span!(
         parent: batch.first().and_then(|p| p.span.id()),
@@ -398,7 +403,20 @@ async fn send(pool: &PgPool, batch: Vec<Pending>) {
     }
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|p| (p.write, p.reply)).unzip();
-    let outcomes = write_together(pool, &writes).instrument(span).await;
+    let refs: Vec<&Write> = writes.iter().collect();
+    let result = async {
+        if held.is_none() {
+            *held = Some(pool.acquire().await?);
+        }
+        let conn = held.as_mut().expect("taken just above");
+        write_batch(&mut **conn, &refs).await
+    }
+    .instrument(span)
+    .await;
+    if result.is_err() {
+        *held = None;
+    }
+    let outcomes = outcomes_of(writes.len(), result);
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
         let _ = reply.send(outcome);
     }
@@ -408,7 +426,15 @@ async fn send(pool: &PgPool, batch: Vec<Pending>) {
 /// outcomes, in the order given. The writer's batches go through here.
 pub async fn write_together(pool: &PgPool, writes: &[Write]) -> Vec<Outcome> {
     let refs: Vec<&Write> = writes.iter().collect();
-    match write_batch(pool, &refs).await {
+    outcomes_of(writes.len(), write_batch(pool, &refs).await)
+}
+
+/// Each write's outcome from the batch call's result.
+fn outcomes_of(
+    writes: usize,
+    result: Result<Vec<Result<Written, Refused>>, sqlx::Error>,
+) -> Vec<Outcome> {
+    match result {
         Ok(outcomes) => outcomes
             .into_iter()
             .map(|o| o.map(|written| written.answer))
@@ -416,8 +442,7 @@ pub async fn write_together(pool: &PgPool, writes: &[Write]) -> Vec<Outcome> {
         Err(e) => {
             // The call failed as a whole: nothing of any write was written.
             let e = Arc::new(e);
-            writes
-                .iter()
+            (0..writes)
                 .map(|_| Err(Refused::Failed(StoreError::Batch(e.clone()))))
                 .collect()
         }

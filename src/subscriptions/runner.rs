@@ -215,6 +215,7 @@ impl Subscriptions {
                 instance: self.instance.clone(),
                 batch_size: self.batch_size,
                 poll: self.poll,
+                moved_to: None,
             };
             tasks.insert(
                 name,
@@ -250,10 +251,21 @@ struct Delivering {
     instance: String,
     batch_size: i64,
     poll: Duration,
+    /// Where this loop's last step moved the checkpoint: the next step
+    /// starts there without reading it back. Kept for one step only (a
+    /// step that finds nothing to deliver forgets it), so a checkpoint
+    /// moved by someone else (a replay) is read again once the loop is
+    /// idle; and a step that starts from it moves the checkpoint only if
+    /// it still stands there ([`log::advance`]).
+    moved_to: Option<log::Cursor>,
 }
 
 impl Delivering {
-    async fn run(self, mut woken: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) -> Ended {
+    async fn run(
+        mut self,
+        mut woken: watch::Receiver<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Ended {
         let name = self.sink.name().to_string();
         if !self.resume(&mut stop).await {
             return Ended::Stopped;
@@ -332,10 +344,14 @@ impl Delivering {
 
     /// One batch: read after the checkpoint, deliver, move the checkpoint
     /// past what the sink acknowledged.
-    async fn step(&self) -> super::Result<Step> {
+    async fn step(&mut self) -> super::Result<Step> {
         let name = self.sink.name();
-        let Some(from) = log::checkpoint(&self.pool, name).await? else {
-            return Ok(Step::Ended(Ended::Stopped));
+        let from = match self.moved_to.take() {
+            Some(at) => at,
+            None => match log::checkpoint(&self.pool, name).await? {
+                Some(at) => at,
+                None => return Ok(Step::Ended(Ended::Stopped)),
+            },
         };
         let batch = {
             let mut conn = self.pool.acquire().await?;
@@ -350,6 +366,7 @@ impl Delivering {
             let to = batch.cursors[acked - 1];
             match log::advance(&self.pool, name, &self.instance, from, to, acked as i64).await? {
                 Moved::Yes => {
+                    self.moved_to = Some(to);
                     metrics::counter!("dispatch_subscription_events_total", "subscription" => name.to_string())
                         .increment(acked as u64);
                 }

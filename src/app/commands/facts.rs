@@ -11,6 +11,7 @@ use cqrs_es::Aggregate;
 use sqlx::{PgConnection, Row};
 
 use crate::app::evidence;
+use crate::db::LazyConn;
 use crate::domain::geo::{SiteLocation, DEFAULT_RADIUS_M};
 use crate::domain::job::{
     ApprovalAction, CheckInMethod, DuplicateTarget, Job, JobCommand, JobState, RecallOf,
@@ -27,7 +28,7 @@ const RECALL_WINDOW_DAYS: i64 = 30;
 /// needs. `at`: the decision's time; `uploader`: the caller's key name
 /// (evidence is found among its own uploads).
 pub(super) async fn gather(
-    conn: &mut PgConnection,
+    conn: &mut LazyConn<'_>,
     job_id: &str,
     job: &Job,
     command: &mut JobCommand,
@@ -37,6 +38,7 @@ pub(super) async fn gather(
     match command {
         JobCommand::OpenJob(c) => {
             c.job_id = job_id.to_string();
+            let conn = conn.get().await?;
             let keys = crate::app::registry::jobs::resolve_door(conn, c).await?;
             // Planned work and follow-ups are the service's own: neither a
             // duplicate of a caller's report nor a recall.
@@ -45,9 +47,12 @@ pub(super) async fn gather(
             }
         }
         JobCommand::OfferJob(c) => {
-            let (events, _) =
-                store::load_stream::<TechnicianEvent>(conn, Technician::TYPE, &c.technician_id)
-                    .await?;
+            let (events, _) = store::load_stream::<TechnicianEvent>(
+                conn.get().await?,
+                Technician::TYPE,
+                &c.technician_id,
+            )
+            .await?;
             let tech = events.into_iter().fold(Technician::default(), |mut t, e| {
                 t.apply(e);
                 t
@@ -57,11 +62,11 @@ pub(super) async fn gather(
         JobCommand::CheckIn(c) if c.method == CheckInMethod::App => {
             let door = job.data().and_then(|d| d.door_id.as_deref());
             if let Some(door_id) = door {
-                c.site_location = site_location(conn, door_id).await?;
+                c.site_location = site_location(conn.get().await?, door_id).await?;
             }
         }
         JobCommand::AttachEvidence(c) => {
-            c.upload = evidence::upload_for(conn, &c.sha256, uploader).await?;
+            c.upload = evidence::upload_for(conn.get().await?, &c.sha256, uploader).await?;
             if c.upload.is_none() {
                 return Err(ApiError::UnknownEvidence(
                     c.sha256.chars().take(64).collect(),
@@ -88,7 +93,7 @@ pub(super) async fn gather(
         _ => None,
     };
     if let Some(target) = link {
-        let found = duplicate_target(conn, &target).await?;
+        let found = duplicate_target(conn.get().await?, &target).await?;
         match command {
             JobCommand::ResolveDuplicate(c) => c.target = found,
             JobCommand::DecideApproval(c) => c.link_target = found,

@@ -23,11 +23,11 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
-use sqlx::PgConnection;
 
 use super::{derived_id, events_json, facts, run, split_event, Decided, Reply};
 use crate::app::turns::Turn;
 use crate::app::{App, Caller, KeyedCaller, RequestMeta};
+use crate::db::LazyConn;
 use crate::domain::job::{CheckOutcome, Job, JobCommand, JobData, JobError, JobEvent, JobState};
 use crate::domain::Issued;
 use crate::error::{ApiError, Result};
@@ -168,7 +168,8 @@ impl App {
                     Box::pin(async move {
                         let (events, head) = store::decode_stream::<JobEvent>(&rows)?;
                         let job = Job::from_events(events);
-                        app.decide_job(conn, &caller, &meta, &job_id, command, job, head)
+                        let mut conn = LazyConn::Held(conn);
+                        app.decide_job(&mut conn, &caller, &meta, &job_id, command, job, head)
                             .await
                     })
                 })
@@ -195,7 +196,8 @@ impl App {
         (job, head): (Job, store::StreamState),
         key_check: Option<&str>,
     ) -> Result<Option<Reply>> {
-        let mut conn = self.pool.acquire().await?;
+        // Taken only if the decision reads outside the job (facts::gather).
+        let mut conn = LazyConn::pooled(&self.pool);
         let decided = match self
             .decide_job(&mut conn, caller, meta, job_id, command, job, head)
             .await
@@ -233,7 +235,7 @@ impl App {
         fields(command = command.wire_name(), job_id = %job_id, version = job.version, events = tracing::field::Empty))]
     async fn decide_job(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut LazyConn<'_>,
         caller: &Caller,
         meta: &RequestMeta,
         job_id: &str,
