@@ -154,6 +154,14 @@ impl<'a> LazyConn<'a> {
             }
         }
     }
+
+    /// Gives a pooled connection back (after a failed call: a broken one is
+    /// then replaced the next time one is asked for).
+    pub fn release(&mut self) {
+        if let LazyConn::Pooled(_, slot) = self {
+            *slot = None;
+        }
+    }
 }
 
 /// Applies pending migrations.

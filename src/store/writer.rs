@@ -50,7 +50,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgRecordEncoder;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{Encode, PgConnection, PgExecutor, PgPool, Postgres, Row, Type};
@@ -62,6 +61,7 @@ use super::answer::{position_marker, Answer};
 use super::chain::ChainKeys;
 use super::hash::{envelope_hash, Envelope};
 use super::{NewEvent, StoreError, StreamState};
+use crate::db::LazyConn;
 
 // 1. Prepare.
 
@@ -331,12 +331,12 @@ async fn run(relay: Arc<Relay>, pool: PgPool) {
     // The writer's connection, kept between batches: one given back to the
     // pool costs a round trip (sqlx checks it on release), one per batch.
     // Let go after a failed call, so that a broken one is replaced.
-    let mut held: Option<PoolConnection<Postgres>> = None;
+    let mut conn = LazyConn::pooled(&pool);
     loop {
         let Some(batch) = gather(&relay).await else {
             return;
         };
-        send(&pool, &mut held, batch).await;
+        send(&mut conn, batch).await;
         relay.in_flight.fetch_sub(1, Ordering::SeqCst);
         relay.returned.notify_waiters();
     }
@@ -387,7 +387,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) {
 /// Sends one batch and answers each of its writes. The batch's span
 /// (`write_batch`, docs/08 "Traces") is a child of its first write's span
 /// and follows from the others'; each write's span records the batch size.
-async fn send(pool: &PgPool, held: &mut Option<PoolConnection<Postgres>>, batch: Vec<Pending>) {
+async fn send(conn: &mut LazyConn<'_>, batch: Vec<Pending>) {
     metrics::histogram!("dispatch_write_batch_size").record(batch.len() as f64);
     let span = tracing::info_span!(
         parent: batch.first().and_then(|p| p.span.id()),
@@ -404,17 +404,11 @@ async fn send(pool: &PgPool, held: &mut Option<PoolConnection<Postgres>>, batch:
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|p| (p.write, p.reply)).unzip();
     let refs: Vec<&Write> = writes.iter().collect();
-    let result = async {
-        if held.is_none() {
-            *held = Some(pool.acquire().await?);
-        }
-        let conn = held.as_mut().expect("taken just above");
-        write_batch(&mut **conn, &refs).await
-    }
-    .instrument(span)
-    .await;
+    let result = async { write_batch(conn.get().await?, &refs).await }
+        .instrument(span)
+        .await;
     if result.is_err() {
-        *held = None;
+        conn.release();
     }
     let outcomes = outcomes_of(writes.len(), result);
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
