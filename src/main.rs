@@ -7,6 +7,12 @@ use dispatch_api::config::{Config, ServeConfig};
 use dispatch_api::domain::Role;
 use dispatch_api::{cli, server, telemetry};
 
+/// mimalloc instead of glibc's malloc: under the command load glibc's
+/// allocator took about a fifth of the service's CPU (`malloc`, `free`,
+/// `malloc_consolidate`); docs/benchmarks.md item 30.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// dispatch-api: the event-sourced enforcement service between an AI dispatch
 /// agent and a door-service company's operations.
 #[derive(Parser)]
