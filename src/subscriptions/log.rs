@@ -55,11 +55,15 @@ pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> R
     let mut batch = Batch::default();
     for r in rows {
         let position: i64 = r.try_get("global_position")?;
-        let meta: EventMeta = serde_json::from_value(r.try_get("metadata")?).map_err(|e| {
-            SubscriptionError::Corrupt(format!(
-                "the metadata of the event at position {position} does not decode: {e}"
-            ))
-        })?;
+        // Decoded straight from the row's JSON (no `Value` tree in between).
+        let meta: EventMeta = r
+            .try_get::<sqlx::types::Json<EventMeta>, _>("metadata")
+            .map_err(|e| {
+                SubscriptionError::Corrupt(format!(
+                    "the metadata of the event at position {position} does not decode: {e}"
+                ))
+            })?
+            .0;
         batch.cursors.push(Cursor {
             tx: tx_of(r.try_get("tx")?)?,
             pos: position,

@@ -79,9 +79,11 @@ pub async fn post(
     req: Request<'_>,
 ) -> Outcome {
     let started = Instant::now();
-    if let Err(e) = urls::check(req.url, policy) {
-        return Outcome::failed("refused", None, e.to_string(), started);
-    }
+    // The checked URL is the one sent to (parsed once, not again by reqwest).
+    let url = match urls::check(req.url, policy) {
+        Ok(url) => url,
+        Err(e) => return Outcome::failed("refused", None, e.to_string(), started),
+    };
     // The receiver checks this against its own clock: wall time, whatever
     // the service's clock says.
     let timestamp = chrono::Utc::now().timestamp();
@@ -94,7 +96,7 @@ pub async fn post(
         );
     };
     let sent = client
-        .post(req.url)
+        .post(url)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/cloudevents+json",
