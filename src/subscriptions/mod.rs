@@ -19,6 +19,7 @@
 //!
 //! - `log.rs` — reading the order after a cursor, and the checkpoints;
 //! - `runner.rs` — the lead, one task per subscription, the wake-ups;
+//! - `shared.rs` — the recent reads, shared by the subscriptions;
 //! - `status.rs` — each subscription's position, lag and last error;
 //! - `nats.rs` — the JetStream sink;
 //! - `webhooks/` — the webhook endpoints and their sink.
@@ -26,6 +27,7 @@
 pub mod log;
 pub mod nats;
 pub mod runner;
+pub mod shared;
 pub mod status;
 pub mod webhooks;
 

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::log::{self, Moved};
+use super::shared::{ReadBatch, RecentReads};
 use super::{Sink, SinkSource};
 
 /// The advisory lock the leading replica holds (`'DSUB'`).
@@ -19,6 +20,12 @@ const LEAD_LOCK: i64 = 0x4453_5542;
 
 /// Events per batch handed to a sink.
 pub const DEFAULT_BATCH: i64 = 500;
+
+/// After a step that delivered less than a full batch, how long from its
+/// start the next step waits (when events keep coming, a sink takes them
+/// in fewer, larger batches: fewer reads and checkpoint writes per event,
+/// for at most this much more lag).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 
 /// How often the leader checks its lock, refreshes its sinks and publishes
 /// the lag metrics; also how often a replica that does not lead tries to.
@@ -31,6 +38,7 @@ pub struct Subscriptions {
     sources: Vec<Arc<dyn SinkSource>>,
     batch_size: i64,
     poll: Duration,
+    linger: Duration,
     instance: String,
 }
 
@@ -51,6 +59,7 @@ impl Subscriptions {
             sources,
             batch_size: DEFAULT_BATCH,
             poll: Duration::from_millis(500),
+            linger: DEFAULT_LINGER,
             instance: crate::read_models::runtime::instance_id().to_string(),
         }
     }
@@ -64,6 +73,12 @@ impl Subscriptions {
     /// Sets the batch size.
     pub fn batch_size(mut self, n: i64) -> Self {
         self.batch_size = n.max(1);
+        self
+    }
+
+    /// Sets how long a step after a partial batch waits (zero: none).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -131,6 +146,8 @@ impl Subscriptions {
             }))
         };
         let mut tasks: HashMap<String, Task> = HashMap::new();
+        // One replica's subscriptions share their reads.
+        let recent = Arc::new(RecentReads::default());
         let mut ticks = 0u64;
         loop {
             let alive = tokio::time::timeout(
@@ -154,7 +171,7 @@ impl Subscriptions {
                 tracing::warn!("another replica leads the subscriptions: stepping down");
                 break;
             }
-            self.refresh(&mut tasks, &wake, &stopped).await;
+            self.refresh(&mut tasks, &wake, &stopped, &recent).await;
             if ticks % 3 == 0 {
                 super::status::publish_metrics(&self.pool).await;
             }
@@ -188,6 +205,7 @@ impl Subscriptions {
         tasks: &mut HashMap<String, Task>,
         wake: &Arc<watch::Sender<u64>>,
         stopped: &watch::Receiver<bool>,
+        recent: &Arc<RecentReads>,
     ) {
         let mut wanted: HashMap<String, Arc<dyn Sink>> = HashMap::new();
         for source in &self.sources {
@@ -215,6 +233,8 @@ impl Subscriptions {
                 instance: self.instance.clone(),
                 batch_size: self.batch_size,
                 poll: self.poll,
+                linger: self.linger,
+                recent: recent.clone(),
                 moved_to: None,
             };
             tasks.insert(
@@ -251,6 +271,9 @@ struct Delivering {
     instance: String,
     batch_size: i64,
     poll: Duration,
+    linger: Duration,
+    /// The reads shared with the replica's other subscriptions.
+    recent: Arc<RecentReads>,
     /// Where this loop's last step moved the checkpoint: the next step
     /// starts there without reading it back. Kept for one step only (a
     /// step that finds nothing to deliver forgets it), so a checkpoint
@@ -275,8 +298,15 @@ impl Delivering {
                 return Ended::Stopped;
             }
             woken.borrow_and_update();
+            let started = tokio::time::Instant::now();
             match self.step().await {
-                Ok(Step::Delivered) => {}
+                Ok(Step::Delivered { full: true }) => {}
+                Ok(Step::Delivered { full: false }) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + self.linger) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 Ok(Step::Idle) => {
                     tokio::select! {
                         _ = woken.changed() => {}
@@ -353,24 +383,36 @@ impl Delivering {
                 None => return Ok(Step::Ended(Ended::Stopped)),
             },
         };
-        let batch = {
-            let mut conn = self.pool.acquire().await?;
-            log::read_after(&mut conn, from, self.batch_size).await?
+        let (read, start, behind) = match self.recent.after(from) {
+            Some(kept) => kept,
+            None => {
+                let batch = {
+                    let mut conn = self.pool.acquire().await?;
+                    log::read_after(&mut conn, from, self.batch_size).await?
+                };
+                let read = Arc::new(ReadBatch { from, batch });
+                self.recent.keep(read.clone());
+                (read, 0, false)
+            }
         };
-        if batch.events.is_empty() {
+        let events = &read.batch.events[start..];
+        if events.is_empty() {
             return Ok(Step::Idle);
         }
-        let delivery = self.sink.deliver(&batch.events).await;
-        let acked = delivery.acknowledged.min(batch.events.len());
+        // A full read, or a kept batch with later ones kept too: more are
+        // waiting after it (a sink behind the others catches up at once).
+        let full = behind || read.batch.events.len() as i64 >= self.batch_size;
+        let delivery = self.sink.deliver(events).await;
+        let acked = delivery.acknowledged.min(events.len());
         if acked > 0 {
-            let to = batch.cursors[acked - 1];
+            let to = read.batch.cursors[start + acked - 1];
             match log::advance(&self.pool, name, &self.instance, from, to, acked as i64).await? {
                 Moved::Yes => {
                     self.moved_to = Some(to);
                     metrics::counter!("dispatch_subscription_events_total", "subscription" => name.to_string())
                         .increment(acked as u64);
                 }
-                Moved::Elsewhere => return Ok(Step::Delivered),
+                Moved::Elsewhere => return Ok(Step::Delivered { full }),
                 Moved::NotLeader => return Ok(Step::Ended(Ended::NotLeader)),
             }
         }
@@ -381,14 +423,18 @@ impl Delivering {
                     delivery.retry_in.unwrap_or(Duration::from_secs(1)),
                 ))
             }
-            None => Ok(Step::Delivered),
+            None => Ok(Step::Delivered { full }),
         }
     }
 }
 
 /// What one step did.
 enum Step {
-    Delivered,
+    /// Delivered; `full` when more are likely waiting (a full read, or a
+    /// sink behind the others): the next step goes at once.
+    Delivered {
+        full: bool,
+    },
     Idle,
     Failed(Duration),
     Ended(Ended),

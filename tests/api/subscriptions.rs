@@ -394,3 +394,91 @@ async fn a_deleted_stream_is_made_again() {
     assert_eq!(messages.len() as i64, after - before, "{messages:?}");
     delete_stream(&config).await;
 }
+
+/// A sink in memory that takes at most `per_call` events of each batch.
+struct Recording {
+    name: String,
+    per_call: usize,
+    got: std::sync::Mutex<Vec<uuid::Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl subscriptions::Sink for Recording {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn deliver(&self, batch: &[dispatch_api::store::StoredEvent]) -> subscriptions::Delivery {
+        let n = batch.len().min(self.per_call);
+        let mut got = self.got.lock().unwrap();
+        got.extend(batch[..n].iter().map(|e| e.event_id));
+        subscriptions::Delivery {
+            acknowledged: n,
+            ..Default::default()
+        }
+    }
+}
+
+/// Gives the runner fixed sinks, each with its checkpoint at the start.
+struct Fixed(sqlx::PgPool, Vec<Arc<Recording>>);
+
+#[async_trait::async_trait]
+impl SinkSource for Fixed {
+    async fn sinks(&self) -> Result<Vec<Arc<dyn subscriptions::Sink>>, String> {
+        let mut out: Vec<Arc<dyn subscriptions::Sink>> = Vec::new();
+        for s in &self.1 {
+            subscriptions::log::ensure(&self.0, &s.name, "webhook", Cursor::START)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push(s.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// The subscriptions of a replica share their reads (a sink takes the rest
+/// of a batch another one read): a sink that takes whole batches and one
+/// that takes a single event per batch — so its cursor falls inside the
+/// batches the other read, and behind the four kept — each get every event
+/// of the store once, in the store's order, while events keep coming.
+#[tokio::test]
+async fn sinks_sharing_reads_each_get_every_event_once_in_order() {
+    let t = TestApp::spawn().await;
+    some_events(&t).await;
+    let sink = |name: &str, per_call| {
+        Arc::new(Recording {
+            name: name.into(),
+            per_call,
+            got: Default::default(),
+        })
+    };
+    let (fast, slow) = (sink("webhook:fast", usize::MAX), sink("webhook:slow", 1));
+    let source = Fixed(t.app.pool.clone(), vec![fast.clone(), slow.clone()]);
+    let (stop, stopped) = watch::channel(false);
+    let runner = Subscriptions::new(t.app.pool.clone(), vec![Arc::new(source)])
+        .instance("replica-a")
+        .batch_size(4);
+    let runner = tokio::spawn(runner.run(stopped));
+    for n in 0..8 {
+        let job = t.open_ifm_job(&format!("store-{}", 20 + n)).await;
+        t.note(&job, &t.keys.agent, "while delivering").await;
+    }
+    caught_up(&t, "webhook:fast").await;
+    caught_up(&t, "webhook:slow").await;
+    let _ = stop.send(true);
+    runner.await.unwrap();
+
+    let order: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM events ORDER BY tx_id, global_position")
+            .fetch_all(&t.app.pool)
+            .await
+            .unwrap();
+    // More than the four kept batches of four hold.
+    assert!(order.len() > 24, "{} events", order.len());
+    assert_eq!(*fast.got.lock().unwrap(), order, "the fast sink");
+    assert_eq!(*slow.got.lock().unwrap(), order, "the slow sink");
+}
