@@ -40,6 +40,25 @@ pub struct EventMeta {
     pub command: Option<String>,
 }
 
+impl EventMeta {
+    /// The metadata of an event decided at `occurred_at` by `actor`, with
+    /// nothing else known (no request, tool call, SOP or command); set the
+    /// rest with struct update syntax.
+    pub fn new(occurred_at: DateTime<Utc>, actor: Actor) -> Self {
+        EventMeta {
+            occurred_at,
+            actor,
+            tool_invocation_id: None,
+            idempotency_key: None,
+            correlation_id: None,
+            trace_id: None,
+            causation_id: None,
+            sop: None,
+            command: None,
+        }
+    }
+}
+
 /// One stored event, as auditors see it: the full envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {

@@ -81,17 +81,7 @@ mod tests {
     }
 
     fn event(pos: i64) -> crate::store::StoredEvent {
-        let meta = crate::store::EventMeta {
-            occurred_at: chrono::Utc::now(),
-            actor: crate::domain::Actor::system(),
-            tool_invocation_id: None,
-            idempotency_key: None,
-            correlation_id: None,
-            trace_id: None,
-            causation_id: None,
-            sop: None,
-            command: None,
-        };
+        let meta = crate::store::EventMeta::new(chrono::Utc::now(), crate::domain::Actor::system());
         crate::store::StoredEvent {
             event_id: uuid::Uuid::new_v4(),
             aggregate_type: "job".into(),

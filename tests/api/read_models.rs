@@ -66,15 +66,11 @@ fn new_event(event: &JobEvent) -> NewEvent {
         .map(|(k, v)| (k.clone(), v.clone()))
         .unwrap();
     let meta = EventMeta {
-        occurred_at: t0(),
-        actor: dispatch_api::domain::Actor::new(dispatch_api::domain::Role::Dispatcher, "writer"),
-        tool_invocation_id: None,
-        idempotency_key: None,
-        correlation_id: None,
-        trace_id: None,
-        causation_id: None,
-        sop: None,
         command: Some("test".into()),
+        ..EventMeta::new(
+            t0(),
+            dispatch_api::domain::Actor::new(dispatch_api::domain::Role::Dispatcher, "writer"),
+        )
     };
     NewEvent {
         event_type,

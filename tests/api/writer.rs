@@ -13,21 +13,15 @@ use sqlx::PgPool;
 use crate::support::*;
 
 fn meta() -> EventMeta {
+    let actor = Actor {
+        kind: ActorKind::Agent,
+        id: "writer-test".into(),
+        role: Role::Agent,
+        technician_id: None,
+    };
     EventMeta {
-        occurred_at: t0(),
-        actor: Actor {
-            kind: ActorKind::Agent,
-            id: "writer-test".into(),
-            role: Role::Agent,
-            technician_id: None,
-        },
-        tool_invocation_id: None,
-        idempotency_key: None,
-        correlation_id: None,
-        trace_id: None,
-        causation_id: None,
-        sop: None,
         command: Some("add_note".into()),
+        ..EventMeta::new(t0(), actor)
     }
 }
 
