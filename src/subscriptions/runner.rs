@@ -25,7 +25,7 @@ pub const DEFAULT_BATCH: i64 = 500;
 /// start the next step waits (when events keep coming, a sink takes them
 /// in fewer, larger batches: fewer reads and checkpoint writes per event,
 /// for at most this much more lag).
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+pub const LINGER: Duration = Duration::from_millis(20);
 
 /// How often the leader checks its lock, refreshes its sinks and publishes
 /// the lag metrics; also how often a replica that does not lead tries to.
@@ -38,7 +38,6 @@ pub struct Subscriptions {
     sources: Vec<Arc<dyn SinkSource>>,
     batch_size: i64,
     poll: Duration,
-    linger: Duration,
     instance: String,
 }
 
@@ -59,7 +58,6 @@ impl Subscriptions {
             sources,
             batch_size: DEFAULT_BATCH,
             poll: Duration::from_millis(500),
-            linger: DEFAULT_LINGER,
             instance: crate::read_models::runtime::instance_id().to_string(),
         }
     }
@@ -73,12 +71,6 @@ impl Subscriptions {
     /// Sets the batch size.
     pub fn batch_size(mut self, n: i64) -> Self {
         self.batch_size = n.max(1);
-        self
-    }
-
-    /// Sets how long a step after a partial batch waits (zero: none).
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
         self
     }
 
@@ -233,7 +225,6 @@ impl Subscriptions {
                 instance: self.instance.clone(),
                 batch_size: self.batch_size,
                 poll: self.poll,
-                linger: self.linger,
                 recent: recent.clone(),
                 moved_to: None,
             };
@@ -271,7 +262,6 @@ struct Delivering {
     instance: String,
     batch_size: i64,
     poll: Duration,
-    linger: Duration,
     /// The reads shared with the replica's other subscriptions.
     recent: Arc<RecentReads>,
     /// Where this loop's last step moved the checkpoint: the next step
@@ -303,7 +293,7 @@ impl Delivering {
                 Ok(Step::Delivered { full: true }) => {}
                 Ok(Step::Delivered { full: false }) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(started + self.linger) => {}
+                        _ = tokio::time::sleep_until(started + LINGER) => {}
                         _ = stop.changed() => {}
                     }
                 }

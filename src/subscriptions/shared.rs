@@ -51,12 +51,18 @@ impl RecentReads {
         })
     }
 
-    /// Keeps a batch just read (an empty one is not worth keeping).
+    /// Keeps a batch just read if it reaches past every kept one (an empty
+    /// one is not worth keeping, and an older one — a sink far behind, say
+    /// a replay — would only push out the batches the others follow).
     pub fn keep(&self, read: Arc<ReadBatch>) {
-        if read.batch.events.is_empty() {
+        let Some(end) = read.batch.cursors.last() else {
+            return;
+        };
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = batches.back().and_then(|b| b.batch.cursors.last());
+        if newest.is_some_and(|n| n >= end) {
             return;
         }
-        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
         if batches.len() == KEEP {
             batches.pop_front();
         }
@@ -134,5 +140,9 @@ mod tests {
         assert!(recent.after(Cursor { tx: 1, pos: last }).is_some());
         recent.keep(batch(Cursor { tx: 1, pos: 1000 }, &[]));
         assert!(recent.after(Cursor { tx: 1, pos: 1000 }).is_none());
+        // A read far behind the kept ones does not push them out.
+        recent.keep(batch(Cursor::START, &[(1, 1), (1, 2)]));
+        assert!(recent.after(Cursor::START).is_none(), "not kept");
+        assert!(recent.after(Cursor { tx: 1, pos: last }).is_some());
     }
 }
